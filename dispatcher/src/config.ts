@@ -1,0 +1,156 @@
+/**
+ * Dispatcher configuration: defaults, overridden by a YAML file (`--config`), overridden by
+ * command-line flags. Every default is a named constant below.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { DispatcherError } from './errors.js';
+
+export type DhcpMode = 'full' | 'proxy' | 'off';
+
+export const DEFAULT_HTTP_PORT = 8080;
+export const DEFAULT_DATA_DIR = '/var/lib/lilcluster';
+export const DEFAULT_IMAGE_DIR = 'dist/image';
+export const DEFAULT_PXE_DIR = 'pxe/bin';
+export const DEFAULT_LEASE_SECONDS = 3600;
+export const DEFAULT_HEARTBEAT_SECONDS = 5;
+/** A node is lost after this many heartbeat intervals without a word. */
+export const DEFAULT_MISSED_HEARTBEATS = 3;
+/** Speculative re-execution: a task is a lagger after k × its job's median duration. */
+export const DEFAULT_SPECULATIVE_K = 2;
+/** Seconds added to a task's timeout before its lease expires and it is handed out again. */
+export const DEFAULT_LEASE_GRACE_SECONDS = 10;
+export const DEFAULT_TASK_TIMEOUT_SECONDS = 3600;
+
+export interface DhcpConfig {
+  mode: DhcpMode;
+  /** First and last address handed out in full mode. */
+  rangeStart?: string;
+  rangeEnd?: string;
+  /** Defaults to the interface's netmask. */
+  netmask?: string;
+  /** Option 3; defaults to none (the node network need not route anywhere). */
+  router?: string;
+  /** Option 6. */
+  dns?: string[];
+  leaseSeconds: number;
+}
+
+export interface DispatcherConfig {
+  /** Network interface of the node network (DHCP and TFTP answer only there). */
+  interface?: string;
+  /**
+   * The dispatcher's address as nodes see it (boot URLs, next-server). Defaults to the
+   * interface's first IPv4 address.
+   */
+  advertiseAddress?: string;
+  dhcp: DhcpConfig;
+  httpPort: number;
+  httpHost: string;
+  tftpPort: number;
+  /** Set to false to not serve TFTP (for example with `--dhcp off` and another TFTP server). */
+  tftp: boolean;
+  dataDir: string;
+  imageDir: string;
+  pxeDir: string;
+  clusterFile?: string;
+  heartbeatSeconds: number;
+  missedHeartbeats: number;
+  leaseGraceSeconds: number;
+  speculativeK: number;
+  /** Extra kernel command-line arguments for every node. */
+  kernelArgs: string;
+  logLevel: string;
+}
+
+export function defaultConfig(): DispatcherConfig {
+  return {
+    dhcp: { mode: 'full', leaseSeconds: DEFAULT_LEASE_SECONDS },
+    httpPort: DEFAULT_HTTP_PORT,
+    httpHost: '0.0.0.0',
+    tftpPort: 69,
+    tftp: true,
+    dataDir: DEFAULT_DATA_DIR,
+    imageDir: DEFAULT_IMAGE_DIR,
+    pxeDir: DEFAULT_PXE_DIR,
+    heartbeatSeconds: DEFAULT_HEARTBEAT_SECONDS,
+    missedHeartbeats: DEFAULT_MISSED_HEARTBEATS,
+    leaseGraceSeconds: DEFAULT_LEASE_GRACE_SECONDS,
+    speculativeK: DEFAULT_SPECULATIVE_K,
+    kernelArgs: '',
+    logLevel: 'info',
+  };
+}
+
+/** A partial configuration as written in YAML or given by flags. */
+export type ConfigOverrides = Partial<Omit<DispatcherConfig, 'dhcp'>> & { dhcp?: Partial<DhcpConfig> };
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+export function loadConfigFile(path: string): ConfigOverrides {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8')) ?? {};
+  } catch (err) {
+    throw new DispatcherError('DSP_ERR_CONFIG', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new DispatcherError('DSP_ERR_CONFIG', `${path}: expected a mapping`);
+  return doc as ConfigOverrides;
+}
+
+/** Parses `A-B` (`10.0.0.100-10.0.0.200`). */
+export function parseRange(text: string): { rangeStart: string; rangeEnd: string } {
+  const [a, b, ...rest] = text.split('-').map((s) => s.trim());
+  if (!a || !b || rest.length || !IPV4_RE.test(a) || !IPV4_RE.test(b))
+    throw new DispatcherError('DSP_ERR_CONFIG', `--range ${text}: expected FIRST-LAST, e.g. 10.42.0.100-10.42.0.199`);
+  return { rangeStart: a, rangeEnd: b };
+}
+
+const KNOWN_KEYS = new Set(Object.keys(defaultConfig()).concat(['interface', 'advertiseAddress', 'clusterFile']));
+const KNOWN_DHCP_KEYS = new Set(['mode', 'rangeStart', 'rangeEnd', 'range', 'netmask', 'router', 'dns', 'leaseSeconds']);
+
+/** Merges layers (later wins) and validates; errors name the field. */
+export function resolveConfig(...layers: ConfigOverrides[]): DispatcherConfig {
+  const cfg = defaultConfig();
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer)) {
+      if (v === undefined) continue;
+      if (!KNOWN_KEYS.has(k)) throw new DispatcherError('DSP_ERR_CONFIG', `unknown configuration key "${k}"`);
+      if (k === 'dhcp') {
+        for (const [dk, dv] of Object.entries(v as Record<string, unknown>)) {
+          if (dv === undefined) continue;
+          if (!KNOWN_DHCP_KEYS.has(dk)) throw new DispatcherError('DSP_ERR_CONFIG', `unknown configuration key "dhcp.${dk}"`);
+          if (dk === 'range') Object.assign(cfg.dhcp, parseRange(String(dv)));
+          else (cfg.dhcp as unknown as Record<string, unknown>)[dk] = dv;
+        }
+      } else (cfg as unknown as Record<string, unknown>)[k] = v;
+    }
+  }
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: DispatcherConfig): void {
+  const bad = (field: string, why: string): never => {
+    throw new DispatcherError('DSP_ERR_CONFIG', `${field}: ${why}`);
+  };
+  if (!['full', 'proxy', 'off'].includes(cfg.dhcp.mode)) bad('dhcp.mode', 'must be full, proxy or off');
+  for (const f of ['rangeStart', 'rangeEnd', 'netmask', 'router'] as const) {
+    const v = cfg.dhcp[f];
+    if (v !== undefined && !IPV4_RE.test(v)) bad(`dhcp.${f}`, `"${v}" is not an IPv4 address`);
+  }
+  if (cfg.advertiseAddress !== undefined && !IPV4_RE.test(cfg.advertiseAddress)) bad('advertiseAddress', 'not an IPv4 address');
+  for (const f of ['httpPort', 'tftpPort'] as const) {
+    const v = cfg[f];
+    if (!Number.isInteger(v) || v < 0 || v > 65535) bad(f, 'must be a port number 0-65535');
+  }
+  for (const f of ['heartbeatSeconds', 'missedHeartbeats', 'leaseGraceSeconds', 'speculativeK'] as const) {
+    if (typeof cfg[f] !== 'number' || !(cfg[f] > 0)) bad(f, 'must be a positive number');
+  }
+  if (!Number.isInteger(cfg.dhcp.leaseSeconds) || cfg.dhcp.leaseSeconds < 60) bad('dhcp.leaseSeconds', 'must be an integer ≥ 60');
+  if (cfg.dhcp.mode === 'full' && !cfg.interface)
+    throw new DispatcherError('DSP_ERR_NO_INTERFACE', 'full DHCP mode needs --interface: a DHCP server must answer only on the node network', {
+      hint: 'pass --interface IF (the NIC of the node network), or --dhcp proxy / --dhcp off beside an existing DHCP server',
+    });
+  if ((cfg.dhcp.rangeStart === undefined) !== (cfg.dhcp.rangeEnd === undefined)) bad('dhcp.range', 'give both ends of the range');
+}

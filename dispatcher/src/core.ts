@@ -1,0 +1,63 @@
+/**
+ * The dispatcher's core services, shared by every protocol server and API route:
+ * configuration, logging, store, events, node registry and secrets. Built without
+ * opening any socket, so tests can make one on a temp dir (or `:memory:`).
+ */
+import type { DispatcherConfig } from './config.js';
+import type { Logger } from './log.js';
+import { openStore, type Db } from './store/database.js';
+import { GroupCommit } from './store/group-commit.js';
+import { allMigrations } from './store/migrations.js';
+import { EventLog } from './events/event-log.js';
+import { NodeRegistry } from './nodes/registry.js';
+import { EMPTY_CLUSTER, loadClusterFile, type ClusterFile } from './nodes/cluster-file.js';
+import { BootTokens } from './trust/boot-tokens.js';
+import { loadOrCreateSecrets, type Secrets } from './trust/secrets.js';
+import type { NodeNetwork } from './net/interfaces.js';
+
+export interface Core {
+  config: DispatcherConfig;
+  log: Logger;
+  db: Db;
+  commits: GroupCommit;
+  events: EventLog;
+  nodes: NodeRegistry;
+  cluster: ClusterFile;
+  secrets: Secrets;
+  bootTokens: BootTokens;
+  network: NodeNetwork;
+  now: () => number;
+  startedAt: number;
+}
+
+export interface CoreOptions {
+  config: DispatcherConfig;
+  log: Logger;
+  network: NodeNetwork;
+  /** Overrides the cluster file named in the config (tests). */
+  cluster?: ClusterFile;
+  now?: () => number;
+}
+
+export function createCore(opts: CoreOptions): Core {
+  const { config, log } = opts;
+  const now = opts.now ?? Date.now;
+  const db = openStore({ dataDir: config.dataDir, migrations: allMigrations });
+  const commits = new GroupCommit(db);
+  const events = new EventLog(db, commits, now);
+  const cluster = opts.cluster ?? (config.clusterFile ? loadClusterFile(config.clusterFile) : EMPTY_CLUSTER);
+  const nodes = new NodeRegistry(db, commits, events, cluster, now);
+  const secrets = loadOrCreateSecrets(config.dataDir === ':memory:' ? tmpSecretsDir() : config.dataDir);
+  const bootTokens = new BootTokens(db, now);
+  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, network: opts.network, now, startedAt: now() };
+}
+
+/** Flushes pending writes and closes the store. */
+export function closeCore(core: Core): void {
+  core.commits.flush();
+  core.db.close();
+}
+
+function tmpSecretsDir(): string {
+  return `/tmp/lilcluster-secrets-${process.pid}`;
+}

@@ -1,0 +1,42 @@
+/**
+ * Errors that reach a user (API answer, CLI message) carry a stable code, a message and,
+ * where useful, a hint on what to do. One registry for the dispatcher: add a code here,
+ * document it in dispatcher/README.md (a test keeps the two in step).
+ */
+export const ErrorCodes = {
+  DSP_ERR_CONFIG: { status: 400, message: 'invalid configuration' },
+  DSP_ERR_NO_INTERFACE: { status: 400, message: 'full DHCP mode needs an interface' },
+  DSP_ERR_UNAUTHORIZED: { status: 401, message: 'missing or wrong admin token' },
+  DSP_ERR_FORBIDDEN: { status: 403, message: 'not allowed' },
+  DSP_ERR_NODE_NOT_FOUND: { status: 404, message: 'no such node' },
+  DSP_ERR_TASK_NOT_FOUND: { status: 404, message: 'no such task' },
+  DSP_ERR_JOB_NOT_FOUND: { status: 404, message: 'no such job' },
+  DSP_ERR_NOT_FOUND: { status: 404, message: 'not found' },
+  DSP_ERR_BAD_REQUEST: { status: 400, message: 'malformed request' },
+  DSP_ERR_BAD_SUBMISSION: { status: 400, message: 'malformed submission' },
+  DSP_ERR_NODE_STATE: { status: 409, message: 'node is not in a state that allows this' },
+  DSP_ERR_NODE_OFFLINE: { status: 409, message: 'node is not connected' },
+  DSP_ERR_TIMEOUT: { status: 504, message: 'the node did not answer in time' },
+  DSP_ERR_STORE: { status: 503, message: 'the data store cannot be written' },
+  DSP_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
+  DSP_ERR_INTERNAL: { status: 500, message: 'internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class DispatcherError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly hint: string | undefined;
+  constructor(code: ErrorCode, message?: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message ?? ErrorCodes[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'DispatcherError';
+    this.code = code;
+    this.status = ErrorCodes[code].status;
+    this.hint = opts.hint;
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; hint?: string } } {
+    return { error: { code: this.code, message: this.message, ...(this.hint ? { hint: this.hint } : {}) } };
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The cluster definition file (YAML): known machines and what to do with unknown ones.
+ *
+ *   enrollment: auto          # auto | approve | deny — policy for MACs not listed below
+ *   nodes:
+ *     - name: node1
+ *       mac: 52:54:00:00:00:01
+ *       labels: [gpu, bigmem]
+ *       ip: 10.42.0.11        # optional fixed address (a DHCP reservation)
+ *       firstStage: snponly.efi   # optional: UEFI first stage for NICs that need SNP-only iPXE
+ *
+ * In the spirit of the design notes' "cluster definition" (seeds/000), minus users and
+ * passwords: nodes are RAM-booted and trust comes from boot tokens, not logins.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { DispatcherError } from '../errors.js';
+import { parseMac, type Mac } from './mac.js';
+
+export type EnrollmentPolicy = 'auto' | 'approve' | 'deny';
+export type FirstStage = 'ipxe.efi' | 'snponly.efi';
+
+export interface ClusterNodeSpec {
+  name: string;
+  mac: Mac;
+  labels: string[];
+  ip?: string;
+  firstStage?: FirstStage;
+}
+
+export interface ClusterFile {
+  enrollment: EnrollmentPolicy;
+  nodes: ClusterNodeSpec[];
+}
+
+export const EMPTY_CLUSTER: ClusterFile = { enrollment: 'auto', nodes: [] };
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+export function loadClusterFile(path: string): ClusterFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new DispatcherError('DSP_ERR_CONFIG', `cannot read cluster file ${path}`, { cause: err, hint: 'check the --cluster path' });
+  }
+  return parseClusterFile(text, path);
+}
+
+/** Validates a cluster file; errors name the field (`nodes[2].mac`). */
+export function parseClusterFile(text: string, source = 'cluster file'): ClusterFile {
+  const fail = (field: string, why: string): never => {
+    throw new DispatcherError('DSP_ERR_CONFIG', `${source}: ${field}: ${why}`);
+  };
+  let doc: unknown;
+  try {
+    doc = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new DispatcherError('DSP_ERR_CONFIG', `${source}: not valid YAML: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
+  const d = doc as Record<string, unknown>;
+  for (const k of Object.keys(d)) if (k !== 'enrollment' && k !== 'nodes') fail(k, 'unknown field');
+  const enrollment = (d.enrollment ?? 'auto') as EnrollmentPolicy;
+  if (!['auto', 'approve', 'deny'].includes(enrollment)) fail('enrollment', 'must be auto, approve or deny');
+  const rawNodes = d.nodes ?? [];
+  if (!Array.isArray(rawNodes)) return fail('nodes', 'expected a list');
+  const names = new Set<string>();
+  const macs = new Set<string>();
+  const nodes = rawNodes.map((raw, i): ClusterNodeSpec => {
+    const at = `nodes[${i}]`;
+    if (typeof raw !== 'object' || raw === null) return fail(at, 'expected a mapping');
+    const n = raw as Record<string, unknown>;
+    for (const k of Object.keys(n)) if (!['name', 'mac', 'labels', 'ip', 'firstStage'].includes(k)) fail(`${at}.${k}`, 'unknown field');
+    if (typeof n.name !== 'string' || !NAME_RE.test(n.name)) fail(`${at}.name`, 'must be a host name (a-z, 0-9, -)');
+    const mac = typeof n.mac === 'string' ? parseMac(n.mac) : undefined;
+    if (!mac) return fail(`${at}.mac`, 'must be a MAC address like 52:54:00:12:34:56');
+    if (names.has(n.name as string)) fail(`${at}.name`, `duplicate name ${n.name}`);
+    if (macs.has(mac)) fail(`${at}.mac`, `duplicate MAC ${mac}`);
+    names.add(n.name as string);
+    macs.add(mac);
+    const labels = n.labels ?? [];
+    if (!Array.isArray(labels) || labels.some((l) => typeof l !== 'string')) fail(`${at}.labels`, 'must be a list of strings');
+    if (n.ip !== undefined && (typeof n.ip !== 'string' || !IPV4_RE.test(n.ip))) fail(`${at}.ip`, 'must be an IPv4 address');
+    if (n.firstStage !== undefined && n.firstStage !== 'ipxe.efi' && n.firstStage !== 'snponly.efi')
+      fail(`${at}.firstStage`, 'must be ipxe.efi or snponly.efi');
+    return {
+      name: n.name as string,
+      mac,
+      labels: labels as string[],
+      ...(n.ip ? { ip: n.ip as string } : {}),
+      ...(n.firstStage ? { firstStage: n.firstStage as FirstStage } : {}),
+    };
+  });
+  return { enrollment, nodes };
+}

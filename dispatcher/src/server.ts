@@ -1,0 +1,52 @@
+/**
+ * Starts every service of the dispatcher on one core: HTTP (:8080) first, then the boot
+ * protocols. `startDispatcher` is what `main` and the integration tests call.
+ */
+import type { DispatcherConfig } from './config.js';
+import type { Logger } from './log.js';
+import { createCore, closeCore, type Core } from './core.js';
+import { buildApp, type AppPlugin } from './http/app.js';
+import { resolveNodeNetwork } from './net/interfaces.js';
+
+export interface RunningDispatcher {
+  core: Core;
+  /** The HTTP port actually bound (useful with httpPort 0 in tests). */
+  httpPort: number;
+  /** The web page's log-in link (carries the admin token). */
+  loginUrl: string;
+  stop(): Promise<void>;
+}
+
+export interface Stoppable {
+  stop(): Promise<void> | void;
+}
+
+export async function startDispatcher(opts: { config: DispatcherConfig; log: Logger }): Promise<RunningDispatcher> {
+  const { config, log } = opts;
+  const network = resolveNodeNetwork(config.interface, config.advertiseAddress);
+  const core = createCore({ config, log, network });
+  const stoppables: Stoppable[] = [];
+
+  // Services: each area adds its own here (boot protocols, dispatch, operator surface).
+  const plugins: AppPlugin[] = [];
+
+  const app = await buildApp(core, plugins);
+  await app.listen({ port: config.httpPort, host: config.httpHost });
+  const addr = app.server.address();
+  const httpPort = typeof addr === 'object' && addr ? addr.port : config.httpPort;
+
+  const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
+  log.info({ version: undefined, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir }, 'dispatcher started');
+  process.stderr.write(`\n  Dashboard: ${loginUrl}\n  Admin token: ${config.dataDir}/admin.token\n\n`);
+
+  return {
+    core,
+    httpPort,
+    loginUrl,
+    async stop() {
+      for (const s of stoppables.reverse()) await s.stop();
+      await app.close();
+      closeCore(core);
+    },
+  };
+}

@@ -1,0 +1,7 @@
+/** Every module's tables, in the order they are applied. Add a module's migrations here. */
+import type { Migration } from './database.js';
+import { eventMigrations } from '../events/event-log.js';
+import { nodeMigrations } from '../nodes/registry.js';
+import { bootTokenMigrations } from '../trust/boot-tokens.js';
+
+export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations];
