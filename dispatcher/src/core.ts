@@ -14,6 +14,7 @@ import { EMPTY_CLUSTER, loadClusterFile, type ClusterFile } from './nodes/cluste
 import { BootTokens } from './trust/boot-tokens.js';
 import { loadOrCreateSecrets, type Secrets } from './trust/secrets.js';
 import type { NodeNetwork } from './net/interfaces.js';
+import { BootTimeline } from './boot/timeline.js';
 
 export interface Core {
   config: DispatcherConfig;
@@ -25,6 +26,7 @@ export interface Core {
   cluster: ClusterFile;
   secrets: Secrets;
   bootTokens: BootTokens;
+  timeline: BootTimeline;
   network: NodeNetwork;
   now: () => number;
   startedAt: number;
@@ -49,7 +51,8 @@ export function createCore(opts: CoreOptions): Core {
   const nodes = new NodeRegistry(db, commits, events, cluster, now);
   const secrets = loadOrCreateSecrets(config.dataDir === ':memory:' ? tmpSecretsDir() : config.dataDir);
   const bootTokens = new BootTokens(db, now);
-  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, network: opts.network, now, startedAt: now() };
+  const timeline = new BootTimeline(db, commits, now);
+  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, timeline, network: opts.network, now, startedAt: now() };
 }
 
 /** Flushes pending writes and closes the store. */

@@ -3,5 +3,6 @@ import type { Migration } from './database.js';
 import { eventMigrations } from '../events/event-log.js';
 import { nodeMigrations } from '../nodes/registry.js';
 import { bootTokenMigrations } from '../trust/boot-tokens.js';
+import { timelineMigrations } from '../boot/timeline.js';
 
-export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations];
+export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations];
