@@ -15,6 +15,7 @@ import { BootTokens } from './trust/boot-tokens.js';
 import { loadOrCreateSecrets, type Secrets } from './trust/secrets.js';
 import type { NodeNetwork } from './net/interfaces.js';
 import { BootTimeline } from './boot/timeline.js';
+import { MetricsRegistry } from './metrics/registry.js';
 
 export interface Core {
   config: DispatcherConfig;
@@ -27,6 +28,8 @@ export interface Core {
   secrets: Secrets;
   bootTokens: BootTokens;
   timeline: BootTimeline;
+  /** Counters and gauges for /metrics: every service registers its own (see metrics/registry.ts). */
+  metrics: MetricsRegistry;
   network: NodeNetwork;
   now: () => number;
   startedAt: number;
@@ -52,7 +55,8 @@ export function createCore(opts: CoreOptions): Core {
   const secrets = loadOrCreateSecrets(config.dataDir === ':memory:' ? tmpSecretsDir() : config.dataDir);
   const bootTokens = new BootTokens(db, now);
   const timeline = new BootTimeline(db, commits, now);
-  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, timeline, network: opts.network, now, startedAt: now() };
+  const metrics = new MetricsRegistry();
+  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, timeline, metrics, network: opts.network, now, startedAt: now() };
 }
 
 /** Flushes pending writes and closes the store. */
