@@ -1,15 +1,26 @@
 /**
- * `dispatcherctl`: the operator's CLI. Talks to the dispatcher's API on :8080.
- * (Commands arrive with the dispatch and operator issues.)
+ * `dispatcherctl`: the operator's CLI. Talks to the dispatcher's API on :8080 (see
+ * program.ts for the commands, command.ts for how to add one).
  */
-import { Command } from 'commander';
-import { VERSION } from '../version.js';
+import { runCtl } from './program.js';
 
-const program = new Command('dispatcherctl')
-  .description('Control a lilcluster dispatcher: nodes, tasks, results, events')
-  .version(VERSION)
-  .option('--url <url>', 'dispatcher API URL (env LILCLUSTER_URL, default http://127.0.0.1:8080)')
-  .option('--token <token>', 'admin token (env LILCLUSTER_TOKEN, or <data-dir>/admin.token)')
-  .option('--json', 'machine-readable output');
+const abort = new AbortController();
+let interrupted = false;
+process.on('SIGINT', () => {
+  // First Ctrl-C: stop streams cleanly (events --follow, exec); second: leave at once.
+  if (interrupted) process.exit(130);
+  interrupted = true;
+  abort.abort();
+});
+// `dispatcherctl events | head` closes stdout early: that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+});
 
-program.parse();
+const code = await runCtl(process.argv.slice(2), {
+  stdout: (s) => process.stdout.write(s),
+  stderr: (s) => process.stderr.write(s),
+  env: process.env,
+  signal: abort.signal,
+});
+process.exitCode = interrupted && code === 0 ? 130 : code;

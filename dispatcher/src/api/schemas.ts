@@ -1,0 +1,215 @@
+/**
+ * The operator API's shapes (TypeBox): they validate requests, serialize answers, document
+ * the API (OpenAPI at /api/v1/openapi.json) and type the CLI and page's view of it.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { NODE_STATES } from '../nodes/registry.js';
+
+export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+export const ErrorBody = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'stable DSP_ERR_* code (see dispatcher/src/errors.ts)' }),
+      message: Type.String(),
+      hint: Type.Optional(Type.String({ description: 'what to do about it' })),
+    }),
+  },
+  { $id: 'ErrorBody', description: 'every 4xx/5xx answer' },
+);
+
+/** Answers every route may give besides its own. */
+export const errorResponses = {
+  400: ErrorBody,
+  401: ErrorBody,
+  404: ErrorBody,
+  409: ErrorBody,
+} as const;
+
+export const NodeState = Type.Union(NODE_STATES.map((s) => Type.Literal(s)));
+
+export const NodeRef = Type.Object({
+  node: Type.String({ description: 'node name, MAC (any usual spelling) or system UUID', minLength: 1, maxLength: 200 }),
+});
+
+export const RunningTask = Type.Object({
+  taskId: Type.Integer(),
+  attempt: Type.Integer(),
+  progress: Nullable(Type.Number({ description: '0..1, from the task\'s PROGRESS lines' })),
+  startedAt: Type.Number(),
+});
+
+export const NodeView = Type.Object({
+  name: Type.String(),
+  mac: Type.String(),
+  uuid: Nullable(Type.String()),
+  state: NodeState,
+  /** Unix ms. */
+  stateSince: Type.Number(),
+  enrollment: Type.Union([Type.Literal('admitted'), Type.Literal('pending')]),
+  labels: Type.Array(Type.String()),
+  ip: Nullable(Type.String()),
+  imageVersion: Nullable(Type.String()),
+  agentVersion: Nullable(Type.String()),
+  bootCount: Type.Integer(),
+  firstSeen: Type.Number(),
+  lastSeen: Nullable(Type.Number()),
+  connected: Type.Boolean({ description: "the node's agent is connected now" }),
+  draining: Type.Boolean(),
+  cpu: Nullable(Type.String({ description: 'CPU model' })),
+  cores: Nullable(Type.Integer()),
+  memoryMiB: Nullable(Type.Number()),
+  load1: Nullable(Type.Number()),
+  memUsedMiB: Nullable(Type.Number()),
+  uptimeS: Nullable(Type.Number()),
+  lastHeartbeat: Nullable(Type.Number()),
+  slots: Nullable(Type.Integer()),
+  tasks: Type.Array(RunningTask),
+  bootStage: Nullable(Type.Object({ stage: Type.String(), ts: Type.Number(), boot: Type.Integer() })),
+});
+export type NodeView = Static<typeof NodeView>;
+
+export const NodeList = Type.Object({ nodes: Type.Array(NodeView) });
+export type NodeList = Static<typeof NodeList>;
+
+export const NodeDetail = Type.Composite([
+  NodeView,
+  Type.Object({
+    fixedIp: Nullable(Type.String()),
+    firstStage: Nullable(Type.String()),
+    fromClusterFile: Type.Boolean(),
+    inventory: Nullable(Type.Record(Type.String(), Type.Unknown(), { description: "the agent's hello inventory (systeminformation)" })),
+    lastInspect: Nullable(Type.Object({ at: Type.Number(), snapshot: Type.Unknown() })),
+  }),
+]);
+export type NodeDetail = Static<typeof NodeDetail>;
+
+export const NodeListQuery = Type.Object({
+  state: Type.Optional(NodeState),
+  label: Type.Optional(Type.String({ maxLength: 200 })),
+});
+
+export const ActionResult = Type.Object({
+  node: Type.String(),
+  action: Type.String(),
+  /** The node's state after the action. */
+  state: NodeState,
+  /** Time from sending the command to the agent's acknowledgement, ms (commands that go to the agent). */
+  ackMs: Nullable(Type.Number()),
+  message: Type.String(),
+});
+export type ActionResult = Static<typeof ActionResult>;
+
+export const InspectResult = Type.Object({
+  node: Type.String(),
+  at: Type.Number(),
+  ackMs: Type.Number(),
+  snapshot: Type.Unknown({ description: 'systeminformation snapshot plus live load, memory and temperatures' }),
+});
+export type InspectResult = Static<typeof InspectResult>;
+
+export const ExecRequest = Type.Object(
+  {
+    command: Type.Union([Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4096 }), Type.String({ minLength: 1, maxLength: 65_536 })], {
+      description: 'argv (run directly) or a string (run by /bin/sh -c)',
+    }),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 3600_000 })),
+  },
+  { additionalProperties: false },
+);
+
+/** One line of the exec answer (application/x-ndjson). */
+export type ExecLine =
+  | { type: 'started'; node: string; ackMs: number | null }
+  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; exitCode: number | null; signal: string | null; durationMs: number | null }
+  | { type: 'error'; error: { code: string; message: string; hint?: string } };
+
+export const OperationNode = Type.Object({
+  name: Type.String(),
+  phase: Type.Union(['waiting', 'draining', 'rebooting', 'back', 'failed', 'skipped'].map((p) => Type.Literal(p))),
+  since: Type.Number(),
+  bootCountBefore: Type.Integer(),
+  runningTasks: Type.Integer(),
+  error: Nullable(Type.String()),
+});
+
+export const OperationView = Type.Object({
+  id: Type.Integer(),
+  kind: Type.Literal('rolling-reboot'),
+  state: Type.Union(['running', 'done', 'failed', 'cancelled'].map((p) => Type.Literal(p))),
+  startedAt: Type.Number(),
+  finishedAt: Nullable(Type.Number()),
+  batch: Type.Integer(),
+  message: Type.String(),
+  nodes: Type.Array(OperationNode),
+});
+export type OperationView = Static<typeof OperationView>;
+
+export const RollingRebootRequest = Type.Object(
+  {
+    nodes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 100_000, description: 'default: every admitted node whose agent is connected' })),
+    batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'nodes rebooted at a time (default 1)' })),
+    drainTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node whose tasks run longer (default: wait)' })),
+    backTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node not back after this long (default 600)' })),
+  },
+  { additionalProperties: false },
+);
+
+export const ClusterEventSchema = Type.Object({
+  id: Type.Integer(),
+  ts: Type.Number(),
+  kind: Type.String(),
+  node: Nullable(Type.String()),
+  message: Type.String(),
+  data: Nullable(Type.Record(Type.String(), Type.Unknown())),
+});
+
+export const EventList = Type.Object({ events: Type.Array(ClusterEventSchema) });
+export type EventList = Static<typeof EventList>;
+
+export const EventQuery = Type.Object({
+  node: Type.Optional(Type.String({ maxLength: 200 })),
+  kind: Type.Optional(Type.String({ maxLength: 100, description: 'prefix: `node` matches node.state, node.command...' })),
+  after: Type.Optional(Type.Integer({ minimum: 0, description: 'only events with a larger id' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+});
+
+export const TaskCounts = Type.Object({
+  queued: Type.Number(),
+  running: Type.Number(),
+  done: Type.Number(),
+  failed: Type.Number(),
+  cancelled: Type.Number(),
+});
+
+export const StatusView = Type.Object({
+  version: Type.String(),
+  startedAt: Type.Number(),
+  now: Type.Number(),
+  uptimeS: Type.Number(),
+  network: Type.Object({ interface: Nullable(Type.String()), address: Type.String(), dhcp: Type.String() }),
+  enrollment: Type.String(),
+  nodes: Type.Object({
+    total: Type.Integer(),
+    connected: Type.Integer(),
+    pending: Type.Integer(),
+    byState: Type.Record(Type.String(), Type.Integer()),
+  }),
+  tasks: Nullable(TaskCounts),
+  dispatchedTotal: Nullable(Type.Number()),
+  throughput: Type.Object({
+    intervalS: Type.Number(),
+    /** Tasks completed in each interval, oldest first (the last few minutes). */
+    points: Type.Array(Type.Object({ ts: Type.Number(), completed: Type.Number() })),
+  }),
+  store: Type.Object({
+    commits: Type.Number(),
+    writes: Type.Number(),
+    avgCommitMs: Type.Number(),
+    lastCommitMs: Type.Number(),
+    failure: Nullable(Type.String()),
+  }),
+  operations: Type.Array(OperationView),
+});
+export type StatusView = Static<typeof StatusView>;

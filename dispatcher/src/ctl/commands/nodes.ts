@@ -1,0 +1,106 @@
+/** `dispatcherctl nodes`, `inspect NODE`, `approve NODE...`. */
+import { Option } from 'commander';
+import type { CommandModule, CtlContext } from '../command.js';
+import type { ActionResult, InspectResult, NodeList, NodeView } from '../../api/schemas.js';
+import { NODE_STATES } from '../../nodes/registry.js';
+import { formatAgo, formatDuration, formatMiB, keyValues, table, type Column } from '../output.js';
+import { EXIT } from '../errors.js';
+
+export const nodeCommands: CommandModule = {
+  register(program, ctl) {
+    program
+      .command('nodes')
+      .description('list nodes: state, addresses, image, CPU, memory, load, tasks, heartbeat')
+      .addOption(new Option('--state <state>', 'only nodes in this state').choices(NODE_STATES))
+      .option('--label <label>', 'only nodes with this label')
+      .option('-q, --quiet', 'print node names only, one a line')
+      .option('-w, --wide', 'more columns: UUID, agent version, boot count, labels')
+      .action(
+        ctl.action(async (ctx, opts: { state?: string; label?: string; quiet?: boolean; wide?: boolean }) => {
+          const list = await ctx.api.get<NodeList>('/api/v1/nodes', { state: opts.state, label: opts.label });
+          if (opts.quiet && !ctx.json) return ctx.out(list.nodes.map((x) => x.name).join('\n'));
+          ctx.print(list, (l) => (l.nodes.length ? nodeTable(l.nodes, ctx.now(), opts.wide === true) : 'no nodes yet: power a machine on in the node network\n'));
+        }),
+      );
+
+    program
+      .command('inspect')
+      .description("ask a node's agent for a full snapshot: hardware, OS, load, memory, temperatures")
+      .argument('<node>', 'node name, MAC or UUID')
+      .action(
+        ctl.action(async (ctx, node: string) => {
+          const r = await ctx.api.get<InspectResult>(`/api/v1/nodes/${encodeURIComponent(node)}/inspect`);
+          ctx.print(r, (x) => `${x.node} (answered in ${x.ackMs} ms)\n${flatten(x.snapshot).map(([k, v]) => `${k}: ${v}`).join('\n')}\n`);
+        }),
+      );
+
+    program
+      .command('approve')
+      .description('admit nodes waiting for approval (cluster file enrollment: approve)')
+      .argument('<node...>', 'node names, MACs or UUIDs')
+      .action(ctl.action(async (ctx, nodes: string[]) => perNode(ctx, nodes, 'approve')));
+  },
+};
+
+/** Runs one node action on each node (in parallel), prints each outcome; exit 1 if any failed. */
+export async function perNode(ctx: CtlContext, nodes: readonly string[], action: string, body: unknown = {}): Promise<number> {
+  const settled = await Promise.allSettled(nodes.map((node) => ctx.api.post<ActionResult>(`/api/v1/nodes/${encodeURIComponent(node)}/${action}`, body)));
+  const results: ActionResult[] = [];
+  const failures: { node: string; error: { code: string; message: string; hint?: string } }[] = [];
+  let exit: number = EXIT.OK;
+  settled.forEach((s, i) => {
+    if (s.status === 'fulfilled') results.push(s.value);
+    else {
+      const e = s.reason as { code?: string; message?: string; hint?: string; exitCode?: number };
+      failures.push({ node: nodes[i]!, error: { code: e.code ?? 'CTL_INTERNAL', message: e.message ?? String(e), ...(e.hint ? { hint: e.hint } : {}) } });
+      // Unreachable or unauthorized is the same for every node: keep the most specific exit code.
+      exit = Math.max(exit, e.exitCode ?? EXIT.FAILED);
+    }
+  });
+  if (ctx.json) ctx.out(JSON.stringify({ results, failures }, null, 2));
+  else {
+    for (const r of results) ctx.out(`${r.node}: ${r.message}`);
+    for (const f of failures) ctx.err(`dispatcherctl: ${f.node}: ${f.error.message}${f.error.hint ? `\n  hint: ${f.error.hint}` : ''}`);
+  }
+  return exit;
+}
+
+export function nodeTable(nodes: readonly NodeView[], now: number, wide = false): string {
+  const cols: Column<NodeView>[] = [
+    { header: 'NAME', value: (x) => x.name + (x.enrollment === 'pending' ? ' (pending)' : '') },
+    { header: 'STATE', value: (x) => x.state },
+    { header: 'MAC', value: (x) => x.mac },
+    { header: 'IP', value: (x) => x.ip },
+    { header: 'IMAGE', value: (x) => x.imageVersion },
+    { header: 'CPU', value: (x) => (x.cpu && x.cpu.length > 28 ? x.cpu.slice(0, 27) + '…' : x.cpu) },
+    { header: 'CORES', value: (x) => x.cores, right: true },
+    { header: 'MEM', value: (x) => (x.memUsedMiB !== null && x.memoryMiB ? `${formatMiB(x.memUsedMiB)}/${formatMiB(x.memoryMiB)}` : formatMiB(x.memoryMiB)) },
+    { header: 'LOAD', value: (x) => (x.load1 === null ? null : x.load1.toFixed(2)), right: true },
+    { header: 'TASKS', value: (x) => (x.connected ? `${x.tasks.length}/${x.slots ?? '?'}` : null), right: true },
+    { header: 'UPTIME', value: (x) => (x.uptimeS === null ? null : formatDuration(x.uptimeS * 1000)) },
+    { header: 'HEARTBEAT', value: (x) => formatAgo(x.lastHeartbeat, now) },
+  ];
+  if (wide)
+    cols.push(
+      { header: 'BOOTS', value: (x) => x.bootCount, right: true },
+      { header: 'AGENT', value: (x) => x.agentVersion },
+      { header: 'UUID', value: (x) => x.uuid },
+      { header: 'LABELS', value: (x) => x.labels.join(',') },
+    );
+  return table(nodes, cols);
+}
+
+/** An inspect snapshot as `a.b.c: value` lines (arrays of scalars joined, long lists cut). */
+export function flatten(value: unknown, prefix = '', out: [string, string][] = [], depth = 0): [string, string][] {
+  if (value === null || value === undefined) {
+    if (prefix) out.push([prefix, '-']);
+  } else if (Array.isArray(value)) {
+    if (value.every((v) => v === null || typeof v !== 'object')) out.push([prefix, value.join(', ') || '-']);
+    else value.slice(0, 32).forEach((v, i) => flatten(v, `${prefix}[${i}]`, out, depth + 1));
+  } else if (typeof value === 'object' && depth < 6) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) flatten(v, prefix ? `${prefix}.${k}` : k, out, depth + 1);
+  } else out.push([prefix, typeof value === 'object' ? JSON.stringify(value) : String(value)]);
+  return out;
+}
+
+export { keyValues };
