@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 import { createCore, closeCore, type Core } from './core.js';
 import { buildApp, type AppPlugin } from './http/app.js';
 import { resolveNodeNetwork } from './net/interfaces.js';
+import { startBootServices } from './boot/services.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -29,6 +30,11 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
 
   // Services: each area adds its own here (boot protocols, dispatch, operator surface).
   const plugins: AppPlugin[] = [];
+
+  // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
+  const boot = await startBootServices(core);
+  plugins.push(...boot.plugins);
+  stoppables.push(boot);
 
   const app = await buildApp(core, plugins);
   await app.listen({ port: config.httpPort, host: config.httpHost });

@@ -27,7 +27,7 @@ export const timelineMigrations: Migration[] = [
 export const BOOT_STAGES = [
   'dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack', 'dhcp.nak', 'dhcp.ignored',
   'proxy.offer', 'proxy.ack',
-  'tftp.sent', 'tftp.failed',
+  'tftp.sent', 'tftp.failed', 'http.firststage',
   'http.script', 'http.kernel', 'http.initrd', 'http.failed',
   'agent.hello',
 ] as const;

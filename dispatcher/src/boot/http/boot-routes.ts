@@ -1,0 +1,197 @@
+/**
+ * HTTP boot on :8080, the second half of the boot chain:
+ *
+ *   GET /boot.ipxe?mac=<mac>       iPXE script for that machine (also /boot/<mac>[.ipxe])
+ *   GET|HEAD /image/vmlinuz        the RAM image's kernel   } from memory, with Range,
+ *   GET|HEAD /image/initrd.img     the RAM image's initrd   } ETag, If-None-Match, If-Range
+ *   GET|HEAD /pxe/<ipxe binary>    first stages for UEFI HTTP boot clients
+ *
+ * The boot script registers the machine (enrollment policy), issues a fresh per-boot token
+ * bound to its MAC and records `http.script`; image downloads record `http.kernel` /
+ * `http.initrd` (or `http.failed`) with bytes and duration. Image transfers are bounded
+ * (FIFO queue) so a boot storm waits rather than failing.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Core } from '../../core.js';
+import type { AppPlugin } from '../../http/app.js';
+import { RateLimitedLog } from '../../log.js';
+import { parseMac, type Mac } from '../../nodes/mac.js';
+import type { BootStage } from '../timeline.js';
+import { BootFiles, IMAGE_FILES, PXE_FILES, type BootFileName } from '../boot-files.js';
+import { ClientMacLookup, plainIPv4, type ClientMacSource } from '../client-mac.js';
+import { FifoLimiter } from '../limiter.js';
+import { recordStage } from '../record-stage.js';
+import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
+import { serveBootFile } from './serve-bytes.js';
+
+/** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
+export const DEFAULT_HTTP_MAX_TRANSFERS = 128;
+/** Downloads waiting for a slot; beyond this the client gets 503 and its script retries. */
+export const DEFAULT_HTTP_MAX_QUEUE = 4096;
+
+export interface BootHttpOptions {
+  files: BootFiles;
+  macs?: ClientMacSource;
+  maxTransfers?: number;
+  maxQueue?: number;
+}
+
+export interface BootHttpCounters {
+  scripts: number;
+  refusedScripts: number;
+  downloads: number;
+  completed: number;
+  failed: number;
+  notModified: number;
+  bytesSent: number;
+  active: number;
+  queued: number;
+}
+
+export interface BootHttp extends AppPlugin {
+  counters(): BootHttpCounters;
+}
+
+const STAGE_OF: Partial<Record<BootFileName, BootStage>> = { vmlinuz: 'http.kernel', 'initrd.img': 'http.initrd' };
+
+export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
+  const log = core.log.child({ svc: 'http-boot' });
+  const noisy = new RateLimitedLog(log);
+  const macs = opts.macs ?? new ClientMacLookup(core.nodes);
+  const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE);
+  const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0 };
+
+  const dispatcherUrl = (req: FastifyRequest): string => {
+    const port = core.config.httpPort || req.raw.socket?.localPort || 80;
+    return `http://${core.network.address}:${port}`;
+  };
+
+  /** The machine behind a request: the URL's MAC if we know that machine, else its IP's. */
+  const machineOf = (req: FastifyRequest): Mac | undefined => {
+    const q = (req.query as Record<string, unknown> | undefined)?.mac;
+    const fromUrl = typeof q === 'string' ? parseMac(q) : undefined;
+    if (fromUrl && core.nodes.byMac(fromUrl)) return fromUrl;
+    return macs.macOf(req.ip);
+  };
+
+  const serveScript = async (req: FastifyRequest, reply: FastifyReply, macText: string | undefined) => {
+    const t0 = performance.now();
+    const base = dispatcherUrl(req);
+    const ip = plainIPv4(req.ip);
+    reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store');
+    const mac = macText === undefined ? undefined : parseMac(macText);
+    if (!mac) {
+      c.refusedScripts++;
+      const why = macText === undefined ? 'the boot URL carries no MAC address' : `"${String(macText).slice(0, 40)}" is not a MAC address`;
+      noisy.warn(`nomac:${ip}`, { ip, mac: String(macText ?? '').slice(0, 40) }, 'boot script without a usable MAC');
+      return reply.send(unidentifiedScript({ dispatcherUrl: base, reason: `${why}; expected /boot.ipxe?mac=<mac>` }));
+    }
+    const decision = core.nodes.admit(mac);
+    if (decision.kind === 'deny') {
+      c.refusedScripts++;
+      noisy.warn(`deny:${mac}`, { mac, ip, reason: decision.reason }, 'boot refused');
+      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: decision.reason }));
+    }
+    const node = decision.node;
+    const token = core.bootTokens.issue(mac);
+    core.nodes.recordBoot(mac);
+    const text = bootScript({
+      mac,
+      nodeName: node.name,
+      dispatcherUrl: base,
+      token,
+      kernelArgs: core.config.kernelArgs,
+      pending: decision.kind === 'pending',
+    });
+    c.scripts++;
+    const bytes = Buffer.byteLength(text);
+    const durationMs = Math.round(performance.now() - t0);
+    log.info({ mac, node: node.name, ip, pending: decision.kind === 'pending' }, 'boot script served');
+    recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, bytes, durationMs, ...(decision.kind === 'pending' ? { pending: true } : {}) });
+    return reply.send(text);
+  };
+
+  const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName) => {
+    const file = await opts.files.get(name);
+    if (!file) {
+      const hint = (PXE_FILES as readonly string[]).includes(name) ? 'run `make pxe` on the dispatcher' : 'run `make image` on the dispatcher';
+      noisy.warn(`missing:${name}`, { file: name, path: opts.files.pathOf(name) }, 'boot file requested but missing');
+      return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `${name} is not available`, hint } });
+    }
+    reply.hijack();
+    const raw = req.raw;
+    const res = reply.raw;
+    if (raw.method === 'HEAD') {
+      await serveBootFile(raw, res, file); // headers only: no need to wait in line
+      return;
+    }
+    c.downloads++;
+    const mac = machineOf(req);
+    const queuedAt = performance.now();
+    await new Promise<void>((resolve) => {
+      const submitted = limiter.submit((release) => {
+        if (res.destroyed) {
+          release();
+          return resolve();
+        }
+        const queuedMs = Math.round(performance.now() - queuedAt);
+        serveBootFile(raw, res, file).then((r) => {
+          release();
+          account(name, mac, plainIPv4(req.ip), r, queuedMs);
+          resolve();
+        });
+      });
+      if (!submitted) {
+        noisy.warn('busy', { file: name, queued: limiter.queued }, 'HTTP boot queue full; client told to retry');
+        res.writeHead(503, { 'retry-after': '5', 'content-length': 0 });
+        res.end();
+        return resolve();
+      }
+      res.once('close', () => {
+        submitted.cancel();
+        resolve();
+      });
+    });
+  };
+
+  const account = (name: BootFileName, mac: Mac | undefined, ip: string, r: Awaited<ReturnType<typeof serveBootFile>>, queuedMs: number) => {
+    const stage = STAGE_OF[name] ?? 'http.firststage';
+    if (r.status === 304) c.notModified++;
+    if (r.status !== 200 && r.status !== 206) return; // 304/412/416: nothing was downloaded
+    if (r.completed) {
+      c.completed++;
+      c.bytesSent += r.bodyBytes;
+      log.info({ file: name, mac, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs, queuedMs }, 'file sent');
+      if (mac) recordStage(core.timeline, log, mac, stage, { file: name, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs });
+    } else {
+      c.failed++;
+      const sent = Math.min(r.bodyBytes, r.bytesWritten);
+      log.warn({ file: name, mac, ip, bytes: sent, size: r.bodyBytes, durationMs: r.durationMs }, 'download aborted by the client');
+      if (mac) recordStage(core.timeline, log, mac, 'http.failed', { file: name, ip, bytes: sent, size: r.bodyBytes, durationMs: r.durationMs, reason: 'connection closed before the end' });
+    }
+  };
+
+  async function plugin(app: FastifyInstance): Promise<void> {
+    // A HEAD of a script would issue (and so revoke) a token: scripts are GET only.
+    app.get('/boot.ipxe', { exposeHeadRoute: false }, (req, reply) => serveScript(req, reply, queryMac(req)));
+    app.get('/boot/:ref', { exposeHeadRoute: false }, (req, reply) => serveScript(req, reply, (req.params as { ref: string }).ref.replace(/\.ipxe$/, '')));
+    for (const name of IMAGE_FILES) app.get(`/image/${name}`, (req, reply) => serveFile(req, reply, name));
+    app.get('/pxe/:file', (req, reply) => {
+      const file = (req.params as { file: string }).file;
+      if (!(PXE_FILES as readonly string[]).includes(file))
+        return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `no first stage named ${file.slice(0, 40)}`, hint: `one of ${PXE_FILES.join(', ')}` } });
+      return serveFile(req, reply, file as BootFileName);
+    });
+  }
+  return {
+    name: 'boot-http',
+    plugin,
+    counters: () => ({ ...c, active: limiter.active, queued: limiter.queued }),
+  };
+}
+
+function queryMac(req: FastifyRequest): string | undefined {
+  const q = (req.query as Record<string, unknown> | undefined)?.mac;
+  return typeof q === 'string' ? q : Array.isArray(q) && typeof q[0] === 'string' ? q[0] : undefined;
+}
+

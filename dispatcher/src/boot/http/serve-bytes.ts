@@ -1,0 +1,87 @@
+/**
+ * Writes a boot file held in memory to a raw Node response, below fastify's reply pipeline:
+ * conditional requests and one byte range (http-range.ts), then one `end()` of a slice of the
+ * shared Buffer. No copy is made per request; libuv writes the slice as fast as the socket
+ * drains. Resolves when the response is finished or the client went away.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { BootFile } from '../boot-files.js';
+import { contentRange, decideServe, type ServeDecision } from '../http-range.js';
+
+export interface ServeResult {
+  status: number;
+  /** Body bytes the response carries (0 for HEAD, 304, 412, 416). */
+  bodyBytes: number;
+  /** Bytes handed to the socket (headers included), complete or not. */
+  bytesWritten: number;
+  /** The body was fully handed to the kernel; false when the client closed first. */
+  completed: boolean;
+  durationMs: number;
+}
+
+const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+
+export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: BootFile, contentType = 'application/octet-stream'): Promise<ServeResult> {
+  const t0 = performance.now();
+  const method = req.method ?? 'GET';
+  const h = req.headers;
+  const decision: ServeDecision = decideServe(
+    {
+      method,
+      range: first(h.range),
+      ifRange: first(h['if-range']),
+      ifMatch: first(h['if-match']),
+      ifNoneMatch: first(h['if-none-match']),
+      ifModifiedSince: first(h['if-modified-since']),
+      ifUnmodifiedSince: first(h['if-unmodified-since']),
+    },
+    file,
+  );
+  const common: Record<string, string | number> = {
+    etag: file.etag,
+    'last-modified': file.lastModified,
+    'accept-ranges': 'bytes',
+    // Revalidate every time: the image can be rebuilt under the same URL.
+    'cache-control': 'no-cache',
+  };
+  let body: Buffer | undefined;
+  switch (decision.status) {
+    case 200:
+    case 206: {
+      const length = decision.end - decision.start + 1;
+      const headers: Record<string, string | number> = { ...common, 'content-type': contentType, 'content-length': length };
+      if (decision.status === 206) headers['content-range'] = contentRange(decision, file.size);
+      res.writeHead(decision.status, headers);
+      body = method === 'HEAD' ? undefined : file.bytes.subarray(decision.start, decision.end + 1);
+      break;
+    }
+    case 304:
+      res.writeHead(304, common);
+      break;
+    case 412:
+      res.writeHead(412, { 'content-length': 0 });
+      break;
+    case 416:
+      res.writeHead(416, { 'content-range': contentRange(decision, file.size), 'content-length': 0 });
+      break;
+  }
+  const socket = res.socket;
+  const written0 = socket?.bytesWritten ?? 0;
+  return new Promise<ServeResult>((resolve) => {
+    let done = false;
+    const settle = (completed: boolean) => {
+      if (done) return;
+      done = true;
+      resolve({
+        status: decision.status,
+        bodyBytes: body?.length ?? 0,
+        bytesWritten: (socket?.bytesWritten ?? written0) - written0,
+        completed,
+        durationMs: Math.round(performance.now() - t0),
+      });
+    };
+    res.once('finish', () => settle(true));
+    res.once('close', () => settle(res.writableFinished));
+    res.end(body);
+  });
+}

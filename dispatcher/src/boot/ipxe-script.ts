@@ -1,0 +1,92 @@
+/**
+ * The iPXE scripts the dispatcher serves at /boot.ipxe: this module is the boot-script
+ * template (pxe/README.md shows the boot chain around it). Pure: (machine, dispatcher URL,
+ * token, config) in, script text out.
+ *
+ * Every script ends in a retry, never a hang: a failed download or a refused machine
+ * prints why, sleeps and chains back to /boot.ipxe (which issues a fresh token).
+ */
+import { macHyphenated, type Mac } from '../nodes/mac.js';
+
+/** Console on the VGA screen and on the first serial port (VMs, BMC serial-over-LAN). */
+export const CONSOLE_ARGS = 'console=tty0 console=ttyS0,115200';
+/** Seconds a refused or unidentified machine waits before asking again. */
+export const REFUSED_RETRY_SECONDS = 60;
+/** Seconds before retrying after a failed kernel/initrd download. */
+export const DOWNLOAD_RETRY_SECONDS = 10;
+
+export interface BootScriptInput {
+  mac: Mac;
+  nodeName: string;
+  /** `http://<advertised address>:<port>`, no trailing slash. */
+  dispatcherUrl: string;
+  /** Per-boot token bound to this MAC (kernel command line `lc.token=`). */
+  token: string;
+  /** Extra kernel arguments from the configuration. */
+  kernelArgs: string;
+  /** The machine waits for approval: it boots, and the agent is held until approved. */
+  pending: boolean;
+}
+
+/** Kernel command line: what /init reads (`lc.dispatcher`, `lc.token`) plus consoles and extras. */
+export function kernelCommandLine(input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs'>): string {
+  // Under UEFI, iPXE hands the initrd to Linux by name: the kernel needs `initrd=<name>`
+  // (harmless under BIOS, where iPXE loads it the legacy way).
+  return ['initrd=initrd.img', `lc.dispatcher=${input.dispatcherUrl}`, `lc.token=${input.token}`, CONSOLE_ARGS, scriptSafe(input.kernelArgs)]
+    .filter((s) => s.length > 0)
+    .join(' ');
+}
+
+export function bootScript(input: BootScriptInput): string {
+  const m = macHyphenated(input.mac);
+  const base = input.dispatcherUrl;
+  const self = `${base}/boot.ipxe?mac=${m}`;
+  return [
+    '#!ipxe',
+    `# lilcluster: boot script for ${input.nodeName} (${input.mac})`,
+    `echo lilcluster: booting ${scriptSafe(input.nodeName)} (${input.mac}) from ${base}${input.pending ? ' - waiting for approval' : ''}`,
+    // --name: the initrd's name is what `initrd=` refers to, whatever the URL looks like.
+    `kernel --name vmlinuz ${base}/image/vmlinuz?mac=${m} ${kernelCommandLine(input)} || goto retry`,
+    `initrd --name initrd.img ${base}/image/initrd.img?mac=${m} || goto retry`,
+    'boot || goto retry',
+    ':retry',
+    `echo lilcluster: could not load the image from ${base}; retrying in ${DOWNLOAD_RETRY_SECONDS} s`,
+    `sleep ${DOWNLOAD_RETRY_SECONDS}`,
+    `chain --autofree ${self}`,
+    '',
+  ].join('\n');
+}
+
+/** A machine that may not boot (enrollment: deny) learns why and asks again later. */
+export function refusedScript(input: { mac: Mac; dispatcherUrl: string; reason: string }): string {
+  return retryScript(`this machine (${input.mac}) may not boot: ${input.reason}`, `${input.dispatcherUrl}/boot.ipxe?mac=${macHyphenated(input.mac)}`);
+}
+
+/** The request named no usable MAC: iPXE fills it in on the retry. */
+export function unidentifiedScript(input: { dispatcherUrl: string; reason: string }): string {
+  return retryScript(input.reason, `${input.dispatcherUrl}/boot.ipxe?mac=\${mac:hexhyp}`);
+}
+
+function retryScript(why: string, url: string): string {
+  return [
+    '#!ipxe',
+    `echo lilcluster: ${scriptSafe(why)}`,
+    `echo lilcluster: asking again in ${REFUSED_RETRY_SECONDS} s`,
+    `sleep ${REFUSED_RETRY_SECONDS}`,
+    `chain --autofree ${url}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Text placed in a script line: no line breaks or control characters (they would start a
+ * new command), no `${` (iPXE would expand it), no `||`/`&&`, no `#` (a comment).
+ */
+export function scriptSafe(text: string): string {
+  return text
+    .replace(/[\x00-\x1f\x7f]+/g, ' ')
+    .replace(/\$\{/g, '$ {')
+    .replace(/\|\||&&|#/g, ' ')
+    .replace(/ {2,}/g, ' ')
+    .trim();
+}
