@@ -52,10 +52,10 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
     return { kind: 'range', start: Math.max(0, size - n), end: size - 1 };
   }
   const first = Number(spec[1]);
-  const last = spec[2] === '' ? size - 1 : Number(spec[2]);
-  if (last < first) return { kind: 'none' }; // invalid: ignored, not unsatisfiable (§14.1.1)
+  if (spec[2] !== '' && Number(spec[2]) < first) return { kind: 'none' }; // invalid: ignored, not unsatisfiable (§14.1.1)
   if (first >= size) return { kind: 'unsatisfiable' };
-  return { kind: 'range', start: first, end: Math.min(last, size - 1) };
+  const last = spec[2] === '' ? size - 1 : Math.min(Number(spec[2]), size - 1);
+  return { kind: 'range', start: first, end: last };
 }
 
 /** RFC 9110 §13.2.2: the order in which preconditions are evaluated, then Range. */
