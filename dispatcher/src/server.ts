@@ -8,6 +8,7 @@ import { createCore, closeCore, type Core } from './core.js';
 import { buildApp, type AppPlugin } from './http/app.js';
 import { resolveNodeNetwork } from './net/interfaces.js';
 import { startBootServices } from './boot/services.js';
+import { startDhcp } from './dhcp/server.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -40,6 +41,15 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   await app.listen({ port: config.httpPort, host: config.httpHost });
   const addr = app.server.address();
   const httpPort = typeof addr === 'object' && addr ? addr.port : config.httpPort;
+
+  // DHCP (full, proxy or off) after HTTP listens: its boot URLs carry the port actually bound.
+  const dhcp = await startDhcp(core, { httpPort }).catch(async (err: unknown) => {
+    for (const s of stoppables.reverse()) await s.stop();
+    await app.close();
+    closeCore(core);
+    throw err;
+  });
+  stoppables.push(dhcp);
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
   log.info({ version: undefined, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir }, 'dispatcher started');

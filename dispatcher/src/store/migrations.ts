@@ -4,5 +4,6 @@ import { eventMigrations } from '../events/event-log.js';
 import { nodeMigrations } from '../nodes/registry.js';
 import { bootTokenMigrations } from '../trust/boot-tokens.js';
 import { timelineMigrations } from '../boot/timeline.js';
+import { leaseMigrations } from '../dhcp/leases.js';
 
-export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations];
+export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations];

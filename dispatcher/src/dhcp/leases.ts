@@ -1,0 +1,158 @@
+/**
+ * The DHCP lease store: every address handed out, durable in the dispatcher's SQLite store
+ * (so leases survive a restart) and indexed in memory by address and by MAC (so a storm is
+ * answered from memory). A write resolves only once its transaction is on disk: the server
+ * sends an ACK after that, never before (group commit batches the fsyncs of a storm).
+ *
+ * Leases are keyed by MAC (chaddr), not by client identifier: a PXE ROM, iPXE and the Linux
+ * in the image all DHCP from one NIC with different client ids, and must keep one address.
+ */
+import type { Db, Migration } from '../store/database.js';
+import type { GroupCommit } from '../store/group-commit.js';
+import type { Mac } from '../nodes/mac.js';
+import { intToIp, ipToInt } from './ipv4.js';
+
+export const leaseMigrations: Migration[] = [
+  {
+    name: 'dhcp/001-leases',
+    sql: `CREATE TABLE dhcp_leases (
+      ip TEXT PRIMARY KEY,
+      mac TEXT,
+      state TEXT NOT NULL,
+      expires_at INTEGER NOT NULL,
+      hostname TEXT,
+      updated_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX dhcp_leases_mac ON dhcp_leases(mac) WHERE mac IS NOT NULL;`,
+  },
+];
+
+/**
+ * `bound`: the MAC holds the address until `expiresAt`.
+ * `released`: the MAC gave it back (RFC 2131 §4.4.6); it stays the MAC's preferred address.
+ * `declined`: a client found it in use (DHCPDECLINE, §4.3.3); nobody gets it until `expiresAt`.
+ */
+export type LeaseState = 'bound' | 'released' | 'declined';
+
+export interface Lease {
+  readonly ip: number;
+  readonly mac: Mac | null;
+  readonly state: LeaseState;
+  /** ms since the epoch. */
+  readonly expiresAt: number;
+  readonly hostname: string | null;
+}
+
+export function leaseIp(l: Lease): string {
+  return intToIp(l.ip);
+}
+
+/** Does this record keep the address from anyone else at `now`? */
+export function holdsAddress(l: Lease, now: number): boolean {
+  return l.state !== 'released' && l.expiresAt > now;
+}
+
+export class LeaseStore {
+  readonly #byIp = new Map<number, Lease>();
+  readonly #byMac = new Map<Mac, Lease>();
+  readonly #stmts;
+
+  constructor(
+    db: Db,
+    private readonly commits: GroupCommit,
+  ) {
+    this.#stmts = {
+      dropMac: db.prepare('DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?'),
+      upsert: db.prepare(`INSERT INTO dhcp_leases (ip, mac, state, expires_at, hostname, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at,
+          hostname = excluded.hostname, updated_at = excluded.updated_at`),
+    };
+    const rows = db.prepare('SELECT ip, mac, state, expires_at, hostname FROM dhcp_leases').all() as LeaseRow[];
+    for (const r of rows) {
+      const ip = ipToInt(r.ip);
+      if (ip === undefined) continue;
+      this.#index({ ip, mac: r.mac as Mac | null, state: r.state as LeaseState, expiresAt: r.expires_at, hostname: r.hostname });
+    }
+  }
+
+  get size(): number {
+    return this.#byIp.size;
+  }
+
+  byIp(ip: number): Lease | undefined {
+    return this.#byIp.get(ip);
+  }
+
+  byMac(mac: Mac): Lease | undefined {
+    return this.#byMac.get(mac);
+  }
+
+  all(): IterableIterator<Lease> {
+    return this.#byIp.values();
+  }
+
+  /** Binds `ip` to `mac` until `expiresAt`; resolves once durable. */
+  bind(mac: Mac, ip: number, expiresAt: number, hostname: string | null, now: number): Promise<Lease> {
+    return this.#write({ ip, mac, state: 'bound', expiresAt, hostname }, now);
+  }
+
+  /** DHCPRELEASE: the address is free again but stays this MAC's preference. */
+  release(lease: Lease, now: number): Promise<Lease> {
+    return this.#write({ ...lease, state: 'released', expiresAt: now }, now);
+  }
+
+  /** DHCPDECLINE: nobody gets `ip` until `until`. */
+  decline(ip: number, until: number, now: number): Promise<Lease> {
+    return this.#write({ ip, mac: null, state: 'declined', expiresAt: until, hostname: null }, now);
+  }
+
+  /**
+   * Updates memory at once (so the next packet sees it), then commits. If the commit fails
+   * the memory goes back to what it was, unless something newer replaced it meanwhile.
+   */
+  #write(lease: Lease, now: number): Promise<Lease> {
+    const prevOfMac = lease.mac ? this.#byMac.get(lease.mac) : undefined;
+    const prevAtIp = this.#byIp.get(lease.ip);
+    this.#index(lease);
+    return this.commits
+      .run(() => {
+        if (lease.mac) this.#stmts.dropMac.run(lease.mac, intToIp(lease.ip));
+        this.#stmts.upsert.run(intToIp(lease.ip), lease.mac, lease.state, lease.expiresAt, lease.hostname, now);
+      })
+      .then(
+        () => lease,
+        (err: unknown) => {
+          if (this.#byIp.get(lease.ip) === lease) {
+            this.#unindex(lease);
+            if (prevAtIp) this.#index(prevAtIp);
+            if (prevOfMac && prevOfMac !== prevAtIp && !this.#byIp.has(prevOfMac.ip)) this.#index(prevOfMac);
+          }
+          throw err;
+        },
+      );
+  }
+
+  #index(l: Lease): void {
+    const atIp = this.#byIp.get(l.ip);
+    if (atIp?.mac && atIp.mac !== l.mac && this.#byMac.get(atIp.mac) === atIp) this.#byMac.delete(atIp.mac);
+    if (l.mac) {
+      const ofMac = this.#byMac.get(l.mac);
+      if (ofMac && ofMac.ip !== l.ip && this.#byIp.get(ofMac.ip) === ofMac) this.#byIp.delete(ofMac.ip);
+      this.#byMac.set(l.mac, l);
+    }
+    this.#byIp.set(l.ip, l);
+  }
+
+  #unindex(l: Lease): void {
+    if (this.#byIp.get(l.ip) === l) this.#byIp.delete(l.ip);
+    if (l.mac && this.#byMac.get(l.mac) === l) this.#byMac.delete(l.mac);
+  }
+}
+
+interface LeaseRow {
+  ip: string;
+  mac: string | null;
+  state: string;
+  expires_at: number;
+  hostname: string | null;
+}

@@ -1,0 +1,256 @@
+/**
+ * The DHCP service: UDP sockets on port 67 (and 4011 in proxy mode), restricted to the node
+ * network's interface, feeding decoded packets to the full- or proxy-mode handler and
+ * sending what it answers. Malformed input is counted, logged (rate-limited) and dropped;
+ * only a dead socket stops the service.
+ */
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createRequire } from 'node:module';
+import type { Core } from '../core.js';
+import { DispatcherError } from '../errors.js';
+import { RateLimitedLog, type Logger } from '../log.js';
+import { decodePacket, DecodeError, encodePacket, type ReceivedPacket } from './codec.js';
+import { DEFAULT_MAX_MESSAGE, PXE_PORT, SERVER_PORT } from './options.js';
+import { LeaseStore } from './leases.js';
+import { AddressPool } from './allocator.js';
+import { planAddresses } from './settings.js';
+import { FullModeHandler } from './full-mode.js';
+import { ProxyModeHandler } from './proxy-mode.js';
+import { intToIp } from './ipv4.js';
+import { newCounters, type Answer, type DhcpContext, type DhcpCounters } from './context.js';
+import type { Destination } from './policy.js';
+import type { DhcpMode } from '../config.js';
+
+/** SOL_SOCKET, SO_RCVBUFFORCE and SO_BINDTOIFINDEX (Linux, asm-generic/socket.h). */
+const SOL_SOCKET = 1;
+const SO_RCVBUFFORCE = 33;
+const SO_BINDTOIFINDEX = 62;
+
+/**
+ * Receive buffer for the DHCP sockets: a 300-client storm sends its DISCOVERs within a few
+ * ms, and dnsmasq's default 208 KiB buffer dropped 133 of them. SO_RCVBUFFORCE (we are root)
+ * lifts net.core.rmem_max; the kernel doubles the value for its bookkeeping.
+ */
+export const DHCP_RECV_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * The interface filter applies just after bind(): a datagram from another interface could
+ * slip into the queue in between. What arrives this soon after binding is dropped
+ * (clients retransmit).
+ */
+const BIND_SETTLE_MS = 50;
+const SWEEP_INTERVAL_MS = 30_000;
+
+export interface DhcpService {
+  readonly mode: DhcpMode;
+  readonly counters: Readonly<DhcpCounters>;
+  /** Leases in the store, addresses in the pool, outstanding offers (full mode). */
+  stats(): { leases: number; poolSize: number; offers: number };
+  stop(): Promise<void>;
+}
+
+export interface StartDhcpOptions {
+  /** The HTTP port actually listened on (boot URLs); default core.config.httpPort. */
+  httpPort?: number;
+  /** Ports to listen on (tests); defaults 67 and 4011. */
+  dhcpPort?: number;
+  pxePort?: number;
+}
+
+export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promise<DhcpService> {
+  const mode = core.config.dhcp.mode;
+  const log = core.log.child({ svc: 'dhcp' });
+  const counters = newCounters();
+  if (mode === 'off') {
+    log.info('DHCP off: another DHCP server must send machines to this dispatcher (see README, "--dhcp off")');
+    return { mode, counters, stats: () => ({ leases: 0, poolSize: 0, offers: 0 }), stop: async () => {} };
+  }
+
+  const ctx: DhcpContext = {
+    nodes: core.nodes,
+    timeline: core.timeline,
+    site: { address: core.network.address, httpPort: opts.httpPort ?? core.config.httpPort },
+    log,
+    limited: new RateLimitedLog(log),
+    counters,
+    now: core.now,
+  };
+  const { ifindex, name: ifname } = core.network;
+  if (ifindex === undefined) log.warn({ mode }, 'no --interface: DHCP answers on every interface');
+
+  const sockets: Socket[] = [];
+  const inflight = new Set<Promise<void>>();
+  let sweep: NodeJS.Timeout | undefined;
+  let stats = () => ({ leases: 0, poolSize: 0, offers: 0 });
+
+  const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>) => {
+    const sock = await openSocket(port, ifindex, ifname, log);
+    sockets.push(sock.socket);
+    attach(sock, handle, ctx, inflight);
+  };
+
+  try {
+    if (mode === 'full') {
+      const plan = planAddresses(core.config.dhcp, core.network, core.nodes.list());
+      for (const w of plan.warnings) log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
+      const leases = new LeaseStore(core.db, core.commits);
+      const pool = new AddressPool(plan.pool, leases);
+      const handler = new FullModeHandler(ctx, pool, leases, {
+        serverId: core.network.address,
+        subnetMask: plan.subnetMask,
+        routers: core.config.dhcp.router ? [core.config.dhcp.router] : [],
+        dns: core.config.dhcp.dns ?? [],
+        leaseSeconds: core.config.dhcp.leaseSeconds,
+      });
+      stats = () => ({ leases: leases.size, poolSize: pool.size, offers: pool.outstandingOffers });
+      await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handle(p));
+      sweep = setInterval(() => pool.sweep(core.now()), SWEEP_INTERVAL_MS).unref();
+      log.info(
+        { mode, interface: ifname, range: `${intToIp(plan.pool.rangeStart)}-${intToIp(plan.pool.rangeEnd)}`, netmask: plan.subnetMask, leases: leases.size, leaseSeconds: core.config.dhcp.leaseSeconds },
+        'DHCP serving',
+      );
+    } else {
+      const handler = new ProxyModeHandler(ctx, core.network.address);
+      await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handleDhcpPort(p));
+      await serve(opts.pxePort ?? PXE_PORT, (p, from) => handler.handlePxePort(p, from));
+      log.info({ mode, interface: ifname, address: core.network.address }, 'ProxyDHCP serving (boot information only)');
+    }
+  } catch (err) {
+    for (const s of sockets) s.close();
+    throw err;
+  }
+
+  registerMetrics(core, counters, () => stats());
+  return {
+    mode,
+    counters,
+    stats: () => stats(),
+    async stop() {
+      if (sweep) clearInterval(sweep);
+      await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      await Promise.allSettled([...inflight]);
+    },
+  };
+}
+
+/** Pull collectors on core.metrics: read at scrape time, nothing to keep in step. */
+function registerMetrics(core: Core, counters: DhcpCounters, stats: () => { leases: number; poolSize: number; offers: number }): void {
+  const m = core.metrics;
+  if (m.has('lilcluster_dhcp_packets_total')) return; // a second DHCP service on this core (tests)
+  m.collect({
+    name: 'lilcluster_dhcp_packets_total',
+    help: 'DHCP packets by kind: received, malformed, dropped, and per message type',
+    type: 'counter',
+    labelNames: ['kind'],
+    collect: () => Object.entries(counters).map(([kind, value]) => ({ labels: { kind }, value })),
+  });
+  m.collect({ name: 'lilcluster_dhcp_leases', help: 'DHCP lease records in the store (full mode)', type: 'gauge', collect: () => stats().leases });
+  m.collect({ name: 'lilcluster_dhcp_pool_addresses', help: 'Addresses in the dynamic range (full mode)', type: 'gauge', collect: () => stats().poolSize });
+}
+
+function attach(
+  sock: { socket: Socket; armedAt: number },
+  handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>,
+  ctx: DhcpContext,
+  inflight: Set<Promise<void>>,
+): void {
+  const { socket } = sock;
+  const { counters, limited } = ctx;
+  let open = true;
+  socket.on('close', () => (open = false));
+
+  const send = (req: ReceivedPacket, answer: Answer) => {
+    if (!answer || !open) return;
+    let bytes: Buffer;
+    try {
+      // Option 57 counts the IP and UDP headers (28 bytes); never below the 576-byte minimum.
+      const maxLength = Math.max(DEFAULT_MAX_MESSAGE, (req.maxMessageSize ?? 0) - 28);
+      bytes = encodePacket(answer.reply, { maxLength });
+    } catch (err) {
+      counters.dropped++;
+      limited.warn('encode-failed', { mac: req.mac, err: (err as Error).message }, 'reply could not be encoded');
+      return;
+    }
+    socket.send(bytes, answer.to.port, answer.to.address, (err) => {
+      if (!err) return;
+      counters.sendErrors++;
+      limited.warn(`send:${(err as NodeJS.ErrnoException).code}`, { to: answer.to.address, port: answer.to.port, err: err.message }, 'reply not sent');
+    });
+  };
+
+  socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+    counters.received++;
+    if (performance.now() < sock.armedAt) {
+      counters.dropped++;
+      return;
+    }
+    const req = decodePacket(msg);
+    if (req instanceof DecodeError) {
+      counters.malformed++;
+      limited.debug(`malformed:${req.field}`, { peer: rinfo.address, port: rinfo.port, bytes: msg.length, field: req.field, error: req.message }, 'malformed DHCP packet dropped');
+      return;
+    }
+    let answer: Answer | Promise<Answer>;
+    try {
+      answer = handle(req, { address: rinfo.address, port: rinfo.port });
+    } catch (err) {
+      counters.dropped++;
+      limited.warn('handler-failed', { mac: req.mac, err: (err as Error)?.stack ?? String(err) }, 'DHCP handler failed');
+      return;
+    }
+    if (!(answer instanceof Promise)) return send(req, answer);
+    const done: Promise<void> = answer.then(
+      (a) => send(req, a),
+      (err: unknown) => {
+        counters.dropped++;
+        limited.warn('handler-failed', { mac: req.mac, err: (err as Error)?.stack ?? String(err) }, 'DHCP handler failed');
+      },
+    );
+    inflight.add(done);
+    void done.finally(() => inflight.delete(done));
+  });
+
+  socket.on('error', (err) => {
+    // A send error is reported to its callback; anything here means the socket is unusable.
+    ctx.log.error({ err: err.message }, 'DHCP socket error');
+  });
+}
+
+async function openSocket(port: number, ifindex: number | undefined, ifname: string | undefined, log: Logger): Promise<{ socket: Socket; armedAt: number }> {
+  const socket = createSocket({ type: 'udp4' });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      socket.close();
+      const why = err.code === 'EADDRINUSE' ? 'already in use (another DHCP server such as dnsmasq?)' : err.code === 'EACCES' ? 'permission denied (run as root)' : err.message;
+      reject(
+        new DispatcherError('DSP_ERR_CONFIG', `cannot listen on DHCP port ${port}: ${why}`, {
+          hint: err.code === 'EADDRINUSE' ? 'stop the other DHCP server, or run the dispatcher with --dhcp proxy or --dhcp off' : undefined,
+          cause: err,
+        }),
+      );
+    };
+    socket.once('error', onError);
+    socket.bind({ port, address: '0.0.0.0', exclusive: true }, () => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+  const { setsockopt } = createRequire(import.meta.url)('sockopt') as { setsockopt(s: unknown, level: number, name: number, value: number): void };
+  try {
+    if (ifindex !== undefined) setsockopt(socket, SOL_SOCKET, SO_BINDTOIFINDEX, ifindex);
+  } catch (err) {
+    socket.close();
+    throw new DispatcherError('DSP_ERR_CONFIG', `cannot restrict DHCP port ${port} to interface ${ifname}: ${(err as Error).message}`, { cause: err });
+  }
+  socket.setBroadcast(true);
+  try {
+    setsockopt(socket, SOL_SOCKET, SO_RCVBUFFORCE, DHCP_RECV_BUFFER_BYTES);
+  } catch {
+    try {
+      socket.setRecvBufferSize(DHCP_RECV_BUFFER_BYTES);
+    } catch {
+      /* keep the default; the effective size is logged below */
+    }
+  }
+  log.debug({ port, interface: ifname, recvBuffer: socket.getRecvBufferSize() }, 'DHCP socket open');
+  return { socket, armedAt: performance.now() + BIND_SETTLE_MS };
+}
