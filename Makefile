@@ -8,7 +8,7 @@ DIST := dist
 HOST_FLAGS := --bundle --platform=node --format=esm --target=node20 --packages=external --sourcemap=inline --log-level=warning \
   --banner:js='\#!/usr/bin/env node'
 AGENT_FLAGS := --bundle --platform=node --format=esm --target=node20 --log-level=warning --legal-comments=none \
-  --banner:js='\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
+  --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
