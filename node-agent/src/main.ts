@@ -1,60 +1,127 @@
 /**
  * `node-agent`: runs on every compute node (inside the RAM image, or on any Linux host).
- * Minimal for now: prints its version and addresses, then keeps trying to reach the
- * dispatcher with back-off. The task protocol arrives with the dispatch issue.
- *
- * Settings: flags, else environment, else the kernel command line (lc.dispatcher=, lc.token=).
+ * Prints its version and addresses, connects to the dispatcher (config.ts says from where it
+ * takes its settings), asks for tasks while it has free slots, runs them, and reports back.
  */
-import { networkInterfaces } from 'node:os';
-import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { networkInterfaces, availableParallelism, tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { Command } from 'commander';
+import { parseDispatcherPublicKey } from '../../dispatcher/src/protocol/session.js';
+import { AGENT_USER_AGENT_PREFIX } from '../../dispatcher/src/protocol/messages.js';
+import { AgentConfigError, parseKernelCmdline, resolveSettings, type AgentFlags, type AgentSettings } from './config.js';
+import { Agent } from './agent.js';
+import { DispatcherConnection } from './connection.js';
+import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES } from './runner.js';
+import { Outbox } from './outbox.js';
+import { SystemInventory } from './inventory.js';
+import { SystemPower } from './power.js';
 
 declare const __LILCLUSTER_VERSION__: string | undefined;
 const VERSION = typeof __LILCLUSTER_VERSION__ === 'string' ? __LILCLUSTER_VERSION__ : '0.1.0-dev';
 
-function kernelArg(key: string): string | undefined {
+/** exec commands from the operator without a timeout of their own. */
+const EXEC_TIMEOUT_MS = 60_000;
+
+function say(line: string): void {
+  process.stdout.write(`node-agent: ${line}\n`);
+}
+
+function readKernelCmdline(): string {
   try {
-    for (const part of readFileSync('/proc/cmdline', 'utf8').trim().split(/\s+/)) if (part.startsWith(`${key}=`)) return part.slice(key.length + 1);
+    return readFileSync('/proc/cmdline', 'utf8');
   } catch {
-    /* not Linux, or /proc not mounted */
+    return ''; // not Linux, or /proc not mounted
   }
-  return undefined;
 }
 
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
-
-const dispatcher = flag('dispatcher') ?? process.env.LC_DISPATCHER ?? kernelArg('lc.dispatcher');
-const token = flag('token') ?? process.env.LC_TOKEN ?? kernelArg('lc.token');
-
-const addrs = Object.entries(networkInterfaces()).flatMap(([name, list]) =>
-  (list ?? []).filter((a) => !a.internal).map((a) => `${name} ${a.address} ${a.mac}`),
-);
-console.log(`node-agent ${VERSION} on node ${process.version}`);
-console.log(`addresses: ${addrs.length ? addrs.join(', ') : '(none)'}`);
-
-if (!dispatcher) {
-  console.error('node-agent: no dispatcher URL (pass --dispatcher URL, set LC_DISPATCHER, or boot with lc.dispatcher=URL)');
-  process.exit(2);
-}
-
-let delay = 500;
-for (;;) {
+function loadKey(s: AgentSettings): KeyObject | null {
+  if (!s.key) return null;
+  const text = s.key.kind === 'file' ? readFileSync(s.key.path, 'utf8') : s.key.b64;
+  const from = s.key.kind === 'file' ? s.key.path : s.key.from;
   try {
-    const url = new URL('/api/v1/agent/hello', dispatcher);
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ version: VERSION, token: token ?? null, addresses: addrs }),
-      signal: AbortSignal.timeout(5000),
-    });
-    console.log(`dispatcher ${dispatcher} answered ${res.status}`);
-    delay = 5000;
+    return parseDispatcherPublicKey(text);
   } catch (err) {
-    console.log(`dispatcher ${dispatcher} unreachable (${(err as Error).message}); retrying in ${Math.round(delay / 1000)} s`);
-    delay = Math.min(delay * 2, 30_000);
+    throw new AgentConfigError(`dispatcher key from ${from}: ${(err as Error).message}`);
   }
-  await sleep(delay + Math.random() * 250);
 }
+
+const int = (v: string) => Number(v);
+
+const program = new Command('node-agent')
+  .description('lilcluster node agent: pulls tasks from the dispatcher and runs them')
+  .version(VERSION)
+  .option('--dispatcher <url>', 'the dispatcher, e.g. http://10.42.0.1:8080 (env LC_DISPATCHER, kernel lc.dispatcher=)')
+  .option('--token <token>', 'per-boot token from the boot script (env LC_TOKEN, kernel lc.token=)')
+  .option('--enroll-token <token>', "the dispatcher's enrollment token, for hosts that did not PXE-boot (env LC_ENROLL_TOKEN)")
+  .option('--dispatcher-key <file>', "the dispatcher's public key (identity.pub) (env LC_PUBKEY_FILE; default /etc/lilcluster/dispatcher.pub)")
+  .option('--insecure', 'run without verifying the dispatcher (no key configured): anyone on the network could send commands')
+  .option('--slots <n>', 'tasks run at once (default: CPU count)', int)
+  .option('--prefetch <n>', 'tasks asked for beyond the free slots, so a slot never waits for a round trip (default 0)', int)
+  .option('--work-dir <dir>', 'task work dirs and undelivered results (default /tmp/lc-agent-<mac>)')
+  .option('--max-output <bytes>', 'stdout and stderr kept per task, each (default 1 MiB)', int)
+  .option('--mac <mac>', "this node's MAC, when the NIC that reaches the dispatcher is not the one to report (env LC_MAC)")
+  .option('--allow-power', 'obey reboot/poweroff on a host that is not a RAM-booted node')
+  .option('--kill-grace <ms>', 'SIGTERM→SIGKILL grace at a task timeout or cancel (default 3000)', int);
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts();
+  const addrs = Object.entries(networkInterfaces()).flatMap(([name, list]) => (list ?? []).filter((a) => !a.internal).map((a) => `${name} ${a.address} ${a.mac}`));
+  console.log(`node-agent ${VERSION} on node ${process.version}`);
+  console.log(`addresses: ${addrs.length ? addrs.join(', ') : '(none)'}`);
+
+  const flags: AgentFlags = {
+    dispatcher: o.dispatcher, token: o.token, enrollToken: o.enrollToken, dispatcherKey: o.dispatcherKey, insecure: o.insecure, slots: o.slots, prefetch: o.prefetch,
+    workDir: o.workDir, maxOutput: o.maxOutput, mac: o.mac, allowPower: o.allowPower, killGraceMs: o.killGrace,
+  };
+  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), { cpuCount: availableParallelism(), fileExists: existsSync, tmpDir: tmpdir() });
+  const key = loadKey(settings);
+  if (!key && settings.insecure) {
+    for (let i = 0; i < 3; i++) say('!!! INSECURE MODE: the dispatcher is not verified; anyone on this network can make this node run commands !!!');
+  } else if (!key) {
+    say('no dispatcher key configured: the agent will connect but refuse to run anything (give --dispatcher-key FILE, or --insecure)');
+  } else if (settings.key?.kind === 'inline') {
+    say('using the dispatcher key from the kernel command line (weaker than a key in the image)');
+  }
+
+  const tasksDir = join(settings.workDir, 'tasks');
+  rmSync(tasksDir, { recursive: true, force: true }); // work dirs of a previous run: their tasks are gone
+  mkdirSync(tasksDir, { recursive: true });
+  const inventory = new SystemInventory();
+  const runner = new ProcessRunner({
+    tasksDir, maxOutputBytes: settings.maxOutputBytes, maxOutputsBytes: DEFAULT_MAX_OUTPUTS_BYTES, maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
+    killGraceMs: settings.killGraceMs, httpBase: settings.httpBase, userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`,
+  });
+  const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
+  if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);
+  const source = new DispatcherConnection({
+    url: settings.wsUrl, auth: settings.auth, mac: settings.mac, dispatcherKey: key, insecure: settings.insecure, slots: settings.slots,
+    agentVersion: VERSION, inventory: () => inventory.collect(), say,
+  });
+  const ramRoot = (await inventory.collect()).ramRoot;
+  const power = new SystemPower({ ramRoot, allowPower: settings.allowPower });
+  const agent = new Agent({ source, runner, reporter, inventory, power }, { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say });
+  say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);
+  agent.start();
+
+  const stop = (sig: string) => {
+    say(`${sig}: stopping (running tasks are killed)`);
+    agent.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof AgentConfigError) {
+    process.stderr.write(`node-agent: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`node-agent: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

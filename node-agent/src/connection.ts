@@ -1,0 +1,262 @@
+/**
+ * The real TaskSource: the agent's WebSocket to the dispatcher. Connects (User-Agent
+ * `lilcluster-node-agent/<version>`), says hello, checks the welcome's signature against the
+ * dispatcher's public key (protocol/session.ts), then passes messages to the agent until the
+ * connection drops — and connects again, with exponential back-off and jitter so a restarted
+ * dispatcher is not hit by every node in the same millisecond.
+ *
+ * An agent that cannot verify the dispatcher (wrong key, or no key outside --insecure) says
+ * so on its console, tells the dispatcher, and does not go on: no task, no command.
+ * The dispatcher is declared gone after `missedHeartbeats` intervals without a message.
+ */
+import { networkInterfaces } from 'node:os';
+import type { KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import WebSocket from 'ws';
+import { agentChannel, type Channel } from '../../dispatcher/src/protocol/channel.js';
+import { ProtocolError } from '../../dispatcher/src/protocol/codec.js';
+import { AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type Inventory as InventoryInfo, type WelcomeMessage } from '../../dispatcher/src/protocol/messages.js';
+import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript, type EphemeralKey } from '../../dispatcher/src/protocol/session.js';
+import type { SourceHandlers, TaskSource } from './seams.js';
+
+export const BACKOFF_INITIAL_MS = 250;
+export const BACKOFF_MAX_MS = 5000;
+/** After a refusal that needs a human (bad token, denied) or an unverifiable dispatcher. */
+export const BACKOFF_REFUSED_MS = 30_000;
+/** Largest message the agent accepts (task batches are bounded well below by the dispatcher). */
+const MAX_INCOMING_BYTES = 64 * 1024 * 1024;
+
+export interface ConnectionOptions {
+  /** ws://host:port/api/v1/agent */
+  url: string;
+  auth: { kind: 'boot' | 'enroll'; token: string };
+  /** The node's MAC, when given (--mac, lc.mac=, BOOTIF=); else the NIC that reaches the dispatcher. */
+  mac: string | null;
+  /** The dispatcher's Ed25519 public key; null when none is configured. */
+  dispatcherKey: KeyObject | null;
+  insecure: boolean;
+  slots: number;
+  agentVersion: string;
+  inventory: () => Promise<InventoryInfo>;
+  say: (line: string) => void;
+}
+
+interface Pending {
+  nonce: Buffer;
+  eph: EphemeralKey;
+  mac: string;
+}
+
+export class DispatcherConnection implements TaskSource {
+  readonly #o: ConnectionOptions;
+  #handlers: SourceHandlers | undefined;
+  #ws: WebSocket | undefined;
+  #channel: Channel<DispatcherMessage, AgentMessage> = agentChannel(MAX_INCOMING_BYTES);
+  #state: 'idle' | 'connecting' | 'hello-sent' | 'open' | 'stopped' = 'idle';
+  #pending: Pending | undefined;
+  #attempt = 0;
+  #nextDelayMs: number | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #watchdog: NodeJS.Timeout | undefined;
+  #lastMessageAt = 0;
+  #lastError = '';
+  #quietFailures = 0;
+  /** Set once a welcome has been verified on the current connection. */
+  #session: { heartbeatMs: number; missed: number } | undefined;
+
+  constructor(opts: ConnectionOptions) {
+    this.#o = opts;
+  }
+
+  get isConnected(): boolean {
+    return this.#state === 'open';
+  }
+
+  start(handlers: SourceHandlers): void {
+    this.#handlers = handlers;
+    this.#connect();
+  }
+
+  send(msg: AgentMessage): boolean {
+    if (this.#state !== 'open' || this.#ws?.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(this.#channel.encode(msg));
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    const wasOpen = this.#state === 'open';
+    this.#state = 'stopped';
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#watchdog);
+    const ws = this.#ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => (ws.terminate(), resolve()), 1000);
+      ws.once('close', () => (clearTimeout(t), resolve()));
+      ws.close(1000, 'agent stopping');
+    });
+    if (wasOpen) this.#handlers?.disconnected('agent stopping');
+  }
+
+  #connect(): void {
+    if (this.#state === 'stopped') return;
+    this.#state = 'connecting';
+    this.#channel = agentChannel(MAX_INCOMING_BYTES);
+    this.#session = undefined;
+    const ws = new WebSocket(this.#o.url, {
+      headers: { 'user-agent': `${AGENT_USER_AGENT_PREFIX}${this.#o.agentVersion}` },
+      perMessageDeflate: false,
+      maxPayload: MAX_INCOMING_BYTES + 1024 * 1024,
+      handshakeTimeout: 10_000,
+    });
+    this.#ws = ws;
+    let localAddress: string | undefined;
+    ws.on('upgrade', (res) => {
+      localAddress = res.socket.localAddress;
+    });
+    ws.on('open', () => {
+      void this.#sendHello(ws, localAddress).catch((err: Error) => {
+        this.#o.say(`cannot say hello: ${err.message}`);
+        ws.terminate();
+      });
+    });
+    ws.on('message', (data, isBinary) => this.#onMessage(ws, data as Buffer, isBinary));
+    ws.on('error', (err) => {
+      this.#lastError = err.message;
+    });
+    ws.on('close', (code, reason) => this.#onClose(ws, code, reason.toString()));
+  }
+
+  async #sendHello(ws: WebSocket, localAddress: string | undefined): Promise<void> {
+    const inventory = await this.#o.inventory();
+    if (ws !== this.#ws || ws.readyState !== WebSocket.OPEN) return;
+    const mac = this.#o.mac ?? macOfAddress(localAddress) ?? firstNicMac(inventory);
+    if (!mac) throw new Error('cannot tell this node\'s MAC: pass --mac');
+    const nonce = newNonce();
+    const eph = newEphemeralKey();
+    this.#pending = { nonce, eph, mac };
+    const { running, undelivered } = this.#handlers!.helloState();
+    ws.send(
+      this.#channel.encode({
+        type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: this.#o.agentVersion, mac, auth: this.#o.auth,
+        nonce: nonce.toString('base64'), ephemeralKey: eph.publicRaw.toString('base64'), slots: this.#o.slots, inventory, running, undelivered,
+      }),
+    );
+    this.#state = 'hello-sent';
+    this.#lastMessageAt = Date.now();
+  }
+
+  #onMessage(ws: WebSocket, data: Buffer, isBinary: boolean): void {
+    if (ws !== this.#ws) return;
+    this.#lastMessageAt = Date.now();
+    const msg = this.#channel.decode(data, isBinary);
+    if (msg instanceof ProtocolError) {
+      this.#o.say(`dispatcher message rejected: ${msg.code}: ${msg.message}`);
+      this.#sendRaw(ws, { type: 'error', code: msg.code, message: msg.message, ...(msg.field !== undefined ? { field: msg.field } : {}), ...(msg.about ? { about: msg.about } : {}) });
+      return;
+    }
+    if (this.#state === 'hello-sent') {
+      switch (msg.type) {
+        case 'welcome':
+          return this.#onWelcome(ws, msg);
+        case 'refused':
+          this.#o.say(`refused by the dispatcher (${msg.reason}): ${msg.message}`);
+          this.#nextDelayMs = msg.retryAfterMs ?? (msg.reason === 'malformed' ? BACKOFF_MAX_MS : BACKOFF_REFUSED_MS);
+          ws.close(1000, 'refused');
+          return;
+        case 'error':
+          this.#o.say(`dispatcher error during the handshake: ${msg.code}: ${msg.message}`);
+          return;
+        default:
+          this.#sendRaw(ws, { type: 'error', code: 'out-of-order', message: `${msg.type} before welcome`, about: msg.type });
+          return;
+      }
+    }
+    if (this.#state === 'open') this.#handlers!.message(msg);
+  }
+
+  #onWelcome(ws: WebSocket, w: WelcomeMessage): void {
+    const p = this.#pending!;
+    const theirs = raw32(w.ephemeralKey);
+    if (!theirs) return this.#untrusted(ws, 'the welcome carries a malformed key');
+    let verified = false;
+    if (this.#o.dispatcherKey) {
+      if (!verifyTranscript(this.#o.dispatcherKey, transcript(p.nonce, p.eph.publicRaw, theirs, p.mac), w.signature))
+        return this.#untrusted(ws, `its signature does not verify with the configured dispatcher key (${keyFingerprint(this.#o.dispatcherKey)})`);
+      verified = true;
+    } else if (!this.#o.insecure) {
+      return this.#untrusted(ws, 'no dispatcher key is configured (give --dispatcher-key FILE, LC_PUBKEY_FILE or /etc/lilcluster/dispatcher.pub; or run with --insecure)');
+    }
+    this.#channel.establish(deriveSessionKeys(p.eph.privateKey, theirs, p.nonce));
+    this.#pending = undefined;
+    this.#state = 'open';
+    this.#attempt = 0;
+    this.#quietFailures = 0;
+    this.#session = { heartbeatMs: w.heartbeatMs, missed: w.missedHeartbeats };
+    clearInterval(this.#watchdog);
+    this.#watchdog = setInterval(() => {
+      const silent = Date.now() - this.#lastMessageAt;
+      if (this.#session && silent > this.#session.missed * this.#session.heartbeatMs) {
+        this.#o.say(`the dispatcher has been silent for ${silent} ms; reconnecting`);
+        ws.terminate();
+      }
+    }, Math.max(50, Math.floor(w.heartbeatMs / 4)));
+    this.#handlers!.connected({ nodeName: w.nodeName, heartbeatMs: w.heartbeatMs, missedHeartbeats: w.missedHeartbeats, maxMessageBytes: w.maxMessageBytes, verified });
+  }
+
+  /** The dispatcher could not be verified: say it loudly, tell it, run nothing, try again later. */
+  #untrusted(ws: WebSocket, why: string): void {
+    this.#o.say(`REFUSING the dispatcher at ${this.#o.url}: ${why}. Not running its tasks or commands.`);
+    this.#sendRaw(ws, { type: 'error', code: 'untrusted', message: `agent refuses this dispatcher: ${why}` });
+    this.#nextDelayMs = BACKOFF_REFUSED_MS;
+    ws.close(1000, 'untrusted dispatcher');
+  }
+
+  /** Sends outside the session (during the handshake: plain; after: sealed). */
+  #sendRaw(ws: WebSocket, msg: AgentMessage): void {
+    if (ws.readyState === WebSocket.OPEN) ws.send(this.#channel.encode(msg));
+  }
+
+  #onClose(ws: WebSocket, code: number, reason: string): void {
+    if (ws !== this.#ws) return;
+    clearInterval(this.#watchdog);
+    const wasOpen = this.#state === 'open';
+    if (this.#state === 'stopped') return;
+    this.#state = 'idle';
+    this.#session = undefined;
+    if (wasOpen) this.#handlers!.disconnected(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
+    const delay = this.#nextDelayMs ?? backoffMs(this.#attempt++);
+    this.#nextDelayMs = undefined;
+    if (!wasOpen) {
+      // Unreachable dispatcher: one line at first, then one every tenth attempt.
+      if (this.#quietFailures++ % 10 === 0 && this.#lastError) this.#o.say(`dispatcher ${this.#o.url} unreachable (${this.#lastError}); retrying`);
+    }
+    this.#lastError = '';
+    this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+}
+
+/** Exponential back-off with "equal jitter": half fixed, half random. */
+export function backoffMs(attempt: number, random = Math.random): number {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(attempt, 20));
+  return Math.round(base / 2 + random() * (base / 2));
+}
+
+/** The MAC of the interface holding a local address (the NIC that reaches the dispatcher). */
+export function macOfAddress(address: string | undefined, ifaces = networkInterfaces()): string | undefined {
+  if (!address) return undefined;
+  const a = address.replace(/^::ffff:/, '');
+  for (const list of Object.values(ifaces)) {
+    for (const i of list ?? []) if (i.address === a && !i.internal && i.mac && i.mac !== '00:00:00:00:00:00') return i.mac.toLowerCase();
+  }
+  return undefined;
+}
+
+function firstNicMac(inv: InventoryInfo): string | undefined {
+  return inv.nics.find((n) => /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(n.mac) && n.mac !== '00:00:00:00:00:00')?.mac.toLowerCase();
+}
+
+function keyFingerprint(key: KeyObject): string {
+  const der = key.export({ type: 'spki', format: 'der' });
+  return `sha256 ${createHash('sha256').update(der.subarray(der.length - 32)).digest('hex').slice(0, 16)}…`;
+}
