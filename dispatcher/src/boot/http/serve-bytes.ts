@@ -12,8 +12,6 @@ export interface ServeResult {
   status: number;
   /** Body bytes the response carries (0 for HEAD, 304, 412, 416). */
   bodyBytes: number;
-  /** Bytes handed to the socket (headers included), complete or not. */
-  bytesWritten: number;
   /** The body was fully handed to the kernel; false when the client closed first. */
   completed: boolean;
   durationMs: number;
@@ -65,23 +63,18 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
       res.writeHead(416, { 'content-range': contentRange(decision, file.size), 'content-length': 0 });
       break;
   }
-  const socket = res.socket;
-  const written0 = socket?.bytesWritten ?? 0;
   return new Promise<ServeResult>((resolve) => {
     let done = false;
     const settle = (completed: boolean) => {
       if (done) return;
       done = true;
-      resolve({
-        status: decision.status,
-        bodyBytes: body?.length ?? 0,
-        bytesWritten: (socket?.bytesWritten ?? written0) - written0,
-        completed,
-        durationMs: Math.round(performance.now() - t0),
-      });
+      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0) });
     };
-    res.once('finish', () => settle(true));
-    res.once('close', () => settle(res.writableFinished));
+    // Node emits 'finish' (and writableFinished reads true) even when the client reset the
+    // connection mid-body; only the socket, captured now (it is detached by then), tells.
+    const socket = res.socket;
+    res.once('finish', () => settle(!(socket?.destroyed ?? false)));
+    res.once('close', () => settle(false));
     res.end(body);
   });
 }
