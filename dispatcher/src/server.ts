@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 import { createCore, closeCore, type Core } from './core.js';
 import { buildApp, type AppPlugin } from './http/app.js';
 import { resolveNodeNetwork } from './net/interfaces.js';
+import { createOperatorSurface, type OperatorSurface } from './api/surface.js';
 import { startBootServices } from './boot/services.js';
 import { startDhcp } from './dhcp/server.js';
 
@@ -16,6 +17,8 @@ export interface RunningDispatcher {
   httpPort: number;
   /** The web page's log-in link (carries the admin token). */
   loginUrl: string;
+  /** API, web page, metrics, node control (tests attach a NodeControl through it). */
+  operator: OperatorSurface;
   stop(): Promise<void>;
 }
 
@@ -31,6 +34,11 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
 
   // Services: each area adds its own here (boot protocols, dispatch, operator surface).
   const plugins: AppPlugin[] = [];
+
+  // Operator surface first: its OpenAPI collector must see every route registered after it.
+  const operator = createOperatorSurface(core);
+  plugins.push(...operator.plugins);
+  stoppables.push(operator);
 
   // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
   const boot = await startBootServices(core);
@@ -59,6 +67,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     core,
     httpPort,
     loginUrl,
+    operator,
     async stop() {
       for (const s of stoppables.reverse()) await s.stop();
       await app.close();

@@ -3,7 +3,7 @@
  * the API (OpenAPI at /api/v1/openapi.json) and type the CLI and page's view of it.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { NODE_STATES } from '../nodes/registry.js';
+import { NODE_STATES } from '../nodes/states.js';
 
 export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -15,7 +15,7 @@ export const ErrorBody = Type.Object(
       hint: Type.Optional(Type.String({ description: 'what to do about it' })),
     }),
   },
-  { $id: 'ErrorBody', description: 'every 4xx/5xx answer' },
+  { description: 'every 4xx/5xx answer' },
 );
 
 /** Answers every route may give besides its own. */

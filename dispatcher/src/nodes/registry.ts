@@ -8,14 +8,16 @@
  * `approve` names them but holds them `pending` until `approve`, `deny` does not boot them
  * (they are remembered only in memory, to show the operator who knocked).
  *
- * State transitions are events (kind `node.state`). The registry holds all nodes in memory;
- * writes go through group commit.
+ * State transitions are events (kind `node.state`); who may make which is in states.ts
+ * (operator states such as draining hold against activity). The registry holds all nodes in
+ * memory; writes go through group commit.
  */
 import type { Db, Migration } from '../store/database.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ClusterFile, EnrollmentPolicy, FirstStage } from './cluster-file.js';
 import { parseMac, type Mac } from './mac.js';
+import { helloState, transitionApplies, type NodeState, type TransitionSource } from './states.js';
 
 export const nodeMigrations: Migration[] = [
   {
@@ -43,8 +45,7 @@ export const nodeMigrations: Migration[] = [
   },
 ];
 
-export const NODE_STATES = ['booting', 'ready', 'busy', 'draining', 'rebooting', 'lost', 'off'] as const;
-export type NodeState = (typeof NODE_STATES)[number];
+export { NODE_STATES, type NodeState, type TransitionSource } from './states.js';
 export type Enrollment = 'admitted' | 'pending';
 
 export interface NodeRecord {
@@ -189,11 +190,15 @@ export class NodeRegistry {
     return n;
   }
 
-  /** Moves a node to a new state; records an event when it actually changes. */
-  setState(mac: Mac, state: NodeState, reason?: string): NodeRecord | undefined {
+  /**
+   * Moves a node to a new state and records the transition as an event. Activity (the hub,
+   * DHCP, boot routes: the default) does not override the operator's states; see states.ts.
+   * Returns the node, in whatever state it is now.
+   */
+  setState(mac: Mac, state: NodeState, reason?: string, opts: { by?: TransitionSource } = {}): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
-    if (n.state === state) return n;
+    if (!transitionApplies(n.state, state, opts.by ?? 'activity')) return n;
     const from = n.state;
     n.state = state;
     n.stateSince = this.now();
@@ -232,6 +237,27 @@ export class NodeRegistry {
     if (info.inventory !== undefined) n.inventory = info.inventory;
     n.lastSeen = this.now();
     this.#persist(n);
+    // A hello means the machine is up: it ends booting, rebooting, lost and off.
+    const next = helloState(n.state);
+    if (next) this.setState(mac, next, 'agent hello', { by: 'operator' });
+    return n;
+  }
+
+  /**
+   * Per-node settings the operator may change at run time. For a node listed in the cluster
+   * file, the file wins again at the next start.
+   */
+  updateSettings(mac: Mac, settings: { labels?: string[]; firstStage?: FirstStage | null; fixedIp?: string | null }): NodeRecord | undefined {
+    const n = this.#byMac.get(mac);
+    if (!n) return undefined;
+    const changed: string[] = [];
+    if (settings.labels !== undefined && JSON.stringify(settings.labels) !== JSON.stringify(n.labels)) (n.labels = [...settings.labels]), changed.push(`labels=${settings.labels.join(',') || '(none)'}`);
+    if (settings.firstStage !== undefined && settings.firstStage !== n.firstStage) (n.firstStage = settings.firstStage), changed.push(`firstStage=${settings.firstStage ?? 'default'}`);
+    if (settings.fixedIp !== undefined && settings.fixedIp !== n.fixedIp) (n.fixedIp = settings.fixedIp), changed.push(`fixedIp=${settings.fixedIp ?? 'none'}`);
+    if (changed.length) {
+      this.#persist(n);
+      this.events.append({ kind: 'node.settings', node: n.name, message: `${n.name} settings: ${changed.join(' ')}`, data: { ...settings } });
+    }
     return n;
   }
 

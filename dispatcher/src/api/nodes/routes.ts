@@ -1,0 +1,182 @@
+/**
+ * /api/v1/nodes: list and show nodes; act on one (reboot, poweroff, drain, undrain, approve,
+ * wake, inspect, exec, settings). Actions need the admin token.
+ */
+import { Type } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyPluginAsync } from 'fastify';
+import { requireAdmin } from '../../http/app.js';
+import { DispatcherError } from '../../errors.js';
+import { ActionResult, ErrorBody, ExecRequest, InspectResult, NodeDetail, NodeList, NodeListQuery, NodeRef, Nullable, errorResponses, type ExecLine } from '../schemas.js';
+import { ADMIN_SECURITY, EXEC_BODY_LIMIT, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
+import { nodeDetail, nodeView } from './view.js';
+import { openNdjson } from '../streams.js';
+import type { NodeRecord } from '../../nodes/registry.js';
+
+const SIMPLE_ACTIONS = {
+  reboot: 'reboot the node through its agent (running tasks go back to the queue; a rolling reboot drains first)',
+  poweroff: 'power the node off through its agent',
+  drain: 'let running tasks finish and hand the node no new ones',
+  undrain: 'hand tasks to a drained node again',
+  approve: 'admit a node waiting for approval (enrollment: approve)',
+  wake: 'send a Wake-on-LAN magic packet to a node that is off',
+} as const;
+type SimpleAction = keyof typeof SIMPLE_ACTIONS;
+
+export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
+  return async (plain) => {
+    const app = plain.withTypeProvider<TypeBoxTypeProvider>();
+    const { core, actions } = api;
+    const admin = requireAdmin(core);
+    const sources = () => ({ control: api.control(), timeline: core.timeline });
+
+    app.get(
+      '/api/v1/nodes',
+      {
+        schema: {
+          summary: 'list nodes with their state, addresses, image, hardware, load and running tasks',
+          tags: ['nodes'],
+          querystring: NodeListQuery,
+          response: { 200: NodeList, 400: ErrorBody },
+        },
+      },
+      async (req) => {
+        const src = sources();
+        let list = core.nodes.list();
+        if (req.query.state) list = list.filter((n) => n.state === req.query.state);
+        if (req.query.label) list = list.filter((n) => n.labels.includes(req.query.label!));
+        return { nodes: list.map((n) => nodeView(n, src)) };
+      },
+    );
+
+    app.get(
+      '/api/v1/nodes/:node',
+      {
+        schema: {
+          summary: 'one node: its record, live figures, inventory and last inspect snapshot',
+          tags: ['nodes'],
+          params: NodeRef,
+          response: { 200: NodeDetail, ...errorResponses },
+        },
+      },
+      async (req) => {
+        const n = actions.resolve(req.params.node);
+        return nodeDetail(n, sources(), actions.lastInspect(n));
+      },
+    );
+
+    app.get(
+      '/api/v1/nodes/:node/inspect',
+      {
+        schema: {
+          summary: "ask the node's agent for a full snapshot now (hardware, OS, load, memory, temperatures)",
+          tags: ['nodes'],
+          params: NodeRef,
+          response: { 200: InspectResult, ...errorResponses, 504: ErrorBody },
+        },
+      },
+      async (req) => actions.inspect(req.params.node),
+    );
+
+    for (const action of Object.keys(SIMPLE_ACTIONS) as SimpleAction[]) {
+      app.post(
+        `/api/v1/nodes/:node/${action}`,
+        {
+          bodyLimit: OPERATOR_BODY_LIMIT,
+          preHandler: admin,
+          schema: {
+            summary: SIMPLE_ACTIONS[action],
+            tags: ['nodes'],
+            security: ADMIN_SECURITY,
+            params: NodeRef,
+            response: { 200: ActionResult, ...errorResponses, 504: ErrorBody },
+          },
+        },
+        async (req) => runAction(action, req.params.node),
+      );
+    }
+
+    app.patch(
+      '/api/v1/nodes/:node',
+      {
+        bodyLimit: OPERATOR_BODY_LIMIT,
+        preHandler: admin,
+        schema: {
+          summary: 'change per-node settings: labels, UEFI first stage (snponly.efi for NICs that need it), fixed address',
+          description: 'For a node listed in the cluster file, the file wins again at the next start.',
+          tags: ['nodes'],
+          security: ADMIN_SECURITY,
+          params: NodeRef,
+          body: Type.Object(
+            {
+              labels: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), { maxItems: 64 })),
+              firstStage: Type.Optional(Nullable(Type.Union([Type.Literal('ipxe.efi'), Type.Literal('snponly.efi')]))),
+              fixedIp: Type.Optional(Nullable(Type.String({ format: 'ipv4' }))),
+            },
+            { additionalProperties: false },
+          ),
+          response: { 200: NodeDetail, ...errorResponses },
+        },
+      },
+      async (req) => {
+        const n = actions.resolve(req.params.node);
+        const b = req.body;
+        core.nodes.updateSettings(n.mac, {
+          ...(b.labels !== undefined ? { labels: b.labels } : {}),
+          ...(b.firstStage !== undefined ? { firstStage: b.firstStage } : {}),
+          ...(b.fixedIp !== undefined ? { fixedIp: b.fixedIp } : {}),
+        });
+        return nodeDetail(n, sources(), actions.lastInspect(n));
+      },
+    );
+
+    app.post(
+      '/api/v1/nodes/:node/exec',
+      {
+        bodyLimit: EXEC_BODY_LIMIT,
+        preHandler: admin,
+        schema: {
+          summary: 'run a command on the node now, outside the task queue, and stream its output',
+          description:
+            'The answer is application/x-ndjson, one object a line: `{"type":"started"}`, then `{"type":"output","stream":"stdout"|"stderr","data":...}` ' +
+            'as the command writes, then `{"type":"exit","exitCode","signal","durationMs"}` — or `{"type":"error","error":{...}}` if it fails midway.',
+          tags: ['nodes'],
+          security: ADMIN_SECURITY,
+          params: NodeRef,
+          body: ExecRequest,
+          response: { 200: Type.Object({ type: Type.String() }, { additionalProperties: true, 'x-content-type': 'application/x-ndjson', description: 'JSON lines' }), ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const n: NodeRecord = actions.execTarget(req.params.node);
+        const out = openNdjson(req, reply);
+        out.write({ type: 'started', node: n.name, ackMs: null } satisfies ExecLine);
+        try {
+          const r = await actions.exec(n, req.body.command, req.body.timeoutMs, (stream, data) => out.write({ type: 'output', stream, data } satisfies ExecLine));
+          out.write({ type: 'exit', exitCode: r.exitCode, signal: r.signal, durationMs: r.durationMs } satisfies ExecLine);
+        } catch (err) {
+          const e = err instanceof DispatcherError ? err : new DispatcherError('DSP_ERR_INTERNAL', (err as Error).message);
+          out.write({ type: 'error', error: e.toJSON().error } satisfies ExecLine);
+        }
+        out.end();
+      },
+    );
+
+    function runAction(action: SimpleAction, ref: string) {
+      switch (action) {
+        case 'reboot':
+          return actions.reboot(ref);
+        case 'poweroff':
+          return actions.poweroff(ref);
+        case 'drain':
+          return actions.drain(ref);
+        case 'undrain':
+          return actions.undrain(ref);
+        case 'approve':
+          return actions.approve(ref);
+        case 'wake':
+          return actions.wake(ref);
+      }
+    }
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * A node as the API, the CLI and the page show it: the registry's record, the agent's live
+ * figures (heartbeats) and inventory (hello), and the newest stage of its boot timeline.
+ * Built on every request from memory only (1,000 nodes in a few milliseconds).
+ */
+import type { NodeRecord } from '../../nodes/registry.js';
+import type { NodeControl } from '../../agents/control-contract.js';
+import type { BootTimeline } from '../../boot/timeline.js';
+import type { NodeDetail, NodeView } from '../schemas.js';
+
+export interface ViewSources {
+  control: NodeControl;
+  timeline: BootTimeline;
+}
+
+export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
+  const live = src.control.liveStatus(n.mac);
+  const connected = src.control.isConnected(n.mac);
+  const inv = inventorySummary(n.inventory);
+  const stage = src.timeline.latest(n.mac);
+  return {
+    name: n.name,
+    mac: n.mac,
+    uuid: n.uuid,
+    state: n.state,
+    stateSince: n.stateSince,
+    enrollment: n.enrollment,
+    labels: n.labels,
+    ip: n.ip,
+    imageVersion: n.imageVersion,
+    agentVersion: n.agentVersion,
+    bootCount: n.bootCount,
+    firstSeen: n.firstSeen,
+    lastSeen: n.lastSeen,
+    connected,
+    draining: connected && src.control.isDraining(n.mac),
+    cpu: inv.cpu,
+    cores: inv.cores,
+    memoryMiB: inv.memoryMiB ?? live?.memTotalMiB ?? null,
+    load1: connected ? (live?.load1 ?? null) : null,
+    memUsedMiB: connected ? (live?.memUsedMiB ?? null) : null,
+    uptimeS: connected && live?.uptimeS != null ? live.uptimeS : null,
+    lastHeartbeat: live?.lastHeartbeat ?? null,
+    slots: connected ? (live?.slots ?? null) : null,
+    tasks: connected ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt })) : [],
+    bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
+  };
+}
+
+export function nodeDetail(n: NodeRecord, src: ViewSources, lastInspect: { at: number; snapshot: unknown } | undefined): NodeDetail {
+  return {
+    ...nodeView(n, src),
+    fixedIp: n.fixedIp,
+    firstStage: n.firstStage,
+    fromClusterFile: n.fromClusterFile,
+    inventory: n.inventory,
+    lastInspect: lastInspect ?? null,
+  };
+}
+
+/** CPU model, cores and memory from the agent's hello inventory (protocol/messages.ts Inventory). */
+export function inventorySummary(inv: Record<string, unknown> | null): { cpu: string | null; cores: number | null; memoryMiB: number | null } {
+  if (!inv) return { cpu: null, cores: null, memoryMiB: null };
+  const cpu = (inv.cpu ?? {}) as { model?: unknown; brand?: unknown; cores?: unknown };
+  const model = typeof cpu.model === 'string' ? cpu.model : typeof cpu.brand === 'string' ? cpu.brand : null;
+  return {
+    cpu: model,
+    cores: typeof cpu.cores === 'number' ? cpu.cores : null,
+    memoryMiB: typeof inv.memoryMiB === 'number' ? inv.memoryMiB : null,
+  };
+}

@@ -1,0 +1,115 @@
+/**
+ * The operator surface, assembled: the JSON API (/api/v1: status, nodes, events, operations,
+ * live feed, OpenAPI), /metrics, the web page, node actions, rolling reboots and the node
+ * watchdog. server.ts creates it first (its OpenAPI collector must see every route), then
+ * attaches the agent hub once that exists: `surface.attachControl(hub)`.
+ */
+import type { AppPlugin } from '../http/app.js';
+import type { Core } from '../core.js';
+import type { NodeControl } from '../agents/control-contract.js';
+import { NodeActions, NO_AGENTS } from '../nodes/actions.js';
+import { Operations } from '../nodes/rolling-reboot.js';
+import { NodeWatchdog } from '../nodes/watchdog.js';
+import type { WakeOptions } from '../nodes/wol.js';
+import { openApiPlugin } from './openapi.js';
+import { ThroughputSampler } from './status/throughput.js';
+import { completedTotal, statusSummary } from './status/summary.js';
+import { LiveFeed } from './live/feed.js';
+import { nodeView } from './nodes/view.js';
+import { nodeRoutes } from './nodes/routes.js';
+import { eventRoutes } from './events/routes.js';
+import { statusRoutes } from './status/routes.js';
+import { operationRoutes } from './operations/routes.js';
+import { liveRoutes } from './live/routes.js';
+import { metricsRoutes } from '../metrics/routes.js';
+import { registerCoreMetrics } from '../metrics/core-metrics.js';
+import { webRoutes } from '../web/routes.js';
+import type { OperatorApi } from './context.js';
+
+export interface OperatorSurface {
+  /** In this order, before every other plugin. */
+  plugins: AppPlugin[];
+  api: OperatorApi;
+  /** Plugs in the agent hub: node control, live figures, drain flags. */
+  attachControl(control: NodeControl): void;
+  stop(): Promise<void>;
+}
+
+export interface OperatorSurfaceOptions {
+  /** Wake-on-LAN overrides (tests send to a local port). */
+  wake?: WakeOptions;
+  /** Rolling reboot timing (tests). */
+  pollMs?: number;
+  drainSettleMs?: number;
+}
+
+export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions = {}): OperatorSurface {
+  let control: NodeControl = NO_AGENTS;
+  const getControl = () => control;
+  const log = core.log.child({ svc: 'operator' });
+  const actions = new NodeActions({
+    nodes: core.nodes,
+    events: core.events,
+    log,
+    control: getControl,
+    wakeTarget: () => ({ ifindex: core.network.ifindex, address: core.network.address, netmask: core.network.netmask }),
+    ...(opts.wake ? { wakeOptions: opts.wake } : {}),
+    now: core.now,
+  });
+  const operations = new Operations({
+    actions, nodes: core.nodes, events: core.events, log, now: core.now,
+    ...(opts.pollMs ? { pollMs: opts.pollMs } : {}),
+    ...(opts.drainSettleMs !== undefined ? { drainSettleMs: opts.drainSettleMs } : {}),
+  });
+  const throughput = new ThroughputSampler(() => completedTotal(core.metrics), core.now);
+  const api: OperatorApi = {
+    core,
+    actions,
+    operations,
+    control: getControl,
+    throughput,
+    feed: undefined as unknown as LiveFeed,
+    streams: new Set(),
+  };
+  api.feed = new LiveFeed({
+    nodes: () => {
+      const src = { control: getControl(), timeline: core.timeline };
+      return core.nodes.list().map((n) => nodeView(n, src));
+    },
+    summary: () => statusSummary(api),
+    recentEvents: (n) => core.events.recent(n),
+    subscribeEvents: (fn) => core.events.subscribe(fn),
+    now: core.now,
+  });
+  const watchdog = new NodeWatchdog(core.nodes, getControl, core.now);
+  const unregisterMetrics = registerCoreMetrics(core, { control: getControl, feedClients: () => api.feed.clients });
+  throughput.start();
+  watchdog.start();
+
+  return {
+    plugins: [
+      { name: 'openapi', plugin: openApiPlugin() },
+      { name: 'operator-api', plugin: async (app) => {
+        await app.register(statusRoutes(api));
+        await app.register(nodeRoutes(api));
+        await app.register(eventRoutes(api));
+        await app.register(operationRoutes(api));
+        await app.register(liveRoutes(api));
+      } },
+      { name: 'metrics', plugin: metricsRoutes(core.metrics) },
+      { name: 'web', plugin: webRoutes(core) },
+    ],
+    api,
+    attachControl(c) {
+      control = c;
+    },
+    async stop() {
+      watchdog.stop();
+      throughput.stop();
+      api.feed.stop();
+      for (const s of api.streams) s.close();
+      await operations.stop();
+      unregisterMetrics();
+    },
+  };
+}
