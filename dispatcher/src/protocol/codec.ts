@@ -99,9 +99,9 @@ function makeDecoder<M>(schemas: Schemas): (body: Buffer | string) => M | Protoc
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return new ProtocolError('malformed', 'a message must be a JSON object', '');
     const type = (value as { type?: unknown }).type;
-    if (typeof type !== 'string') return new ProtocolError('malformed', 'missing or non-string "type"', '/type');
+    if (typeof type !== 'string') return new ProtocolError('malformed', '/type: missing or not a string', '/type');
     const check = checkFor(type);
-    if (!check) return new ProtocolError('unsupported', `unknown message type "${type.slice(0, 64)}" (known: ${known})`, '/type', type.slice(0, 64));
+    if (!check) return new ProtocolError('unsupported', `/type: unknown message type "${type.slice(0, 64)}" (known: ${known})`, '/type', type.slice(0, 64));
     if (check.Check(value)) return value as M;
     const first = check.Errors(value).First();
     const field = first?.path || '';

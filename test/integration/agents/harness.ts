@@ -20,9 +20,10 @@ import { AgentHub, type HubOptions } from '../../../dispatcher/src/agents/hub.js
 import { agentHubPlugin } from '../../../dispatcher/src/agents/plugin.js';
 import { agentChannel, type Channel } from '../../../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../../../dispatcher/src/protocol/codec.js';
-import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type Inventory } from '../../../dispatcher/src/protocol/messages.js';
+import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage } from '../../../dispatcher/src/protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript } from '../../../dispatcher/src/protocol/session.js';
 import type { FastifyInstance } from 'fastify';
+import { FAKE_INVENTORY } from '../../unit/protocol/fixtures.js';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
 export const AGENT_BIN = join(ROOT, 'dist/bin/node-agent.mjs');
@@ -109,10 +110,7 @@ export function startAgent(args: string[], env: Record<string, string> = {}): Ag
   };
 }
 
-export const FAKE_INVENTORY: Inventory = {
-  hostname: 'sim', cpu: { model: 'Sim CPU', cores: 4, physicalCores: 4, speedGHz: null }, memoryMiB: 8192, nics: [], disks: [],
-  system: { manufacturer: '', model: '', uuid: '', serial: '' }, os: { kernel: 'sim', distro: 'sim', arch: 'x64' }, ramRoot: false,
-};
+export { FAKE_INVENTORY };
 
 /**
  * A protocol client that can misbehave: sends raw frames or messages, does (or skips) the
