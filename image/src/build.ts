@@ -1,0 +1,467 @@
+/**
+ * `make image`: Debian kernel + initramfs (busybox, Node, the agent, NIC drivers) into
+ * dist/image/{vmlinuz,initrd.img,manifest.json}. One progress line per stage.
+ *
+ *   tools → kernel package → busybox package → node runtime → agent → (up to date? stop)
+ *   → modules (index, select, read) → firmware (optional) → initramfs (cpio | zstd) → write
+ *
+ * Files are written into a temporary folder beside the outputs and renamed into place
+ * (manifest last), so dist/image never holds a half-written image.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, posix } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { aptCandidate, fetchPackage, newestCached, parseControl, resolveKernelPackage, sha256File } from './apt.js';
+import { cpioChunks } from './cpio.js';
+import { zstdToFile } from './compress.js';
+import { ImageBuildError } from './errors.js';
+import { DebTree, DirectoryTree, type FileTree } from './file-tree.js';
+import { INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, imageMatchesManifest, readManifest, sha256, type ImageManifest } from './manifest.js';
+import { describeModule, loadOrder, moduleName, modulesAlias, modulesDep, modulesSoftdep, selectModules, type KernelModule } from './modules.js';
+import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
+import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
+import { Rootfs } from './rootfs.js';
+import { requireTools, run, type Tool } from './tools.js';
+
+/** Where things live inside the image (documented in image/README.md). */
+export const IMAGE_PATHS = {
+  agent: '/usr/lib/lilcluster/node-agent.mjs',
+  node: '/usr/bin/node',
+  busybox: '/bin/busybox',
+  dispatcherKey: '/etc/lilcluster/dispatcher.pub',
+  env: '/etc/lilcluster/image.env',
+} as const;
+
+export type Progress = (stage: string, detail: string) => void;
+
+export interface BuildResult {
+  manifest: ImageManifest;
+  upToDate: boolean;
+}
+
+interface PackageRef {
+  path: string;
+  name: string | null;
+  version: string | null;
+  note: string;
+}
+
+interface KernelInput {
+  tree: FileTree;
+  /** The kernel image file when it is not inside `tree` (KERNEL= override). */
+  kernelFile: string | undefined;
+  package: PackageRef | undefined;
+  /** Digest of the kernel input for the up-to-date check. */
+  digest: string;
+  source: string;
+}
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+export async function buildImage(opts: BuildOptions, progress: Progress): Promise<BuildResult> {
+  const useApt = !(opts.kernelDeb || opts.kernel || opts.modulesDir) || !opts.busyboxDeb || opts.firmware;
+  const tools: Tool[] = ['dpkg-deb', 'zstd', 'ldd'];
+  if (opts.stripNode) tools.push('strip');
+  if (useApt) tools.push('apt-get', 'apt-cache');
+  requireTools(tools);
+  progress('tools', tools.join(' '));
+
+  const kernel = await kernelInput(opts, progress);
+  const busybox = opts.busyboxDeb ? await localDeb(opts.busyboxDeb) : await aptPackage(BUSYBOX_PACKAGE, opts.cacheDir, /^busybox-static$/);
+  progress('busybox', `${busybox.name ?? '?'} ${busybox.version ?? ''} (${busybox.note})`);
+
+  mkdirSync(opts.outDir, { recursive: true });
+  const work = join(opts.outDir, `.build-${process.pid}`);
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  try {
+    const node = await collectNodeRuntime(opts.nodePath, work, opts.stripNode);
+    progress('node', `${node.version} ${node.sourcePath} ${mib(node.sourceSize)} → ${mib(node.binary.length)}${opts.stripNode ? ' stripped' : ''}, ${node.files.length} libraries + loader`);
+
+    const agent = readInput(opts.agentPath, 'the agent bundle', 'run `make build` first (it writes dist/bin/node-agent.mjs)');
+    const agentVersion = packageVersion(opts.packageJson);
+    progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB`);
+
+    const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
+    const overlay = readOverlay(join(opts.imageDir, 'rootfs'));
+
+    const inputs = fingerprint({ opts, kernel, busybox, node, agent, key, overlay });
+    const previous = readManifest(opts.outDir);
+    if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
+      progress('done', `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`);
+      return { manifest: previous, upToDate: true };
+    }
+
+    const mods = await readKernelModules(kernel, opts.modules);
+    progress('modules', `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`);
+
+    const firmware = opts.firmware ? await readFirmware(mods.selection, opts.cacheDir) : new Map<string, Buffer>();
+    if (opts.firmware) progress('firmware', `${firmware.size} files, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`);
+
+    const rootfs = new Rootfs();
+    assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, key, mods, firmware, agentVersion });
+    const entries = rootfs.entries();
+    const initrdTmp = join(work, INITRD_FILE);
+    const uncompressed = await zstdToFile(cpioChunks(entries, { mtime: opts.mtime }), initrdTmp, { level: opts.zstdLevel, threads: opts.zstdThreads });
+    const initrd = readFileSync(initrdTmp);
+    progress('initramfs', `${entries.length} entries, cpio ${mib(uncompressed)} → zstd -${opts.zstdLevel} ${mib(initrd.length)}`);
+
+    const kernelTmp = join(work, KERNEL_FILE);
+    writeFileSync(kernelTmp, mods.vmlinuz, { mode: 0o644 });
+    const manifest: ImageManifest = {
+      format: 1,
+      kernel: { version: mods.version, package: kernel.package?.name ?? null, packageVersion: kernel.package?.version ?? null, source: kernel.source },
+      node: {
+        version: node.version,
+        source: node.sourcePath,
+        stripped: opts.stripNode,
+        size: node.binary.length,
+        libraries: node.files.map((f) => f.path).sort(),
+        interpreter: node.files.find((f) => f.path.includes('/ld-linux'))?.path ?? null,
+      },
+      agent: { version: agentVersion, path: IMAGE_PATHS.agent, size: agent.length, sha256: sha256(agent) },
+      busybox: { package: busybox.name, version: busybox.version },
+      files: {
+        vmlinuz: { size: mods.vmlinuz.length, sha256: sha256(mods.vmlinuz) },
+        'initrd.img': { size: initrd.length, sha256: sha256(initrd), uncompressedSize: uncompressed },
+      },
+      compression: { format: 'zstd', level: opts.zstdLevel },
+      modules: { requested: [...opts.modules], builtin: mods.builtin, shipped: loadOrder(mods.selection).map((m) => m.module) },
+      firmware: [...firmware.keys()].sort(),
+      dispatcherKey: key ? { path: IMAGE_PATHS.dispatcherKey, fingerprint: key.fingerprint } : null,
+      inputs,
+    };
+    writeFileSync(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    // Manifest last: a crash between renames leaves files the manifest does not describe, which the next build redoes.
+    for (const f of [KERNEL_FILE, INITRD_FILE, MANIFEST_FILE]) renameSync(join(work, f), join(opts.outDir, f));
+    progress('done', `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}`);
+    return { manifest, upToDate: false };
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- inputs
+
+async function debControl(path: string): Promise<{ name: string | null; version: string | null }> {
+  const text = (await run('dpkg-deb', ['-f', path, 'Package', 'Version'])).stdout.toString('utf8');
+  const s = parseControl(text)[0] ?? {};
+  return { name: s.Package ?? null, version: s.Version ?? null };
+}
+
+async function localDeb(path: string): Promise<PackageRef> {
+  if (!existsSync(path)) throw new ImageBuildError('IMG_ERR_INPUT', `no such file: ${path}`);
+  return { path, ...(await debControl(path)), note: 'local file' };
+}
+
+/** apt's candidate for `name`, cached; without apt answers, the newest cached file matching `cachedName`. */
+async function aptPackage(name: string, cacheDir: string, cachedName: RegExp): Promise<PackageRef> {
+  try {
+    const { pkg } = await aptCandidate(name);
+    const got = await fetchPackage(pkg, cacheDir);
+    return { path: got.path, name: pkg.name, version: pkg.version, note: got.downloaded ? 'downloaded' : 'cached' };
+  } catch (err) {
+    const cached = err instanceof ImageBuildError && err.code === 'IMG_ERR_PACKAGE' ? newestCached(cacheDir, cachedName) : undefined;
+    if (!cached) throw err;
+    return { path: cached, ...(await debControl(cached)), note: `cached; apt did not answer (${(err as Error).message})` };
+  }
+}
+
+async function kernelInput(opts: BuildOptions, progress: Progress): Promise<KernelInput> {
+  if (opts.kernel || opts.modulesDir) {
+    if (!opts.kernel || !opts.modulesDir) throw new ImageBuildError('IMG_ERR_OPTION', 'KERNEL= and MODULES= go together', { hint: 'e.g. KERNEL=/boot/vmlinuz-6.1.0-56-amd64 MODULES=/lib/modules/6.1.0-56-amd64' });
+    for (const p of [opts.kernel, opts.modulesDir]) if (!existsSync(p)) throw new ImageBuildError('IMG_ERR_INPUT', `no such file or folder: ${p}`);
+    const version = basename(opts.modulesDir.replace(/\/+$/, ''));
+    progress('kernel', `${opts.kernel} with modules from ${opts.modulesDir} (${version})`);
+    return {
+      tree: new DirectoryTree(opts.modulesDir, `lib/modules/${version}`),
+      kernelFile: opts.kernel,
+      package: undefined,
+      digest: sha256File(opts.kernel) + ':' + directoryDigest(opts.modulesDir),
+      source: `${opts.kernel} + ${opts.modulesDir}`,
+    };
+  }
+  const pkg = opts.kernelDeb ? await localDeb(opts.kernelDeb) : await aptKernel(opts.cacheDir);
+  progress('kernel', `${pkg.name ?? '?'} ${pkg.version ?? ''} (${pkg.note})`);
+  return { tree: new DebTree(pkg.path), kernelFile: undefined, package: pkg, digest: sha256File(pkg.path), source: pkg.path };
+}
+
+/** The real package behind linux-image-amd64, cached; offline with a warm cache, the newest kernel we already have. */
+async function aptKernel(cacheDir: string): Promise<PackageRef> {
+  let real: string;
+  try {
+    real = await resolveKernelPackage(KERNEL_METAPACKAGE);
+  } catch (err) {
+    const cached = newestCached(cacheDir, /^linux-image-\d.*-amd64$/);
+    if (!cached) throw err;
+    return { path: cached, ...(await debControl(cached)), note: `cached; apt did not answer (${(err as Error).message})` };
+  }
+  return aptPackage(real, cacheDir, new RegExp(`^${real.replace(/[.+]/g, '\\$&')}$`));
+}
+
+function directoryDigest(dir: string): string {
+  const h = createHash('sha256');
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      const st = lstatSync(p);
+      h.update(`${p}\0${st.size}\0${st.mtimeMs}\0`);
+      if (st.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return h.digest('hex');
+}
+
+function readInput(path: string, what: string, hint?: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ImageBuildError('IMG_ERR_INPUT', `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { ...(hint ? { hint } : {}), cause: err });
+  }
+}
+
+function packageVersion(packageJson: string): string {
+  try {
+    const v = (JSON.parse(readFileSync(packageJson, 'utf8')) as { version?: unknown }).version;
+    return typeof v === 'string' ? v : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+interface DispatcherKey {
+  b64: string;
+  fingerprint: string;
+}
+
+/** The file dispatcher/src/trust/secrets.ts writes: base64 of the raw 32-byte Ed25519 public key. */
+export function parseDispatcherKey(text: string, path: string): DispatcherKey {
+  const b64 = text.trim();
+  const raw = Buffer.from(b64, 'base64');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || raw.length !== 32) {
+    throw new ImageBuildError('IMG_ERR_INPUT', `${path} is not a dispatcher public key (base64 of 32 raw Ed25519 bytes)`, { hint: 'use identity.pub from the dispatcher\'s data folder' });
+  }
+  return { b64: raw.toString('base64'), fingerprint: createHash('sha256').update(raw).digest('hex') };
+}
+
+function readDispatcherKey(path: string): DispatcherKey {
+  return parseDispatcherKey(readInput(path, 'the dispatcher key').toString('utf8'), path);
+}
+
+interface OverlayFile {
+  path: string;
+  mode: number;
+  data: Buffer;
+}
+
+/** image/rootfs/: files copied as they are; executable in git → 0755, else 0644 (umask and checkout do not matter). */
+function readOverlay(root: string): OverlayFile[] {
+  if (!existsSync(join(root, 'init'))) throw new ImageBuildError('IMG_ERR_INPUT', `${root}/init is missing`, { hint: 'run the builder from the repository (image/rootfs holds /init)' });
+  const out: OverlayFile[] = [];
+  const walk = (rel: string) => {
+    for (const name of readdirSync(join(root, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = statSync(join(root, r));
+      if (st.isDirectory()) walk(r);
+      else out.push({ path: r, mode: st.mode & 0o111 ? 0o755 : 0o644, data: readFileSync(join(root, r)) });
+    }
+  };
+  walk('');
+  return out;
+}
+
+function fingerprint(x: { opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; key: DispatcherKey | undefined; overlay: OverlayFile[] }): string {
+  const h = createHash('sha256');
+  const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
+  part('builder', builderDigest());
+  part('kernel', x.kernel.digest);
+  part('busybox', sha256File(x.busybox.path));
+  part('node', x.node.binary);
+  for (const f of x.node.files) part(`lib:${f.path}`, f.data);
+  part('agent', x.agent);
+  part('key', x.key?.b64 ?? '');
+  for (const f of x.overlay) part(`overlay:${f.path}:${f.mode}`, f.data);
+  const o = x.opts;
+  part('options', JSON.stringify({ modules: o.modules, firmware: o.firmware, level: o.zstdLevel, mtime: o.mtime, strip: o.stripNode, version: packageVersion(o.packageJson) }));
+  return h.digest('hex');
+}
+
+/** The builder's own code (the bundle, or this file under vitest): a new builder rebuilds. */
+function builderDigest(): string {
+  try {
+    return sha256(readFileSync(fileURLToPath(import.meta.url)));
+  } catch {
+    return 'unknown';
+  }
+}
+
+// ---------------------------------------------------------------- kernel and modules
+
+interface KernelModules {
+  version: string;
+  vmlinuz: Buffer;
+  selection: KernelModule[];
+  builtin: string[];
+  /** File contents by module path (relative to lib/modules/<version>). */
+  data: Map<string, Buffer>;
+  builtinList: Buffer | undefined;
+}
+
+/**
+ * Two passes over the kernel tree: the first reads every module's .modinfo (and the kernel
+ * image), the second keeps only the modules selected. Reading a 400 MB tree twice costs
+ * seconds; holding it in memory would cost 400 MB.
+ */
+async function readKernelModules(kernel: KernelInput, wanted: readonly string[]): Promise<KernelModules> {
+  const index = new Map<string, KernelModule>();
+  let version: string | undefined;
+  let vmlinuz: Buffer | undefined = kernel.kernelFile ? readInput(kernel.kernelFile, 'the kernel image') : undefined;
+  let builtinList: Buffer | undefined;
+  let compressed = 0;
+  const modulesPrefix = /^(?:usr\/)?lib\/modules\/([^/]+)\//;
+  await kernel.tree.scan(
+    (e) => {
+      if (e.type !== 'file') return false;
+      if (/^boot\/vmlinuz-/.test(e.path)) return !kernel.kernelFile;
+      const m = modulesPrefix.exec(e.path);
+      if (!m) return false;
+      if (/\.ko\.(xz|zst|gz)$/.test(e.path)) compressed++;
+      return e.path.endsWith('.ko') || e.path.endsWith('/modules.builtin');
+    },
+    (e, data) => {
+      if (e.path.startsWith('boot/')) {
+        vmlinuz = data;
+        return;
+      }
+      const [prefix, v] = modulesPrefix.exec(e.path)!;
+      if (version && v !== version) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds modules for two kernels: ${version} and ${v}`);
+      version = v;
+      const rel = e.path.slice(prefix.length);
+      if (rel === 'modules.builtin') builtinList = data;
+      else {
+        const mod = describeModule(rel, data);
+        if (!index.has(mod.module)) index.set(mod.module, mod);
+      }
+    },
+  );
+  if (!version || index.size === 0) {
+    const why = compressed ? `its ${compressed} modules are compressed (.ko.xz/.ko.zst), which this builder does not unpack` : 'it holds no kernel modules';
+    throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${why}`, { hint: 'use a Debian 12 kernel package (linux-image-*-amd64)' });
+  }
+  if (!vmlinuz) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds no boot/vmlinuz-*`);
+
+  const builtinNames = new Set((builtinList?.toString('utf8') ?? '').split('\n').filter(Boolean).map(moduleName));
+  const sel = selectModules(index, wanted, builtinNames);
+  if (sel.missing.length) {
+    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${version} has no module ${sel.missing.join(', ')}`, { hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES' });
+  }
+  if (sel.unresolved.length) throw new ImageBuildError('IMG_ERR_INPUT', `kernel ${version}: modules depend on ${sel.unresolved.join(', ')}, which it does not have`);
+
+  const chosen = new Set(sel.modules.map((m) => m.path));
+  const data = new Map<string, Buffer>();
+  const v = version;
+  await kernel.tree.scan(
+    (e) => {
+      const m = modulesPrefix.exec(e.path);
+      return e.type === 'file' && m?.[1] === v && chosen.has(e.path.slice(m[0].length));
+    },
+    (e, buf) => data.set(e.path.slice(modulesPrefix.exec(e.path)![0].length), buf),
+  );
+  for (const p of chosen) if (!data.has(p)) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} changed while reading: ${p} vanished`);
+  return { version, vmlinuz, selection: sel.modules, builtin: sel.builtin, data, builtinList };
+}
+
+/** Firmware files the shipped modules name (`firmware=`), found in Debian's non-free-firmware packages. */
+async function readFirmware(mods: readonly KernelModule[], cacheDir: string): Promise<Map<string, Buffer>> {
+  const wanted = new Set(mods.flatMap((m) => m.firmware));
+  const found = new Map<string, Buffer>();
+  const links = new Map<string, string>();
+  const fwPrefix = /^(?:usr\/)?lib\/firmware\//;
+  for (const name of FIRMWARE_PACKAGES) {
+    let ref: PackageRef;
+    try {
+      ref = await aptPackage(name, cacheDir, new RegExp(`^${name}$`));
+    } catch (err) {
+      throw new ImageBuildError('IMG_ERR_PACKAGE', `FIRMWARE=1 needs ${name}: ${(err as Error).message}`, {
+        hint: 'enable the non-free-firmware component (Components: main non-free-firmware in /etc/apt/sources.list.d/debian.sources), then apt-get update',
+        cause: err,
+      });
+    }
+    const tree = new DebTree(ref.path);
+    const files = new Map<string, Buffer>();
+    await tree.scan(
+      (e) => {
+        if (!fwPrefix.test(e.path)) return false;
+        const rel = e.path.replace(fwPrefix, '');
+        if (e.type === 'symlink' && e.linkTarget) links.set(rel, posix.normalize(posix.join(posix.dirname(rel), e.linkTarget)));
+        return e.type === 'file';
+      },
+      (e, data) => files.set(e.path.replace(fwPrefix, ''), data),
+    );
+    for (const w of wanted) {
+      const target = files.has(w) ? w : links.get(w);
+      const data = target ? files.get(target) : undefined;
+      if (data && !found.has(w)) found.set(w, data);
+    }
+  }
+  return found;
+}
+
+async function readBusybox(debPath: string): Promise<Buffer> {
+  let found: Buffer | undefined;
+  await new DebTree(debPath).scan(
+    (e) => e.type === 'file' && /^(usr\/)?bin\/busybox$/.test(e.path),
+    (_e, data) => (found = data),
+  );
+  if (!found) throw new ImageBuildError('IMG_ERR_INPUT', `${debPath} holds no bin/busybox`, { hint: `use Debian's ${BUSYBOX_PACKAGE}` });
+  return found;
+}
+
+// ---------------------------------------------------------------- the initramfs tree
+
+function assembleRootfs(
+  fs: Rootfs,
+  x: { overlay: OverlayFile[]; busybox: Buffer; node: NodeRuntime; agent: Buffer; key: DispatcherKey | undefined; mods: KernelModules; firmware: Map<string, Buffer>; agentVersion: string },
+): void {
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'mnt', 'var', 'work', 'etc/lilcluster']) fs.addDirectory(d);
+  fs.addDirectory('tmp', 0o1777);
+  fs.addDirectory('root', 0o700);
+  fs.addSymlink('var/run', '../run');
+  fs.addSymlink('var/tmp', '../tmp');
+  // The kernel opens /dev/console for init's stdio before /init can mount devtmpfs (init/main.c console_on_rootfs).
+  fs.addCharDevice('dev/console', 0o600, 5, 1);
+
+  for (const f of x.overlay) fs.addFile(f.path, f.data, f.mode);
+
+  // /init runs `busybox --install -s` for the other applets; /bin/sh must exist before that.
+  fs.addFile(IMAGE_PATHS.busybox, x.busybox, 0o755);
+  fs.addSymlink('bin/sh', 'busybox');
+
+  fs.addFile(IMAGE_PATHS.node, x.node.binary, 0o755);
+  for (const f of x.node.files) fs.addFile(f.path, f.data, /\/ld-linux/.test(f.path) ? 0o755 : 0o644);
+  fs.addFile(IMAGE_PATHS.agent, x.agent, 0o644);
+  if (x.key) fs.addFile(IMAGE_PATHS.dispatcherKey, Buffer.from(x.key.b64 + '\n'), 0o644);
+
+  const libDirs = [...new Set(x.node.files.filter((f) => !/\/ld-linux/.test(f.path)).map((f) => dirname(f.path)))].sort();
+  const env = [
+    '# Written by make image; sourced by /init.',
+    `LC_IMAGE_KERNEL='${x.mods.version}'`,
+    `LC_IMAGE_NODE_VERSION='${x.node.version}'`,
+    `LC_IMAGE_AGENT_VERSION='${x.agentVersion}'`,
+    `LC_AGENT='${IMAGE_PATHS.agent}'`,
+    // Libraries sit where the build host's loader found them; there is no ld.so.cache in the image.
+    `LC_LIBRARY_PATH='${libDirs.join(':')}'`,
+    '',
+  ].join('\n');
+  fs.addFile(IMAGE_PATHS.env, Buffer.from(env), 0o644);
+
+  const modDir = `lib/modules/${x.mods.version}`;
+  for (const [p, data] of x.mods.data) fs.addFile(`${modDir}/${p}`, data, 0o644);
+  fs.addFile(`${modDir}/modules.dep`, Buffer.from(modulesDep(x.mods.selection)));
+  fs.addFile(`${modDir}/modules.alias`, Buffer.from(modulesAlias(x.mods.selection)));
+  fs.addFile(`${modDir}/modules.softdep`, Buffer.from(modulesSoftdep(x.mods.selection)));
+  if (x.mods.builtinList) fs.addFile(`${modDir}/modules.builtin`, x.mods.builtinList);
+  for (const [name, data] of x.firmware) fs.addFile(`lib/firmware/${name}`, data, 0o644);
+}

@@ -1,0 +1,78 @@
+/**
+ * dist/tools/build-image.mjs — the program behind `make image`. Flags or make/environment
+ * variables (make image KERNEL_DEB=... DISPATCHER_KEY=...); see image/README.md.
+ */
+import { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildImage } from './build.js';
+import { ImageBuildError } from './errors.js';
+import { DEFAULT_MODULES, DEFAULT_MTIME, DEFAULT_ZSTD_LEVEL, parseBool, parseInteger, parseList, type BuildOptions } from './options.js';
+
+/** image/ holds rootfs/; found beside this file (image/src/main.ts) or from the bundle (dist/tools/). */
+function findImageDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [resolve(here, '..'), resolve(here, '../../image'), resolve('image')];
+  return candidates.find((d) => existsSync(join(d, 'rootfs', 'init'))) ?? candidates[0]!;
+}
+
+function optionsFrom(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): BuildOptions {
+  const pick = (flag: string, envName: string) => (typeof flags[flag] === 'string' ? (flags[flag] as string) : env[envName] || undefined);
+  const level = pick('zstdLevel', 'ZSTD_LEVEL');
+  const threads = pick('zstdThreads', 'ZSTD_THREADS');
+  const epoch = env.SOURCE_DATE_EPOCH;
+  return {
+    outDir: resolve(pick('out', 'IMAGE_OUT') ?? 'dist/image'),
+    cacheDir: resolve(pick('cache', 'IMAGE_CACHE') ?? '.cache/image'),
+    kernelDeb: pick('kernelDeb', 'KERNEL_DEB'),
+    kernel: pick('kernel', 'KERNEL'),
+    modulesDir: pick('modules', 'MODULES'),
+    busyboxDeb: pick('busyboxDeb', 'BUSYBOX_DEB'),
+    nodePath: pick('node', 'NODE_BINARY') ?? process.execPath,
+    stripNode: !(flags.strip === false || parseBool(env.NO_STRIP)),
+    agentPath: resolve(pick('agent', 'AGENT') ?? 'dist/bin/node-agent.mjs'),
+    packageJson: resolve('package.json'),
+    dispatcherKey: pick('dispatcherKey', 'DISPATCHER_KEY'),
+    modules: [...new Set([...DEFAULT_MODULES, ...parseList(pick('extraModules', 'EXTRA_MODULES'))])],
+    firmware: flags.firmware === true || parseBool(env.FIRMWARE),
+    zstdLevel: level ? parseInteger('ZSTD_LEVEL', level, 1, 22) : DEFAULT_ZSTD_LEVEL,
+    zstdThreads: threads ? parseInteger('ZSTD_THREADS', threads, 1, 256) : undefined,
+    mtime: epoch ? parseInteger('SOURCE_DATE_EPOCH', epoch, 0, 0xffff_ffff) : DEFAULT_MTIME,
+    force: flags.force === true || parseBool(env.FORCE),
+    imageDir: findImageDir(),
+  };
+}
+
+const program = new Command('build-image')
+  .description('Build the RAM-boot image: vmlinuz, initrd.img and manifest.json')
+  .option('--out <dir>', 'output folder (IMAGE_OUT)', undefined)
+  .option('--cache <dir>', 'download cache (IMAGE_CACHE)')
+  .option('--kernel-deb <file>', 'kernel .deb instead of apt\'s linux-image-amd64 (KERNEL_DEB)')
+  .option('--kernel <file>', 'kernel image file, with --modules (KERNEL)')
+  .option('--modules <dir>', '/lib/modules/<version> folder, with --kernel (MODULES)')
+  .option('--busybox-deb <file>', 'busybox-static .deb (BUSYBOX_DEB)')
+  .option('--node <file>', 'Node binary to ship (NODE_BINARY; default: the one running this)')
+  .option('--no-strip', 'ship the Node binary unstripped (NO_STRIP=1)')
+  .option('--agent <file>', 'agent bundle (AGENT)')
+  .option('--dispatcher-key <file>', 'dispatcher public key to carry (DISPATCHER_KEY)')
+  .option('--extra-modules <names>', 'more kernel modules, comma-separated (EXTRA_MODULES)')
+  .option('--firmware', 'ship the firmware the NIC drivers name, from non-free-firmware (FIRMWARE=1)')
+  .option('--zstd-level <n>', `zstd level, default ${DEFAULT_ZSTD_LEVEL} (ZSTD_LEVEL)`)
+  .option('--zstd-threads <n>', 'zstd workers; does not change the output (ZSTD_THREADS)')
+  .option('--force', 'rebuild even if up to date (FORCE=1)');
+
+program.parse();
+
+const started = Date.now();
+try {
+  const opts = optionsFrom(program.opts(), process.env);
+  await buildImage(opts, (stage, detail) => console.log(`image: ${stage.padEnd(9)} ${detail}`));
+  console.log(`image: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+} catch (err) {
+  if (err instanceof ImageBuildError) {
+    console.error(`make image: ${err.describe()}`);
+    process.exit(1);
+  }
+  throw err;
+}

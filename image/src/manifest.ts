@@ -1,0 +1,58 @@
+/**
+ * dist/image/manifest.json: what the image is made of. Written last, after vmlinuz and
+ * initrd.img are in place, so a manifest always describes complete files; `inputs` (a digest
+ * of every input) lets the next build see that nothing changed and stop early.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const KERNEL_FILE = 'vmlinuz';
+export const INITRD_FILE = 'initrd.img';
+
+export interface FileInfo {
+  size: number;
+  sha256: string;
+}
+
+export interface ImageManifest {
+  format: 1;
+  kernel: { version: string; package: string | null; packageVersion: string | null; source: string };
+  node: { version: string; source: string; stripped: boolean; size: number; libraries: string[]; interpreter: string | null };
+  agent: { version: string; path: string; size: number; sha256: string };
+  busybox: { package: string | null; version: string | null };
+  files: { vmlinuz: FileInfo; 'initrd.img': FileInfo & { uncompressedSize: number } };
+  compression: { format: 'zstd'; level: number };
+  modules: { requested: string[]; builtin: string[]; shipped: string[] };
+  firmware: string[];
+  dispatcherKey: { path: string; fingerprint: string } | null;
+  /** sha256 over every input (packages, Node, agent, rootfs files, options): unchanged inputs, unchanged image. */
+  inputs: string;
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function readManifest(outDir: string): ImageManifest | undefined {
+  const path = join(outDir, MANIFEST_FILE);
+  if (!existsSync(path)) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(path, 'utf8')) as ImageManifest;
+    return m.format === 1 ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when both image files exist and match the manifest's sizes and digests. */
+export function imageMatchesManifest(outDir: string, m: ImageManifest): boolean {
+  const check = (name: string, info: FileInfo) => {
+    const path = join(outDir, name);
+    if (!existsSync(path)) return false;
+    const data = readFileSync(path);
+    return data.length === info.size && sha256(data) === info.sha256;
+  };
+  return check(KERNEL_FILE, m.files.vmlinuz) && check(INITRD_FILE, m.files['initrd.img']);
+}

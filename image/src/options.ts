@@ -1,0 +1,82 @@
+/**
+ * What `make image` builds from, with the defaults named. Every option can be given as a
+ * flag to dist/tools/build-image.mjs or as a make/environment variable (in parentheses).
+ */
+import { ImageBuildError } from './errors.js';
+
+/** Debian's metapackage that depends on the current generic amd64 kernel. */
+export const KERNEL_METAPACKAGE = 'linux-image-amd64';
+export const BUSYBOX_PACKAGE = 'busybox-static';
+
+/**
+ * Wired NIC drivers of servers and VMs (plus the virtio PCI transport), shipped with every
+ * dependency; /init loads only those the machine's devices ask for. Add more with EXTRA_MODULES.
+ */
+export const DEFAULT_MODULES: readonly string[] = [
+  // VMs
+  'virtio_pci', 'virtio_net', 'vmxnet3', 'e1000',
+  // Intel
+  'e1000e', 'igb', 'igc', 'ixgbe', 'i40e', 'ice',
+  // Realtek, Broadcom
+  'r8169', 'tg3', 'bnx2', 'bnxt_en',
+  // Mellanox / NVIDIA
+  'mlx4_en', 'mlx5_core',
+];
+
+/** Debian non-free-firmware packages searched for the firmware files the shipped modules name (FIRMWARE=1). */
+export const FIRMWARE_PACKAGES: readonly string[] = ['firmware-realtek', 'firmware-bnx2', 'firmware-bnx2x', 'firmware-misc-nonfree'];
+
+/** zstd -19: the strongest level without --ultra; the kernel then needs only an 8 MiB window to unpack. */
+export const DEFAULT_ZSTD_LEVEL = 19;
+
+/** mtime of every initramfs entry when SOURCE_DATE_EPOCH is not set. */
+export const DEFAULT_MTIME = 0;
+
+export interface BuildOptions {
+  /** Where vmlinuz, initrd.img and manifest.json go (IMAGE_OUT, default dist/image). */
+  outDir: string;
+  /** Downloaded .debs (IMAGE_CACHE, default .cache/image). */
+  cacheDir: string;
+  /** A kernel .deb instead of apt's current one (KERNEL_DEB). */
+  kernelDeb: string | undefined;
+  /** A kernel image file and its modules directory /lib/modules/<version> instead of a .deb (KERNEL, MODULES). */
+  kernel: string | undefined;
+  modulesDir: string | undefined;
+  /** A busybox-static .deb instead of apt's (BUSYBOX_DEB). */
+  busyboxDeb: string | undefined;
+  /** The Node binary to ship (NODE_BINARY, default the one running the build). */
+  nodePath: string;
+  stripNode: boolean;
+  /** The agent bundle (AGENT, default dist/bin/node-agent.mjs). */
+  agentPath: string;
+  /** package.json whose version is recorded as the agent's (default ./package.json). */
+  packageJson: string;
+  /** The dispatcher's public key file (base64 of the raw Ed25519 key) to carry (DISPATCHER_KEY). */
+  dispatcherKey: string | undefined;
+  /** Module names to ship with their dependencies (DEFAULT_MODULES + EXTRA_MODULES). */
+  modules: string[];
+  /** Also ship the firmware files those modules name, from FIRMWARE_PACKAGES (FIRMWARE=1). */
+  firmware: boolean;
+  zstdLevel: number;
+  zstdThreads: number | undefined;
+  /** mtime of every entry (SOURCE_DATE_EPOCH). */
+  mtime: number;
+  /** Rebuild even when manifest.json says the inputs are unchanged (FORCE=1). */
+  force: boolean;
+  /** The image/ source folder (holds rootfs/, the files copied as they are). */
+  imageDir: string;
+}
+
+export function parseInteger(name: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw new ImageBuildError('IMG_ERR_OPTION', `${name}=${value}: expected an integer from ${min} to ${max}`);
+  return n;
+}
+
+export function parseBool(value: string | undefined): boolean {
+  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+}
+
+export function parseList(value: string | undefined): string[] {
+  return (value ?? '').split(/[\s,]+/).filter(Boolean);
+}
