@@ -481,7 +481,10 @@ function optionsOf(p: DhcpPacket): Record<number, unknown> {
   bytes(OPT.CLIENT_ID, 'clientId', p.clientId);
   str(OPT.TFTP_SERVER_NAME, 'tftpServer', p.tftpServer);
   str(OPT.BOOTFILE_NAME, 'bootFile', p.bootFile);
-  str(OPT.USER_CLASS, 'userClass', p.userClass);
+  if (p.userClass !== undefined && p.userClass !== '') {
+    if (!isLatin1(p.userClass)) throw new EncodeError('userClass', 'has characters outside latin1');
+    bytes(OPT.USER_CLASS, 'userClass', Buffer.from(p.userClass, 'latin1'));
+  }
   bytes(OPT.RELAY_AGENT_INFO, 'relayAgentInfo', p.relayAgentInfo);
   if (p.clientArch !== undefined) {
     num(OPT.CLIENT_ARCH, 'clientArch', p.clientArch, 0xffff);

@@ -13,7 +13,7 @@ import { decodePacket, DecodeError, encodePacket, type ReceivedPacket } from './
 import { DEFAULT_MAX_MESSAGE, PXE_PORT, SERVER_PORT } from './options.js';
 import { LeaseStore } from './leases.js';
 import { AddressPool } from './allocator.js';
-import { planAddresses } from './settings.js';
+import { planAddresses, type AddressPlan } from './settings.js';
 import { FullModeHandler } from './full-mode.js';
 import { ProxyModeHandler } from './proxy-mode.js';
 import { intToIp } from './ipv4.js';
@@ -65,15 +65,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
     return { mode, counters, stats: () => ({ leases: 0, poolSize: 0, offers: 0 }), stop: async () => {} };
   }
 
-  const ctx: DhcpContext = {
-    nodes: core.nodes,
-    timeline: core.timeline,
-    site: { address: core.network.address, httpPort: opts.httpPort ?? core.config.httpPort },
-    log,
-    limited: new RateLimitedLog(log),
-    counters,
-    now: core.now,
-  };
+  const ctx = createDhcpContext(core, log, counters, opts.httpPort ?? core.config.httpPort);
   const { ifindex, name: ifname } = core.network;
   if (ifindex === undefined) log.warn({ mode }, 'no --interface: DHCP answers on every interface');
 
@@ -90,17 +82,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
 
   try {
     if (mode === 'full') {
-      const plan = planAddresses(core.config.dhcp, core.network, core.nodes.list());
-      for (const w of plan.warnings) log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
-      const leases = new LeaseStore(core.db, core.commits);
-      const pool = new AddressPool(plan.pool, leases);
-      const handler = new FullModeHandler(ctx, pool, leases, {
-        serverId: core.network.address,
-        subnetMask: plan.subnetMask,
-        routers: core.config.dhcp.router ? [core.config.dhcp.router] : [],
-        dns: core.config.dhcp.dns ?? [],
-        leaseSeconds: core.config.dhcp.leaseSeconds,
-      });
+      const { plan, leases, pool, handler } = createFullMode(core, ctx);
       stats = () => ({ leases: leases.size, poolSize: pool.size, offers: pool.outstandingOffers });
       await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handle(p));
       sweep = setInterval(() => pool.sweep(core.now()), SWEEP_INTERVAL_MS).unref();
@@ -130,6 +112,35 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       await Promise.allSettled([...inflight]);
     },
   };
+}
+
+/** The handlers' view of the core (also what unit tests build handlers on). */
+export function createDhcpContext(core: Core, log: Logger, counters: DhcpCounters, httpPort: number): DhcpContext {
+  return {
+    nodes: core.nodes,
+    timeline: core.timeline,
+    site: { address: core.network.address, httpPort },
+    log,
+    limited: new RateLimitedLog(log),
+    counters,
+    now: core.now,
+  };
+}
+
+/** Full mode on a core: the address plan, the lease store and pool, and the handler. */
+export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPlan; leases: LeaseStore; pool: AddressPool; handler: FullModeHandler } {
+  const plan = planAddresses(core.config.dhcp, core.network, core.nodes.list());
+  for (const w of plan.warnings) ctx.log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
+  const leases = new LeaseStore(core.db, core.commits);
+  const pool = new AddressPool(plan.pool, leases);
+  const handler = new FullModeHandler(ctx, pool, leases, {
+    serverId: core.network.address,
+    subnetMask: plan.subnetMask,
+    routers: core.config.dhcp.router ? [core.config.dhcp.router] : [],
+    dns: core.config.dhcp.dns ?? [],
+    leaseSeconds: core.config.dhcp.leaseSeconds,
+  });
+  return { plan, leases, pool, handler };
 }
 
 /** Pull collectors on core.metrics: read at scrape time, nothing to keep in step. */
