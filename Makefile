@@ -46,14 +46,15 @@ pxe:
 typecheck:
 	node_modules/.bin/tsc --noEmit -p .
 
-test: typecheck build
+# The e2e tier boots dist/image; `make image` is incremental (it stops early when nothing changed).
+test: typecheck build image
 	node_modules/.bin/vitest run
 
 test-unit: build
 	node_modules/.bin/vitest run test/unit
 test-integration: build
 	node_modules/.bin/vitest run test/integration
-test-e2e: build
+test-e2e: build image
 	node_modules/.bin/vitest run test/e2e
 
 bench: bench-image bench-boot bench-dispatch bench-operator

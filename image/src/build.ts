@@ -425,7 +425,7 @@ function assembleRootfs(
   fs: Rootfs,
   x: { overlay: OverlayFile[]; busybox: Buffer; node: NodeRuntime; agent: Buffer; key: DispatcherKey | undefined; mods: KernelModules; firmware: Map<string, Buffer>; agentVersion: string },
 ): void {
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'mnt', 'var', 'work', 'etc/lilcluster']) fs.addDirectory(d);
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'mnt', 'var', 'etc/lilcluster']) fs.addDirectory(d);
   fs.addDirectory('tmp', 0o1777);
   fs.addDirectory('root', 0o700);
   fs.addSymlink('var/run', '../run');
