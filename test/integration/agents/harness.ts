@@ -43,8 +43,11 @@ export interface TestHub {
   stop(): Promise<void>;
 }
 
-export async function startHub(engine: DispatchEngine, opts: { heartbeatSeconds?: number; hub?: HubOptions; cluster?: ClusterFile } = {}): Promise<TestHub> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'lc-agents-'));
+export async function startHub(
+  engine: DispatchEngine,
+  opts: { heartbeatSeconds?: number; hub?: HubOptions; cluster?: ClusterFile; dataDir?: string; port?: number } = {},
+): Promise<TestHub> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-agents-'));
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -57,7 +60,7 @@ export async function startHub(engine: DispatchEngine, opts: { heartbeatSeconds?
   const core = createCore({ config, log, network: resolveNodeNetwork(undefined, '127.0.0.1'), ...(opts.cluster ? { cluster: opts.cluster } : {}) });
   const hub = new AgentHub(core, engine, opts.hub);
   const app = await buildApp(core, [agentHubPlugin(hub)]);
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
   const port = (app.server.address() as { port: number }).port;
   return {
     core, hub, app, port, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}${AGENT_PATH}`, dataDir, pubKeyFile: join(dataDir, 'identity.pub'),

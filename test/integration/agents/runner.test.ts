@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, type Server } from 'node:http';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import tar from 'tar-stream';
+import { ProcessRunner, type RunnerOptions } from '../../../node-agent/src/runner.js';
+import { groupMembers } from '../../../node-agent/src/proc.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+
+let server: Server;
+let httpBase: string;
+const tasksDir = mkdtempSync(join(tmpdir(), 'lc-runner-'));
+
+async function tarOf(files: Record<string, string>): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
+  const done = new Promise<void>((r) => pack.on('end', () => r()));
+  for (const [name, body] of Object.entries(files)) pack.entry({ name, size: Buffer.byteLength(body) }, body);
+  pack.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+beforeAll(async () => {
+  const inputs = gzipSync(await tarOf({ 'data/in.txt': 'from the inputs tar\n' }));
+  server = createServer((req, res) => {
+    if (req.url === '/inputs/1') return res.end(inputs);
+    res.statusCode = 404;
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  httpBase = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+afterAll(() => server?.close());
+
+function runner(over: Partial<RunnerOptions> = {}): ProcessRunner {
+  return new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', ...over });
+}
+
+let nextId = 1;
+function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
+  return { taskId: nextId++, jobId: 1, attempt: 1, command, env: {}, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 10_000, ...over };
+}
+
+const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> => r.start(t, onProgress).result;
+
+/** The pids a task printed (`echo $$ $!`), all of which must be gone with its group. */
+function pidsOf(r: TaskResult): number[] {
+  return r.stdout.trim().split(/\s+/).filter((x) => /^\d+$/.test(x)).map(Number);
+}
+function alive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'latin1')); // a zombie is dead, only not yet reaped
+  } catch {
+    return false;
+  }
+}
+
+describe('process runner', () => {
+  it('runs a shell command with the task environment, not the agent\'s', async () => {
+    process.env.LC_TOKEN = 'secret-agent-token';
+    try {
+      const r = await run(task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO"; env | grep -c LC_TOKEN; echo err >&2; exit 3', { env: { FOO: 'bar' }, attempt: 2 }));
+      expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: 'err\n', stdoutTruncated: false });
+      expect(r.stdout).toBe(`${r.taskId}/2 bar\n0\n`);
+    } finally {
+      delete process.env.LC_TOKEN;
+    }
+  });
+
+  it('runs an argv command directly and feeds stdin', async () => {
+    const r = await run(task(['/bin/cat'], { stdinB64: Buffer.from('from stdin').toString('base64') }));
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'from stdin' });
+  });
+
+  it('reports a command that cannot start', async () => {
+    const r = await run(task(['/nonexistent/prog']));
+    expect(r.exitCode).toBeNull();
+    expect(r.error).toMatch(/cannot start \/nonexistent\/prog: ENOENT/);
+  });
+
+  it('reports death by signal', async () => {
+    const r = await run(task('kill -9 $$'));
+    expect(r).toMatchObject({ exitCode: null, signal: 'SIGKILL', timedOut: false });
+  });
+
+  it('kills the whole process group at the timeout, background children included', async () => {
+    const t0 = Date.now();
+    const r = await run(task('sleep 30 & echo $$ $!; sleep 30', { timeoutMs: 300 }));
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(r).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGTERM' });
+    expect(r.error).toMatch(/killed at its timeout of 300 ms/);
+    const [pgid, bg] = pidsOf(r);
+    expect(groupMembers(pgid!)).toEqual([]);
+    expect(alive(bg!)).toBe(false);
+  });
+
+  it('SIGKILLs a group that ignores SIGTERM after the grace', async () => {
+    const t0 = Date.now();
+    const r = await run(task(`trap '' TERM; echo $$; sleep 30 & sleep 30`, { timeoutMs: 200 }), runner({ killGraceMs: 300 }));
+    const took = Date.now() - t0;
+    expect(r).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
+    expect(took).toBeGreaterThanOrEqual(480);
+    expect(took).toBeLessThan(5000);
+    expect(groupMembers(pidsOf(r)[0]!)).toEqual([]);
+  });
+
+  it('kills what a task left running in its group when it exits', async () => {
+    const r = await run(task('sleep 30 & echo $$ $!'));
+    expect(r.exitCode).toBe(0);
+    const [pgid, bg] = pidsOf(r);
+    expect(groupMembers(pgid!)).toEqual([]);
+    expect(alive(bg!)).toBe(false);
+  });
+
+  it('cancels a running task', async () => {
+    const h = runner().start(task('echo $$; sleep 30'), () => {});
+    await new Promise((r) => setTimeout(r, 200));
+    h.cancel('test');
+    const r = await h.result;
+    expect(r).toMatchObject({ signal: 'SIGTERM', timedOut: false });
+    expect(r.durationMs).toBeLessThan(3000);
+    expect(groupMembers(pidsOf(r)[0]!)).toEqual([]);
+  });
+
+  it('keeps stdout and stderr up to the limit and marks the truncation', async () => {
+    const r = await run(task('head -c 5000 /dev/zero | tr "\\0" a; head -c 10 /dev/zero | tr "\\0" b >&2'), runner({ maxOutputBytes: 1000 }));
+    expect(r.stdout).toBe('a'.repeat(1000));
+    expect(r.stdoutTruncated).toBe(true);
+    expect(r.stderr).toBe('b'.repeat(10));
+    expect(r.stderrTruncated).toBe(false);
+  });
+
+  it('parses PROGRESS lines', async () => {
+    const seen: number[] = [];
+    const r = await run(task('echo PROGRESS 0.25; echo working; echo "PROGRESS 0.5"; echo PROGRESS 2; echo PROGRESS 1'), runner(), (f) => seen.push(f));
+    expect(seen).toEqual([0.25, 0.5, 1]);
+    expect(r.stdout).toContain('working');
+  });
+
+  it('returns the files written under out/ as a gzip tar and removes the work dir', async () => {
+    const t = task('mkdir -p out/sub && echo result > out/r.txt && echo deep > out/sub/d.txt && pwd');
+    const r = await run(t);
+    expect(r.exitCode).toBe(0);
+    const workDir = r.stdout.trim();
+    expect(workDir).toBe(join(tasksDir, `${t.taskId}-1`));
+    const files: Record<string, string> = {};
+    const ex = tar.extract();
+    const reading = (async () => {
+      for await (const e of ex) {
+        const parts: Buffer[] = [];
+        for await (const c of e) parts.push(c as Buffer);
+        if (e.header.type === 'file') files[e.header.name] = Buffer.concat(parts).toString();
+      }
+    })();
+    ex.end(gunzipSync(Buffer.from(r.outputsTarGzB64!, 'base64')));
+    await reading;
+    expect(files).toEqual({ 'r.txt': 'result\n', 'sub/d.txt': 'deep\n' });
+    expect(existsSync(workDir)).toBe(false);
+    expect((await run(task('true'))).outputsTarGzB64).toBeNull();
+  });
+
+  it('refuses outputs over the limit, still reporting the run', async () => {
+    const r = await run(task('head -c 5000 /dev/zero > out/big; exit 0'), runner({ maxOutputsBytes: 1000 }));
+    expect(r).toMatchObject({ exitCode: 0, outputsTarGzB64: null });
+    expect(r.error).toMatch(/outputs not returned: out\/ holds more than 1000 bytes/);
+  });
+
+  it('unpacks the inputs tar before running, and reports inputs it cannot fetch', async () => {
+    const r = await run(task('cat data/in.txt', { inputsPath: '/inputs/1' }));
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'from the inputs tar\n' });
+    const missing = await run(task('true', { inputsPath: '/inputs/404' }));
+    expect(missing.error).toMatch(/inputs \/inputs\/404: HTTP 404/);
+    expect(missing.exitCode).toBeNull();
+  });
+
+  it('runs in a cwd inside the work dir, and refuses one outside or missing', async () => {
+    expect((await run(task('pwd', { inputsPath: '/inputs/1', cwd: 'data' }))).stdout.trim()).toMatch(/\/data$/);
+    expect((await run(task('pwd', { cwd: '../..' }))).error).toMatch(/outside the task's work dir/);
+    expect((await run(task('pwd', { cwd: 'nope' }))).error).toMatch(/does not exist/);
+  });
+
+  it('measures peak memory from /proc', async () => {
+    const r = await run(task([process.execPath, '-e', 'const b = Buffer.alloc(150 * 1024 * 1024, 1); setTimeout(() => b.length, 700)']));
+    expect(r.exitCode).toBe(0);
+    expect(r.maxRssKiB).toBeGreaterThan(150 * 1024);
+    expect(r.maxRssKiB).toBeLessThan(400 * 1024);
+  });
+
+  it('streams exec output and reports its end', async () => {
+    const chunks: string[] = [];
+    const o = await runner().exec('echo out; echo err >&2; exit 4', 5000, (s, c) => chunks.push(`${s}:${c}`));
+    expect(o).toMatchObject({ exitCode: 4, signal: null, timedOut: false });
+    expect(chunks.sort()).toEqual(['stderr:err\n', 'stdout:out\n']);
+    const slow = await runner().exec(['sleep', '30'], 200, () => {});
+    expect(slow).toMatchObject({ timedOut: true, error: 'killed at its timeout of 200 ms' });
+  });
+
+  it('leaves no task work dirs behind', () => {
+    expect(readdirSync(tasksDir)).toEqual([]);
+  });
+});
