@@ -15,7 +15,7 @@ async function makeTar(entries: { name: string; body?: string; type?: 'file' | '
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
-  const done = new Promise((r) => pack.on('end', r));
+  const done = new Promise<void>((r) => pack.on('end', () => r()));
   for (const e of entries) {
     if ((e.type ?? 'file') === 'file') pack.entry({ name: e.name, size: Buffer.byteLength(e.body ?? '') }, e.body ?? '');
     else pack.entry({ name: e.name, type: e.type, ...(e.linkname ? { linkname: e.linkname } : {}) });
