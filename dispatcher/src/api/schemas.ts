@@ -108,11 +108,15 @@ export const InspectResult = Type.Object({
 });
 export type InspectResult = Static<typeof InspectResult>;
 
+/**
+ * exec: `argv` (run directly) or `shell` (a command line run by /bin/sh -c), exactly one.
+ * Two fields rather than one union: fastify's validator coerces a string into a one-element
+ * array (coerceTypes: 'array'), which would make the two forms ambiguous.
+ */
 export const ExecRequest = Type.Object(
   {
-    command: Type.Union([Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4096 }), Type.String({ minLength: 1, maxLength: 65_536 })], {
-      description: 'argv (run directly) or a string (run by /bin/sh -c)',
-    }),
+    argv: Type.Optional(Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4096, description: 'program and arguments, run directly' })),
+    shell: Type.Optional(Type.String({ minLength: 1, maxLength: 65_536, description: 'a command line run by /bin/sh -c' })),
     timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 3600_000 })),
   },
   { additionalProperties: false },

@@ -212,10 +212,14 @@ export class NodeRegistry {
     return n;
   }
 
-  /** A new boot began (DHCP from the firmware, or boot script served). */
-  recordBoot(mac: Mac): NodeRecord | undefined {
+  /**
+   * A new boot began (DHCP from the firmware, or boot script served). `imageVersion`: the
+   * version of the RAM image this boot is given (from its manifest), shown per node.
+   */
+  recordBoot(mac: Mac, info: { imageVersion?: string | null } = {}): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
+    if (info.imageVersion !== undefined) n.imageVersion = info.imageVersion;
     n.bootCount++;
     n.lastSeen = this.now();
     this.#persist(n);

@@ -148,11 +148,14 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
         },
       },
       async (req, reply) => {
+        const { argv, shell } = req.body;
+        if ((argv === undefined) === (shell === undefined))
+          throw new DispatcherError('DSP_ERR_BAD_REQUEST', 'give exactly one of argv (an array) or shell (a string)', { hint: '{"argv": ["uname", "-a"]} or {"shell": "dmesg | tail"}' });
         const n: NodeRecord = actions.execTarget(req.params.node);
         const out = openNdjson(req, reply);
         out.write({ type: 'started', node: n.name, ackMs: null } satisfies ExecLine);
         try {
-          const r = await actions.exec(n, req.body.command, req.body.timeoutMs, (stream, data) => out.write({ type: 'output', stream, data } satisfies ExecLine));
+          const r = await actions.exec(n, argv ?? shell!, req.body.timeoutMs, (stream, data) => out.write({ type: 'output', stream, data } satisfies ExecLine));
           out.write({ type: 'exit', exitCode: r.exitCode, signal: r.signal, durationMs: r.durationMs } satisfies ExecLine);
         } catch (err) {
           const e = err instanceof DispatcherError ? err : new DispatcherError('DSP_ERR_INTERNAL', (err as Error).message);

@@ -56,7 +56,7 @@ export const controlCommands: CommandModule = {
       .addHelpText('after', "\nExamples:\n  dispatcherctl exec node3 -- uname -a\n  dispatcherctl exec node3 -- 'dmesg | tail -5'")
       .action(
         ctl.action(async (ctx, node: string, command: string[], opts: { timeout?: number }) => {
-          const body = { command: command.length === 1 ? command[0]! : command, ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}) };
+          const body = { ...(command.length === 1 ? { shell: command[0]! } : { argv: command }), ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}) };
           return exec(ctx, node, body);
         }),
       );
@@ -120,7 +120,7 @@ async function rollingReboot(
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
 
-async function exec(ctx: CtlContext, node: string, body: { command: string | string[]; timeoutMs?: number }): Promise<number> {
+async function exec(ctx: CtlContext, node: string, body: { argv?: string[]; shell?: string; timeoutMs?: number }): Promise<number> {
   let exit: number = EXIT.FAILED;
   let ended = false;
   for await (const line of ctx.api.ndjson<ExecLine>('POST', `/api/v1/nodes/${encodeURIComponent(node)}/exec`, { body, ...(ctx.signal ? { signal: ctx.signal } : {}) })) {

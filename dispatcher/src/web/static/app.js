@@ -152,14 +152,15 @@
     tc.replaceChildren();
     if (s.tasks) for (const k of ['queued', 'running', 'done', 'failed']) tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
     else tc.append(el('span', { class: 'muted' }, 'no figures from the dispatch engine'));
-    $('#disp').replaceChildren(
+    const disp = [
       el('span', {}, 'v' + s.version),
       el('span', {}, 'up ' + dur(s.uptimeS * 1000)),
       el('span', {}, s.network.address + (s.network.interface ? ' (' + s.network.interface + ')' : '')),
       el('span', {}, 'DHCP ' + s.network.dhcp),
       el('span', {}, 'store ' + s.store.avgCommitMs.toFixed(1) + ' ms/commit'),
-      s.store.failure ? el('span', { class: 'state lost' }, 'store failing') : null,
-    );
+    ];
+    if (s.store.failure) disp.push(el('span', { class: 'state lost', title: s.store.failure }, 'store failing'));
+    $('#disp').replaceChildren(...disp);
     chart(s.throughput);
     const op = $('#operation');
     const running = s.operations[0];
