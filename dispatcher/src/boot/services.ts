@@ -32,6 +32,7 @@ export async function startBootServices(core: Core): Promise<BootServices> {
   const macs = new ClientMacLookup(core.nodes);
   const tftp = core.config.tftp ? await startTftp(core, { files, macs }) : undefined;
   const http = bootHttpPlugin(core, { files, macs });
+  registerMetrics(core, tftp, http);
   return {
     files,
     tftp,
@@ -41,4 +42,54 @@ export async function startBootServices(core: Core): Promise<BootServices> {
       await tftp?.stop();
     },
   };
+}
+
+/** The boot services' counters at /metrics, read at scrape time. */
+function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHttp): void {
+  const m = core.metrics;
+  if (tftp) {
+    m.collect({
+      name: 'lilcluster_tftp_transfers_total', help: 'TFTP requests by outcome', type: 'counter', labelNames: ['outcome'],
+      collect: () => {
+        const c = tftp.counters();
+        return [
+          { labels: { outcome: 'completed' }, value: c.completed },
+          { labels: { outcome: 'failed' }, value: c.failed },
+          { labels: { outcome: 'size_probe' }, value: c.sizeProbes },
+          { labels: { outcome: 'refused' }, value: c.refused },
+          { labels: { outcome: 'busy' }, value: c.busy },
+          { labels: { outcome: 'malformed' }, value: c.malformed },
+        ];
+      },
+    });
+    m.collect({ name: 'lilcluster_tftp_sent_bytes_total', help: 'TFTP file bytes sent in completed transfers', type: 'counter', collect: () => tftp.counters().bytesSent });
+    m.collect({
+      name: 'lilcluster_tftp_transfers', help: 'TFTP transfers running or waiting for a slot', type: 'gauge', labelNames: ['state'],
+      collect: () => [
+        { labels: { state: 'active' }, value: tftp.counters().active },
+        { labels: { state: 'queued' }, value: tftp.counters().queued },
+      ],
+    });
+  }
+  m.collect({
+    name: 'lilcluster_http_boot_requests_total', help: 'HTTP boot scripts and image downloads by outcome', type: 'counter', labelNames: ['kind', 'outcome'],
+    collect: () => {
+      const c = http.counters();
+      return [
+        { labels: { kind: 'script', outcome: 'served' }, value: c.scripts },
+        { labels: { kind: 'script', outcome: 'refused' }, value: c.refusedScripts },
+        { labels: { kind: 'file', outcome: 'completed' }, value: c.completed },
+        { labels: { kind: 'file', outcome: 'failed' }, value: c.failed },
+        { labels: { kind: 'file', outcome: 'not_modified' }, value: c.notModified },
+      ];
+    },
+  });
+  m.collect({ name: 'lilcluster_http_boot_sent_bytes_total', help: 'boot file bytes sent over HTTP in completed downloads', type: 'counter', collect: () => http.counters().bytesSent });
+  m.collect({
+    name: 'lilcluster_http_boot_downloads', help: 'HTTP boot downloads running or waiting for a slot', type: 'gauge', labelNames: ['state'],
+    collect: () => [
+      { labels: { state: 'active' }, value: http.counters().active },
+      { labels: { state: 'queued' }, value: http.counters().queued },
+    ],
+  });
 }
