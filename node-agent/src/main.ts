@@ -17,6 +17,7 @@ import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES } fro
 import { Outbox } from './outbox.js';
 import { SystemInventory } from './inventory.js';
 import { SystemPower } from './power.js';
+import { killOrphanTasks } from './proc.js';
 
 declare const __LILCLUSTER_VERSION__: string | undefined;
 const VERSION = typeof __LILCLUSTER_VERSION__ === 'string' ? __LILCLUSTER_VERSION__ : '0.1.0-dev';
@@ -87,6 +88,8 @@ async function main(): Promise<void> {
   }
 
   const tasksDir = join(settings.workDir, 'tasks');
+  const orphans = killOrphanTasks(tasksDir);
+  if (orphans.length) say(`killed ${orphans.length} task(s) left running by a previous agent`);
   rmSync(tasksDir, { recursive: true, force: true }); // work dirs of a previous run: their tasks are gone
   mkdirSync(tasksDir, { recursive: true });
   const inventory = new SystemInventory();

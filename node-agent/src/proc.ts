@@ -9,7 +9,7 @@
  * the start, then periodically; the peak reported is the largest of those. A task that ends
  * before the first sample reports null.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 /** Sends a signal to every process of a group; false if the group is gone. */
 export function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
@@ -32,12 +32,12 @@ export function groupMembers(pgid: number): number[] {
   return out;
 }
 
-function readStat(pid: number): { pgrp: number; state: string } | undefined {
+function readStat(pid: number): { pgrp: number; session: number; state: string } | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // Fields after the command name, which is in parentheses and may hold spaces.
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0]!, pgrp: Number(rest[2]) };
+    return { state: rest[0]!, pgrp: Number(rest[2]), session: Number(rest[3]) };
   } catch {
     return undefined;
   }
@@ -82,4 +82,34 @@ export function sampleTreeKiB(rootPid: number): number | undefined {
     for (const c of childrenOf(pid)) stack.push(c);
   }
   return Math.max(hwm, sum);
+}
+
+/**
+ * Kills what a previous agent process left running: after `kill -9` of the agent its tasks
+ * live on as orphans (Node has no PR_SET_PDEATHSIG). A task is its own session and process
+ * group (spawned detached) working under the tasks dir, so: every process whose cwd is under
+ * `tasksDir` and whose group is also its session gets its group killed. Returns the groups.
+ */
+export function killOrphanTasks(tasksDir: string): number[] {
+  const groups = new Set<number>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let cwd: string;
+    try {
+      cwd = readlinkSync(`/proc/${name}/cwd`);
+    } catch {
+      continue;
+    }
+    if (cwd !== tasksDir && !cwd.startsWith(`${tasksDir}/`)) continue;
+    const st = readStat(Number(name));
+    if (st && st.pgrp === st.session && st.pgrp > 1 && st.pgrp !== process.pid) groups.add(st.pgrp);
+  }
+  for (const g of groups) killGroup(g, 'SIGKILL');
+  return [...groups];
 }
