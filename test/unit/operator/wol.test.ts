@@ -31,7 +31,7 @@ describe('Wake-on-LAN magic packet', () => {
       expect(r === undefined || typeof r === 'string').toBe(true);
     }));
     const broken = magicPacket(mac);
-    broken[50] ^= 1;
+    broken[50] = broken[50]! ^ 1;
     expect(parseMagicPacket(broken)).toBeUndefined();
   });
 
