@@ -1,0 +1,159 @@
+/**
+ * DHCP integration harness: the real dispatcher bundle (dist/bin/dispatcher.mjs, `make build`)
+ * started inside a lab namespace, the dhcp-probe client bundled for `ip netns exec`, busybox
+ * udhcpc with a script that reports every event, and read access to the dispatcher's store.
+ */
+import { build } from 'esbuild';
+import Database from 'better-sqlite3';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LabProcess, Netns } from '../../lab/netns.js';
+import type { DoraResult, JsonPacket, ProbeSpec } from './dhcp-probe.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
+export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
+const PROBE_BIN = join(ROOT, 'dist/test/dhcp-probe.mjs');
+
+/** Bundles dhcp-probe.ts next to dist/bin so its bare imports resolve from node_modules. */
+export async function buildProbe(): Promise<string> {
+  await build({
+    entryPoints: [join(ROOT, 'test/integration/dhcp/dhcp-probe.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    outfile: PROBE_BIN,
+    logLevel: 'warning',
+  });
+  return PROBE_BIN;
+}
+
+export interface RunningDispatcher {
+  proc: LabProcess;
+  dataDir: string;
+  /** JSON log lines so far. */
+  logs(): Record<string, unknown>[];
+  /** The dispatcher's SQLite store, read-only (WAL lets us read while it writes). */
+  query<T>(sql: string, ...params: unknown[]): T[];
+  stop(): Promise<void>;
+}
+
+export async function startDispatcher(ns: Netns, args: string[], opts: { dataDir?: string; ready?: RegExp } = {}): Promise<RunningDispatcher> {
+  if (!existsSync(DISPATCHER_BIN)) throw new Error(`${DISPATCHER_BIN} missing: run make build`);
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-dhcp-data-'));
+  const empty = mkdtempSync(join(tmpdir(), 'lc-dhcp-boot-'));
+  const proc = ns.spawn(process.execPath, [
+    DISPATCHER_BIN, '--data-dir', dataDir, '--http-port', '0', '--tftp-port', '0', '--image', empty, '--pxe-dir', empty, '--log-level', 'debug', ...args,
+  ]);
+  await proc.waitForOutput(opts.ready ?? /"msg":"(DHCP serving|ProxyDHCP serving)/, 20_000);
+  await proc.waitForOutput(/"msg":"dispatcher started"/, 20_000);
+  // The sockets drop what arrives in their first 50 ms (interface filter settling).
+  await new Promise((r) => setTimeout(r, 100));
+  let db: Database.Database | undefined;
+  return {
+    proc,
+    dataDir,
+    logs: () =>
+      proc
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .flatMap((l) => {
+          try {
+            return [JSON.parse(l) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        }),
+    query<T>(sql: string, ...params: unknown[]): T[] {
+      db ??= new Database(join(dataDir, 'dispatcher.db'), { readonly: true, fileMustExist: true });
+      return db.prepare(sql).all(...params) as T[];
+    },
+    async stop() {
+      db?.close();
+      db = undefined;
+      await proc.stop();
+    },
+  };
+}
+
+export interface ProbeReply {
+  kind: 'reply';
+  from: string;
+  port: number;
+  packet: JsonPacket & { type: string; yiaddr: string; xid: number };
+}
+
+/** Sends packets from `ns` and returns the replies seen within spec.waitMs. */
+export async function probe(ns: Netns, spec: ProbeSpec): Promise<ProbeReply[]> {
+  const r = await ns.exec(process.execPath, [PROBE_BIN, JSON.stringify(spec)], { timeoutMs: 60_000 });
+  return r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ProbeReply | { kind: 'malformed' })
+    .filter((x): x is ProbeReply => x.kind === 'reply');
+}
+
+/** Runs full exchanges for `count` MACs at once from `ns`. */
+export async function probeDora(ns: Netns, spec: ProbeSpec): Promise<DoraResult[]> {
+  const r = await ns.exec(process.execPath, [PROBE_BIN, JSON.stringify(spec)], { timeoutMs: 120_000 });
+  const line = r.stdout.split('\n').find((l) => l.includes('"kind":"dora"'));
+  if (!line) throw new Error(`dhcp-probe printed no result: ${r.stdout}${r.stderr}`);
+  return (JSON.parse(line) as { results: DoraResult[] }).results;
+}
+
+/**
+ * A udhcpc event script: prints `UDHCPC <event> ip=... ` lines and configures the address
+ * (so renewals, unicast from the client's address, work).
+ */
+export function udhcpcScript(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'lc-udhcpc-'));
+  const file = join(dir, 'event.sh');
+  writeFileSync(
+    file,
+    `#!/bin/sh
+echo "UDHCPC $1 ip=$ip serverid=$serverid lease=$lease hostname=$hostname boot_file=$boot_file siaddr=$siaddr"
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface" ;;
+  bound) ip -4 addr flush dev "$interface"; ip addr add "$ip/\${mask:-24}" dev "$interface" ;;
+esac
+exit 0
+`,
+  );
+  chmodSync(file, 0o755);
+  return file;
+}
+
+/** Events udhcpc reported so far: [{ event, ip, ... }]. */
+export function udhcpcEvents(output: string): Record<string, string>[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('UDHCPC '))
+    .map((l) => {
+      const [, event, ...kv] = l.split(' ');
+      return { event: event!, ...Object.fromEntries(kv.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)])) };
+    });
+}
+
+/** Polls until `check` returns a value (not undefined/false) or the time runs out. */
+export async function eventually<T>(check: () => T | undefined | false, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The kernel's UDP receive-buffer drops in a namespace (/proc/net/snmp Udp RcvbufErrors). */
+export async function udpRcvbufErrors(ns: Netns): Promise<number> {
+  const r = await ns.exec('cat', ['/proc/net/snmp']);
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+  const names = lines[0]!.split(/\s+/);
+  const values = lines[1]!.split(/\s+/);
+  return Number(values[names.indexOf('RcvbufErrors')]);
+}
