@@ -44,6 +44,8 @@ interface PackageRef {
   path: string;
   name: string | null;
   version: string | null;
+  /** sha256 of the file (checked against apt's index when apt fetched it). */
+  sha256: string;
   note: string;
 }
 
@@ -93,7 +95,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       return { manifest: previous, upToDate: true };
     }
 
-    const mods = await readKernelModules(kernel, opts.modules);
+    const mods = await readKernelModules(kernel, opts.modules, opts.cacheDir);
     progress('modules', `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`);
 
     const firmware = opts.firmware ? await readFirmware(mods.selection, opts.cacheDir) : new Map<string, Buffer>();
@@ -152,7 +154,7 @@ async function debControl(path: string): Promise<{ name: string | null; version:
 
 async function localDeb(path: string): Promise<PackageRef> {
   if (!existsSync(path)) throw new ImageBuildError('IMG_ERR_INPUT', `no such file: ${path}`);
-  return { path, ...(await debControl(path)), note: 'local file' };
+  return { path, ...(await debControl(path)), sha256: sha256File(path), note: 'local file' };
 }
 
 /** apt's candidate for `name`, cached; without apt answers, the newest cached file matching `cachedName`. */
@@ -160,11 +162,11 @@ async function aptPackage(name: string, cacheDir: string, cachedName: RegExp): P
   try {
     const { pkg } = await aptCandidate(name);
     const got = await fetchPackage(pkg, cacheDir);
-    return { path: got.path, name: pkg.name, version: pkg.version, note: got.downloaded ? 'downloaded' : 'cached' };
+    return { path: got.path, name: pkg.name, version: pkg.version, sha256: pkg.sha256, note: got.downloaded ? 'downloaded' : 'cached' };
   } catch (err) {
     const cached = err instanceof ImageBuildError && err.code === 'IMG_ERR_PACKAGE' ? newestCached(cacheDir, cachedName) : undefined;
     if (!cached) throw err;
-    return { path: cached, ...(await debControl(cached)), note: `cached; apt did not answer (${(err as Error).message})` };
+    return { path: cached, ...(await debControl(cached)), sha256: sha256File(cached), note: `cached; apt did not answer (${(err as Error).message})` };
   }
 }
 
@@ -184,7 +186,7 @@ async function kernelInput(opts: BuildOptions, progress: Progress): Promise<Kern
   }
   const pkg = opts.kernelDeb ? await localDeb(opts.kernelDeb) : await aptKernel(opts.cacheDir);
   progress('kernel', `${pkg.name ?? '?'} ${pkg.version ?? ''} (${pkg.note})`);
-  return { tree: new DebTree(pkg.path), kernelFile: undefined, package: pkg, digest: sha256File(pkg.path), source: pkg.path };
+  return { tree: new DebTree(pkg.path), kernelFile: undefined, package: pkg, digest: pkg.sha256, source: pkg.path };
 }
 
 /** The real package behind linux-image-amd64, cached; offline with a warm cache, the newest kernel we already have. */
@@ -195,7 +197,7 @@ async function aptKernel(cacheDir: string): Promise<PackageRef> {
   } catch (err) {
     const cached = newestCached(cacheDir, /^linux-image-\d.*-amd64$/);
     if (!cached) throw err;
-    return { path: cached, ...(await debControl(cached)), note: `cached; apt did not answer (${(err as Error).message})` };
+    return { path: cached, ...(await debControl(cached)), sha256: sha256File(cached), note: `cached; apt did not answer (${(err as Error).message})` };
   }
   return aptPackage(real, cacheDir, new RegExp(`^${real.replace(/[.+]/g, '\\$&')}$`));
 }
@@ -277,7 +279,7 @@ function fingerprint(x: { opts: BuildOptions; kernel: KernelInput; busybox: Pack
   const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
   part('builder', builderDigest());
   part('kernel', x.kernel.digest);
-  part('busybox', sha256File(x.busybox.path));
+  part('busybox', x.busybox.sha256);
   part('node', x.node.binary);
   for (const f of x.node.files) part(`lib:${f.path}`, f.data);
   part('agent', x.agent);
@@ -309,37 +311,45 @@ interface KernelModules {
   builtinList: Buffer | undefined;
 }
 
+/** What the first pass over a kernel tree learns; cached beside a .deb, keyed by its sha256. */
+interface ModuleIndex {
+  digest: string;
+  version: string;
+  modules: KernelModule[];
+  builtin: string;
+}
+
+const MODULES_PREFIX = /^(?:usr\/)?lib\/modules\/([^/]+)\//;
+
 /**
- * Two passes over the kernel tree: the first reads every module's .modinfo (and the kernel
- * image), the second keeps only the modules selected. Reading a 400 MB tree twice costs
- * seconds; holding it in memory would cost 400 MB.
+ * Pass 1: every module's .modinfo (the kernel tree is 400 MB; we keep only the metadata).
+ * The result is cached next to a downloaded package, so later builds read the tree once.
  */
-async function readKernelModules(kernel: KernelInput, wanted: readonly string[]): Promise<KernelModules> {
+async function indexModules(kernel: KernelInput, cacheFile: string | undefined): Promise<ModuleIndex> {
+  if (cacheFile && existsSync(cacheFile)) {
+    try {
+      const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as ModuleIndex;
+      if (cached.digest === kernel.digest && cached.modules.length > 0) return cached;
+    } catch {
+      /* rebuild it */
+    }
+  }
   const index = new Map<string, KernelModule>();
   let version: string | undefined;
-  let vmlinuz: Buffer | undefined = kernel.kernelFile ? readInput(kernel.kernelFile, 'the kernel image') : undefined;
-  let builtinList: Buffer | undefined;
+  let builtin = '';
   let compressed = 0;
-  const modulesPrefix = /^(?:usr\/)?lib\/modules\/([^/]+)\//;
   await kernel.tree.scan(
     (e) => {
-      if (e.type !== 'file') return false;
-      if (/^boot\/vmlinuz-/.test(e.path)) return !kernel.kernelFile;
-      const m = modulesPrefix.exec(e.path);
-      if (!m) return false;
+      if (e.type !== 'file' || !MODULES_PREFIX.test(e.path)) return false;
       if (/\.ko\.(xz|zst|gz)$/.test(e.path)) compressed++;
       return e.path.endsWith('.ko') || e.path.endsWith('/modules.builtin');
     },
     (e, data) => {
-      if (e.path.startsWith('boot/')) {
-        vmlinuz = data;
-        return;
-      }
-      const [prefix, v] = modulesPrefix.exec(e.path)!;
+      const [prefix, v] = MODULES_PREFIX.exec(e.path)!;
       if (version && v !== version) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds modules for two kernels: ${version} and ${v}`);
       version = v;
       const rel = e.path.slice(prefix.length);
-      if (rel === 'modules.builtin') builtinList = data;
+      if (rel === 'modules.builtin') builtin = data.toString('utf8');
       else {
         const mod = describeModule(rel, data);
         if (!index.has(mod.module)) index.set(mod.module, mod);
@@ -350,27 +360,46 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[])
     const why = compressed ? `its ${compressed} modules are compressed (.ko.xz/.ko.zst), which this builder does not unpack` : 'it holds no kernel modules';
     throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${why}`, { hint: 'use a Debian 12 kernel package (linux-image-*-amd64)' });
   }
-  if (!vmlinuz) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds no boot/vmlinuz-*`);
+  const result: ModuleIndex = { digest: kernel.digest, version, modules: [...index.values()], builtin };
+  if (cacheFile) {
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(result));
+    renameSync(tmp, cacheFile);
+  }
+  return result;
+}
 
-  const builtinNames = new Set((builtinList?.toString('utf8') ?? '').split('\n').filter(Boolean).map(moduleName));
+/** Pass 2: the kernel image and the selected modules' files. */
+async function readKernelModules(kernel: KernelInput, wanted: readonly string[], cacheDir: string): Promise<KernelModules> {
+  const cacheFile = kernel.package ? join(cacheDir, `${basename(kernel.package.path)}.modules.json`) : undefined;
+  const idx = await indexModules(kernel, cacheFile);
+  const index = new Map(idx.modules.map((m) => [m.module, m]));
+  const builtinNames = new Set(idx.builtin.split('\n').filter(Boolean).map(moduleName));
   const sel = selectModules(index, wanted, builtinNames);
   if (sel.missing.length) {
-    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${version} has no module ${sel.missing.join(', ')}`, { hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES' });
+    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${idx.version} has no module ${sel.missing.join(', ')}`, { hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES' });
   }
-  if (sel.unresolved.length) throw new ImageBuildError('IMG_ERR_INPUT', `kernel ${version}: modules depend on ${sel.unresolved.join(', ')}, which it does not have`);
+  if (sel.unresolved.length) throw new ImageBuildError('IMG_ERR_INPUT', `kernel ${idx.version}: modules depend on ${sel.unresolved.join(', ')}, which it does not have`);
 
   const chosen = new Set(sel.modules.map((m) => m.path));
   const data = new Map<string, Buffer>();
-  const v = version;
+  let vmlinuz: Buffer | undefined = kernel.kernelFile ? readInput(kernel.kernelFile, 'the kernel image') : undefined;
+  const vmlinuzPath = `boot/vmlinuz-${idx.version}`;
   await kernel.tree.scan(
     (e) => {
-      const m = modulesPrefix.exec(e.path);
-      return e.type === 'file' && m?.[1] === v && chosen.has(e.path.slice(m[0].length));
+      if (e.type !== 'file') return false;
+      if (e.path === vmlinuzPath) return !kernel.kernelFile;
+      const m = MODULES_PREFIX.exec(e.path);
+      return m?.[1] === idx.version && chosen.has(e.path.slice(m[0].length));
     },
-    (e, buf) => data.set(e.path.slice(modulesPrefix.exec(e.path)![0].length), buf),
+    (e, buf) => {
+      if (e.path === vmlinuzPath) vmlinuz = buf;
+      else data.set(e.path.slice(MODULES_PREFIX.exec(e.path)![0].length), buf);
+    },
   );
-  for (const p of chosen) if (!data.has(p)) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} changed while reading: ${p} vanished`);
-  return { version, vmlinuz, selection: sel.modules, builtin: sel.builtin, data, builtinList };
+  if (!vmlinuz) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds no ${vmlinuzPath}`);
+  for (const p of chosen) if (!data.has(p)) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${p} is missing (a damaged package, or a stale ${cacheFile ?? 'index'}: delete it)`);
+  return { version: idx.version, vmlinuz, selection: sel.modules, builtin: sel.builtin, data, builtinList: idx.builtin ? Buffer.from(idx.builtin) : undefined };
 }
 
 /** Firmware files the shipped modules name (`firmware=`), found in Debian's non-free-firmware packages. */

@@ -15,8 +15,8 @@
  *   await vm.waitForConsole(/lc-init: starting node-agent/, 60_000);
  *   await vm.stop();
  *
- *   PXE under UEFI on a tap the test made:
- *     { name, firmware: 'uefi', boot: { kind: 'pxe' }, nics: [{ net: { kind: 'tap', ifname }, mac }], consoleLog }
+ *   PXE under UEFI on a tap the test made (in a namespace of its own):
+ *     { name, firmware: 'uefi', boot: { kind: 'pxe' }, nics: [{ net: { kind: 'tap', ifname }, mac }], consoleLog, netns }
  *
  * KVM is not available on our machines: the accelerator is TCG unless told otherwise.
  * Every started machine is killed when the Node process exits, and `killByPidFile`
@@ -99,6 +99,12 @@ export interface QemuOptions {
   extraArgs?: string[];
   /** Default qemu-system-x86_64 on $PATH. */
   qemuBinary?: string;
+  /**
+   * Run QEMU inside this network namespace (`ip netns exec`; needs root). Its user-mode
+   * network then reaches the namespace's loopback as 10.0.2.2, and tap devices are looked
+   * up there.
+   */
+  netns?: string;
 }
 
 /** Where Debian's ovmf package puts the firmware (4 MiB flash layout). */
@@ -243,7 +249,10 @@ export class QemuMachine {
     }
     rmSync(opts.consoleLog, { force: true });
     const args = qemuArgs(opts, vars);
-    const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+    // `ip netns exec` execs QEMU in place: the PID we hold is QEMU's.
+    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, qemu, ...args]] : [qemu, args];
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     const m = new QemuMachine(opts, child, args, tempDir);
     running.add(m);
     installExitHook();
