@@ -12,6 +12,7 @@ import { Operations } from '../nodes/rolling-reboot.js';
 import { NodeWatchdog } from '../nodes/watchdog.js';
 import type { WakeOptions } from '../nodes/wol.js';
 import { openApiPlugin } from './openapi.js';
+import { strictValidatorCompiler } from './validation.js';
 import { ThroughputSampler } from './status/throughput.js';
 import { completedTotal, statusSummary } from './status/summary.js';
 import { LiveFeed } from './live/feed.js';
@@ -90,6 +91,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     plugins: [
       { name: 'openapi', plugin: openApiPlugin() },
       { name: 'operator-api', plugin: async (app) => {
+        app.setValidatorCompiler(strictValidatorCompiler);
         await app.register(statusRoutes(api));
         await app.register(nodeRoutes(api));
         await app.register(eventRoutes(api));

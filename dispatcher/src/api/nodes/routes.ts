@@ -111,7 +111,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
             {
               labels: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), { maxItems: 64 })),
               firstStage: Type.Optional(Nullable(Type.Union([Type.Literal('ipxe.efi'), Type.Literal('snponly.efi')]))),
-              fixedIp: Type.Optional(Nullable(Type.String({ format: 'ipv4' }))),
+              fixedIp: Type.Optional(Nullable(Type.String({ pattern: '^(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}$', description: 'IPv4 address' }))),
             },
             { additionalProperties: false },
           ),
