@@ -23,7 +23,7 @@ help:
 	@echo "make bench       run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
 	@echo "make install     install the dispatcher and its systemd unit on this host"
 
-build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs
+build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs
 
 $(DIST)/bin/dispatcher.mjs: $(SOURCES) package.json
 	$(ESBUILD) dispatcher/src/main.ts $(HOST_FLAGS) --outfile=$@
@@ -34,6 +34,9 @@ $(DIST)/bin/dispatcherctl.mjs: $(SOURCES) package.json
 $(DIST)/bin/node-agent.mjs: $(SOURCES) package.json
 	$(ESBUILD) node-agent/src/main.ts $(AGENT_FLAGS) --outfile=$@
 	@chmod +x $@
+# Simulated agents (the real protocol codec) for the dispatcher benchmarks.
+$(DIST)/bench/sim-agents.mjs: $(SOURCES) bench/sim-agents.ts package.json
+	$(ESBUILD) bench/sim-agents.ts $(HOST_FLAGS) --outfile=$@
 $(DIST)/tools/build-image.mjs: $(SOURCES) package.json
 	$(ESBUILD) image/src/main.ts $(HOST_FLAGS) --outfile=$@
 
