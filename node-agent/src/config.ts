@@ -138,3 +138,25 @@ export function resolveSettings(
 
   return { wsUrl, httpBase, auth, key, insecure, mac, slots, prefetch, workDir, maxOutputBytes, allowPower: flags.allowPower === true, killGraceMs };
 }
+
+/**
+ * Where task work dirs go by default: the temp dir if it is in RAM (the diskless image's
+ * /tmp), else /dev/shm when that is a tmpfs (hosts whose /tmp is on disk: creating and
+ * removing a directory per task there costs milliseconds, e.g. ext4 mounted with discard),
+ * else the temp dir anyway. `mounts` is /proc/mounts.
+ */
+export function defaultWorkRoot(mounts: string, tmpDir: string): string {
+  const fsTypeOf = (path: string): string | undefined => {
+    let best: { mp: string; type: string } | undefined;
+    for (const line of mounts.split('\n')) {
+      const [, mp, type] = line.split(' ');
+      if (!mp || !type) continue;
+      if ((path === mp || path.startsWith(mp.endsWith('/') ? mp : `${mp}/`)) && (!best || mp.length >= best.mp.length)) best = { mp, type };
+    }
+    return best?.type;
+  };
+  const inRam = (t: string | undefined) => t === 'tmpfs' || t === 'ramfs' || t === 'rootfs';
+  if (inRam(fsTypeOf(tmpDir))) return tmpDir;
+  if (inRam(fsTypeOf('/dev/shm'))) return '/dev/shm';
+  return tmpDir;
+}

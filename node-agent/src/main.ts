@@ -10,7 +10,7 @@ import type { KeyObject } from 'node:crypto';
 import { Command } from 'commander';
 import { parseDispatcherPublicKey } from '../../dispatcher/src/protocol/session.js';
 import { AGENT_USER_AGENT_PREFIX } from '../../dispatcher/src/protocol/messages.js';
-import { AgentConfigError, parseKernelCmdline, resolveSettings, type AgentFlags, type AgentSettings } from './config.js';
+import { AgentConfigError, defaultWorkRoot, parseKernelCmdline, resolveSettings, type AgentFlags, type AgentSettings } from './config.js';
 import { Agent } from './agent.js';
 import { DispatcherConnection } from './connection.js';
 import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES } from './runner.js';
@@ -37,6 +37,14 @@ function readKernelCmdline(): string {
   }
 }
 
+function readMounts(): string {
+  try {
+    return readFileSync('/proc/mounts', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 function loadKey(s: AgentSettings): KeyObject | null {
   if (!s.key) return null;
   const text = s.key.kind === 'file' ? readFileSync(s.key.path, 'utf8') : s.key.b64;
@@ -60,7 +68,7 @@ const program = new Command('node-agent')
   .option('--insecure', 'run without verifying the dispatcher (no key configured): anyone on the network could send commands')
   .option('--slots <n>', 'tasks run at once (default: CPU count)', int)
   .option('--prefetch <n>', 'tasks asked for beyond the free slots, so a slot never waits for a round trip (default 0)', int)
-  .option('--work-dir <dir>', 'task work dirs and undelivered results (default /tmp/lc-agent-<mac>)')
+  .option('--work-dir <dir>', 'task work dirs and undelivered results (default <tmp>/lc-agent-<mac>, <tmp> being /tmp if it is a tmpfs, else /dev/shm)')
   .option('--max-output <bytes>', 'stdout and stderr kept per task, each (default 1 MiB)', int)
   .option('--mac <mac>', "this node's MAC, when the NIC that reaches the dispatcher is not the one to report (env LC_MAC)")
   .option('--allow-power', 'obey reboot/poweroff on a host that is not a RAM-booted node')
@@ -77,7 +85,7 @@ async function main(): Promise<void> {
     dispatcher: o.dispatcher, token: o.token, enrollToken: o.enrollToken, dispatcherKey: o.dispatcherKey, insecure: o.insecure, slots: o.slots, prefetch: o.prefetch,
     workDir: o.workDir, maxOutput: o.maxOutput, mac: o.mac, allowPower: o.allowPower, killGraceMs: o.killGrace,
   };
-  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), { cpuCount: availableParallelism(), fileExists: existsSync, tmpDir: tmpdir() });
+  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), { cpuCount: availableParallelism(), fileExists: existsSync, tmpDir: defaultWorkRoot(readMounts(), tmpdir()) });
   const key = loadKey(settings);
   if (!key && settings.insecure) {
     for (let i = 0; i < 3; i++) say('!!! INSECURE MODE: the dispatcher is not verified; anyone on this network can make this node run commands !!!');

@@ -14,7 +14,7 @@
  * the task's own env): the agent's environment holds its token, which tasks must not see.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
@@ -211,6 +211,7 @@ export class ProcessRunner implements TaskRunner {
   async #run(task: TaskAssignment, onProgress: (f: number) => void, setStop: (s: () => void) => void, cancelled: () => string | undefined): Promise<TaskResult> {
     const startedAt = Date.now();
     const dir = join(this.opts.tasksDir, `${task.taskId}-${task.attempt}`);
+    let outEmpty = false;
     try {
       await mkdir(join(dir, 'out'), { recursive: true });
       if (task.inputsPath) {
@@ -253,6 +254,7 @@ export class ProcessRunner implements TaskRunner {
       try {
         const tgz = await packDirTarGz(join(dir, 'out'), this.opts.maxOutputsBytes);
         outputs = tgz ? tgz.toString('base64') : null;
+        outEmpty = tgz === null;
       } catch (err) {
         errors.push(err instanceof TarError ? `outputs not returned: ${err.message}` : `outputs not returned: ${(err as Error).message}`);
       }
@@ -262,7 +264,7 @@ export class ProcessRunner implements TaskRunner {
         stderrTruncated: stderr.truncated, outputsTarGzB64: outputs,
       };
     } finally {
-      if (!this.opts.keepWorkDirs) await rm(dir, { recursive: true, force: true }).catch(() => {});
+      if (!this.opts.keepWorkDirs) await removeWorkDir(dir, outEmpty);
     }
   }
 
@@ -293,6 +295,25 @@ export class ProcessRunner implements TaskRunner {
       ...(o.spawnError ? { error: o.spawnError } : o.timedOut ? { error: `killed at its timeout of ${timeoutMs} ms` } : {}),
     }));
   }
+}
+
+/**
+ * Removes a task's work dir. The common case — a task that wrote nothing — costs two rmdir
+ * calls; a recursive rm (a stat and a readdir per entry) only when something is left.
+ */
+async function removeWorkDir(dir: string, outEmpty: boolean): Promise<void> {
+  if (outEmpty) {
+    try {
+      await rmdir(join(dir, 'out')).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      await rmdir(dir);
+      return;
+    } catch {
+      /* not empty: the task left files beside out/ */
+    }
+  }
+  await rm(dir, { recursive: true, force: true }).catch(() => {});
 }
 
 function failed(task: TaskAssignment, startedAt: number, error: string): TaskResult {

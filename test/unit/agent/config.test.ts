@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AgentConfigError, dispatcherUrls, IMAGE_KEY_PATH, parseKernelCmdline, resolveSettings, type AgentFlags } from '../../../node-agent/src/config.js';
+import { AgentConfigError, defaultWorkRoot, dispatcherUrls, IMAGE_KEY_PATH, parseKernelCmdline, resolveSettings, type AgentFlags } from '../../../node-agent/src/config.js';
 import { backoffMs, BACKOFF_MAX_MS, macOfAddress } from '../../../node-agent/src/connection.js';
 
 const opts = (files: string[] = []) => ({ cpuCount: 8, fileExists: (p: string) => files.includes(p), tmpDir: '/tmp' });
@@ -69,4 +69,14 @@ describe('agent settings', () => {
     expect(macOfAddress('::ffff:10.42.0.5', ifaces)).toBe('52:54:00:aa:bb:cc');
     expect(macOfAddress('127.0.0.1', ifaces)).toBeUndefined();
   });
+});
+
+describe('default work root', () => {
+  const mounts = (tmp: string, shm = 'tmpfs') => `/dev/vda / ext4 rw 0 0\n${tmp}\nshm /dev/shm ${shm} rw 0 0\n`;
+  it.each([
+    ['/tmp on tmpfs', mounts('tmpfs /tmp tmpfs rw 0 0'), '/tmp'],
+    ['/tmp on the disk root, /dev/shm a tmpfs', mounts(''), '/dev/shm'],
+    ['no tmpfs anywhere', mounts('', 'ext4'), '/tmp'],
+    ['the RAM image (rootfs)', 'rootfs / rootfs rw 0 0\n', '/tmp'],
+  ])('with %s: %s', (_w, m, want) => expect(defaultWorkRoot(m, '/tmp')).toBe(want));
 });
