@@ -310,7 +310,10 @@ export class AgentHub implements NodeControl {
       results.push(await fromWireResult(w, MAX_TEXT_BYTES));
       conn.held.delete(refKey(w.taskId, w.attempt));
     }
-    if (conn.held.size === 0 && conn.live) conn.live.running = conn.live.running.filter((r) => !wire.some((w) => w.taskId === r.taskId && w.attempt === r.attempt));
+    if (conn.live?.running.length) {
+      const done = new Set(wire.map((w) => refKey(w.taskId, w.attempt)));
+      conn.live.running = conn.live.running.filter((r) => !done.has(refKey(r.taskId, r.attempt)));
+    }
     try {
       // Acknowledge only once the engine says the results are durable: an agent forgets a result on ack.
       await this.#engine.submitResults(conn.capacity!, results);
@@ -384,7 +387,6 @@ export class AgentHub implements NodeControl {
     if (err.about === 'hello' && conn.state === 'handshake') return this.#refuse(conn, 'malformed', `hello rejected: ${err.message} (this dispatcher speaks agent protocol ${PROTOCOL_VERSION})`);
     if (conn.errors >= MAX_PROTOCOL_ERRORS) {
       conn.log.warn({ errors: conn.errors }, 'closing an agent connection that keeps sending bad messages');
-      if (conn.state === 'open') conn.endedBy = undefined; // counts as lost: its tasks go back to the list
       conn.ws.close(CLOSE_CODES.protocol, 'too many bad messages');
     }
   }
