@@ -92,6 +92,10 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
       { name: 'openapi', plugin: openApiPlugin() },
       { name: 'operator-api', plugin: async (app) => {
         app.setValidatorCompiler(strictValidatorCompiler);
+        // Answers are built field by field from our own types; the response schemas document
+        // them. Plain JSON.stringify beats fast-json-stringify here: its anyOf (every nullable
+        // field) is validated value by value, which made 1,000 nodes cost 20 ms.
+        app.setSerializerCompiler(() => (data) => JSON.stringify(data));
         await app.register(statusRoutes(api));
         await app.register(nodeRoutes(api));
         await app.register(eventRoutes(api));

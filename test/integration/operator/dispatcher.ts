@@ -4,16 +4,13 @@
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { startDispatcher, type RunningDispatcher } from '../../../dispatcher/src/server.js';
 import { resolveConfig, type ConfigOverrides } from '../../../dispatcher/src/config.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 
-export const ROOT = resolve(import.meta.dirname, '../../..');
-export const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
-export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
-export const AGENT_BIN = join(ROOT, 'dist/bin/node-agent.mjs');
+export { ROOT, CTL_BIN, DISPATCHER_BIN, AGENT_BIN } from './paths.js';
 
 export interface TestDispatcher extends RunningDispatcher {
   url: string;

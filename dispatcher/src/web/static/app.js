@@ -41,7 +41,8 @@
   const ago = (ts) => (ts ? dur(now() - ts) + ' ago' : '–');
   const mib = (v) => (v === null || v === undefined ? '–' : v >= 1024 ? (v / 1024).toFixed(1) + ' GiB' : Math.round(v) + ' MiB');
   const time = (ts) => new Date(ts).toLocaleTimeString();
-  const byName = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true });
+  const collator = new Intl.Collator(undefined, { numeric: true });
+  const byName = (a, b) => collator.compare(a.name, b.name);
 
   // ---------------------------------------------------------------- nodes table
   function cells(v) {
