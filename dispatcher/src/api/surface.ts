@@ -24,6 +24,7 @@ import { operationRoutes } from './operations/routes.js';
 import { liveRoutes } from './live/routes.js';
 import { metricsRoutes } from '../metrics/routes.js';
 import { registerCoreMetrics } from '../metrics/core-metrics.js';
+import { registerAgentMetrics, type AgentHubCounters } from '../metrics/agent-metrics.js';
 import { webRoutes } from '../web/routes.js';
 import type { OperatorApi } from './context.js';
 
@@ -31,8 +32,11 @@ export interface OperatorSurface {
   /** In this order, before every other plugin. */
   plugins: AppPlugin[];
   api: OperatorApi;
-  /** Plugs in the agent hub: node control, live figures, drain flags. */
-  attachControl(control: NodeControl): void;
+  /**
+   * Plugs in the agent hub: node control, live figures, drain flags; and its counters on
+   * /metrics when it has them (`stats`).
+   */
+  attachControl(control: NodeControl & { stats?: AgentHubCounters }): void;
   stop(): Promise<void>;
 }
 
@@ -108,6 +112,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     api,
     attachControl(c) {
       control = c;
+      if (c.stats) registerAgentMetrics(core.metrics, () => c.stats!);
     },
     async stop() {
       watchdog.stop();
