@@ -95,14 +95,14 @@ export function identify(req: ReceivedPacket, ctx: DhcpContext): Identity {
  * Records a timeline stage for registered machines only (random DHCP clients are not
  * nodes); a network-boot DISCOVER that starts a new boot also counts the boot.
  */
-export function recordStage(ctx: DhcpContext, req: ReceivedPacket, node: NodeRecord | undefined, stage: BootStage, detail: Record<string, unknown>): void {
+export function recordStage(ctx: DhcpContext, req: ReceivedPacket, node: NodeRecord | undefined, stage: BootStage, detail: () => Record<string, unknown>): void {
   if (!node) return;
   let newBoot = false;
   if (stage === 'dhcp.discover') {
     newBoot = startsNewBoot(req, ctx.timeline.latest(req.mac), ctx.now());
     if (newBoot) ctx.nodes.recordBoot(req.mac);
   }
-  ctx.timeline.record(req.mac, stage, detail, { newBoot });
+  ctx.timeline.record(req.mac, stage, detail(), { newBoot });
 }
 
 export function drop(ctx: DhcpContext, key: string, fields: Record<string, unknown>, msg: string): void {

@@ -68,7 +68,7 @@ export class FullModeHandler {
     const who = identify(req, ctx);
     if (!who.ok) return null;
     const now = ctx.now();
-    recordStage(ctx, req, who.node, 'dhcp.discover', bootDetail(req, who.boot));
+    recordStage(ctx, req, who.node, 'dhcp.discover', () => bootDetail(req, who.boot));
     const requested = req.requestedIp === undefined ? undefined : ipToInt(req.requestedIp);
     const ip = this.pool.pick(req.mac, requested, now);
     if (ip === undefined) {
@@ -79,7 +79,7 @@ export class FullModeHandler {
     this.pool.holdOffer(req.mac, ip, now);
     const reply = leaseReply('offer', req, intToIp(ip), this.#params(req), who.boot, who.node?.name);
     ctx.counters.offer++;
-    recordStage(ctx, req, who.node, 'dhcp.offer', { ip: reply.yiaddr, ...bootDetail(req, who.boot) });
+    recordStage(ctx, req, who.node, 'dhcp.offer', () => ({ ip: reply.yiaddr, ...bootDetail(req, who.boot) }));
     if (who.node) ctx.log.info({ mac: req.mac, node: who.node.name, ip: reply.yiaddr, ...bootDetail(req, who.boot) }, 'offer');
     return { reply, to: replyDestination(req, reply) };
   }
@@ -100,7 +100,7 @@ export class FullModeHandler {
     if (!who.ok) return null;
     const now = ctx.now();
     const wanted = state === 'renewing' ? req.ciaddr : req.requestedIp!;
-    recordStage(ctx, req, who.node, 'dhcp.request', { ip: wanted, state });
+    recordStage(ctx, req, who.node, 'dhcp.request', () => ({ ip: wanted, state }));
     const ip = ipToInt(wanted)!;
     if (!inSubnet(ip, this.pool.config.subnet)) return this.#nak(req, who.node?.name, wanted, 'requested address is not on this network');
     if (!this.pool.acceptable(req.mac, ip, now)) return this.#nak(req, who.node?.name, wanted, 'requested address is not available to this client');
@@ -117,7 +117,7 @@ export class FullModeHandler {
     if (who.node) ctx.nodes.setIp(req.mac, wanted);
     const reply = leaseReply('ack', req, wanted, params, who.boot, who.node?.name);
     ctx.counters.ack++;
-    recordStage(ctx, req, who.node, 'dhcp.ack', { ip: wanted, ...bootDetail(req, who.boot) });
+    recordStage(ctx, req, who.node, 'dhcp.ack', () => ({ ip: wanted, ...bootDetail(req, who.boot) }));
     if (who.node) ctx.log.info({ mac: req.mac, node: who.node.name, ip: wanted, state, ...bootDetail(req, who.boot) }, 'ack');
     return { reply, to: replyDestination(req, reply) };
   }

@@ -4,7 +4,7 @@
  * goes (RFC 2131 §4.1), which REQUEST state a client is in (§4.3.2), and whether a
  * DISCOVER starts a new boot. The server only calls these and moves bytes.
  */
-import type { DhcpPacket } from './codec.js';
+import { blankPacket, type DhcpPacket } from './codec.js';
 import type { FirstStageDecision } from '../boot/first-stage.js';
 import { wantsNetworkBoot } from '../boot/first-stage.js';
 import type { BootStage } from '../boot/timeline.js';
@@ -62,47 +62,53 @@ export function replyDestination(req: DhcpPacket, reply: DhcpPacket): Destinatio
   return { address: BROADCAST_IP, port: CLIENT_PORT };
 }
 
-/** The boot information of a first-stage decision, as reply fields. */
-export function bootFields(boot: FirstStageDecision, serverAddress: string, mode: 'full' | 'proxy'): Partial<DhcpPacket> {
+/** Sets the boot information of a first-stage decision on a reply. */
+export function setBootFields(r: DhcpPacket, boot: FirstStageDecision, serverAddress: string, mode: 'full' | 'proxy'): void {
   switch (boot.kind) {
     case 'none':
     case 'unsupported':
-      return {};
+      return;
     case 'tftp':
       // Next-server in siaddr and option 66; the file in option 67 and the `file` header.
-      return { siaddr: serverAddress, tftpServer: serverAddress, bootFile: boot.file };
+      r.siaddr = serverAddress;
+      r.tftpServer = serverAddress;
+      r.bootFile = boot.file;
+      return;
     case 'http':
       // UEFI HTTP boot only takes an offer that echoes "HTTPClient" in option 60.
-      return { siaddr: serverAddress, bootFile: boot.url, vendorClass: VENDOR_HTTP_CLIENT };
+      r.siaddr = serverAddress;
+      r.bootFile = boot.url;
+      r.vendorClass = VENDOR_HTTP_CLIENT;
+      return;
     case 'script':
+      r.siaddr = serverAddress;
+      r.bootFile = boot.url;
       // In full mode, tell iPXE not to wait ~2 s for ProxyDHCP offers that will never come:
       // option 175 with the encapsulated no-pxedhcp setting (176) = 1.
-      return {
-        siaddr: serverAddress,
-        bootFile: boot.url,
-        ...(mode === 'full' ? { ipxeOptions: Uint8Array.of(IPXE_NO_PXEDHCP, 1, 1) } : {}),
-      };
+      if (mode === 'full') r.ipxeOptions = NO_PXEDHCP;
+      return;
   }
 }
 
+const NO_PXEDHCP = Uint8Array.of(IPXE_NO_PXEDHCP, 1, 1);
+const PXE_USE_BOOTFILE = Uint8Array.of(PXE_DISCOVERY_CONTROL, 1, PXE_DISCOVERY_USE_BOOTFILE, OPT.END);
+
 /** Fields every reply copies from its request (RFC 2131 table 3; option 82 per RFC 3046 §2.2; 61 per RFC 6842). */
 function replyBase(req: DhcpPacket, type: 'offer' | 'ack' | 'nak'): DhcpPacket {
-  return {
-    op: 'reply',
-    type,
-    xid: req.xid,
-    secs: 0,
-    hops: 0,
-    broadcast: req.broadcast,
-    ciaddr: ZERO_IP,
-    yiaddr: ZERO_IP,
-    siaddr: ZERO_IP,
-    giaddr: req.giaddr,
-    mac: req.mac,
-    serverName: '',
-    ...(req.clientId ? { clientId: req.clientId } : {}),
-    ...(req.relayAgentInfo && req.giaddr !== ZERO_IP ? { relayAgentInfo: req.relayAgentInfo } : {}),
-  };
+  const r = blankPacket('reply', type, req.xid, req.mac);
+  r.broadcast = req.broadcast;
+  r.giaddr = req.giaddr;
+  r.clientId = req.clientId;
+  if (req.giaddr !== ZERO_IP) r.relayAgentInfo = req.relayAgentInfo;
+  return r;
+}
+
+function setNetwork(r: DhcpPacket, params: LeaseParams, hostname: string | undefined): void {
+  r.serverId = params.serverId;
+  r.subnetMask = params.subnetMask;
+  if (params.routers.length) r.routers = params.routers;
+  if (params.dns.length) r.dns = params.dns;
+  if (hostname) r.hostname = hostname;
 }
 
 /** DHCPOFFER or DHCPACK carrying a lease of `ip` (RFC 2131 table 3). */
@@ -114,41 +120,35 @@ export function leaseReply(
   boot: FirstStageDecision,
   hostname: string | undefined,
 ): DhcpPacket {
-  return {
-    ...replyBase(req, type),
-    // ACK to a RENEWING/REBINDING client keeps its ciaddr (table 3: "ciaddr from DHCPREQUEST or 0").
-    ciaddr: type === 'ack' ? req.ciaddr : ZERO_IP,
-    yiaddr: ip,
-    serverId: params.serverId,
-    leaseSeconds: params.leaseSeconds,
-    // RFC 2131 §4.4.5 defaults: T1 = 0.5, T2 = 0.875 of the lease.
-    renewalSeconds: Math.floor(params.leaseSeconds / 2),
-    rebindingSeconds: Math.floor((params.leaseSeconds * 7) / 8),
-    subnetMask: params.subnetMask,
-    ...(params.routers.length ? { routers: params.routers } : {}),
-    ...(params.dns.length ? { dns: params.dns } : {}),
-    ...(hostname ? { hostname } : {}),
-    ...bootFields(boot, params.serverId, 'full'),
-  };
+  const r = replyBase(req, type);
+  // ACK to a RENEWING/REBINDING client keeps its ciaddr (table 3: "ciaddr from DHCPREQUEST or 0").
+  if (type === 'ack') r.ciaddr = req.ciaddr;
+  r.yiaddr = ip;
+  setNetwork(r, params, hostname);
+  r.leaseSeconds = params.leaseSeconds;
+  // RFC 2131 §4.4.5 defaults: T1 = 0.5, T2 = 0.875 of the lease.
+  r.renewalSeconds = Math.floor(params.leaseSeconds / 2);
+  r.rebindingSeconds = Math.floor((params.leaseSeconds * 7) / 8);
+  setBootFields(r, boot, params.serverId, 'full');
+  return r;
 }
 
 /** DHCPACK to a DHCPINFORM: configuration only, no address, no lease time (RFC 2131 §4.3.5). */
 export function informReply(req: DhcpPacket, params: LeaseParams, boot: FirstStageDecision, hostname: string | undefined): DhcpPacket {
-  return {
-    ...replyBase(req, 'ack'),
-    ciaddr: req.ciaddr,
-    serverId: params.serverId,
-    subnetMask: params.subnetMask,
-    ...(params.routers.length ? { routers: params.routers } : {}),
-    ...(params.dns.length ? { dns: params.dns } : {}),
-    ...(hostname ? { hostname } : {}),
-    ...bootFields(boot, params.serverId, 'full'),
-  };
+  const r = replyBase(req, 'ack');
+  r.ciaddr = req.ciaddr;
+  setNetwork(r, params, hostname);
+  setBootFields(r, boot, params.serverId, 'full');
+  return r;
 }
 
 /** DHCPNAK (RFC 2131 table 3); relayed NAKs set the BROADCAST bit for the relay (§4.3.2). */
 export function nakReply(req: DhcpPacket, serverId: string, message: string): DhcpPacket {
-  return { ...replyBase(req, 'nak'), broadcast: req.giaddr !== ZERO_IP ? true : req.broadcast, serverId, message };
+  const r = replyBase(req, 'nak');
+  if (req.giaddr !== ZERO_IP) r.broadcast = true;
+  r.serverId = serverId;
+  r.message = message;
+  return r;
 }
 
 /**
@@ -163,19 +163,16 @@ export function nakReply(req: DhcpPacket, serverId: string, message: string): Dh
  * outrank the DHCP server's, so iPXE reaches the boot script whatever the other server says.
  */
 export function proxyReply(req: DhcpPacket, type: 'offer' | 'ack', boot: FirstStageDecision, serverAddress: string): DhcpPacket {
-  const http = boot.kind === 'http';
-  const bypassDiscovery = type === 'offer' && (boot.kind === 'script' || (boot.kind === 'tftp' && boot.file === 'undionly.kpxe'));
-  return {
-    ...replyBase(req, type),
-    ciaddr: type === 'ack' ? req.ciaddr : ZERO_IP,
-    siaddr: serverAddress,
-    serverName: serverAddress,
-    serverId: serverAddress,
-    ...bootFields(boot, serverAddress, 'proxy'),
-    vendorClass: http ? VENDOR_HTTP_CLIENT : VENDOR_PXE_CLIENT,
-    ...(req.clientUuid ? { clientUuid: req.clientUuid } : {}),
-    ...(bypassDiscovery ? { vendorOptions: Uint8Array.of(PXE_DISCOVERY_CONTROL, 1, PXE_DISCOVERY_USE_BOOTFILE, OPT.END) } : {}),
-  };
+  const r = replyBase(req, type);
+  if (type === 'ack') r.ciaddr = req.ciaddr;
+  r.siaddr = serverAddress;
+  r.serverName = serverAddress;
+  r.serverId = serverAddress;
+  setBootFields(r, boot, serverAddress, 'proxy');
+  r.vendorClass = boot.kind === 'http' ? VENDOR_HTTP_CLIENT : VENDOR_PXE_CLIENT;
+  r.clientUuid = req.clientUuid;
+  if (type === 'offer' && (boot.kind === 'script' || (boot.kind === 'tftp' && boot.file === 'undionly.kpxe'))) r.vendorOptions = PXE_USE_BOOTFILE;
+  return r;
 }
 
 /** Within this long, DHCP from the same MAC belongs to the boot in progress. */

@@ -27,10 +27,10 @@ export class ProxyModeHandler {
     if (!wantsNetworkBoot(req)) return null;
     const who = identify(req, ctx);
     if (!who.ok || who.boot.kind === 'none' || who.boot.kind === 'unsupported') return null;
-    recordStage(ctx, req, who.node, 'dhcp.discover', bootDetail(req, who.boot));
+    recordStage(ctx, req, who.node, 'dhcp.discover', () => bootDetail(req, who.boot));
     const reply = proxyReply(req, 'offer', who.boot, this.serverAddress);
     ctx.counters.proxyOffer++;
-    recordStage(ctx, req, who.node, 'proxy.offer', bootDetail(req, who.boot));
+    recordStage(ctx, req, who.node, 'proxy.offer', () => bootDetail(req, who.boot));
     ctx.log.info({ mode: 'proxy', mac: req.mac, node: who.node?.name, ...bootDetail(req, who.boot) }, 'proxy offer');
     return { reply, to: replyDestination(req, reply) };
   }
@@ -50,7 +50,7 @@ export class ProxyModeHandler {
     if (!who.ok || who.boot.kind === 'none' || who.boot.kind === 'unsupported') return null;
     const reply = proxyReply(req, 'ack', who.boot, this.serverAddress);
     ctx.counters.proxyAck++;
-    recordStage(ctx, req, who.node, 'proxy.ack', bootDetail(req, who.boot));
+    recordStage(ctx, req, who.node, 'proxy.ack', () => bootDetail(req, who.boot));
     ctx.log.info({ mode: 'proxy', mac: req.mac, node: who.node?.name, ...bootDetail(req, who.boot) }, 'proxy ack');
     // PXE 2.1 §2.2.5: the answer goes back where the request came from (the client's address and port).
     return { reply, to: from };

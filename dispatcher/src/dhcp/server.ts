@@ -73,6 +73,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
   const inflight = new Set<Promise<void>>();
   let sweep: NodeJS.Timeout | undefined;
   let stats = () => ({ leases: 0, poolSize: 0, offers: 0 });
+  let flushLeases = () => {};
 
   const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>) => {
     const sock = await openSocket(port, ifindex, ifname, log);
@@ -86,6 +87,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       stats = () => ({ leases: leases.size, poolSize: pool.size, offers: pool.outstandingOffers });
       await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handle(p));
       sweep = setInterval(() => pool.sweep(core.now()), SWEEP_INTERVAL_MS).unref();
+      flushLeases = () => leases.flush();
       log.info(
         { mode, interface: ifname, range: `${intToIp(plan.pool.rangeStart)}-${intToIp(plan.pool.rangeEnd)}`, netmask: plan.subnetMask, leases: leases.size, leaseSeconds: core.config.dhcp.leaseSeconds },
         'DHCP serving',
@@ -109,7 +111,10 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
     async stop() {
       if (sweep) clearInterval(sweep);
       await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      flushLeases();
       await Promise.allSettled([...inflight]);
+      const g = core.commits.stats;
+      log.info({ counters, ...stats(), storeCommits: g.commits, storeWrites: g.writes, avgCommitMs: g.commits ? +(g.totalCommitMs / g.commits).toFixed(2) : 0 }, 'DHCP stopped');
     },
   };
 }

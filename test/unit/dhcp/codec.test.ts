@@ -4,6 +4,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodePacket, DecodeError, encodePacket, EncodeError, type DhcpPacket, type ReceivedPacket } from '../../../dispatcher/src/dhcp/codec.js';
 import { IPXE_NO_PXEDHCP, MESSAGE_TYPES, type MessageType } from '../../../dispatcher/src/dhcp/options.js';
+import { formatWithDhcpPackage } from '../../../dispatcher/src/dhcp/dhcp-package.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 const TESTDATA = join(import.meta.dirname, 'testdata');
@@ -330,6 +331,20 @@ describe('encoding', () => {
       }
       return out as unknown as DhcpPacket;
     });
+
+  it('writes exactly the bytes of the dhcp package’s Protocol.format, for any packet of the model', () => {
+    fc.assert(
+      fc.property(packet, (p) => {
+        expect(encodePacket(p, { maxLength: 1500 }).toString('hex')).toBe(formatWithDhcpPackage(p).toString('hex'));
+      }),
+      { numRuns: 1500 },
+    );
+  });
+
+  it.each(goldenNames)('writes %s as the dhcp package does', (name) => {
+    const p = model(decoded(golden(name)));
+    expect(encodePacket(p, { maxLength: 1500 }).toString('hex')).toBe(formatWithDhcpPackage(p).toString('hex'));
+  });
 
   it('round-trips any packet of the model: decode(encode(p)) = p', () => {
     fc.assert(
