@@ -115,8 +115,27 @@ interface NtModule {
   createServer(opts: Record<string, unknown>, listener: (req: NtGetStream, res: NtPutStream) => void): NtServer;
 }
 
+/**
+ * node-tftp builds every DATA packet with the deprecated `new Buffer(n)`, and Node walks the
+ * JS stack on each such call (to decide whether to print DEP0005) for the first 10,000 of
+ * them: tens of microseconds per packet in a boot storm. Same bytes, built with allocUnsafe.
+ */
+function patchDataSerializer(): void {
+  const data = require('tftp/lib/protocol/packets/data.js') as { serialize(block: number, data: Buffer): Buffer; __lc?: true };
+  if (data.__lc) return;
+  data.serialize = (block: number, chunk: Buffer): Buffer => {
+    const buf = Buffer.allocUnsafe(4 + chunk.length);
+    buf.writeUInt16BE(TftpOpcode.DATA, 0);
+    buf.writeUInt16BE(block, 2);
+    chunk.copy(buf, 4);
+    return buf;
+  };
+  data.__lc = true;
+}
+
 export async function startNodeTftp<C>(opts: NodeTftpOptions<C>): Promise<NodeTftpServer> {
   const tftp = require('tftp') as NtModule;
+  patchDataSerializer();
   const contexts = new Map<string, C[]>();
   const keyOf = (address: string, port: number) => `${address}:${port}`;
 
@@ -239,6 +258,19 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
       /* the listening socket already is; a failure here only widens the ephemeral port */
     }
   }
+  // Connect the transfer socket to the client: the kernel then drops anything from another
+  // TID before it reaches us, an ICMP port-unreachable ends the transfer at once, and each
+  // send skips the per-packet address lookup. node-tftp passes the address on every send,
+  // which a connected dgram socket refuses, so its sends are routed through the short form.
+  let connected = false;
+  const pendingSends: (() => void)[] = [];
+  tsock.connect(peer.port, peer.address, () => {
+    const send = tsock.send.bind(tsock) as (msg: Buffer, offset: number, length: number, cb?: (err: Error | null) => void) => void;
+    (tsock as unknown as { send: unknown }).send = (msg: Buffer, offset: number, length: number, _port: unknown, _addr: unknown, cb?: (err: Error | null) => void) =>
+      send(msg, offset, length, cb);
+    connected = true;
+    for (const f of pendingSends.splice(0)) f();
+  });
 
   const finish = () => {
     if (ended) return;
@@ -262,12 +294,13 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
     windowsize,
     ackedBytes: () => Math.max(0, (rollovers * 65536 + lastBlock) * blksize),
     send(bytes: Buffer) {
+      if (!connected) return void pendingSends.push(() => this.send(bytes));
       res.setSize(bytes.length);
-      if (bytes.length > 0) res.end(bytes);
-      else res.end(Buffer.alloc(0));
+      res.end(bytes);
     },
     abort(message: string) {
       failure = message;
+      if (!connected) return void pendingSends.push(() => req.abort(message));
       req.abort(message);
     },
     onEnd(cb) {

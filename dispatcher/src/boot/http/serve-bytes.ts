@@ -75,6 +75,31 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
     const socket = res.socket;
     res.once('finish', () => settle(!(socket?.destroyed ?? false)));
     res.once('close', () => settle(false));
-    res.end(body);
+    writeInSlices(res, body, WRITE_SLICE_BYTES);
   });
+}
+
+/**
+ * Bytes handed to the socket per write. libuv copies a pending write into the kernel as far
+ * as the send buffer (autotuned up to 4 MB) takes it on every writable event; with 50
+ * downloads one turn of the event loop could copy 200 MB before a boot script or a TFTP ACK
+ * gets its turn. One slice at a time (the next after 'drain') bounds that turn without
+ * shrinking the send buffer. LC_HTTP_WRITE_SLICE overrides (0: one write of everything).
+ */
+export const WRITE_SLICE_BYTES = Number(process.env.LC_HTTP_WRITE_SLICE ?? 1024 * 1024);
+
+function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number): void {
+  if (!body || slice <= 0 || body.length <= slice) return void res.end(body);
+  let offset = 0;
+  const pump = () => {
+    while (offset < body.length) {
+      const end = Math.min(offset + slice, body.length);
+      const chunk = body.subarray(offset, end);
+      offset = end;
+      if (offset >= body.length) return void res.end(chunk);
+      if (!res.write(chunk)) return void res.once('drain', pump);
+    }
+  };
+  res.once('close', () => res.off('drain', pump));
+  pump();
 }
