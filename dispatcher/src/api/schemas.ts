@@ -198,6 +198,8 @@ export const StatusView = Type.Object({
     total: Type.Integer(),
     connected: Type.Integer(),
     pending: Type.Integer(),
+    /** Unknown machines refused under `enrollment: deny` (since the dispatcher started). */
+    denied: Type.Integer(),
     byState: Type.Record(Type.String(), Type.Integer()),
   }),
   tasks: Nullable(TaskCounts),
@@ -217,3 +219,7 @@ export const StatusView = Type.Object({
   operations: Type.Array(OperationView),
 });
 export type StatusView = Static<typeof StatusView>;
+
+export const DeniedList = Type.Object({
+  machines: Type.Array(Type.Object({ mac: Type.String(), firstSeen: Type.Number(), lastSeen: Type.Number(), count: Type.Integer() })),
+});

@@ -213,3 +213,23 @@ describe('event streams', () => {
     d.core.nodes.setState(testMac(1), 'ready', 'test', { by: 'operator' });
   });
 });
+
+describe('enrollment: deny', () => {
+  it('lists the refused machines and counts them in the status', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'lc-op-deny-'));
+    writeFileSync(join(dir, 'cluster.yaml'), 'enrollment: deny\n');
+    const dd = await startTestDispatcher({ clusterFile: join(dir, 'cluster.yaml') });
+    try {
+      for (let i = 0; i < 3; i++) await (await fetch(`${dd.url}/boot.ipxe?mac=${testMac(9)}`)).text();
+      const denied = (await (await fetch(`${dd.url}/api/v1/denied`)).json()) as { machines: { mac: string; count: number }[] };
+      expect(denied.machines).toEqual([expect.objectContaining({ mac: testMac(9), count: 3 })]);
+      const s = (await (await fetch(`${dd.url}/api/v1/status`)).json()) as { nodes: { total: number; denied: number } };
+      expect(s.nodes).toMatchObject({ total: 0, denied: 1 });
+    } finally {
+      await dd.stop();
+    }
+  });
+});

@@ -1,7 +1,7 @@
 /** GET /api/v1/status: the cluster at a glance. */
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyPluginAsync } from 'fastify';
-import { StatusView } from '../schemas.js';
+import { DeniedList, StatusView } from '../schemas.js';
 import type { OperatorApi } from '../context.js';
 import { statusSummary } from './summary.js';
 
@@ -18,6 +18,17 @@ export function statusRoutes(api: OperatorApi): FastifyPluginAsync {
         },
       },
       async () => statusSummary(api),
+    );
+    app.get(
+      '/api/v1/denied',
+      {
+        schema: {
+          summary: 'unknown machines refused under `enrollment: deny` since the dispatcher started (who knocked, how often)',
+          tags: ['nodes'],
+          response: { 200: DeniedList },
+        },
+      },
+      async () => ({ machines: api.core.nodes.denied() }),
     );
   };
 }

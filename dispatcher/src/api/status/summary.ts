@@ -30,7 +30,7 @@ export function statusSummary(api: OperatorApi): StatusView {
     uptimeS: Math.round((now - core.startedAt) / 1000),
     network: { interface: core.network.name ?? null, address: core.network.address, dhcp: core.config.dhcp.mode },
     enrollment: core.nodes.policy,
-    nodes: { total: list.length, connected, pending, byState },
+    nodes: { total: list.length, connected, pending, denied: core.nodes.denied().length, byState },
     tasks: taskCounts(core.metrics),
     dispatchedTotal: core.metrics.value(TASKS_DISPATCHED_TOTAL) ?? null,
     throughput: { intervalS: api.throughput.intervalS, points: api.throughput.points() },

@@ -29,7 +29,8 @@ export function renderStatus(s: StatusView): string {
     .join(', ');
   lines.push(
     `nodes       ${n(s.nodes.total)} total${byState ? `: ${byState}` : ''}; ${n(s.nodes.connected)} connected` +
-      (s.nodes.pending ? `; ${n(s.nodes.pending)} waiting for \`dispatcherctl approve\`` : ''),
+      (s.nodes.pending ? `; ${n(s.nodes.pending)} waiting for \`dispatcherctl approve\`` : '') +
+      (s.nodes.denied ? `; ${n(s.nodes.denied)} unknown machines refused (GET /api/v1/denied)` : ''),
   );
   if (s.tasks) {
     const t = s.tasks;

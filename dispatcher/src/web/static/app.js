@@ -149,6 +149,7 @@
     for (const [state, n] of Object.entries(s.nodes.byState)) if (n) counts.append(el('span', {}, el('b', {}, n), ' ', el('span', { class: 'state ' + state }, state)));
     if (!s.nodes.total) counts.append(el('span', { class: 'muted' }, 'none yet'));
     if (s.nodes.pending) counts.append(el('span', {}, el('b', {}, s.nodes.pending), ' waiting for approval'));
+    if (s.nodes.denied) counts.append(el('span', { title: 'unknown machines refused (enrollment: deny)' }, el('b', {}, s.nodes.denied), ' refused'));
     const tc = $('#task-counts');
     tc.replaceChildren();
     if (s.tasks) for (const k of ['queued', 'running', 'done', 'failed']) tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
