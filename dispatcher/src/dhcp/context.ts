@@ -81,6 +81,8 @@ export function identify(req: ReceivedPacket, ctx: DhcpContext): Identity {
     const arch = clientArchOf(req);
     ctx.counters.dropped++;
     ctx.limited.warn(`unsupported:${req.mac}`, { mac: req.mac, arch, archName: arch === undefined ? undefined : archName(arch), vendorClass: req.vendorClass, reason: first.reason }, 'boot request not answered: unsupported client');
+    // A machine we know (say, listed in the cluster file) shows on its timeline why it did not boot.
+    if (known && req.type === 'discover') ctx.timeline.record(req.mac, 'dhcp.ignored', { arch, reason: first.reason });
     return { ok: false };
   }
   const admitted = ctx.nodes.admit(req.mac);

@@ -132,6 +132,12 @@ describe('full mode', () => {
     expect(open.counters.dropped).toBe(1);
   });
 
+  it('shows on a known machine’s timeline why its boot request was ignored', async () => {
+    const { core, full } = setup({ cluster: `nodes:\n  - {name: arm1, mac: "${B}"}\n` });
+    expect(await full.handler.handle(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 }))).toBeNull();
+    expect(core.timeline.list(B)).toMatchObject([{ stage: 'dhcp.ignored', detail: { arch: 11, reason: expect.stringContaining('arm64') } }]);
+  });
+
   it('boots a pending machine (enrollment: approve): its agent waits for approval', async () => {
     const { core, full } = setup({ cluster: 'enrollment: approve\nnodes: []\n' });
     expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: A, ...BIOS })))).toMatchObject({ bootFile: 'undionly.kpxe' });
