@@ -149,6 +149,9 @@ export class AgentHub implements NodeControl {
     this.maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#helloTimeoutMs = opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS;
+    // Gauges read live (the metrics scrape reads them at any time).
+    Object.defineProperty(this.stats, 'connected', { get: () => this.#byMac.size, enumerable: true });
+    Object.defineProperty(this.stats, 'waiting', { get: () => this.#waiting.size, enumerable: true });
     this.#unsubscribe.push(engine.onTasksAvailable(() => this.#scheduleFeed()));
     this.#unsubscribe.push(engine.onCancel((mac, ref, reason) => this.#cancelOnNode(mac, ref, reason)));
     this.#lastSweep = Date.now();
@@ -267,7 +270,6 @@ export class AgentHub implements NodeControl {
       slots: hello.slots, running: hello.running.map((r) => ({ ...r })),
     };
     this.#byMac.set(mac, conn);
-    this.stats.connected = this.#byMac.size;
 
     this.#core.nodes.recordHello(mac, {
       uuid: hello.inventory.system.uuid || null, ip: conn.ip || null, agentVersion: hello.agentVersion,
@@ -341,7 +343,6 @@ export class AgentHub implements NodeControl {
     conn.control.clear();
     if (!wasOpen || !conn.mac) return;
     if (this.#byMac.get(conn.mac) === conn) this.#byMac.delete(conn.mac);
-    this.stats.connected = this.#byMac.size;
     if (conn.endedBy === 'replaced' || conn.endedBy === 'lost' || conn.endedBy === 'stopping') return;
     this.#nodeLost(conn, `connection closed (${code}${reason ? ` ${reason}` : ''})`);
   }
@@ -361,7 +362,6 @@ export class AgentHub implements NodeControl {
   #endConn(conn: Conn, code: number, reason: string): void {
     this.#waiting.delete(conn);
     if (conn.mac && this.#byMac.get(conn.mac) === conn) this.#byMac.delete(conn.mac);
-    this.stats.connected = this.#byMac.size;
     try {
       if (code === CLOSE_CODES.lost || code === CLOSE_CODES.helloTimeout) conn.ws.terminate();
       else conn.ws.close(code, reason);
@@ -423,7 +423,6 @@ export class AgentHub implements NodeControl {
       if (conn.node!.state !== 'busy') this.#setNodeState(conn, 'busy', 'running tasks');
     }
     if (conn.credit > 0) this.#waiting.add(conn); // re-added at the end: round robin among waiting agents
-    this.stats.waiting = this.#waiting.size;
   }
 
   /** Sends tasks in messages that fit the agent's limit (big stdin payloads can make a batch large). */

@@ -218,9 +218,14 @@ describe('agent hub: tasks, results and liveness', () => {
     c.send({ type: 'ready', n: 4 });
     await c.waitFor('tasks', 2);
     expect(c.messages('tasks')[1]!.tasks.map((t) => t.taskId)).toEqual([4, 5]);
+    await waitFor('waiting', () => h.hub.stats.waiting === 1);
+    expect(h.hub.stats).toMatchObject({ connected: 1, waiting: 1, tasksSent: 5 });
     engine.add([{}, {}, {}]); // 2 credits left: fed at once
     await c.waitFor('tasks', 3);
     expect(c.messages('tasks')[2]!.tasks.map((t) => t.taskId)).toEqual([6, 7]);
+    expect(h.hub.stats.waiting).toBe(0);
+    c.close();
+    await waitFor('gone', () => h.hub.stats.connected === 0);
   });
 
   it('acknowledges results only once the engine has made them durable', async () => {
