@@ -9,7 +9,7 @@ import type { Core } from '../core.js';
 import type { NodeControl } from '../agents/control-contract.js';
 import { NodeActions, NO_AGENTS } from '../nodes/actions.js';
 import { Operations } from '../nodes/rolling-reboot.js';
-import { NodeWatchdog } from '../nodes/watchdog.js';
+import { NodeWatchdog, MIN_RECONNECT_GRACE_MS } from '../nodes/watchdog.js';
 import type { WakeOptions } from '../nodes/wol.js';
 import { openApiPlugin } from './openapi.js';
 import { strictValidatorCompiler } from './validation.js';
@@ -86,7 +86,9 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     subscribeEvents: (fn) => core.events.subscribe(fn),
     now: core.now,
   });
-  const watchdog = new NodeWatchdog(core.nodes, getControl, core.now);
+  const watchdog = new NodeWatchdog(core.nodes, getControl, core.now, {
+    reconnectGraceMs: Math.max(MIN_RECONNECT_GRACE_MS, (core.config.missedHeartbeats + 2) * core.config.heartbeatSeconds * 1000),
+  });
   const unregisterMetrics = registerCoreMetrics(core, { control: getControl, feedClients: () => api.feed.clients });
   throughput.start();
   watchdog.start();
