@@ -101,6 +101,8 @@ export interface JobSpec {
   placeholders: string[];
   /** Column names of the params (sweep jobs), in file order. */
   columns: string[] | null;
+  /** What each task row adds to the template: nothing, a params row, or overrides. */
+  taskData: 'none' | 'params' | 'overrides';
 }
 
 export interface TaskTemplate {

@@ -122,6 +122,7 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
     inputs: s.inputs ?? null,
     placeholders,
     columns,
+    taskData: sweep ? 'params' : s.tasks ? 'overrides' : 'none',
   };
   return { spec, tasks };
 }

@@ -5,5 +5,6 @@ import { nodeMigrations } from '../nodes/registry.js';
 import { bootTokenMigrations } from '../trust/boot-tokens.js';
 import { timelineMigrations } from '../boot/timeline.js';
 import { leaseMigrations } from '../dhcp/leases.js';
+import { dispatchMigrations } from '../dispatch/store.js';
 
-export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations];
+export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations, ...dispatchMigrations];
