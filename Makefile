@@ -62,7 +62,8 @@ test-e2e: build image
 
 bench: bench-image bench-boot bench-dispatch bench-operator
 bench-image: image
-	$(NODE) bench/image.mjs
+	$(ESBUILD) bench/image.ts $(HOST_FLAGS) --outfile=$(DIST)/bench/image.mjs
+	$(NODE) $(DIST)/bench/image.mjs
 bench-boot: image pxe
 	bash bench/boot.sh
 bench-dispatch: build
