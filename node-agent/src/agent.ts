@@ -90,7 +90,11 @@ export class Agent {
     clearInterval(this.#resendTimer);
     clearTimeout(this.#progressTimer);
     await this.#deps.source.stop();
-    for (const r of this.#running.values()) r.handle.cancel('agent stopping');
+    // Not reported: the dispatcher sees the connection close and hands these tasks out again.
+    for (const r of this.#running.values()) {
+      r.cancelled = { reason: 'agent stopping', report: false };
+      r.handle.cancel('agent stopping');
+    }
     await Promise.all([...this.#running.values()].map((r) => r.handle.result));
   }
 
