@@ -134,8 +134,9 @@ export function createDhcpContext(core: Core, log: Logger, counters: DhcpCounter
 
 /** Full mode on a core: the address plan, the lease store and pool, and the handler. */
 export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPlan; leases: LeaseStore; pool: AddressPool; handler: FullModeHandler } {
-  const plan = planAddresses(core.config.dhcp, core.network, core.nodes.list());
-  for (const w of plan.warnings) ctx.log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
+  const plan = planAddresses(core.config.dhcp, core.network, { list: () => core.nodes.list(), now: core.now });
+  plan.reservations.onWarning = (w) => ctx.log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
+  plan.reservations.warnings(); // report the cluster file's at start
   const leases = new LeaseStore(core.db, core.commits);
   const pool = new AddressPool(plan.pool, leases);
   const handler = new FullModeHandler(ctx, pool, leases, {

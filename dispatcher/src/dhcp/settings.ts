@@ -17,11 +17,18 @@ export const DEFAULT_RANGE_LAST_HOST = 249;
 export interface AddressPlan {
   pool: PoolConfig;
   subnetMask: string;
-  /** Reservations skipped, with the reason (outside the subnet, duplicate...). */
-  warnings: { mac: Mac; ip: string; reason: string }[];
+  reservations: Reservations;
 }
 
-export function planAddresses(dhcp: DhcpConfig, network: { address: string; netmask: string }, nodes: readonly Pick<NodeRecord, 'mac' | 'fixedIp'>[]): AddressPlan {
+/** Where reservations come from: the node registry (cluster file `ip:`, or PATCH /api/v1/nodes). */
+export interface ReservationSource {
+  list(): readonly Pick<NodeRecord, 'mac' | 'fixedIp'>[];
+  now(): number;
+}
+
+export type ReservationWarning = { mac: Mac; ip: string; reason: string };
+
+export function planAddresses(dhcp: DhcpConfig, network: { address: string; netmask: string }, source: ReservationSource): AddressPlan {
   const subnetMask = dhcp.netmask ?? network.netmask;
   const subnet = subnetOf(network.address, subnetMask);
   if (!subnet) throw new DispatcherError('DSP_ERR_CONFIG', `dhcp.netmask: ${subnetMask} is not a netmask`);
@@ -48,42 +55,91 @@ export function planAddresses(dhcp: DhcpConfig, network: { address: string; netm
 
   const excluded = new Set<number>([server]);
   if (dhcp.router) excluded.add(ipToInt(dhcp.router)!);
-
-  const byIp = new Map<number, Mac>();
-  const byMac = new Map<Mac, number>();
-  const warnings: AddressPlan['warnings'] = [];
-  for (const n of nodes) {
-    if (!n.fixedIp) continue;
-    const ip = ipToInt(n.fixedIp);
-    if (ip === undefined || !inSubnet(ip, subnet) || ip === subnet.network || ip === broadcastOf(subnet)) {
-      warnings.push({ mac: n.mac, ip: n.fixedIp, reason: 'not a host address of the node network' });
-      continue;
-    }
-    if (excluded.has(ip)) {
-      warnings.push({ mac: n.mac, ip: n.fixedIp, reason: "is the dispatcher's or the router's address" });
-      continue;
-    }
-    const other = byIp.get(ip);
-    if (other) {
-      warnings.push({ mac: n.mac, ip: n.fixedIp, reason: `already reserved for ${other}` });
-      continue;
-    }
-    byIp.set(ip, n.mac);
-    byMac.set(n.mac, ip);
-  }
-
+  const reservations = new Reservations(subnet, excluded, source);
   return {
     subnetMask,
-    warnings,
+    reservations,
     pool: {
       subnet,
       rangeStart,
       rangeEnd,
       excluded,
-      reservationOf: (mac) => byMac.get(mac),
-      reservedFor: (ip) => byIp.get(ip),
+      reservationOf: (mac) => reservations.of(mac),
+      reservedFor: (ip) => reservations.holder(ip),
     },
   };
+}
+
+/** How stale the reservation index may be: operator changes apply within this long. */
+export const RESERVATIONS_REFRESH_MS = 1_000;
+
+/**
+ * Fixed addresses by MAC and by address, rebuilt from the registry at most once a second
+ * (the allocator asks for every address it scans). Unusable ones are skipped with a reason.
+ */
+export class Reservations {
+  #byIp = new Map<number, Mac>();
+  #byMac = new Map<Mac, number>();
+  #builtAt = -Infinity;
+  #warnings: ReservationWarning[] = [];
+  #reported = new Set<string>();
+  /** Called once for each unusable reservation (log it). */
+  onWarning: (w: ReservationWarning) => void = () => {};
+
+  constructor(
+    private readonly subnet: Subnet,
+    private readonly excluded: ReadonlySet<number>,
+    private readonly source: ReservationSource,
+  ) {}
+
+  of(mac: Mac): number | undefined {
+    this.#refresh();
+    return this.#byMac.get(mac);
+  }
+
+  holder(ip: number): Mac | undefined {
+    this.#refresh();
+    return this.#byIp.get(ip);
+  }
+
+  warnings(): readonly ReservationWarning[] {
+    this.#refresh();
+    return this.#warnings;
+  }
+
+  #refresh(): void {
+    const now = this.source.now();
+    if (now - this.#builtAt < RESERVATIONS_REFRESH_MS && now >= this.#builtAt) return;
+    this.#builtAt = now;
+    const byIp = new Map<number, Mac>();
+    const byMac = new Map<Mac, number>();
+    const warnings: ReservationWarning[] = [];
+    const s = this.subnet;
+    for (const n of this.source.list()) {
+      if (!n.fixedIp) continue;
+      const ip = ipToInt(n.fixedIp);
+      let reason: string | undefined;
+      if (ip === undefined || !inSubnet(ip, s) || ip === s.network || ip === broadcastOf(s)) reason = 'not a host address of the node network';
+      else if (this.excluded.has(ip)) reason = "is the dispatcher's or the router's address";
+      else if (byIp.has(ip)) reason = `already reserved for ${byIp.get(ip)}`;
+      if (reason) {
+        warnings.push({ mac: n.mac, ip: n.fixedIp, reason });
+        continue;
+      }
+      byIp.set(ip!, n.mac);
+      byMac.set(n.mac, ip!);
+    }
+    this.#byIp = byIp;
+    this.#byMac = byMac;
+    this.#warnings = warnings;
+    for (const w of warnings) {
+      const key = `${w.mac} ${w.ip} ${w.reason}`;
+      if (!this.#reported.has(key)) {
+        this.#reported.add(key);
+        this.onWarning(w);
+      }
+    }
+  }
 }
 
 export function defaultRange(subnet: Subnet): { rangeStart: number; rangeEnd: number } {
