@@ -164,6 +164,10 @@ export async function createLab(area: string): Promise<Lab> {
         if (e.address) await run('ip', ['-n', e.ns.name, 'addr', 'add', e.address, 'dev', n]);
         await run('ip', ['-n', e.ns.name, 'link', 'set', n, 'up']);
       }
+      // Carrier comes a moment after both ends are up (linkwatch, slower on a busy machine);
+      // frames sent before it are dropped, so a test's first DHCP packet would vanish.
+      await waitForCarrier(a.ns, an);
+      await waitForCarrier(b.ns, bn);
       return [
         { ns: a.ns, name: an, ...(a.address ? { address: a.address } : {}) },
         { ns: b.ns, name: bn, ...(b.address ? { address: b.address } : {}) },
@@ -199,6 +203,17 @@ export async function createLab(area: string): Promise<Lab> {
     },
   };
   return lab;
+}
+
+/** Polls until the interface has carrier (operstate up), at most 10 s. */
+async function waitForCarrier(ns: Netns, iface: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = await run('ip', ['-n', ns.name, '-o', 'link', 'show', 'dev', iface]);
+    if (/\bstate UP\b/.test(r.stdout) || (/LOWER_UP/.test(r.stdout) && !/NO-CARRIER/.test(r.stdout))) return;
+    if (Date.now() > deadline) throw new Error(`${iface} in ${ns.name} has no carrier after 10 s: ${r.stdout.trim()}`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
 }
 
 function makeNetns(name: string, state: LabState): Netns {
