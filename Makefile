@@ -12,7 +12,7 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node20 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dispatch bench-operator demo demo-stop install clean
+.PHONY: help build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install clean
 
 help:
 	@echo "make demo        boot a virtual diskless cluster (QEMU) and run a sample job"
@@ -66,6 +66,9 @@ bench-image: image
 	$(NODE) $(DIST)/bench/image.mjs
 bench-boot: image pxe
 	bash bench/boot.sh
+# The DHCP lease rate alone: perfdhcp against the dispatcher and Kea (part of bench-boot too).
+bench-dhcp: build
+	bash bench/dhcp-rate.sh
 bench-dispatch: build
 	bash bench/dispatch.sh
 bench-operator: build
