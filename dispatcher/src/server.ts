@@ -10,6 +10,8 @@ import { resolveNodeNetwork } from './net/interfaces.js';
 import { createOperatorSurface, type OperatorSurface } from './api/surface.js';
 import { startBootServices } from './boot/services.js';
 import { startDhcp } from './dhcp/server.js';
+import { startDispatch } from './dispatch/service.js';
+import type { TaskDispatcher } from './dispatch/engine.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -19,6 +21,8 @@ export interface RunningDispatcher {
   loginUrl: string;
   /** API, web page, metrics, node control (tests attach a NodeControl through it). */
   operator: OperatorSurface;
+  /** The dispatch engine (task list, store): the agent hub's DispatchEngine, the job API's backend. */
+  dispatch: TaskDispatcher;
   stop(): Promise<void>;
 }
 
@@ -39,6 +43,12 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const operator = createOperatorSurface(core);
   plugins.push(...operator.plugins);
   stoppables.push(operator);
+
+  // Dispatch: the task list and its store (recovered at once, queued tasks read back in the
+  // background), the job/task API. The agent hub feeds agents from `dispatch.engine`.
+  const dispatch = startDispatch(core);
+  plugins.push(...dispatch.plugins);
+  stoppables.push(dispatch);
 
   // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
   const boot = await startBootServices(core);
@@ -68,6 +78,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     httpPort,
     loginUrl,
     operator,
+    dispatch: dispatch.engine,
     async stop() {
       for (const s of stoppables.reverse()) await s.stop();
       await app.close();

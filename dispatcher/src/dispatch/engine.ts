@@ -52,6 +52,7 @@ import {
   type TaskTemplate,
 } from './model.js';
 import { randomBytes } from 'node:crypto';
+import { tokensEqual } from '../trust/secrets.js';
 
 /** Rows per staged chunk of a streamed sweep (one commit each). */
 export const STAGE_ROWS = 50_000;
@@ -1030,6 +1031,11 @@ export class TaskDispatcher implements DispatchEngine {
     };
   }
 
+  /** A task's state from its row's state column (running and cancelled-by-job come from memory). */
+  taskState(rowState: number, jobId: number, taskId: number): TaskState {
+    return this.#stateOf(rowState, jobId, taskId);
+  }
+
   #stateOf(rowState: number, jobId: number, taskId: number): TaskState {
     if (rowState === TaskRowState.done) return 'done';
     if (rowState === TaskRowState.failed) return 'failed';
@@ -1110,9 +1116,15 @@ export class TaskDispatcher implements DispatchEngine {
   /** The inputs blob of a job, if `key` is the job's capability key. */
   inputsOf(jobId: number, key: string): string | undefined {
     const row = this.store.job(jobId);
-    if (!row || !row.inputs_key || row.inputs_key !== key) return undefined;
+    if (!row || !row.inputs_key || !tokensEqual(row.inputs_key, key)) return undefined;
     const spec = JSON.parse(row.spec) as JobSpec;
     return spec.inputs ?? undefined;
+  }
+
+  /** The inputs blob of a job, for the operator (no key). */
+  inputsOfJob(jobId: number): string | undefined {
+    const row = this.store.job(jobId);
+    return row ? ((JSON.parse(row.spec) as JobSpec).inputs ?? undefined) : undefined;
   }
 
   stateOfTask(taskId: number): TaskState | undefined {
