@@ -168,24 +168,29 @@ describe('TFTP with real clients', () => {
     }
   });
 
-  it('handles the EDK2 size probe: OACK with tsize, ERROR 8, then the real download', async () => {
+  it('handles the EDK2 size probe: OACK with tsize, ERROR 8, then the real download from a new port', async () => {
+    // OVMF's order, as captured: RRQ tsize+blksize+windowsize 4 → OACK → ERROR 8 "User aborted
+    // the transfer" → 12 ms later an RRQ blksize+windowsize 4 from the next UDP port.
     const raw = await RawTftp.open();
+    const second = await RawTftp.open();
     try {
-      const probe = await raw.request(d.tftpPort, 'ipxe.efi', { tsize: '0', blksize: '1468' });
+      const probe = await raw.request(d.tftpPort, 'ipxe.efi', { tsize: '0', blksize: '1468', windowsize: '4' });
       if (!('oack' in probe)) throw new Error(`refused: ${probe.error.message}`);
-      expect(probe.oack.tsize).toBe(String(tree.files['ipxe.efi']!.length));
+      expect(probe.oack).toEqual({ blksize: '1468', windowsize: '4', tsize: String(tree.files['ipxe.efi']!.length) });
       raw.send(errorPacket(8, 'User aborted the transfer'), probe.tid);
-      await new Promise((r) => setTimeout(r, 100));
-      const real = await raw.request(d.tftpPort, 'ipxe.efi', { blksize: '1468' });
+      await new Promise((r) => setTimeout(r, 12));
+      const real = await second.request(d.tftpPort, 'ipxe.efi', { blksize: '1468', windowsize: '1' });
       if (!('oack' in real)) throw new Error(`refused: ${real.error.message}`);
-      const bytes = await raw.readAll(real.tid, 1468);
+      const bytes = await second.readAll(real.tid, 1468);
       expect(sha(bytes)).toBe(sha(tree.files['ipxe.efi']!));
+      expect(await raw.next(1500)).toBeUndefined(); // the probe's OACK is not retransmitted: it ended
       await new Promise((r) => setTimeout(r, 100));
       // the probe is not logged as a failed transfer; the download is logged as sent
       expect(d.logs.filter((l) => l.msg === 'transfer aborted by the client' && l.file === 'ipxe.efi')).toEqual([]);
       expect(d.logs.some((l) => l.msg === 'file sent' && l.file === 'ipxe.efi' && l.bytes === tree.files['ipxe.efi']!.length && typeof l.durationMs === 'number')).toBe(true);
     } finally {
       raw.close();
+      second.close();
     }
   });
 
