@@ -319,10 +319,17 @@ export class TaskDispatcher implements DispatchEngine {
       this.#nextTaskId += rows.length;
       const submittedAt = this.#now();
       const inputsKey = v.spec.inputs ? randomBytes(18).toString('base64url') : null;
-      await this.#write(() => {
-        this.store.insertJob({ id: jobId, name: v.spec.name, spec: v.spec, state: 'active', first_task_id: first, task_count: rows.length, inputs_key: inputsKey, submitted_at: submittedAt });
-        this.store.insertTasks(jobId, first, rows);
-      }, 'submission');
+      try {
+        await this.#write(() => {
+          this.store.insertJob({ id: jobId, name: v.spec.name, spec: v.spec, state: 'active', first_task_id: first, task_count: rows.length, inputs_key: inputsKey, submitted_at: submittedAt });
+          this.store.insertTasks(jobId, first, rows);
+        }, 'submission');
+      } catch (err) {
+        // Rolled back: nothing of it is in the store, its ids are free again.
+        this.#nextJobId = jobId;
+        this.#nextTaskId = first;
+        throw err;
+      }
       return this.#activate(jobId, v.spec, first, rows.length, inputsKey, submittedAt);
     });
   }
@@ -383,7 +390,8 @@ export class TaskDispatcher implements DispatchEngine {
         this.#nextTaskId = first + count;
         return this.#activate(jobId, spec, first, count, inputsKey, submittedAt);
       } catch (err) {
-        this.#nextTaskId = Math.max(this.#nextTaskId, first + Math.max(count, staged));
+        if (staged === 0) this.#nextJobId = jobId; // nothing written: the id is free again
+        else this.#nextTaskId = Math.max(this.#nextTaskId, first + staged);
         if (staged > 0) {
           const last = first + staged - 1;
           await this.#commits

@@ -187,5 +187,5 @@ function lowerFirst(s: string): string {
 
 /** A short human form of a command, for lists. */
 export function commandText(cmd: Command): string {
-  return typeof cmd === 'string' ? cmd : cmd.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
+  return typeof cmd === 'string' ? cmd : cmd.map((a) => (/^[\w@%+=:,./{}-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
 }
