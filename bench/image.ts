@@ -54,7 +54,7 @@ export function kernelStartHostMs(lines: readonly ConsoleLine[]): number | undef
 
 /** "(uptime 5.19 s)" on the first /init line matching `what`. */
 function uptimeAt(console: string, what: RegExp): number | undefined {
-  for (const line of console.split('\n')) if (what.test(line)) return Number(/\(uptime ([\d.]+) s\)/.exec(line)?.[1] ?? NaN);
+  for (const line of console.split('\n')) if (what.test(line)) return Number(/uptime ([\d.]+) s\)/.exec(line)?.[1] ?? NaN);
   return undefined;
 }
 
@@ -143,6 +143,7 @@ async function main(): Promise<void> {
       init_uptime_s: b.initS ?? '?',
       network_uptime_s: b.networkS ?? '?',
       agent_start_uptime_s: b.agentS ?? '?',
+      agent_to_request_s: b.agentS === undefined ? '?' : fixed(b.kernelToRequestS - b.agentS),
       memory_used_mib: fixed(b.memory.used_kib! / 1024, 1),
     });
     await sleep(500);
@@ -159,6 +160,7 @@ async function main(): Promise<void> {
     init_median_s: fixed(med((b) => b.initS)),
     network_median_s: fixed(med((b) => b.networkS)),
     agent_start_median_s: fixed(med((b) => b.agentS)),
+    agent_to_request_median_s: fixed(med((b) => (b.agentS === undefined ? undefined : b.kernelToRequestS - b.agentS))),
     boots: boots.length,
     accel: 'tcg',
   });

@@ -141,4 +141,15 @@ describe('the RAM image under QEMU', () => {
     expect(vm.console()).toMatch(/lc-init: drivers: .*\be1000\b/);
     expect(vm.console()).toContain(`lc-init: dispatcher http://10.0.2.2:${FALLBACK_PORT}, token given`);
   });
+
+  it('says on the console which NIC it has no driver for, and keeps looking (no silent dead end)', async () => {
+    // QEMU's rtl8139 needs 8139too, which the image does not ship.
+    const vm = await boot('lc-e2e-nodriver', 'rtl8139', 'console=ttyS0,115200 lc.token=x');
+    await vm.waitForConsole(/lc-init: no network: no network interface found/, BOOT_TIMEOUT_MS);
+    await vm.waitForConsole(/PCI 0000:00:0\d\.0 \(10ec:8139\) is a network controller with no driver in this image/, 10_000);
+    // ...and tries again rather than stopping there.
+    await vm.waitForConsole(/no network interface found[^]*no network interface found/, 60_000);
+    expect(vm.running).toBe(true);
+    expect(vm.console()).not.toMatch(/Kernel panic|node-agent/);
+  });
 });
