@@ -12,6 +12,8 @@ import { startBootServices } from './boot/services.js';
 import { startDhcp } from './dhcp/server.js';
 import { startDispatch } from './dispatch/service.js';
 import type { TaskDispatcher } from './dispatch/engine.js';
+import { AgentHub } from './agents/hub.js';
+import { agentHubPlugin } from './agents/plugin.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -23,6 +25,8 @@ export interface RunningDispatcher {
   operator: OperatorSurface;
   /** The dispatch engine (task list, store): the agent hub's DispatchEngine, the job API's backend. */
   dispatch: TaskDispatcher;
+  /** The agent hub (connected agents, node control). */
+  agents: AgentHub;
   stop(): Promise<void>;
 }
 
@@ -49,6 +53,13 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const dispatch = startDispatch(core);
   plugins.push(...dispatch.plugins);
   stoppables.push(dispatch);
+
+  // Agent hub: the agents' WebSocket (/api/v1/agent), fed from the dispatch engine; node
+  // control for the operator surface. Stopped before the engine (stoppables run in reverse).
+  const agents = new AgentHub(core, dispatch.engine);
+  plugins.push(agentHubPlugin(agents));
+  operator.attachControl(agents);
+  stoppables.push(agents);
 
   // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
   const boot = await startBootServices(core);
@@ -79,6 +90,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     loginUrl,
     operator,
     dispatch: dispatch.engine,
+    agents,
     async stop() {
       for (const s of stoppables.reverse()) await s.stop();
       await app.close();
