@@ -329,7 +329,8 @@ describe('dispatcherctl help, completion and failures', () => {
           encoding: 'utf8',
         })
       ).stdout.trim().split('\n');
-    expect(await complete(['dispatcherctl', 're'])).toEqual(['reboot']);
+    expect(await complete(['dispatcherctl', 'reb'])).toEqual(['reboot']);
+    expect(await complete(['dispatcherctl', 'un'])).toEqual(['undrain']);
     expect(await complete(['dispatcherctl', 'reboot', '--ro'])).toEqual(['--rolling']);
     expect(await complete(['dispatcherctl', 'inspect', 'node'])).toEqual(['node1', 'node2', 'node3', 'node4', 'node5']);
     expect(await complete(['dispatcherctl', 'nodes', '--state', 'dr'])).toEqual(['draining']);
