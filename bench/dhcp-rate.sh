@@ -15,9 +15,12 @@
 #   sudo bash bench/dhcp-rate.sh                       # defaults below
 #   RATES="2000 4000 8000" PERIOD=5 bash bench/dhcp-rate.sh
 #   SERVERS=dispatcher bash bench/dhcp-rate.sh         # only one of them
+#   RETRY=0 ...                                         # no second try of a rate over the limit
 #
 # Prints one line per measurement and, per server:
-#   RESULT name=dhcp-rate server=<dispatcher|kea> rate=<exchanges/s> drops_pct=<p>
+#   RESULT name=dhcp-rate server=<dispatcher|kea> rate=<exchanges/s> drops_pct=<p> cpu_us_per_exchange=<n>
+# (the server's own CPU time per completed exchange at that rate, from /proc: a figure other
+# load on the machine inflates far less than the rate)
 # Installs kea-dhcp4-server if missing (benches may install their own peers; CI does not run this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,11 +71,16 @@ for s in $SERVERS; do
   ip -n "$ID-cli" link set "$cif" up
 done
 
+declare -A SERVER_PID
+# CPU time (user + system) of a process, in ms: a figure the machine's other load does not inflate much.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+
 start_dispatcher() {
   local ns; ns=$(ns_of dispatcher)
   ip netns exec "$ns" node dist/bin/dispatcher.mjs --interface s0 --dhcp full --range 10.70.1.0-10.70.255.254 \
     --data-dir "$WORK/dispatcher-data" --http-port 0 --no-tftp --log-level info >"$WORK/dispatcher.log" 2>&1 &
   PIDS+=($!)
+  SERVER_PID[dispatcher]=$!
   for _ in $(seq 100); do
     ip netns exec "$ns" ss -lun 2>/dev/null | grep -q ':67 ' && return 0
     sleep 0.1
@@ -93,6 +101,7 @@ start_kea() {
 EOF
   KEA_PIDFILE_DIR=$WORK KEA_LOCKFILE_DIR=$WORK ip netns exec "$ns" kea-dhcp4 -c "$WORK/kea-dhcp4.json" >"$WORK/kea.out" 2>&1 &
   PIDS+=($!)
+  SERVER_PID[kea]=$!
   for _ in $(seq 100); do
     ip netns exec "$ns" ss -lun 2>/dev/null | grep -q ':67 ' && return 0
     sleep 0.1
@@ -100,33 +109,40 @@ EOF
   echo "dhcp-rate: kea-dhcp4 did not start:" >&2; cat "$WORK/kea.out" "$WORK/kea.log" >&2 2>/dev/null; exit 1
 }
 
-# perfdhcp at one rate against one server; prints "<rate_achieved> <discovers> <acks> <drops_pct>".
+# perfdhcp at one rate against one server; prints "<rate_achieved> <discovers> <acks> <drops_pct> <server_cpu_us_per_ack>".
 measure() { # server rate period
-  local s=$1 rate=$2 period=$3 out
+  local s=$1 rate=$2 period=$3 out cpu0 cpu1
+  cpu0=$(cpu_ms "${SERVER_PID[$s]}")
   out=$(ip netns exec "$ID-cli" perfdhcp -4 -l "$(cif_of "$s")" -r "$rate" -R "$CLIENTS" -p "$period" -W 1000000 "$(net_of "$s").0.1" 2>&1 || true)
+  cpu1=$(cpu_ms "${SERVER_PID[$s]}")
   echo "$out" >>"$WORK/perfdhcp-$s.log"
-  echo "$out" | awk '
+  echo "$out" | awk -v cpu=$((cpu1 - cpu0)) '
     /^Rate:/ { achieved = $2 }
     /Statistics for: DISCOVER-OFFER/ { sec = "do" }
     /Statistics for: REQUEST-ACK/ { sec = "ra" }
     /^sent packets:/ { if (sec == "do") sent = $3 }
     /^received packets:/ { if (sec == "ra") acks = $3 }
-    END { if (sent > 0) printf "%.0f %d %d %.3f\n", achieved, sent, acks, 100 * (1 - acks / sent); else print "0 0 0 100" }'
+    END { if (sent > 0) printf "%.0f %d %d %.3f %.0f\n", achieved, sent, acks, 100 * (1 - acks / sent), (acks > 0 ? cpu * 1000 / acks : 0); else print "0 0 0 100 0" }'
 }
 
 echo "== dhcp-rate: servers [$SERVERS], rates [$RATES], ${PERIOD}s each, $CLIENTS distinct clients, limit ${MAX_DROPS_PCT}% drops (logs in $WORK)"
 for s in $SERVERS; do "start_$s"; done
 for s in $SERVERS; do measure "$s" 200 2 >/dev/null; done # warm-up: sockets, caches, first leases
 
-declare -A best_rate best_drops bad_streak done_with
-for s in $SERVERS; do best_rate[$s]=0; best_drops[$s]=100; bad_streak[$s]=0; done_with[$s]=0; done
+declare -A best_rate best_drops best_cpu bad_streak done_with
+for s in $SERVERS; do best_rate[$s]=0; best_drops[$s]=100; best_cpu[$s]=0; bad_streak[$s]=0; done_with[$s]=0; done
 for rate in $RATES; do
   for s in $SERVERS; do
     [ "${done_with[$s]}" = 1 ] && continue
-    read -r achieved sent acks drops < <(measure "$s" "$rate" "$PERIOD")
-    printf '%-10s rate %6d/s  achieved %6d/s  discovers %7d  acks %7d  drops %7.3f %%\n' "$s" "$rate" "$achieved" "$sent" "$acks" "$drops"
+    read -r achieved sent acks drops cpu_us < <(measure "$s" "$rate" "$PERIOD")
+    # One retry over the limit: a burst of load from elsewhere on the machine should not end the climb.
+    if ! awk -v d="$drops" -v m="$MAX_DROPS_PCT" 'BEGIN { exit !(d < m) }' && [ "${RETRY:-1}" = 1 ]; then
+      printf '%-10s rate %6d/s  drops %7.3f %% — measuring again\n' "$s" "$rate" "$drops"
+      read -r achieved sent acks drops cpu_us < <(measure "$s" "$rate" "$PERIOD")
+    fi
+    printf '%-10s rate %6d/s  achieved %6d/s  discovers %7d  acks %7d  drops %7.3f %%  server CPU %4d µs/exchange\n' "$s" "$rate" "$achieved" "$sent" "$acks" "$drops" "$cpu_us"
     if awk -v d="$drops" -v m="$MAX_DROPS_PCT" 'BEGIN { exit !(d < m) }'; then
-      best_rate[$s]=$rate; best_drops[$s]=$drops; bad_streak[$s]=0
+      best_rate[$s]=$rate; best_drops[$s]=$drops; best_cpu[$s]=$cpu_us; bad_streak[$s]=0
     else
       bad_streak[$s]=$((bad_streak[$s] + 1))
       [ "${bad_streak[$s]}" -ge "$GIVE_UP_AFTER" ] && done_with[$s]=1
@@ -140,5 +156,5 @@ for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 PIDS=()
 grep -h '"msg":"DHCP stopped"' "$WORK/dispatcher.log" 2>/dev/null || true
 for s in $SERVERS; do
-  echo "RESULT name=dhcp-rate server=$s rate=${best_rate[$s]} drops_pct=${best_drops[$s]}"
+  echo "RESULT name=dhcp-rate server=$s rate=${best_rate[$s]} drops_pct=${best_drops[$s]} cpu_us_per_exchange=${best_cpu[$s]}"
 done
