@@ -93,7 +93,8 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: decision.reason }));
     }
     const node = decision.node;
-    const token = core.bootTokens.issue(mac);
+    // Durable before the script leaves, sharing one commit with the other scripts of a storm.
+    const token = await core.bootTokens.issueGrouped(mac, core.commits);
     core.nodes.recordBoot(mac);
     const text = bootScript({
       mac,

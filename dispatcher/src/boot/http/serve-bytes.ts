@@ -80,26 +80,30 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
 }
 
 /**
- * Bytes handed to the socket per write. libuv copies a pending write into the kernel as far
- * as the send buffer (autotuned up to 4 MB) takes it on every writable event; with 50
- * downloads one turn of the event loop could copy 200 MB before a boot script or a TFTP ACK
- * gets its turn. One slice at a time (the next after 'drain') bounds that turn without
- * shrinking the send buffer. LC_HTTP_WRITE_SLICE overrides (0: one write of everything).
+ * Bytes handed to the socket per turn of the event loop. Over a fast link the kernel takes
+ * a whole 44 MB write at once, so a download written in one go (or slice after slice while
+ * write() keeps succeeding) holds the loop for the full copy, and with 50 downloads a boot
+ * script or a TFTP ACK waits behind all of them. One slice per connection per turn, the next
+ * issued from setImmediate once the previous one is in the kernel, keeps every turn short
+ * and shares the link fairly. LC_HTTP_WRITE_SLICE overrides (0: one write of everything).
  */
 export const WRITE_SLICE_BYTES = Number(process.env.LC_HTTP_WRITE_SLICE ?? 1024 * 1024);
 
 function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number): void {
   if (!body || slice <= 0 || body.length <= slice) return void res.end(body);
   let offset = 0;
-  const pump = () => {
-    while (offset < body.length) {
-      const end = Math.min(offset + slice, body.length);
-      const chunk = body.subarray(offset, end);
-      offset = end;
-      if (offset >= body.length) return void res.end(chunk);
-      if (!res.write(chunk)) return void res.once('drain', pump);
-    }
+  let closed = false;
+  res.once('close', () => (closed = true));
+  const next = () => {
+    if (closed) return;
+    const end = Math.min(offset + slice, body.length);
+    const chunk = body.subarray(offset, end);
+    offset = end;
+    if (offset >= body.length) return void res.end(chunk);
+    // The callback runs once this slice is in the kernel; the next waits for the next turn.
+    res.write(chunk, (err) => {
+      if (!err) setImmediate(next);
+    });
   };
-  res.once('close', () => res.off('drain', pump));
-  pump();
+  next();
 }
