@@ -59,6 +59,7 @@ export function holdsAddress(l: Lease, now: number): boolean {
  * first write commits at once; the interval adds at most this much to an ACK.
  */
 export const LEASE_COMMIT_INTERVAL_MS = 8;
+export const LEASE_COMMIT_MAX_INTERVAL_MS = 50;
 
 interface QueuedWrite {
   lease: Lease;
@@ -147,8 +148,17 @@ export class LeaseStore {
       this.#timer ??= setTimeout(() => {
         this.#timer = undefined;
         this.#commitQueued();
-      }, Math.max(0, this.#lastCommit + LEASE_COMMIT_INTERVAL_MS - performance.now()));
+      }, Math.max(0, this.#lastCommit + this.#interval() - performance.now()));
     });
+  }
+
+  /**
+   * Time between lease commits: at least LEASE_COMMIT_INTERVAL_MS, and twice the last commit's
+   * duration when the disk is slow (so fsyncs never take more than a third of the event loop),
+   * at most LEASE_COMMIT_MAX_INTERVAL_MS (the most an ACK waits for company).
+   */
+  #interval(): number {
+    return Math.min(LEASE_COMMIT_MAX_INTERVAL_MS, Math.max(LEASE_COMMIT_INTERVAL_MS, 2 * this.commits.stats.lastCommitMs));
   }
 
   #commitQueued(): void {
