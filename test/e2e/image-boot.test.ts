@@ -12,7 +12,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QemuMachine, type NicModel } from '../lab/qemu.js';
+import { QemuMachine, type NicModel, type QemuOptions } from '../lab/qemu.js';
 import type { ImageManifest } from '../../image/src/manifest.js';
 
 const NS = `lc-image-e2e-${process.pid}`;
@@ -87,12 +87,12 @@ afterAll(async () => {
   }
 });
 
-async function boot(name: string, model: NicModel, append: string): Promise<QemuMachine> {
+async function boot(name: string, model: NicModel, append: string, nics?: QemuOptions['nics']): Promise<QemuMachine> {
   const vm = await QemuMachine.start({
     name,
     netns: NS,
     boot: { kind: 'kernel', kernel: 'dist/image/vmlinuz', initrd: 'dist/image/initrd.img', append },
-    nics: [{ net: { kind: 'user', hostname: name }, model }],
+    nics: nics ?? [{ net: { kind: 'user', hostname: name }, model }],
     memoryMiB: 1024,
     consoleLog: `${ARTIFACTS}/${name}.console.log`,
   });
@@ -151,5 +151,23 @@ describe('the RAM image under QEMU', () => {
     await vm.waitForConsole(/no network interface found[^]*no network interface found/, 60_000);
     expect(vm.running).toBe(true);
     expect(vm.console()).not.toMatch(/Kernel panic|node-agent/);
+  });
+
+  it('on a network without DHCP, says which NIC got no answer and which has no driver, and retries', async () => {
+    // A tap in the namespace with nothing behind it: the link is up, nobody answers DHCP.
+    const tap = 'lc-img-tap0';
+    sh('ip', ['-n', NS, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    sh('ip', ['-n', NS, 'link', 'set', tap, 'up']);
+    const vm = await boot('lc-e2e-nodhcp', 'virtio-net-pci', 'console=ttyS0,115200 lc.token=x', [
+      { net: { kind: 'tap', ifname: tap }, model: 'virtio-net-pci', mac: '52:54:00:6c:63:01' },
+      { net: { kind: 'user' }, model: 'rtl8139', mac: '52:54:00:6c:63:02' }, // no driver in the image
+    ]);
+    await vm.waitForConsole(/lc-init: eth0: link up, asking for a DHCP lease/, BOOT_TIMEOUT_MS);
+    expect(vm.console()).toContain('lc-init: drivers: virtio_net');
+    await vm.waitForConsole(/udhcpc: broadcasting discover/, 10_000);
+    await vm.waitForConsole(/lc-init: no network: no DHCP lease on: eth0\(link up, no answer\); retrying in 10 s/, 60_000);
+    await vm.waitForConsole(/PCI 0000:00:0\d\.0 \(10ec:8139\) is a network controller with no driver/, 10_000);
+    expect(vm.console()).not.toMatch(/lc-init: network: |Kernel panic/);
+    expect(vm.running).toBe(true);
   });
 });
