@@ -152,7 +152,8 @@ export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPla
 /** Pull collectors on core.metrics: read at scrape time, nothing to keep in step. */
 function registerMetrics(core: Core, counters: DhcpCounters, stats: () => { leases: number; poolSize: number; offers: number }): void {
   const m = core.metrics;
-  if (m.has('lilcluster_dhcp_packets_total')) return; // a second DHCP service on this core (tests)
+  // A DHCP service started again on this core (a restart in-process) replaces the old figures.
+  for (const name of ['lilcluster_dhcp_packets_total', 'lilcluster_dhcp_leases', 'lilcluster_dhcp_pool_addresses']) if (m.has(name)) m.remove(name);
   m.collect({
     name: 'lilcluster_dhcp_packets_total',
     help: 'DHCP packets by kind: received, malformed, dropped, and per message type',
