@@ -2,10 +2,6 @@
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)$/;
 
-export function isIpv4(text: string): boolean {
-  return IPV4_RE.test(text);
-}
-
 /** `10.42.0.7` → 0x0a2a0007; undefined if not a dotted quad. */
 export function ipToInt(text: string): number | undefined {
   const m = IPV4_RE.exec(text);

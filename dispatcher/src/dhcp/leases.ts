@@ -43,10 +43,6 @@ export interface Lease {
   readonly hostname: string | null;
 }
 
-export function leaseIp(l: Lease): string {
-  return intToIp(l.ip);
-}
-
 /** Does this record keep the address from anyone else at `now`? */
 export function holdsAddress(l: Lease, now: number): boolean {
   return l.state !== 'released' && l.expiresAt > now;
