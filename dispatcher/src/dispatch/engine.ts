@@ -106,6 +106,23 @@ type ResultOp =
   | { t: 'stale'; r: TaskResult }
   | { t: 'check'; r: TaskResult };
 
+type ResultOpOf<K extends ResultOp['t']> = Extract<ResultOp, { t: K }>;
+
+interface PendingResults {
+  ops: ResultOp[];
+  node: NodeCapacity | null;
+  resolve: (o: ResultOutcome[]) => void;
+  reject: (err: unknown) => void;
+  t0: number;
+}
+
+interface WrittenResults {
+  /** Per pending delivery, per result. */
+  outcomes: ResultOutcome[][];
+  jobs: CommittedJob[];
+  failed: ResultOpOf<'result'>[];
+}
+
 interface JobDelta {
   done: number;
   failed: number;
@@ -159,6 +176,8 @@ export class TaskDispatcher implements DispatchEngine {
   #nextTaskId: number;
   #submitChain: Promise<unknown> = Promise.resolve();
   #pendingLeases: NewLease[] = [];
+  #resultQueue: PendingResults[] = [];
+  #resultWriteQueued = false;
   #leaseWriteQueued = false;
   #availableScheduled = false;
   #timer: NodeJS.Timeout | undefined;
@@ -512,29 +531,38 @@ export class TaskDispatcher implements DispatchEngine {
 
   // ======================================================================= results
 
-  async #commitResults(ops: ResultOp[], node: NodeCapacity | null): Promise<ResultOutcome[]> {
-    const now = this.#now();
-    const t0 = performance.now();
-    let requeue = false;
-    let written: { outcomes: ResultOutcome[]; jobs: CommittedJob[]; failed: { op: ResultOp & { t: 'result' } }[] };
-    try {
-      written = await this.#commits.run(() => this.#writeResults(ops, now));
-    } catch (err) {
-      // Not durable: the agent gets no acknowledgement and sends again. Put the tasks back as
-      // running on that node so its next delivery is accepted.
-      for (const op of ops) {
-        if (op.t !== 'result') continue;
-        const job = this.#jobs.get(op.task.job.spec.id);
-        if (!job || !op.mac) continue;
-        const lease = now + job.ring.spec.timeoutMs;
-        this.#ring.restore(job.ring, op.task.id, op.task.attempts, [{ attempt: op.r.attempt, mac: op.mac, startedAt: now, leaseUntil: lease, speculative: false }]);
-      }
-      throw this.#storeError(err, 'results');
-    }
-    this.#commitLatency?.observe((performance.now() - t0) / 1000);
-    for (const op of ops) if (op.t === 'failure') requeue = true;
+  /**
+   * Results wait for the next group commit; all those that arrive before it go in as one
+   * write (one savepoint, one counter update per job), and each caller is answered once the
+   * commit is durable.
+   */
+  #commitResults(ops: ResultOp[], node: NodeCapacity | null): Promise<ResultOutcome[]> {
+    return new Promise((resolve, reject) => {
+      this.#resultQueue.push({ ops, node, resolve, reject, t0: performance.now() });
+      if (this.#resultWriteQueued) return;
+      this.#resultWriteQueued = true;
+      let batch: PendingResults[] | undefined;
+      const take = () => {
+        this.#resultWriteQueued = false;
+        batch = this.#resultQueue;
+        this.#resultQueue = [];
+        return batch;
+      };
+      const now = this.#now();
+      this.#commits
+        .run(() => this.#writeResults(take(), now))
+        .then(
+          (written) => this.#afterResults(batch!, written),
+          (err: unknown) => this.#resultsFailed(batch ?? take(), err, now),
+        );
+    });
+  }
+
+  #afterResults(batch: PendingResults[], written: WrittenResults): void {
+    const t = performance.now();
     this.#afterCommit(written.jobs);
-    for (const { op } of written.failed) {
+    let requeue = false;
+    for (const op of written.failed) {
       const reason = op.r.error ?? (op.r.timedOut ? 'timed out' : op.r.signal ? `killed by ${op.r.signal}` : `exit code ${op.r.exitCode}`);
       this.#events.append({
         kind: 'task.failed',
@@ -542,58 +570,82 @@ export class TaskDispatcher implements DispatchEngine {
         data: { task: op.task.id, job: op.task.job.spec.id, attempts: op.task.attempts },
       });
     }
-    written.outcomes.forEach((o, i) => {
-      if (o === 'duplicate') {
-        this.#counters.duplicates++;
-        this.#rlog.warn('result|duplicate', { task: ops[i]!.r.taskId, attempt: ops[i]!.r.attempt, mac: node?.mac }, 'duplicate result dropped (the task has its result)');
-      } else if (o === 'stale') {
-        this.#counters.stale++;
-        this.#rlog.warn('result|stale', { task: ops[i]!.r.taskId, attempt: ops[i]!.r.attempt, mac: node?.mac }, 'stale result dropped (not a task this node holds)');
-      }
+    batch.forEach((p, g) => {
+      const outcomes = written.outcomes[g]!;
+      outcomes.forEach((o, i) => {
+        const op = p.ops[i]!;
+        if (op.t === 'failure') requeue = true;
+        if (o === 'duplicate') {
+          this.#counters.duplicates++;
+          this.#rlog.warn('result|duplicate', { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac }, 'duplicate result dropped (the task has its result)');
+        } else if (o === 'stale') {
+          this.#counters.stale++;
+          this.#rlog.warn('result|stale', { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac }, 'stale result dropped (not a task this node holds)');
+        }
+      });
+      this.#commitLatency?.observe((t - p.t0) / 1000);
+      p.resolve(outcomes);
     });
     if (requeue) this.#fireAvailable();
-    return written.outcomes;
   }
 
-  /** One transaction: results, task states, leases and job counters. */
-  #writeResults(ops: ResultOp[], now: number) {
+  /** Not durable: no acknowledgement, the agents send again. Their tasks go back to running on them, so that the next delivery is accepted. */
+  #resultsFailed(batch: PendingResults[], err: unknown, now: number): void {
+    const e = this.#storeError(err, 'results');
+    for (const p of batch) {
+      for (const op of p.ops) {
+        if (op.t !== 'result') continue;
+        const job = this.#jobs.get(op.task.job.spec.id);
+        if (!job || !op.mac) continue;
+        const lease = now + job.ring.spec.timeoutMs;
+        this.#ring.restore(job.ring, op.task.id, op.task.attempts, [{ attempt: op.r.attempt, mac: op.mac, startedAt: now, leaseUntil: lease, speculative: false }]);
+      }
+      p.reject(e);
+    }
+  }
+
+  /** One write: results, task states, leases and job counters of every pending delivery. */
+  #writeResults(batch: PendingResults[], now: number): WrittenResults {
     const s = this.store.s;
-    const outcomes: ResultOutcome[] = new Array(ops.length);
+    const outcomes: ResultOutcome[][] = [];
     const deltas = new Map<number, JobDelta>();
-    const failed: { op: ResultOp & { t: 'result' } }[] = [];
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i]!;
-      switch (op.t) {
-        case 'result': {
-          const row = resultRow(op.r, op.mac, op.status, now);
-          if (s.insertResult.run(row).changes === 0) {
-            outcomes[i] = 'duplicate';
+    const failed: ResultOpOf<'result'>[] = [];
+    for (const { ops } of batch) {
+      const out: ResultOutcome[] = new Array(ops.length);
+      outcomes.push(out);
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!;
+        switch (op.t) {
+          case 'result': {
+            if (s.insertResult.run(...resultRow(op.r, op.mac, op.status, now)).changes === 0) {
+              out[i] = 'duplicate';
+              break;
+            }
+            s.setTaskState.run(op.status, op.r.taskId);
+            s.deleteLeases.run(op.r.taskId);
+            const jobId = op.task.job.spec.id;
+            let d = deltas.get(jobId);
+            if (!d) deltas.set(jobId, (d = { done: 0, failed: 0, cancelled: 0 }));
+            if (op.status === TaskRowState.done) d.done++;
+            else {
+              d.failed++;
+              if (op.exhausted) failed.push(op);
+            }
+            out[i] = 'recorded';
             break;
           }
-          s.setTaskState.run(op.status, op.r.taskId);
-          s.deleteLeases.run(op.r.taskId);
-          const jobId = op.task.job.spec.id;
-          let d = deltas.get(jobId);
-          if (!d) deltas.set(jobId, (d = { done: 0, failed: 0, cancelled: 0 }));
-          if (op.status === TaskRowState.done) d.done++;
-          else {
-            d.failed++;
-            if (op.exhausted) failed.push({ op });
-          }
-          outcomes[i] = 'recorded';
-          break;
+          case 'failure':
+            s.insertFailure.run(op.r.taskId, op.r.attempt, op.mac, op.reason, now);
+            s.endLease.run(op.r.taskId, op.r.attempt);
+            out[i] = 'recorded';
+            break;
+          case 'stale':
+            out[i] = 'stale';
+            break;
+          case 'check':
+            out[i] = s.hasResult.get(op.r.taskId) ? 'duplicate' : 'stale';
+            break;
         }
-        case 'failure':
-          s.insertFailure.run(op.r.taskId, op.r.attempt, op.mac, op.reason, now);
-          s.endLease.run(op.r.taskId, op.r.attempt);
-          outcomes[i] = 'recorded';
-          break;
-        case 'stale':
-          outcomes[i] = 'stale';
-          break;
-        case 'check':
-          outcomes[i] = s.hasResult.get(op.r.taskId) ? 'duplicate' : 'stale';
-          break;
       }
     }
     return { outcomes, jobs: this.#applyDeltas(deltas), failed };
@@ -1214,7 +1266,8 @@ function failureReason(r: TaskResult): string {
   return 'no exit code';
 }
 
-function resultRow(r: TaskResult, mac: Mac | null, status: number, now: number): ResultRow {
+/** The results row's columns, in INSERT order (positional: cheaper than named parameters). */
+function resultRow(r: TaskResult, mac: Mac | null, status: number, now: number): unknown[] {
   let outputs: Buffer | null = null;
   let error = r.error;
   if (r.outputsTarGzB64) {
@@ -1224,25 +1277,25 @@ function resultRow(r: TaskResult, mac: Mac | null, status: number, now: number):
       error = `${error ? `${error}; ` : ''}outputs larger than ${MAX_OUTPUTS_BYTES} bytes were dropped`;
     }
   }
-  return {
-    task_id: r.taskId,
-    attempt: r.attempt,
+  return [
+    r.taskId,
+    r.attempt,
     mac,
     status,
-    exit_code: r.exitCode,
-    signal: r.signal,
-    timed_out: r.timedOut ? 1 : 0,
+    r.exitCode,
+    r.signal,
+    r.timedOut ? 1 : 0,
     error,
-    started_at: r.startedAt || null,
-    duration_ms: Number.isFinite(r.durationMs) ? r.durationMs : null,
-    max_rss_kib: r.maxRssKiB,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    stdout_truncated: r.stdoutTruncated ? 1 : 0,
-    stderr_truncated: r.stderrTruncated ? 1 : 0,
+    r.startedAt || null,
+    Number.isFinite(r.durationMs) ? r.durationMs : null,
+    r.maxRssKiB,
+    r.stdout,
+    r.stderr,
+    r.stdoutTruncated ? 1 : 0,
+    r.stderrTruncated ? 1 : 0,
     outputs,
-    recorded_at: now,
-  };
+    now,
+  ];
 }
 
 function applyOverride(t: TaskTemplate, o: TaskOverride): TaskTemplate {

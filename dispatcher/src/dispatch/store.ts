@@ -190,8 +190,7 @@ export class DispatchStore {
       deleteLeasesRange: db.prepare('DELETE FROM task_leases WHERE task_id >= ? AND task_id <= ?'),
       insertResult: db.prepare(`INSERT INTO results (task_id, attempt, mac, status, exit_code, signal, timed_out, error, started_at, duration_ms,
           max_rss_kib, stdout, stderr, stdout_truncated, stderr_truncated, outputs, recorded_at)
-        VALUES (@task_id, @attempt, @mac, @status, @exit_code, @signal, @timed_out, @error, @started_at, @duration_ms,
-          @max_rss_kib, @stdout, @stderr, @stdout_truncated, @stderr_truncated, @outputs, @recorded_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT(task_id) DO NOTHING`),
       hasResult: db.prepare('SELECT 1 FROM results WHERE task_id = ?').pluck(),
       result: db.prepare('SELECT * FROM results WHERE task_id = ?'),
