@@ -99,7 +99,11 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     progress('modules', `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`);
 
     const firmware = opts.firmware ? await readFirmware(mods.selection, opts.cacheDir) : new Map<string, Buffer>();
-    if (opts.firmware) progress('firmware', `${firmware.size} files, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`);
+    if (opts.firmware) {
+      const named = new Set(mods.selection.flatMap((m) => m.firmware)).size;
+      const missing = named > firmware.size ? ` (${named - firmware.size} not in Debian's packages)` : '';
+      progress('firmware', `${firmware.size} of the ${named} files the drivers name${missing}, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`);
+    }
 
     const rootfs = new Rootfs();
     assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, key, mods, firmware, agentVersion });
