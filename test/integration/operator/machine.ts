@@ -109,6 +109,7 @@ export class SimulatedMachine {
         '--work-dir', work, '--slots', String(this.#opts.slots ?? 2), '--allow-power',
       ];
       // In a PID + mount namespace: the fake power commands are bind-mounted over the real ones there.
+      // --kill-child: when unshare dies (stop()), the namespace's init dies, and with it every process in it.
       const setup = [
         'set -e',
         'for c in reboot poweroff halt; do p=$(command -v "$c" 2>/dev/null || true); if [ -n "$p" ]; then mount --bind "$FAKE_BIN/$c" "$(readlink -f "$p")"; fi; done',
@@ -117,7 +118,7 @@ export class SimulatedMachine {
       ].join('\n');
       this.output = '';
       this.state = 'running';
-      const child = spawn('unshare', ['--pid', '--fork', '--mount', '--propagation', 'private', '--mount-proc', 'sh', '-c', setup, 'machine', process.execPath, ...agentArgs], {
+      const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount', '--propagation', 'private', '--mount-proc', 'sh', '-c', setup, 'machine', process.execPath, ...agentArgs], {
         env: { ...this.#env(), FAKE_BIN: this.#fakeBin },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
