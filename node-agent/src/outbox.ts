@@ -1,9 +1,14 @@
 /**
  * The real Reporter: finished results wait here until the dispatcher acknowledges them —
  * in memory, and on disk under the work dir so they also survive a restart of the agent
- * itself (on the RAM image, until the machine reboots). Results finished in the same tick
- * share one file (`outbox/<n>.json`), removed once all of them are acknowledged: one write
- * per batch, not per task.
+ * itself (on the RAM image, until the machine reboots).
+ *
+ * A result goes to disk only if it is still unacknowledged PERSIST_AFTER_MS after it was
+ * added: normally the acknowledgement comes within milliseconds and nothing is written at
+ * all (no file work per task at a thousand tasks a second); when the dispatcher is away, the
+ * waiting results are written in one file per batch (`outbox/<n>.json`), removed once all of
+ * them are acknowledged. An agent killed less than PERSIST_AFTER_MS after a task ended loses
+ * that result; the dispatcher then runs the task again when its lease expires.
  */
 import { mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
@@ -14,11 +19,16 @@ import type { Reporter } from './seams.js';
 
 const keyOf = (r: TaskRef): string => `${r.taskId}:${r.attempt}`;
 
+/** Unacknowledged results are written to disk after this long. */
+export const PERSIST_AFTER_MS = 1000;
+
 export class Outbox implements Reporter {
   readonly #results = new Map<string, TaskResult>();
   readonly #fileOf = new Map<string, string>();
   readonly #pendingIn = new Map<string, Set<string>>();
-  #batch: TaskResult[] = [];
+  /** Results not yet on disk, with the time they were added (insertion order = age order). */
+  readonly #unsaved = new Map<string, { result: TaskResult; at: number }>();
+  #timer: NodeJS.Timeout | undefined;
   #nextFile = 1;
   #diskOk: boolean;
 
@@ -26,6 +36,7 @@ export class Outbox implements Reporter {
   constructor(
     private readonly dir: string | null,
     private readonly say: (line: string) => void = () => {},
+    private readonly persistAfterMs = PERSIST_AFTER_MS,
   ) {
     this.#diskOk = dir !== null;
     if (!dir) return;
@@ -61,16 +72,18 @@ export class Outbox implements Reporter {
   }
 
   add(result: TaskResult): void {
-    this.#results.set(keyOf(result), result);
+    const k = keyOf(result);
+    this.#results.set(k, result);
     if (!this.#diskOk) return;
-    if (this.#batch.length === 0) setImmediate(() => this.#writeBatch());
-    this.#batch.push(result);
+    this.#unsaved.set(k, { result, at: Date.now() });
+    this.#timer ??= setTimeout(() => this.#persistOld(), this.persistAfterMs).unref();
   }
 
   acknowledge(refs: readonly TaskRef[]): void {
     for (const ref of refs) {
       const k = keyOf(ref);
       if (!this.#results.delete(k)) continue;
+      this.#unsaved.delete(k);
       const file = this.#fileOf.get(k);
       if (!file) continue;
       this.#fileOf.delete(k);
@@ -87,10 +100,22 @@ export class Outbox implements Reporter {
     return [...this.#results.values()];
   }
 
-  #writeBatch(): void {
-    const batch = this.#batch.filter((r) => this.#results.has(keyOf(r))); // some may be acknowledged already
-    this.#batch = [];
-    if (batch.length === 0) return;
+  /** Writes the results that have waited long enough; comes back for the younger ones. */
+  #persistOld(): void {
+    this.#timer = undefined;
+    const now = Date.now();
+    const batch: TaskResult[] = [];
+    for (const [k, u] of this.#unsaved) {
+      if (now - u.at < this.persistAfterMs) break; // the rest are younger
+      batch.push(u.result);
+      this.#unsaved.delete(k);
+    }
+    if (batch.length && this.#diskOk) this.#writeBatch(batch);
+    const oldest = this.#unsaved.values().next().value;
+    if (oldest) this.#timer = setTimeout(() => this.#persistOld(), Math.max(1, this.persistAfterMs - (now - oldest.at))).unref();
+  }
+
+  #writeBatch(batch: TaskResult[]): void {
     const name = `${this.#nextFile++}.json`;
     const keys = new Set(batch.map(keyOf));
     for (const k of keys) this.#fileOf.set(k, name);

@@ -95,10 +95,11 @@ describe('task files', () => {
 describe('outbox', () => {
   it('keeps unacknowledged results on disk across restarts and removes them once acknowledged', async () => {
     const d = join(tmp(), 'outbox');
-    const a = new Outbox(d);
+    const a = new Outbox(d, () => {}, 30);
     a.add(okResult({ taskId: 1, attempt: 1 }, { stdout: 'one' }));
     a.add(okResult({ taskId: 2, attempt: 1 }));
-    await new Promise((r) => setTimeout(r, 50));
+    expect(readdirSync(d)).toHaveLength(0); // not yet: an acknowledgement usually comes first
+    await new Promise((r) => setTimeout(r, 100));
     expect(readdirSync(d)).toHaveLength(1); // one file per batch
     const b = new Outbox(d);
     expect(b.unacknowledged().map((r) => [r.taskId, r.stdout])).toEqual([[1, 'one'], [2, '']]);
@@ -108,6 +109,17 @@ describe('outbox', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(readdirSync(d)).toHaveLength(0);
     expect(new Outbox(d).size).toBe(0);
+  });
+
+  it('never writes results acknowledged in time', async () => {
+    const d = join(tmp(), 'outbox');
+    const o = new Outbox(d, () => {}, 30);
+    for (let i = 1; i <= 100; i++) o.add(okResult({ taskId: i, attempt: 1 }));
+    o.acknowledge(Array.from({ length: 100 }, (_, i) => ({ taskId: i + 1, attempt: 1 })));
+    o.add(okResult({ taskId: 500, attempt: 1 }));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(readdirSync(d)).toHaveLength(1);
+    expect(new Outbox(d).unacknowledged().map((r) => r.taskId)).toEqual([500]);
   });
 
   it('drops a torn file and works in memory only without a dir', () => {
