@@ -75,7 +75,11 @@ export class Agent {
 
   start(): void {
     this.#deps.source.start({
-      helloState: () => ({ running: this.runningTasks(), undelivered: this.#deps.reporter.unacknowledged().slice(0, MAX_UNDELIVERED_IN_HELLO).map(refOf) }),
+      // Prefetched tasks not started yet count as held too: the engine keeps their leases.
+      helloState: () => ({
+        running: [...this.runningTasks(), ...this.#queue.map((t) => ({ taskId: t.taskId, attempt: t.attempt, startedAt: Date.now(), progress: null }))].slice(0, MAX_BATCH),
+        undelivered: this.#deps.reporter.unacknowledged().slice(0, MAX_UNDELIVERED_IN_HELLO).map(refOf),
+      }),
       connected: (s) => this.#onConnected(s),
       message: (m) => this.#onMessage(m),
       disconnected: (why) => this.#onDisconnected(why),

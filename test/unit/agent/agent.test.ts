@@ -86,9 +86,14 @@ describe('agent core', () => {
     source.deliver({ type: 'tasks', tasks: [task(1), task(2), task(3)] });
     expect(runner.running).toEqual([1]);
     expect(agent.queued).toBe(2);
+    source.disconnect();
+    expect(source.handlers!.helloState().running.map((r) => r.taskId)).toEqual([1, 2, 3]); // queued ones are held too
+    source.connect();
     runner.finish(1);
     await ticks();
     expect(runner.running).toEqual([2]);
+    source.deliver({ type: 'cancel', refs: [{ taskId: 3, attempt: 1 }], reason: 'not leased', report: false });
+    expect(agent.queued).toBe(0);
   });
 
   it('sends progress, throttled', async () => {
