@@ -64,6 +64,10 @@ export const RECOVERY_FIRST_PAGE = 1_000;
 export const TICK_MS = 250;
 /** Largest outputs tar kept per result (decoded, still gzip-compressed). */
 export const MAX_OUTPUTS_BYTES = 256 * 1024 * 1024;
+/** Task rows read ahead at a hand-out (fresh tasks go out in id order). */
+export const ROW_READ_AHEAD = 256;
+/** Bound on rows read ahead and not handed out yet (cleared past it). */
+export const ROW_CACHE_MAX = 50_000;
 /** Largest page of a task listing. */
 export const MAX_PAGE = 1000;
 
@@ -177,6 +181,7 @@ export class TaskDispatcher implements DispatchEngine {
   #submitChain: Promise<unknown> = Promise.resolve();
   #pendingLeases: NewLease[] = [];
   #resultQueue: PendingResults[] = [];
+  readonly #rowCache = new Map<number, [string | null, string | null]>();
   #resultWriteQueued = false;
   #leaseWriteQueued = false;
   #availableScheduled = false;
@@ -732,7 +737,7 @@ export class TaskDispatcher implements DispatchEngine {
     let t: TaskTemplate = job.spec.template;
     let stdinB64 = job.stdinB64;
     if (job.spec.taskData !== 'none') {
-      const row = this.store.s.taskVars.get(h.task.id) as [string | null, string | null] | undefined;
+      const row = this.#taskRow(h.task.id, job);
       if (!row) throw new Error(`task ${h.task.id} has no row`);
       if (row[1] !== null) {
         t = applyOverride(t, JSON.parse(row[1]) as TaskOverride);
@@ -754,6 +759,26 @@ export class TaskDispatcher implements DispatchEngine {
       inputsPath: job.inputsPath,
       timeoutMs: job.ring.spec.timeoutMs,
     };
+  }
+
+  /**
+   * A task's (vars, spec). Fresh tasks are handed out in id order, so a miss reads ahead a
+   * page of the job's next rows in one range scan instead of one lookup per hand-out.
+   */
+  #taskRow(id: number, job: ActiveJob): [string | null, string | null] | undefined {
+    const hit = this.#rowCache.get(id);
+    if (hit) {
+      this.#rowCache.delete(id);
+      return hit;
+    }
+    if (this.#rowCache.size > ROW_CACHE_MAX) this.#rowCache.clear();
+    const last = Math.min(id + ROW_READ_AHEAD - 1, job.firstTaskId + job.taskCount - 1);
+    let found: [string | null, string | null] | undefined;
+    for (const [rid, vars, spec] of this.store.s.taskVarsFrom.iterate(id, last) as IterableIterator<[number, string | null, string | null]>) {
+      if (rid === id) found = [vars, spec];
+      else if (!this.#ring.outTask(rid)) this.#rowCache.set(rid, [vars, spec]);
+    }
+    return found;
   }
 
   #queueLeaseWrite(): void {

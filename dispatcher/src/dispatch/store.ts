@@ -175,6 +175,7 @@ export class DispatchStore {
       totals: db.prepare(`SELECT coalesce(sum(task_count), 0) AS total, coalesce(sum(done), 0) AS done, coalesce(sum(failed), 0) AS failed,
         coalesce(sum(CASE WHEN state = 'cancelled' THEN task_count - done - failed ELSE cancelled END), 0) AS cancelled FROM jobs WHERE state != 'staging'`),
       taskVars: db.prepare('SELECT vars, spec FROM tasks WHERE id = ?').raw(),
+      taskVarsFrom: db.prepare('SELECT id, vars, spec FROM tasks WHERE id >= ? AND id <= ? ORDER BY id').raw(),
       task: db.prepare('SELECT id, job_id, state, vars, spec FROM tasks WHERE id = ?'),
       queuedIds: db.prepare('SELECT id FROM tasks WHERE id >= ? AND id <= ? AND state = 0 ORDER BY id LIMIT ?').pluck(),
       tasksPage: db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
