@@ -776,7 +776,7 @@ export class TaskDispatcher implements DispatchEngine {
     let found: [string | null, string | null] | undefined;
     for (const [rid, vars, spec] of this.store.s.taskVarsFrom.iterate(id, last) as IterableIterator<[number, string | null, string | null]>) {
       if (rid === id) found = [vars, spec];
-      else if (!this.#ring.outTask(rid)) this.#rowCache.set(rid, [vars, spec]);
+      else this.#rowCache.set(rid, [vars, spec]);
     }
     return found;
   }
