@@ -284,6 +284,15 @@ describe('dispatcherctl actions', () => {
     const j = JSON.parse((await runCtl(['reboot', '--all', '--rolling', '--json'], admin, { timeoutMs: 60_000 })).stdout) as OperationView;
     expect(j.state).toBe('done');
     expect(j.nodes.every((n) => n.phase === 'back')).toBe(true);
+    // Both operations are listed; a finished one cannot be cancelled.
+    const ops = await runCtl(['operations'], env);
+    expect(ops.code).toBe(0);
+    expect(ops.stdout).toMatch(new RegExp(`^#${j.id} rolling-reboot done \\(1 at a time\\): 3/3 nodes back$`, 'm'));
+    expect(ops.stdout).toMatch(/^ {2}node3: back$/m);
+    expect((JSON.parse((await runCtl(['operations', '--json'], env)).stdout) as { operations: unknown[] }).operations).toHaveLength(2);
+    const cancel = await runCtl(['operations', '--cancel', String(j.id)], admin);
+    expect(cancel.code).toBe(EXIT.FAILED);
+    expect(cancel.stderr).toContain(`operation #${j.id} is already done`);
   });
 });
 

@@ -47,6 +47,28 @@ export const controlCommands: CommandModule = {
     nodeAction(program, ctl.action.bind(ctl), 'undrain', 'hand tasks to drained nodes again');
 
     program
+      .command('operations')
+      .description('running and recent operations (rolling reboots) and the phase of each node; --cancel stops one')
+      .option('--cancel <id>', 'stop this operation: no new node starts, draining nodes are released, rebooting ones are still waited for', positiveInt)
+      .action(
+        ctl.action(async (ctx, opts: { cancel?: number }) => {
+          if (opts.cancel !== undefined) {
+            const op = await ctx.api.post<OperationView>(`/api/v1/operations/${opts.cancel}/cancel`);
+            ctx.print(op, (o) => `operation #${o.id} ${o.state}: ${o.message}\n`);
+            return EXIT.OK;
+          }
+          const list = await ctx.api.get<{ operations: OperationView[] }>('/api/v1/operations');
+          ctx.print(list, (l) =>
+            l.operations.length
+              ? l.operations
+                  .map((o) => `#${o.id} ${o.kind} ${o.state} (${o.batch} at a time): ${o.message}\n` + o.nodes.map((n) => `  ${n.name}: ${n.phase}${n.error ? `: ${n.error}` : ''}`).join('\n'))
+                  .join('\n') + '\n'
+              : 'no operations since the dispatcher started\n',
+          );
+        }),
+      );
+
+    program
       .command('exec')
       .description("run a command on a node now, outside the task queue; streams its output and exits with its exit code")
       .argument('<node>', 'node name, MAC or UUID')
@@ -108,7 +130,7 @@ async function rollingReboot(
     try {
       await sleep(OPERATION_POLL_MS, undefined, ctx.signal ? { signal: ctx.signal } : {});
     } catch {
-      ctx.err(`dispatcherctl: stopped following; the rolling reboot #${cur.id} goes on in the dispatcher (cancel it: POST /api/v1/operations/${cur.id}/cancel)`);
+      ctx.err(`dispatcherctl: stopped following; the rolling reboot #${cur.id} goes on in the dispatcher (watch it: dispatcherctl operations; stop it: dispatcherctl operations --cancel ${cur.id})`);
       return EXIT.FAILED;
     }
     cur = await ctx.api.get<OperationView>(`/api/v1/operations/${cur.id}`);

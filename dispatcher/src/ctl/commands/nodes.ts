@@ -6,6 +6,9 @@ import { NODE_STATES } from '../../nodes/states.js';
 import { formatAgo, formatDuration, formatMiB, keyValues, table, type Column } from '../output.js';
 import { EXIT } from '../errors.js';
 
+/** Longer than the dispatcher's own wait for the snapshot (30 s), so its answer arrives first. */
+const INSPECT_TIMEOUT_MS = 45_000;
+
 export const nodeCommands: CommandModule = {
   register(program, ctl) {
     program
@@ -29,7 +32,8 @@ export const nodeCommands: CommandModule = {
       .argument('<node>', 'node name, MAC or UUID')
       .action(
         ctl.action(async (ctx, node: string) => {
-          const r = await ctx.api.get<InspectResult>(`/api/v1/nodes/${encodeURIComponent(node)}/inspect`);
+          // The agent gathers a full systeminformation snapshot: seconds on a busy machine.
+          const r = await ctx.api.request<InspectResult>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/inspect`, { timeoutMs: INSPECT_TIMEOUT_MS });
           ctx.print(r, (x) => `${x.node} (answered in ${x.ackMs} ms)\n${flatten(x.snapshot).map(([k, v]) => `${k}: ${v}`).join('\n')}\n`);
         }),
       );
