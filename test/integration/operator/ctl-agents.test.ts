@@ -177,3 +177,35 @@ describe('dispatcherctl with real agents', () => {
     expect(after.map((n) => [n.name, n.mac, n.state])).toEqual(MACS.map((mac, i) => [`node${i + 1}`, mac, 'ready']));
   });
 });
+
+describe('enrollment: approve, with a real agent', () => {
+  it('holds a new machine pending until `dispatcherctl approve`, then its agent joins', async () => {
+    const p = await startDispatcherProcess({ cluster: 'enrollment: approve\n' });
+    const m = new SimulatedMachine({ dispatcherUrl: p.url, mac: '52:54:00:cc:00:01', pubKeyFile: p.pubKeyFile, slots: 1 });
+    try {
+      m.powerOn();
+      const penv = baseEnv(p.url);
+      const list = async () => (JSON.parse((await runCtl(['nodes', '--json'], penv)).stdout) as NodeList).nodes;
+      await waitUntil('the machine registered', () => m.boots > 0);
+      await new Promise((r) => setTimeout(r, 1500)); // its agent says hello and is told to wait
+      const before = await list();
+      expect(before).toEqual([expect.objectContaining({ name: 'node1', enrollment: 'pending', connected: false })]);
+      expect((await runCtl(['nodes'], penv)).stdout).toMatch(/^node1 \(pending\)/m);
+      const a = await runCtl(['approve', 'node1'], { ...penv, LILCLUSTER_TOKEN: p.token });
+      expect(a.code).toBe(0);
+      // The agent asks again within its retry interval (10 s) and is admitted.
+      const end = Date.now() + 30_000;
+      for (;;) {
+        const n = (await list())[0]!;
+        if (n.connected && n.state === 'ready') break;
+        if (Date.now() > end) throw new Error(`node1 did not join after approval:\n${m.output.slice(-1500)}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect((await list())[0]).toMatchObject({ enrollment: 'admitted' });
+    } finally {
+      await m.stop();
+      m.cleanup();
+      await p.stop();
+    }
+  });
+});
