@@ -10,6 +10,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { Core } from '../core.js';
 import { adminTokenOf } from '../http/app.js';
 import { tokensEqual } from '../trust/secrets.js';
+import { RateLimitedLog } from '../log.js';
 import { webAssets, type WebAssets } from './assets.js';
 
 export const ADMIN_COOKIE = 'lc_admin';
@@ -30,6 +31,8 @@ export function webRoutes(core: Core): FastifyPluginAsync {
     const app = plain.withTypeProvider<TypeBoxTypeProvider>();
     const assets = await webAssets();
     const isAdmin = (token: string | undefined) => !!token && tokensEqual(token, core.secrets.adminToken);
+    // Someone guessing tokens must not flood the log.
+    const noisy = new RateLimitedLog(core.log.child({ svc: 'web' }));
 
     const serve = (name: keyof WebAssets, reply: FastifyReply) =>
       reply
@@ -64,7 +67,7 @@ export function webRoutes(core: Core): FastifyPluginAsync {
         // Referrer-Policy: the token is in this URL; do not leak it to the next page.
         reply.header('referrer-policy', 'no-referrer').header('cache-control', 'no-store');
         if (!isAdmin(req.query.token)) {
-          core.log.warn({ ip: req.ip }, 'web log-in with a wrong token');
+          noisy.warn(`login:${req.ip}`, { ip: req.ip }, 'web log-in with a wrong token');
           return reply
             .code(401)
             .type('text/html; charset=utf-8')
