@@ -164,7 +164,7 @@ export class NodeActions {
 
   async inspect(ref: string): Promise<InspectOutcome> {
     const n = this.#connected(this.resolve(ref), 'inspect');
-    const out = await this.#command(n, 'inspect', { kind: 'inspect' }, DEFAULT_INSPECT_TIMEOUT_MS, { quiet: true });
+    const out = await this.#command(n, 'inspect', { kind: 'inspect' }, DEFAULT_INSPECT_TIMEOUT_MS);
     const at = this.#now();
     this.#lastInspect.set(n.mac, { at, snapshot: out.result ?? null });
     return { node: n.name, at, ackMs: out.ackMs, snapshot: out.result ?? null };
@@ -200,7 +200,7 @@ export class NodeActions {
     action: string,
     cmd: Parameters<NodeControl['send']>[1],
     timeoutMs: number,
-    opts: { quiet?: boolean; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void; label?: string } = {},
+    opts: { onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void; label?: string } = {},
   ): Promise<ControlOutcome> {
     const label = opts.label ?? action;
     let out: ControlOutcome;
@@ -218,11 +218,9 @@ export class NodeActions {
         hint: 'see the agent log on the node (`dispatcherctl exec NODE -- logread` or its console)',
       });
     }
-    if (!opts.quiet) {
-      const r = out.result as { exitCode?: number | null; signal?: string | null } | undefined;
-      const detail = action === 'exec' ? ` exited ${r?.exitCode ?? r?.signal ?? '?'}` : ` acknowledged in ${fmtMs(out.ackMs)}`;
-      this.#event(n, action, true, out.ackMs, `${label}${detail}`);
-    }
+    const r = out.result as { exitCode?: number | null; signal?: string | null } | undefined;
+    const detail = action === 'exec' ? ` exited ${r?.exitCode ?? r?.signal ?? '?'}` : action === 'inspect' ? ` answered in ${fmtMs(out.ackMs)}` : ` acknowledged in ${fmtMs(out.ackMs)}`;
+    this.#event(n, action, true, out.ackMs, `${label}${detail}`);
     return out;
   }
 
