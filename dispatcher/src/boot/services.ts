@@ -58,6 +58,7 @@ function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHt
           { labels: { outcome: 'size_probe' }, value: c.sizeProbes },
           { labels: { outcome: 'refused' }, value: c.refused },
           { labels: { outcome: 'busy' }, value: c.busy },
+          { labels: { outcome: 'abandoned' }, value: c.abandoned },
           { labels: { outcome: 'malformed' }, value: c.malformed },
         ];
       },

@@ -10,6 +10,9 @@
  *   opcode from any packet and would throw on a 0- or 1-byte datagram).
  * - ACKs and client ERRORs are observed, to tell a completed transfer from an aborted one
  *   and an EDK2 size probe (RRQ with tsize, then ERROR 8 after the OACK) from a failure.
+ * - Transfer sockets stay unconnected (as in classic servers): a connected UDP socket turns
+ *   a transient ICMP port-unreachable (a client's neighbour entry in flux during a storm of
+ *   300) into a failed transfer, where an unconnected one just retransmits.
  * - SO_BINDTOIFINDEX on the listening socket (and on each transfer socket) when an
  *   interface is given: node-tftp creates its sockets with dgram and exposes the listening
  *   one as `server._socket`, so the option can be set right after bind.
@@ -258,19 +261,6 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
       /* the listening socket already is; a failure here only widens the ephemeral port */
     }
   }
-  // Connect the transfer socket to the client: the kernel then drops anything from another
-  // TID before it reaches us, an ICMP port-unreachable ends the transfer at once, and each
-  // send skips the per-packet address lookup. node-tftp passes the address on every send,
-  // which a connected dgram socket refuses, so its sends are routed through the short form.
-  let connected = false;
-  const pendingSends: (() => void)[] = [];
-  tsock.connect(peer.port, peer.address, () => {
-    const send = tsock.send.bind(tsock) as (msg: Buffer, offset: number, length: number, cb?: (err: Error | null) => void) => void;
-    (tsock as unknown as { send: unknown }).send = (msg: Buffer, offset: number, length: number, _port: unknown, _addr: unknown, cb?: (err: Error | null) => void) =>
-      send(msg, offset, length, cb);
-    connected = true;
-    for (const f of pendingSends.splice(0)) f();
-  });
 
   const finish = () => {
     if (ended) return;
@@ -294,13 +284,11 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
     windowsize,
     ackedBytes: () => Math.max(0, (rollovers * 65536 + lastBlock) * blksize),
     send(bytes: Buffer) {
-      if (!connected) return void pendingSends.push(() => this.send(bytes));
       res.setSize(bytes.length);
       res.end(bytes);
     },
     abort(message: string) {
       failure = message;
-      if (!connected) return void pendingSends.push(() => req.abort(message));
       req.abort(message);
     },
     onEnd(cb) {

@@ -20,17 +20,25 @@ import { startNodeTftp, type NodeTftpServer, type PacketVerdict, type Peer, type
 export const DEFAULT_TFTP_MAX_BLKSIZE = 1468;
 /** Largest windowsize granted (RFC 7440); clients that ask less get what they ask. */
 export const DEFAULT_TFTP_MAX_WINDOWSIZE = 64;
-/** Transfers running at once; more wait in the queue (StartTftpOptions overrides). */
-export const DEFAULT_TFTP_MAX_TRANSFERS = 64;
+/**
+ * Transfers running at once; more wait in the queue (StartTftpOptions overrides). A transfer
+ * costs little (a socket and a timer; bytes come from memory), and lock-step clients hold a
+ * slot for many round trips, so the bound is wide: it stops a flood, not a storm.
+ */
+export const DEFAULT_TFTP_MAX_TRANSFERS = 512;
 /** Requests waiting for a slot; beyond this the client is told to retry. */
 export const DEFAULT_TFTP_MAX_QUEUE = 2048;
 /** Retransmission of DATA/OACK when the client does not ACK. */
 export const DEFAULT_TFTP_TIMEOUT_MS = 1000;
 export const DEFAULT_TFTP_RETRIES = 5;
-/** A queued request older than this is dropped: its client has given up and re-requested. */
-export const TFTP_QUEUE_MAX_WAIT_MS = 30_000;
-/** A request not yet started for this long no longer blocks a retransmitted RRQ. */
-const WAITING_STALE_MS = 5_000;
+/**
+ * A queued request whose client has not repeated its RRQ for this long is dropped when its
+ * turn comes: the client has given up (PXE ROMs retry every 1-4 s, for 10-30 s), and serving
+ * it would hold a slot until our own retransmissions time out.
+ */
+export const TFTP_CLIENT_GAVE_UP_MS = 8_000;
+/** Waiting entries are swept past this size (entries whose request never became a transfer). */
+const WAITING_SWEEP_SIZE = 8192;
 /** Error replies per second on port 69 (so the server cannot be used as a reflector). */
 const REFUSALS_PER_SECOND = 200;
 
@@ -46,6 +54,8 @@ export interface TftpCounters {
   duplicates: number;
   /** Turned away because the queue was full. */
   busy: number;
+  /** Dropped from the queue: the client had stopped asking. */
+  abandoned: number;
   /** Packets on a transfer socket from a stranger, or runts. */
   stray: number;
   bytesSent: number;
@@ -89,10 +99,13 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
   const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_TFTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_TFTP_MAX_QUEUE);
   const served = new Set<string>(BOOT_FILES);
   const c: Omit<TftpCounters, 'active' | 'queued'> = {
-    requests: 0, completed: 0, failed: 0, sizeProbes: 0, refused: 0, malformed: 0, duplicates: 0, busy: 0, stray: 0, bytesSent: 0,
+    requests: 0, completed: 0, failed: 0, sizeProbes: 0, refused: 0, malformed: 0, duplicates: 0, busy: 0, abandoned: 0, stray: 0, bytesSent: 0,
   };
-  /** Requests accepted but not started yet, by client address:port (to drop retransmitted RRQs). */
-  const waiting = new Map<string, number>();
+  /**
+   * Requests accepted but not started yet, by client address:port: a retransmitted RRQ of a
+   * waiting request is dropped (not queued twice) and marks its client as still there.
+   */
+  const waiting = new Map<string, { since: number; lastSeen: number }>();
   const live = new Set<TftpTransfer<RequestContext>>();
   let refusalWindow = { second: 0, count: 0 };
 
@@ -131,12 +144,14 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
       return refuse(peer, TftpErrorCode.FILE_NOT_FOUND, `${name} is missing on the dispatcher (${hint})`, { file: name });
     }
     const key = `${peer.address}:${peer.port}`;
-    const since = waiting.get(key);
-    if (since !== undefined && now() - since < WAITING_STALE_MS) {
+    const w = waiting.get(key);
+    if (w) {
       c.duplicates++;
+      w.lastSeen = now();
       return { action: 'drop' };
     }
-    waiting.set(key, now());
+    if (waiting.size >= WAITING_SWEEP_SIZE) for (const [k, v] of waiting) if (now() - v.lastSeen > 60_000) waiting.delete(k);
+    waiting.set(key, { since: now(), lastSeen: now() });
     const request = encodeRequest({ kind: 'read', filename: name, mode: 'octet', options: stringOptions(decision.options) });
     return { action: 'accept', request, context: { name, key, receivedAt: now(), ignoredOptions: decision.ignored } };
   };
@@ -147,19 +162,20 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
     let startedAt: number | undefined;
     let release: (() => void) | undefined;
     let size = 0;
+    const mine = waiting.get(key);
     t.onEnd((outcome) => {
       live.delete(t);
-      if (waiting.get(key) === receivedAt) waiting.delete(key);
+      if (mine && waiting.get(key) === mine) waiting.delete(key);
       release?.();
       if (startedAt === undefined) return; // refused while queued: already counted
       account(t, outcome, size, now() - startedAt, startedAt - receivedAt);
     });
     const submitted = limiter.submit((rel) => {
       release = rel;
-      if (waiting.get(key) === receivedAt) waiting.delete(key);
-      if (now() - receivedAt > TFTP_QUEUE_MAX_WAIT_MS) {
-        c.busy++;
-        t.abort('server busy, try again');
+      if (mine && waiting.get(key) === mine) waiting.delete(key);
+      if (mine && now() - mine.lastSeen > TFTP_CLIENT_GAVE_UP_MS) {
+        c.abandoned++;
+        t.abort('request expired in the queue');
         return;
       }
       startedAt = now();

@@ -80,30 +80,71 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
 }
 
 /**
- * Bytes handed to the socket per turn of the event loop. Over a fast link the kernel takes
- * a whole 44 MB write at once, so a download written in one go (or slice after slice while
- * write() keeps succeeding) holds the loop for the full copy, and with 50 downloads a boot
- * script or a TFTP ACK waits behind all of them. One slice per connection per turn, the next
- * issued from setImmediate once the previous one is in the kernel, keeps every turn short
- * and shares the link fairly. LC_HTTP_WRITE_SLICE overrides (0: one write of everything).
+ * How image bodies are written during a boot storm. Over a fast link the kernel takes a
+ * whole 44 MB write at once, so a body written in one go holds the event loop for the full
+ * copy; with a hundred downloads a turn of the loop takes hundreds of milliseconds, and
+ * libuv accepts one new connection per turn, so boot scripts and TFTP ACKs queue for
+ * seconds. Instead, all downloads share one scheduler: each turn writes at most
+ * TURN_BUDGET_BYTES in total, WRITE_SLICE_BYTES per connection, round-robin, and a
+ * connection gets its next slice only once its previous one is in the kernel.
+ * LC_HTTP_TURN_BUDGET and LC_HTTP_WRITE_SLICE override (tuning and benchmarks).
  */
-export const WRITE_SLICE_BYTES = Number(process.env.LC_HTTP_WRITE_SLICE ?? 1024 * 1024);
+export const TURN_BUDGET_BYTES = Number(process.env.LC_HTTP_TURN_BUDGET ?? 4 * 1024 * 1024);
+export const WRITE_SLICE_BYTES = Number(process.env.LC_HTTP_WRITE_SLICE ?? 256 * 1024);
+
+interface WriteJob {
+  res: ServerResponse;
+  body: Buffer;
+  offset: number;
+  closed: boolean;
+}
+
+class WriteScheduler {
+  readonly #ready: WriteJob[] = [];
+  #scheduled = false;
+
+  add(res: ServerResponse, body: Buffer): void {
+    const job: WriteJob = { res, body, offset: 0, closed: false };
+    res.once('close', () => (job.closed = true));
+    this.#ready.push(job);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.#turn());
+  }
+
+  #turn(): void {
+    this.#scheduled = false;
+    let budget = TURN_BUDGET_BYTES;
+    // Only the jobs ready at the start of the turn: one whose slice completes at once goes
+    // to the back of the line for the next turn.
+    for (let n = this.#ready.length; n > 0 && budget > 0; n--) {
+      const job = this.#ready.shift()!;
+      if (job.closed) continue;
+      const end = Math.min(job.offset + WRITE_SLICE_BYTES, job.body.length);
+      const chunk = job.body.subarray(job.offset, end);
+      budget -= chunk.length;
+      job.offset = end;
+      if (end >= job.body.length) {
+        job.res.end(chunk);
+        continue;
+      }
+      job.res.write(chunk, (err) => {
+        if (err || job.closed) return;
+        this.#ready.push(job);
+        this.#schedule();
+      });
+    }
+    if (this.#ready.length > 0) this.#schedule();
+  }
+}
+
+const scheduler = new WriteScheduler();
 
 function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number): void {
   if (!body || slice <= 0 || body.length <= slice) return void res.end(body);
-  let offset = 0;
-  let closed = false;
-  res.once('close', () => (closed = true));
-  const next = () => {
-    if (closed) return;
-    const end = Math.min(offset + slice, body.length);
-    const chunk = body.subarray(offset, end);
-    offset = end;
-    if (offset >= body.length) return void res.end(chunk);
-    // The callback runs once this slice is in the kernel; the next waits for the next turn.
-    res.write(chunk, (err) => {
-      if (!err) setImmediate(next);
-    });
-  };
-  next();
+  scheduler.add(res, body);
 }
