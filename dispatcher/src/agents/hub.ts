@@ -105,6 +105,8 @@ interface Conn {
   control: Map<number, PendingControl>;
   /** What the node is about to do when its connection drops (an acknowledged reboot or poweroff). */
   fate?: 'rebooting' | 'off';
+  /** The socket is corked until the end of this tick (#send). */
+  corked: boolean;
   /** Why the hub ended the connection itself (its close event then changes nothing). */
   endedBy?: 'replaced' | 'lost' | 'stopping' | 'refused';
 }
@@ -168,7 +170,7 @@ export class AgentHub implements NodeControl {
     const conn: Conn = {
       id: this.#nextConnId++, ws, ip, userAgent: String(req.headers['user-agent'] ?? ''), channel: dispatcherChannel(this.maxMessageBytes),
       state: 'handshake', openedAt: now, lastSeen: now, lastHeartbeatSent: now, log: this.#log.child({ ip }), credit: 0,
-      held: new Set(), lastBusyAt: 0, errors: 0, control: new Map(),
+      held: new Set(), lastBusyAt: 0, errors: 0, control: new Map(), corked: false,
     };
     this.#conns.add(conn);
     conn.log.debug({ ua: conn.userAgent }, 'agent connected');
@@ -394,6 +396,19 @@ export class AgentHub implements NodeControl {
   #send(conn: Conn, msg: DispatcherMessage): boolean {
     if (conn.ws.readyState !== 1 /* OPEN */) return false;
     const frame = conn.channel.encode(msg);
+    if (!conn.corked) {
+      // Messages sent to one agent in the same tick (acks, tasks, a cancel) leave in one
+      // write: on loopback and LANs the per-write cost, not the bytes, dominates.
+      const sock = (conn.ws as unknown as { _socket?: { cork?: () => void; uncork?: () => void } })._socket;
+      if (sock?.cork && sock.uncork) {
+        sock.cork();
+        conn.corked = true;
+        process.nextTick(() => {
+          conn.corked = false;
+          sock.uncork!();
+        });
+      }
+    }
     conn.ws.send(frame);
     this.stats.messagesOut++;
     return true;
