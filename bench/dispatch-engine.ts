@@ -202,22 +202,23 @@ export async function runLatency(jobs = 2000): Promise<{ p50: number; p99: numbe
   }
 }
 
-/** Hand-out rate with `depth` tasks queued, kept at that depth by topping up as it drains. */
+/**
+ * Hand-out rate with `depth` tasks queued, kept at that depth: every TOP_UP results, TOP_UP
+ * more tasks are submitted (at both depths alike, so the top-ups cost both the same).
+ */
 export async function runDepth(depth: number, measured = 60_000): Promise<DriveResult> {
   const e = openBenchEngine();
   try {
     await submitSweep(e.engine, depth);
     const TOP_UP = 5000;
-    let queuedMore = 0;
-    let topping = false;
-    const topUp = () => {
-      if (topping || e.engine.stats().queued > depth - TOP_UP) return;
-      topping = true;
-      const params = Array.from({ length: TOP_UP }, (_, i) => ({ i: queuedMore + i }));
-      queuedMore += TOP_UP;
-      void e.engine.submitJob({ command: ['true', '{i}'], params }).finally(() => (topping = false));
+    let next = TOP_UP;
+    const topUp = (done: number) => {
+      if (done < next) return;
+      next += TOP_UP;
+      void submitSweep(e.engine, TOP_UP);
     };
     await drive(e.engine, 100, 1, 10_000, topUp); // warm-up
+    next = TOP_UP;
     return await drive(e.engine, 100, 1, measured, topUp);
   } finally {
     e.close();
