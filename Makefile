@@ -50,14 +50,14 @@ typecheck:
 	node_modules/.bin/tsc --noEmit -p .
 
 # The e2e tier boots dist/image; `make image` is incremental (it stops early when nothing changed).
-test: typecheck build image
+test: typecheck build pxe image
 	node_modules/.bin/vitest run
 
 test-unit: build
 	node_modules/.bin/vitest run test/unit
 test-integration: build
 	node_modules/.bin/vitest run test/integration
-test-e2e: build image
+test-e2e: build pxe image
 	node_modules/.bin/vitest run test/e2e
 
 bench: bench-image bench-boot bench-dispatch bench-operator

@@ -24,15 +24,21 @@ export interface BootScriptInput {
   token: string;
   /** Extra kernel arguments from the configuration. */
   kernelArgs: string;
+  /**
+   * The dispatcher's public key (base64), passed as `lc.pubkey=` when the image does not
+   * carry it (see image-key.ts); null when the image has it baked in.
+   */
+  pubkeyB64?: string | null;
   /** The machine waits for approval: it boots, and the agent is held until approved. */
   pending: boolean;
 }
 
 /** Kernel command line: what /init reads (`lc.dispatcher`, `lc.token`) plus consoles and extras. */
-export function kernelCommandLine(input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs'>): string {
+export function kernelCommandLine(input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64'>): string {
   // Under UEFI, iPXE hands the initrd to Linux by name: the kernel needs `initrd=<name>`
   // (harmless under BIOS, where iPXE loads it the legacy way).
-  return ['initrd=initrd.img', `lc.dispatcher=${input.dispatcherUrl}`, `lc.token=${input.token}`, CONSOLE_ARGS, scriptSafe(input.kernelArgs)]
+  const pubkey = input.pubkeyB64 ? `lc.pubkey=${input.pubkeyB64}` : '';
+  return ['initrd=initrd.img', `lc.dispatcher=${input.dispatcherUrl}`, `lc.token=${input.token}`, pubkey, CONSOLE_ARGS, scriptSafe(input.kernelArgs)]
     .filter((s) => s.length > 0)
     .join(' ');
 }

@@ -11,6 +11,7 @@
  * `http.initrd` (or `http.failed`) with bytes and duration. Image transfers are bounded
  * (FIFO queue) so a boot storm waits rather than failing.
  */
+import { ImageKeyCheck } from '../image-key.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core.js';
 import type { AppPlugin } from '../../http/app.js';
@@ -58,6 +59,11 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const log = core.log.child({ svc: 'http-boot' });
   const noisy = new RateLimitedLog(log);
   const macs = opts.macs ?? new ClientMacLookup(core.nodes);
+  const imageKey = new ImageKeyCheck(core.config.imageDir, core.secrets.identity.fingerprint);
+  const keyStatus = imageKey.status();
+  if (keyStatus === 'other')
+    log.warn({ imageDir: core.config.imageDir }, 'the image carries another dispatcher\'s key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub');
+  else if (keyStatus === 'none') log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
   const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE);
   const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0 };
 
@@ -102,6 +108,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       dispatcherUrl: base,
       token,
       kernelArgs: core.config.kernelArgs,
+      pubkeyB64: imageKey.status() === 'ours' ? null : core.secrets.identity.publicKeyB64,
       pending: decision.kind === 'pending',
     });
     c.scripts++;
