@@ -10,8 +10,10 @@
  *   - peak memory: sampled from /proc (proc.ts says how)
  *   - files under out/ come back as a gzip-compressed tar
  *
- * The task's environment is built from scratch (PATH, HOME, LANG, LC_* task variables, then
- * the task's own env): the agent's environment holds its token, which tasks must not see.
+ * The task's environment is the agent's (PATH, LD_LIBRARY_PATH, locale... as the machine set
+ * them up) minus the agent's own settings — LC_TOKEN and LC_ENROLL_TOKEN above all, which tasks
+ * must not see — with HOME set to the work dir, the LC_TASK_ID, LC_JOB_ID, LC_ATTEMPT,
+ * LC_WORK_DIR and LC_OUT_DIR variables, and the task's own env last.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
@@ -184,8 +186,17 @@ function runProcess(spec: ProcessSpec): { done: Promise<ProcessOutcome>; stop: (
   };
 }
 
+/** The agent's settings (config.ts): never passed on to tasks. */
+const AGENT_ONLY_ENV = new Set(['LC_TOKEN', 'LC_ENROLL_TOKEN', 'LC_DISPATCHER', 'LC_PUBKEY_FILE', 'LC_INSECURE', 'LC_MAC', 'LC_SLOTS', 'NODE_OPTIONS']);
+
+let inherited: NodeJS.ProcessEnv | undefined;
 function baseEnv(dir: string): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH || DEFAULT_PATH, HOME: dir, LANG: 'C.UTF-8' };
+  if (!inherited) {
+    inherited = {};
+    for (const [k, v] of Object.entries(process.env)) if (!AGENT_ONLY_ENV.has(k) && v !== undefined) inherited[k] = v;
+    inherited.PATH ||= DEFAULT_PATH;
+  }
+  return { ...inherited, HOME: dir };
 }
 
 export class ProcessRunner implements TaskRunner {
@@ -287,7 +298,7 @@ export class ProcessRunner implements TaskRunner {
     const dir = this.opts.tasksDir;
     const dec = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     const proc = runProcess({
-      file, args, cwd: '/', env: { ...baseEnv(dir), HOME: '/root' }, stdin: null, timeoutMs, killGraceMs: this.opts.killGraceMs,
+      file, args, cwd: '/', env: { ...baseEnv(dir), HOME: process.env.HOME || '/root' }, stdin: null, timeoutMs, killGraceMs: this.opts.killGraceMs,
       onStdout: (b) => onOutput('stdout', dec.stdout.write(b)), onStderr: (b) => onOutput('stderr', dec.stderr.write(b)), sampleMemory: false,
     });
     return proc.done.then((o) => ({

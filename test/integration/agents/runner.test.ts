@@ -9,6 +9,11 @@ import { ProcessRunner, type RunnerOptions } from '../../../node-agent/src/runne
 import { groupMembers } from '../../../node-agent/src/proc.js';
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
 
+// Set before the runner reads the environment (once): what a host passes on, and the agent's secrets.
+process.env.LC_TOKEN = 'secret-agent-token';
+process.env.LC_ENROLL_TOKEN = 'secret-enroll-token';
+process.env.INHERITED = 'from-the-host';
+
 let server: Server;
 let httpBase: string;
 const tasksDir = mkdtempSync(join(tmpdir(), 'lc-runner-'));
@@ -60,15 +65,10 @@ function alive(pid: number): boolean {
 }
 
 describe('process runner', () => {
-  it('runs a shell command with the task environment, not the agent\'s', async () => {
-    process.env.LC_TOKEN = 'secret-agent-token';
-    try {
-      const r = await run(task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO"; env | grep -c LC_TOKEN; echo err >&2; exit 3', { env: { FOO: 'bar' }, attempt: 2 }));
-      expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: 'err\n', stdoutTruncated: false });
-      expect(r.stdout).toBe(`${r.taskId}/2 bar\n0\n`);
-    } finally {
-      delete process.env.LC_TOKEN;
-    }
+  it('runs a shell command with the task environment, never the agent\'s token', async () => {
+    const r = await run(task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO $INHERITED"; env | grep -c "^LC_TOKEN\\|^LC_ENROLL_TOKEN"; echo err >&2; exit 3', { env: { FOO: 'bar' }, attempt: 2 }));
+    expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: 'err\n', stdoutTruncated: false });
+    expect(r.stdout).toBe(`${r.taskId}/2 bar from-the-host\n0\n`);
   });
 
   it('runs an argv command directly and feeds stdin', async () => {
