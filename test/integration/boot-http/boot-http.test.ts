@@ -247,6 +247,17 @@ describe('image files', () => {
     expect(typeof stages[2]!.detail!.durationMs).toBe('number');
   });
 
+  it('records a UEFI HTTP boot first stage by the client IP the DHCP server leased', async () => {
+    const m = mac('52:54:00:00:00:43');
+    s.core.nodes.admit(m);
+    s.core.nodes.setIp(m, '127.0.0.1'); // inject() requests come from 127.0.0.1
+    const r = await s.app.inject({ url: '/pxe/ipxe.efi' });
+    expect(r.statusCode).toBe(200);
+    await new Promise((res) => setTimeout(res, 20));
+    expect(s.core.timeline.list(m).map((x) => [x.stage, x.detail?.file])).toEqual([['http.firststage', 'ipxe.efi']]);
+    s.core.nodes.setIp(m, '10.0.0.43');
+  });
+
   it('does not record downloads for a MAC it has never seen', async () => {
     await s.app.inject({ url: '/image/vmlinuz?mac=52-54-00-00-0f-0f' });
     expect(s.core.timeline.list(mac('52:54:00:00:0f:0f'))).toEqual([]);
