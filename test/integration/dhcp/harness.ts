@@ -5,7 +5,7 @@
  */
 import { build } from 'esbuild';
 import Database from 'better-sqlite3';
-import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,17 @@ import type { DoraResult, JsonPacket, ProbeSpec } from './dhcp-probe.js';
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
 const PROBE_BIN = join(ROOT, 'dist/test/dhcp-probe.mjs');
+
+const tempDirs: string[] = [];
+/** A temp dir removed by removeTempDirs() (call it in afterAll). */
+export function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
+export function removeTempDirs(): void {
+  for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
 
 /** Bundles dhcp-probe.ts next to dist/bin so its bare imports resolve from node_modules. */
 export async function buildProbe(): Promise<string> {
@@ -43,8 +54,8 @@ export interface RunningDispatcher {
 
 export async function startDispatcher(ns: Netns, args: string[], opts: { dataDir?: string; ready?: RegExp } = {}): Promise<RunningDispatcher> {
   if (!existsSync(DISPATCHER_BIN)) throw new Error(`${DISPATCHER_BIN} missing: run make build`);
-  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-dhcp-data-'));
-  const empty = mkdtempSync(join(tmpdir(), 'lc-dhcp-boot-'));
+  const dataDir = opts.dataDir ?? tempDir('lc-dhcp-data-');
+  const empty = tempDir('lc-dhcp-boot-');
   const proc = ns.spawn(process.execPath, [
     DISPATCHER_BIN, '--data-dir', dataDir, '--http-port', '0', '--tftp-port', '0', '--image', empty, '--pxe-dir', empty, '--log-level', 'debug', ...args,
   ]);
@@ -110,7 +121,7 @@ export async function probeDora(ns: Netns, spec: ProbeSpec): Promise<DoraResult[
  * (so renewals, unicast from the client's address, work).
  */
 export function udhcpcScript(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'lc-udhcpc-'));
+  const dir = tempDir('lc-udhcpc-');
   const file = join(dir, 'event.sh');
   writeFileSync(
     file,

@@ -5,11 +5,9 @@
  * an OS client (udhcpc) must hear from dnsmasq only. Needs root.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab, type Iface, type Lab, type LabProcess, type Netns } from '../../lab/netns.js';
-import { buildProbe, eventually, probe, startDispatcher, udhcpcEvents, udhcpcScript, type RunningDispatcher } from './harness.js';
+import { buildProbe, removeTempDirs, tempDir, eventually, probe, startDispatcher, udhcpcEvents, udhcpcScript, type RunningDispatcher } from './harness.js';
 
 let lab: Lab;
 let srv: Netns;
@@ -36,7 +34,7 @@ beforeAll(async () => {
   const [s2, cl] = await lab.veth({ ns: srv }, { ns: cli, name: 'c0' });
   await lab.attach(s2, br);
   c0 = cl;
-  const leases = join(mkdtempSync(join(tmpdir(), 'lc-dnsmasq-')), 'leases');
+  const leases = join(tempDir('lc-dnsmasq-'), 'leases');
   dnsmasq = dhcpd.spawn('dnsmasq', [
     '--no-daemon', '--conf-file=/dev/null', '--port=0', '--interface=d0', '--bind-interfaces', '--user=root', '--no-ping',
     '--dhcp-range=10.62.0.100,10.62.0.150,255.255.255.0,120', `--dhcp-leasefile=${leases}`, '--log-dhcp', '--log-facility=-',
@@ -48,6 +46,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await d?.stop();
   await lab?.cleanup();
+  removeTempDirs();
 });
 
 describe('ProxyDHCP beside dnsmasq', () => {

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCore, closeCore, type Core } from '../../../dispatcher/src/core.js';
@@ -23,8 +23,10 @@ afterEach(async () => {
 });
 
 function core(mode: DhcpMode): Core {
+  const dataDir = mkdtempSync(join(tmpdir(), 'lc-dhcp-svc-'));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const c = createCore({
-    config: resolveConfig({ dataDir: mkdtempSync(join(tmpdir(), 'lc-dhcp-svc-')), dhcp: { mode } }),
+    config: resolveConfig({ dataDir, dhcp: { mode } }),
     log: silentLogger(),
     network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined },
     cluster: parseClusterFile('nodes: []'),

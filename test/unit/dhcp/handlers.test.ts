@@ -3,7 +3,7 @@
  * boot timeline), with a hand-driven clock. Packets go through the real codec both ways.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCore, closeCore, type Core } from '../../../dispatcher/src/core.js';
@@ -18,14 +18,17 @@ import { DECLINE_HOLD_MS } from '../../../dispatcher/src/dhcp/full-mode.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 const cores: Core[] = [];
+const dirs: string[] = [];
 afterEach(() => {
   for (const c of cores.splice(0)) closeCore(c);
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 function setup(opts: { cluster?: string; config?: ConfigOverrides } = {}) {
   let t = 1_700_000_000_000;
   const clock = { now: () => t, advance: (ms: number) => (t += ms) };
-  const dataDir = mkdtempSync(join(tmpdir(), 'lc-dhcp-handlers-'));
+  const dataDir = opts.config?.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-dhcp-handlers-'));
+  dirs.push(dataDir);
   const config = resolveConfig({ interface: 'lab0', dataDir, ...opts.config, dhcp: { mode: 'full', rangeStart: '10.42.0.100', rangeEnd: '10.42.0.102', ...opts.config?.dhcp } });
   const core = createCore({
     config,

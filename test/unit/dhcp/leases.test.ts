@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Db } from '../../../dispatcher/src/store/database.js';
@@ -14,8 +14,17 @@ import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 const ip = (s: string) => ipToInt(s)!;
 const mac = (n: number) => `52:54:00:00:${(n >> 8).toString(16).padStart(2, '0')}:${(n & 0xff).toString(16).padStart(2, '0')}` as Mac;
 
+const opened: { dir: string; db: Db }[] = [];
+afterEach(() => {
+  for (const o of opened.splice(0)) {
+    if (o.db.open) o.db.close();
+    if (o.dir !== ':memory:') rmSync(o.dir, { recursive: true, force: true });
+  }
+});
+
 function open(dir = mkdtempSync(join(tmpdir(), 'lc-dhcp-leases-'))) {
   const db = openStore({ dataDir: dir, migrations: allMigrations });
+  opened.push({ dir, db });
   const commits = new GroupCommit(db);
   const leases = new LeaseStore(db, commits);
   return { dir, db, commits, leases };
