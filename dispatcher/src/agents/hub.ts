@@ -32,6 +32,7 @@ import { MAX_BATCH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage,
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
 import { fromWireResult } from '../protocol/results.js';
 import { capacityOf, decideAdmission } from './admission.js';
+import { CommandTracker } from './commands.js';
 
 /** An agent must say hello this soon after connecting. */
 export const DEFAULT_HELLO_TIMEOUT_MS = 15_000;
@@ -71,17 +72,6 @@ export interface HubStats {
   refused: number;
 }
 
-interface PendingControl {
-  cmd: ControlCommand;
-  sentAt: number;
-  ackMs: number | undefined;
-  waitDone: boolean;
-  timer: NodeJS.Timeout;
-  onOutput: ((stream: 'stdout' | 'stderr', chunk: string) => void) | undefined;
-  resolve: (o: ControlOutcome) => void;
-  reject: (err: Error) => void;
-}
-
 interface Conn {
   id: number;
   ws: WebSocket;
@@ -102,9 +92,8 @@ interface Conn {
   lastBusyAt: number;
   live?: AgentLiveStatus;
   errors: number;
-  control: Map<number, PendingControl>;
-  /** What the node is about to do when its connection drops (an acknowledged reboot or poweroff). */
-  fate?: 'rebooting' | 'off';
+  /** Operator commands in flight (and whether an acknowledged reboot/poweroff is under way). */
+  commands: CommandTracker;
   /** The socket is corked until the end of this tick (#send). */
   corked: boolean;
   /** Why the hub ended the connection itself (its close event then changes nothing). */
@@ -170,8 +159,9 @@ export class AgentHub implements NodeControl {
     const conn: Conn = {
       id: this.#nextConnId++, ws, ip, userAgent: String(req.headers['user-agent'] ?? ''), channel: dispatcherChannel(this.maxMessageBytes),
       state: 'handshake', openedAt: now, lastSeen: now, lastHeartbeatSent: now, log: this.#log.child({ ip }), credit: 0,
-      held: new Set(), lastBusyAt: 0, errors: 0, control: new Map(), corked: false,
+      held: new Set(), lastBusyAt: 0, errors: 0, corked: false, commands: undefined as unknown as CommandTracker,
     };
+    conn.commands = new CommandTracker(() => conn.node?.name ?? conn.mac ?? ip);
     this.#conns.add(conn);
     conn.log.debug({ ua: conn.userAgent }, 'agent connected');
     ws.on('message', (data: RawData, isBinary: boolean) => this.#onMessage(conn, data, isBinary));
@@ -222,7 +212,7 @@ export class AgentHub implements NodeControl {
       case 'control-ack':
       case 'control-output':
       case 'control-done':
-        return this.#onControlReply(conn, msg);
+        return conn.commands.onReply(msg);
       case 'error':
         this.#rlog.warn(`${conn.ip}|peer-error|${msg.code}`, { ip: conn.ip, mac: conn.mac, code: msg.code, about: msg.about, field: msg.field, peerMessage: msg.message }, 'agent reported an error');
         return;
@@ -337,12 +327,7 @@ export class AgentHub implements NodeControl {
     conn.state = 'closed';
     this.#conns.delete(conn);
     this.#waiting.delete(conn);
-    for (const [, p] of conn.control) {
-      clearTimeout(p.timer);
-      if (p.ackMs !== undefined && (p.cmd.kind === 'reboot' || p.cmd.kind === 'poweroff')) continue;
-      p.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${conn.node?.name ?? conn.mac} disconnected before finishing the command`));
-    }
-    conn.control.clear();
+    conn.commands.connectionClosed();
     if (!wasOpen || !conn.mac) return;
     if (this.#byMac.get(conn.mac) === conn) this.#byMac.delete(conn.mac);
     if (conn.endedBy === 'replaced' || conn.endedBy === 'lost' || conn.endedBy === 'stopping') return;
@@ -354,7 +339,7 @@ export class AgentHub implements NodeControl {
     const mac = conn.mac!;
     this.stats.lostNodes++;
     this.#engine.nodeLost(mac);
-    const state: NodeState = conn.fate ?? 'lost';
+    const state: NodeState = conn.commands.fate ?? 'lost';
     this.#core.nodes.setState(mac, state, why);
     conn.log.info({ why, state, held: conn.held.size }, 'agent gone');
     conn.held.clear();
@@ -517,48 +502,8 @@ export class AgentHub implements NodeControl {
     const conn = this.#byMac.get(mac);
     if (!conn || conn.state !== 'open') return Promise.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`));
     const id = this.#nextControlId++;
-    const waitDone = cmd.kind === 'inspect' || cmd.kind === 'exec';
     const timeoutMs = opts.timeoutMs ?? (cmd.kind === 'exec' ? (cmd.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS) + this.#controlTimeoutMs : this.#controlTimeoutMs);
-    return new Promise<ControlOutcome>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        conn.control.delete(id);
-        reject(new DispatcherError('DSP_ERR_TIMEOUT', `${conn.node?.name ?? mac} did not answer ${cmd.kind} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      conn.control.set(id, { cmd, sentAt: performance.now(), ackMs: undefined, waitDone, timer, onOutput: opts.onOutput, resolve, reject });
-      if (!this.#send(conn, { type: 'control', id, command: cmd })) {
-        clearTimeout(timer);
-        conn.control.delete(id);
-        reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`));
-      }
-    });
-  }
-
-  #onControlReply(conn: Conn, msg: Extract<AgentMessage, { type: 'control-ack' | 'control-output' | 'control-done' }>): void {
-    const p = conn.control.get(msg.id);
-    if (!p) return; // timed out already, or not ours
-    switch (msg.type) {
-      case 'control-ack': {
-        p.ackMs = Math.round((performance.now() - p.sentAt) * 100) / 100;
-        if (msg.ok && p.cmd.kind === 'reboot') conn.fate = 'rebooting';
-        if (msg.ok && p.cmd.kind === 'poweroff') conn.fate = 'off';
-        if (!msg.ok || !p.waitDone) {
-          clearTimeout(p.timer);
-          conn.control.delete(msg.id);
-          p.resolve({ ok: msg.ok, ackMs: p.ackMs, ...(msg.error ? { error: msg.error } : {}) });
-        }
-        return;
-      }
-      case 'control-output':
-        p.onOutput?.(msg.stream, msg.data);
-        return;
-      case 'control-done':
-        clearTimeout(p.timer);
-        conn.control.delete(msg.id);
-        p.resolve({ ok: msg.ok, ackMs: p.ackMs ?? Math.round((performance.now() - p.sentAt) * 100) / 100, ...(msg.result !== undefined ? { result: msg.result } : {}), ...(msg.error ? { error: msg.error } : {}) });
-        return;
-      default:
-        return assertNever(msg);
-    }
+    return conn.commands.start(id, cmd, timeoutMs, opts.onOutput, () => this.#send(conn, { type: 'control', id, command: cmd }));
   }
 
   setDraining(mac: Mac, draining: boolean): void {
