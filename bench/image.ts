@@ -88,6 +88,7 @@ async function bootOnce(run: number, manifest: ImageManifest): Promise<Boot> {
   const port = (server.address() as AddressInfo).port;
   mkdirSync('test/artifacts', { recursive: true });
   const vm = await QemuMachine.start({
+    exitOnReboot: true,
     name: `bench-image-${run}`,
     boot: { kind: 'kernel', kernel: `${IMAGE}/vmlinuz`, initrd: `${IMAGE}/initrd.img`, append: `${CONSOLES} lc.dispatcher=http://10.0.2.2:${port} lc.token=bench-${run}` },
     nics: [{ net: { kind: 'user' } }],

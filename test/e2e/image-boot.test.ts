@@ -89,6 +89,7 @@ afterAll(async () => {
 
 async function boot(name: string, model: NicModel, append: string, nics?: QemuOptions['nics']): Promise<QemuMachine> {
   const vm = await QemuMachine.start({
+    exitOnReboot: true,
     name,
     netns: NS,
     boot: { kind: 'kernel', kernel: 'dist/image/vmlinuz', initrd: 'dist/image/initrd.img', append },

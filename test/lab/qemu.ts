@@ -95,6 +95,8 @@ export interface QemuOptions {
   cpu?: string;
   /** Give the machine a VGA card (tty0 then exists); default true. Never a window: -display none. */
   vga?: boolean;
+  /** Exit QEMU when the guest reboots (-no-reboot) instead of resetting it; default false. */
+  exitOnReboot?: boolean;
   /** Appended to the command line as they are. */
   extraArgs?: string[];
   /** Default qemu-system-x86_64 on $PATH. */
@@ -151,8 +153,10 @@ export function qemuArgs(opts: QemuOptions, ovmfVars?: string): string[] {
     '-display', 'none',
     '-chardev', `file,id=lc-serial,path=${opts.consoleLog}`,
     '-serial', 'chardev:lc-serial',
-    '-no-reboot',
   ];
+  // A node that reboots must come back through its firmware (PXE again), as real hardware does;
+  // tests that want a reboot to end the run (a kernel panic, say) ask for -no-reboot.
+  if (opts.exitOnReboot) args.push('-no-reboot');
   if (opts.cpu) args.push('-cpu', opts.cpu);
   if (opts.vga ?? true) args.push('-vga', 'std');
   if (firmware === 'uefi') {
