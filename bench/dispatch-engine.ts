@@ -3,7 +3,7 @@
  * (SQLite WAL, synchronous FULL, group commit) in a temp dir, driven by simulated agents that
  * answer at once. Every result is durable before its agent sees the acknowledgement.
  *
- *   node dist/bench/dispatch-engine.mjs [throughput|latency|depth|submit|recovery|all]
+ *   node dist/bench/dispatch-engine.mjs [throughput|latency|depth|submit|recovery|e2e|all]
  *
  * Prints `RESULT name=... key=value ...` lines, one per figure:
  *   dispatch_engine_throughput   100 agents × 1 slot (and × 4 slots): tasks/s; p50/p99 of
@@ -13,12 +13,16 @@
  *                                (kept at that depth while measuring)
  *   dispatch_engine_submit_1m    a 1,000,000-row CSV params file streamed into the engine
  *   dispatch_engine_recovery     kill -9 with 1,000,000 queued: a new process, from spawn to
- *                                its first task handed out; and to all queued tasks read back
+ *                                its first task handed out; and to every queued task handed out
+ *   dispatch_submit_1m_e2e       the same file with dispatcherctl to the real dispatcher process
+ *   dispatch_recovery_e2e        the real dispatcher killed with -9 with 1,000,000 queued,
+ *                                restarted: spawn → listening, and → first task acknowledged to
+ *                                a simulated agent (bench/sim-agents.ts, the real protocol)
  *
  * The library side of the side-by-side bench: `runThroughput` etc. are exported for it.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, createReadStream } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -283,17 +287,109 @@ async function childMain(spawnedAt: number, what: string, dir: string, rows: str
     for (let i = 0; i < 100; i++) e.engine.takeTasks(agentNode(i), 4);
     e.commits.flush();
     process.stdout.write('FILLED\n');
-    await new Promise(() => {}); // wait for SIGKILL
+    setInterval(() => {}, 1000); // stay alive until the SIGKILL
+    return;
   } else {
     const e = openBenchEngine(dir);
     const node = agentNode(999);
     const tasks = e.engine.takeTasks(node, 1);
     const first = Date.now() - spawnedAt;
     if (tasks.length !== 1) throw new Error('no task handed out after recovery');
-    await e.engine.ready;
+    // Everything queued, read back as it is needed: hand the rest out in batches of 10,000.
+    const queued = e.engine.stats().queued;
+    for (let n = 1; n > 0; ) n = e.engine.takeTasks(node, 10_000).length;
     const all = Date.now() - spawnedAt;
-    process.stdout.write(`FIRST ${first}\nALL ${all} ${e.engine.stats().queued}\n`);
+    process.stdout.write(`FIRST ${first}\nALL ${all} ${queued}\n`);
     e.close();
+  }
+}
+
+// ---- end to end: the real dispatcher process, dispatcherctl, simulated agents --------------
+
+const ROOT = join(fileURLToPath(import.meta.url), '../../..');
+
+interface DispatcherProc {
+  port: number;
+  kill(): Promise<void>;
+}
+
+function startDispatcherProc(dataDir: string, port = 0): Promise<DispatcherProc & { startedMs: number }> {
+  const t0 = Date.now();
+  const p = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcher.mjs'), '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', String(port), '--data-dir', dataDir, '--log-level', 'info'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.includes('"dispatcher started"')) continue;
+        const httpPort = (JSON.parse(line) as { httpPort: number }).httpPort;
+        resolve({
+          port: httpPort,
+          startedMs: Date.now() - t0,
+          kill: async () => {
+            p.kill('SIGKILL');
+            await exited;
+          },
+        });
+      }
+    });
+    p.on('exit', (code) => reject(new Error(`dispatcher exited (${code}) before it started`)));
+  });
+}
+
+function runCtl(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcherctl.mjs'), ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/**
+ * End to end with the real dispatcher: a 1,000,000-row CSV file submitted with dispatcherctl
+ * (read, streamed over HTTP, validated, committed); then kill -9 and a restart on the same data
+ * dir: from spawn to listening, and to the first task acknowledged to a simulated agent.
+ */
+export async function runEndToEnd(rows = 1_000_000): Promise<{ submitSeconds: number; listenMs: number; firstTaskMs: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'lc-bench-e2e-'));
+  const dataDir = join(dir, 'data');
+  let d = await startDispatcherProc(dataDir);
+  try {
+    const file = join(dir, 'sweep.csv');
+    writeFileSync(file, 'seed,alpha\n' + Array.from({ length: rows }, (_, i) => `${i},${(i % 97) / 10}`).join('\n') + '\n');
+    const env = { LILCLUSTER_URL: `http://127.0.0.1:${d.port}`, LILCLUSTER_DATA_DIR: dataDir };
+    const t0 = performance.now();
+    const r = await runCtl(['submit', '--params', file, '--', './simulate', '--seed', '{seed}', '--alpha', '{alpha}'], env);
+    const submitSeconds = (performance.now() - t0) / 1000;
+    if (r.code !== 0) throw new Error(`submit failed: ${r.stderr}`);
+    const port = d.port;
+    await d.kill();
+    const t1 = Date.now();
+    d = await startDispatcherProc(dataDir, port);
+    // Then one simulated agent (its own process: its start-up counts too) takes one task.
+    const sim = await new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, [join(ROOT, 'dist/bench/sim-agents.mjs'), '--dispatcher', `http://127.0.0.1:${port}`, '--data-dir', dataDir, '--agents', '1', '--slots', '1', '--tasks', '1', '--mac-prefix', '52:54:fb'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      p.stdout.setEncoding('utf8').on('data', (x: string) => (out += x));
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`sim-agents exited ${code}`))));
+    });
+    if (!/RESULT name=sim-agents/.test(sim)) throw new Error(`no task served after the restart: ${sim}`);
+    return { submitSeconds, listenMs: d.startedMs, firstTaskMs: Date.now() - t1 };
+  } finally {
+    await d.kill();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -351,9 +447,14 @@ async function main(): Promise<void> {
     const r = await medianOf(runs, () => runSubmit());
     console.log(`RESULT name=dispatch_engine_submit_1m rows=1000000 runs=${runs} seconds=${f(r.seconds, 2)} rows_per_s=${Math.round(r.rowsPerS)}`);
   }
+  if (mode === 'e2e' || mode === 'all') {
+    const r = await medianOf(runs, () => runEndToEnd());
+    console.log(`RESULT name=dispatch_submit_1m_e2e rows=1000000 runs=${runs} seconds=${f(r.submitSeconds, 2)} what=dispatcherctl_http_engine`);
+    console.log(`RESULT name=dispatch_recovery_e2e queued=1000000 runs=${runs} listen_ms=${r.listenMs} first_task_ms=${r.firstTaskMs} what=kill9_restart_to_first_task_acked`);
+  }
   if (want('recovery')) {
     const r = await medianOf(runs, () => runRecovery());
-    console.log(`RESULT name=dispatch_engine_recovery queued=${r.queued} runs=${runs} first_task_ms=${r.firstTaskMs} all_queued_read_ms=${r.allQueuedMs}`);
+    console.log(`RESULT name=dispatch_engine_recovery queued=${r.queued} runs=${runs} first_task_ms=${r.firstTaskMs} all_handed_out_ms=${r.allQueuedMs}`);
   }
 }
 

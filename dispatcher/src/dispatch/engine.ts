@@ -14,8 +14,9 @@
  *   restart, a task whose lease is still held for its node waits for that node to come back
  *   (`readopt`) and deliver; a hand-out lost in a crash just runs again elsewhere, and the
  *   node that had it is told to cancel it.
- * - Recovery reads jobs and leases, then the queued tasks page by page in the background:
- *   the engine serves at once, even with a million tasks queued.
+ * - Recovery reads jobs and leases and some queued tasks of each job, and serves; the other
+ *   queued tasks are read back lazily, a page at a time, as each job's run low in memory —
+ *   so a million queued tasks cost the start-up nothing and never stall the event loop.
  */
 import { StringDecoder } from 'node:string_decoder';
 import { mkdtempSync } from 'node:fs';
@@ -57,9 +58,16 @@ import { tokensEqual } from '../trust/secrets.js';
 /** Rows per staged chunk of a streamed sweep (one commit each). */
 export const STAGE_ROWS = 50_000;
 /** Queued task ids read per background recovery step. */
-export const RECOVERY_PAGE = 50_000;
-/** Queued ids read per job before serving (the rest come in the background). */
-export const RECOVERY_FIRST_PAGE = 1_000;
+export const RECOVERY_PAGE = 10_000;
+/**
+ * After a restart, queued tasks are read back lazily: each job keeps at least this many in
+ * memory (one hand-out batch of the hub, protocol MAX_BATCH), topped up as they go out.
+ */
+export const RECOVERY_LOW_WATER = 10_000;
+/** Queued ids read at most per top-up (bounds the pause of one hand-out). */
+export const RECOVERY_STEP_BUDGET = 50_000;
+/** Queued ids read before serving at start-up, across jobs. */
+export const RECOVERY_START_BUDGET = 200_000;
 /** Housekeeping: lease expiry, lagger watch, throughput buckets. */
 export const TICK_MS = 250;
 /** Largest outputs tar kept per result (decoded, still gzip-compressed). */
@@ -191,6 +199,7 @@ export class TaskDispatcher implements DispatchEngine {
   #recovery: { job: ActiveJob; next: number }[] = [];
   #recovering = false;
   #stopped = false;
+  /** Resolves once the state is recovered (queued tasks are then read back as needed). */
   readonly ready: Promise<void>;
   #resolveReady!: () => void;
   #commitLatency: Histogram | undefined;
@@ -234,6 +243,7 @@ export class TaskDispatcher implements DispatchEngine {
 
   takeTasks(node: NodeCapacity, max: number): TaskAssignment[] {
     if (max <= 0 || this.#stopped) return [];
+    if (this.#recovery.length) this.#topUpRecovered(RECOVERY_STEP_BUDGET);
     const hs = this.#ring.take(node, Math.floor(max));
     if (hs.length === 0) return [];
     const out: TaskAssignment[] = [];
@@ -803,8 +813,9 @@ export class TaskDispatcher implements DispatchEngine {
   tick(): void {
     if (this.#stopped) return;
     const now = this.#now();
+    const read = this.#recovery.length ? this.#topUpRecovered(RECOVERY_STEP_BUDGET) : 0;
     const requeued = this.#ring.expire(now);
-    if (requeued > 0 || this.#ring.hasLagger(now)) this.#fireAvailable();
+    if (read > 0 || requeued > 0 || this.#ring.hasLagger(now)) this.#fireAvailable();
   }
 
   #fireAvailable(): void {
@@ -902,44 +913,42 @@ export class TaskDispatcher implements DispatchEngine {
     }
     const totals = s.totals.get() as { total: number; done: number; failed: number; cancelled: number };
     this.#totals = { ...totals };
-    // Queued tasks: a first page of each job now, in priority order, the rest in the background.
+    // Queued tasks: some of each job now, in priority order; the rest as they are needed.
     this.#recovery = active
       .filter((j) => j.done + j.failed + j.cancelled < j.taskCount)
       .sort((a, b) => b.spec.priority - a.spec.priority || a.id - b.id)
       .map((job) => ({ job, next: job.firstTaskId }));
-    for (const r of this.#recovery) this.#loadPage(r, RECOVERY_FIRST_PAGE);
-    this.#recovery = this.#recovery.filter((r) => r.next <= r.job.firstTaskId + r.job.taskCount - 1);
+    this.#topUpRecovered(RECOVERY_START_BUDGET);
     // Jobs whose last result was committed but not marked done (a crash in between).
     for (const job of active) if (job.done + job.failed + job.cancelled >= job.taskCount) this.#finishRecovered(job);
     this.#log.info(
-      { jobs: active.length, running: byTask.size, orphanLeases, ms: Math.round(performance.now() - t0), backgroundJobs: this.#recovery.length },
+      { jobs: active.length, running: byTask.size, orphanLeases, ms: Math.round(performance.now() - t0), lazyJobs: this.#recovery.length },
       'dispatch state recovered',
     );
-    if (this.#recovery.length === 0) this.#resolveReady();
-    else {
-      this.#recovering = true;
-      setImmediate(() => this.#recoverStep());
-    }
+    this.#resolveReady();
   }
 
-  #recoverStep(): void {
-    if (this.#stopped) return this.#resolveReady();
-    const r = this.#recovery[0];
-    if (!r) {
-      this.#recovering = false;
-      this.#log.info({}, 'queued tasks all read back');
-      return this.#resolveReady();
+  /**
+   * Reads queued ids back for the jobs running low in memory (after a restart), in priority
+   * order, at most `budget` ids; the rest on the next hand-out or tick.
+   */
+  #topUpRecovered(budget: number): number {
+    let read = 0;
+    for (const r of this.#recovery) {
+      const last = r.job.firstTaskId + r.job.taskCount - 1;
+      while (r.next <= last && r.job.ring.queued < RECOVERY_LOW_WATER && read < budget) read += this.#loadPage(r, RECOVERY_PAGE);
+      if (read >= budget) break;
     }
-    this.#loadPage(r, RECOVERY_PAGE);
-    if (r.next > r.job.firstTaskId + r.job.taskCount - 1) this.#recovery.shift();
-    this.#fireAvailable();
-    setImmediate(() => this.#recoverStep());
+    this.#recovery = this.#recovery.filter((r) => r.next <= r.job.firstTaskId + r.job.taskCount - 1);
+    if (this.#recovering && this.#recovery.length === 0) this.#log.info({}, 'queued tasks all read back');
+    this.#recovering = this.#recovery.length > 0;
+    return read;
   }
 
   /** Reads up to `limit` queued ids of a job from `r.next` and queues them (skipping those out). */
-  #loadPage(r: { job: ActiveJob; next: number }, limit: number): void {
+  #loadPage(r: { job: ActiveJob; next: number }, limit: number): number {
     const last = r.job.firstTaskId + r.job.taskCount - 1;
-    if (r.next > last) return;
+    if (r.next > last) return 0;
     const ids = this.store.s.queuedIds.all(r.next, last, limit) as number[];
     let from = -1;
     let to = -1;
@@ -953,6 +962,7 @@ export class TaskDispatcher implements DispatchEngine {
     }
     if (from >= 0) this.#ring.enqueue(r.job.ring, from, to);
     r.next = ids.length < limit ? last + 1 : ids[ids.length - 1]! + 1;
+    return ids.length;
   }
 
   #finishRecovered(job: ActiveJob): void {
