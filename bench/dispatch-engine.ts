@@ -216,14 +216,17 @@ export async function runDepth(depth: number, measured = 60_000): Promise<DriveR
     await submitSweep(e.engine, depth);
     const TOP_UP = 5000;
     let next = TOP_UP;
+    const submissions: Promise<unknown>[] = [];
     const topUp = (done: number) => {
       if (done < next) return;
       next += TOP_UP;
-      void submitSweep(e.engine, TOP_UP);
+      submissions.push(submitSweep(e.engine, TOP_UP));
     };
     await drive(e.engine, 100, 1, 10_000, topUp); // warm-up
     next = TOP_UP;
-    return await drive(e.engine, 100, 1, measured, topUp);
+    const r = await drive(e.engine, 100, 1, measured, topUp);
+    await Promise.all(submissions);
+    return r;
   } finally {
     e.close();
     rmSync(e.dir, { recursive: true, force: true });

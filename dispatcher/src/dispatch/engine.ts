@@ -521,7 +521,7 @@ export class TaskDispatcher implements DispatchEngine {
     const left = job.taskCount - job.done - job.failed - job.cancelled;
     job.cancelled += left;
     this.#totals.cancelled += left;
-    this.#retire(job, 'cancelled');
+    this.#retire(job);
     this.#events.append({ kind: 'job.cancelled', message: `job ${jobId} cancelled (${left} task${left === 1 ? '' : 's'} not run)`, data: { job: jobId, cancelled: left } });
     return this.getJob(jobId);
   }
@@ -531,10 +531,9 @@ export class TaskDispatcher implements DispatchEngine {
     if (!row) throw new DispatcherError('DSP_ERR_TASK_NOT_FOUND', `no task ${taskId}`);
     const job = this.#jobs.get(row.job_id);
     if (row.state !== TaskRowState.queued || !job) return this.getTask(taskId);
-    const where = this.#ring.cancelTask(job.ring, taskId, 'task cancelled');
-    if (where === 'absent' && this.#recovering) {
-      // Not read back yet after a restart: the state column below keeps it from being queued.
-    }
+    // Out or queued, it leaves the ring; not read back yet after a restart, the state column
+    // written below keeps it from ever being queued.
+    this.#ring.cancelTask(job.ring, taskId, 'task cancelled');
     const committed = await this.#write(() => {
       if (this.store.s.setTaskState.run(TaskRowState.cancelled, taskId).changes === 0) return undefined;
       this.store.s.deleteLeases.run(taskId);
@@ -699,7 +698,7 @@ export class TaskDispatcher implements DispatchEngine {
       this.#counters.failed += dFailed;
       this.#throughput.completed(dDone + dFailed);
       if (c.finished) {
-        this.#retire(job, 'done');
+        this.#retire(job);
         this.#events.append({
           kind: 'job.done',
           message: `job ${job.id}${job.name ? ` (${job.name})` : ''} done: ${job.done} done, ${job.failed} failed${job.cancelled ? `, ${job.cancelled} cancelled` : ''}`,
@@ -709,7 +708,7 @@ export class TaskDispatcher implements DispatchEngine {
     }
   }
 
-  #retire(job: ActiveJob, _state: JobState): void {
+  #retire(job: ActiveJob): void {
     this.#jobs.delete(job.id);
     this.#ring.dropJob(job.id);
     this.#recovery = this.#recovery.filter((r) => r.job !== job);
@@ -967,7 +966,7 @@ export class TaskDispatcher implements DispatchEngine {
 
   #finishRecovered(job: ActiveJob): void {
     this.#commits.run(() => this.store.s.finishJob.run('done', this.#now(), job.id)).catch((err) => this.#storeWarn(err, 'job finish'));
-    this.#retire(job, 'done');
+    this.#retire(job);
   }
 
   #jobOfActiveTask(taskId: number): ActiveJob | undefined {
@@ -1222,10 +1221,6 @@ export class TaskDispatcher implements DispatchEngine {
     return row ? ((JSON.parse(row.spec) as JobSpec).inputs ?? undefined) : undefined;
   }
 
-  stateOfTask(taskId: number): TaskState | undefined {
-    const row = this.store.s.task.get(taskId) as { job_id: number; state: number } | undefined;
-    return row ? this.#stateOf(row.state, row.job_id, taskId) : undefined;
-  }
 
   // ======================================================================= metrics
 

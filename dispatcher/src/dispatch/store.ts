@@ -127,9 +127,6 @@ export interface ResultRow {
   recorded_at: number;
 }
 
-/** A result to insert (all columns but the blob sizes). */
-export type NewResult = ResultRow;
-
 /** Rows per multi-row INSERT of tasks (3 parameters each, well under SQLite's limit). */
 const TASK_INSERT_ROWS = 500;
 /** Rows per multi-row INSERT of task_leases (6 parameters each). */
@@ -167,7 +164,6 @@ export class DispatchStore {
       deleteTasksFrom: db.prepare('DELETE FROM tasks WHERE id >= ? AND id <= ?'),
       insertTask: db.prepare('INSERT INTO tasks (id, job_id, vars, spec) VALUES (?, ?, ?, ?)'),
       job: db.prepare('SELECT * FROM jobs WHERE id = ?'),
-      jobOfTask: db.prepare(`SELECT * FROM jobs WHERE first_task_id <= ? AND state != 'staging' ORDER BY first_task_id DESC LIMIT 1`),
       jobsByState: db.prepare('SELECT * FROM jobs WHERE state = ? ORDER BY id'),
       stagingJobs: db.prepare(`SELECT * FROM jobs WHERE state = 'staging' ORDER BY id`),
       listJobs: db.prepare(`SELECT * FROM jobs WHERE state != 'staging' AND id < ? ORDER BY id DESC LIMIT ?`),
@@ -283,10 +279,5 @@ export class DispatchStore {
 
   job(id: number): JobRow | undefined {
     return this.#s.job.get(id) as JobRow | undefined;
-  }
-
-  jobOfTask(taskId: number): JobRow | undefined {
-    const j = this.#s.jobOfTask.get(taskId) as JobRow | undefined;
-    return j && taskId < j.first_task_id + j.task_count ? j : undefined;
   }
 }
