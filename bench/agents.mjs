@@ -147,10 +147,37 @@ async function idleOnce() {
   return { rss, cpuPct };
 }
 
+/** The floor of the machine, measured in the same run: one Node loop spawning `true`, 8 at a time. */
+async function bareOnce() {
+  const N = Math.min(TASKS, 5000);
+  let started = 0;
+  let done = 0;
+  const t0 = performance.now();
+  await new Promise((resolve) => {
+    const next = () => {
+      if (started >= N) return;
+      started++;
+      const c = spawn('/bin/true', [], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      c.stdout.resume();
+      c.stderr.resume();
+      c.on('close', () => (++done === N ? resolve() : next()));
+    };
+    for (let i = 0; i < 8; i++) next();
+  });
+  const tps = Math.round(N / ((performance.now() - t0) / 1000));
+  console.log(`RESULT name=bare-node-spawn-true concurrency=8 tasks=${N} tasks_per_s=${tps}`);
+  return tps;
+}
+
 if (mode === 'e2e' || mode === 'all') {
   const xs = [];
-  for (let i = 0; i < RUNS; i++) xs.push(await e2eOnce());
-  console.log(`RESULT name=agents-e2e-true-median runs=${RUNS} tasks_per_s=${median(xs)} all=${xs.join('/')}`);
+  const bare = [];
+  for (let i = 0; i < RUNS; i++) {
+    bare.push(await bareOnce());
+    xs.push(await e2eOnce());
+  }
+  bare.push(await bareOnce());
+  console.log(`RESULT name=agents-e2e-true-median runs=${RUNS} tasks_per_s=${median(xs)} all=${xs.join('/')} bare_node_spawn_median=${median(bare)} ratio=${(median(xs) / median(bare)).toFixed(2)}`);
 }
 if (mode === 'idle' || mode === 'all') {
   const xs = [];
