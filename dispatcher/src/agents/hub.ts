@@ -31,6 +31,7 @@ import { DEFAULT_MAX_MESSAGE_BYTES, ProtocolError } from '../protocol/codec.js';
 import { MAX_BATCH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type HelloMessage, type WireTaskResult } from '../protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
 import { fromWireResult } from '../protocol/results.js';
+import { isPacked } from '../protocol/compression.js';
 import { capacityOf, decideAdmission } from './admission.js';
 import { CommandTracker } from './commands.js';
 
@@ -299,11 +300,10 @@ export class AgentHub implements NodeControl {
   }
 
   async #onResults(conn: Conn, wire: WireTaskResult[]): Promise<void> {
-    const results: TaskResult[] = [];
-    for (const w of wire) {
-      results.push(await fromWireResult(w, MAX_TEXT_BYTES));
-      conn.held.delete(refKey(w.taskId, w.attempt));
-    }
+    for (const w of wire) conn.held.delete(refKey(w.taskId, w.attempt));
+    // Most results carry short plain texts: no inflating, no await per result.
+    const packed = wire.some((w) => isPacked(w.stdout) || isPacked(w.stderr));
+    const results: TaskResult[] = packed ? await Promise.all(wire.map((w) => fromWireResult(w, MAX_TEXT_BYTES))) : (wire as TaskResult[]);
     if (conn.live?.running.length) {
       const done = new Set(wire.map((w) => refKey(w.taskId, w.attempt)));
       conn.live.running = conn.live.running.filter((r) => !done.has(refKey(r.taskId, r.attempt)));
