@@ -496,3 +496,76 @@ describe('task ring properties', () => {
     );
   });
 });
+
+describe('task ring properties: the list and the laggers', () => {
+  const stepArb = fc.oneof(
+    fc.record({ kind: fc.constant('take' as const), node: fc.nat(3) }),
+    fc.record({ kind: fc.constant('finish' as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant('tick' as const), ms: fc.integer({ min: 1, max: 30_000 }) }),
+  );
+
+  it('puts every hand-out just before the pointer, and a result takes its task out wherever it is', () => {
+    fc.assert(
+      fc.property(fc.array(stepArb, { maxLength: 80 }), (steps) => {
+        const { ring, clock } = setup();
+        addJob(ring, jobSpec(1, { timeoutMs: 20_000 }), 1, 40);
+        const running: { id: number; attempt: number; mac: Mac }[] = [];
+        for (const s of steps) {
+          if (s.kind === 'take') {
+            const before = ring.order();
+            const [h] = ring.take(node(s.node), 1);
+            if (!h) continue;
+            const after = ring.order();
+            // The task handed out is now the last before the pointer...
+            expect(after.at(-1)).toBe(h.task.id);
+            // ...and the others keep their order (a task handed out again left its old place).
+            expect(after.slice(0, -1)).toEqual(before.filter((id) => id !== h.task.id));
+            running.push({ id: h.task.id, attempt: h.attempt, mac: node(s.node).mac });
+          } else if (s.kind === 'finish' && running.length) {
+            const [r] = running.splice(s.pick % running.length, 1);
+            const before = ring.order();
+            if (ring.complete(r!.id, r!.attempt, r!.mac, 'final').kind === 'accepted') expect(ring.order()).toEqual(before.filter((id) => id !== r!.id));
+          } else if (s.kind === 'tick') {
+            clock.t += s.ms;
+            ring.expire();
+          }
+        }
+      }),
+    );
+  });
+
+  it('gives a speculative copy only past k × the median, never to the node running it, at most once per task', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.array(fc.integer({ min: 100, max: 5000 }), { minLength: 3, maxLength: 8 }),
+        fc.array(fc.record({ node: fc.nat(4), ms: fc.integer({ min: 0, max: 8000 }) }), { maxLength: 40 }),
+        (k, durations, steps) => {
+          const { ring, clock } = setup(k);
+          const n = durations.length + 2;
+          addJob(ring, jobSpec(1, { timeoutMs: 3_600_000 }), 1, n);
+          // Finish the first tasks with the given durations; two laggers stay on node 0 and 1.
+          for (let i = 0; i < durations.length; i++) {
+            const [h] = ring.take(node(9), 1);
+            ring.complete(h!.task.id, h!.attempt, node(9).mac, 'final', durations[i]);
+          }
+          const laggers = [ring.take(node(0), 1)[0]!, ring.take(node(1), 1)[0]!];
+          const sorted = [...durations].sort((a, b) => a - b);
+          const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+          const copies = new Map<number, number>();
+          for (const s of steps) {
+            clock.t += s.ms;
+            for (const h of ring.take(node(s.node), 1)) {
+              expect(h.speculative).toBe(true);
+              const lag = laggers.find((l) => l.task.id === h.task.id)!;
+              expect(clock.t - lag.task.copies[0]!.startedAt).toBeGreaterThan(k * median);
+              expect(lag.task.copies[0]!.mac).not.toBe(node(s.node).mac);
+              copies.set(h.task.id, (copies.get(h.task.id) ?? 0) + 1);
+            }
+          }
+          for (const c of copies.values()) expect(c).toBe(1);
+        },
+      ),
+    );
+  });
+});
