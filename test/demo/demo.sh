@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make demo` / `make demo-stop`: a virtual diskless cluster on this machine.
+#
+#   bash test/demo/demo.sh          install what is missing, build, boot the cluster, run the π job
+#   bash test/demo/demo.sh stop     stop everything the demo started and remove its network
+#
+# This script does what must happen before Node code can run (root check, Debian packages,
+# npm ci, build); test/demo/main.ts does the rest. Settings (environment): DEMO_NODES (3),
+# DEMO_EXIT=1 (check the result, tear down and exit with its status: CI), DEMO_DIR
+# (.cache/demo), DEMO_ACCEL (auto|kvm|tcg), DEMO_MEMORY_MIB, DEMO_PORT (8080), DEMO_TASKS
+# (300), DEMO_SAMPLES (per task), DEMO_BOOT_TIMEOUT (seconds).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# Elapsed times the demo prints count from here (build included).
+export DEMO_T0=${DEMO_T0:-$(date +%s%3N)}
+
+cmd=${1:-up}
+case "$cmd" in up|stop) ;; *) echo "usage: $0 [up|stop]" >&2; exit 2 ;; esac
+
+if [ "$(id -u)" -ne 0 ]; then
+  cat >&2 <<EOF
+make demo needs root, because it
+  - creates a network of its own: a bridge (lcdemo0, 10.77.0.1/24) and one tap device per
+    virtual machine (the host's own interfaces are left alone);
+  - runs the dispatcher's DHCP server (port 67) and TFTP server (port 69) on that bridge,
+    which PXE boot needs;
+  - installs the Debian packages it lacks (QEMU, OVMF, iPXE, busybox-static, zstd...).
+Run it as root:  sudo make demo   (and sudo make demo-stop to stop it)
+EOF
+  exit 1
+fi
+
+need_node() {
+  if ! command -v node >/dev/null; then
+    echo "make demo: Node.js 20 or newer is needed (https://nodejs.org, or NodeSource's Debian packages)" >&2
+    exit 1
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt 20 ]; then
+    echo "make demo: Node.js $(node --version) is too old; version 20 or newer is needed" >&2
+    exit 1
+  fi
+}
+
+if [ "$cmd" = stop ]; then
+  need_node
+  if [ ! -f dist/demo/demo.mjs ] || [ ! -d node_modules ]; then
+    # Nothing was ever built here: only the network can be left over.
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^lcdemo' || true); do
+      ip link del "$l" 2>/dev/null && echo "removed interface $l"
+    done
+    exit 0
+  fi
+  exec node dist/demo/demo.mjs stop
+fi
+
+need_node
+
+# Debian packages the build and the demo use (the subset of .ci/run's list that matters here).
+PACKAGES=(ca-certificates make g++ python3 busybox-static cpio zstd binutils file kmod
+  qemu-system-x86 ipxe ipxe-qemu ovmf iproute2)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ]; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund
+  test -f node_modules/better-sqlite3/build/Release/better_sqlite3.node || (cd node_modules/better-sqlite3 && npx --yes node-gyp rebuild --release)
+fi
+
+echo "== build: bundles, iPXE first stages, RAM image"
+make -s build pxe image dist/demo/demo.mjs
+
+# exec: Ctrl-C reaches the demo itself, which tears everything down.
+exec node dist/demo/demo.mjs up
