@@ -15,7 +15,7 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node20 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install clean
+.PHONY: help build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
 
 help:
 	@echo "make demo        boot a virtual diskless cluster (QEMU) and run a sample job"
@@ -24,7 +24,7 @@ help:
 	@echo "make build       bundle dispatcher, dispatcherctl and node-agent into dist/bin"
 	@echo "make pxe         copy iPXE first-stage binaries into pxe/bin"
 	@echo "make bench       run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
-	@echo "make install     install the dispatcher and its systemd unit on this host"
+	@echo "make install     install the dispatcher and its systemd unit on this host (DESTDIR= supported)"
 
 build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node
 
@@ -95,8 +95,11 @@ demo-stop:
 $(DIST)/demo/demo.mjs: $(wildcard test/demo/*.ts) test/lab/qemu.ts package.json
 	$(ESBUILD) test/demo/main.ts $(HOST_FLAGS) --outfile=$@
 
-install: build
-	bash dispatcher/systemd/install.sh
+# The dispatcher on a real host (/opt/lilcluster, /etc/lilcluster, systemd unit); DESTDIR= works.
+install: build pxe image
+	bash dispatcher/systemd/install.sh install
+uninstall:
+	bash dispatcher/systemd/install.sh uninstall
 
 clean:
 	rm -rf $(DIST)

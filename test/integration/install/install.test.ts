@@ -1,0 +1,199 @@
+/**
+ * `make install` for a real dispatcher host (dispatcher/systemd/install.sh), tested without a
+ * running systemd: `DESTDIR=` puts the tree in a temporary folder, where we check the files,
+ * the unit (`systemd-analyze verify`), that a second install keeps the configuration, that
+ * the installed tree runs on its own (no repository node_modules), and that the unit's
+ * security settings are enough: the installed dispatcher, started as an unprivileged user
+ * with exactly the unit's AmbientCapabilities (setpriv), serves full DHCP and TFTP on ports
+ * 67 and 69 to real clients in a network namespace. Needs root.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLab, type Lab } from '../../lab/netns.js';
+import { loadConfigFile, resolveConfig } from '../../../dispatcher/src/config.js';
+import { loadClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
+
+const UNIT = 'lilcluster-dispatcher.service';
+/** An unused uid/gid standing in for the unit's `User=lilcluster` (the test creates no user). */
+const SERVICE_UID = 61990;
+
+let dest: string;
+let lab: Lab | undefined;
+const temp: string[] = [];
+
+function install(cmd: 'install' | 'uninstall' = 'install') {
+  // The script itself (make install would also run make build pxe image, which the suite has done).
+  return spawnSync('bash', ['dispatcher/systemd/install.sh', cmd], { env: { ...process.env, DESTDIR: dest }, encoding: 'utf8', timeout: 300_000 });
+}
+
+const at = (p: string) => join(dest, p);
+/** Whether a path exists, dangling symlinks included (links into /opt dangle under DESTDIR). */
+function present(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+beforeAll(() => {
+  execFileSync('make', ['-s', 'build', 'pxe', 'image'], { stdio: 'ignore', timeout: 900_000 });
+  dest = mkdtempSync(join(tmpdir(), 'lc-install-'));
+  temp.push(dest);
+  // mkdtemp makes 0700; the unprivileged run below must be able to read the tree.
+  chmodSync(dest, 0o755);
+  const r = install();
+  expect(r.status, r.stderr + r.stdout).toBe(0);
+}, 900_000);
+
+afterAll(async () => {
+  await lab?.cleanup();
+  for (const d of temp) rmSync(d, { recursive: true, force: true });
+});
+
+describe('make install (DESTDIR)', () => {
+  it('puts the bundles, the image, the iPXE binaries and only the production node_modules under /opt/lilcluster', () => {
+    for (const f of ['bin/dispatcher.mjs', 'bin/dispatcherctl.mjs', 'bin/node-agent.mjs', 'image/vmlinuz', 'image/initrd.img', 'image/manifest.json', 'pxe/undionly.kpxe', 'pxe/ipxe.efi', 'package.json'])
+      expect(existsSync(at(`opt/lilcluster/${f}`)), f).toBe(true);
+    expect(statSync(at('opt/lilcluster/bin/dispatcher.mjs')).mode & 0o111).not.toBe(0);
+    expect(existsSync(at('opt/lilcluster/node_modules/better-sqlite3/build/Release/better_sqlite3.node'))).toBe(true);
+    expect(existsSync(at('opt/lilcluster/node_modules/sockopt/package.json'))).toBe(true);
+    for (const dev of ['esbuild', 'vitest', 'typescript', 'playwright-core', 'fast-check']) expect(existsSync(at(`opt/lilcluster/node_modules/${dev}`)), dev).toBe(false);
+    // Staging folders are gone.
+    expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
+  });
+
+  it('links dispatcher and dispatcherctl into /usr/local/bin', () => {
+    expect(readlinkSync(at('usr/local/bin/dispatcher'))).toBe('/opt/lilcluster/bin/dispatcher.mjs');
+    expect(readlinkSync(at('usr/local/bin/dispatcherctl'))).toBe('/opt/lilcluster/bin/dispatcherctl.mjs');
+  });
+
+  it('writes a configuration the dispatcher accepts, pointing at the installed files, and a cluster file', () => {
+    const overrides = loadConfigFile(at('etc/lilcluster/dispatcher.yaml'));
+    const cfg = resolveConfig(overrides, { interface: 'eth1' }); // the interface is the operator's to set
+    expect(cfg.dhcp.mode).toBe('full');
+    expect(cfg.dataDir).toBe('/var/lib/lilcluster');
+    expect(cfg.imageDir).toBe('/opt/lilcluster/image');
+    expect(cfg.pxeDir).toBe('/opt/lilcluster/pxe');
+    expect(cfg.clusterFile).toBe('/etc/lilcluster/cluster.yaml');
+    expect(loadClusterFile(at('etc/lilcluster/cluster.yaml'))).toEqual({ enrollment: 'auto', nodes: [] });
+    // Until the interface is set, full DHCP mode refuses to start and says why.
+    expect(() => resolveConfig(overrides)).toThrow(/full DHCP mode needs --interface/);
+  });
+
+  it('installs the unit with the Node binary filled in, enabled for multi-user.target', () => {
+    const unit = readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8');
+    expect(unit).not.toContain('@NODE@');
+    const exec = /^ExecStart=(\S+) (.*)$/m.exec(unit);
+    expect(exec?.[1]).toBe(execFileSync('readlink', ['-f', execFileSync('sh', ['-c', 'command -v node'], { encoding: 'utf8' }).trim()], { encoding: 'utf8' }).trim());
+    expect(exec?.[2]).toBe('/opt/lilcluster/bin/dispatcher.mjs --config /etc/lilcluster/dispatcher.yaml');
+    expect(unit).toMatch(/^User=lilcluster$/m);
+    expect(readlinkSync(at(`etc/systemd/system/multi-user.target.wants/${UNIT}`))).toBe(`/etc/systemd/system/${UNIT}`);
+  });
+
+  const hasSystemdAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0;
+  it.runIf(hasSystemdAnalyze)('passes systemd-analyze verify without a warning', () => {
+    const r = spawnSync('systemd-analyze', ['verify', at(`etc/systemd/system/${UNIT}`)], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    // The only thing it may say: the DESTDIR copy of the unit is not under /etc (no running systemd here).
+    const complaints = r.stderr.split('\n').filter((l) => l.trim() && !/multi-user\.target|Failed to (connect|prepare)|not found|No such file/i.test(l));
+    expect(complaints).toEqual([]);
+  });
+
+  it('runs from the installed tree alone: the dispatcher starts and the installed dispatcherctl talks to it', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'lc-install-data-'));
+    temp.push(data);
+    // cwd / and a bare environment: modules can only come from the installed node_modules.
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+    const child = spawn(process.execPath, [
+      at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
+      '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', data,
+      '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'), '--cluster', at('etc/lilcluster/cluster.yaml'),
+    ], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      const port = await new Promise<number>((resolve, reject) => {
+        const onData = (d: Buffer) => {
+          out += d.toString('utf8');
+          const m = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+          if (m) resolve(Number(m[1]));
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+        child.once('exit', (code) => reject(new Error(`dispatcher exited (${code}):\n${out}`)));
+        setTimeout(() => reject(new Error(`dispatcher not listening after 60 s:\n${out}`)), 60_000).unref();
+      });
+      const r = spawnSync(process.execPath, [at('opt/lilcluster/bin/dispatcherctl.mjs'), '--url', `http://127.0.0.1:${port}`, '--data-dir', data, '--json', 'status'], { cwd: '/', env, encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toHaveProperty('nodes');
+      // The zero-copy addon is found beside the installed bundles.
+      expect(out).toContain(at('opt/lilcluster/native/sendfile.node'));
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+
+  it('as an unprivileged user with only the unit\'s capabilities, serves full DHCP (port 67) and TFTP (port 69) to real clients', async () => {
+    const unit = readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8');
+    const caps = /^AmbientCapabilities=(.+)$/m.exec(unit)![1]!.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '').toLowerCase());
+    expect(caps).toEqual(['net_bind_service', 'net_raw']);
+    const data = mkdtempSync(join(tmpdir(), 'lc-install-svc-'));
+    temp.push(data);
+    chmodSync(data, 0o750);
+    chownSync(data, SERVICE_UID, SERVICE_UID);
+    lab = await createLab('inst');
+    const srv = await lab.namespace('srv');
+    const cli = await lab.namespace('cli');
+    const [s0, c0] = await lab.veth({ ns: srv, address: '10.79.0.1/24' }, { ns: cli });
+    const capList = caps.map((c) => `+${c}`).join(',');
+    const dispatcher = srv.spawn('setpriv', [
+      `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, '--clear-groups',
+      `--inh-caps=-all,${capList}`, `--ambient-caps=-all,${capList}`, `--bounding-set=-all,${capList}`, '--no-new-privs',
+      process.execPath, at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
+      '--interface', s0.name, '--data-dir', data, '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'),
+      '--cluster', at('etc/lilcluster/cluster.yaml'), '--range', '10.79.0.100-10.79.0.150',
+    ], { cwd: '/' });
+    await dispatcher.waitForOutput(/dispatcher started/, 60_000);
+    expect(readFileSync(`/proc/${dispatcher.pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${SERVICE_UID}\\b`, 'm'));
+
+    const lease = await cli.exec('udhcpc', ['-i', c0.name, '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', '/bin/true'], { timeoutMs: 60_000, allowFailure: true });
+    expect(lease.stdout + lease.stderr).toMatch(/lease of 10\.79\.0\.1\d\d obtained/);
+
+    await cli.addAddress(c0.name, '10.79.0.99/24');
+    const got = join(data, 'got.kpxe');
+    const tftp = await cli.exec('tftp', ['10.79.0.1', '-m', 'binary', '-c', 'get', 'undionly.kpxe', got], { timeoutMs: 60_000, allowFailure: true });
+    expect(tftp.code, tftp.stderr + tftp.stdout).toBe(0);
+    expect(readFileSync(got).equals(readFileSync(at('opt/lilcluster/pxe/undionly.kpxe')))).toBe(true);
+    await dispatcher.stop();
+  });
+
+  it('a second install updates the program and keeps the configuration as the operator left it', () => {
+    const conf = at('etc/lilcluster/dispatcher.yaml');
+    const edited = readFileSync(conf, 'utf8').replace('# interface: eth1', 'interface: eth7');
+    writeFileSync(conf, edited);
+    writeFileSync(at('opt/lilcluster/stale-file'), 'from an older version');
+    const r = install();
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toContain('updated /opt/lilcluster');
+    expect(r.stdout).toContain('kept /etc/lilcluster/dispatcher.yaml');
+    expect(readFileSync(conf, 'utf8')).toBe(edited);
+    expect(existsSync(at('opt/lilcluster/stale-file'))).toBe(false);
+    expect(existsSync(at('opt/lilcluster/bin/dispatcher.mjs'))).toBe(true);
+    expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
+  });
+
+  it('make uninstall removes the program, the commands and the unit, and keeps configuration and data', () => {
+    mkdirSync(at('var/lib/lilcluster'), { recursive: true });
+    writeFileSync(at('var/lib/lilcluster/dispatcher.db'), 'data');
+    const r = install('uninstall');
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    for (const gone of ['opt/lilcluster', 'usr/local/bin/dispatcher', 'usr/local/bin/dispatcherctl', `etc/systemd/system/${UNIT}`, `etc/systemd/system/multi-user.target.wants/${UNIT}`])
+      expect(present(at(gone)), gone).toBe(false);
+    expect(existsSync(at('etc/lilcluster/dispatcher.yaml'))).toBe(true);
+    expect(readFileSync(at('var/lib/lilcluster/dispatcher.db'), 'utf8')).toBe('data');
+  });
+});
