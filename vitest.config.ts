@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Three tiers (see test/README.md). Integration and e2e tests use real sockets, processes,
-// namespaces and QEMU, so they run one file at a time on the 2-core CI machine.
+// Three tiers (see test/README.md), run one after the other (groupOrder). Integration and e2e
+// tests use real sockets, processes, namespaces and QEMU, so they run one file at a time on
+// the 2-core CI machine and never overlap with each other.
 export default defineConfig({
   test: {
     projects: [
@@ -9,6 +10,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
           testTimeout: 30_000,
         },
       },
@@ -16,6 +18,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          sequence: { groupOrder: 1 },
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,
@@ -25,6 +28,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
+          sequence: { groupOrder: 2 },
           testTimeout: 900_000,
           hookTimeout: 900_000,
           fileParallelism: false,
