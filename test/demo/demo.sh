@@ -69,6 +69,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+elif ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  # make image fetches the kernel with `apt-get download`, which needs the package lists.
+  echo "== apt-get update (make image downloads the kernel package)"
+  apt-get update -qq
 fi
 
 if [ ! -d node_modules ]; then

@@ -335,6 +335,7 @@ async function up(s: DemoSettings): Promise<number> {
   await startForwarder(s);
   const localLogin = loginUrl.replace(`//${DISPATCHER_IP}:${DISPATCHER_PORT}`, `//localhost:${s.localPort}`);
   say(`dispatcher: full DHCP on ${BRIDGE} (${DHCP_RANGE}), TFTP, HTTP on ${API} (also http://localhost:${s.localPort})`);
+  say(`dashboard, live from now on: ${localLogin}`);
   await createTaps(s.nodes);
   say(`network: bridge ${BRIDGE} ${DISPATCHER_IP}/24 with taps ${s.nodes.map((n) => n.tap).join(', ')} (nothing else attached)`);
 

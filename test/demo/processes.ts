@@ -18,18 +18,32 @@ export function pidFile(stateDir: string, name: string): string {
   return join(stateDir, `${name}.pid`);
 }
 
-function cmdline(pid: number): string | undefined {
+function argv(pid: number): string[] | undefined {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw ? raw.replace(/\0$/, '').split('\0') : undefined; // empty for zombies
   } catch {
     return undefined;
   }
 }
 
-/** Whether `pid` is alive and one of ours (its command line names the state dir). */
+/**
+ * Whether a command line is one the demo starts — QEMU, the dispatcher, or the forwarder —
+ * for this state dir. Both conditions: a `tail -f .cache/demo/dispatcher.log` of the user's
+ * names the state dir too, and must survive `make demo-stop`.
+ */
+export function isDemoCommand(args: readonly string[], stateDir: string): boolean {
+  if (!args.some((a) => a.includes(stateDir))) return false;
+  const [exe = '', script = '', sub = ''] = args;
+  if (/(^|\/)qemu-system-[\w-]+$/.test(exe)) return true;
+  if (!/(^|\/)node(js)?$/.test(exe)) return false;
+  return /(^|\/)dispatcher\.mjs$/.test(script) || (/(^|\/)demo\.mjs$/.test(script) && sub === 'forward');
+}
+
+/** Whether `pid` is alive and one of ours. */
 export function isOurs(pid: number, stateDir: string): boolean {
-  const c = cmdline(pid);
-  return c !== undefined && c.includes(stateDir);
+  const a = argv(pid);
+  return a !== undefined && isDemoCommand(a, stateDir);
 }
 
 /**
@@ -72,8 +86,8 @@ export function ownProcesses(stateDir: string): { pid: number; what: string }[] 
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);
     if (!Number.isInteger(pid) || skip.has(pid) || found.has(pid)) continue;
-    const c = cmdline(pid);
-    if (c?.includes(stateDir)) found.set(pid, c.split(' ')[0]!.split('/').pop()!);
+    const a = argv(pid);
+    if (a && isDemoCommand(a, stateDir)) found.set(pid, `${a[0]!.split('/').pop()!}${a[1]?.endsWith('.mjs') ? ` ${a[1].split('/').pop()}` : ''}`);
   }
   return [...found].map(([pid, what]) => ({ pid, what }));
 }

@@ -17,8 +17,8 @@ export const DISPATCHER_PORT = 8080;
 
 export const DEFAULT_NODES = 3;
 export const MAX_NODES = 9;
-/** Enough for the 30 MiB initrd, its 104 MiB unpacked root and a few Node tasks (139 MiB used after boot). */
-export const DEFAULT_MEMORY_MIB = 640;
+/** Enough for the 30 MiB initrd, its 104 MiB unpacked root and a Node task (~140 MiB used after boot). */
+export const DEFAULT_MEMORY_MIB = 512;
 export const DEFAULT_TASKS = 300;
 /** Per task; 300 × 100,000 samples put π̂ within ±0.0003 (1 σ). */
 export const DEFAULT_SAMPLES = 100_000;
