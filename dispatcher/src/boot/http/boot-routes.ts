@@ -9,13 +9,14 @@
  * The boot script registers the machine (enrollment policy), issues a fresh per-boot token
  * bound to its MAC and records `http.script`; image downloads record `http.kernel` /
  * `http.initrd` (or `http.failed`) with bytes and duration. Image transfers are bounded
- * (FIFO queue) so a boot storm waits rather than failing.
+ * (FIFO queue) so a boot storm waits rather than failing. Bodies go by sendfile(2) through
+ * the native addon when it is built (sendfile.ts), else through Node (said once at start).
  */
 import { ImageKeyCheck } from '../image-key.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core.js';
 import type { AppPlugin } from '../../http/app.js';
-import { RateLimitedLog } from '../../log.js';
+import { RateLimitedLog, type Logger } from '../../log.js';
 import { parseMac, type Mac } from '../../nodes/mac.js';
 import type { BootStage } from '../timeline.js';
 import { BootFiles, IMAGE_FILES, PXE_FILES, type BootFileName } from '../boot-files.js';
@@ -24,6 +25,7 @@ import { FifoLimiter } from '../limiter.js';
 import { recordStage } from '../record-stage.js';
 import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
 import { serveBootFile } from './serve-bytes.js';
+import { loadSendfile, type ZeroCopySender } from './sendfile.js';
 
 /** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
 export const DEFAULT_HTTP_MAX_TRANSFERS = 128;
@@ -35,6 +37,11 @@ export interface BootHttpOptions {
   macs?: ClientMacSource;
   maxTransfers?: number;
   maxQueue?: number;
+  /**
+   * How image bodies are sent: a ZeroCopySender (sendfile), false (always through Node), or
+   * undefined: the native addon if it loads (LC_SENDFILE=0 turns it off), else through Node.
+   */
+  zeroCopy?: ZeroCopySender | false;
 }
 
 export interface BootHttpCounters {
@@ -45,6 +52,8 @@ export interface BootHttpCounters {
   failed: number;
   notModified: number;
   bytesSent: number;
+  /** Downloads whose body went by sendfile (zero-copy); the others went through Node. */
+  sentZeroCopy: number;
   active: number;
   queued: number;
 }
@@ -65,7 +74,8 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     log.warn({ imageDir: core.config.imageDir }, 'the image carries another dispatcher\'s key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub');
   else if (keyStatus === 'none') log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
   const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE);
-  const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0 };
+  const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0, sentZeroCopy: 0 };
+  const zeroCopy = pickZeroCopy(opts.zeroCopy, log);
 
   const dispatcherUrl = (req: FastifyRequest): string => {
     const port = core.config.httpPort || req.raw.socket?.localPort || 80;
@@ -135,6 +145,8 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     }
     c.downloads++;
     const mac = machineOf(req);
+    // Read now: once the client has gone the socket no longer knows its peer.
+    const ip = plainIPv4(req.ip);
     const queuedAt = performance.now();
     await new Promise<void>((resolve) => {
       const submitted = limiter.submit((release) => {
@@ -143,9 +155,9 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
           return resolve();
         }
         const queuedMs = Math.round(performance.now() - queuedAt);
-        serveBootFile(raw, res, file).then((r) => {
+        serveBootFile(raw, res, file, undefined, zeroCopy).then((r) => {
           release();
-          account(name, mac, plainIPv4(req.ip), r, queuedMs);
+          account(name, mac, ip, r, queuedMs);
           resolve();
         });
       });
@@ -166,16 +178,17 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     const stage = STAGE_OF[name] ?? 'http.firststage';
     if (r.status === 304) c.notModified++;
     if (r.status !== 200 && r.status !== 206) return; // 304/412/416: nothing was downloaded
+    if (r.via === 'sendfile') c.sentZeroCopy++;
     if (r.completed) {
       c.completed++;
       c.bytesSent += r.bodyBytes;
-      log.info({ file: name, mac, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs, queuedMs }, 'file sent');
+      log.info({ file: name, mac, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs, queuedMs, via: r.via }, 'file sent');
       if (mac) recordStage(core.timeline, log, mac, stage, { file: name, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs });
     } else {
       // How much of the body reached the client is not known here (the whole slice was
       // queued on the socket at once): the size and the time say how far it got.
       c.failed++;
-      log.warn({ file: name, mac, ip, size: r.bodyBytes, durationMs: r.durationMs }, 'download aborted by the client');
+      log.warn({ file: name, mac, ip, size: r.bodyBytes, durationMs: r.durationMs, via: r.via, error: r.error }, 'download aborted by the client');
       if (mac) recordStage(core.timeline, log, mac, 'http.failed', { file: name, ip, size: r.bodyBytes, durationMs: r.durationMs, reason: 'connection closed before the end' });
     }
   };
@@ -197,6 +210,16 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     plugin,
     counters: () => ({ ...c, active: limiter.active, queued: limiter.queued }),
   };
+}
+
+/** The sender for image bodies, said once in the log at start. */
+function pickZeroCopy(opt: ZeroCopySender | false | undefined, log: Logger): ZeroCopySender | undefined {
+  if (opt === false) return undefined;
+  if (opt) return opt;
+  const loaded = loadSendfile();
+  if (loaded.sender) log.info({ addon: loaded.path }, 'image downloads by sendfile (zero-copy)');
+  else log.warn({ reason: loaded.reason }, 'image downloads through Node (no zero-copy sendfile)');
+  return loaded.sender;
 }
 
 function queryMac(req: FastifyRequest): string | undefined {

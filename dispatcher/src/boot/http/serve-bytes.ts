@@ -1,12 +1,14 @@
 /**
  * Writes a boot file held in memory to a raw Node response, below fastify's reply pipeline:
- * conditional requests and one byte range (http-range.ts), then one `end()` of a slice of the
- * shared Buffer. No copy is made per request; libuv writes the slice as fast as the socket
- * drains. Resolves when the response is finished or the client went away.
+ * conditional requests and one byte range (http-range.ts), then the body — by sendfile(2)
+ * from a sealed memfd when the native addon is there (sendfile.ts: no copy through user
+ * space, Node's thread free), else as slices of the shared Buffer written round-robin by one
+ * scheduler. Resolves when the response is finished or the client went away.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BootFile } from '../boot-files.js';
 import { contentRange, decideServe, type ServeDecision } from '../http-range.js';
+import { SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
 export interface ServeResult {
   status: number;
@@ -15,11 +17,16 @@ export interface ServeResult {
   /** The body was fully handed to the kernel; false when the client closed first. */
   completed: boolean;
   durationMs: number;
+  /** How the body went: 'sendfile' (zero-copy) or 'write' (through Node); undefined without a body. */
+  via?: 'sendfile' | 'write';
+  /** Why a zero-copy body ended early (EPIPE, ECONNRESET, ETIMEDOUT...). */
+  error?: string;
 }
 
 const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
 
-export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: BootFile, contentType = 'application/octet-stream'): Promise<ServeResult> {
+/** `zeroCopy`: send bodies by sendfile when possible (undefined: always through Node). */
+export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: BootFile, contentType = 'application/octet-stream', zeroCopy?: ZeroCopySender): Promise<ServeResult> {
   const t0 = performance.now();
   const method = req.method ?? 'GET';
   const h = req.headers;
@@ -63,12 +70,23 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
       res.writeHead(416, { 'content-range': contentRange(decision, file.size), 'content-length': 0 });
       break;
   }
+  if (body && zeroCopy && body.length >= SENDFILE_MIN_BYTES && zeroCopy.usable(res)) {
+    const start = decision.status === 200 || decision.status === 206 ? decision.start : 0;
+    return zeroCopy.send(res, file.bytes, start, body.length).then((o) => ({
+      status: decision.status,
+      bodyBytes: body.length,
+      completed: o.ok,
+      durationMs: Math.round(performance.now() - t0),
+      via: 'sendfile',
+      ...(o.error ? { error: o.error } : {}),
+    }));
+  }
   return new Promise<ServeResult>((resolve) => {
     let done = false;
     const settle = (completed: boolean) => {
       if (done) return;
       done = true;
-      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0) });
+      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0), ...(body ? { via: 'write' as const } : {}) });
     };
     // Node emits 'finish' (and writableFinished reads true) even when the client reset the
     // connection mid-body; only the socket, captured now (it is detached by then), tells.
