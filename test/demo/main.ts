@@ -286,13 +286,13 @@ function ctlEnv(s: DemoSettings): NodeJS.ProcessEnv {
 }
 
 /** Runs dispatcherctl; its stderr (the progress bar) goes to the terminal, its stdout is returned. */
-function dispatcherctl(s: DemoSettings, args: string[]): Promise<string> {
+function dispatcherctl(s: DemoSettings, args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((res, rej) => {
     const child = spawn(process.execPath, [join(s.repoRoot, 'dist/bin/dispatcherctl.mjs'), ...args], { env: ctlEnv(s), stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.once('error', rej);
-    child.once('exit', (code) => (code === 0 ? res(out) : rej(new DemoError(`dispatcherctl ${args[0]} exited with ${code}`))));
+    child.once('exit', (code) => res({ code, out }));
   });
 }
 
@@ -304,14 +304,15 @@ async function runJob(s: DemoSettings): Promise<{ jobId: number; seconds: number
   say(`submitting the job: ${s.tasks} tasks, each a Monte-Carlo estimate of π from one seed (${s.samples.toLocaleString('en')} samples)`);
   process.stdout.write(`    $ dispatcherctl ${args.map((a) => (a.startsWith('/') ? relative(process.cwd(), a) || a : a)).join(' ')}\n`);
   const started = Date.now();
-  const out = await dispatcherctl(s, args).catch((err: Error) => {
-    throw new DemoError(`the job did not finish cleanly (${err.message}); see dispatcherctl tasks`);
-  });
-  const jobId = Number(out.trim().split('\n')[0]);
-  if (!Number.isInteger(jobId)) throw new DemoError(`dispatcherctl submit printed no job id: ${out.slice(0, 200)}`);
+  // Exit 1 means some tasks failed: the results still come back, and the checks name them.
+  const submit = await dispatcherctl(s, args);
+  checkNotStopping();
+  const jobId = Number(submit.out.trim().split('\n')[0]);
+  if (!Number.isInteger(jobId) || jobId <= 0) throw new DemoError(`dispatcherctl submit failed (exit ${submit.code}) and printed no job id`);
   const seconds = (Date.now() - started) / 1000;
-  const jsonl = await dispatcherctl(s, ['results', String(jobId), '--format', 'jsonl']);
-  return { jobId, seconds, jsonl };
+  const results = await dispatcherctl(s, ['results', String(jobId), '--format', 'jsonl']);
+  if (results.code !== 0) throw new DemoError(`dispatcherctl results ${jobId} exited with ${results.code}`);
+  return { jobId, seconds, jsonl: results.out };
 }
 
 // ---------------------------------------------------------------------------------------
