@@ -5,7 +5,9 @@
  * the installed tree runs on its own (no repository node_modules), and that the unit's
  * security settings are enough: the installed dispatcher, started as an unprivileged user
  * with exactly the unit's AmbientCapabilities (setpriv), serves full DHCP and TFTP on ports
- * 67 and 69 to real clients in a network namespace. Needs root.
+ * 67 and 69 to real clients in a network namespace. The real path (no DESTDIR: user
+ * creation, ownership, modes, the commands on PATH) runs in a private mount namespace over
+ * copies of /etc, /opt, /usr/local/bin and /var/lib, so the host is never changed. Needs root.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -184,6 +186,61 @@ describe('make install (DESTDIR)', () => {
     expect(existsSync(at('opt/lilcluster/stale-file'))).toBe(false);
     expect(existsSync(at('opt/lilcluster/bin/dispatcher.mjs'))).toBe(true);
     expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
+  });
+
+  it('without DESTDIR (in a private mount namespace over copies of /etc, /opt, /var/lib): creates the user, owns and locks down the dirs, the commands run from PATH, twice', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'lc-install-real-'));
+    temp.push(scratch);
+    // Everything the script writes lands in this namespace's mounts; the host's /etc, /opt,
+    // /usr/local/bin and /var/lib are never touched.
+    const script = `
+      set -euo pipefail
+      mkdir -p ${scratch}/etc ${scratch}/varlib
+      cp -a /etc/. ${scratch}/etc/
+      mount --bind ${scratch}/etc /etc
+      mount --bind ${scratch}/varlib /var/lib
+      mount -t tmpfs tmpfs /opt
+      mount -t tmpfs tmpfs /usr/local/bin
+      cd ${process.cwd()}
+      bash dispatcher/systemd/install.sh install > ${scratch}/first.log 2>&1
+      bash dispatcher/systemd/install.sh install > ${scratch}/second.log 2>&1
+      echo "user=$(id -u lilcluster >/dev/null && echo yes)"
+      echo "data=$(stat -c '%U:%G %a' /var/lib/lilcluster)"
+      echo "conf=$(stat -c '%U:%G %a' /etc/lilcluster)"
+      echo "yaml=$(stat -c '%U:%G %a' /etc/lilcluster/dispatcher.yaml)"
+      echo "ctl=$(dispatcherctl --version)"
+      echo "dispatcher=$(dispatcher --version)"
+      echo "enabled=$(readlink /etc/systemd/system/multi-user.target.wants/${UNIT})"
+      echo "svc-reads-conf=$(setpriv --reuid=lilcluster --regid=lilcluster --init-groups cat /etc/lilcluster/dispatcher.yaml >/dev/null && echo yes)"
+      echo "svc-writes-data=$(setpriv --reuid=lilcluster --regid=lilcluster --init-groups touch /var/lib/lilcluster/probe && echo yes)"
+      echo "others-read-conf=$(setpriv --reuid=65534 --regid=65534 --clear-groups cat /etc/lilcluster/dispatcher.yaml 2>/dev/null && echo yes || echo no)"
+      bash dispatcher/systemd/install.sh uninstall > ${scratch}/uninstall.log 2>&1
+      echo "after-uninstall=$(ls /opt | wc -l) $(ls /etc/systemd/system/multi-user.target.wants/ 2>/dev/null | grep -c lilcluster || true) $(test -e /etc/lilcluster/dispatcher.yaml && echo conf-kept)"
+    `;
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8', timeout: 300_000 });
+    const log = (f: string) => (existsSync(join(scratch, f)) ? readFileSync(join(scratch, f), 'utf8') : '');
+    expect(r.status, `${r.stderr}\n${log('first.log')}\n${log('second.log')}`).toBe(0);
+    const facts = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const version = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
+    expect(facts).toEqual({
+      user: 'yes',
+      data: 'lilcluster:lilcluster 750',
+      conf: 'root:lilcluster 750',
+      yaml: 'root:lilcluster 640',
+      ctl: version,
+      dispatcher: version,
+      enabled: `/etc/systemd/system/${UNIT}`,
+      'svc-reads-conf': 'yes',
+      'svc-writes-data': 'yes',
+      'others-read-conf': 'no',
+      'after-uninstall': '0 0 conf-kept',
+    });
+    expect(log('first.log')).toContain('created the system user lilcluster');
+    expect(log('second.log')).not.toContain('created the system user');
+    expect(log('second.log')).toContain('kept /etc/lilcluster/dispatcher.yaml');
+    // The host is untouched.
+    expect(existsSync('/opt/lilcluster')).toBe(false);
+    expect(existsSync('/etc/lilcluster')).toBe(false);
   });
 
   it('make uninstall removes the program, the commands and the unit, and keeps configuration and data', () => {
