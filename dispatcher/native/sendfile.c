@@ -9,8 +9,9 @@
  *                                          cb(errno, bytesSent) on the JS thread, once; errno 0 = done
  *   abort(t)                               ends the transfer (cb gets ECANCELED); only before cb
  *
- * One sender thread of our own (not libuv's threadpool, which the ESM loader has already sized
- * before any of our code runs, and which fs, dns and crypto share) drives every transfer with
+ * Sender threads of our own (not libuv's threadpool, which the ESM loader has already sized
+ * before any of our code runs, and which fs, dns and crypto share), one per CPU up to
+ * MAX_SENDERS, as nginx runs one worker per CPU: each drives its share of the transfers with
  * epoll: non-blocking sendfile until EAGAIN, then wait for EPOLLOUT. A transfer works on a
  * dup() of the socket, so a JS-side close can never make it write into a reused descriptor;
  * the dup is closed on the JS thread when cb runs, and abort() shuts the connection down
@@ -44,6 +45,8 @@
 #define TURN_BYTES (1024 * 1024)
 /* How often idle transfers are looked for. */
 #define IDLE_CHECK_MS 250
+/* Sender threads at most (one per online CPU below that). */
+#define MAX_SENDERS 4
 
 typedef struct image {
   int fd;
@@ -59,8 +62,11 @@ typedef struct envstate {
   atomic_int refs; /* the environment + transfers not yet handed back */
 } envstate_t;
 
+struct engine;
+
 typedef struct transfer {
   struct transfer *prev, *next; /* engine's active list, or the incoming list (next only) */
+  struct engine *eng;           /* the sender thread that owns it */
   int sock;                     /* our dup of the socket; closed on the JS thread */
   image_t *img;
   envstate_t *es;
@@ -72,14 +78,21 @@ typedef struct transfer {
   napi_ref cb;
 } transfer_t;
 
-static struct {
-  pthread_once_t once;
-  int start_err;
+/* One sender thread and what it owns. */
+typedef struct engine {
   pthread_mutex_t mu;
   transfer_t *incoming; /* handed over by start(), taken by the thread */
   int epfd, evfd;
   transfer_t *active; /* owned by the thread */
-} engine = {PTHREAD_ONCE_INIT, 0, PTHREAD_MUTEX_INITIALIZER, NULL, -1, -1, NULL};
+} engine_t;
+
+static struct {
+  pthread_once_t once;
+  int start_err;
+  int count;
+  atomic_uint next; /* round-robin (JS threads: the main one, workers) */
+  engine_t eng[MAX_SENDERS];
+} senders = {.once = PTHREAD_ONCE_INIT};
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -105,14 +118,14 @@ static void envstate_release(envstate_t *es) {
 
 static void active_remove(transfer_t *t) {
   if (t->prev) t->prev->next = t->next;
-  else engine.active = t->next;
+  else t->eng->active = t->next;
   if (t->next) t->next->prev = t->prev;
   t->prev = t->next = NULL;
 }
 
 /* The transfer is over: leave epoll and hand it back to its JS thread. */
 static void finish(transfer_t *t, int err) {
-  if (t->registered) epoll_ctl(engine.epfd, EPOLL_CTL_DEL, t->sock, NULL);
+  if (t->registered) epoll_ctl(t->eng->epfd, EPOLL_CTL_DEL, t->sock, NULL);
   t->registered = false;
   active_remove(t);
   t->err = atomic_load(&t->abort) ? ECANCELED : err;
@@ -153,32 +166,32 @@ static bool pump(transfer_t *t, int64_t now) {
 }
 
 static void *engine_main(void *arg) {
-  (void)arg;
+  engine_t *engine = arg;
   struct epoll_event evs[64];
   int64_t next_idle_check = now_ms() + IDLE_CHECK_MS;
   for (;;) {
-    int n = epoll_wait(engine.epfd, evs, 64, IDLE_CHECK_MS);
+    int n = epoll_wait(engine->epfd, evs, 64, IDLE_CHECK_MS);
     int64_t now = now_ms();
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) { /* new transfers */
         uint64_t v;
-        ssize_t r = read(engine.evfd, &v, sizeof v);
+        ssize_t r = read(engine->evfd, &v, sizeof v);
         (void)r;
-        pthread_mutex_lock(&engine.mu);
-        transfer_t *list = engine.incoming;
-        engine.incoming = NULL;
-        pthread_mutex_unlock(&engine.mu);
+        pthread_mutex_lock(&engine->mu);
+        transfer_t *list = engine->incoming;
+        engine->incoming = NULL;
+        pthread_mutex_unlock(&engine->mu);
         while (list) {
           transfer_t *t = list;
           list = t->next;
           t->prev = NULL;
-          t->next = engine.active;
-          if (engine.active) engine.active->prev = t;
-          engine.active = t;
+          t->next = engine->active;
+          if (engine->active) engine->active->prev = t;
+          engine->active = t;
           t->last_progress_ms = now;
           if (!pump(t, now)) continue;
           struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = t};
-          if (epoll_ctl(engine.epfd, EPOLL_CTL_ADD, t->sock, &ev) != 0) finish(t, errno);
+          if (epoll_ctl(engine->epfd, EPOLL_CTL_ADD, t->sock, &ev) != 0) finish(t, errno);
           else t->registered = true;
         }
         continue;
@@ -187,7 +200,7 @@ static void *engine_main(void *arg) {
     }
     if (now >= next_idle_check) {
       next_idle_check = now + IDLE_CHECK_MS;
-      for (transfer_t *t = engine.active, *nx; t; t = nx) {
+      for (transfer_t *t = engine->active, *nx; t; t = nx) {
         nx = t->next;
         if (atomic_load(&t->abort)) finish(t, ECANCELED);
         else if (now - t->last_progress_ms > t->idle_ms) finish(t, ETIMEDOUT);
@@ -197,26 +210,34 @@ static void *engine_main(void *arg) {
   return NULL;
 }
 
-static void engine_start(void) {
-  engine.epfd = epoll_create1(EPOLL_CLOEXEC);
-  engine.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (engine.epfd < 0 || engine.evfd < 0) {
-    engine.start_err = errno;
-    return;
-  }
+static int engine_start_one(engine_t *engine) {
+  pthread_mutex_init(&engine->mu, NULL);
+  engine->epfd = epoll_create1(EPOLL_CLOEXEC);
+  engine->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (engine->epfd < 0 || engine->evfd < 0) return errno;
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  if (epoll_ctl(engine.epfd, EPOLL_CTL_ADD, engine.evfd, &ev) != 0) {
-    engine.start_err = errno;
-    return;
-  }
+  if (epoll_ctl(engine->epfd, EPOLL_CTL_ADD, engine->evfd, &ev) != 0) return errno;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 256 * 1024);
   pthread_t th;
-  int e = pthread_create(&th, &attr, engine_main, NULL);
+  int e = pthread_create(&th, &attr, engine_main, engine);
   pthread_attr_destroy(&attr);
-  if (e != 0) engine.start_err = e;
+  return e;
+}
+
+static void engine_start(void) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int want = cpus < 1 ? 1 : cpus > MAX_SENDERS ? MAX_SENDERS : (int)cpus;
+  for (int i = 0; i < want; i++) {
+    int e = engine_start_one(&senders.eng[i]);
+    if (e != 0) {
+      if (i == 0) senders.start_err = e; /* none at all: start() reports it */
+      break;
+    }
+    senders.count = i + 1;
+  }
 }
 
 /* ------------------------------------------------------------------ JS side */
@@ -325,8 +346,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_instance_data(env, (void **)&es));
   if (fd < 0 || offset < 0 || length < 0 || offset + length > img->size || idle <= 0)
     return napi_throw_range_error(env, NULL, "sendfile start: bad fd, range or timeout"), NULL;
-  pthread_once(&engine.once, engine_start);
-  if (engine.start_err) return throw_errno(env, "sendfile engine", engine.start_err);
+  pthread_once(&senders.once, engine_start);
+  if (senders.count == 0) return throw_errno(env, "sendfile engine", senders.start_err ? senders.start_err : EAGAIN);
   int sock = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (sock < 0) return throw_errno(env, "dup socket", errno);
   transfer_t *t = calloc(1, sizeof *t);
@@ -346,12 +367,14 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   }
   atomic_fetch_add(&img->refs, 1);
   atomic_fetch_add(&es->refs, 1);
-  pthread_mutex_lock(&engine.mu);
-  t->next = engine.incoming;
-  engine.incoming = t;
-  pthread_mutex_unlock(&engine.mu);
+  engine_t *engine = &senders.eng[atomic_fetch_add(&senders.next, 1) % (unsigned)senders.count];
+  t->eng = engine;
+  pthread_mutex_lock(&engine->mu);
+  t->next = engine->incoming;
+  engine->incoming = t;
+  pthread_mutex_unlock(&engine->mu);
   uint64_t one = 1;
-  ssize_t w = write(engine.evfd, &one, sizeof one);
+  ssize_t w = write(engine->evfd, &one, sizeof one);
   (void)w;
   napi_value handle;
   CHECK(env, napi_create_external(env, t, NULL, NULL, &handle));
