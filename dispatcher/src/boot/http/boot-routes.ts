@@ -12,7 +12,7 @@
  * (FIFO queue) so a boot storm waits rather than failing. Bodies go by sendfile(2) through
  * the native addon when it is built (sendfile.ts), else through Node (said once at start).
  */
-import { ImageKeyCheck } from '../image-key.js';
+import { ImageInfo } from '../image-info.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core.js';
 import type { AppPlugin } from '../../http/app.js';
@@ -68,8 +68,8 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const log = core.log.child({ svc: 'http-boot' });
   const noisy = new RateLimitedLog(log);
   const macs = opts.macs ?? new ClientMacLookup(core.nodes);
-  const imageKey = new ImageKeyCheck(core.config.imageDir, core.secrets.identity.fingerprint);
-  const keyStatus = imageKey.status();
+  const image = new ImageInfo(core.config.imageDir, core.secrets.identity.fingerprint);
+  const keyStatus = image.keyStatus();
   if (keyStatus === 'other')
     log.warn({ imageDir: core.config.imageDir }, 'the image carries another dispatcher\'s key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub');
   else if (keyStatus === 'none') log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
@@ -111,14 +111,14 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     const node = decision.node;
     // Durable before the script leaves, sharing one commit with the other scripts of a storm.
     const token = await core.bootTokens.issueGrouped(mac, core.commits);
-    core.nodes.recordBoot(mac);
+    core.nodes.recordBoot(mac, { imageVersion: image.version() });
     const text = bootScript({
       mac,
       nodeName: node.name,
       dispatcherUrl: base,
       token,
       kernelArgs: core.config.kernelArgs,
-      pubkeyB64: imageKey.status() === 'ours' ? null : core.secrets.identity.publicKeyB64,
+      pubkeyB64: image.keyStatus() === 'ours' ? null : core.secrets.identity.publicKeyB64,
       pending: decision.kind === 'pending',
     });
     c.scripts++;
