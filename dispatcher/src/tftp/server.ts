@@ -256,7 +256,10 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
     if (code === 'EADDRINUSE' || code === 'EACCES')
       throw new DispatcherError('DSP_ERR_CONFIG', `cannot listen on TFTP port ${base.port}: ${code === 'EADDRINUSE' ? 'already in use' : 'permission denied'}`, {
         cause: err,
-        hint: 'another TFTP server (dnsmasq, tftpd-hpa) may hold it: stop it, pass --tftp-port, or --no-tftp to let it serve',
+        hint:
+          code === 'EADDRINUSE'
+            ? 'another TFTP server (dnsmasq, tftpd-hpa) may hold it: stop it, pass --tftp-port, or --no-tftp to let it serve'
+            : 'ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it); or pass --tftp-port',
       });
     if (ifindex === undefined) throw err;
     // SO_BINDTOIFINDEX refused (old kernel, no privilege): the interface's address is the next best fence.
