@@ -14,7 +14,7 @@
  * median line per figure.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +32,9 @@ const PREFETCH = Number(arg('prefetch', 2));
 const SIM = Number(arg('sim', 1000));
 const IDLE_S = Number(arg('idle-seconds', 30));
 const RUNS = Number(arg('runs', 3));
+
+// Task work dirs on a tmpfs, as on the RAM image (/tmp here may be a disk: a directory per task costs milliseconds there).
+const WORK_ROOT = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 
 const children = new Set();
 process.on('exit', () => {
@@ -98,11 +101,13 @@ async function e2eOnce() {
     agents.push(
       run(process.execPath, [
         join(ROOT, 'dist/bin/node-agent.mjs'), '--dispatcher', d.url, '--enroll-token', enroll, '--dispatcher-key', join(dataDir, 'identity.pub'), '--mac', mac,
-        '--slots', String(SLOTS), '--prefetch', String(PREFETCH), '--work-dir', join(dataDir, `agent${i}`),
+        '--slots', String(SLOTS), '--prefetch', String(PREFETCH), '--work-dir', join(WORK_ROOT, `lc-bench-agent${i}-${process.pid}`),
       ]),
     );
   }
   for (const a of agents) while (!a.out.some((l) => /connected to the dispatcher/.test(l))) await sleep(20);
+  const d0 = cpuOf(d.child.pid);
+  const a0 = agents.map((a) => cpuOf(a.child.pid));
   const t0 = performance.now();
   const job = await api(d, 'POST', '/api/v1/jobs', { command: ['true'], params: Array.from({ length: TASKS }, (_, i) => ({ i })), speculative: false });
   let view = job;
@@ -112,13 +117,29 @@ async function e2eOnce() {
   }
   const seconds = (performance.now() - t0) / 1000;
   const c = view.counts;
+  // CPU per task, ms: the dispatcher, the agents themselves, and the tasks they ran (reaped children).
+  const dCpu = cpuOf(d.child.pid).self - d0.self;
+  const aCpu = agents.map((a, i) => {
+    const x = cpuOf(a.child.pid);
+    return { self: x.self - a0[i].self, kids: x.kids - a0[i].kids };
+  });
+  const perTask = (ms) => (ms / TASKS).toFixed(2);
+  const cpuNote = `cpu_ms_per_task dispatcher=${perTask(dCpu)} agents=${perTask(aCpu.reduce((n, x) => n + x.self, 0))} tasks=${perTask(aCpu.reduce((n, x) => n + x.kids, 0))}`;
   for (const a of agents) a.child.kill('SIGTERM');
   d.child.kill('SIGTERM');
   await Promise.all([...agents.map((a) => a.done), d.done]);
   rmSync(dataDir, { recursive: true, force: true });
+  for (let i = 0; i < AGENTS; i++) rmSync(join(WORK_ROOT, `lc-bench-agent${i}-${process.pid}`), { recursive: true, force: true });
   const tps = Math.round(TASKS / seconds);
-  console.log(`RESULT name=agents-e2e-true agents=${AGENTS} slots=${SLOTS} prefetch=${PREFETCH} tasks=${TASKS} done=${c.done} failed=${c.failed} seconds=${seconds.toFixed(2)} tasks_per_s=${tps}`);
+  console.log(`RESULT name=agents-e2e-true agents=${AGENTS} slots=${SLOTS} prefetch=${PREFETCH} tasks=${TASKS} done=${c.done} failed=${c.failed} seconds=${seconds.toFixed(2)} tasks_per_s=${tps} ${cpuNote}`);
   return tps;
+}
+
+/** CPU time of a process and of its reaped children, ms (USER_HZ = 100). */
+function cpuOf(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const r = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return { self: (Number(r[11]) + Number(r[12])) * 10, kids: (Number(r[13]) + Number(r[14])) * 10 };
 }
 
 async function idleOnce() {
@@ -152,6 +173,7 @@ async function bareOnce() {
   const N = Math.min(TASKS, 5000);
   let started = 0;
   let done = 0;
+  const before = cpuOf(process.pid);
   const t0 = performance.now();
   await new Promise((resolve) => {
     const next = () => {
@@ -165,7 +187,8 @@ async function bareOnce() {
     for (let i = 0; i < 8; i++) next();
   });
   const tps = Math.round(N / ((performance.now() - t0) / 1000));
-  console.log(`RESULT name=bare-node-spawn-true concurrency=8 tasks=${N} tasks_per_s=${tps}`);
+  const after = cpuOf(process.pid);
+  console.log(`RESULT name=bare-node-spawn-true concurrency=8 tasks=${N} tasks_per_s=${tps} cpu_ms_per_task parent=${((after.self - before.self) / N).toFixed(2)} tasks=${((after.kids - before.kids) / N).toFixed(2)}`);
   return tps;
 }
 

@@ -167,11 +167,15 @@ export class Agent {
 
   // ------------------------------------------------------------------ tasks
 
+  /** How many more tasks to ask for now. */
+  #wanted(): number {
+    if (!this.#session || this.#stopped) return 0;
+    return Math.min(MAX_BATCH, this.#opts.slots + this.#opts.prefetch - this.#running.size - this.#queue.length - this.#requested);
+  }
+
   #topUp(): void {
-    if (!this.#session || this.#stopped) return;
-    const want = this.#opts.slots + this.#opts.prefetch - this.#running.size - this.#queue.length - this.#requested;
-    if (want <= 0) return;
-    if (this.#deps.source.send({ type: 'ready', n: Math.min(want, MAX_BATCH) })) this.#requested += Math.min(want, MAX_BATCH);
+    const want = this.#wanted();
+    if (want > 0 && this.#deps.source.send({ type: 'ready', n: want })) this.#requested += want;
   }
 
   #startQueued(): void {
@@ -195,8 +199,7 @@ export class Agent {
     if (this.#running.get(key) === entry) this.#running.delete(key);
     this.counts.finished++;
     this.#startQueued();
-    this.#topUp();
-    if (entry.cancelled && !entry.cancelled.report) return; // the dispatcher has moved on
+    if (entry.cancelled && !entry.cancelled.report) return this.#topUp(); // the dispatcher has moved on
     if (entry.cancelled) result = { ...result, error: [`cancelled: ${entry.cancelled.reason}`, result.error].filter(Boolean).join('; ') };
     this.#deps.reporter.add(result);
     this.#toSend.push(result);
@@ -251,7 +254,7 @@ export class Agent {
   /** Sends the results finished since the last flush, as few messages as fit the dispatcher's limit. */
   async #flush(): Promise<void> {
     this.#flushScheduled = false;
-    if (!this.#session || this.#toSend.length === 0) return;
+    if (!this.#session || this.#toSend.length === 0) return this.#topUp();
     const batch = this.#toSend;
     this.#toSend = [];
     const wire = await Promise.all(batch.map(toWireResult));
@@ -274,7 +277,11 @@ export class Agent {
       part.push(w);
       bytes += size;
     }
-    if (part.length) this.#deps.source.send({ type: 'results', results: part });
+    if (part.length) {
+      // The slots these tasks freed are asked for again in the same message.
+      const want = this.#wanted();
+      if (this.#deps.source.send({ type: 'results', results: part, ...(want > 0 ? { ready: want } : {}) }) && want > 0) this.#requested += want;
+    }
   }
 
   #resendAll(): void {

@@ -61,6 +61,7 @@ export class DispatcherConnection implements TaskSource {
   #lastMessageAt = 0;
   #lastError = '';
   #quietFailures = 0;
+  #corked = false;
   /** Set once a welcome has been verified on the current connection. */
   #session: { heartbeatMs: number; missed: number } | undefined;
 
@@ -79,6 +80,18 @@ export class DispatcherConnection implements TaskSource {
 
   send(msg: AgentMessage): boolean {
     if (this.#state !== 'open' || this.#ws?.readyState !== WebSocket.OPEN) return false;
+    if (!this.#corked) {
+      // Messages of one tick (results, progress, a heartbeat) leave in one write.
+      const sock = (this.#ws as unknown as { _socket?: { cork?: () => void; uncork?: () => void } })._socket;
+      if (sock?.cork && sock.uncork) {
+        sock.cork();
+        this.#corked = true;
+        process.nextTick(() => {
+          this.#corked = false;
+          sock.uncork!();
+        });
+      }
+    }
     this.#ws.send(this.#channel.encode(msg));
     return true;
   }

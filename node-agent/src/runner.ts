@@ -262,12 +262,18 @@ export class ProcessRunner implements TaskRunner {
       const errors: string[] = [];
       if (o.spawnError) errors.push(o.spawnError);
       if (o.timedOut) errors.push(`killed at its timeout of ${task.timeoutMs} ms`);
-      try {
-        const tgz = await packDirTarGz(join(dir, 'out'), this.opts.maxOutputsBytes);
-        outputs = tgz ? tgz.toString('base64') : null;
-        outEmpty = tgz === null;
-      } catch (err) {
-        errors.push(err instanceof TarError ? `outputs not returned: ${err.message}` : `outputs not returned: ${(err as Error).message}`);
+      // Most tasks write nothing: removing the empty out/ is then the whole check (one call).
+      outEmpty = await rmdir(join(dir, 'out')).then(
+        () => true,
+        () => false,
+      );
+      if (!outEmpty) {
+        try {
+          const tgz = await packDirTarGz(join(dir, 'out'), this.opts.maxOutputsBytes);
+          outputs = tgz ? tgz.toString('base64') : null;
+        } catch (err) {
+          errors.push(err instanceof TarError ? `outputs not returned: ${err.message}` : `outputs not returned: ${(err as Error).message}`);
+        }
       }
       return {
         taskId: task.taskId, attempt: task.attempt, exitCode: o.exitCode, signal: o.signal, timedOut: o.timedOut, error: errors.length ? errors.join('; ') : null,
@@ -309,21 +315,12 @@ export class ProcessRunner implements TaskRunner {
 }
 
 /**
- * Removes a task's work dir. The common case — a task that wrote nothing — costs two rmdir
- * calls; a recursive rm (a stat and a readdir per entry) only when something is left.
+ * Removes a task's work dir. The common case — a task that wrote nothing, its empty out/
+ * already removed — costs one rmdir; a recursive rm (a stat and a readdir per entry) only
+ * when something is left.
  */
-async function removeWorkDir(dir: string, outEmpty: boolean): Promise<void> {
-  if (outEmpty) {
-    try {
-      await rmdir(join(dir, 'out')).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
-      await rmdir(dir);
-      return;
-    } catch {
-      /* not empty: the task left files beside out/ */
-    }
-  }
+async function removeWorkDir(dir: string, outRemoved: boolean): Promise<void> {
+  if (outRemoved && (await rmdir(dir).then(() => true, () => false))) return;
   await rm(dir, { recursive: true, force: true }).catch(() => {});
 }
 

@@ -209,6 +209,10 @@ export class AgentHub implements NodeControl {
       case 'results':
         this.stats.resultsReceived += msg.results.length;
         void this.#onResults(conn, msg.results);
+        if (msg.ready) {
+          conn.credit += msg.ready;
+          this.#feed(conn);
+        }
         return;
       case 'control-ack':
       case 'control-output':

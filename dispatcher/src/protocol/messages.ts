@@ -192,7 +192,15 @@ const Progress = Type.Object(
   Closed,
 );
 
-const Results = Type.Object({ type: Type.Literal('results'), results: Type.Array(WireTaskResult, { minItems: 1, maxItems: MAX_BATCH }) }, Closed);
+/** Finished tasks; `ready` asks for more tasks in the same message (as a `ready` message would): one message per round trip. */
+const Results = Type.Object(
+  {
+    type: Type.Literal('results'),
+    results: Type.Array(WireTaskResult, { minItems: 1, maxItems: MAX_BATCH }),
+    ready: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BATCH })),
+  },
+  Closed,
+);
 
 const ControlAck = Type.Object({ type: Type.Literal('control-ack'), id: Int(1), ok: Type.Boolean(), error: Type.Optional(Str(4096)) }, Closed);
 const ControlOutput = Type.Object(

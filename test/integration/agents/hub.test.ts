@@ -243,6 +243,18 @@ describe('agent hub: tasks, results and liveness', () => {
     expect(engine.results.get(t!.taskId)).toMatchObject({ stdout: '', stdoutTruncated: true, error: expect.stringMatching(/stdout could not be decompressed/) });
   });
 
+  it('takes a ready riding on a results message', async () => {
+    const { hub: h, engine } = await setup();
+    const c = await joined(h);
+    engine.add([{}, {}, {}]);
+    c.send({ type: 'ready', n: 1 });
+    const [t] = (await c.waitFor('tasks'))[0]!.tasks;
+    c.send({ type: 'results', ready: 2, results: [{ taskId: t!.taskId, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
+    await c.waitFor('ack');
+    const batches = await c.waitFor('tasks', 2);
+    expect(batches[1]!.tasks.map((x) => x.taskId)).toEqual([2, 3]);
+  });
+
   it('does not acknowledge results the engine could not record, and says so', async () => {
     const { hub: h, engine } = await setup();
     engine.failCommits = true;

@@ -31,10 +31,11 @@ describe('agent core', () => {
     expect(source.of('ready')).toHaveLength(1); // no free slot: asks for nothing more
     runner.finish(1, { stdout: 'one\n' });
     await ticks();
-    expect(source.of('ready').at(-1)).toEqual({ type: 'ready', n: 1 });
     const sent = source.of('results');
     expect(sent).toHaveLength(1);
     expect(sent[0]!.results).toMatchObject([{ taskId: 1, attempt: 1, exitCode: 0, stdout: 'one\n' }]);
+    expect(sent[0]!.ready).toBe(1); // the freed slot is asked for in the same message
+    expect(source.of('ready')).toHaveLength(1);
     expect(reporter.size).toBe(1);
     source.deliver({ type: 'ack', refs: [{ taskId: 1, attempt: 1 }] });
     expect(reporter.size).toBe(0);

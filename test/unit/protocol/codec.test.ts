@@ -26,6 +26,7 @@ const agentMessages: AgentMessage[] = [
   { type: 'ready', n: 8 },
   { type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.42 }] },
   { type: 'results', results: [result, { ...result, taskId: 8, stdout: { gz: 'H4sIAAAAAAAAA8vPBwCrpJ1kAQAAAA==' }, exitCode: null, signal: 'SIGKILL' }] },
+  { type: 'results', results: [result], ready: 2 },
   { type: 'control-ack', id: 1, ok: false, error: 'nope' },
   { type: 'control-output', id: 1, stream: 'stderr', data: 'x' },
   { type: 'control-done', id: 1, ok: true, result: { exitCode: 0 } },
@@ -49,7 +50,7 @@ describe('protocol codec', () => {
     expectTypeOf<WireControl>().toEqualTypeOf<ControlCommand>();
   });
 
-  it.each(agentMessages.map((m) => [m.type, m] as const))('round-trips the agent message %s through a frame', (_t, msg) => {
+  it.each(agentMessages.map((m, i) => [`${m.type}#${i}`, m] as const))('round-trips the agent message %s through a frame', (_t, msg) => {
     const frame = encodeFrame(encodeMessage(msg));
     const f = decodeFrame(frame);
     expect(f).not.toBeInstanceOf(ProtocolError);
