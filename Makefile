@@ -26,17 +26,18 @@ help:
 	@echo "make bench       run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
 	@echo "make install     install the dispatcher and its systemd unit on this host (DESTDIR= supported)"
 
-build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node
+build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node $(DIST)/native/router-advert.node
 
-# Zero-copy image downloads (dispatcher/native/sendfile.c, an N-API addon). Node's headers come
-# with Debian's/NodeSource's nodejs package (<prefix>/include/node). Without them the dispatcher
-# still works, through its JS write path, and says so once at start.
+# N-API addons: zero-copy image downloads (dispatcher/native/sendfile.c) and the "no IPv6
+# router" answer that spares iPXE a 16 s wait (router-advert.c). Node's headers come with
+# Debian's/NodeSource's nodejs package (<prefix>/include/node). Without them the dispatcher
+# still works (image downloads through Node, no router advertisements) and says so at start.
 NODE_INCLUDE := $(shell $(NODE) -p "require('path').join(process.execPath, '../../include/node')" 2>/dev/null)
-$(DIST)/native/sendfile.node: dispatcher/native/sendfile.c
+$(DIST)/native/%.node: dispatcher/native/%.c
 	@mkdir -p $(@D)
 	@if [ -f "$(NODE_INCLUDE)/node_api.h" ]; then \
 	  cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$(NODE_INCLUDE)" $< -o $@; \
-	else echo "warning: $(NODE_INCLUDE)/node_api.h missing: $@ not built (image downloads go through Node)"; fi
+	else echo "warning: $(NODE_INCLUDE)/node_api.h missing: $@ not built (the dispatcher does without it)"; fi
 
 $(DIST)/bin/dispatcher.mjs: $(SOURCES) package.json
 	$(ESBUILD) dispatcher/src/main.ts $(HOST_FLAGS) --outfile=$@

@@ -20,6 +20,7 @@ import { intToIp } from './ipv4.js';
 import { newCounters, type Answer, type DhcpContext, type DhcpCounters } from './context.js';
 import type { Destination } from './policy.js';
 import type { DhcpMode } from '../config.js';
+import { startRouterAdvertiser, type RouterAdvertiser } from '../boot/router-advert.js';
 
 /** SOL_SOCKET, SO_RCVBUFFORCE and SO_BINDTOIFINDEX (Linux, asm-generic/socket.h). */
 const SOL_SOCKET = 1;
@@ -74,6 +75,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
   let sweep: NodeJS.Timeout | undefined;
   let stats = () => ({ leases: 0, poolSize: 0, offers: 0 });
   let flushLeases = () => {};
+  let routerAdvert: RouterAdvertiser | undefined;
 
   const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>) => {
     const sock = await openSocket(port, ifindex, ifname, log);
@@ -88,6 +90,9 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handle(p));
       sweep = setInterval(() => pool.sweep(core.now()), SWEEP_INTERVAL_MS).unref();
       flushLeases = () => leases.flush();
+      // Spares iPXE its 16 s wait for an IPv6 router (boot/router-advert.ts): full mode only,
+      // where the node network is ours.
+      if (ifindex !== undefined) routerAdvert = startRouterAdvertiser(ifindex, log);
       log.info(
         { mode, interface: ifname, range: `${intToIp(plan.pool.rangeStart)}-${intToIp(plan.pool.rangeEnd)}`, netmask: plan.subnetMask, leases: leases.size, leaseSeconds: core.config.dhcp.leaseSeconds },
         'DHCP serving',
@@ -110,11 +115,13 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
     stats: () => stats(),
     async stop() {
       if (sweep) clearInterval(sweep);
+      const ra = routerAdvert?.stats();
+      routerAdvert?.stop();
       await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
       flushLeases();
       await Promise.allSettled([...inflight]);
       const g = core.commits.stats;
-      log.info({ counters, ...stats(), storeCommits: g.commits, storeWrites: g.writes, avgCommitMs: g.commits ? +(g.totalCommitMs / g.commits).toFixed(2) : 0 }, 'DHCP stopped');
+      log.info({ counters, ...stats(), ...(ra ? { routerSolicitations: ra.solicitations, routerAdvertisements: ra.advertisements } : {}), storeCommits: g.commits, storeWrites: g.writes, avgCommitMs: g.commits ? +(g.totalCommitMs / g.commits).toFixed(2) : 0 }, 'DHCP stopped');
     },
   };
 }
