@@ -7,7 +7,7 @@
  *   idle  dispatcher with N simulated agents (bench/sim-agents) connected and heartbeating:
  *         dispatcher RSS and CPU while idle
  *
- *   node bench/agents.mjs [e2e|idle|all] [--tasks 20000] [--agents 4] [--slots 2] [--prefetch 2]
+ *   node bench/agents.mjs [e2e|idle|all] [--tasks 20000] [--agents 2] [--slots 4] [--prefetch 4]
  *                         [--sim 1000] [--idle-seconds 30] [--runs 3]
  *
  * Prints `RESULT name=... key=value ...` lines (the bench-peers format), one per run and a
@@ -26,9 +26,9 @@ const arg = (name, dflt) => {
 };
 const mode = ['e2e', 'idle', 'all'].includes(process.argv[2]) ? process.argv[2] : 'all';
 const TASKS = Number(arg('tasks', 20000));
-const AGENTS = Number(arg('agents', 4));
-const SLOTS = Number(arg('slots', 2));
-const PREFETCH = Number(arg('prefetch', 2));
+const AGENTS = Number(arg('agents', 2));
+const SLOTS = Number(arg('slots', 4));
+const PREFETCH = Number(arg('prefetch', 4));
 const SIM = Number(arg('sim', 1000));
 const IDLE_S = Number(arg('idle-seconds', 30));
 const RUNS = Number(arg('runs', 3));
