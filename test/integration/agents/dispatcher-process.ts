@@ -3,8 +3,8 @@
  * no DHCP, no TFTP, a temp data dir; its JSON log parsed line by line; the admin API at hand.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join } from 'node:path';
 import { ROOT, startAgent, waitFor, type AgentProcess } from './harness.js';
 
@@ -24,7 +24,7 @@ export interface DispatcherProcess {
 }
 
 export async function startDispatcherProcess(opts: { dataDir?: string; port?: number; heartbeatSeconds?: number; extraArgs?: string[] } = {}): Promise<DispatcherProcess> {
-  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-disp-'));
+  const dataDir = opts.dataDir ?? tempDir('lc-disp-');
   const args = [
     DISPATCHER_BIN, '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', String(opts.port ?? 0), '--data-dir', dataDir,
     '--heartbeat', String(opts.heartbeatSeconds ?? 1), ...(opts.extraArgs ?? []),

@@ -6,9 +6,9 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { generateKeyPairSync } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rawPublicKey } from '../../../dispatcher/src/trust/secrets.js';
@@ -77,7 +77,7 @@ describe('real dispatcher and agents: trust', () => {
 
   it('an agent holding another dispatcher\'s key refuses to run its tasks', async () => {
     disp = await startDispatcherProcess();
-    const marker = join(mkdtempSync(join(tmpdir(), 'lc-marker-')), 'ran');
+    const marker = join(tempDir('lc-marker-'), 'ran');
     await disp.api('POST', '/api/v1/jobs', { command: ['touch', marker] });
     const wrong = join(disp.dataDir, 'other.pub');
     writeFileSync(wrong, rawPublicKey(generateKeyPairSync('ed25519').publicKey).toString('base64'));

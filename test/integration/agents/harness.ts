@@ -4,8 +4,8 @@
  * processes (dist/bin/node-agent.mjs); and a raw protocol client that can send anything.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -47,7 +47,7 @@ export async function startHub(
   engine: DispatchEngine,
   opts: { heartbeatSeconds?: number; hub?: HubOptions; cluster?: ClusterFile; dataDir?: string; port?: number } = {},
 ): Promise<TestHub> {
-  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-agents-'));
+  const dataDir = opts.dataDir ?? tempDir('lc-agents-');
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

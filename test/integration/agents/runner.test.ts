@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
@@ -16,7 +16,7 @@ process.env.INHERITED = 'from-the-host';
 
 let server: Server;
 let httpBase: string;
-const tasksDir = mkdtempSync(join(tmpdir(), 'lc-runner-'));
+const tasksDir = tempDir('lc-runner-');
 
 async function tarOf(files: Record<string, string>): Promise<Buffer> {
   const pack = tar.pack();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, symlinkSync, existsSync, readlinkSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync, symlinkSync, existsSync, readlinkSync, readdirSync } from 'node:fs';
+import { tempDir } from './temp-dirs.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -9,7 +9,7 @@ import { packDirTarGz, safeJoin, TarError, unpackTar } from '../../../node-agent
 import { Outbox } from '../../../node-agent/src/outbox.js';
 import { okResult } from './fakes.js';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'lc-agent-files-'));
+const tmp = () => tempDir('lc-agent-files-');
 
 async function makeTar(entries: { name: string; body?: string; type?: 'file' | 'directory' | 'symlink'; linkname?: string }[]): Promise<Buffer> {
   const pack = tar.pack();
