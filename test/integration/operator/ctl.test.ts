@@ -225,6 +225,22 @@ describe('dispatcherctl actions', () => {
     expect(again.stderr).toContain('node5 is already admitted');
   });
 
+  it('set changes labels, UEFI first stage and fixed address; nothing to change is a usage error', async () => {
+    const r = await runCtl(['set', 'node2', '--labels', 'gpu, big', '--first-stage', 'snponly.efi', '--ip', '10.42.0.42'], admin);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/labels:\s+gpu,big/);
+    const n = d.core.nodes.byName('node2')!;
+    expect(n).toMatchObject({ labels: ['gpu', 'big'], firstStage: 'snponly.efi', fixedIp: '10.42.0.42' });
+    const j = await runCtl(['set', 'node2', '--first-stage', 'default', '--ip', 'none', '--json'], admin);
+    expect(JSON.parse(j.stdout)).toMatchObject({ name: 'node2', firstStage: null, fixedIp: null, labels: ['gpu', 'big'] });
+    const bad = await runCtl(['set', 'node2', '--ip', '10.42.0.300'], admin);
+    expect(bad.code).toBe(EXIT.FAILED);
+    expect(d.core.nodes.byName('node2')!.fixedIp).toBeNull();
+    const nothing = await runCtl(['set', 'node2'], admin);
+    expect(nothing.code).toBe(EXIT.USAGE);
+    expect(nothing.stderr).toContain('nothing to change');
+  });
+
   it('poweroff, then wake (Wake-on-LAN) only for a node that is off', async () => {
     const r = await runCtl(['poweroff', 'node4'], admin);
     expect(r.code).toBe(0);
@@ -302,7 +318,7 @@ describe('dispatcherctl help, completion and failures', () => {
     expect(top.code).toBe(0);
     const section = top.stdout.slice(top.stdout.indexOf('Commands:'), top.stdout.indexOf('Exit codes:'));
     const commands = [...section.matchAll(/^ {2}([a-z-]+)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
-    expect(commands).toEqual(expect.arrayContaining(['status', 'nodes', 'inspect', 'reboot', 'poweroff', 'wake', 'drain', 'undrain', 'approve', 'exec', 'events', 'boot-log', 'completion']));
+    expect(commands).toEqual(expect.arrayContaining(['status', 'nodes', 'inspect', 'set', 'reboot', 'poweroff', 'wake', 'drain', 'undrain', 'approve', 'exec', 'events', 'boot-log', 'completion']));
     for (const c of commands) {
       const h = await runCtl([c, '--help'], env);
       expect(h.code, c).toBe(0);

@@ -1,10 +1,10 @@
 /** `dispatcherctl nodes`, `inspect NODE`, `approve NODE...`. */
 import { Option } from 'commander';
 import type { CommandModule, CtlContext } from '../command.js';
-import type { ActionResult, InspectResult, NodeList, NodeView } from '../../api/schemas.js';
+import type { ActionResult, InspectResult, NodeDetail, NodeList, NodeView } from '../../api/schemas.js';
 import { NODE_STATES } from '../../nodes/states.js';
 import { formatAgo, formatDuration, formatMiB, keyValues, table, type Column } from '../output.js';
-import { EXIT } from '../errors.js';
+import { EXIT, usageError } from '../errors.js';
 
 /** Longer than the dispatcher's own wait for the snapshot (30 s), so its answer arrives first. */
 const INSPECT_TIMEOUT_MS = 45_000;
@@ -35,6 +35,32 @@ export const nodeCommands: CommandModule = {
           // The agent gathers a full systeminformation snapshot: seconds on a busy machine.
           const r = await ctx.api.request<InspectResult>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/inspect`, { timeoutMs: INSPECT_TIMEOUT_MS });
           ctx.print(r, (x) => `${x.node} (answered in ${x.ackMs} ms)\n${flatten(x.snapshot).map(([k, v]) => `${k}: ${v}`).join('\n')}\n`);
+        }),
+      );
+
+    program
+      .command('set')
+      .description('change per-node settings: labels, UEFI first stage, fixed address (cluster-file nodes: the file wins at the next start)')
+      .argument('<node>', 'node name, MAC or UUID')
+      .option('--labels <list>', 'comma-separated labels, replacing the current ones ("" for none)')
+      .addOption(new Option('--first-stage <file>', 'UEFI first stage: snponly.efi for NICs whose UEFI driver needs it; "default" for ipxe.efi').choices(['ipxe.efi', 'snponly.efi', 'default']))
+      .option('--ip <address>', 'fixed address (a DHCP reservation), or "none"')
+      .action(
+        ctl.action(async (ctx, node: string, opts: { labels?: string; firstStage?: string; ip?: string }) => {
+          const body: Record<string, unknown> = {};
+          if (opts.labels !== undefined) body.labels = opts.labels.split(',').map((l) => l.trim()).filter((l) => l.length > 0);
+          if (opts.firstStage !== undefined) body.firstStage = opts.firstStage === 'default' ? null : opts.firstStage;
+          if (opts.ip !== undefined) body.fixedIp = opts.ip === 'none' ? null : opts.ip;
+          if (Object.keys(body).length === 0) throw usageError('nothing to change', 'give --labels, --first-stage or --ip');
+          const n = await ctx.api.patch<NodeDetail>(`/api/v1/nodes/${encodeURIComponent(node)}`, body);
+          ctx.print(n, (x) =>
+            keyValues([
+              ['node', x.name],
+              ['labels', x.labels.join(',') || '-'],
+              ['first stage', x.firstStage ?? 'default'],
+              ['fixed ip', x.fixedIp ?? '-'],
+            ]),
+          );
         }),
       );
 
