@@ -26,7 +26,7 @@ help:
 	@echo "make bench       run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
 	@echo "make install     install the dispatcher and its systemd unit on this host (DESTDIR= supported)"
 
-build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node $(DIST)/native/router-advert.node
+build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node $(DIST)/native/router-advert.node $(DIST)/native/spawn.node
 
 # N-API addons: zero-copy image downloads (dispatcher/native/sendfile.c) and the "no IPv6
 # router" answer that spares iPXE a 16 s wait (router-advert.c). Node's headers come with
@@ -38,6 +38,14 @@ $(DIST)/native/%.node: dispatcher/native/%.c
 	@if [ -f "$(NODE_INCLUDE)/node_api.h" ]; then \
 	  cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$(NODE_INCLUDE)" $< -o $@; \
 	else echo "warning: $(NODE_INCLUDE)/node_api.h missing: $@ not built (the dispatcher does without it)"; fi
+# The agent's task spawner (node-agent/native/spawn.c: posix_spawn + pidfd instead of a fork of
+# the whole agent per task); shipped in the RAM image beside the agent. Without it the agent
+# uses Node's child_process and says so at start.
+$(DIST)/native/%.node: node-agent/native/%.c
+	@mkdir -p $(@D)
+	@if [ -f "$(NODE_INCLUDE)/node_api.h" ]; then \
+	  cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$(NODE_INCLUDE)" $< -o $@; \
+	else echo "warning: $(NODE_INCLUDE)/node_api.h missing: $@ not built (the agent does without it)"; fi
 
 $(DIST)/bin/dispatcher.mjs: $(SOURCES) package.json
 	$(ESBUILD) dispatcher/src/main.ts $(HOST_FLAGS) --outfile=$@

@@ -13,7 +13,7 @@ import { AGENT_USER_AGENT_PREFIX } from '../../dispatcher/src/protocol/messages.
 import { AgentConfigError, defaultWorkRoot, parseKernelCmdline, resolveSettings, type AgentFlags, type AgentSettings } from './config.js';
 import { Agent } from './agent.js';
 import { DispatcherConnection } from './connection.js';
-import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES } from './runner.js';
+import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES, defaultLauncher } from './runner.js';
 import { Outbox } from './outbox.js';
 import { SystemInventory } from './inventory.js';
 import { SystemPower } from './power.js';
@@ -101,9 +101,11 @@ async function main(): Promise<void> {
   rmSync(tasksDir, { recursive: true, force: true }); // work dirs of a previous run: their tasks are gone
   mkdirSync(tasksDir, { recursive: true });
   const inventory = new SystemInventory();
+  const { launcher, note } = defaultLauncher();
+  say(note);
   const runner = new ProcessRunner({
     tasksDir, maxOutputBytes: settings.maxOutputBytes, maxOutputsBytes: DEFAULT_MAX_OUTPUTS_BYTES, maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
-    killGraceMs: settings.killGraceMs, httpBase: settings.httpBase, userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`,
+    killGraceMs: settings.killGraceMs, httpBase: settings.httpBase, userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`, launcher,
   });
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);

@@ -1,5 +1,5 @@
 /**
- * The real TaskRunner: each task runs in its own process group (spawned detached, so the
+ * The real TaskRunner: each task runs in its own process group (its own session, so the
  * group id is the task's pid) and its own work dir under the agent's work dir (tmpfs on the
  * RAM image), with the inputs tar unpacked into it and an empty out/ for files to return.
  *
@@ -7,23 +7,28 @@
  *   - when the main process exits, whatever it left running in its group is killed too
  *   - stdout and stderr are kept up to a limit each; beyond it the result is marked truncated
  *   - `PROGRESS 0.42` lines on stdout are reported (protocol/progress.ts)
- *   - peak memory: sampled from /proc (proc.ts says how)
+ *   - peak memory: wait4's ru_maxrss and /proc samples (native-launcher.ts), or /proc
+ *     samples alone (launcher.ts, child_process)
  *   - files under out/ come back as a gzip-compressed tar
  *
- * The task's environment is the agent's (PATH, LD_LIBRARY_PATH, locale... as the machine set
- * them up) minus the agent's own settings — LC_TOKEN and LC_ENROLL_TOKEN above all, which tasks
- * must not see — with HOME set to the work dir, the LC_TASK_ID, LC_JOB_ID, LC_ATTEMPT,
- * LC_WORK_DIR and LC_OUT_DIR variables, and the task's own env last.
+ * The processes are started by a Launcher (launcher.ts): the native spawner when its addon
+ * loads, else Node's child_process. The environment: task-env.ts.
+ *
+ * Per task, the common case costs two mkdirs and two rmdirs, done synchronously: on a tmpfs
+ * they take microseconds, less than a round trip through libuv's threadpool.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
 import { ProgressScanner } from '../../dispatcher/src/protocol/progress.js';
 import type { ExecOutcome, RunningHandle, TaskRunner } from './seams.js';
-import { killGroup, sampleTreeKiB } from './proc.js';
+import { ChildProcessLauncher, type Launcher } from './launcher.js';
+import { NativeLauncher } from './native-launcher.js';
+import { loadSpawnAddon } from './spawn-addon.js';
+import { InheritedEnv } from './task-env.js';
 import { packDirTarGz, safeJoin, TarError, unpackTar } from './tarball.js';
 
 /** Per stream (stdout, stderr); `--max-output` overrides. */
@@ -34,12 +39,6 @@ export const DEFAULT_MAX_OUTPUTS_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_MAX_INPUT_BYTES = 1024 * 1024 * 1024;
 /** SIGTERM → SIGKILL grace at a timeout or cancel. */
 export const DEFAULT_KILL_GRACE_MS = 3000;
-/** First memory sample after the start, then one every MEMORY_SAMPLE_MS. */
-const FIRST_SAMPLE_MS = 30;
-const MEMORY_SAMPLE_MS = 500;
-/** After the main process exits, wait this long for its pipes to drain. */
-const DRAIN_MS = 2000;
-const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface RunnerOptions {
   /** Task work dirs are created under it (`<taskId>-<attempt>`). */
@@ -53,6 +52,15 @@ export interface RunnerOptions {
   userAgent: string;
   /** Keep work dirs after the task (debugging). */
   keepWorkDirs?: boolean;
+  /** How tasks are started; default: `defaultLauncher()`. */
+  launcher?: Launcher;
+}
+
+/** The native launcher if its addon loads, else child_process; `note` says which and why. */
+export function defaultLauncher(env: NodeJS.ProcessEnv = process.env): { launcher: Launcher; note: string } {
+  const load = loadSpawnAddon({ env });
+  if (load.addon) return { launcher: new NativeLauncher(load.addon), note: `tasks start with posix_spawn (${load.path})` };
+  return { launcher: new ChildProcessLauncher(), note: `tasks start with Node's child_process: ${load.reason}` };
 }
 
 class Capture {
@@ -76,131 +84,20 @@ class Capture {
     }
   }
   text(): string {
+    if (this.#chunks.length === 0) return '';
     return this.#chunks.length === 1 ? this.#chunks[0]!.toString('utf8') : Buffer.concat(this.#chunks).toString('utf8');
   }
 }
 
-interface ProcessOutcome {
-  exitCode: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  cancelled: boolean;
-  durationMs: number;
-  maxRssKiB: number | null;
-  spawnError: string | null;
-}
-
-interface ProcessSpec {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: NodeJS.ProcessEnv;
-  stdin: Buffer | null;
-  timeoutMs: number;
-  killGraceMs: number;
-  onStdout: (b: Buffer) => void;
-  onStderr: (b: Buffer) => void;
-  sampleMemory: boolean;
-}
-
-/** Runs one process in its own group to the end (its group killed), with a way to stop it early. */
-function runProcess(spec: ProcessSpec): { done: Promise<ProcessOutcome>; stop: () => void } {
-  const t0 = performance.now();
-  let child: ChildProcess;
-  let timedOut = false;
-  let cancelled = false;
-  let peak: number | null = null;
-  let killTimer: NodeJS.Timeout | undefined;
-  let graceTimer: NodeJS.Timeout | undefined;
-  let memTimer: NodeJS.Timeout | undefined;
-  let exited = false;
-
-  const terminate = () => {
-    if (exited || child?.pid === undefined) return;
-    killGroup(child.pid, 'SIGTERM');
-    graceTimer ??= setTimeout(() => killGroup(child.pid!, 'SIGKILL'), spec.killGraceMs);
-  };
-
-  const done = new Promise<ProcessOutcome>((resolve) => {
-    try {
-      child = spawn(spec.file, spec.args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
-    } catch (err) {
-      resolve({ exitCode: null, signal: null, timedOut, cancelled, durationMs: 0, maxRssKiB: null, spawnError: (err as Error).message });
-      return;
-    }
-    child.stdout!.on('data', spec.onStdout);
-    child.stderr!.on('data', spec.onStderr);
-    if (spec.stdin) {
-      child.stdin!.on('error', () => {}); // the task may not read its stdin (EPIPE)
-      child.stdin!.end(spec.stdin);
-    }
-    const pid = child.pid;
-    if (pid !== undefined) {
-      killTimer = setTimeout(() => {
-        timedOut = true;
-        terminate();
-      }, spec.timeoutMs);
-      if (spec.sampleMemory) {
-        const tick = () => {
-          const kib = sampleTreeKiB(pid);
-          if (kib !== undefined) peak = Math.max(peak ?? 0, kib);
-          memTimer = setTimeout(tick, MEMORY_SAMPLE_MS);
-        };
-        memTimer = setTimeout(tick, FIRST_SAMPLE_MS);
-      }
-    }
-    let settled = false;
-    const finish = (exitCode: number | null, signal: string | null, spawnError: string | null) => {
-      if (settled) return;
-      settled = true;
-      exited = true;
-      clearTimeout(killTimer);
-      clearTimeout(graceTimer);
-      clearTimeout(memTimer);
-      const durationMs = Math.round(performance.now() - t0);
-      // Whatever the task left behind in its group goes with it.
-      if (pid !== undefined) killGroup(pid, 'SIGKILL');
-      const out = { exitCode, signal, timedOut, cancelled, durationMs, maxRssKiB: peak, spawnError };
-      if (spawnError) return resolve(out);
-      // Wait for the pipes to drain (the group is dead, so they close promptly).
-      if (child.stdout!.closed && child.stderr!.closed) return resolve(out);
-      const t = setTimeout(() => {
-        child.stdout!.destroy();
-        child.stderr!.destroy();
-        resolve(out);
-      }, DRAIN_MS);
-      child.once('close', () => {
-        clearTimeout(t);
-        resolve(out);
-      });
-    };
-    child.once('error', (err: NodeJS.ErrnoException) => finish(null, null, `cannot start ${spec.file}: ${err.code ?? err.message}`));
-    child.once('exit', (code, signal) => finish(code, signal, null));
-  });
-  return {
-    done,
-    stop: () => {
-      cancelled = true;
-      terminate();
-    },
-  };
-}
-
-/** The agent's settings (config.ts): never passed on to tasks. */
-const AGENT_ONLY_ENV = new Set(['LC_TOKEN', 'LC_ENROLL_TOKEN', 'LC_DISPATCHER', 'LC_PUBKEY_FILE', 'LC_INSECURE', 'LC_MAC', 'LC_SLOTS', 'NODE_OPTIONS']);
-
-let inherited: NodeJS.ProcessEnv | undefined;
-function baseEnv(dir: string): NodeJS.ProcessEnv {
-  if (!inherited) {
-    inherited = {};
-    for (const [k, v] of Object.entries(process.env)) if (!AGENT_ONLY_ENV.has(k) && v !== undefined) inherited[k] = v;
-    inherited.PATH ||= DEFAULT_PATH;
-  }
-  return { ...inherited, HOME: dir };
-}
-
 export class ProcessRunner implements TaskRunner {
-  constructor(private readonly opts: RunnerOptions) {}
+  readonly launcher: Launcher;
+  /** Operator commands stream their output as it comes: always through child_process's pipes. */
+  readonly #execLauncher = new ChildProcessLauncher();
+  readonly #env = new InheritedEnv();
+
+  constructor(private readonly opts: RunnerOptions) {
+    this.launcher = opts.launcher ?? defaultLauncher().launcher;
+  }
 
   start(task: TaskAssignment, onProgress: (fraction: number) => void): RunningHandle {
     let stop: (() => void) | undefined;
@@ -222,9 +119,10 @@ export class ProcessRunner implements TaskRunner {
   async #run(task: TaskAssignment, onProgress: (f: number) => void, setStop: (s: () => void) => void, cancelled: () => string | undefined): Promise<TaskResult> {
     const startedAt = Date.now();
     const dir = join(this.opts.tasksDir, `${task.taskId}-${task.attempt}`);
+    const outDir = join(dir, 'out');
     let outEmpty = false;
     try {
-      await mkdir(join(dir, 'out'), { recursive: true });
+      makeWorkDir(dir, outDir);
       if (task.inputsPath) {
         const err = await this.#fetchInputs(task.inputsPath, dir);
         if (err) return failed(task, startedAt, err);
@@ -233,8 +131,7 @@ export class ProcessRunner implements TaskRunner {
       if (task.cwd) {
         const c = safeJoin(dir, task.cwd);
         if (!c) return failed(task, startedAt, `cwd "${task.cwd}" is outside the task's work dir`);
-        const st = await stat(c).catch(() => undefined);
-        if (!st?.isDirectory()) return failed(task, startedAt, `cwd "${task.cwd}" does not exist in the task's work dir`);
+        if (!statSync(c, { throwIfNoEntry: false })?.isDirectory()) return failed(task, startedAt, `cwd "${task.cwd}" does not exist in the task's work dir`);
         cwd = c;
       }
       if (cancelled() !== undefined) return failed(task, startedAt, 'cancelled before it started');
@@ -242,19 +139,23 @@ export class ProcessRunner implements TaskRunner {
       const [file, args] = typeof task.command === 'string' ? ['/bin/sh', ['-c', task.command]] : [task.command[0]!, task.command.slice(1)];
       const stdout = new Capture(this.opts.maxOutputBytes);
       const stderr = new Capture(this.opts.maxOutputBytes);
-      const scanner = new ProgressScanner(onProgress);
-      const env = {
-        ...baseEnv(dir), LC_TASK_ID: String(task.taskId), LC_JOB_ID: String(task.jobId), LC_ATTEMPT: String(task.attempt), LC_WORK_DIR: dir,
-        LC_OUT_DIR: join(dir, 'out'), ...task.env,
+      let scanner = new ProgressScanner(onProgress);
+      const set = {
+        HOME: dir, LC_TASK_ID: String(task.taskId), LC_JOB_ID: String(task.jobId), LC_ATTEMPT: String(task.attempt), LC_WORK_DIR: dir, LC_OUT_DIR: outDir,
+        ...task.env,
       };
-      const proc = runProcess({
-        file, args, cwd, env, stdin: task.stdinB64 ? Buffer.from(task.stdinB64, 'base64') : null, timeoutMs: task.timeoutMs,
-        killGraceMs: this.opts.killGraceMs,
+      const proc = this.launcher.launch({
+        file, args, cwd, env: { inherited: this.#env, set }, stdin: task.stdinB64 ? Buffer.from(task.stdinB64, 'base64') : null, timeoutMs: task.timeoutMs,
+        killGraceMs: this.opts.killGraceMs, keepBytes: this.opts.maxOutputBytes,
         onStdout: (b) => {
           stdout.push(b);
           scanner.push(b);
         },
-        onStderr: (b) => stderr.push(b), sampleMemory: true,
+        onStderr: (b) => stderr.push(b),
+        onSkip: (stream) => {
+          if (stream === 'stdout') scanner = new ProgressScanner(onProgress);
+        },
+        sampleMemory: true,
       });
       setStop(proc.stop);
       const o = await proc.done;
@@ -263,13 +164,10 @@ export class ProcessRunner implements TaskRunner {
       if (o.spawnError) errors.push(o.spawnError);
       if (o.timedOut) errors.push(`killed at its timeout of ${task.timeoutMs} ms`);
       // Most tasks write nothing: removing the empty out/ is then the whole check (one call).
-      outEmpty = await rmdir(join(dir, 'out')).then(
-        () => true,
-        () => false,
-      );
+      outEmpty = tryRmdir(outDir);
       if (!outEmpty) {
         try {
-          const tgz = await packDirTarGz(join(dir, 'out'), this.opts.maxOutputsBytes);
+          const tgz = await packDirTarGz(outDir, this.opts.maxOutputsBytes);
           outputs = tgz ? tgz.toString('base64') : null;
         } catch (err) {
           errors.push(err instanceof TarError ? `outputs not returned: ${err.message}` : `outputs not returned: ${(err as Error).message}`);
@@ -301,11 +199,10 @@ export class ProcessRunner implements TaskRunner {
 
   exec(command: string[] | string, timeoutMs: number, onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void): Promise<ExecOutcome> {
     const [file, args] = typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0]!, command.slice(1)];
-    const dir = this.opts.tasksDir;
     const dec = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
-    const proc = runProcess({
-      file, args, cwd: '/', env: { ...baseEnv(dir), HOME: process.env.HOME || '/root' }, stdin: null, timeoutMs, killGraceMs: this.opts.killGraceMs,
-      onStdout: (b) => onOutput('stdout', dec.stdout.write(b)), onStderr: (b) => onOutput('stderr', dec.stderr.write(b)), sampleMemory: false,
+    const proc = this.#execLauncher.launch({
+      file, args, cwd: '/', env: { inherited: this.#env, set: { HOME: process.env.HOME || '/root' } }, stdin: null, timeoutMs, killGraceMs: this.opts.killGraceMs,
+      keepBytes: Infinity, onStdout: (b) => onOutput('stdout', dec.stdout.write(b)), onStderr: (b) => onOutput('stderr', dec.stderr.write(b)), sampleMemory: false,
     });
     return proc.done.then((o) => ({
       exitCode: o.exitCode, signal: o.signal, timedOut: o.timedOut, durationMs: o.durationMs,
@@ -320,8 +217,27 @@ export class ProcessRunner implements TaskRunner {
  * when something is left.
  */
 async function removeWorkDir(dir: string, outRemoved: boolean): Promise<void> {
-  if (outRemoved && (await rmdir(dir).then(() => true, () => false))) return;
+  if (outRemoved && tryRmdir(dir)) return;
   await rm(dir, { recursive: true, force: true }).catch(() => {});
+}
+
+function tryRmdir(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch {
+    return false; // not empty (or gone)
+  }
+}
+
+/** `<dir>/out`, with `<dir>`: two mkdirs, or a recursive one if the tasks dir went missing. */
+function makeWorkDir(dir: string, outDir: string): void {
+  try {
+    mkdirSync(dir);
+    mkdirSync(outDir);
+  } catch {
+    mkdirSync(outDir, { recursive: true });
+  }
 }
 
 function failed(task: TaskAssignment, startedAt: number, error: string): TaskResult {

@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { ProcessRunner, type RunnerOptions } from '../../../node-agent/src/runner.js';
+import { ChildProcessLauncher, type Launcher } from '../../../node-agent/src/launcher.js';
+import { NativeLauncher } from '../../../node-agent/src/native-launcher.js';
+import { loadSpawnAddon } from '../../../node-agent/src/spawn-addon.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
 
@@ -41,16 +44,23 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-function runner(over: Partial<RunnerOptions> = {}): ProcessRunner {
-  return new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', ...over });
+function nativeLauncher(): Launcher {
+  const loaded = loadSpawnAddon({ env: {} });
+  if (!loaded.addon) throw new Error(`the spawn addon is needed for this suite (make build): ${loaded.reason}`);
+  return new NativeLauncher(loaded.addon);
 }
+
+/** Both ways of starting tasks pass the same suite. */
+const LAUNCHERS: [string, () => Launcher][] = [
+  ['native', nativeLauncher],
+  ['child_process', () => new ChildProcessLauncher()],
+];
 
 let nextId = 1;
 function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
   return { taskId: nextId++, jobId: 1, attempt: 1, command, env: {}, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 10_000, ...over };
 }
 
-const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> => r.start(t, onProgress).result;
 
 /** The pids a task printed (`echo $$ $!`), all of which must be gone with its group. */
 function pidsOf(r: TaskResult): number[] {
@@ -64,7 +74,16 @@ function alive(pid: number): boolean {
   }
 }
 
-describe('process runner', () => {
+describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
+  const launcher = makeLauncher();
+  const runner = (over: Partial<RunnerOptions> = {}): ProcessRunner =>
+    new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', launcher, ...over });
+  const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> => r.start(t, onProgress).result;
+
+  it('uses the launcher it was given', () => {
+    expect(runner().launcher).toBe(launcher);
+  });
+
   it('runs a shell command with the task environment, never the agent\'s token', async () => {
     const r = await run(task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO $INHERITED"; env | grep -c "^LC_TOKEN\\|^LC_ENROLL_TOKEN"; echo err >&2; exit 3', { env: { FOO: 'bar' }, attempt: 2 }));
     expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: 'err\n', stdoutTruncated: false });
@@ -199,7 +218,83 @@ describe('process runner', () => {
     expect(slow).toMatchObject({ timedOut: true, error: 'killed at its timeout of 200 ms' });
   });
 
+  it('gives the task default signal handling (SIGPIPE, which the agent ignores)', async () => {
+    const r = await run(task('yes | head -c 4; echo " $?"'));
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'y\ny\n 0\n', stderr: '' });
+  });
+
+  it('reports progress while the task runs, not only at its end', async () => {
+    const seen: { f: number; at: number }[] = [];
+    const t0 = Date.now();
+    const r = await run(task('echo PROGRESS 0.5; sleep 1.5; echo PROGRESS 0.9'), runner(), (f) => seen.push({ f, at: Date.now() - t0 }));
+    expect(seen.map((s) => s.f)).toEqual([0.5, 0.9]);
+    expect(seen[0]!.at).toBeLessThan(r.durationMs - 500);
+  });
+
+  it('keeps output written over a long run whole and in order', async () => {
+    const r = await run(task('for i in 1 2 3 4 5; do echo "line $i"; echo "err $i" >&2; sleep 0.15; done'));
+    expect(r.stdout).toBe('line 1\nline 2\nline 3\nline 4\nline 5\n');
+    expect(r.stderr).toBe('err 1\nerr 2\nerr 3\nerr 4\nerr 5\n');
+  });
+
+  it('drops a chatty task\'s output past the limit, still seeing its last PROGRESS line', async () => {
+    const seen: number[] = [];
+    const r = await run(task('head -c 30000000 /dev/zero | tr "\\0" a; echo; echo PROGRESS 0.75; sleep 0.3; head -c 3000000 /dev/zero >&2'), runner({ maxOutputBytes: 1000 }), (f) => seen.push(f));
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('a'.repeat(1000));
+    expect(r).toMatchObject({ stdoutTruncated: true, stderrTruncated: true });
+    expect(r.stderr).toBe('\0'.repeat(1000));
+    expect(seen).toEqual([0.75]);
+  });
+
+  it('feeds a stdin larger than a pipe holds', async () => {
+    const big = Buffer.alloc(1 << 20, 'x');
+    const r = await run(task('wc -c', { stdinB64: big.toString('base64') }));
+    expect(r.stdout.trim()).toBe(String(1 << 20));
+  });
+
+  it('looks a program up in the task\'s own PATH', async () => {
+    const bin = tempDir('lc-runner-bin-');
+    writeFileSync(join(bin, 'lc-test-hello'), '#!/bin/sh\necho "hello from $0"\n', { mode: 0o755 });
+    const r = await run(task(['lc-test-hello'], { env: { PATH: `${bin}:/usr/bin:/bin` } }));
+    expect(r).toMatchObject({ exitCode: 0, error: null, stdout: `hello from ${join(bin, 'lc-test-hello')}\n` });
+  });
+
+  it('reports a program missing from PATH, and one that is not executable', async () => {
+    const missing = await run(task(['lc-no-such-program']));
+    expect(missing).toMatchObject({ exitCode: null, signal: null });
+    expect(missing.error).toMatch(/cannot start lc-no-such-program: ENOENT/);
+    const dir = tempDir('lc-runner-noexec-');
+    writeFileSync(join(dir, 'plain'), '#!/bin/sh\necho no\n', { mode: 0o644 });
+    const noexec = await run(task([join(dir, 'plain')]));
+    expect(noexec.exitCode).toBeNull();
+    expect(noexec.error).toMatch(/cannot start .*plain: EACCES/);
+  });
+
+  it('refuses an argument holding a NUL byte, as a failed task', async () => {
+    const r = await run(task(['/bin/echo', 'a\0b']));
+    expect(r.exitCode).toBeNull();
+    expect(r.error).toBeTruthy();
+  });
+
   it('leaves no task work dirs behind', () => {
     expect(readdirSync(tasksDir)).toEqual([]);
+  });
+});
+
+describe('process runner (native only)', () => {
+  const runner = () => new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', launcher: nativeLauncher() });
+
+  // child_process passes on whatever descriptor the agent holds without FD_CLOEXEC (vitest's, here).
+  it('gives the task no descriptors beyond stdin, stdout and stderr', async () => {
+    const r = await runner().start(task(['/bin/ls', '/proc/self/fd']), () => {}).result;
+    expect(r.stdout.trim().split('\n')).toEqual(['0', '1', '2', '3']); // 3: ls reading the directory
+  });
+
+  it('reports the peak memory of a task too short to sample (wait4)', async () => {
+    const r = await runner().start(task([process.execPath, '-e', 'Buffer.alloc(120 * 1024 * 1024, 1)']), () => {}).result;
+    expect(r.exitCode).toBe(0);
+    expect(r.durationMs).toBeLessThan(2000);
+    expect(r.maxRssKiB).toBeGreaterThan(120 * 1024);
   });
 });
