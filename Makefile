@@ -91,8 +91,10 @@ bench-boot: image pxe
 # The DHCP lease rate alone: perfdhcp against the dispatcher and Kea (part of bench-boot too).
 bench-dhcp: build
 	bash bench/dhcp-rate.sh
+# Dispatch side by side with BullMQ, graphile-worker and Slurm (root: the peers install their
+# packages); `make bench-dispatch DISPATCH_SECTIONS="throughput depth"` for some sections.
 bench-dispatch: build
-	bash bench/dispatch.sh
+	bash bench/dispatch.sh $(DISPATCH_SECTIONS)
 bench-operator: build
 	bash bench/operator.sh
 
