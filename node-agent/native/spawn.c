@@ -2,23 +2,26 @@
  * Cheap task processes for the node agent. Node's child_process forks the whole agent (about
  * 50 MB of address space: fork copies its page tables, ~1.3 ms of the agent's CPU and as much
  * in the child per task); glibc's posix_spawn uses clone(CLONE_VM | CLONE_VFORK), which copies
- * nothing. The exit is watched through a pidfd polled on the agent's own event loop (no thread,
- * no SIGCHLD), and reaped here with wait4(), which also gives the task's peak memory.
+ * nothing. The exit is watched through a pidfd polled on the agent's own event loop (no thread
+ * waiting, no SIGCHLD), and reaped here with wait4(), which also gives the task's peak memory.
  *
- *   [pid, stdoutFd, stderrFd] = spawn(file, args, argc, env, envc, cwd, stdin, onExit)
+ *   spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit)
  *       file     the program; without a slash it is looked up in env's PATH, as execvp does
  *       args     argv joined with NUL bytes (argc of them: a NUL inside an argument is refused)
  *       env      "K=V" entries joined with NUL bytes (envc of them)
  *       cwd      the task's working directory (posix_spawn_file_actions_addchdir_np)
  *       stdin    Buffer or null (then /dev/null); the bytes are put in a memfd
- *       onExit(exitCode, signal, maxRssKiB)   on the JS thread, once: exitCode -1 when killed
- *                by a signal (signal = its number, else 0); maxRssKiB = wait4's ru_maxrss, the
- *                largest of the process's own peak and of the children it waited for
- *     stdout and stderr go to memfds (anonymous tmpfs files) whose descriptors are returned:
+ *     The process is started on a libuv threadpool thread (see spawn_execute), then, on the JS
+ *     thread: onStart(error, pid, stdoutFd, stderrFd) — error null, or the errno name of why
+ *     it could not start (ENOENT, EACCES, ENOEXEC...: glibc's posix_spawn reports the child's
+ *     execve error), with the failed step in parentheses when it was not the program's own;
+ *     later onExit(exitCode, signal, maxRssKiB), once: exitCode -1 when killed by a signal
+ *     (signal = its number, else 0); maxRssKiB = wait4's ru_maxrss, the largest of the
+ *     process's own peak and of the children it waited for.
+ *     stdout and stderr go to memfds (anonymous tmpfs files) whose descriptors onStart gets:
  *     the caller reads them (pread) and closes them. The process starts its own session, so
  *     its own process group (POSIX_SPAWN_SETSID): kill(-pid) reaches the whole task.
- *     Failures to start (ENOENT, EACCES, ENOEXEC...) throw an Error whose code is the errno
- *     name; glibc's posix_spawn reports the child's execve error itself.
+ *     Arguments that cannot be passed (NUL bytes, wrong types) throw at once.
  *   discard(fd, offset, length)   frees bytes of an output file already read (punches a hole,
  *       the size stays, so the writer's offset is unaffected)
  *
@@ -27,7 +30,8 @@
  * waitpid()s the pids it spawned itself, so it never reaps ours, nor we its.
  *
  * Children get every signal that is ignored in the agent (SIGPIPE, by Node) back to its
- * default, an empty signal mask, and no descriptor beyond 0-2 (closefrom), as libuv does.
+ * default and an empty signal mask, as libuv gives its children, and no descriptor beyond 0-2
+ * (closefrom; libuv passes on any descriptor that lacks FD_CLOEXEC).
  *
  * Needs Linux >= 5.3 (pidfd_open) and glibc >= 2.34 (addchdir_np, addclosefrom_np).
  * Build: cc -O2 -shared -fPIC -I<node>/include/node spawn.c -o spawn.node (Makefile).
@@ -274,6 +278,27 @@ static void on_exit_ready(uv_poll_t *h, int status, int events) {
 
 /* ------------------------------------------------------------------ spawn */
 
+/*
+ * One spawn, prepared on the JS thread, run on a libuv threadpool thread (execute), handed
+ * back on the JS thread (complete). posix_spawn's CLONE_VFORK suspends the calling thread
+ * until the child has called execve — a millisecond or more on a busy machine, during which
+ * the agent's event loop would otherwise stand still.
+ */
+typedef struct request {
+  napi_async_work work;
+  envstate_t *es;
+  char *file, *args, *envs, *cwd;
+  char **argv, **envp;
+  char *stdin_bytes; /* NULL: /dev/null */
+  size_t stdin_len;
+  napi_ref on_start, on_exit;
+  /* results */
+  int err;          /* 0, or the errno of the step that failed */
+  const char *step; /* which step, for failures that are not the program's own */
+  pid_t pid;
+  int pidfd, outfd, errfd;
+} request_t;
+
 static int memfd(const char *name) {
   int fd = memfd_create(name, MFD_CLOEXEC);
   if (fd >= 0 && fd < 3) {
@@ -287,175 +312,243 @@ static int memfd(const char *name) {
   return fd;
 }
 
-static napi_value js_spawn(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value a[8];
-  envstate_t *es;
-  char *file = NULL, *args = NULL, *envs = NULL, *cwd = NULL, *path = NULL;
-  char **argv = NULL, **envp = NULL;
-  int infd = -1, outfd = -1, errfd = -1, pidfd = -1;
+static void reap_now(pid_t pid) {
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/* The threadpool half: no N-API calls here. */
+static void spawn_execute(napi_env env, void *data) {
+  (void)env;
+  request_t *rq = data;
+  int infd = -1, rc;
   bool fa_init = false, attr_init = false;
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  child_t *c = NULL;
-  napi_value result = NULL;
+  char *path = NULL;
 
-  CHECK(env, napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  CHECK(env, napi_get_instance_data(env, (void **)&es));
-  if (argc < 8) {
-    napi_throw_type_error(env, NULL, "spawn(file, args, argc, env, envc, cwd, stdin, onExit)");
-    goto fail;
-  }
-  size_t file_len, args_len, env_len, cwd_len;
-  uint32_t nargs, nenv;
-  CHECK(env, napi_get_value_uint32(env, a[2], &nargs));
-  CHECK(env, napi_get_value_uint32(env, a[4], &nenv));
-  if (!(file = string_arg(env, a[0], &file_len)) || !(args = string_arg(env, a[1], &args_len)) || !(envs = string_arg(env, a[3], &env_len)) ||
-      !(cwd = string_arg(env, a[5], &cwd_len))) {
-    napi_throw_type_error(env, NULL, "spawn: file, args, env and cwd must be strings");
-    goto fail;
-  }
-  if (nargs < 1 || !(argv = split(args, args_len, nargs)) || !(envp = split(envs, env_len, nenv)) || strlen(file) != file_len || strlen(cwd) != cwd_len) {
-    throw_code(env, "spawn: an argument or environment entry holds a NUL byte", EINVAL);
-    goto fail;
-  }
-  napi_valuetype stdin_type, cb_type;
-  CHECK(env, napi_typeof(env, a[6], &stdin_type));
-  CHECK(env, napi_typeof(env, a[7], &cb_type));
-  if (cb_type != napi_function) {
-    napi_throw_type_error(env, NULL, "spawn: onExit must be a function");
-    goto fail;
-  }
-
-  int err = 0;
-  if (!(path = resolve(file, envp, cwd, &err))) {
-    throw_code(env, "spawn", err);
-    goto fail;
-  }
-
-  if (stdin_type != napi_null && stdin_type != napi_undefined) {
-    void *bytes;
-    size_t size;
-    CHECK(env, napi_get_buffer_info(env, a[6], &bytes, &size));
+  rq->step = NULL;
+  if (!(path = resolve(rq->file, rq->envp, rq->cwd, &rq->err))) goto done;
+  rq->err = 0;
+  if (rq->stdin_bytes) {
     if ((infd = memfd("lc-stdin")) < 0) {
-      throw_code(env, "spawn: memfd for stdin", errno);
-      goto fail;
+      rq->err = errno, rq->step = "memfd";
+      goto done;
     }
-    for (size_t done = 0; done < size;) {
-      ssize_t n = write(infd, (char *)bytes + done, size - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        throw_code(env, "spawn: writing stdin", n < 0 ? errno : EIO);
-        goto fail;
+    for (size_t n = 0; n < rq->stdin_len;) {
+      ssize_t w = write(infd, rq->stdin_bytes + n, rq->stdin_len - n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        rq->err = w < 0 ? errno : EIO, rq->step = "stdin";
+        goto done;
       }
-      done += (size_t)n;
+      n += (size_t)w;
     }
     if (lseek(infd, 0, SEEK_SET) != 0) {
-      throw_code(env, "spawn: stdin", errno);
-      goto fail;
+      rq->err = errno, rq->step = "stdin";
+      goto done;
     }
   }
-  if ((outfd = memfd("lc-stdout")) < 0 || (errfd = memfd("lc-stderr")) < 0) {
-    throw_code(env, "spawn: memfd for output", errno);
-    goto fail;
+  if ((rq->outfd = memfd("lc-stdout")) < 0 || (rq->errfd = memfd("lc-stderr")) < 0) {
+    rq->err = errno, rq->step = "memfd";
+    goto done;
   }
-
-  int rc;
   if ((rc = posix_spawn_file_actions_init(&fa)) != 0) {
-    throw_code(env, "spawn", rc);
-    goto fail;
+    rq->err = rc, rq->step = "file actions";
+    goto done;
   }
   fa_init = true;
-  if ((rc = posix_spawn_file_actions_adddup2(&fa, outfd, 1)) != 0 || (rc = posix_spawn_file_actions_adddup2(&fa, errfd, 2)) != 0 ||
+  /* Outputs first: if stdin's memfd were 1 or 2 it would be clobbered, but memfd() keeps ours >= 3. */
+  if ((rc = posix_spawn_file_actions_adddup2(&fa, rq->outfd, 1)) != 0 || (rc = posix_spawn_file_actions_adddup2(&fa, rq->errfd, 2)) != 0 ||
       (rc = infd >= 0 ? posix_spawn_file_actions_adddup2(&fa, infd, 0) : posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) != 0 ||
-      (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 || (rc = posix_spawn_file_actions_addchdir_np(&fa, cwd)) != 0) {
-    throw_code(env, "spawn: file actions", rc);
-    goto fail;
+      (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 || (rc = posix_spawn_file_actions_addchdir_np(&fa, rq->cwd)) != 0) {
+    rq->err = rc, rq->step = "file actions";
+    goto done;
   }
   if ((rc = posix_spawnattr_init(&attr)) != 0) {
-    throw_code(env, "spawn", rc);
-    goto fail;
+    rq->err = rc, rq->step = "attributes";
+    goto done;
   }
   attr_init = true;
   sigset_t none;
   sigemptyset(&none);
   if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0 ||
-      (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 || (rc = posix_spawnattr_setsigdefault(&attr, &es->reset)) != 0) {
-    throw_code(env, "spawn: attributes", rc);
-    goto fail;
+      (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 || (rc = posix_spawnattr_setsigdefault(&attr, &rq->es->reset)) != 0) {
+    rq->err = rc, rq->step = "attributes";
+    goto done;
+  }
+  /* The program's own failure (ENOENT, EACCES, ENOEXEC...): glibc reports execve's errno. */
+  if ((rc = posix_spawn(&rq->pid, path, &fa, &attr, rq->argv, rq->envp)) != 0) {
+    rq->err = rc;
+    goto done;
+  }
+  if ((rq->pidfd = pidfd_open(rq->pid)) < 0) {
+    rq->err = errno, rq->step = "pidfd_open";
+    reap_now(rq->pid);
+    goto done;
   }
 
-  pid_t pid;
-  if ((rc = posix_spawn(&pid, path, &fa, &attr, argv, envp)) != 0) {
-    throw_code(env, "spawn", rc);
-    goto fail;
-  }
-  if ((pidfd = pidfd_open(pid)) < 0) {
-    int e = errno;
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    throw_code(env, "spawn: pidfd_open", e);
-    goto fail;
-  }
-  if (!(c = calloc(1, sizeof *c))) {
-    int e = ENOMEM;
-    kill(-pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    throw_code(env, "spawn", e);
-    goto fail;
-  }
-  c->es = es;
-  c->pid = pid;
-  c->pidfd = pidfd;
-  if ((rc = uv_poll_init(es->loop, &c->poll, pidfd)) != 0 || (rc = uv_poll_start(&c->poll, UV_READABLE, on_exit_ready)) != 0 ||
-      napi_create_reference(env, a[7], 1, &c->cb) != napi_ok) {
-    /* Unlikely (the loop refused the descriptor): do not leave an unwatched task behind. */
-    kill(-pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    if (rc == 0) uv_close((uv_handle_t *)&c->poll, on_closed);
-    else {
-      close(pidfd);
-      free(c);
-    }
-    pidfd = -1;
-    c = NULL;
-    throw_code(env, "spawn: watching the process", rc < 0 ? -rc : EIO);
-    goto fail;
-  }
-  pidfd = -1; /* the child's now */
-  c->next = es->children;
-  if (c->next) c->next->prev = c;
-  es->children = c;
-
-  napi_value v;
-  CHECK(env, napi_create_array_with_length(env, 3, &result));
-  CHECK(env, napi_create_int32(env, pid, &v));
-  CHECK(env, napi_set_element(env, result, 0, v));
-  CHECK(env, napi_create_int32(env, outfd, &v));
-  CHECK(env, napi_set_element(env, result, 1, v));
-  CHECK(env, napi_create_int32(env, errfd, &v));
-  CHECK(env, napi_set_element(env, result, 2, v));
-  outfd = errfd = -1; /* the caller's now */
-
-fail:
+done:
   if (fa_init) posix_spawn_file_actions_destroy(&fa);
   if (attr_init) posix_spawnattr_destroy(&attr);
   if (infd >= 0) close(infd);
-  if (outfd >= 0) close(outfd);
-  if (errfd >= 0) close(errfd);
-  if (pidfd >= 0) close(pidfd);
-  free(file);
-  free(args);
-  free(envs);
-  free(cwd);
+  if (rq->err) {
+    if (rq->outfd >= 0) close(rq->outfd);
+    if (rq->errfd >= 0) close(rq->errfd);
+    rq->outfd = rq->errfd = -1;
+  }
   free(path);
-  free(argv);
-  free(envp);
-  return result;
+}
+
+static void request_free(napi_env env, request_t *rq) {
+  if (rq->on_start) napi_delete_reference(env, rq->on_start);
+  if (rq->on_exit) napi_delete_reference(env, rq->on_exit);
+  if (rq->work) napi_delete_async_work(env, rq->work);
+  free(rq->file);
+  free(rq->args);
+  free(rq->envs);
+  free(rq->cwd);
+  free(rq->argv);
+  free(rq->envp);
+  free(rq->stdin_bytes);
+  free(rq);
+}
+
+/* The JS-thread half: watch the exit, then onStart(error, pid, stdoutFd, stderrFd). */
+static void spawn_complete(napi_env env, napi_status status, void *data) {
+  request_t *rq = data;
+  envstate_t *es = rq->es;
+  if (status != napi_ok && !rq->err) {
+    /* Cancelled with the environment: nothing was started. */
+    if (rq->pid > 0) reap_now(rq->pid);
+    if (rq->pidfd >= 0) close(rq->pidfd);
+    if (rq->outfd >= 0) close(rq->outfd);
+    if (rq->errfd >= 0) close(rq->errfd);
+    request_free(env, rq);
+    return;
+  }
+  if (!rq->err) {
+    child_t *c = calloc(1, sizeof *c);
+    bool inited = false;
+    int rc = c ? uv_poll_init(es->loop, &c->poll, rq->pidfd) : UV_ENOMEM;
+    if (rc == 0) {
+      inited = true;
+      rc = uv_poll_start(&c->poll, UV_READABLE, on_exit_ready);
+    }
+    if (rc != 0) {
+      /* Unlikely (the loop refused the descriptor): do not leave an unwatched task behind. */
+      reap_now(rq->pid);
+      close(rq->outfd);
+      close(rq->errfd);
+      rq->outfd = rq->errfd = -1;
+      rq->err = -rc, rq->step = "watching the process";
+      if (inited) {
+        c->pidfd = rq->pidfd; /* on_closed closes it */
+        uv_close((uv_handle_t *)&c->poll, on_closed);
+      } else {
+        close(rq->pidfd);
+        free(c);
+      }
+    } else {
+      c->es = es;
+      c->pid = rq->pid;
+      c->pidfd = rq->pidfd;
+      c->cb = rq->on_exit;
+      rq->on_exit = NULL; /* the child's now */
+      c->next = es->children;
+      if (c->next) c->next->prev = c;
+      es->children = c;
+    }
+    rq->pidfd = -1;
+  }
+
+  napi_value cb, recv, argv[4];
+  if (napi_get_reference_value(env, rq->on_start, &cb) == napi_ok && cb && napi_get_global(env, &recv) == napi_ok) {
+    if (rq->err) {
+      const char *name = strerrorname_np(rq->err);
+      char text[96];
+      if (rq->step) snprintf(text, sizeof text, "%s (%s)", name ? name : "error", rq->step);
+      else snprintf(text, sizeof text, "%s", name ? name : "error");
+      napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &argv[0]);
+    } else {
+      napi_get_null(env, &argv[0]);
+    }
+    napi_create_int32(env, rq->err ? 0 : rq->pid, &argv[1]);
+    napi_create_int32(env, rq->outfd, &argv[2]);
+    napi_create_int32(env, rq->errfd, &argv[3]);
+    napi_call_function(env, recv, cb, 4, argv, NULL);
+  }
+  request_free(env, rq);
+}
+
+/*
+ * spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit): checks and copies the
+ * arguments, then starts the process off the JS thread. Bad arguments throw here.
+ */
+static napi_value js_spawn(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value a[9];
+  envstate_t *es;
+  request_t *rq = NULL;
+  size_t file_len, args_len, env_len, cwd_len;
+  uint32_t nargs, nenv;
+
+  CHECK(env, napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  CHECK(env, napi_get_instance_data(env, (void **)&es));
+  if (argc < 9) {
+    napi_throw_type_error(env, NULL, "spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit)");
+    goto fail;
+  }
+  if (!(rq = calloc(1, sizeof *rq))) {
+    throw_code(env, "spawn", ENOMEM);
+    goto fail;
+  }
+  rq->es = es;
+  rq->pidfd = rq->outfd = rq->errfd = -1;
+  CHECK(env, napi_get_value_uint32(env, a[2], &nargs));
+  CHECK(env, napi_get_value_uint32(env, a[4], &nenv));
+  if (!(rq->file = string_arg(env, a[0], &file_len)) || !(rq->args = string_arg(env, a[1], &args_len)) || !(rq->envs = string_arg(env, a[3], &env_len)) ||
+      !(rq->cwd = string_arg(env, a[5], &cwd_len))) {
+    napi_throw_type_error(env, NULL, "spawn: file, args, env and cwd must be strings");
+    goto fail;
+  }
+  if (nargs < 1 || !(rq->argv = split(rq->args, args_len, nargs)) || !(rq->envp = split(rq->envs, env_len, nenv)) || strlen(rq->file) != file_len ||
+      strlen(rq->cwd) != cwd_len) {
+    throw_code(env, "spawn: an argument or environment entry holds a NUL byte", EINVAL);
+    goto fail;
+  }
+  napi_valuetype stdin_type, t1, t2;
+  CHECK(env, napi_typeof(env, a[6], &stdin_type));
+  CHECK(env, napi_typeof(env, a[7], &t1));
+  CHECK(env, napi_typeof(env, a[8], &t2));
+  if (t1 != napi_function || t2 != napi_function) {
+    napi_throw_type_error(env, NULL, "spawn: onStart and onExit must be functions");
+    goto fail;
+  }
+  if (stdin_type != napi_null && stdin_type != napi_undefined) {
+    void *bytes;
+    size_t size;
+    CHECK(env, napi_get_buffer_info(env, a[6], &bytes, &size));
+    if (!(rq->stdin_bytes = malloc(size ? size : 1))) {
+      throw_code(env, "spawn", ENOMEM);
+      goto fail;
+    }
+    memcpy(rq->stdin_bytes, bytes, size);
+    rq->stdin_len = size;
+  }
+  napi_value name;
+  CHECK(env, napi_create_reference(env, a[7], 1, &rq->on_start));
+  CHECK(env, napi_create_reference(env, a[8], 1, &rq->on_exit));
+  CHECK(env, napi_create_string_utf8(env, "lilcluster:spawn", NAPI_AUTO_LENGTH, &name));
+  CHECK(env, napi_create_async_work(env, NULL, name, spawn_execute, spawn_complete, rq, &rq->work));
+  CHECK(env, napi_queue_async_work(env, rq->work));
+  return NULL;
+
+fail:
+  if (rq) request_free(env, rq);
+  return NULL;
 }
 
 /* discard(fd, offset, length): the output bytes already read no longer take memory. */

@@ -1,7 +1,8 @@
 /**
  * The native launcher: tasks started by the spawn addon (spawn-addon.ts, spawn.c) —
- * posix_spawn in a new session, stdout and stderr into memfds, the exit seen through a pidfd
- * on the event loop and reaped with wait4 (the group SIGKILLed first).
+ * posix_spawn in a new session from a threadpool thread (the event loop never waits for a
+ * child's execve), stdout and stderr into memfds, the exit seen through a pidfd on the event
+ * loop and reaped with wait4 (the group SIGKILLed first).
  *
  * Output: a short task's files are read once, at its exit. While tasks run, one poller reads
  * the new bytes of each task older than OUTPUT_POLL_MS every OUTPUT_POLL_MS (PROGRESS lines
@@ -111,7 +112,13 @@ export class NativeLauncher implements Launcher {
     let resolve!: (o: ProcessOutcome) => void;
     const done = new Promise<ProcessOutcome>((r) => (resolve = r));
     let live: Live | undefined;
+    const failed = (why: string) => {
+      exited = true;
+      clearTimeout(killTimer);
+      resolve({ exitCode: null, signal: null, timedOut, cancelled, durationMs: Math.round(performance.now() - t0), maxRssKiB: null, spawnError: `cannot start ${spec.file}: ${why}` });
+    };
 
+    // Before the start is confirmed there is no pid to signal: onStart does it then.
     const terminate = () => {
       if (exited || !live) return;
       const pid = live.pid;
@@ -119,6 +126,18 @@ export class NativeLauncher implements Launcher {
       graceTimer ??= setTimeout(() => {
         if (!exited) killGroup(pid, 'SIGKILL');
       }, spec.killGraceMs);
+    };
+
+    const onStart = (error: string | null, pid: number, outFd: number, errFd: number) => {
+      if (error !== null) return failed(error);
+      live = {
+        pid, startedAt: t0, sampleMemory: spec.sampleMemory, peak: -1,
+        out: new OutputFile(outFd, spec.keepBytes, spec.onStdout, () => spec.onSkip?.('stdout'), this.addon),
+        err: new OutputFile(errFd, spec.keepBytes, spec.onStderr, () => spec.onSkip?.('stderr'), this.addon),
+      };
+      this.#live.add(live);
+      this.#poller ??= setInterval(() => this.#poll(), OUTPUT_POLL_MS).unref();
+      if (timedOut || cancelled) terminate();
     };
 
     const onExit = (code: number, signal: number, maxRssKiB: number) => {
@@ -145,21 +164,12 @@ export class NativeLauncher implements Launcher {
     };
 
     const env = spec.env.inherited.block(spec.env.set);
-    let pid: number, outFd: number, errFd: number;
     try {
-      [pid, outFd, errFd] = this.addon.spawn(spec.file, [spec.file, ...spec.args].join('\0'), spec.args.length + 1, env.text, env.count, spec.cwd, spec.stdin, onExit);
+      this.addon.spawn(spec.file, [spec.file, ...spec.args].join('\0'), spec.args.length + 1, env.text, env.count, spec.cwd, spec.stdin, onStart, onExit);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      resolve({ exitCode: null, signal: null, timedOut, cancelled, durationMs: 0, maxRssKiB: null, spawnError: `cannot start ${spec.file}: ${code ?? (err as Error).message}` });
+      failed((err as NodeJS.ErrnoException).code ?? (err as Error).message);
       return { done, stop: () => void (cancelled = true) };
     }
-    live = {
-      pid, startedAt: t0, sampleMemory: spec.sampleMemory, peak: -1,
-      out: new OutputFile(outFd, spec.keepBytes, spec.onStdout, () => spec.onSkip?.('stdout'), this.addon),
-      err: new OutputFile(errFd, spec.keepBytes, spec.onStderr, () => spec.onSkip?.('stderr'), this.addon),
-    };
-    this.#live.add(live);
-    this.#poller ??= setInterval(() => this.#poll(), OUTPUT_POLL_MS).unref();
     killTimer = setTimeout(() => {
       timedOut = true;
       terminate();

@@ -17,14 +17,16 @@ export interface SpawnAddon {
   /**
    * Starts `file` (looked up in env's PATH when it holds no slash) in its own session with
    * argv = args split on NUL (argc entries), envp = env split on NUL (envc entries), in cwd,
-   * stdin from the bytes (or /dev/null), stdout and stderr into memfds whose descriptors come
-   * back. Throws an Error whose `code` is the errno name when it cannot start.
-   * onExit runs once on this thread: exitCode -1 when killed by signal number `signal`.
+   * stdin from the bytes (or /dev/null), stdout and stderr into memfds. The work happens on a
+   * threadpool thread; then, on this thread, onStart(null, pid, stdoutFd, stderrFd), or
+   * onStart(errnoName) when it could not start; later onExit once (exitCode -1 when killed by
+   * signal number `signal`). Throws at once only for arguments it cannot pass (NUL bytes).
    */
   spawn(
     file: string, args: string, argc: number, env: string, envc: number, cwd: string, stdin: Buffer | null,
+    onStart: (error: string | null, pid: number, stdoutFd: number, stderrFd: number) => void,
     onExit: (exitCode: number, signal: number, maxRssKiB: number) => void,
-  ): [pid: number, stdoutFd: number, stderrFd: number];
+  ): void;
   /** Frees bytes of an output file that were already read (the file keeps its size). */
   discard(fd: number, offset: number, length: number): void;
 }
