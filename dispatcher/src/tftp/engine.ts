@@ -116,8 +116,10 @@ class Transfer<C> implements TftpTransfer<C> {
     this.#echo = g.echo;
     this.#opts = opts;
     this.#sock = createSocket({ type: 'udp4' });
-    this.#sock.on('error', () => {
-      /* ICMP errors on the connected socket: the retransmission timer decides */
+    this.#sock.on('error', (err) => {
+      // Before the connect: this transfer cannot start. After it: an ICMP error on the
+      // connected socket, and the retransmission timer decides.
+      if (this.#state === 'connecting') this.#end({ kind: 'failed', message: err.message });
     });
     this.#sock.on('message', (msg) => this.#onPacket(msg));
     this.#sock.bind(0, opts.host === '0.0.0.0' ? undefined : opts.host, () => {
