@@ -62,7 +62,7 @@ $(DIST)/bench/sim-agents.mjs: $(SOURCES) bench/sim-agents.ts package.json
 $(DIST)/tools/build-image.mjs: $(SOURCES) package.json
 	$(ESBUILD) image/src/main.ts $(HOST_FLAGS) --outfile=$@
 
-image: $(DIST)/bin/node-agent.mjs $(DIST)/tools/build-image.mjs
+image: $(DIST)/bin/node-agent.mjs $(DIST)/native/spawn.node $(DIST)/tools/build-image.mjs
 	$(NODE) $(DIST)/tools/build-image.mjs
 
 pxe:

@@ -27,6 +27,8 @@ import { requireTools, run, type Tool } from './tools.js';
 /** Where things live inside the image (documented in image/README.md). */
 export const IMAGE_PATHS = {
   agent: '/usr/lib/lilcluster/node-agent.mjs',
+  /** Found by the agent beside its bundle (node-agent/src/spawn-addon.ts). */
+  spawnAddon: '/usr/lib/lilcluster/native/spawn.node',
   node: '/usr/bin/node',
   busybox: '/bin/busybox',
   dispatcherKey: '/etc/lilcluster/dispatcher.pub',
@@ -83,12 +85,16 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
 
     const agent = readInput(opts.agentPath, 'the agent bundle', 'run `make build` first (it writes dist/bin/node-agent.mjs)');
     const agentVersion = packageVersion(opts.packageJson);
-    progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB`);
+    const spawnAddon = opts.spawnAddonPath && existsSync(opts.spawnAddonPath) ? readInput(opts.spawnAddonPath, 'the spawn addon') : undefined;
+    const addonNote = spawnAddon
+      ? ` + ${opts.spawnAddonPath} ${(spawnAddon.length / 1024).toFixed(0)} KiB`
+      : opts.spawnAddonPath ? ` (no ${opts.spawnAddonPath}: tasks will start through child_process; make build builds it)` : '';
+    progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB${addonNote}`);
 
     const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
     const overlay = readOverlay(join(opts.imageDir, 'rootfs'));
 
-    const inputs = fingerprint({ opts, kernel, busybox, node, agent, key, overlay });
+    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay });
     const previous = readManifest(opts.outDir);
     if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
       progress('done', `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`);
@@ -106,7 +112,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     }
 
     const rootfs = new Rootfs();
-    assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, key, mods, firmware, agentVersion });
+    assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, spawnAddon, key, mods, firmware, agentVersion });
     const entries = rootfs.entries();
     const initrdTmp = join(work, INITRD_FILE);
     const uncompressed = await zstdToFile(cpioChunks(entries, { mtime: opts.mtime }), initrdTmp, { level: opts.zstdLevel, threads: opts.zstdThreads });
@@ -126,7 +132,10 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
         libraries: node.files.map((f) => f.path).sort(),
         interpreter: node.files.find((f) => f.path.includes('/ld-linux'))?.path ?? null,
       },
-      agent: { version: agentVersion, path: IMAGE_PATHS.agent, size: agent.length, sha256: sha256(agent) },
+      agent: {
+        version: agentVersion, path: IMAGE_PATHS.agent, size: agent.length, sha256: sha256(agent),
+        spawnAddon: spawnAddon ? { path: IMAGE_PATHS.spawnAddon, size: spawnAddon.length, sha256: sha256(spawnAddon) } : null,
+      },
       busybox: { package: busybox.name, version: busybox.version },
       files: {
         vmlinuz: { size: mods.vmlinuz.length, sha256: sha256(mods.vmlinuz) },
@@ -278,7 +287,9 @@ function readOverlay(root: string): OverlayFile[] {
   return out;
 }
 
-function fingerprint(x: { opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; key: DispatcherKey | undefined; overlay: OverlayFile[] }): string {
+function fingerprint(x: {
+  opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; overlay: OverlayFile[];
+}): string {
   const h = createHash('sha256');
   const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
   part('builder', builderDigest());
@@ -287,6 +298,7 @@ function fingerprint(x: { opts: BuildOptions; kernel: KernelInput; busybox: Pack
   part('node', x.node.binary);
   for (const f of x.node.files) part(`lib:${f.path}`, f.data);
   part('agent', x.agent);
+  part('spawn-addon', x.spawnAddon ?? '');
   part('key', x.key?.b64 ?? '');
   for (const f of x.overlay) part(`overlay:${f.path}:${f.mode}`, f.data);
   const o = x.opts;
@@ -456,7 +468,10 @@ async function readBusybox(debPath: string): Promise<Buffer> {
 
 function assembleRootfs(
   fs: Rootfs,
-  x: { overlay: OverlayFile[]; busybox: Buffer; node: NodeRuntime; agent: Buffer; key: DispatcherKey | undefined; mods: KernelModules; firmware: Map<string, Buffer>; agentVersion: string },
+  x: {
+    overlay: OverlayFile[]; busybox: Buffer; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; mods: KernelModules;
+    firmware: Map<string, Buffer>; agentVersion: string;
+  },
 ): void {
   for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'mnt', 'var', 'etc/lilcluster']) fs.addDirectory(d);
   fs.addDirectory('tmp', 0o1777);
@@ -475,6 +490,7 @@ function assembleRootfs(
   fs.addFile(IMAGE_PATHS.node, x.node.binary, 0o755);
   for (const f of x.node.files) fs.addFile(f.path, f.data, /\/ld-linux/.test(f.path) ? 0o755 : 0o644);
   fs.addFile(IMAGE_PATHS.agent, x.agent, 0o644);
+  if (x.spawnAddon) fs.addFile(IMAGE_PATHS.spawnAddon, x.spawnAddon, 0o755);
   if (x.key) fs.addFile(IMAGE_PATHS.dispatcherKey, Buffer.from(x.key.b64 + '\n'), 0o644);
 
   const libDirs = [...new Set(x.node.files.filter((f) => !/\/ld-linux/.test(f.path)).map((f) => dirname(f.path)))].sort();

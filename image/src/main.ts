@@ -32,6 +32,7 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
     nodePath: pick('node', 'NODE_BINARY') ?? process.execPath,
     stripNode: !(flags.strip === false || parseBool(env.NO_STRIP)),
     agentPath: resolve(pick('agent', 'AGENT') ?? 'dist/bin/node-agent.mjs'),
+    spawnAddonPath: resolve(pick('spawnAddon', 'SPAWN_ADDON') ?? 'dist/native/spawn.node'),
     packageJson: resolve('package.json'),
     dispatcherKey: pick('dispatcherKey', 'DISPATCHER_KEY'),
     modules: [...new Set([...DEFAULT_MODULES, ...parseList(pick('extraModules', 'EXTRA_MODULES'))])],
@@ -55,6 +56,7 @@ const program = new Command('build-image')
   .option('--node <file>', 'Node binary to ship (NODE_BINARY; default: the one running this)')
   .option('--no-strip', 'ship the Node binary unstripped (NO_STRIP=1)')
   .option('--agent <file>', 'agent bundle (AGENT)')
+  .option('--spawn-addon <file>', 'the agent\'s task spawner addon, shipped if it exists (SPAWN_ADDON; default dist/native/spawn.node)')
   .option('--dispatcher-key <file>', 'dispatcher public key to carry (DISPATCHER_KEY)')
   .option('--extra-modules <names>', 'more kernel modules, comma-separated (EXTRA_MODULES)')
   .option('--firmware', 'ship the firmware the NIC drivers name, from non-free-firmware (FIRMWARE=1)')

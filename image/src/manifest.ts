@@ -20,7 +20,8 @@ export interface ImageManifest {
   format: 1;
   kernel: { version: string; package: string | null; packageVersion: string | null; source: string };
   node: { version: string; source: string; stripped: boolean; size: number; libraries: string[]; interpreter: string | null };
-  agent: { version: string; path: string; size: number; sha256: string };
+  /** spawnAddon: the native task spawner shipped beside the agent, null when the image has none. */
+  agent: { version: string; path: string; size: number; sha256: string; spawnAddon: { path: string; size: number; sha256: string } | null };
   busybox: { package: string | null; version: string | null };
   files: { vmlinuz: FileInfo; 'initrd.img': FileInfo & { uncompressedSize: number } };
   compression: { format: 'zstd'; level: number };

@@ -49,6 +49,12 @@ export interface BuildOptions {
   stripNode: boolean;
   /** The agent bundle (AGENT, default dist/bin/node-agent.mjs). */
   agentPath: string;
+  /**
+   * The agent's task spawner addon (SPAWN_ADDON, default dist/native/spawn.node), shipped
+   * beside the agent when the file exists; without it the agent starts tasks through Node's
+   * child_process (slower, and it says so at start).
+   */
+  spawnAddonPath?: string | undefined;
   /** package.json whose version is recorded as the agent's (default ./package.json). */
   packageJson: string;
   /** The dispatcher's public key file (base64 of the raw Ed25519 key) to carry (DISPATCHER_KEY). */

@@ -17,7 +17,10 @@
  *     execve error), with the failed step in parentheses when it was not the program's own;
  *     later onExit(exitCode, signal, maxRssKiB), once: exitCode -1 when killed by a signal
  *     (signal = its number, else 0); maxRssKiB = wait4's ru_maxrss, the largest of the
- *     process's own peak and of the children it waited for.
+ *     process's own peak and of the children it waited for — and of the agent's own peak:
+ *     at execve the kernel folds the peak of the address space being left (exec_mmap's
+ *     setmax_mm_hiwater_rss), which for a CLONE_VM child is the agent's (a forked child's
+ *     copy counts the same pages). The caller trusts the figure only above its own peak.
  *     stdout and stderr go to memfds (anonymous tmpfs files) whose descriptors onStart gets:
  *     the caller reads them (pread) and closes them. The process starts its own session, so
  *     its own process group (POSIX_SPAWN_SETSID): kill(-pid) reaches the whole task.

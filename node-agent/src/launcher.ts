@@ -56,8 +56,8 @@ export interface Launcher {
 }
 
 /** First memory sample after the start, then one every MEMORY_SAMPLE_MS (child_process has no wait4). */
-const FIRST_SAMPLE_MS = 30;
-export const MEMORY_SAMPLE_MS = 500;
+export const FIRST_SAMPLE_MS = 30;
+const MEMORY_SAMPLE_MS = 500;
 /** After the main process exits, wait this long for its pipes to drain. */
 const DRAIN_MS = 2000;
 

@@ -10,18 +10,22 @@
  * task's whole output in RAM). Past `keepBytes`, only the last TAIL_BYTES of each read matter
  * (for PROGRESS lines): the rest is skipped, never read.
  *
- * Peak memory: wait4's ru_maxrss (the main process's own high-water mark, or that of the
- * largest child it waited for), raised by samples of the whole tree's resident memory taken
- * every MEMORY_SAMPLE_MS while the task runs (children running side by side add up).
+ * Peak memory: samples of the task (its main process's high-water mark, or the whole tree's
+ * resident memory if larger: children running side by side add up), 30 ms after the start
+ * and at every poll, as the child_process launcher takes them; and wait4's ru_maxrss, which
+ * is exact even for a task too short to sample — but only when it is above the agent's own
+ * peak: at execve, Linux folds the peak of the address space being left into the child's
+ * figure, and a posix_spawn child (CLONE_VM) leaves the agent's (a forked one, a copy of it).
+ * So: the largest of the samples and of a trustworthy ru_maxrss; null when there is neither.
  */
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Launcher, ProcessOutcome, ProcessSpec, RunningProcess } from './launcher.js';
-import { MEMORY_SAMPLE_MS } from './launcher.js';
+import { FIRST_SAMPLE_MS } from './launcher.js';
 import { killGroup, sampleTreeKiB } from './proc.js';
 import type { SpawnAddon } from './spawn-addon.js';
 
-/** How often running tasks' output is read (progress latency, and memory held by output). */
+/** How often running tasks' output is read and their memory sampled (progress latency, memory held by output). */
 export const OUTPUT_POLL_MS = 250;
 /** Read at most this much of one stream per poll, so one chatty task cannot stall the agent. */
 const READ_PER_POLL_BYTES = 4 * 1024 * 1024;
@@ -92,13 +96,13 @@ interface Live {
   err: OutputFile;
   sampleMemory: boolean;
   peak: number;
+  firstSample: NodeJS.Timeout | undefined;
 }
 
 export class NativeLauncher implements Launcher {
   readonly kind = 'native';
   readonly #live = new Set<Live>();
   #poller: NodeJS.Timeout | undefined;
-  #polls = 0;
 
   constructor(private readonly addon: SpawnAddon) {}
 
@@ -131,12 +135,16 @@ export class NativeLauncher implements Launcher {
     const onStart = (error: string | null, pid: number, outFd: number, errFd: number) => {
       if (error !== null) return failed(error);
       live = {
-        pid, startedAt: t0, sampleMemory: spec.sampleMemory, peak: -1,
+        pid, startedAt: t0, sampleMemory: spec.sampleMemory, peak: -1, firstSample: undefined,
         out: new OutputFile(outFd, spec.keepBytes, spec.onStdout, () => spec.onSkip?.('stdout'), this.addon),
         err: new OutputFile(errFd, spec.keepBytes, spec.onStderr, () => spec.onSkip?.('stderr'), this.addon),
       };
       this.#live.add(live);
       this.#poller ??= setInterval(() => this.#poll(), OUTPUT_POLL_MS).unref();
+      if (spec.sampleMemory) {
+        const l = live;
+        l.firstSample = setTimeout(() => sampleInto(l), FIRST_SAMPLE_MS);
+      }
       if (timedOut || cancelled) terminate();
     };
 
@@ -146,6 +154,7 @@ export class NativeLauncher implements Launcher {
       clearTimeout(graceTimer);
       const durationMs = Math.round(performance.now() - t0);
       const l = live!;
+      clearTimeout(l.firstSample);
       this.#live.delete(l);
       if (this.#live.size === 0) this.#stopPoller();
       try {
@@ -156,7 +165,9 @@ export class NativeLauncher implements Launcher {
       }
       l.out.close();
       l.err.close();
-      const peak = Math.max(maxRssKiB, l.peak);
+      // Above the agent's own peak, ru_maxrss can only be the task's; below, it may be ours.
+      const exact = maxRssKiB > process.resourceUsage().maxRSS ? maxRssKiB : -1;
+      const peak = Math.max(exact, l.peak);
       resolve({
         exitCode: code >= 0 ? code : null, signal: signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null, timedOut, cancelled, durationMs,
         maxRssKiB: spec.sampleMemory && peak >= 0 ? peak : null, spawnError: null,
@@ -191,7 +202,6 @@ export class NativeLauncher implements Launcher {
   /** Output and memory of the tasks that have run for a while. */
   #poll(): void {
     const now = performance.now();
-    const sampleNow = ++this.#polls % Math.max(1, Math.round(MEMORY_SAMPLE_MS / OUTPUT_POLL_MS)) === 0;
     for (const l of this.#live) {
       if (now - l.startedAt < OUTPUT_POLL_MS) continue;
       try {
@@ -200,10 +210,12 @@ export class NativeLauncher implements Launcher {
       } catch {
         /* read again at the exit */
       }
-      if (sampleNow && l.sampleMemory) {
-        const kib = sampleTreeKiB(l.pid);
-        if (kib !== undefined) l.peak = Math.max(l.peak, kib);
-      }
+      if (l.sampleMemory) sampleInto(l);
     }
   }
+}
+
+function sampleInto(l: Live): void {
+  const kib = sampleTreeKiB(l.pid);
+  if (kib !== undefined) l.peak = Math.max(l.peak, kib);
 }

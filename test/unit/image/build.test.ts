@@ -31,6 +31,7 @@ function options(outDir: string, extra: Partial<BuildOptions> = {}): BuildOption
     nodePath: process.execPath,
     stripNode: true,
     agentPath: resolve('dist/bin/node-agent.mjs'),
+    spawnAddonPath: resolve('dist/native/spawn.node'),
     packageJson: resolve('package.json'),
     dispatcherKey: undefined,
     modules: [...DEFAULT_MODULES],
@@ -71,7 +72,7 @@ const aliasLines = (text: string) => text.split('\n').filter((l) => l.startsWith
 
 beforeAll(() => {
   // The agent bundle and the builder's CLI bundle, as `make image` uses them.
-  execFileSync('make', ['-s', 'dist/bin/node-agent.mjs', 'dist/tools/build-image.mjs'], { stdio: 'inherit' });
+  execFileSync('make', ['-s', 'dist/bin/node-agent.mjs', 'dist/native/spawn.node', 'dist/tools/build-image.mjs'], { stdio: 'inherit' });
 }, BUILD_TIMEOUT);
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -101,6 +102,8 @@ describe('make image, built for real', () => {
     expect(manifest.node.version).toBe(process.version);
     expect(manifest.node.libraries).toContain(manifest.node.interpreter);
     expect(manifest.agent.sha256).toBe(sha256(readFileSync('dist/bin/node-agent.mjs')));
+    const addon = readFileSync('dist/native/spawn.node');
+    expect(manifest.agent.spawnAddon).toEqual({ path: IMAGE_PATHS.spawnAddon, size: addon.length, sha256: sha256(addon) });
     for (const f of ['vmlinuz', 'initrd.img'] as const) {
       const data = readFileSync(join(a, f));
       expect(manifest.files[f]).toMatchObject({ size: data.length, sha256: sha256(data) });
@@ -118,7 +121,7 @@ describe('make image, built for real', () => {
     const kdir = `lib/modules/${manifest.kernel.version}`;
     for (const p of ['init', 'bin/busybox', 'bin/sh', 'dev/console', 'etc/lilcluster/udhcpc.script', 'etc/lilcluster/image.env', `${kdir}/modules.dep`, `${kdir}/modules.alias`])
       expect(names).toContain(p);
-    for (const p of [IMAGE_PATHS.node, IMAGE_PATHS.agent, ...manifest.node.libraries]) expect(names).toContain(p.slice(1));
+    for (const p of [IMAGE_PATHS.node, IMAGE_PATHS.agent, IMAGE_PATHS.spawnAddon, ...manifest.node.libraries]) expect(names).toContain(p.slice(1));
     expect(entries.find((l) => l.endsWith(' init'))).toMatch(/^-rwxr-xr-x /);
     expect(entries.find((l) => / dev\/console$/.test(l))).toMatch(/^crw------- .* 5,\s+1 /);
     // Sorted, parents first: what the kernel's unpacker needs.
