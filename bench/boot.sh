@@ -17,7 +17,7 @@
 #
 # Knobs: PARTS (storm50 storm300 dhcp qemu), RUNS (5), RUNS_300 (3), BS_SRV_NS / BS_CLI_NS
 # (bs-srv / bs-cli; must not exist), BOOT_BENCH_OUT (logs; default a new /tmp/lc-bench-boot.*),
-# DHCP_RATE_ENV (environment for dhcp-rate.sh, e.g. "RATES='2000 4000' PERIOD=5"),
+# DHCP_RATE_ENV (environment for dhcp-rate.sh, words without spaces, e.g. "PERIOD=5 GIVE_UP_AFTER=1"),
 # QEMU_SETS ("bios:1 bios:4 uefi:1 uefi:4"), LC_SENDFILE=0 (the dispatcher's JS write path).
 #
 # Every figure is a line `RESULT name=<what> <key>=<value> ...`. Whatever this script starts is
