@@ -228,7 +228,8 @@ async function throughput(): Promise<void> {
     console.log(
       `RESULT name=dispatch_real_throughput agents=${agents} slots=${slots} tasks=${tasks} chunk=${chunk} seconds=${f(secs)} tasks_per_s=${Math.round(tasks / secs)} ` +
         `handout_to_ack_p50_ms=${r.fields.ack_p50_ms} handout_to_ack_p99_ms=${r.fields.ack_p99_ms} submit_s=${f((submitted - t0) / 1000)} ` +
-        `dispatcher_cpu_us_per_task=${f((cpuMs * 1000) / tasks, 1)} dispatcher_cpu_pct=${f((cpuMs / 10 / secs), 0)} rss_mib=${rss} load1=${load}`,
+        `dispatcher_cpu_us_per_task=${f((cpuMs * 1000) / tasks, 1)} dispatcher_cpu_pct=${f((cpuMs / 10 / secs), 0)} rss_mib=${rss} ` +
+        `messages_per_task=${f((Number(r.fields.messages_in) + Number(r.fields.messages_out)) / tasks, 3)} load1=${load}`,
     );
   } finally {
     await d.stop();
@@ -446,14 +447,14 @@ async function lost(): Promise<void> {
       // The same count the busy-node figure relies on must see this loss (a check of the check).
       const lostEvents = await lostEventsOf(d, frozen.o.mac);
       if (lostEvents < 1) throw new Error('the frozen agent was not recorded as lost (node.state event)');
-      console.log(`RESULT name=dispatch_lost_node_once heartbeat_s=${hb} last_message_to_rehand_ms=${Math.round(gap)} intervals=${f(gap / (hb * 1000))} lost_events=${lostEvents} load1=${load}`);
+      console.log(`RESULT name=dispatch_lost_node_once heartbeat_s=${hb} last_message_to_rehand_ms=${Math.round(gap)} intervals=${f(gap / (hb * 1000), 3)} lost_events=${lostEvents} load1=${load}`);
       await sleep(200);
     }
     gaps.sort((a, b) => a - b);
     const max = gaps[gaps.length - 1]!;
     console.log(
       `RESULT name=dispatch_lost_node heartbeat_s=${hb} repeats=${repeats} median_ms=${Math.round(percentile(gaps, 50))} max_ms=${Math.round(max)} ` +
-        `max_intervals=${f(max / (hb * 1000))} median_intervals=${f(percentile(gaps, 50) / (hb * 1000))}`,
+        `max_intervals=${f(max / (hb * 1000), 3)} median_intervals=${f(percentile(gaps, 50) / (hb * 1000), 3)}`,
     );
   } finally {
     await d.stop();
