@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
@@ -77,7 +77,15 @@ describe('agents: running tasks', () => {
     const engine = new FakeEngine();
     hub = await startHub(engine);
     agent(hub, '52:54:00:00:03:05');
-    engine.add([{ command: 'echo PROGRESS 0.3; sleep 0.7; echo PROGRESS 0.9; sleep 0.7' }]);
+    // The agent coalesces progress within PROGRESS_THROTTLE_MS, so the task waits for the test
+    // to see its first fraction before it prints the second (no race with a loaded machine).
+    const go = join(hub.dataDir, 'agent-525400000305', 'go');
+    const wait = (file: string) => `while [ ! -e ../../${file} ]; do sleep 0.05; done`;
+    engine.add([{ command: `echo PROGRESS 0.3; ${wait('go')}; echo PROGRESS 0.9; ${wait('end')}` }]);
+    await waitFor('first progress', () => engine.progressLog.length === 1, 10_000);
+    writeFileSync(go, '');
+    await waitFor('second progress', () => engine.progressLog.length === 2, 10_000);
+    writeFileSync(join(hub.dataDir, 'agent-525400000305', 'end'), '');
     await waitFor('done', () => engine.done === 1, 10_000);
     expect(engine.progressLog.map((p) => p.fraction)).toEqual([0.3, 0.9]);
   });
