@@ -54,7 +54,7 @@ export function openBenchEngine(dir = mkdtempSync(join(tmpdir(), 'lc-bench-dispa
     commits,
     close: () => {
       engine.stop();
-      commits.flush();
+      commits.close();
       db.close();
     },
   };

@@ -61,7 +61,7 @@ export function createCore(opts: CoreOptions): Core {
 
 /** Flushes pending writes and closes the store. */
 export function closeCore(core: Core): void {
-  core.commits.flush();
+  core.commits.close();
   core.db.close();
 }
 

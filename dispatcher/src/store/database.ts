@@ -22,8 +22,9 @@ export interface OpenStoreOptions {
   dataDir: string;
   migrations: readonly Migration[];
   /**
-   * `FULL` (default) fsyncs the WAL at every commit, so a commit survives power loss;
-   * group commit (see group-commit.ts) keeps that affordable.
+   * `NORMAL` (default): COMMIT does not fsync; GroupCommit fsyncs the WAL off the event loop
+   * before it acknowledges a write (see group-commit.ts), which gives the durability of
+   * `FULL` without blocking the event loop. `FULL` makes every COMMIT sync on the spot.
    */
   synchronous?: 'FULL' | 'NORMAL';
 }
@@ -36,7 +37,7 @@ export function openStore(opts: OpenStoreOptions): Db {
   }
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
-  db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
+  db.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`);
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   // Checkpoint in bigger steps: fewer stalls under a steady stream of small commits.

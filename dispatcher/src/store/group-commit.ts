@@ -3,7 +3,21 @@
  * caller's promise settles only after that transaction is durable. Under light load a
  * write commits on the next tick (no added latency); under heavy load batches grow up to
  * `maxBatch`, which is what keeps fsync-per-commit durability affordable.
+ *
+ * The fsync runs off the event loop. The store is in WAL mode with `synchronous=NORMAL`
+ * (see database.ts), so SQLite's COMMIT only appends the transaction's frames to the WAL
+ * file, without syncing it; we then fsync that file on libuv's threadpool and settle the
+ * batch's promises when it returns. SQLite replays WAL frames up to the last commit frame
+ * on recovery, so once the fsync returns the transaction survives a crash or power loss —
+ * the same guarantee as `synchronous=FULL`, without blocking DHCP, boot scripts and agents
+ * for milliseconds per commit. Batches that commit while an fsync is in flight are covered
+ * by the next one (fsyncs coalesce too). Checkpoints still sync the WAL and the database
+ * file themselves (SQLite does that in NORMAL mode).
+ *
+ * Rule for every module: a write that must be durable before it is acknowledged goes
+ * through `run()`. A transaction made directly on the database is committed but not synced.
  */
+import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import type { Db } from './database.js';
 
 export type Write<T> = () => T;
@@ -14,27 +28,48 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/** A committed write waiting for the fsync that makes it durable. */
+interface Committed {
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+  value: unknown;
+  error: unknown;
+}
+
 export interface GroupCommitStats {
   commits: number;
   writes: number;
-  /** Duration of the last commit, ms. */
+  /** Duration of the last commit (the transaction, on the event loop), ms. */
   lastCommitMs: number;
   /** Sum of commit durations, ms (for an average). */
   totalCommitMs: number;
+  /** WAL fsyncs done (off the event loop). */
+  syncs: number;
+  /** Duration of the last fsync, ms. */
+  lastSyncMs: number;
+  totalSyncMs: number;
 }
 
 export class GroupCommit {
   #queue: Pending[] = [];
   #scheduled = false;
   #failed: Error | undefined;
-  readonly stats: GroupCommitStats = { commits: 0, writes: 0, lastCommitMs: 0, totalCommitMs: 0 };
+  /** Committed, not yet covered by an fsync. */
+  #unsynced: Committed[] = [];
+  #syncing = false;
+  #walFd: number | undefined;
+  readonly #walPath: string | undefined;
+  readonly stats: GroupCommitStats = { commits: 0, writes: 0, lastCommitMs: 0, totalCommitMs: 0, syncs: 0, lastSyncMs: 0, totalSyncMs: 0 };
 
   constructor(
     private readonly db: Db,
     private readonly maxBatch = 5000,
-  ) {}
+  ) {
+    // An in-memory database has nothing to sync; a file database syncs its WAL.
+    this.#walPath = db.memory || db.name === '' ? undefined : `${db.name}-wal`;
+  }
 
-  /** Queue a write; resolves with its return value once its transaction has committed. */
+  /** Queue a write; resolves with its return value once its transaction is durable. */
   run<T>(write: Write<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({ write, resolve: resolve as (v: unknown) => void, reject });
@@ -46,19 +81,22 @@ export class GroupCommit {
     });
   }
 
-  /** The last commit error, if the store could not be written (disk full, read-only...). */
+  /** The last error, if the store could not be written or synced (disk full, read-only...). */
   get failure(): Error | undefined {
     return this.#failed;
   }
 
-  /** Commit everything queued now, synchronously. */
+  /**
+   * Commits everything queued now, synchronously (so reads that follow see it); the
+   * callers' promises settle when the fsync that covers it returns.
+   */
   flush(): void {
     this.#scheduled = false;
     const batch = this.#queue;
     if (batch.length === 0) return;
     this.#queue = [];
     const results: unknown[] = new Array(batch.length);
-    const errors: (unknown | undefined)[] = new Array(batch.length);
+    const errors: unknown[] = new Array(batch.length);
     const t0 = performance.now();
     try {
       this.db.transaction(() => {
@@ -72,7 +110,6 @@ export class GroupCommit {
           }
         }
       })();
-      this.#failed = undefined;
     } catch (err) {
       this.#failed = err instanceof Error ? err : new Error(String(err));
       for (const p of batch) p.reject(err);
@@ -85,8 +122,94 @@ export class GroupCommit {
     this.stats.commits++;
     this.stats.writes += batch.length;
     for (let i = 0; i < batch.length; i++) {
-      if (errors[i] !== undefined) batch[i]!.reject(errors[i]);
-      else batch[i]!.resolve(results[i]);
+      const p = batch[i]!;
+      this.#unsynced.push({ resolve: p.resolve, reject: p.reject, value: results[i], error: errors[i] });
     }
+    this.#sync();
+  }
+
+  /**
+   * Commits what is queued and syncs it before returning, blocking: for shutdown. Pending
+   * promises settle (on the next turn of the event loop).
+   */
+  close(): void {
+    this.flush();
+    const waiting = this.#unsynced;
+    this.#unsynced = [];
+    let error: unknown;
+    try {
+      const fd = this.#fd();
+      if (fd !== undefined) fsyncSync(fd);
+    } catch (err) {
+      error = err;
+    }
+    settle(waiting, error);
+    if (this.#walFd !== undefined) {
+      try {
+        closeSync(this.#walFd);
+      } catch {
+        /* already gone */
+      }
+      this.#walFd = undefined;
+    }
+  }
+
+  #sync(): void {
+    if (this.#syncing || this.#unsynced.length === 0) return;
+    const covering = this.#unsynced;
+    this.#unsynced = [];
+    let fd: number | undefined;
+    try {
+      fd = this.#fd();
+    } catch (err) {
+      this.#fail(err);
+      settle(covering, err);
+      return;
+    }
+    if (fd === undefined) {
+      settle(covering, undefined);
+      return;
+    }
+    this.#syncing = true;
+    const t0 = performance.now();
+    fsync(fd, (err) => {
+      this.#syncing = false;
+      const ms = performance.now() - t0;
+      this.stats.syncs++;
+      this.stats.lastSyncMs = ms;
+      this.stats.totalSyncMs += ms;
+      if (err) this.#fail(err);
+      else this.#failed = undefined;
+      settle(covering, err ?? undefined);
+      this.#sync(); // what committed meanwhile
+    });
+  }
+
+  #fd(): number | undefined {
+    if (this.#walPath === undefined) return undefined;
+    // The WAL exists once a transaction has committed; it keeps its inode while the
+    // database is open (a checkpoint rewinds it, it does not replace it).
+    if (this.#walFd === undefined) {
+      try {
+        this.#walFd = openSync(this.#walPath, 'r');
+      } catch (err) {
+        // No WAL yet: nothing was ever written (a batch whose writes all failed).
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+    }
+    return this.#walFd;
+  }
+
+  #fail(err: unknown): void {
+    this.#failed = err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+function settle(list: readonly Committed[], syncError: unknown): void {
+  for (const c of list) {
+    if (syncError !== undefined) c.reject(syncError);
+    else if (c.error !== undefined) c.reject(c.error);
+    else c.resolve(c.value);
   }
 }

@@ -119,6 +119,6 @@ if (mode === 'run') {
   await Promise.all(nodes.filter((n) => !skip.has(n.name)).map((n) => agent(n, held[n.mac] ?? [], true)));
   say('DONE');
   engine.stop();
-  commits.flush();
+  commits.close();
   db.close();
 }

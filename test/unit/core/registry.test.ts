@@ -25,7 +25,7 @@ describe('node registry', () => {
     const a = open(dir);
     expect(a.nodes.admit(mac('52:54:00:00:00:0b'))).toMatchObject({ kind: 'boot', node: { name: 'node1' } });
     expect(a.nodes.admit(mac('52:54:00:00:00:0a'))).toMatchObject({ kind: 'boot', node: { name: 'node2' } });
-    a.commits.flush();
+    a.commits.close();
     a.db.close();
     const b = open(dir);
     expect(b.nodes.byMac(mac('52:54:00:00:00:0b'))?.name).toBe('node1');

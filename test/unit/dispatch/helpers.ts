@@ -48,7 +48,7 @@ export function openEngine(dir: string = tempDir(), opts: EngineOptions & { cloc
     clock,
     close() {
       engine.stop();
-      commits.flush();
+      commits.close();
       db.close();
     },
   };

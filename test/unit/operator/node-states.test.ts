@@ -83,7 +83,7 @@ describe('node registry with the state policy', () => {
     nodes.updateSettings(mac, { labels: ['gpu'], firstStage: 'snponly.efi' });
     nodes.updateSettings(mac, { labels: ['gpu'] }); // no change, no event
     expect(events.list({ kind: 'node.settings' })).toHaveLength(1);
-    commits.flush();
+    commits.close();
     db.close();
     const db2 = openStore({ dataDir: dir, migrations: allMigrations });
     const c2 = new GroupCommit(db2);
