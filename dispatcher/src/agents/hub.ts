@@ -134,10 +134,11 @@ export class AgentHub implements NodeControl {
     this.#rlog = new RateLimitedLog(this.#log);
     this.#heartbeatMs = opts.heartbeatMs ?? core.config.heartbeatSeconds * 1000;
     const missed = opts.missedHeartbeats ?? core.config.missedHeartbeats;
-    // Sweep ten times per interval and judge a sweep early, so a node is declared lost
-    // within `missed` intervals of its last message, not up to one sweep later.
+    // Sweep ten times per interval and judge two sweeps early: a sweep lands up to one sweep
+    // after the deadline, and the lost node's tasks still have to reach another agent, so
+    // they are handed out again within `missed` intervals of the node's last message.
     this.#sweepMs = Math.max(20, Math.floor(this.#heartbeatMs / 10));
-    this.#lostAfterMs = missed * this.#heartbeatMs - this.#sweepMs;
+    this.#lostAfterMs = missed * this.#heartbeatMs - 2 * this.#sweepMs;
     this.maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#helloTimeoutMs = opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#controlTimeoutMs = opts.controlTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS;
