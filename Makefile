@@ -15,7 +15,7 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node20 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
+.PHONY: help deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
 
 help:
 	@echo "make demo        boot a virtual diskless cluster (QEMU) and run a sample job"
@@ -71,8 +71,13 @@ pxe:
 typecheck:
 	node_modules/.bin/tsc --noEmit -p .
 
+# What a fresh Debian 12 machine lacks (Debian packages, npm ci); about a second when all is there.
+deps:
+	@bash test/lab/deps.sh test
+
 # The e2e tier boots dist/image; `make image` is incremental (it stops early when nothing changed).
-test: typecheck build pxe image
+test: deps
+	@$(MAKE) --no-print-directory typecheck build pxe image
 	node_modules/.bin/vitest run
 
 test-unit: build

@@ -57,29 +57,8 @@ fi
 
 need_node
 
-# Debian packages the build and the demo use (the subset of .ci/run's list that matters here).
-PACKAGES=(ca-certificates make g++ python3 busybox-static cpio zstd binutils file kmod
-  qemu-system-x86 ipxe ipxe-qemu ovmf iproute2)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-elif ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-  # make image fetches the kernel with `apt-get download`, which needs the package lists.
-  echo "== apt-get update (make image downloads the kernel package)"
-  apt-get update -qq
-fi
-
-if [ ! -d node_modules ]; then
-  echo "== npm ci"
-  npm ci --no-audit --no-fund
-  test -f node_modules/better-sqlite3/build/Release/better_sqlite3.node || (cd node_modules/better-sqlite3 && npx --yes node-gyp rebuild --release)
-fi
+# Debian packages the build and the demo use, npm ci (test/lab/deps.sh: a no-op when all is there).
+bash test/lab/deps.sh demo
 
 echo "== build: bundles, iPXE first stages, RAM image"
 make -s build pxe image dist/demo/demo.mjs
