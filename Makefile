@@ -62,6 +62,9 @@ $(DIST)/bench/sim-agents.mjs: $(SOURCES) bench/sim-agents.ts package.json
 $(DIST)/tools/build-image.mjs: $(SOURCES) package.json
 	$(ESBUILD) image/src/main.ts $(HOST_FLAGS) --outfile=$@
 
+# The builder reads its options (EXTRA_MODULES, EXTRA_DEBS, EXTRA_ROOTFS, KERNEL_DEB, ... see
+# image/README.md) from the environment, where make puts command-line variables:
+# `make image EXTRA_DEBS=jq,libjq1,libonig5 EXTRA_ROOTFS=./site-rootfs`.
 image: $(DIST)/bin/node-agent.mjs $(DIST)/native/spawn.node $(DIST)/tools/build-image.mjs
 	$(NODE) $(DIST)/tools/build-image.mjs
 

@@ -2,26 +2,32 @@
  * `make image`: Debian kernel + initramfs (busybox, Node, the agent, NIC drivers) into
  * dist/image/{vmlinuz,initrd.img,manifest.json}. One progress line per stage.
  *
- *   tools → kernel package → busybox package → node runtime → agent → (up to date? stop)
- *   → modules (index, select, read) → firmware (optional) → initramfs (cpio | zstd) → write
+ *   tools → kernel package → busybox package → node runtime → agent → [EXTRA_DEBS packages]
+ *   → [EXTRA_ROOTFS tree] → (up to date? stop) → modules (index, select, read) → firmware
+ *   (optional) → [EXTRA_DEBS unpacked] → assemble, extra layers, library check → initramfs
+ *   (cpio | zstd) → write
  *
  * Files are written into a temporary folder beside the outputs and renamed into place
  * (manifest last), so dist/image never holds a half-written image.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aptCandidate, fetchPackage, newestCached, parseControl, resolveKernelPackage, sha256File } from './apt.js';
 import { cpioChunks } from './cpio.js';
 import { zstdToFile } from './compress.js';
 import { ImageBuildError } from './errors.js';
+import { parseDebNames, readDebLayer, type DebLayer } from './extra-debs.js';
 import { DebTree, DirectoryTree, type FileTree } from './file-tree.js';
+import { addLayer, type LayerItem, type ProtectedPaths } from './layers.js';
 import { INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, imageMatchesManifest, readManifest, sha256, type ImageManifest } from './manifest.js';
 import { describeModule, loadOrder, moduleName, modulesAlias, modulesDep, modulesSoftdep, selectModules, type KernelModule } from './modules.js';
+import { missingLibraries, type MissingLibrary } from './needed-libs.js';
 import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
-import { Rootfs } from './rootfs.js';
+import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
+import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
 
 /** Where things live inside the image (documented in image/README.md). */
@@ -34,6 +40,14 @@ export const IMAGE_PATHS = {
   dispatcherKey: '/etc/lilcluster/dispatcher.pub',
   env: '/etc/lilcluster/image.env',
 } as const;
+
+/** What EXTRA_ROOTFS and EXTRA_DEBS may not replace (paths in the archive), with where each comes from instead. */
+export const PROTECTED_PATHS: ProtectedPaths = new Map([
+  ['init', 'the image\'s /init is image/rootfs/init: change it there'],
+  [IMAGE_PATHS.agent.slice(1), 'the agent is the AGENT= bundle (default dist/bin/node-agent.mjs, from make build)'],
+  [IMAGE_PATHS.spawnAddon.slice(1), 'the agent\'s spawn addon is SPAWN_ADDON= (default dist/native/spawn.node)'],
+  [IMAGE_PATHS.node.slice(1), 'the agent\'s Node is NODE_BINARY= (default the Node running the build)'],
+]);
 
 export type Progress = (stage: string, detail: string) => void;
 
@@ -64,12 +78,15 @@ interface KernelInput {
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
 export async function buildImage(opts: BuildOptions, progress: Progress): Promise<BuildResult> {
-  const useApt = !(opts.kernelDeb || opts.kernel || opts.modulesDir) || !opts.busyboxDeb || opts.firmware;
+  const extraDebNames = parseDebNames((opts.extraDebs ?? []).join(','));
+  const useApt = !(opts.kernelDeb || opts.kernel || opts.modulesDir) || !opts.busyboxDeb || opts.firmware || extraDebNames.length > 0;
   const tools: Tool[] = ['dpkg-deb', 'zstd', 'ldd'];
   if (opts.stripNode) tools.push('strip');
   if (useApt) tools.push('apt-get', 'apt-cache');
   requireTools(tools);
   progress('tools', tools.join(' '));
+  // Read (and refused, if it must be) before anything is downloaded; reported after the packages.
+  const extraRootfs = opts.extraRootfs ? readExtraRootfs(opts.extraRootfs, PROTECTED_PATHS) : undefined;
 
   const kernel = await kernelInput(opts, progress);
   const busybox = opts.busyboxDeb ? await localDeb(opts.busyboxDeb) : await aptPackage(BUSYBOX_PACKAGE, opts.cacheDir, /^busybox-static$/);
@@ -91,12 +108,22 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       : opts.spawnAddonPath ? ` (no ${opts.spawnAddonPath}: tasks will start through child_process; make build builds it)` : '';
     progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB${addonNote}`);
 
-    const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
-    const overlay = readOverlay(join(opts.imageDir, 'rootfs'));
+    const extraDebs: PackageRef[] = [];
+    for (const name of extraDebNames) extraDebs.push(await aptPackage(name, opts.cacheDir, new RegExp(`^${name.replace(/[.+]/g, '\\$&')}$`)));
+    if (extraDebs.length) progress('debs', extraDebs.map((d) => `${d.name ?? '?'} ${d.version ?? ''} (${d.note})`).join(', '));
+    if (extraRootfs) {
+      const t = extraRootfs;
+      progress('rootfs', `${t.root}: ${t.files} files, ${t.symlinks} symlinks, ${t.directories} directories, ${(t.bytes / 1024).toFixed(0)} KiB`);
+    }
 
-    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay });
+    const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
+    const overlay = readBuiltinOverlay(join(opts.imageDir, 'rootfs'));
+
+    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay, extraDebs, extraRootfs });
     const previous = readManifest(opts.outDir);
     if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
+      const missing = previous.extra?.missingLibraries ?? [];
+      if (missing.length) progress('warning', missingLibrariesLine(missing));
       progress('done', `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`);
       return { manifest: previous, upToDate: true };
     }
@@ -111,9 +138,27 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       progress('firmware', `${firmware.size} of the ${named} files the drivers name${missing}, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`);
     }
 
+    const debLayers: { ref: PackageRef; layer: DebLayer }[] = [];
+    for (const ref of extraDebs) debLayers.push({ ref, layer: await readDebLayer(new DebTree(ref.path)) });
+    if (debLayers.length) {
+      const sum = (f: (l: DebLayer) => number) => debLayers.reduce((n, d) => n + f(d.layer), 0);
+      const skipped = sum((l) => l.skipped + l.other);
+      progress('debs', `unpacked ${debLayers.length} packages: ${sum((l) => l.files)} files, ${sum((l) => l.symlinks)} symlinks, ${mib(sum((l) => l.bytes))}${skipped ? ` (left out ${skipped} documentation/locale entries)` : ''}`);
+    }
+
     const rootfs = new Rootfs();
     assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, spawnAddon, key, mods, firmware, agentVersion });
-    const entries = rootfs.entries();
+    const added = addExtraLayers(rootfs, debLayers, extraRootfs);
+    if (extraRootfs) progress('rootfs', `${added.rootfs.added} entries added${added.rootfs.replaced.length ? `, replaced ${added.rootfs.replaced.join(' ')}` : ''}`);
+    const missing = missingLibraries(rootfs, added.files, nodeLibraryDirs(node));
+    if (missing.length) progress('warning', missingLibrariesLine(missing));
+    let entries;
+    try {
+      entries = rootfs.entries();
+    } catch (err) {
+      if (!(err instanceof RootfsConflictError)) throw err;
+      throw new ImageBuildError('IMG_ERR_INPUT', err.message, { hint: 'EXTRA_DEBS or EXTRA_ROOTFS puts an entry under a file or symlink of the image', cause: err });
+    }
     const initrdTmp = join(work, INITRD_FILE);
     const uncompressed = await zstdToFile(cpioChunks(entries, { mtime: opts.mtime }), initrdTmp, { level: opts.zstdLevel, threads: opts.zstdThreads });
     const initrd = readFileSync(initrdTmp);
@@ -145,6 +190,13 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       modules: { requested: [...opts.modules], builtin: mods.builtin, shipped: loadOrder(mods.selection).map((m) => m.module) },
       firmware: [...firmware.keys()].sort(),
       dispatcherKey: key ? { path: IMAGE_PATHS.dispatcherKey, fingerprint: key.fingerprint } : null,
+      extra: {
+        debs: extraDebs.map((d) => ({ package: d.name ?? '?', version: d.version, sha256: d.sha256 })),
+        rootfs: extraRootfs
+          ? { path: extraRootfs.root, sha256: extraRootfs.digest, files: extraRootfs.files, symlinks: extraRootfs.symlinks, directories: extraRootfs.directories }
+          : null,
+        missingLibraries: missing,
+      },
       inputs,
     };
     writeFileSync(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
@@ -265,30 +317,15 @@ function readDispatcherKey(path: string): DispatcherKey {
   return parseDispatcherKey(readInput(path, 'the dispatcher key').toString('utf8'), path);
 }
 
-interface OverlayFile {
-  path: string;
-  mode: number;
-  data: Buffer;
-}
-
-/** image/rootfs/: files copied as they are; executable in git → 0755, else 0644 (umask and checkout do not matter). */
-function readOverlay(root: string): OverlayFile[] {
+/** image/rootfs/: /init and friends, with git's modes (executable → 0755, else 0644). */
+function readBuiltinOverlay(root: string): OverlayTree {
   if (!existsSync(join(root, 'init'))) throw new ImageBuildError('IMG_ERR_INPUT', `${root}/init is missing`, { hint: 'run the builder from the repository (image/rootfs holds /init)' });
-  const out: OverlayFile[] = [];
-  const walk = (rel: string) => {
-    for (const name of readdirSync(join(root, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = statSync(join(root, r));
-      if (st.isDirectory()) walk(r);
-      else out.push({ path: r, mode: st.mode & 0o111 ? 0o755 : 0o644, data: readFileSync(join(root, r)) });
-    }
-  };
-  walk('');
-  return out;
+  return readOverlay(root, 'git');
 }
 
 function fingerprint(x: {
-  opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; overlay: OverlayFile[];
+  opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; overlay: OverlayTree;
+  extraDebs: PackageRef[]; extraRootfs: OverlayTree | undefined;
 }): string {
   const h = createHash('sha256');
   const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
@@ -300,7 +337,9 @@ function fingerprint(x: {
   part('agent', x.agent);
   part('spawn-addon', x.spawnAddon ?? '');
   part('key', x.key?.b64 ?? '');
-  for (const f of x.overlay) part(`overlay:${f.path}:${f.mode}`, f.data);
+  part('overlay', x.overlay.digest);
+  for (const d of x.extraDebs) part(`deb:${d.name ?? d.path}`, d.sha256);
+  part('extra-rootfs', x.extraRootfs ? `${x.extraRootfs.root}\0${x.extraRootfs.digest}` : '');
   const o = x.opts;
   part('options', JSON.stringify({ modules: o.modules, firmware: o.firmware, level: o.zstdLevel, mtime: o.mtime, strip: o.stripNode, version: packageVersion(o.packageJson) }));
   return h.digest('hex');
@@ -469,7 +508,7 @@ async function readBusybox(debPath: string): Promise<Buffer> {
 function assembleRootfs(
   fs: Rootfs,
   x: {
-    overlay: OverlayFile[]; busybox: Buffer; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; mods: KernelModules;
+    overlay: OverlayTree; busybox: Buffer; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; mods: KernelModules;
     firmware: Map<string, Buffer>; agentVersion: string;
   },
 ): void {
@@ -481,7 +520,7 @@ function assembleRootfs(
   // The kernel opens /dev/console for init's stdio before /init can mount devtmpfs (init/main.c console_on_rootfs).
   fs.addCharDevice('dev/console', 0o600, 5, 1);
 
-  for (const f of x.overlay) fs.addFile(f.path, f.data, f.mode);
+  addLayer(fs, { source: 'image/rootfs', items: x.overlay.items, replace: false, hint: 'image/rootfs must not hold what the builder adds itself' }, new Map());
 
   // /init runs `busybox --install -s` for the other applets; /bin/sh must exist before that.
   fs.addFile(IMAGE_PATHS.busybox, x.busybox, 0o755);
@@ -493,7 +532,7 @@ function assembleRootfs(
   if (x.spawnAddon) fs.addFile(IMAGE_PATHS.spawnAddon, x.spawnAddon, 0o755);
   if (x.key) fs.addFile(IMAGE_PATHS.dispatcherKey, Buffer.from(x.key.b64 + '\n'), 0o644);
 
-  const libDirs = [...new Set(x.node.files.filter((f) => !/\/ld-linux/.test(f.path)).map((f) => dirname(f.path)))].sort();
+  const libDirs = nodeLibraryDirs(x.node);
   const env = [
     '# Written by make image; sourced by /init.',
     `LC_IMAGE_KERNEL='${x.mods.version}'`,
@@ -513,4 +552,57 @@ function assembleRootfs(
   fs.addFile(`${modDir}/modules.softdep`, Buffer.from(modulesSoftdep(x.mods.selection)));
   if (x.mods.builtinList) fs.addFile(`${modDir}/modules.builtin`, x.mods.builtinList);
   for (const [name, data] of x.firmware) fs.addFile(`lib/firmware/${name}`, data, 0o644);
+}
+
+/** The folders of the Node runtime's libraries: /init puts them in LD_LIBRARY_PATH (no ld.so.cache in the image). */
+function nodeLibraryDirs(node: NodeRuntime): string[] {
+  return [...new Set(node.files.filter((f) => !/\/ld-linux/.test(f.path)).map((f) => dirname(f.path)))].sort();
+}
+
+// ---------------------------------------------------------------- EXTRA_DEBS and EXTRA_ROOTFS
+
+/**
+ * The packages in the order given (a clash between them or with the image stops the build),
+ * then the user's tree, which may replace image files but not the protected ones. Returns the
+ * final image files the layers brought, for the library check.
+ */
+function addExtraLayers(
+  fs: Rootfs,
+  debs: readonly { ref: PackageRef; layer: DebLayer }[],
+  tree: OverlayTree | undefined,
+): { files: { path: string; data: Uint8Array }[]; rootfs: { added: number; replaced: string[] } } {
+  const paths = new Set<string>();
+  const track = (items: readonly LayerItem[]) => items.forEach((i) => i.type === 'file' && paths.add(i.path));
+  for (const { ref, layer } of debs) {
+    const name = ref.name ?? ref.path;
+    addLayer(fs, {
+      source: `EXTRA_DEBS package ${name}`,
+      items: layer.items,
+      replace: false,
+      hint: `drop ${name} from EXTRA_DEBS (the image already has this file: the Node runtime's libraries, busybox, or another package of the list), or put the file you want in EXTRA_ROOTFS, which may replace image files`,
+    }, PROTECTED_PATHS);
+    track(layer.items);
+  }
+  let rootfs = { added: 0, replaced: [] as string[] };
+  if (tree) {
+    rootfs = addLayer(fs, {
+      source: `EXTRA_ROOTFS=${tree.root}`,
+      items: tree.items,
+      replace: true,
+      hint: `change ${tree.root}: it may add to the image's folders and replace its files, not turn a folder into a file or put a file under a symlink (the image's layout: zstd -dc dist/image/initrd.img | cpio -t)`,
+    }, PROTECTED_PATHS);
+    track(tree.items);
+  }
+  const files: { path: string; data: Uint8Array }[] = [];
+  for (const p of [...paths].sort()) {
+    const e = fs.get(p);
+    if (e?.type === 'file') files.push({ path: `/${p}`, data: e.data });
+  }
+  return { files, rootfs };
+}
+
+/** One line naming every soname the added programs need and the image lacks. */
+function missingLibrariesLine(missing: readonly MissingLibrary[]): string {
+  const each = missing.map((m) => `${m.soname} (needed by ${m.neededBy[0]}${m.neededBy.length > 1 ? ` and ${m.neededBy.length - 1} more` : ''})`);
+  return `libraries not in the image: ${each.join(', ')}; EXTRA_DEBS does not resolve dependencies: add the packages that hold them`;
 }

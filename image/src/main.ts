@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildImage } from './build.js';
 import { ImageBuildError } from './errors.js';
+import { parseDebNames } from './extra-debs.js';
 import { DEFAULT_MODULES, DEFAULT_MTIME, DEFAULT_ZSTD_LEVEL, parseBool, parseInteger, parseList, type BuildOptions } from './options.js';
 
 /** image/ holds rootfs/; found beside this file (image/src/main.ts) or from the bundle (dist/tools/). */
@@ -22,6 +23,7 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
   const level = pick('zstdLevel', 'ZSTD_LEVEL');
   const threads = pick('zstdThreads', 'ZSTD_THREADS');
   const epoch = env.SOURCE_DATE_EPOCH;
+  const rootfs = pick('extraRootfs', 'EXTRA_ROOTFS');
   return {
     outDir: resolve(pick('out', 'IMAGE_OUT') ?? 'dist/image'),
     cacheDir: resolve(pick('cache', 'IMAGE_CACHE') ?? '.cache/image'),
@@ -37,6 +39,8 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
     dispatcherKey: pick('dispatcherKey', 'DISPATCHER_KEY'),
     modules: [...new Set([...DEFAULT_MODULES, ...parseList(pick('extraModules', 'EXTRA_MODULES'))])],
     firmware: flags.firmware === true || parseBool(env.FIRMWARE),
+    extraDebs: parseDebNames(pick('extraDebs', 'EXTRA_DEBS')),
+    extraRootfs: rootfs ? resolve(rootfs) : undefined,
     zstdLevel: level ? parseInteger('ZSTD_LEVEL', level, 1, 22) : DEFAULT_ZSTD_LEVEL,
     zstdThreads: threads ? parseInteger('ZSTD_THREADS', threads, 1, 256) : undefined,
     mtime: epoch ? parseInteger('SOURCE_DATE_EPOCH', epoch, 0, 0xffff_ffff) : DEFAULT_MTIME,
@@ -59,6 +63,8 @@ const program = new Command('build-image')
   .option('--spawn-addon <file>', 'the agent\'s task spawner addon, shipped if it exists (SPAWN_ADDON; default dist/native/spawn.node)')
   .option('--dispatcher-key <file>', 'dispatcher public key to carry (DISPATCHER_KEY)')
   .option('--extra-modules <names>', 'more kernel modules, comma-separated (EXTRA_MODULES)')
+  .option('--extra-debs <names>', 'Debian packages to unpack into the image, comma-separated, dependencies included by you (EXTRA_DEBS)')
+  .option('--extra-rootfs <dir>', 'a folder copied into the image\'s root, last (EXTRA_ROOTFS)')
   .option('--firmware', 'ship the firmware the NIC drivers name, from non-free-firmware (FIRMWARE=1)')
   .option('--zstd-level <n>', `zstd level, default ${DEFAULT_ZSTD_LEVEL} (ZSTD_LEVEL)`)
   .option('--zstd-threads <n>', 'zstd workers; does not change the output (ZSTD_THREADS)')

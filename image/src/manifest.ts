@@ -28,6 +28,16 @@ export interface ImageManifest {
   modules: { requested: string[]; builtin: string[]; shipped: string[] };
   firmware: string[];
   dispatcherKey: { path: string; fingerprint: string } | null;
+  /**
+   * EXTRA_DEBS packages (in the order given) and the EXTRA_ROOTFS tree (sha256 over its paths,
+   * modes, symlink targets and contents), and the sonames their programs need but the image
+   * lacks. Absent from manifests written before these options existed.
+   */
+  extra?: {
+    debs: { package: string; version: string | null; sha256: string }[];
+    rootfs: { path: string; sha256: string; files: number; symlinks: number; directories: number } | null;
+    missingLibraries: { soname: string; neededBy: string[] }[];
+  };
   /** sha256 over every input (packages, Node, agent, rootfs files, options): unchanged inputs, unchanged image. */
   inputs: string;
 }

@@ -63,6 +63,16 @@ export interface BuildOptions {
   modules: string[];
   /** Also ship the firmware files those modules name, from FIRMWARE_PACKAGES (FIRMWARE=1). */
   firmware: boolean;
+  /**
+   * Debian packages unpacked into the image after the built-in files (EXTRA_DEBS=jq,libjq1,libonig5).
+   * Not resolved: name every dependency; the build warns about libraries their programs miss.
+   */
+  extraDebs?: readonly string[] | undefined;
+  /**
+   * A directory whose contents are copied into the image's root last (EXTRA_ROOTFS): files with
+   * their modes, symlinks, directories; it may replace image files, except /init and the agent.
+   */
+  extraRootfs?: string | undefined;
   zstdLevel: number;
   zstdThreads: number | undefined;
   /** mtime of every entry (SOURCE_DATE_EPOCH). */

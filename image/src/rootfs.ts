@@ -21,12 +21,14 @@ function rel(path: string): string {
 
 export class Rootfs {
   readonly #entries = new Map<string, CpioEntry>();
+  /** Every ancestor of an entry's path: the directories entries() will create if nobody adds them. */
+  readonly #parents = new Set<string>();
 
   addDirectory(path: string, mode = 0o755): void {
     const p = rel(path);
     const prev = this.#entries.get(p);
     if (prev && prev.type !== 'directory') throw new RootfsConflictError(`${p} is both a directory and a ${prev.type}`);
-    this.#entries.set(p, { type: 'directory', path: p, mode });
+    this.#set({ type: 'directory', path: p, mode });
   }
 
   addFile(path: string, data: Uint8Array, mode = 0o644): void {
@@ -41,8 +43,27 @@ export class Rootfs {
     this.#add({ type: 'char-device', path: rel(path), mode, major, minor });
   }
 
+  /** Replaces a file, symlink or device at the same path (a later layer wins); never a directory. */
+  replace(e: Exclude<CpioEntry, { type: 'directory' }>): void {
+    const p = rel(e.path);
+    const prev = this.#entries.get(p);
+    if (this.isDirectory(p)) throw new RootfsConflictError(`${p} is a directory${prev ? '' : ' (it holds other entries)'}, not a ${e.type}`);
+    this.#set({ ...e, path: p });
+  }
+
   has(path: string): boolean {
     return this.#entries.has(rel(path));
+  }
+
+  /** The entry added at `path` (not the implicit parents; see isDirectory). */
+  get(path: string): CpioEntry | undefined {
+    return this.#entries.get(rel(path));
+  }
+
+  /** True for a directory added as such or one that entries() will create as a parent. */
+  isDirectory(path: string): boolean {
+    const p = rel(path);
+    return this.#entries.get(p)?.type === 'directory' || (!this.#entries.has(p) && this.#parents.has(p));
   }
 
   /** Total bytes of file data (what the unpacked initramfs costs in RAM, roughly). */
@@ -70,11 +91,16 @@ export class Rootfs {
   #add(e: CpioEntry): void {
     const prev = this.#entries.get(e.path);
     if (prev && !sameEntry(prev, e)) throw new RootfsConflictError(`two different entries for ${e.path}`);
+    this.#set(e);
+  }
+
+  #set(e: CpioEntry): void {
     this.#entries.set(e.path, e);
+    for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1)) this.#parents.add(e.path.slice(0, i));
   }
 }
 
-function sameEntry(a: CpioEntry, b: CpioEntry): boolean {
+export function sameEntry(a: CpioEntry, b: CpioEntry): boolean {
   if (a.type === 'file' && b.type === 'file') return a.mode === b.mode && Buffer.compare(Buffer.from(a.data), Buffer.from(b.data)) === 0;
   if (a.type === 'symlink' && b.type === 'symlink') return a.target === b.target;
   return JSON.stringify(a) === JSON.stringify(b);
