@@ -74,7 +74,18 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/image" "$stage/pxe"
 cp dist/bin/dispatcher.mjs dist/bin/dispatcherctl.mjs dist/bin/node-agent.mjs "$stage/bin/"
 chmod 0755 "$stage/bin/"*.mjs
-if [ -f dist/native/sendfile.node ]; then mkdir -p "$stage/native" && cp dist/native/sendfile.node "$stage/native/"; fi
+# Every N-API addon make build made (each has a fallback when missing): the dispatcher's
+# (sendfile, router-advert) and the agent's spawn addon, found from bin/*.mjs at ../native/.
+natives=()
+for f in dist/native/*.node; do [ -f "$f" ] && natives+=("$f"); done
+if [ ${#natives[@]} -gt 0 ]; then
+  mkdir -p "$stage/native"
+  cp "${natives[@]}" "$stage/native/"
+  chmod 0755 "$stage/native/"*.node
+fi
+for addon in sendfile router-advert spawn; do
+  [ -f "dist/native/$addon.node" ] || warnings+=("dist/native/$addon.node is not built (make build needs Node's headers, <node prefix>/include/node): installed without it, its fallback is used")
+done
 [ -f dist/image/initrd.img ] && cp dist/image/vmlinuz dist/image/initrd.img dist/image/manifest.json "$stage/image/"
 [ -d pxe/bin ] && cp pxe/bin/*.kpxe pxe/bin/*.efi "$stage/pxe/" 2>/dev/null || true
 cp package.json README.md "$stage/"

@@ -2,7 +2,9 @@
  * `make install` for a real dispatcher host (dispatcher/systemd/install.sh), tested without a
  * running systemd: `DESTDIR=` puts the tree in a temporary folder, where we check the files,
  * the unit (`systemd-analyze verify`), that a second install keeps the configuration, that
- * the installed tree runs on its own (no repository node_modules), and that the unit's
+ * every native addon is installed and found there (the dispatcher's sendfile and
+ * router-advert, the agent's spawn), that the installed tree runs on its own (no repository
+ * node_modules), and that the unit's
  * security settings are enough: the installed dispatcher, started as an unprivileged user
  * with exactly the unit's AmbientCapabilities (setpriv), serves full DHCP and TFTP on ports
  * 67 and 69 to real clients in a network namespace. The real path (no DESTDIR: user
@@ -13,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createLab, type Lab } from '../../lab/netns.js';
 import { loadConfigFile, resolveConfig } from '../../../dispatcher/src/config.js';
 import { loadClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
@@ -67,6 +69,22 @@ describe('make install (DESTDIR)', () => {
     for (const dev of ['esbuild', 'vitest', 'typescript', 'playwright-core', 'fast-check']) expect(existsSync(at(`opt/lilcluster/node_modules/${dev}`)), dev).toBe(false);
     // Staging folders are gone.
     expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
+  });
+
+  it('installs every native addon make build made, each loadable from there: the dispatcher\'s and the agent\'s spawn addon', () => {
+    const built = readdirSync('dist/native').filter((f) => f.endsWith('.node')).sort();
+    expect(built).toEqual(expect.arrayContaining(['router-advert.node', 'sendfile.node', 'spawn.node']));
+    expect(readdirSync(at('opt/lilcluster/native')).sort()).toEqual(built);
+    /** The addon's exports, as Node loads it from `path` in a process of its own. */
+    const exportsOf = (path: string) =>
+      execFileSync(process.execPath, ['-e', 'console.log(Object.keys(require(process.argv[1])).sort().join(","))', path], { cwd: '/', encoding: 'utf8' }).trim();
+    for (const f of built) {
+      const installed = at(`opt/lilcluster/native/${f}`);
+      expect(readFileSync(installed).equals(readFileSync(join('dist/native', f))), f).toBe(true);
+      expect(statSync(installed).mode & 0o777, f).toBe(0o755);
+      expect(exportsOf(installed), f).toBe(exportsOf(resolve('dist/native', f)));
+      expect(exportsOf(installed), f).not.toBe('');
+    }
   });
 
   it('links dispatcher and dispatcherctl into /usr/local/bin', () => {
@@ -139,6 +157,32 @@ describe('make install (DESTDIR)', () => {
     }
   });
 
+  it('the installed agent starts its tasks through the installed spawn addon', async () => {
+    const workDir = mkdtempSync(join(tmpdir(), 'lc-install-agent-'));
+    temp.push(workDir);
+    // Nothing listens on port 9: the agent says how it starts tasks, then retries the connection until killed.
+    const agent = spawn(process.execPath, [
+      at('opt/lilcluster/bin/node-agent.mjs'), '--dispatcher', 'http://127.0.0.1:9', '--enroll-token', 'unused', '--insecure', '--work-dir', workDir,
+    ], { cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      const line = await new Promise<string>((resolve, reject) => {
+        const onData = (d: Buffer) => {
+          out += d.toString('utf8');
+          const m = /tasks start with .*/.exec(out);
+          if (m) resolve(m[0]);
+        };
+        agent.stdout.on('data', onData);
+        agent.stderr.on('data', onData);
+        agent.once('exit', (code) => reject(new Error(`agent exited (${code}):\n${out}`)));
+        setTimeout(() => reject(new Error(`agent said nothing about its launcher after 30 s:\n${out}`)), 30_000).unref();
+      });
+      expect(line).toBe(`tasks start with posix_spawn (${at('opt/lilcluster/native/spawn.node')})`);
+    } finally {
+      agent.kill('SIGTERM');
+    }
+  });
+
   it('as an unprivileged user with only the unit\'s capabilities, serves full DHCP (port 67) and TFTP (port 69) to real clients', async () => {
     const unit = readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8');
     const caps = /^AmbientCapabilities=(.+)$/m.exec(unit)![1]!.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '').toLowerCase());
@@ -161,6 +205,9 @@ describe('make install (DESTDIR)', () => {
     ], { cwd: '/' });
     await dispatcher.waitForOutput(/dispatcher started/, 60_000);
     expect(readFileSync(`/proc/${dispatcher.pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${SERVICE_UID}\\b`, 'm'));
+    // The router-advert addon, installed beside the bundle, answers IPv6 router solicitations with CAP_NET_RAW alone.
+    const ra = await dispatcher.waitForOutput(/answering IPv6 router solicitations|no IPv6 router advertisements.*/, 30_000);
+    expect(ra[0]).toBe('answering IPv6 router solicitations');
 
     const lease = await cli.exec('udhcpc', ['-i', c0.name, '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', '/bin/true'], { timeoutMs: 60_000, allowFailure: true });
     expect(lease.stdout + lease.stderr).toMatch(/lease of 10\.79\.0\.1\d\d obtained/);
