@@ -77,9 +77,10 @@ export interface StartTftpOptions {
   timeoutMs?: number;
   retries?: number;
   /**
-   * Who runs the transfers: 'lilcluster' (engine.ts, default; a packet costs a header and a
-   * sendmsg) or 'node-tftp' (the `tftp` package, node-tftp.ts; 2× slower per packet in a
-   * boot storm). LC_TFTP_ENGINE=node-tftp picks it for a running dispatcher.
+   * Who runs the transfers: 'node-tftp' (the `tftp` package, node-tftp.ts: the default, as
+   * the product's design fixes) or 'lilcluster' (engine.ts: a packet costs a header and a
+   * sendmsg, no resend on a duplicate ACK; about 2× cheaper per packet in a boot storm).
+   * LC_TFTP_ENGINE=lilcluster picks ours for a running dispatcher.
    */
   engine?: 'lilcluster' | 'node-tftp';
 }
@@ -254,7 +255,7 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
       log.error({ err: err.message }, 'TFTP socket error');
     },
   };
-  const engine = opts.engine ?? (process.env.LC_TFTP_ENGINE === 'node-tftp' ? 'node-tftp' : 'lilcluster');
+  const engine = opts.engine ?? (process.env.LC_TFTP_ENGINE === 'lilcluster' ? 'lilcluster' : 'node-tftp');
   const startTransfers = (o: Parameters<typeof startTftpEngine<RequestContext>>[0]) => (engine === 'node-tftp' ? startNodeTftp<RequestContext>(o) : startTftpEngine<RequestContext>(o));
   const ifindex = core.network.ifindex;
   const host = opts.host ?? '0.0.0.0';

@@ -1,6 +1,6 @@
 /**
- * Both transfer engines behind the TFTP service, one contract: our own (engine.ts, the
- * default) and node-tftp (the `tftp` package, LC_TFTP_ENGINE=node-tftp). Real clients and a
+ * Both transfer engines behind the TFTP service, one contract: node-tftp (the `tftp`
+ * package, the default) and our own (engine.ts, LC_TFTP_ENGINE=lilcluster). Real clients and a
  * raw client: RFC 1350 lock-step, blksize + windowsize + tsize, the final empty block of a
  * file whose size is a multiple of blksize, block numbers rolling over past 65535, the EDK2
  * size probe and a silent client; and, for our engine only, duplicate ACKs that must not
