@@ -9,7 +9,7 @@
 # ACK did not come back within perfdhcp's 1 s drop time: drops_pct = 100 × (1 − ACKs / DISCOVERs).
 # The figure is the highest rate with drops_pct < 1 (MAX_DROPS_PCT). Both servers keep their
 # leases across rates (the lease table grows as in a real storm); the dispatcher fsyncs every
-# lease before its ACK (SQLite WAL, synchronous=FULL, group commit); Kea's memfile appends to a
+# lease before its ACK (SQLite WAL, group commit, the WAL fsynced off the event loop); Kea's memfile appends to a
 # CSV without fsync.
 #
 #   sudo bash bench/dhcp-rate.sh                       # defaults below

@@ -7,6 +7,7 @@ import type { DispatcherConfig } from './config.js';
 import type { Logger } from './log.js';
 import { openStore, type Db } from './store/database.js';
 import { GroupCommit } from './store/group-commit.js';
+import { Checkpointer } from './store/checkpointer.js';
 import { allMigrations } from './store/migrations.js';
 import { EventLog } from './events/event-log.js';
 import { NodeRegistry } from './nodes/registry.js';
@@ -22,6 +23,8 @@ export interface Core {
   log: Logger;
   db: Db;
   commits: GroupCommit;
+  /** WAL checkpoints on a worker thread (store/checkpointer.ts). */
+  checkpointer: Checkpointer;
   events: EventLog;
   nodes: NodeRegistry;
   cluster: ClusterFile;
@@ -49,6 +52,7 @@ export function createCore(opts: CoreOptions): Core {
   const now = opts.now ?? Date.now;
   const db = openStore({ dataDir: config.dataDir, migrations: allMigrations });
   const commits = new GroupCommit(db);
+  const checkpointer = new Checkpointer(db, log);
   const events = new EventLog(db, commits, now);
   const cluster = opts.cluster ?? (config.clusterFile ? loadClusterFile(config.clusterFile) : EMPTY_CLUSTER);
   const nodes = new NodeRegistry(db, commits, events, cluster, now);
@@ -56,12 +60,13 @@ export function createCore(opts: CoreOptions): Core {
   const bootTokens = new BootTokens(db, now);
   const timeline = new BootTimeline(db, commits, now);
   const metrics = new MetricsRegistry();
-  return { config, log, db, commits, events, nodes, cluster, secrets, bootTokens, timeline, metrics, network: opts.network, now, startedAt: now() };
+  return { config, log, db, commits, checkpointer, events, nodes, cluster, secrets, bootTokens, timeline, metrics, network: opts.network, now, startedAt: now() };
 }
 
 /** Flushes pending writes and closes the store. */
 export function closeCore(core: Core): void {
   core.commits.close();
+  core.checkpointer.stop();
   core.db.close();
 }
 

@@ -31,8 +31,12 @@ export function registerCoreMetrics(core: Core, src: CoreMetricsSources): () => 
   m.collect({ name: 'lilcluster_nodes_connected', help: 'nodes whose agent is connected', type: 'gauge', collect: () => src.control().connected().length });
   m.collect({ name: 'lilcluster_store_commits_total', help: 'store transactions committed (group commit)', type: 'counter', collect: () => core.commits.stats.commits });
   m.collect({ name: 'lilcluster_store_writes_total', help: 'writes committed in those transactions', type: 'counter', collect: () => core.commits.stats.writes });
-  m.collect({ name: 'lilcluster_store_commit_seconds_total', help: 'time spent committing (with fsync); divide by commits for the mean latency', type: 'counter', collect: () => core.commits.stats.totalCommitMs / 1000 });
+  m.collect({ name: 'lilcluster_store_commit_seconds_total', help: 'time spent committing on the event loop (the fsync is counted apart); divide by commits for the mean', type: 'counter', collect: () => core.commits.stats.totalCommitMs / 1000 });
   m.collect({ name: 'lilcluster_store_last_commit_seconds', help: 'duration of the last commit', type: 'gauge', collect: () => core.commits.stats.lastCommitMs / 1000 });
+  m.collect({ name: 'lilcluster_store_wal_syncs_total', help: 'fsyncs of the WAL that made commits durable (threadpool, off the event loop)', type: 'counter', collect: () => core.commits.stats.syncs });
+  m.collect({ name: 'lilcluster_store_wal_sync_seconds_total', help: 'time spent in those fsyncs', type: 'counter', collect: () => core.commits.stats.totalSyncMs / 1000 });
+  m.collect({ name: 'lilcluster_store_checkpoints_total', help: 'WAL checkpoints by the checkpoint worker', type: 'counter', collect: () => core.checkpointer.stats.checkpoints });
+  m.collect({ name: 'lilcluster_store_checkpoint_seconds_total', help: 'time the checkpoint worker spent checkpointing', type: 'counter', collect: () => core.checkpointer.stats.totalMs / 1000 });
   m.collect({ name: 'lilcluster_store_failing', help: '1 while the store cannot be written', type: 'gauge', collect: () => (core.commits.failure ? 1 : 0) });
   m.collect({ name: 'lilcluster_web_clients', help: 'status pages connected to the live feed', type: 'gauge', collect: () => src.feedClients() });
 

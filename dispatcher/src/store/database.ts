@@ -6,6 +6,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { AUTO_CHECKPOINT_PAGES } from './checkpointer.js';
 
 export type Db = Database.Database;
 
@@ -40,8 +41,9 @@ export function openStore(opts: OpenStoreOptions): Db {
   db.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`);
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
-  // Checkpoint in bigger steps: fewer stalls under a steady stream of small commits.
-  db.pragma('wal_autocheckpoint = 4000');
+  // Checkpoint in bigger steps: fewer stalls under a steady stream of small commits. The
+  // dispatcher moves checkpoints to a worker thread (checkpointer.ts), which turns this off.
+  db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
   applyMigrations(db, opts.migrations);
   return db;
 }
