@@ -13,6 +13,8 @@ export const DEFAULT_DATA_DIR = '/var/lib/lilcluster';
 export const DEFAULT_IMAGE_DIR = 'dist/image';
 export const DEFAULT_PXE_DIR = 'pxe/bin';
 export const DEFAULT_LEASE_SECONDS = 3600;
+/** Kea's default `cache-threshold`: a lease younger than a quarter of its lifetime is confirmed as stored. */
+export const DEFAULT_LEASE_CACHE_THRESHOLD = 0.25;
 export const DEFAULT_HEARTBEAT_SECONDS = 5;
 /** A node is lost after this many heartbeat intervals without a word. */
 export const DEFAULT_MISSED_HEARTBEATS = 3;
@@ -34,6 +36,12 @@ export interface DhcpConfig {
   /** Option 6. */
   dns?: string[];
   leaseSeconds: number;
+  /**
+   * Lease caching (Kea's `cache-threshold`): a client that asks again for the lease it holds
+   * while less than this fraction of its lifetime has passed gets the stored lease, with its
+   * remaining lifetime, and no write. 0 turns it off.
+   */
+  leaseCacheThreshold: number;
 }
 
 export interface DispatcherConfig {
@@ -65,7 +73,7 @@ export interface DispatcherConfig {
 
 export function defaultConfig(): DispatcherConfig {
   return {
-    dhcp: { mode: 'full', leaseSeconds: DEFAULT_LEASE_SECONDS },
+    dhcp: { mode: 'full', leaseSeconds: DEFAULT_LEASE_SECONDS, leaseCacheThreshold: DEFAULT_LEASE_CACHE_THRESHOLD },
     httpPort: DEFAULT_HTTP_PORT,
     httpHost: '0.0.0.0',
     tftpPort: 69,
@@ -107,7 +115,7 @@ export function parseRange(text: string): { rangeStart: string; rangeEnd: string
 }
 
 const KNOWN_KEYS = new Set(Object.keys(defaultConfig()).concat(['interface', 'advertiseAddress', 'clusterFile']));
-const KNOWN_DHCP_KEYS = new Set(['mode', 'rangeStart', 'rangeEnd', 'range', 'netmask', 'router', 'dns', 'leaseSeconds']);
+const KNOWN_DHCP_KEYS = new Set(['mode', 'rangeStart', 'rangeEnd', 'range', 'netmask', 'router', 'dns', 'leaseSeconds', 'leaseCacheThreshold']);
 
 /** Merges layers (later wins) and validates; errors name the field. */
 export function resolveConfig(...layers: ConfigOverrides[]): DispatcherConfig {
@@ -148,6 +156,8 @@ function validate(cfg: DispatcherConfig): void {
     if (typeof cfg[f] !== 'number' || !(cfg[f] > 0)) bad(f, 'must be a positive number');
   }
   if (!Number.isInteger(cfg.dhcp.leaseSeconds) || cfg.dhcp.leaseSeconds < 60) bad('dhcp.leaseSeconds', 'must be an integer ≥ 60');
+  const cache = cfg.dhcp.leaseCacheThreshold;
+  if (typeof cache !== 'number' || !(cache >= 0 && cache < 1)) bad('dhcp.leaseCacheThreshold', 'must be a number from 0 (off) to below 1');
   if (cfg.dhcp.mode === 'full' && !cfg.interface)
     throw new DispatcherError('DSP_ERR_NO_INTERFACE', 'full DHCP mode needs --interface: a DHCP server must answer only on the node network', {
       hint: 'pass --interface IF (the NIC of the node network), or --dhcp proxy / --dhcp off beside an existing DHCP server',

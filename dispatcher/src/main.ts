@@ -38,7 +38,7 @@ Examples:
   dispatcher --config /etc/lilcluster/dispatcher.yaml
 
 The YAML file takes the same settings in camelCase (interface, httpPort, dataDir, imageDir,
-dhcp: {mode, range, leaseSeconds, router, dns}, clusterFile, ...).`,
+dhcp: {mode, range, leaseSeconds, leaseCacheThreshold, router, dns}, clusterFile, ...).`,
   );
 
 function toInt(v: string): number {

@@ -33,12 +33,14 @@ export interface DhcpCounters {
   sendErrors: number;
   /** Leases the store could not write (no ACK was sent). */
   storeErrors: number;
+  /** ACKs that confirmed a stored lease without a write (lease caching; counted in `ack` too). */
+  ackCached: number;
 }
 
 export function newCounters(): DhcpCounters {
   return {
     received: 0, malformed: 0, dropped: 0, discover: 0, request: 0, decline: 0, release: 0, inform: 0,
-    offer: 0, ack: 0, nak: 0, proxyOffer: 0, proxyAck: 0, sendErrors: 0, storeErrors: 0,
+    offer: 0, ack: 0, nak: 0, proxyOffer: 0, proxyAck: 0, sendErrors: 0, storeErrors: 0, ackCached: 0,
   };
 }
 

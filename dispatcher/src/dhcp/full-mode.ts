@@ -6,7 +6,7 @@
 import type { Mac } from '../nodes/mac.js';
 import type { ReceivedPacket } from './codec.js';
 import type { AddressPool } from './allocator.js';
-import type { LeaseStore } from './leases.js';
+import type { Lease, LeaseStore } from './leases.js';
 import { inSubnet, intToIp, ipToInt, ZERO_IP } from './ipv4.js';
 import { informReply, leaseReply, nakReply, replyDestination, requestState, type LeaseParams } from './policy.js';
 import { bootDetail, drop, identify, recordStage, type Answer, type DhcpContext } from './context.js';
@@ -21,6 +21,8 @@ export interface FullModeConfig {
   routers: string[];
   dns: string[];
   leaseSeconds: number;
+  /** See DhcpConfig.leaseCacheThreshold: 0 writes every ACK's lease. */
+  leaseCacheThreshold: number;
 }
 
 export class FullModeHandler {
@@ -106,8 +108,15 @@ export class FullModeHandler {
     if (!this.pool.acceptable(req.mac, ip, now)) return this.#nak(req, who.node?.name, wanted, 'requested address is not available to this client');
 
     const params = this.#params(req);
+    const hostname = who.node?.name ?? req.hostname ?? null;
+    const leaseMs = params.leaseSeconds * 1000;
+    // A boot asks three times within seconds (PXE ROM, iPXE, Linux): a lease that young is
+    // confirmed as stored, with its remaining lifetime, instead of waiting for another fsync.
+    const threshold = this.config.leaseCacheThreshold;
+    const cached = threshold > 0 ? this.leases.reuse(req.mac, ip, hostname, now, leaseMs * (1 - threshold)) : undefined;
+    let lease: Lease;
     try {
-      await this.leases.bind(req.mac, ip, now + params.leaseSeconds * 1000, who.node?.name ?? req.hostname ?? null, now);
+      lease = await (cached ?? this.leases.bind(req.mac, ip, now + leaseMs, hostname, now));
     } catch (err) {
       ctx.counters.storeErrors++;
       ctx.limited.warn('store-failed', { mac: req.mac, ip: wanted, err: (err as Error)?.message }, 'lease not stored: no ACK sent');
@@ -115,8 +124,9 @@ export class FullModeHandler {
     }
     this.pool.dropOffer(req.mac);
     if (who.node) ctx.nodes.setIp(req.mac, wanted);
-    const reply = leaseReply('ack', req, wanted, params, who.boot, who.node?.name);
+    const reply = leaseReply('ack', req, wanted, { ...params, leaseSeconds: Math.floor((lease.expiresAt - now) / 1000) }, who.boot, who.node?.name);
     ctx.counters.ack++;
+    if (cached) ctx.counters.ackCached++;
     recordStage(ctx, req, who.node, 'dhcp.ack', () => ({ ip: wanted, ...bootDetail(req, who.boot) }));
     if (who.node) ctx.log.info({ mac: req.mac, node: who.node.name, ip: wanted, state, ...bootDetail(req, who.boot) }, 'ack');
     return { reply, to: replyDestination(req, reply) };

@@ -71,6 +71,8 @@ export class LeaseStore {
   readonly #byMac = new Map<Mac, Lease>();
   readonly #stmts;
   #queue: QueuedWrite[] = [];
+  /** Leases indexed but not yet durable, with the promise of their write. */
+  readonly #pending = new Map<Lease, Promise<Lease>>();
   #timer: NodeJS.Timeout | undefined;
   #lastCommit = -Infinity;
 
@@ -113,6 +115,17 @@ export class LeaseStore {
     return this.#write({ ip, mac, state: 'bound', expiresAt, hostname }, now);
   }
 
+  /**
+   * The MAC's bound lease of `ip` under `hostname` if at least `minRemainingMs` of it is left
+   * (lease caching): resolves once that lease is durable — at once, or with the write that is
+   * still on its way. Undefined: bind anew.
+   */
+  reuse(mac: Mac, ip: number, hostname: string | null, now: number, minRemainingMs: number): Promise<Lease> | undefined {
+    const l = this.#byMac.get(mac);
+    if (!l || l.ip !== ip || l.state !== 'bound' || l.hostname !== hostname || l.expiresAt - now < minRemainingMs) return undefined;
+    return this.#pending.get(l) ?? Promise.resolve(l);
+  }
+
   /** DHCPRELEASE: the address is free again but stays this MAC's preference. */
   release(lease: Lease, now: number): Promise<Lease> {
     return this.#write({ ...lease, state: 'released', expiresAt: now }, now);
@@ -139,13 +152,17 @@ export class LeaseStore {
     const prevOfMac = lease.mac ? this.#byMac.get(lease.mac) : undefined;
     const prevAtIp = this.#byIp.get(lease.ip);
     this.#index(lease);
-    return new Promise<Lease>((resolve, reject) => {
+    const durable = new Promise<Lease>((resolve, reject) => {
       this.#queue.push({ lease, now, prevOfMac, prevAtIp, resolve, reject });
       this.#timer ??= setTimeout(() => {
         this.#timer = undefined;
         this.#commitQueued();
       }, Math.max(0, this.#lastCommit + this.#interval() - performance.now()));
     });
+    this.#pending.set(lease, durable);
+    const settled = () => void this.#pending.delete(lease);
+    durable.then(settled, settled);
+    return durable;
   }
 
   /**

@@ -152,6 +152,7 @@ export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPla
     routers: core.config.dhcp.router ? [core.config.dhcp.router] : [],
     dns: core.config.dhcp.dns ?? [],
     leaseSeconds: core.config.dhcp.leaseSeconds,
+    leaseCacheThreshold: core.config.dhcp.leaseCacheThreshold,
   });
   return { plan, leases, pool, handler };
 }

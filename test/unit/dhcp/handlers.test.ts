@@ -183,6 +183,37 @@ describe('full mode', () => {
     expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({ type: 'nak' });
   });
 
+  it('confirms a young lease as stored (lease caching): no write, its remaining lifetime, T1/T2 from it', async () => {
+    const { core, full, clock, counters } = setup();
+    const updatedAt = () => core.db.prepare('SELECT updated_at FROM dhcp_leases WHERE mac = ?').pluck().get(A);
+    await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }));
+    const written = updatedAt();
+    clock.advance(600_000); // 10 of 60 minutes: under the default threshold (a quarter)
+    const again = replyOf(await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...IPXE })));
+    expect(again).toMatchObject({ type: 'ack', yiaddr: '10.42.0.100', leaseSeconds: 3000, renewalSeconds: 1500, rebindingSeconds: 2625 });
+    expect(updatedAt()).toBe(written);
+    expect(counters).toMatchObject({ ack: 2, ackCached: 1 });
+    clock.advance(600_000); // 20 minutes: past the threshold, written anew with a full lifetime
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: A, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({ type: 'ack', leaseSeconds: 3600 });
+    expect(updatedAt()).toBe(clock.now());
+    expect(counters).toMatchObject({ ack: 3, ackCached: 1 });
+  });
+
+  it('never confirms a cached lease before its own write is durable, and writes every lease with caching off', async () => {
+    const failing = setup();
+    failing.core.db.exec("CREATE TRIGGER no_inserts BEFORE INSERT ON dhcp_leases BEGIN SELECT RAISE(ABORT, 'disk full'); END;");
+    const both = await Promise.all([0, 1].map(() => failing.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }))));
+    expect(both).toEqual([null, null]);
+    expect(failing.counters).toMatchObject({ ack: 0, ackCached: 0, storeErrors: 2 });
+
+    const off = setup({ config: { dhcp: { leaseCacheThreshold: 0 } } });
+    await off.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }));
+    off.clock.advance(1000);
+    expect(replyOf(await off.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...IPXE })))).toMatchObject({ type: 'ack', leaseSeconds: 3600 });
+    expect(off.core.db.prepare('SELECT updated_at FROM dhcp_leases WHERE mac = ?').pluck().get(A)).toBe(off.clock.now());
+    expect(off.counters.ackCached).toBe(0);
+  });
+
   it('releases: the address is free for others, and the client gets it back first', async () => {
     const { core, full } = setup({ config: { dhcp: { rangeEnd: '10.42.0.101' } } });
     await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.101', ...OS }));

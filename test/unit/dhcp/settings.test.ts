@@ -4,7 +4,7 @@ import { intToIp, ipToInt } from '../../../dispatcher/src/dhcp/ipv4.js';
 import { DispatcherError } from '../../../dispatcher/src/errors.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
-const dhcp = (over = {}) => ({ mode: 'full' as const, leaseSeconds: 3600, ...over });
+const dhcp = (over = {}) => ({ mode: 'full' as const, leaseSeconds: 3600, leaseCacheThreshold: 0.25, ...over });
 const net24 = { address: '10.42.0.1', netmask: '255.255.255.0' };
 const range = (p: ReturnType<typeof planAddresses>) => `${intToIp(p.pool.rangeStart)}-${intToIp(p.pool.rangeEnd)}`;
 const m = (s: string) => s as Mac;
