@@ -19,6 +19,7 @@
 # (bs-srv / bs-cli; must not exist), BOOT_BENCH_OUT (logs; default a new /tmp/lc-bench-boot.*),
 # DHCP_RATE_ENV (environment for dhcp-rate.sh, words without spaces, e.g. "PERIOD=5 GIVE_UP_AFTER=1"),
 # QEMU_SETS ("bios:1 bios:4 uefi:1 uefi:4"), LC_SENDFILE=0 (the dispatcher's JS write path).
+# DISPATCHER_NODE_FLAGS (Node flags for the storms' dispatcher, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 #
 # Every figure is a line `RESULT name=<what> <key>=<value> ...`. Whatever this script starts is
 # stopped by PID, and the namespaces it made are removed, on exit, error or Ctrl-C.
@@ -127,7 +128,7 @@ storm_dispatcher() { # storm_dispatcher CLIENTS TAG
   rm -rf "$data"
   "$BOOTSTORM" netns-up --server-ns "$SRV_NS" --client-ns "$CLI_NS" >/dev/null
   NS_MADE=1
-  ip netns exec "$SRV_NS" node dist/bin/dispatcher.mjs --interface bs-br0 --dhcp full --range 10.88.1.1-10.88.15.254 \
+  ip netns exec "$SRV_NS" node ${DISPATCHER_NODE_FLAGS:-} dist/bin/dispatcher.mjs --interface bs-br0 --dhcp full --range 10.88.1.1-10.88.15.254 \
     --data-dir "$data" --image dist/image --pxe-dir pxe/bin --http-port 8080 >"$OUT/dispatcher-$tag.log" 2>&1 &
   DISPATCHER_PID=$!
   for i in $(seq 300); do

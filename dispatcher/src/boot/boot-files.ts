@@ -53,6 +53,7 @@ interface Slot {
 
 export class BootFiles {
   readonly #slots = new Map<BootFileName, Slot>();
+  readonly #loadListeners: ((file: BootFile) => void)[] = [];
   readonly #recheckMs: number;
   readonly #now: () => number;
 
@@ -95,6 +96,15 @@ export class BootFiles {
     }
     await this.#refresh(name, false);
     return slot.file;
+  }
+
+  /**
+   * Calls `listener` with every file loaded now and every version loaded later (so a
+   * consumer can prepare what it needs before the first request rather than during it).
+   */
+  onLoaded(listener: (file: BootFile) => void): void {
+    this.#loadListeners.push(listener);
+    for (const slot of this.#slots.values()) if (slot.file) listener(slot.file);
   }
 
   /** The loaded version without touching the disk (tests, status). */
@@ -143,6 +153,7 @@ export class BootFiles {
       };
       slot.key = key;
       this.opts.log.info({ file: name, bytes: bytes.length, sha256: sha256.slice(0, 16) }, 'boot file loaded');
+      for (const listener of this.#loadListeners) listener(slot.file);
     } catch (err) {
       this.opts.log.warn({ file: name, path, err: (err as Error).message }, 'cannot read boot file');
     }

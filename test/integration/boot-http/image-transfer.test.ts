@@ -253,6 +253,22 @@ describe('loading the addon', () => {
     expect(bad.sender === undefined && bad.reason).toMatch(/cannot load/);
   });
 
+  it('seals each file into its memfd when it loads, before the first download', async () => {
+    const sender = zeroCopySender();
+    const prepared: number[] = [];
+    const prepare = sender.prepare.bind(sender);
+    sender.prepare = (bytes: Buffer) => (prepared.push(bytes.length), prepare(bytes));
+    const s = await setup(sender);
+    try {
+      // every file of the tree is over the 64 KiB below which Node writes the body itself
+      expect(prepared.sort((a, b) => a - b)).toEqual([74_213, 173_792, 1_048_576, 9_000_001, 40_000_000]);
+      const got = await get(s.port, '/image/initrd.img');
+      expect(got.bytes.length).toBe(9_000_001);
+    } finally {
+      await teardown(s);
+    }
+  });
+
   it('finds the built addon from the sources', () => {
     const loaded = loadSendfile({ env: {} });
     expect(loaded.sender === undefined ? loaded.reason : 'loaded').toBe('loaded');

@@ -47,6 +47,24 @@ describe('boot files in memory', () => {
     expect(files.peek('initrd.img')?.etag).toBe(`"${sha('two, longer')}"`);
   });
 
+  it('tells a load listener the files loaded so far, then each new version', async () => {
+    const { dir, files, clock } = setup();
+    const path = join(dir, 'image/initrd.img');
+    writeFileSync(path, 'one');
+    writeFileSync(join(dir, 'pxe/undionly.kpxe'), 'kpxe');
+    await files.loadAll();
+    const seen: string[] = [];
+    files.onLoaded((f) => seen.push(`${f.name}=${f.bytes.toString()}`));
+    expect(seen.sort()).toEqual(['initrd.img=one', 'undionly.kpxe=kpxe']);
+    writeFileSync(join(dir, 'image/.new'), 'two, longer');
+    renameSync(join(dir, 'image/.new'), path);
+    clock.advance(1500);
+    await files.get('initrd.img');
+    await settle();
+    expect(seen.at(-1)).toBe('initrd.img=two, longer');
+    expect(seen).toHaveLength(3);
+  });
+
   it('notices a rewrite in place (same size, new mtime)', async () => {
     const { dir, files, clock } = setup();
     const path = join(dir, 'image/vmlinuz');

@@ -25,7 +25,7 @@ import { FifoLimiter } from '../limiter.js';
 import { recordStage } from '../record-stage.js';
 import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
 import { serveBootFile } from './serve-bytes.js';
-import { loadSendfile, type ZeroCopySender } from './sendfile.js';
+import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
 /** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
 export const DEFAULT_HTTP_MAX_TRANSFERS = 128;
@@ -76,6 +76,11 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE);
   const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0, sentZeroCopy: 0 };
   const zeroCopy = pickZeroCopy(opts.zeroCopy, log);
+  // Each file's memfd is made when its version loads, not by the first download of a storm.
+  if (zeroCopy)
+    opts.files.onLoaded((f) => {
+      if (f.size >= SENDFILE_MIN_BYTES) zeroCopy.prepare(f.bytes);
+    });
 
   const dispatcherUrl = (req: FastifyRequest): string => {
     const port = core.config.httpPort || req.raw.socket?.localPort || 80;

@@ -60,6 +60,14 @@ export class ZeroCopySender {
   }
 
   /**
+   * Seals `bytes` into their memfd now (a copy of the whole file: ~20 ms for a 30 MB initrd),
+   * so the first download of a storm does not pay for it on the event loop.
+   */
+  prepare(bytes: Buffer): void {
+    this.#imageOf(bytes);
+  }
+
+  /**
    * Sends the head (already set with writeHead) and `bytes[start, start+length)` as the body,
    * then ends the response. On failure the socket is destroyed (the response emits 'close').
    * Call only when `usable(res)`.
