@@ -21,7 +21,7 @@
 #   RESULT name=dhcp-rate server=<dispatcher|kea> rate=<exchanges/s> drops_pct=<p> cpu_us_per_exchange=<n>
 # (the server's own CPU time per completed exchange at that rate, from /proc: a figure other
 # load on the machine inflates far less than the rate)
-# Installs kea-dhcp4-server if missing (benches may install their own peers; CI does not run this).
+# Installs kea-admin (perfdhcp) and kea-dhcp4-server if missing (benches may install their own peers; CI does not run this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,11 @@ SERVERS=${SERVERS:-"dispatcher kea"}
 GIVE_UP_AFTER=${GIVE_UP_AFTER:-2}
 
 [ "$(id -u)" = 0 ] || { echo "dhcp-rate: run as root (namespaces, port 67)" >&2; exit 2; }
-command -v perfdhcp >/dev/null || { echo "dhcp-rate: perfdhcp missing: apt-get install kea-admin" >&2; exit 2; }
+if ! command -v perfdhcp >/dev/null; then
+  echo "== installing kea-admin (perfdhcp, the load generator of this benchmark)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kea-admin >/dev/null ||
+    { echo "dhcp-rate: perfdhcp missing and apt-get install kea-admin failed" >&2; exit 2; }
+fi
 if [[ " $SERVERS " == *" kea "* ]] && ! command -v kea-dhcp4 >/dev/null; then
   echo "== installing kea-dhcp4-server (peer for this benchmark)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kea-dhcp4-server >/dev/null
@@ -88,6 +92,8 @@ start_dispatcher() {
   echo "dhcp-rate: dispatcher did not start:" >&2; cat "$WORK/dispatcher.log" >&2; exit 1
 }
 
+# Kea with the dispatcher's lease caching (dhcp.leaseCacheThreshold 0.25), so that a repeated
+# client costs both servers the same kind of work.
 start_kea() {
   local ns; ns=$(ns_of kea)
   cat >"$WORK/kea-dhcp4.json" <<EOF
@@ -95,6 +101,7 @@ start_kea() {
     "interfaces-config": { "interfaces": [ "s0" ], "dhcp-socket-type": "udp" },
     "lease-database": { "type": "memfile", "persist": true, "name": "$WORK/kea-leases4.csv", "lfc-interval": 0 },
     "valid-lifetime": 3600, "renew-timer": 1800, "rebind-timer": 3150,
+    "cache-threshold": 0.25,
     "subnet4": [ { "id": 1, "subnet": "10.71.0.0/16", "pools": [ { "pool": "10.71.1.0 - 10.71.255.254" } ] } ],
     "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$WORK/kea.log" } ], "severity": "WARN" } ]
 } }
