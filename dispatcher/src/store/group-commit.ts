@@ -57,6 +57,10 @@ export class GroupCommit {
   /** Committed, not yet covered by an fsync. */
   #unsynced: Committed[] = [];
   #syncing = false;
+  /** The writes the fsync now running on the threadpool covers. */
+  #inflight: Committed[] = [];
+  /** Set by close(): no more fsyncs start; one still running finds its writes settled. */
+  #closing = false;
   #walFd: number | undefined;
   readonly #walPath: string | undefined;
   readonly stats: GroupCommitStats = { commits: 0, writes: 0, lastCommitMs: 0, totalCommitMs: 0, syncs: 0, lastSyncMs: 0, totalSyncMs: 0 };
@@ -133,8 +137,12 @@ export class GroupCommit {
    * promises settle (on the next turn of the event loop).
    */
   close(): void {
+    this.#closing = true;
     this.flush();
-    const waiting = this.#unsynced;
+    // An fsync still running on the threadpool covers writes that this one covers too: they
+    // settle here, and its callback (which finds them gone) closes the file after it.
+    const waiting = [...this.#inflight, ...this.#unsynced];
+    this.#inflight = [];
     this.#unsynced = [];
     let error: unknown;
     try {
@@ -144,18 +152,21 @@ export class GroupCommit {
       error = err;
     }
     settle(waiting, error);
-    if (this.#walFd !== undefined) {
-      try {
-        closeSync(this.#walFd);
-      } catch {
-        /* already gone */
-      }
-      this.#walFd = undefined;
+    if (!this.#syncing) this.#closeWal();
+  }
+
+  #closeWal(): void {
+    if (this.#walFd === undefined) return;
+    try {
+      closeSync(this.#walFd);
+    } catch {
+      /* already gone */
     }
+    this.#walFd = undefined;
   }
 
   #sync(): void {
-    if (this.#syncing || this.#unsynced.length === 0) return;
+    if (this.#syncing || this.#closing || this.#unsynced.length === 0) return;
     const covering = this.#unsynced;
     this.#unsynced = [];
     let fd: number | undefined;
@@ -171,9 +182,16 @@ export class GroupCommit {
       return;
     }
     this.#syncing = true;
+    this.#inflight = covering;
     const t0 = performance.now();
     fsync(fd, (err) => {
       this.#syncing = false;
+      if (this.#closing) {
+        // close() synced and settled these writes already; the file is ours to close now.
+        this.#closeWal();
+        return;
+      }
+      this.#inflight = [];
       const ms = performance.now() - t0;
       this.stats.syncs++;
       this.stats.lastSyncMs = ms;

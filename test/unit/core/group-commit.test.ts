@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { pbkdf2 } from 'node:crypto';
 import { join } from 'node:path';
 import { openStore, type Db } from '../../../dispatcher/src/store/database.js';
 import { GroupCommit } from '../../../dispatcher/src/store/group-commit.js';
@@ -71,6 +72,36 @@ describe('group commit', () => {
     await gc.run(() => db.prepare("INSERT INTO t (v) VALUES ('m')").run());
     expect(gc.stats.syncs).toBe(0);
     expect(db.prepare('SELECT count(*) FROM t').pluck().get()).toBe(1);
+  });
+
+  it('close() while an fsync runs on the threadpool: every write settles resolved, and the WAL file is closed after that fsync', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lc-gc-'));
+    const db = openStore({ dataDir: dir, migrations });
+    const gc = new GroupCommit(db);
+    const target = (fd: string) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return ''; // closed meanwhile
+      }
+    };
+    const walFds = () => readdirSync('/proc/self/fd').filter((fd) => target(fd) === join(dir, 'dispatcher.db-wal'));
+    // Keep libuv's threadpool busy, so the fsync below is still waiting in it when close() runs.
+    const busy = Array.from({ length: 4 }, () => new Promise((r) => pbkdf2('x', 'y', 200_000, 32, 'sha256', r)));
+    const first = gc.run(() => db.prepare("INSERT INTO t (v) VALUES ('in flight')").run());
+    gc.flush(); // committed; its fsync is queued on the threadpool
+    expect(gc.stats.commits).toBe(1);
+    expect(walFds().length).toBeGreaterThan(0); // SQLite's and ours
+    const second = gc.run(() => db.prepare("INSERT INTO t (v) VALUES ('queued')").run());
+    gc.close();
+    db.close();
+    await expect(first).resolves.toBeDefined();
+    await expect(second).resolves.toBeDefined();
+    await Promise.all(busy);
+    await new Promise((r) => setTimeout(r, 50)); // the threadpool fsync's callback
+    expect(walFds()).toEqual([]); // neither SQLite's handle nor ours
+    const again = openStore({ dataDir: dir, migrations });
+    expect(again.prepare('SELECT v FROM t ORDER BY id').pluck().all()).toEqual(['in flight', 'queued']);
   });
 
   it('close() commits and syncs what is queued before the store closes', async () => {
