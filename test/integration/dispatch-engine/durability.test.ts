@@ -153,14 +153,35 @@ function checkStore(dir: string, l: Ledger): { tasks: number; results: number } 
   }
 }
 
+/** A kill condition: `acks` ACK lines seen, and a task taken (per the lines) at least `heldMs` ago is still held. */
+function killWhen(acks: number, heldMs: number): (lines: string[]) => boolean {
+  const takenAt = new Map<string, number>();
+  let parsed = 0;
+  let acked = 0;
+  return (lines) => {
+    const now = Date.now();
+    for (; parsed < lines.length; parsed++) {
+      const [kind, mac, task] = lines[parsed]!.split(' ');
+      if (kind === 'TAKE') takenAt.set(`${mac} ${task}`, now);
+      else if (kind === 'ACK') {
+        acked++;
+        takenAt.delete(`${mac} ${task}`);
+      }
+    }
+    return acked >= acks && [...takenAt.values()].some((t) => now - t >= heldMs);
+  };
+}
+
 describe('dispatch engine durability (kill -9)', () => {
   it('loses no acknowledged submission or result, records each task once, and finishes every task after two crashes', async () => {
     const dir = join(work, 'data');
     const l = newLedger();
 
     // 1. Submissions and results flow; the dispatcher dies mid-way (mid-submission, likely).
+    // The kill waits until some task has been held for 50 ms (by the worker's slow agent):
+    // its hand-out is in the store, so the agents' return below has something to re-adopt.
     const acks = 1500 + Math.floor(Math.random() * 1500);
-    const r1 = await runWorker([dir, 'run'], { killAfter: (lines) => lines.filter((x) => x.startsWith('ACK')).length >= acks });
+    const r1 = await runWorker([dir, 'run'], { killAfter: killWhen(acks, 50) });
     expect(r1.signal, r1.stderr).toBe('SIGKILL');
     absorb(l, r1.lines);
     expect(l.submitted.size).toBeGreaterThan(0);
