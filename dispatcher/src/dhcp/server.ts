@@ -5,7 +5,7 @@
  * only a dead socket stops the service.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { createRequire } from 'node:module';
+import { bindToIfindex, setSocketOption, SOL_SOCKET, SO_RCVBUFFORCE } from '../net/socket-options.js';
 import type { Core } from '../core.js';
 import { DispatcherError } from '../errors.js';
 import { RateLimitedLog, type Logger } from '../log.js';
@@ -22,10 +22,6 @@ import type { Destination } from './policy.js';
 import type { DhcpMode } from '../config.js';
 import { startRouterAdvertiser, type RouterAdvertiser } from '../boot/router-advert.js';
 
-/** SOL_SOCKET, SO_RCVBUFFORCE and SO_BINDTOIFINDEX (Linux, asm-generic/socket.h). */
-const SOL_SOCKET = 1;
-const SO_RCVBUFFORCE = 33;
-const SO_BINDTOIFINDEX = 62;
 
 /**
  * Receive buffer for the DHCP sockets: a 300-client storm sends its DISCOVERs within a few
@@ -260,16 +256,15 @@ async function openSocket(port: number, ifindex: number | undefined, ifname: str
       resolve();
     });
   });
-  const { setsockopt } = createRequire(import.meta.url)('sockopt') as { setsockopt(s: unknown, level: number, name: number, value: number): void };
   try {
-    if (ifindex !== undefined) setsockopt(socket, SOL_SOCKET, SO_BINDTOIFINDEX, ifindex);
+    if (ifindex !== undefined) bindToIfindex(socket, ifindex);
   } catch (err) {
     socket.close();
     throw new DispatcherError('DSP_ERR_CONFIG', `cannot restrict DHCP port ${port} to interface ${ifname}: ${(err as Error).message}`, { cause: err });
   }
   socket.setBroadcast(true);
   try {
-    setsockopt(socket, SOL_SOCKET, SO_RCVBUFFORCE, DHCP_RECV_BUFFER_BYTES);
+    setSocketOption(socket, SOL_SOCKET, SO_RCVBUFFORCE, DHCP_RECV_BUFFER_BYTES);
   } catch {
     try {
       socket.setRecvBufferSize(DHCP_RECV_BUFFER_BYTES);

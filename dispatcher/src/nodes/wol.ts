@@ -9,7 +9,7 @@
  * broadcast (e.g. 10.42.0.255), which the kernel routes out of the right interface.
  */
 import { createSocket } from 'node:dgram';
-import { createRequire } from 'node:module';
+import { bindToIfindex } from '../net/socket-options.js';
 import { macToBytes, type Mac } from './mac.js';
 
 export const WOL_PORT = 9;
@@ -17,8 +17,6 @@ export const MAGIC_PACKET_BYTES = 102;
 /** Copies sent per wake: a lost UDP datagram should not leave a machine asleep. */
 export const DEFAULT_WOL_REPEAT = 3;
 
-const SOL_SOCKET = 1;
-const SO_BINDTOIFINDEX = 62;
 
 export function magicPacket(mac: Mac): Buffer {
   const m = macToBytes(mac);
@@ -79,9 +77,7 @@ export async function sendWake(mac: Mac, target: WakeTarget, opts: WakeOptions =
     });
     sock.setBroadcast(true);
     if (target.ifindex && !opts.destination) {
-      const require = createRequire(import.meta.url);
-      const { setsockopt } = require('sockopt') as { setsockopt(s: unknown, level: number, name: number, value: number): void };
-      setsockopt(sock, SOL_SOCKET, SO_BINDTOIFINDEX, target.ifindex);
+      bindToIfindex(sock, target.ifindex);
     }
     const pkt = magicPacket(mac);
     for (let i = 0; i < repeat; i++)

@@ -21,7 +21,8 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { TftpOpcode, decodeError, decodeRequest, encodeError, TftpErrorCode } from './codec.js';
-import { bindToIfindex, type NodeTftpOptions, type NodeTftpServer, type Peer, type TftpTransfer, type TransferOutcome } from './node-tftp.js';
+import { bindToIfindex } from '../net/socket-options.js';
+import { type NodeTftpOptions, type NodeTftpServer, type Peer, type TftpTransfer, type TransferOutcome } from './node-tftp.js';
 
 export async function startTftpEngine<C>(opts: NodeTftpOptions<C>): Promise<NodeTftpServer> {
   const sock = createSocket({ type: 'udp4' });

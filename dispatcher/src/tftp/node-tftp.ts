@@ -20,12 +20,10 @@
 import { createRequire } from 'node:module';
 import type { Socket as DgramSocket, RemoteInfo } from 'node:dgram';
 import { TftpOpcode, ackBlockOf, decodeError, opcodeOf } from './codec.js';
+import { bindToIfindex } from '../net/socket-options.js';
 
 const require = createRequire(import.meta.url);
 
-/** SOL_SOCKET and SO_BINDTOIFINDEX (Linux ≥ 5.0, asm-generic/socket.h). */
-const SOL_SOCKET = 1;
-const SO_BINDTOIFINDEX = 62;
 
 export interface Peer {
   address: string;
@@ -216,12 +214,6 @@ export async function startNodeTftp<C>(opts: NodeTftpOptions<C>): Promise<NodeTf
         server.close();
       }),
   };
-}
-
-/** Restricts a bound UDP socket to one interface (what SO_BINDTODEVICE does, by index). */
-export function bindToIfindex(sock: DgramSocket, ifindex: number): void {
-  const { setsockopt } = require('sockopt') as { setsockopt(s: unknown, level: number, name: number, value: number): void };
-  setsockopt(sock, SOL_SOCKET, SO_BINDTOIFINDEX, ifindex);
 }
 
 function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context: C, opts: NodeTftpOptions<C>): TftpTransfer<C> {
