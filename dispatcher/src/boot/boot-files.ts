@@ -104,7 +104,16 @@ export class BootFiles {
    */
   onLoaded(listener: (file: BootFile) => void): void {
     this.#loadListeners.push(listener);
-    for (const slot of this.#slots.values()) if (slot.file) listener(slot.file);
+    for (const slot of this.#slots.values()) if (slot.file) this.#tell(listener, slot.file);
+  }
+
+  /** A listener that fails (say, no memory for a memfd) costs only what it prepares: logged, the file is served. */
+  #tell(listener: (file: BootFile) => void, file: BootFile): void {
+    try {
+      listener(file);
+    } catch (err) {
+      this.opts.log.warn({ file: file.name, err: (err as Error)?.message }, 'boot file loaded, but preparing it failed; it is served without that');
+    }
   }
 
   /** The loaded version without touching the disk (tests, status). */
@@ -153,7 +162,7 @@ export class BootFiles {
       };
       slot.key = key;
       this.opts.log.info({ file: name, bytes: bytes.length, sha256: sha256.slice(0, 16) }, 'boot file loaded');
-      for (const listener of this.#loadListeners) listener(slot.file);
+      for (const listener of this.#loadListeners) this.#tell(listener, slot.file);
     } catch (err) {
       this.opts.log.warn({ file: name, path, err: (err as Error).message }, 'cannot read boot file');
     }

@@ -22,7 +22,6 @@ import type { Destination } from './policy.js';
 import type { DhcpMode } from '../config.js';
 import { startRouterAdvertiser, type RouterAdvertiser } from '../boot/router-advert.js';
 
-
 /**
  * Receive buffer for the DHCP sockets: a 300-client storm sends its DISCOVERs within a few
  * ms, and dnsmasq's default 208 KiB buffer dropped 133 of them. SO_RCVBUFFORCE (we are root)

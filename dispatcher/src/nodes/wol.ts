@@ -17,7 +17,6 @@ export const MAGIC_PACKET_BYTES = 102;
 /** Copies sent per wake: a lost UDP datagram should not leave a machine asleep. */
 export const DEFAULT_WOL_REPEAT = 3;
 
-
 export function magicPacket(mac: Mac): Buffer {
   const m = macToBytes(mac);
   const pkt = Buffer.alloc(MAGIC_PACKET_BYTES, 0xff);

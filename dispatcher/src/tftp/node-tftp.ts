@@ -24,7 +24,6 @@ import { bindToIfindex } from '../net/socket-options.js';
 
 const require = createRequire(import.meta.url);
 
-
 export interface Peer {
   address: string;
   port: number;

@@ -65,6 +65,25 @@ describe('boot files in memory', () => {
     expect(seen).toHaveLength(3);
   });
 
+  it('keeps loading and serving when a load listener throws, and tells the other listeners', async () => {
+    const { dir, files, clock } = setup();
+    const path = join(dir, 'image/initrd.img');
+    writeFileSync(path, 'one');
+    await files.loadAll();
+    files.onLoaded(() => {
+      throw new Error('memfd_create: out of memory');
+    });
+    const seen: string[] = [];
+    files.onLoaded((f) => seen.push(f.bytes.toString()));
+    writeFileSync(join(dir, 'image/.new'), 'two');
+    renameSync(join(dir, 'image/.new'), path);
+    clock.advance(1500);
+    await files.get('initrd.img');
+    await settle();
+    expect((await files.get('initrd.img'))?.bytes.toString()).toBe('two');
+    expect(seen).toEqual(['one', 'two']);
+  });
+
   it('notices a rewrite in place (same size, new mtime)', async () => {
     const { dir, files, clock } = setup();
     const path = join(dir, 'image/vmlinuz');
