@@ -16,6 +16,7 @@ describe('socket options', () => {
     const onWarning = (w: Error & { code?: string }) => warnings.push(`${w.code ?? w.name}: ${w.message}`);
     process.on('warning', onWarning);
     const socket = createSocket('udp4');
+    const noDeprecation = process.noDeprecation;
     try {
       await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
       bindToIfindex(socket, 1); // lo
@@ -26,7 +27,7 @@ describe('socket options', () => {
       expect(getsockopt(socket, SOL_SOCKET, SO_BINDTOIFINDEX)).toBe(1);
       expect(socket.getRecvBufferSize()).toBe(2 << 20); // the kernel doubles what it is given
     } finally {
-      process.noDeprecation = false;
+      process.noDeprecation = noDeprecation;
       process.off('warning', onWarning);
       socket.close();
     }
