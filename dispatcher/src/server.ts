@@ -4,6 +4,7 @@
  */
 import type { DispatcherConfig } from './config.js';
 import type { Logger } from './log.js';
+import { VERSION } from './version.js';
 import { createCore, closeCore, type Core } from './core.js';
 import { buildApp, type AppPlugin } from './http/app.js';
 import { resolveNodeNetwork } from './net/interfaces.js';
@@ -81,7 +82,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   stoppables.push(dhcp);
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
-  log.info({ version: undefined, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir }, 'dispatcher started');
+  log.info({ version: VERSION, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir }, 'dispatcher started');
   process.stderr.write(`\n  Dashboard: ${loginUrl}\n  Admin token: ${config.dataDir}/admin.token\n\n`);
 
   return {

@@ -1,5 +1,5 @@
 /**
- * The circular task list of the design notes ("Schedulding des tâches"), as a pure module:
+ * The circular task list of the design notes (their task-scheduling section), as a pure module:
  * no I/O, no timers; it takes a clock and reports through two callbacks.
  *
  * Semantics
