@@ -72,8 +72,8 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
   let flushLeases = () => {};
   let routerAdvert: RouterAdvertiser | undefined;
 
-  const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>) => {
-    const sock = await openSocket(port, ifindex, ifname, log);
+  const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>, sharing: PortSharing = 'exclusive') => {
+    const sock = await openSocket(port, ifindex, ifname, log, sharing);
     sockets.push(sock.socket);
     attach(sock, handle, ctx, inflight);
   };
@@ -94,7 +94,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       );
     } else {
       const handler = new ProxyModeHandler(ctx, core.network.address);
-      await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handleDhcpPort(p));
+      await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handleDhcpPort(p), 'broadcasts-if-taken');
       await serve(opts.pxePort ?? PXE_PORT, (p, from) => handler.handlePxePort(p, from));
       log.info({ mode, interface: ifname, address: core.network.address }, 'ProxyDHCP serving (boot information only)');
     }
@@ -236,25 +236,31 @@ function attach(
   });
 }
 
-async function openSocket(port: number, ifindex: number | undefined, ifname: string | undefined, log: Logger): Promise<{ socket: Socket; armedAt: number }> {
-  const socket = createSocket({ type: 'udp4' });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      socket.close();
-      const why = err.code === 'EADDRINUSE' ? 'already in use (another DHCP server such as dnsmasq?)' : err.code === 'EACCES' ? 'permission denied (run as root)' : err.message;
-      reject(
-        new DispatcherError('DSP_ERR_CONFIG', `cannot listen on DHCP port ${port}: ${why}`, {
-          hint: err.code === 'EADDRINUSE' ? 'stop the other DHCP server, or run the dispatcher with --dhcp proxy or --dhcp off' : undefined,
-          cause: err,
-        }),
-      );
-    };
-    socket.once('error', onError);
-    socket.bind({ port, address: '0.0.0.0', exclusive: true }, () => {
-      socket.off('error', onError);
-      resolve();
-    });
-  });
+/**
+ * `exclusive`: the port is ours (full mode, port 4011). `broadcasts-if-taken` (port 67 in proxy
+ * mode): when another DHCP server on this host holds port 67, as in a small lab where dnsmasq
+ * hands out the addresses, share it the way ProxyDHCP needs: bind 255.255.255.255:67 with
+ * SO_REUSEADDR. Such a socket gets every broadcast to port 67 (the kernel delivers broadcasts
+ * to all matching sockets) but no unicast, so the other server keeps its renewals; its replies
+ * leave from the interface's address (a broadcast-bound socket sends with the routed source).
+ * The other server must allow the sharing (SO_REUSEADDR: dnsmasq does with bind-interfaces).
+ */
+export type PortSharing = 'exclusive' | 'broadcasts-if-taken';
+
+async function openSocket(port: number, ifindex: number | undefined, ifname: string | undefined, log: Logger, sharing: PortSharing = 'exclusive'): Promise<{ socket: Socket; armedAt: number }> {
+  let socket: Socket;
+  try {
+    socket = await bindUdp(port, '0.0.0.0', false);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' || sharing === 'exclusive') throw bindError(port, err as NodeJS.ErrnoException, sharing);
+    try {
+      socket = await bindUdp(port, '255.255.255.255', true);
+    } catch (shared) {
+      throw bindError(port, shared as NodeJS.ErrnoException, sharing);
+    }
+    log.info({ port, interface: ifname }, 'another DHCP server holds port 67 on this host: ProxyDHCP shares it for broadcasts (relayed requests reach that server, not this one)');
+  }
   try {
     if (ifindex !== undefined) bindToIfindex(socket, ifindex);
   } catch (err) {
@@ -273,4 +279,36 @@ async function openSocket(port: number, ifindex: number | undefined, ifname: str
   }
   log.debug({ port, interface: ifname, recvBuffer: socket.getRecvBufferSize() }, 'DHCP socket open');
   return { socket, armedAt: performance.now() + BIND_SETTLE_MS };
+}
+
+function bindUdp(port: number, address: string, reuseAddr: boolean): Promise<Socket> {
+  const socket = createSocket({ type: 'udp4', reuseAddr });
+  return new Promise<Socket>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      socket.close();
+      reject(err);
+    };
+    socket.once('error', onError);
+    socket.bind({ port, address, exclusive: true }, () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+function bindError(port: number, err: NodeJS.ErrnoException, sharing: PortSharing): DispatcherError {
+  const inUse = err.code === 'EADDRINUSE';
+  const why = inUse
+    ? sharing === 'exclusive'
+      ? 'already in use (another DHCP server such as dnsmasq?)'
+      : 'held by another DHCP server that does not share it (no SO_REUSEADDR)'
+    : err.code === 'EACCES'
+      ? 'permission denied (run as root)'
+      : err.message;
+  const hint = !inUse
+    ? undefined
+    : sharing === 'exclusive'
+      ? 'stop the other DHCP server, or run the dispatcher with --dhcp proxy (it shares port 67 with a server that allows it) or --dhcp off'
+      : 'let the other server share the port (dnsmasq: bind-interfaces or bind-dynamic), or run the dispatcher with --dhcp off and point that server at it';
+  return new DispatcherError('DSP_ERR_CONFIG', `cannot listen on DHCP port ${port}: ${why}`, { hint, cause: err });
 }

@@ -26,7 +26,7 @@ function core(mode: DhcpMode): Core {
   const dataDir = mkdtempSync(join(tmpdir(), 'lc-dhcp-svc-'));
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const c = createCore({
-    config: resolveConfig({ dataDir, dhcp: { mode } }),
+    config: resolveConfig({ dataDir, dhcp: { mode }, ...(mode === 'full' ? { interface: 'lo' } : {}) }),
     log: silentLogger(),
     network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined },
     cluster: parseClusterFile('nodes: []'),
@@ -92,12 +92,15 @@ describe('the DHCP service on real sockets', () => {
     expect(svc.stats()).toEqual({ leases: 0, poolSize: 0, offers: 0 });
   });
 
-  it('refuses to start on a port already taken, saying what to do', async () => {
+  it.each([
+    ['full', /already in use/, /--dhcp proxy \(it shares port 67 with a server that allows it\) or --dhcp off/],
+    ['proxy', /held by another DHCP server that does not share it/, /bind-interfaces/],
+  ] as const)('in %s mode refuses to start on a port held exclusively, saying what to do', async (mode, message, hint) => {
     const taken = createSocket('udp4');
     await new Promise<void>((r) => taken.bind(0, '0.0.0.0', () => r()));
     cleanups.push(() => new Promise<void>((r) => taken.close(() => r())));
-    const err = await startDhcp(core('proxy'), { dhcpPort: taken.address().port, pxePort: await freePort() }).catch((e: unknown) => e);
+    const err = await startDhcp(core(mode), { dhcpPort: taken.address().port, pxePort: await freePort() }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DispatcherError);
-    expect(err).toMatchObject({ code: 'DSP_ERR_CONFIG', message: expect.stringMatching(/already in use/), hint: expect.stringMatching(/--dhcp proxy or --dhcp off/) });
+    expect(err).toMatchObject({ code: 'DSP_ERR_CONFIG', message: expect.stringMatching(message), hint: expect.stringMatching(hint) });
   });
 });
