@@ -11,11 +11,12 @@
  * so a node busy on every core still answers on time.
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
-import type { ControlCommand, DispatcherMessage, RunningTask, TaskRef, WireTaskResult } from '../../dispatcher/src/protocol/messages.js';
+import type { ControlCommand, RunningTask, TaskRef, WireTaskResult } from '../../dispatcher/src/protocol/messages.js';
 import { MAX_BATCH, MAX_UNDELIVERED_IN_HELLO } from '../../dispatcher/src/protocol/messages.js';
 import { PROGRESS_THROTTLE_MS } from '../../dispatcher/src/protocol/progress.js';
 import { toWireResult } from '../../dispatcher/src/protocol/results.js';
 import type { Inventory, Power, Reporter, RunningHandle, SessionInfo, TaskRunner, TaskSource } from './seams.js';
+import type { AgentInbound, PartialTasks } from './task-batch.js';
 
 /** Results not acknowledged after this long are sent again (the dispatcher's store may have been down). */
 export const RESEND_AFTER_MS = 30_000;
@@ -134,7 +135,7 @@ export class Agent {
     if (!this.#stopped) this.#opts.say(`disconnected from the dispatcher: ${why}`);
   }
 
-  #onMessage(msg: DispatcherMessage): void {
+  #onMessage(msg: AgentInbound): void {
     switch (msg.type) {
       case 'tasks':
         this.#requested = Math.max(0, this.#requested - msg.tasks.length);
@@ -142,6 +143,8 @@ export class Agent {
         this.#startQueued();
         this.#topUp();
         return;
+      case 'tasks-partial':
+        return this.#onPartialTasks(msg);
       case 'ack':
         this.#deps.reporter.acknowledge(msg.refs);
         this.counts.acked += msg.refs.length;
@@ -189,6 +192,26 @@ export class Agent {
       entry.handle = this.#deps.runner.start(task, (f) => this.#onProgress(entry, f));
       void entry.handle.result.then((r) => this.#onFinished(key, entry, r));
     }
+  }
+
+  /**
+   * A batch with assignments the agent cannot run: the valid ones are queued, the others
+   * reported failed with the reason, and every slot of the batch is given back (asked for
+   * again), so one bad assignment never stops the agent asking for work.
+   */
+  #onPartialTasks(msg: PartialTasks): void {
+    // Unknown size: forget what was asked for; asking again at worst queues a few tasks early.
+    this.#requested = msg.total === null ? 0 : Math.max(0, this.#requested - msg.total);
+    for (const r of msg.refused) {
+      this.#opts.say(`task ${r.taskId} attempt ${r.attempt} refused: ${r.reason}`);
+      const result = { ...notRun({ taskId: r.taskId, attempt: r.attempt }), error: r.reason };
+      this.#deps.reporter.add(result);
+      this.#toSend.push(result);
+    }
+    for (const t of msg.tasks) this.#queue.push(t);
+    this.#startQueued();
+    if (msg.refused.length) this.#scheduleFlush(); // the flush asks for the freed slots in the same message
+    else this.#topUp();
   }
 
   #activeCount(): number {
@@ -356,7 +379,7 @@ function textSize(t: WireTaskResult['stdout']): number {
   return typeof t === 'string' ? t.length * 1.1 : t.gz.length;
 }
 
-function notRun(t: TaskAssignment): TaskResult {
+function notRun(t: Pick<TaskAssignment, 'taskId' | 'attempt'>): TaskResult {
   return {
     taskId: t.taskId, attempt: t.attempt, exitCode: null, signal: null, timedOut: false, error: 'not started', startedAt: Date.now(), durationMs: 0,
     maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,

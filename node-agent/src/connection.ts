@@ -13,11 +13,12 @@ import { networkInterfaces } from 'node:os';
 import type { KeyObject } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
-import { agentChannel, type Channel } from '../../dispatcher/src/protocol/channel.js';
+import type { Channel } from '../../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../../dispatcher/src/protocol/codec.js';
-import { AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type Inventory as InventoryInfo, type WelcomeMessage } from '../../dispatcher/src/protocol/messages.js';
+import { AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type Inventory as InventoryInfo, type WelcomeMessage } from '../../dispatcher/src/protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript, type EphemeralKey } from '../../dispatcher/src/protocol/session.js';
 import type { SourceHandlers, TaskSource } from './seams.js';
+import { agentInboundChannel, type AgentInbound } from './task-batch.js';
 
 export const BACKOFF_INITIAL_MS = 250;
 export const BACKOFF_MAX_MS = 5000;
@@ -51,7 +52,7 @@ export class DispatcherConnection implements TaskSource {
   readonly #o: ConnectionOptions;
   #handlers: SourceHandlers | undefined;
   #ws: WebSocket | undefined;
-  #channel: Channel<DispatcherMessage, AgentMessage> = agentChannel(MAX_INCOMING_BYTES);
+  #channel: Channel<AgentInbound, AgentMessage> = agentInboundChannel(MAX_INCOMING_BYTES);
   #state: 'idle' | 'connecting' | 'hello-sent' | 'open' | 'stopped' = 'idle';
   #pending: Pending | undefined;
   #attempt = 0;
@@ -114,7 +115,7 @@ export class DispatcherConnection implements TaskSource {
   #connect(): void {
     if (this.#state === 'stopped') return;
     this.#state = 'connecting';
-    this.#channel = agentChannel(MAX_INCOMING_BYTES);
+    this.#channel = agentInboundChannel(MAX_INCOMING_BYTES);
     this.#session = undefined;
     const ws = new WebSocket(this.#o.url, {
       headers: { 'user-agent': `${AGENT_USER_AGENT_PREFIX}${this.#o.agentVersion}` },
@@ -185,7 +186,13 @@ export class DispatcherConnection implements TaskSource {
           return;
       }
     }
-    if (this.#state === 'open') this.#handlers!.message(msg);
+    if (this.#state !== 'open') return;
+    if (msg.type === 'tasks-partial') {
+      // The valid assignments still run; the dispatcher hears why the others were refused.
+      this.#o.say(`dispatcher task batch partly refused: ${msg.problem}`);
+      this.#sendRaw(ws, { type: 'error', code: 'malformed', message: msg.problem.slice(0, 4096), about: 'tasks' });
+    }
+    this.#handlers!.message(msg);
   }
 
   #onWelcome(ws: WebSocket, w: WelcomeMessage): void {

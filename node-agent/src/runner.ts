@@ -17,10 +17,12 @@
  * Per task, the common case costs two mkdirs and two rmdirs, done synchronously: on a tmpfs
  * they take microseconds, less than a round trip through libuv's threadpool.
  */
-import { mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
 import { ProgressScanner } from '../../dispatcher/src/protocol/progress.js';
@@ -124,7 +126,7 @@ export class ProcessRunner implements TaskRunner {
     try {
       makeWorkDir(dir, outDir);
       if (task.inputsPath) {
-        const err = await this.#fetchInputs(task.inputsPath, dir);
+        const err = await this.#fetchInputs(task.inputsPath, task.inputsSha256, dir);
         if (err) return failed(task, startedAt, err);
       }
       let cwd = dir;
@@ -183,17 +185,39 @@ export class ProcessRunner implements TaskRunner {
     }
   }
 
-  /** Fetches and unpacks the task's inputs tar; returns why it failed, or undefined. */
-  async #fetchInputs(path: string, dir: string): Promise<string | undefined> {
+  /**
+   * Fetches the task's inputs tar beside the work dir (not in it: the task never sees it),
+   * checks its sha256 against the one in the assignment — the assignment arrives sealed, the
+   * tar over plain HTTP — and only then unpacks it. Returns why it failed, or undefined.
+   */
+  async #fetchInputs(path: string, sha256: string | null, dir: string): Promise<string | undefined> {
     if (!this.opts.httpBase) return 'the task has inputs but the agent does not know the dispatcher\'s HTTP address';
     const url = new URL(path, this.opts.httpBase);
+    if (!sha256) return `inputs ${url.pathname}: the assignment carries no sha256 for them; not fetched`;
+    const file = `${dir}.inputs`;
+    const max = this.opts.maxInputBytes;
     try {
       const res = await fetch(url, { headers: { 'user-agent': this.opts.userAgent } });
       if (!res.ok || !res.body) return `inputs ${url.pathname}: HTTP ${res.status}`;
-      await unpackTar(Readable.fromWeb(res.body as Parameters<typeof Readable.fromWeb>[0]), dir, this.opts.maxInputBytes);
+      const hash = createHash('sha256');
+      let bytes = 0;
+      const count = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          bytes += chunk.length;
+          if (bytes > max) return cb(new TarError(`the download is larger than ${max} bytes`));
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      });
+      await pipeline(Readable.fromWeb(res.body as Parameters<typeof Readable.fromWeb>[0]), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      const got = hash.digest('hex');
+      if (got !== sha256) return `inputs ${url.pathname}: sha256 mismatch (expected ${sha256}, got ${got} for ${bytes} bytes); nothing unpacked`;
+      await unpackTar(createReadStream(file), dir, max);
       return undefined;
     } catch (err) {
       return `inputs ${url.pathname}: ${(err as Error).message}`;
+    } finally {
+      await rm(file, { force: true }).catch(() => {});
     }
   }
 

@@ -10,7 +10,8 @@
  *   Power       — reboot and poweroff
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
-import type { AgentMessage, DispatcherMessage, Inventory as InventoryInfo, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
+import type { AgentMessage, Inventory as InventoryInfo, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
+import type { AgentInbound } from './task-batch.js';
 
 export interface SessionInfo {
   nodeName: string;
@@ -26,8 +27,8 @@ export interface SourceHandlers {
   helloState(): { running: RunningTask[]; undelivered: TaskRef[] };
   /** The handshake succeeded: messages flow. */
   connected(session: SessionInfo): void;
-  /** A message after the handshake (never welcome or refused). */
-  message(msg: DispatcherMessage): void;
+  /** A message after the handshake (never welcome or refused), or a task batch salvaged in part (task-batch.ts). */
+  message(msg: AgentInbound): void;
   /** The session ended; the source reconnects by itself. */
   disconnected(why: string): void;
 }

@@ -4,9 +4,9 @@
  * gzip-compressed tar. tar-stream does the format; paths are checked here, because an
  * inputs tar is network input like any other.
  */
-import { createWriteStream } from 'node:fs';
-import { lstat, mkdir, readFile, readdir, readlink, symlink } from 'node:fs/promises';
-import { dirname, isAbsolute, join, normalize, relative, sep } from 'node:path';
+import { constants as fsConstants, type Stats } from 'node:fs';
+import { link, lstat, mkdir, open, readFile, readdir, readlink, symlink, unlink } from 'node:fs/promises';
+import { isAbsolute, join, normalize, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { createGunzip, gzip } from 'node:zlib';
@@ -84,12 +84,23 @@ export function safeJoin(root: string, member: string): string | undefined {
 }
 
 /**
- * Unpacks a tar (gzip-compressed or not: detected by its magic bytes) into `root`. Files and
- * directories are created; symbolic links only when they point inside `root`; other member
- * types are skipped. Throws TarError on an unsafe path or when the members add up to more
- * than `maxBytes`.
+ * Unpacks a tar (gzip-compressed or not: detected by its magic bytes) into `root`, which
+ * nothing else writes to meanwhile. The rules, each refusal a TarError naming the entry:
+ *
+ *   - names: absolute, `..` components and NUL bytes are refused (not normalised away)
+ *   - every directory on the way is checked with lstat and created one level at a time; a
+ *     symlink (or anything not a directory) on the way is refused, so no entry is ever
+ *     written through a link, whichever entry made it
+ *   - files are created with O_EXCL|O_NOFOLLOW; an existing file of the same name is
+ *     replaced (unlinked first), an existing symlink or directory is refused
+ *   - symlinks may be created, with a relative target that stays inside `root` read as
+ *     text; the unpacker itself never follows one
+ *   - hard links only to a regular file already unpacked inside `root`, reached without links
+ *   - devices and fifos are dropped; modes keep only the permission bits (no set-id, sticky)
+ *   - the files add up to at most `maxBytes`
  */
 export async function unpackTar(input: Readable, root: string, maxBytes: number): Promise<{ files: number; bytes: number }> {
+  await mkdir(root, { recursive: true });
   const extract = tar.extract();
   let total = 0;
   let files = 0;
@@ -111,27 +122,63 @@ export async function unpackTar(input: Readable, root: string, maxBytes: number)
   const consume = (async () => {
     for await (const entry of extract) {
       const h = entry.header;
-      const target = safeJoin(root, h.name);
-      if (!target) {
+      const kind = h.type === 'symlink' ? 'symlink' : h.type === 'link' ? 'hard link' : 'entry';
+      const refuse = (why: string) => new TarError(`inputs tar ${kind} "${clip(h.name)}" ${why}`);
+      try {
+        if (h.type !== 'file' && h.type !== 'contiguous-file' && h.type !== 'directory' && h.type !== 'symlink' && h.type !== 'link') {
+          entry.resume(); // devices, fifos and the like: dropped
+          continue;
+        }
+        const parts = memberParts(h.name, refuse);
+        if (parts.length === 0) {
+          if (h.type !== 'directory') throw refuse('names the work dir itself');
+          entry.resume();
+          continue;
+        }
+        const dir = await parentDir(root, parts, refuse);
+        const target = join(dir, parts[parts.length - 1]!);
+        const rel = parts.join('/');
+        const existing = await lstatOrNull(target);
+        if (h.type === 'directory') {
+          if (!existing) await mkdir(target, { mode: ((h.mode ?? 0o755) & 0o777) | 0o700 });
+          else if (existing.isSymbolicLink()) throw refuse(`would go through the symlink "${clip(rel)}": nothing is written through a link`);
+          else if (!existing.isDirectory()) throw refuse(`would replace "${clip(rel)}", which is not a directory`);
+          entry.resume();
+          continue;
+        }
+        if (existing) {
+          if (existing.isSymbolicLink()) throw refuse(`would write through the symlink "${clip(rel)}": nothing is written through a link`);
+          if (!existing.isFile()) throw refuse(`would replace "${clip(rel)}", which is not a file`);
+          await unlink(target); // a later member of the same name wins, as with tar(1)
+        }
+        if (h.type === 'symlink') {
+          const to = h.linkname ?? '';
+          if (to === '' || to.includes('\0')) throw refuse('has an empty target or one with a NUL byte');
+          if (isAbsolute(to) || !staysInside(parts.slice(0, -1), to)) throw refuse(`points outside the work dir (-> "${clip(to)}")`);
+          await symlink(to, target);
+          entry.resume();
+        } else if (h.type === 'link') {
+          const srcParts = memberParts(h.linkname ?? '', () => refuse(`points outside the work dir (-> "${clip(h.linkname ?? '')}")`));
+          if (srcParts.length === 0) throw refuse('points at the work dir itself');
+          const srcDir = await parentDir(root, srcParts, refuse, false);
+          const source = join(srcDir, srcParts[srcParts.length - 1]!);
+          if (!(await lstatOrNull(source))?.isFile()) throw refuse(`-> "${clip(h.linkname ?? '')}" is not a regular file already in the work dir`);
+          await link(source, target);
+          entry.resume();
+        } else {
+          total += h.size ?? 0;
+          if (total > maxBytes) throw new TarError(`inputs are larger than ${maxBytes} bytes`);
+          // O_EXCL|O_NOFOLLOW: even a link that appeared since the lstat is not followed.
+          const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+          const fh = await open(target, flags, (h.mode ?? 0o644) & 0o777);
+          await pipeline(entry, fh.createWriteStream());
+          files++;
+        }
+      } catch (err) {
         entry.resume();
-        throw new TarError(`inputs tar member "${h.name.slice(0, 200)}" would land outside the work dir`);
+        if (err instanceof TarError) throw err;
+        throw refuse(`cannot be unpacked: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
-      if (h.type === 'file' || h.type === 'contiguous-file') {
-        total += h.size ?? 0;
-        if (total > maxBytes) throw new TarError(`inputs are larger than ${maxBytes} bytes`);
-        await mkdir(dirname(target), { recursive: true });
-        await pipeline(entry, createWriteStream(target, { mode: (h.mode ?? 0o644) & 0o777 }));
-        files++;
-      } else if (h.type === 'directory') {
-        await mkdir(target, { recursive: true });
-        entry.resume();
-      } else if (h.type === 'symlink' && h.linkname) {
-        const dest = safeJoin(root, join(dirname(relative(root, target)), h.linkname));
-        if (!dest || isAbsolute(h.linkname)) throw new TarError(`inputs tar symlink "${h.name.slice(0, 200)}" points outside the work dir`);
-        await mkdir(dirname(target), { recursive: true });
-        await symlink(h.linkname, target);
-        entry.resume();
-      } else entry.resume();
     }
   })().catch((err: unknown) => {
     extract.destroy(err as Error);
@@ -140,4 +187,59 @@ export async function unpackTar(input: Readable, root: string, maxBytes: number)
   });
   await Promise.all([gzipped ? pipeline(src, createGunzip(), extract) : pipeline(src, extract), consume]);
   return { files, bytes: total };
+}
+
+/** A member name's components (`.` and empty ones dropped); absolute names, `..` and NUL refused. */
+function memberParts(name: string, refuse: (why: string) => TarError): string[] {
+  if (name.includes('\0')) throw refuse('has a NUL byte in its name');
+  if (name.startsWith('/')) throw refuse('would land outside the work dir (absolute name)');
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw refuse('would land outside the work dir ("..")');
+  return parts;
+}
+
+/**
+ * The directory that holds the member `parts` under `root`, each component checked with
+ * lstat: a directory goes on, a missing one is created (when `create`), a symlink or
+ * anything else is refused.
+ */
+async function parentDir(root: string, parts: readonly string[], refuse: (why: string) => TarError, create = true): Promise<string> {
+  let dir = root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    const next = join(dir, parts[i]!);
+    const st = await lstatOrNull(next);
+    const rel = clip(parts.slice(0, i + 1).join('/'));
+    if (!st) {
+      if (!create) throw refuse(`-> "${rel}" does not exist in the work dir`);
+      await mkdir(next, { mode: 0o755 });
+    } else if (st.isSymbolicLink()) throw refuse(`goes through the symlink "${rel}": nothing is written through a link`);
+    else if (!st.isDirectory()) throw refuse(`goes through "${rel}", which is not a directory`);
+    dir = next;
+  }
+  return dir;
+}
+
+/** Whether a relative symlink target, read as text from the link's directory, stays inside the root. */
+function staysInside(linkDir: readonly string[], target: string): boolean {
+  let depth = linkDir.length;
+  for (const p of target.split('/')) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') {
+      if (--depth < 0) return false;
+    } else depth++;
+  }
+  return true;
+}
+
+async function lstatOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+function clip(s: string): string {
+  return s.length > 200 ? `${s.slice(0, 200)}…` : s;
 }

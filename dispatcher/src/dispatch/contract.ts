@@ -32,6 +32,8 @@ export interface TaskAssignment {
   stdinB64: string | null;
   /** URL path (on the dispatcher) of a tar to unpack into the work dir before running, or null. */
   inputsPath: string | null;
+  /** sha256 (hex) of that tar, checked by the agent before it unpacks anything; null without inputs. */
+  inputsSha256: string | null;
   timeoutMs: number;
 }
 

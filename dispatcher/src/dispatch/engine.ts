@@ -42,6 +42,8 @@ import { substituteTemplate } from './template.js';
 import { Throughput, type ThroughputView } from './throughput.js';
 import {
   MAX_TASKS_PER_JOB,
+  MAX_TIMEOUT_SECONDS,
+  MIN_TIMEOUT_SECONDS,
   type JobCounts,
   type JobSpec,
   type JobState,
@@ -477,7 +479,8 @@ export class TaskDispatcher implements DispatchEngine {
     const ring = this.#ring.addJob({
       id: row.id,
       priority: spec.priority,
-      timeoutMs: Math.round(spec.timeoutSeconds * 1000),
+      // Clamped: a job stored before the submit-time bounds existed must not reach an agent outside them.
+      timeoutMs: Math.round(Math.min(MAX_TIMEOUT_SECONDS, Math.max(MIN_TIMEOUT_SECONDS, spec.timeoutSeconds || 0)) * 1000),
       maxAttempts: spec.maxAttempts,
       requirements: spec.requirements,
       speculative: spec.speculative,
@@ -766,6 +769,7 @@ export class TaskDispatcher implements DispatchEngine {
       cwd: t.cwd,
       stdinB64,
       inputsPath: job.inputsPath,
+      inputsSha256: job.inputsPath ? job.spec.inputs : null,
       timeoutMs: job.ring.spec.timeoutMs,
     };
   }

@@ -15,6 +15,8 @@ export const DEFAULT_TIMEOUT_SECONDS = 3600;
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const DEFAULT_PRIORITY = 0;
 /** Bounds that keep one submission from hurting the dispatcher. */
+/** Shortest task timeout: an agent needs whole milliseconds, and a sub-second timeout is a typo. */
+export const MIN_TIMEOUT_SECONDS = 1;
 export const MAX_TIMEOUT_SECONDS = 30 * 24 * 3600;
 export const MAX_ATTEMPTS_LIMIT = 100;
 export const MAX_PRIORITY = 1_000_000;
@@ -74,7 +76,7 @@ export const JobSubmissionSchema = Type.Object(
   {
     name: Type.Optional(Type.String({ maxLength: 200 })),
     ...taskFields,
-    timeoutSeconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_TIMEOUT_SECONDS, description: `default ${DEFAULT_TIMEOUT_SECONDS}` })),
+    timeoutSeconds: Type.Optional(Type.Number({ minimum: MIN_TIMEOUT_SECONDS, maximum: MAX_TIMEOUT_SECONDS, description: `seconds, ${MIN_TIMEOUT_SECONDS} to ${MAX_TIMEOUT_SECONDS} (30 days); default ${DEFAULT_TIMEOUT_SECONDS}` })),
     priority: Type.Optional(Type.Integer({ minimum: -MAX_PRIORITY, maximum: MAX_PRIORITY, description: `higher first; default ${DEFAULT_PRIORITY}` })),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ATTEMPTS_LIMIT, description: `default ${DEFAULT_MAX_ATTEMPTS}` })),
     requirements: Type.Optional(RequirementsSchema),

@@ -178,6 +178,7 @@ class CsvParser implements ParamsParser {
       throw new ParamsFileError(line, `${fields.length} field${fields.length === 1 ? '' : 's'}, but the header has ${h.length} columns (${h.join(', ')})`);
     const values: Record<string, string> = {};
     for (let i = 0; i < h.length; i++) values[h[i]!] = fields[i]!;
+    checkNoNul(values, line);
     emit({ line, values });
   }
 
@@ -247,7 +248,16 @@ class JsonLinesParser implements ParamsParser {
       }
     }
     for (const r of this.required) if (!(r in values)) throw new ParamsFileError(line, `missing field "${r}" (the command uses {${r}})`, r);
+    checkNoNul(values, line);
     emit({ line, values });
+  }
+}
+
+/** Values become argv, environment or a path on the node, where a NUL byte cannot go. */
+function checkNoNul(values: Record<string, string>, line: number): void {
+  for (const [k, v] of Object.entries(values)) {
+    if (k.includes('\0')) throw new ParamsFileError(line, 'a column name contains a NUL byte');
+    if (v.includes('\0')) throw new ParamsFileError(line, 'contains a NUL byte (not allowed in params)', k);
   }
 }
 

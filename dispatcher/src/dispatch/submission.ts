@@ -12,6 +12,8 @@ import {
   ENV_NAME_PATTERN,
   JobSubmissionSchema,
   MAX_TASKS_PER_JOB,
+  MAX_TIMEOUT_SECONDS,
+  MIN_TIMEOUT_SECONDS,
   type Command,
   type JobSpec,
   type JobSubmission,
@@ -58,6 +60,7 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badSubmission('the submission must be a JSON object');
   const b = body as Record<string, unknown>;
   checkCommand(b.command, 'command');
+  checkTimeout(b.timeoutSeconds);
   if (Array.isArray(b.tasks)) b.tasks.forEach((t, i) => t && typeof t === 'object' && 'command' in t && checkCommand((t as { command: unknown }).command, `tasks[${i}].command`));
   const first = Value.Errors(JobSubmissionSchema, body).First();
   if (first) throw badSubmission(describe(first.path, first.message, first.value));
@@ -65,6 +68,7 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
 
   checkEnv(s.env, 'env');
   checkCwd(s.cwd, 'cwd');
+  s.params?.forEach((row, i) => checkParamsRow(row, `params[${i}]`));
   checkStdin(s.stdin, s.stdinB64, '');
   if (s.params !== undefined && s.tasks !== undefined) throw badSubmission('give either "params" (a sweep) or "tasks" (explicit tasks), not both');
   if (opts.streamed && (s.params !== undefined || s.tasks !== undefined))
@@ -135,26 +139,54 @@ function checkCommand(cmd: unknown, field: string): void {
   }
   if (typeof cmd === 'string') {
     if (cmd.trim() === '') throw badSubmission(`${field}: empty command`);
+    checkNoNul(cmd, field);
     return;
   }
   if (!Array.isArray(cmd)) throw badSubmission(`${field}: expected an argv array of strings or a shell string`);
   if (cmd.length === 0) throw badSubmission(`${field}: empty command (argv has no program)`);
   cmd.forEach((a, i) => {
     if (typeof a !== 'string') throw badSubmission(`${field}[${i}]: expected a string`);
+    checkNoNul(a, `${field}[${i}]`);
   });
   if ((cmd[0] as string).trim() === '') throw badSubmission(`${field}[0]: empty program name`);
 }
 
 function checkEnv(env: Record<string, string> | undefined, field: string): void {
   if (!env) return;
-  for (const k of Object.keys(env)) if (!ENV_NAME_RE.test(k)) throw badSubmission(`${field}.${k}: not a valid environment variable name`);
+  for (const [k, v] of Object.entries(env)) {
+    checkNoNul(k, `${field} name ${JSON.stringify(k)}`);
+    if (!ENV_NAME_RE.test(k)) throw badSubmission(`${field}.${k}: not a valid environment variable name`);
+    checkNoNul(v, `${field}.${k}`);
+  }
+}
+
+/**
+ * Strings that become argv, environment or a path on the node cannot hold a NUL byte
+ * (execve and open end them there): refused here, not by the agent after a hand-out.
+ */
+function checkNoNul(value: string, field: string): void {
+  if (value.includes('\0')) throw badSubmission(`${field}: contains a NUL byte (not allowed in commands, environment, cwd or params)`);
+}
+
+function checkParamsRow(row: Record<string, unknown>, field: string): void {
+  for (const [k, v] of Object.entries(row)) {
+    checkNoNul(k, `${field} field name ${JSON.stringify(k)}`);
+    if (typeof v === 'string') checkNoNul(v, `${field}.${k}`);
+  }
+}
+
+/** Timeouts below MIN_TIMEOUT_SECONDS reach agents as 0 ms; above the maximum they hold a node for months. */
+function checkTimeout(t: unknown): void {
+  if (typeof t !== 'number') return; // absent, or the schema says what is wrong
+  if (!(t >= MIN_TIMEOUT_SECONDS && t <= MAX_TIMEOUT_SECONDS))
+    throw badSubmission(`timeoutSeconds: must be between ${MIN_TIMEOUT_SECONDS} and ${MAX_TIMEOUT_SECONDS} seconds (30 days), got ${t}`);
 }
 
 function checkCwd(cwd: string | null | undefined, field: string): void {
   if (cwd === undefined || cwd === null) return;
   if (cwd.startsWith('/')) throw badSubmission(`${field}: must be relative to the task's work dir, not absolute`);
   if (cwd.split('/').includes('..')) throw badSubmission(`${field}: must stay inside the task's work dir (no "..")`);
-  if (cwd.includes('\0')) throw badSubmission(`${field}: contains a NUL byte`);
+  checkNoNul(cwd, field);
 }
 
 function checkStdin(stdin: string | undefined, stdinB64: string | undefined, prefix: string): void {

@@ -14,7 +14,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** The WebSocket path of the agent endpoint on the dispatcher's HTTP port. */
 export const AGENT_PATH = '/api/v1/agent';
@@ -52,6 +52,8 @@ export const TaskAssignment = Type.Object(
     cwd: Nullable(Str(4096)),
     stdinB64: Nullable(Type.String()),
     inputsPath: Nullable(Str(4096)),
+    /** sha256 (hex) of the inputs tar's bytes: the agent checks it before unpacking anything. */
+    inputsSha256: Nullable(Type.String({ pattern: '^[0-9a-f]{64}$' })),
     timeoutMs: Int(1),
   },
   Closed,

@@ -27,7 +27,7 @@ export class FakeEngine implements DispatchEngine {
 
   add(specs: Partial<FakeTask>[]): FakeTask[] {
     const tasks = specs.map((s) => ({
-      taskId: this.#nextId++, jobId: 1, attempt: 1, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 60_000, maxAttempts: 3, ...s,
+      taskId: this.#nextId++, jobId: 1, attempt: 1, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 60_000, maxAttempts: 3, ...s,
     }));
     this.queue.push(...tasks);
     for (const l of this.#available) l();

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ process.env.INHERITED = 'from-the-host';
 
 let server: Server;
 let httpBase: string;
+let inputsSha256: string;
 const tasksDir = tempDir('lc-runner-');
 
 async function tarOf(files: Record<string, string>): Promise<Buffer> {
@@ -34,6 +36,7 @@ async function tarOf(files: Record<string, string>): Promise<Buffer> {
 
 beforeAll(async () => {
   const inputs = gzipSync(await tarOf({ 'data/in.txt': 'from the inputs tar\n' }));
+  inputsSha256 = createHash('sha256').update(inputs).digest('hex');
   server = createServer((req, res) => {
     if (req.url === '/inputs/1') return res.end(inputs);
     res.statusCode = 404;
@@ -58,7 +61,7 @@ const LAUNCHERS: [string, () => Launcher][] = [
 
 let nextId = 1;
 function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
-  return { taskId: nextId++, jobId: 1, attempt: 1, command, env: {}, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 10_000, ...over };
+  return { taskId: nextId++, jobId: 1, attempt: 1, command, env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 10_000, ...over };
 }
 
 
@@ -189,15 +192,15 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
   });
 
   it('unpacks the inputs tar before running, and reports inputs it cannot fetch', async () => {
-    const r = await run(task('cat data/in.txt', { inputsPath: '/inputs/1' }));
+    const r = await run(task('cat data/in.txt', { inputsPath: '/inputs/1', inputsSha256 }));
     expect(r).toMatchObject({ exitCode: 0, stdout: 'from the inputs tar\n' });
-    const missing = await run(task('true', { inputsPath: '/inputs/404' }));
+    const missing = await run(task('true', { inputsPath: '/inputs/404', inputsSha256 }));
     expect(missing.error).toMatch(/inputs \/inputs\/404: HTTP 404/);
     expect(missing.exitCode).toBeNull();
   });
 
   it('runs in a cwd inside the work dir, and refuses one outside or missing', async () => {
-    expect((await run(task('pwd', { inputsPath: '/inputs/1', cwd: 'data' }))).stdout.trim()).toMatch(/\/data$/);
+    expect((await run(task('pwd', { inputsPath: '/inputs/1', inputsSha256, cwd: 'data' }))).stdout.trim()).toMatch(/\/data$/);
     expect((await run(task('pwd', { cwd: '../..' }))).error).toMatch(/outside the task's work dir/);
     expect((await run(task('pwd', { cwd: 'nope' }))).error).toMatch(/does not exist/);
   });

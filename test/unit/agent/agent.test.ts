@@ -4,7 +4,7 @@ import { Agent, POWER_DELAY_MS } from '../../../node-agent/src/agent.js';
 import type { TaskAssignment } from '../../../dispatcher/src/dispatch/contract.js';
 import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
 
-const task = (taskId: number, attempt = 1): TaskAssignment => ({ taskId, jobId: 1, attempt, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 1000 });
+const task = (taskId: number, attempt = 1): TaskAssignment => ({ taskId, jobId: 1, attempt, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 1000 });
 const ticks = async (n = 3) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };

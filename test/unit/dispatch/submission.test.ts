@@ -26,8 +26,16 @@ describe('submission validation', () => {
     ['an argv with a number in it is refused, naming the element', { command: ['echo', 3] }, /^command\[1\]: expected a string/],
     ['an unknown field is refused, naming it', { command: ['true'], retries: 3 }, /^retries: unknown field/],
     ['an unknown field in the requirements is refused', { command: ['true'], requirements: { gpu: true } }, /^requirements\.gpu: unknown field/],
-    ['a negative timeout is refused', { command: ['true'], timeoutSeconds: -1 }, /^timeoutSeconds: expected number to be greater than 0 \(got -1\)/],
+    ['a negative timeout is refused', { command: ['true'], timeoutSeconds: -1 }, /^timeoutSeconds: must be between 1 and 2592000 seconds \(30 days\), got -1/],
     ['a zero timeout is refused', { command: ['true'], timeoutSeconds: 0 }, /^timeoutSeconds: /],
+    ['a sub-second timeout is refused (it reached agents as 0 ms)', { command: ['true'], timeoutSeconds: 0.0001 }, /^timeoutSeconds: must be between 1 and 2592000 seconds/],
+    ['a timeout over 30 days is refused', { command: ['true'], timeoutSeconds: 30 * 24 * 3600 + 1 }, /^timeoutSeconds: must be between/],
+    ['a NUL byte in an argv word is refused', { command: ['echo', 'a\0b'] }, /^command\[1\]: contains a NUL byte/],
+    ['a NUL byte in a shell command is refused', { command: 'echo a\0b' }, /^command: contains a NUL byte/],
+    ['a NUL byte in an environment value is refused', { command: ['true'], env: { X: 'a\0b' } }, /^env\.X: contains a NUL byte/],
+    ['a NUL byte in a cwd is refused', { command: ['true'], cwd: 'a\0b' }, /^cwd: contains a NUL byte/],
+    ['a NUL byte in a params value is refused', { command: ['echo', '{x}'], params: [{ x: 'a\0b' }] }, /^params\[0\]\.x: contains a NUL byte/],
+    ['a NUL byte in a task override is refused', { command: ['true'], tasks: [{ env: { Y: '\0' } }] }, /^tasks\[0\]\.env\.Y: contains a NUL byte/],
     ['a fractional priority is refused', { command: ['true'], priority: 1.5 }, /^priority: expected integer/],
     ['zero attempts are refused', { command: ['true'], maxAttempts: 0 }, /^maxAttempts: /],
     ['an absolute cwd is refused', { command: ['true'], cwd: '/etc' }, /^cwd: must be relative/],
@@ -114,6 +122,7 @@ describe('params files', () => {
     ['junk after a closing quote', 'x,y\n"a"b,c\n', [], 2, /after a closing quote/],
     ['a duplicated header name', 'x,x\n1,2\n', [], 1, /column "x" twice/],
     ['an empty file', '', [], 1, /empty/],
+    ['a NUL byte in a value', 'x,y\n1,2\n3,a\0b\n', [], 3, /NUL byte/],
   ])('refuses %s, naming the line', (_n, text, required, line, message) => {
     try {
       parseParamsText('csv', text, { required });
@@ -130,6 +139,7 @@ describe('params files', () => {
     ['a line that is not an object', '{"x":1}\n[1]\n', [], 2, /expected a JSON object/],
     ['a missing field', '{"x":1,"y":2}\n\n{"x":3}\n', ['y'], 3, /missing field "y"/],
     ['a nested value', '{"x":{"a":1}}\n', [], 1, /field "x" must be a string/],
+    ['a NUL byte in a value', '{"x":"ok"}\n{"x":"a\\u0000b"}\n', [], 2, /NUL byte/],
   ])('refuses JSON lines with %s, naming the line', (_n, text, required, line, message) => {
     expect(() => parseParamsText('jsonl', text, { required })).toThrow(message);
     try {

@@ -15,7 +15,7 @@ const result: TaskResult = {
   taskId: 7, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1_700_000_000_000, durationMs: 12, maxRssKiB: 2048,
   stdout: 'ok\n', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
 };
-const assignment: TaskAssignment = { taskId: 7, jobId: 3, attempt: 1, command: ['echo', 'hi'], env: { X: '1' }, cwd: null, stdinB64: null, inputsPath: null, timeoutMs: 1000 };
+const assignment: TaskAssignment = { taskId: 7, jobId: 3, attempt: 1, command: ['echo', 'hi'], env: { X: '1' }, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 1000 };
 
 const agentMessages: AgentMessage[] = [
   {
@@ -163,7 +163,7 @@ describe('protocol codec', () => {
       command: fc.oneof(fc.array(str, { minLength: 1, maxLength: 5 }), fc.string({ minLength: 1, maxLength: 80 })),
       env: fc.dictionary(fc.string({ maxLength: 10 }).filter((k) => k !== '__proto__'), str, { maxKeys: 4 }),
       cwd: fc.option(str, { nil: null }), stdinB64: fc.option(fc.base64String({ maxLength: 40 }), { nil: null }),
-      inputsPath: fc.option(str, { nil: null }), timeoutMs: fc.integer({ min: 1, max: 2 ** 31 }),
+      inputsPath: fc.option(str, { nil: null }), inputsSha256: fc.option(fc.stringMatching(/^[0-9a-f]{64}$/), { nil: null }), timeoutMs: fc.integer({ min: 1, max: 2 ** 31 }),
     });
     fc.assert(
       fc.property(fc.array(task, { minLength: 1, maxLength: 20 }), (tasks) => {

@@ -17,7 +17,7 @@ import type { CommandModule, CtlContext } from '../command.js';
 import { CtlError, EXIT, usageError } from '../errors.js';
 import { formatBytes, formatDuration, formatMs, formatTime, keyValues, table, type Column } from '../output.js';
 import type { JobSubmission, JobView, TaskDetail, TaskSummary } from '../../dispatch/model.js';
-import { TASK_STATES } from '../../dispatch/model.js';
+import { MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, TASK_STATES } from '../../dispatch/model.js';
 import { commandText } from '../../dispatch/submission.js';
 
 const SWEEP_CONTENT_TYPE = 'application/x-lilcluster-sweep';
@@ -52,7 +52,7 @@ export const jobCommands: CommandModule = {
       .option('-p, --params <file>', 'CSV with a header line, or JSON lines: one task per row, {name} in the command replaced by the row\'s name')
       .addOption(new Option('--format <format>', 'format of the params file (default: from its extension, else csv)').choices(['csv', 'jsonl']))
       .option('--name <name>', 'a name for the job')
-      .option('-t, --timeout <seconds>', 'kill a task after this long, and retry it (default 3600)')
+      .option('-t, --timeout <seconds>', 'kill a task after this long, and retry it (1 s to 30 days; default 3600)')
       .option('--priority <n>', 'higher runs first (default 0)')
       .option('--attempts <n>', 'hand-outs per task before it counts as failed (default 3)')
       .option('-l, --label <label>', 'run only on nodes with this label (repeatable)', collect, [])
@@ -173,7 +173,11 @@ async function submit(ctx: CtlContext, words: string[], opts: SubmitOpts): Promi
   if (words.length === 0) throw usageError('no command to run', 'dispatcherctl submit [options] -- CMD ARGS...');
   const body: JobSubmission = { command: opts.shell ? words.join(' ') : words };
   if (opts.name !== undefined) body.name = opts.name;
-  if (opts.timeout !== undefined) body.timeoutSeconds = positiveNumber(opts.timeout, '--timeout');
+  if (opts.timeout !== undefined) {
+    body.timeoutSeconds = positiveNumber(opts.timeout, '--timeout');
+    if (body.timeoutSeconds < MIN_TIMEOUT_SECONDS || body.timeoutSeconds > MAX_TIMEOUT_SECONDS)
+      throw usageError(`--timeout ${opts.timeout}: must be between ${MIN_TIMEOUT_SECONDS} and ${MAX_TIMEOUT_SECONDS} seconds (30 days)`);
+  }
   if (opts.priority !== undefined) body.priority = integer(opts.priority, '--priority');
   if (opts.attempts !== undefined) body.maxAttempts = positiveInt(opts.attempts, '--attempts');
   const req: NonNullable<JobSubmission['requirements']> = {};
