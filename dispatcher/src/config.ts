@@ -23,6 +23,14 @@ export const DEFAULT_SPECULATIVE_K = 2;
 /** Seconds added to a task's timeout before its lease expires and it is handed out again. */
 export const DEFAULT_LEASE_GRACE_SECONDS = 10;
 export const DEFAULT_TASK_TIMEOUT_SECONDS = 3600;
+/**
+ * Caps on what a result may inflate to (protocol/results.ts ResultLimits; README "Limits").
+ * The agent sends at most 1 MiB per stream (`--max-output`) and 16 MiB of files under out/.
+ */
+export const DEFAULT_RESULT_TEXT_MAX_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_OUTPUTS_MAX_BYTES = 24 * 1024 * 1024;
+export const DEFAULT_OUTPUTS_MAX_INFLATED_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_RESULTS_MESSAGE_MAX_INFLATED_BYTES = 128 * 1024 * 1024;
 
 export interface DhcpConfig {
   mode: DhcpMode;
@@ -66,6 +74,14 @@ export interface DispatcherConfig {
   missedHeartbeats: number;
   leaseGraceSeconds: number;
   speculativeK: number;
+  /** stdout and stderr of one result together, once inflated (cut there, marked truncated). */
+  resultTextMaxBytes: number;
+  /** One result's outputs tar as it arrives, gzip-compressed (refused above). */
+  outputsMaxBytes: number;
+  /** That tar once inflated (refused above; downloads stop there too). */
+  outputsMaxInflatedBytes: number;
+  /** Everything inflated for one results message (results past it are sent again later). */
+  resultsMessageMaxInflatedBytes: number;
   /** Extra kernel command-line arguments for every node. */
   kernelArgs: string;
   logLevel: string;
@@ -85,6 +101,10 @@ export function defaultConfig(): DispatcherConfig {
     missedHeartbeats: DEFAULT_MISSED_HEARTBEATS,
     leaseGraceSeconds: DEFAULT_LEASE_GRACE_SECONDS,
     speculativeK: DEFAULT_SPECULATIVE_K,
+    resultTextMaxBytes: DEFAULT_RESULT_TEXT_MAX_BYTES,
+    outputsMaxBytes: DEFAULT_OUTPUTS_MAX_BYTES,
+    outputsMaxInflatedBytes: DEFAULT_OUTPUTS_MAX_INFLATED_BYTES,
+    resultsMessageMaxInflatedBytes: DEFAULT_RESULTS_MESSAGE_MAX_INFLATED_BYTES,
     kernelArgs: '',
     logLevel: 'info',
   };
@@ -154,6 +174,9 @@ function validate(cfg: DispatcherConfig): void {
   }
   for (const f of ['heartbeatSeconds', 'missedHeartbeats', 'leaseGraceSeconds', 'speculativeK'] as const) {
     if (typeof cfg[f] !== 'number' || !(cfg[f] > 0)) bad(f, 'must be a positive number');
+  }
+  for (const f of ['resultTextMaxBytes', 'outputsMaxBytes', 'outputsMaxInflatedBytes', 'resultsMessageMaxInflatedBytes'] as const) {
+    if (!Number.isSafeInteger(cfg[f]) || cfg[f] < 1024) bad(f, 'must be a whole number of bytes, at least 1024');
   }
   if (!Number.isInteger(cfg.dhcp.leaseSeconds) || cfg.dhcp.leaseSeconds < 60) bad('dhcp.leaseSeconds', 'must be an integer ≥ 60');
   const cache = cfg.dhcp.leaseCacheThreshold;

@@ -30,8 +30,7 @@ import { dispatcherChannel, type Channel } from '../protocol/channel.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, ProtocolError } from '../protocol/codec.js';
 import { MAX_BATCH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type HelloMessage, type WireTaskResult } from '../protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
-import { fromWireResult } from '../protocol/results.js';
-import { isPacked } from '../protocol/compression.js';
+import { fromWireResults, needsUnpacking, type ResultLimits } from '../protocol/results.js';
 import { capacityOf, decideAdmission } from './admission.js';
 import { CommandTracker } from './commands.js';
 
@@ -45,8 +44,6 @@ export const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 export const MAX_PROTOCOL_ERRORS = 100;
 /** A node with no task for this long goes from busy back to ready (not one state event per task under load). */
 export const IDLE_AFTER_MS = 1000;
-/** A decompressed stdout/stderr larger than this is refused (gzip bombs). */
-export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
 
 /** WebSocket close codes the hub uses (4000-4999: application codes, RFC 6455 §7.4.2). */
 export const CLOSE_CODES = { goingAway: 1001, replaced: 4000, lost: 4001, protocol: 4002, refused: 4003, helloTimeout: 4004 } as const;
@@ -71,6 +68,10 @@ export interface HubStats {
   protocolErrors: number;
   lostNodes: number;
   refused: number;
+  /** Results of tasks the sender did not hold, dropped unread. */
+  staleResults: number;
+  /** Result parts (texts, outputs tars) cut or refused at their caps. */
+  refusedResultParts: number;
 }
 
 interface Conn {
@@ -90,6 +91,10 @@ interface Conn {
   credit: number;
   /** Tasks handed to this node and not yet answered: `taskId:attempt`. */
   held: Set<string>;
+  /** Results taken from `held` and not yet durable (a copy sent again meanwhile is not stale). */
+  inflight: Set<string>;
+  /** Unpacking of this connection's results, one message at a time (bounds its memory). */
+  unpacking: Promise<unknown>;
   lastBusyAt: number;
   live?: AgentLiveStatus;
   errors: number;
@@ -125,7 +130,7 @@ export class AgentHub implements NodeControl {
   #nextConnId = 1;
   #nextControlId = 1;
   #stopping = false;
-  readonly stats: HubStats = { connected: 0, waiting: 0, tasksSent: 0, resultsReceived: 0, acksSent: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0, lostNodes: 0, refused: 0 };
+  readonly stats: HubStats = { connected: 0, waiting: 0, tasksSent: 0, resultsReceived: 0, acksSent: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0, lostNodes: 0, refused: 0, staleResults: 0, refusedResultParts: 0 };
 
   constructor(core: Core, engine: DispatchEngine, opts: HubOptions = {}) {
     this.#core = core;
@@ -161,7 +166,7 @@ export class AgentHub implements NodeControl {
     const conn: Conn = {
       id: this.#nextConnId++, ws, ip, userAgent: String(req.headers['user-agent'] ?? ''), channel: dispatcherChannel(this.maxMessageBytes),
       state: 'handshake', openedAt: now, lastSeen: now, lastHeartbeatSent: now, log: this.#log.child({ ip }), credit: 0,
-      held: new Set(), lastBusyAt: 0, errors: 0, corked: false, commands: undefined as unknown as CommandTracker,
+      held: new Set(), inflight: new Set(), unpacking: Promise.resolve(), lastBusyAt: 0, errors: 0, corked: false, commands: undefined as unknown as CommandTracker,
     };
     conn.commands = new CommandTracker(() => conn.node?.name ?? conn.mac ?? ip);
     this.#conns.add(conn);
@@ -304,27 +309,94 @@ export class AgentHub implements NodeControl {
     this.#core.nodes.touch(conn.mac!);
   }
 
+  /**
+   * Results: only those of tasks this connection holds are looked at (taken out of `held` at
+   * once, so a copy sent again is not unpacked twice); any other is dropped before anything
+   * in it is inflated, and acknowledged so the agent forgets it — the engine would call it
+   * stale. Compressed parts are unpacked within the configured caps (protocol/results.ts), one
+   * message per connection at a time.
+   */
   async #onResults(conn: Conn, wire: WireTaskResult[]): Promise<void> {
-    for (const w of wire) conn.held.delete(refKey(w.taskId, w.attempt));
-    // Most results carry short plain texts: no inflating, no await per result.
-    const packed = wire.some((w) => isPacked(w.stdout) || isPacked(w.stderr));
-    const results: TaskResult[] = packed ? await Promise.all(wire.map((w) => fromWireResult(w, MAX_TEXT_BYTES))) : (wire as TaskResult[]);
+    const mine: WireTaskResult[] = [];
+    const stale: RunningTaskRef[] = [];
+    for (const w of wire) {
+      const key = refKey(w.taskId, w.attempt);
+      if (conn.held.delete(key)) {
+        conn.inflight.add(key);
+        mine.push(w);
+      } else if (!conn.inflight.has(key)) stale.push({ taskId: w.taskId, attempt: w.attempt });
+    }
     if (conn.live?.running.length) {
       const done = new Set(wire.map((w) => refKey(w.taskId, w.attempt)));
       conn.live.running = conn.live.running.filter((r) => !done.has(refKey(r.taskId, r.attempt)));
     }
+    if (stale.length) {
+      this.stats.staleResults += stale.length;
+      this.#rlog.warn(`${conn.ip}|results-stale`, { ip: conn.ip, mac: conn.mac, node: conn.node?.name, count: stale.length, first: stale[0] }, 'results of tasks this node does not hold dropped unread');
+      this.#ack(conn, stale);
+    }
+    if (!mine.length) return;
+
+    let results = mine as TaskResult[];
+    if (mine.some(needsUnpacking)) {
+      const unpacked = conn.unpacking.then(() => fromWireResults(mine, this.#resultLimits()));
+      conn.unpacking = unpacked.catch(() => {});
+      let u;
+      try {
+        u = await unpacked;
+      } catch (err) {
+        this.#log.error({ err, mac: conn.mac }, 'unpacking results failed');
+        this.#giveBack(conn, mine);
+        this.#send(conn, { type: 'error', code: 'internal', message: `results not unpacked: ${(err as Error).message}`, about: 'results' });
+        return;
+      }
+      results = u.results;
+      if (u.refusals.length) {
+        this.stats.refusedResultParts += u.refusals.length;
+        const first = u.refusals[0]!;
+        this.#rlog.warn(`${conn.ip}|results-refused`, { ip: conn.ip, mac: conn.mac, node: conn.node?.name, count: u.refusals.length, task: first.taskId, attempt: first.attempt, field: first.field, why: first.why }, 'result parts refused');
+        const said = u.refusals.slice(0, 20).map((r) => `task ${r.taskId} attempt ${r.attempt} ${r.field}: ${r.why}`).join('; ');
+        this.#send(conn, { type: 'error', code: 'oversize', message: `${said}${u.refusals.length > 20 ? `; and ${u.refusals.length - 20} more` : ''}`.slice(0, 4000), about: 'results' });
+      }
+      if (u.deferred.length) {
+        // Over this message's inflate budget: not acknowledged, so the agent sends them again.
+        this.#giveBack(conn, u.deferred);
+        this.#rlog.debug(`${conn.ip}|results-deferred`, { ip: conn.ip, mac: conn.mac, count: u.deferred.length }, 'results past the message inflate budget deferred');
+        this.#send(conn, { type: 'error', code: 'unavailable', message: `${u.deferred.length} results inflate past this message's budget (resultsMessageMaxInflatedBytes): send them again`, about: 'results' });
+      }
+    }
+    if (!results.length) return;
     try {
       // Acknowledge only once the engine says the results are durable: an agent forgets a result on ack.
       await this.#engine.submitResults(conn.capacity!, results);
     } catch (err) {
+      this.#giveBack(conn, results);
       this.#rlog.warn('results|store', { mac: conn.mac, err: (err as Error).message, count: results.length }, 'results not recorded; the agent will send them again');
       this.#send(conn, { type: 'error', code: 'unavailable', message: `results not recorded: ${(err as Error).message}; send them again later`, about: 'results' });
       return;
     }
-    const refs = wire.map((w) => ({ taskId: w.taskId, attempt: w.attempt }));
+    for (const r of results) conn.inflight.delete(refKey(r.taskId, r.attempt));
+    this.#ack(conn, results.map((r) => ({ taskId: r.taskId, attempt: r.attempt })));
+  }
+
+  /** Results not taken after all: their tasks are this connection's again, to be sent again. */
+  #giveBack(conn: Conn, refs: RunningTaskRef[]): void {
+    for (const r of refs) {
+      const key = refKey(r.taskId, r.attempt);
+      conn.inflight.delete(key);
+      if (conn.state === 'open') conn.held.add(key);
+    }
+  }
+
+  #ack(conn: Conn, refs: RunningTaskRef[]): void {
     for (let i = 0; i < refs.length; i += MAX_BATCH) {
       if (this.#send(conn, { type: 'ack', refs: refs.slice(i, i + MAX_BATCH) })) this.stats.acksSent += Math.min(MAX_BATCH, refs.length - i);
     }
+  }
+
+  #resultLimits(): ResultLimits {
+    const c = this.#core.config;
+    return { textBytes: c.resultTextMaxBytes, outputsBytes: c.outputsMaxBytes, outputsInflatedBytes: c.outputsMaxInflatedBytes, messageInflatedBytes: c.resultsMessageMaxInflatedBytes };
   }
 
   #onClose(conn: Conn, code: number, reason: string): void {

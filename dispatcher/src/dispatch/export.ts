@@ -10,12 +10,17 @@
  *
  * The outputs tar holds `task-<id>/<path>` for every file the tasks returned. Those tars come
  * from agents, so entry names are checked: absolute paths, `..` and anything but regular files
- * and directories are left out.
+ * and directories are left out. Each stored tar is inflated as a stream (zlib off the event
+ * loop, tar-stream entry by entry, with the reader's backpressure) and stops at the outputs
+ * cap: a download holds a few chunks in memory, whatever the tars inflate to.
  */
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import { posix } from 'node:path';
 import tar from 'tar-stream';
+import { byteCap } from '../protocol/compression.js';
 import type { TaskDispatcher } from './engine.js';
 
 /** Tasks read per page while exporting. */
@@ -114,8 +119,8 @@ function csvLine(fields: unknown[]): string {
   return fields.map(csvField).join(',') + '\n';
 }
 
-/** One tar of every task's returned files, under `task-<id>/`. */
-export function exportOutputs(engine: TaskDispatcher, jobId: number): Readable {
+/** One tar of every task's returned files, under `task-<id>/`; each task's tar inflates to at most `maxInflatedBytes`. */
+export function exportOutputs(engine: TaskDispatcher, jobId: number, maxInflatedBytes: number): Readable {
   engine.getJob(jobId); // 404 before the answer starts
   const pack = tar.pack();
   const fill = async () => {
@@ -124,7 +129,7 @@ export function exportOutputs(engine: TaskDispatcher, jobId: number): Readable {
       const rows = engine.outputRows(jobId, after, 200);
       for (const r of rows) {
         after = r.task_id;
-        await repack(pack, `task-${r.task_id}`, r.outputs).catch((err: Error) =>
+        await repack(pack, `task-${r.task_id}`, r.outputs, maxInflatedBytes).catch((err: Error) =>
           addEntry(pack, { name: `task-${r.task_id}/.outputs-error.txt`, type: 'file', mode: 0o644 }, Buffer.from(`outputs of task ${r.task_id} could not be read: ${err.message}\n`)),
         );
       }
@@ -136,21 +141,67 @@ export function exportOutputs(engine: TaskDispatcher, jobId: number): Readable {
   return pack as unknown as Readable;
 }
 
-async function repack(pack: tar.Pack, prefix: string, gz: Buffer): Promise<void> {
-  const raw = gunzipSync(gz, { maxOutputLength: 1024 * 1024 * 1024 });
+async function repack(pack: tar.Pack, prefix: string, gz: Buffer, maxBytes: number): Promise<void> {
   const extract = tar.extract();
-  const done = (async () => {
-    for await (const entry of extract) {
-      const h = entry.header;
-      const name = safeName(h.name);
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
-      if (!name || (h.type !== 'file' && h.type !== 'directory')) continue;
-      await addEntry(pack, { name: `${prefix}/${name}`, type: h.type, mode: (h.mode ?? 0o644) & 0o777, mtime: h.mtime ?? new Date() }, Buffer.concat(chunks));
+  const inflating = pipeline(Readable.from([gz]), createGunzip(), byteCap(maxBytes, 'the outputs tar'), extract);
+  inflating.catch(() => {}); // its error also ends the entries below, and is thrown there
+  for await (const entry of extract) {
+    const h = entry.header;
+    const name = safeName(h.name);
+    const size = h.size ?? 0;
+    if (!name || (h.type !== 'file' && h.type !== 'directory') || size > maxBytes) {
+      entry.resume();
+      continue;
     }
-  })();
-  extract.end(raw);
+    const header = { name: `${prefix}/${name}`, type: h.type, mode: (h.mode ?? 0o644) & 0o777, mtime: h.mtime ?? new Date() };
+    if (h.type === 'directory') {
+      entry.resume();
+      await addEntry(pack, header, Buffer.alloc(0));
+    } else await copyEntry(pack, { ...header, size }, entry);
+  }
+  await inflating;
+}
+
+/**
+ * Streams one file into the pack, waiting for the reader. If its source fails half-way the
+ * entry is completed with zeros (its size is in the header already), so the tar stays valid
+ * and the error note that follows is readable.
+ */
+async function copyEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: string; size: number }, source: AsyncIterable<unknown>): Promise<void> {
+  let sink!: ReturnType<tar.Pack['entry']>;
+  const done = new Promise<void>((resolve, reject) => {
+    sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+  });
+  let written = 0;
+  const put = async (chunk: Buffer) => {
+    written += chunk.length;
+    if (!sink.write(chunk)) await drained(sink, pack);
+  };
+  let failure: unknown;
+  try {
+    for await (const chunk of source) await put(chunk as Buffer);
+  } catch (err) {
+    failure = err;
+    for (let left = header.size - written; left > 0; left -= 65_536) await put(Buffer.alloc(Math.min(left, 65_536)));
+  }
+  sink.end(undefined);
   await done;
+  if (failure) throw failure;
+}
+
+/** Resolves when the entry takes more, rejects when the download went away (the pack is destroyed). */
+function drained(sink: ReturnType<tar.Pack['entry']>, pack: tar.Pack): Promise<void> {
+  if (pack.destroyed) return Promise.reject(new Error('the download was closed'));
+  return new Promise((resolve, reject) => {
+    const onDrain = () => (off(), resolve());
+    const onClose = () => (off(), reject(new Error('the download was closed')));
+    const off = () => {
+      sink.removeListener('drain', onDrain);
+      pack.removeListener('close', onClose);
+    };
+    sink.once('drain', onDrain);
+    pack.once('close', onClose);
+  });
 }
 
 function addEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: string }, body: Buffer): Promise<void> {

@@ -13,7 +13,8 @@
  *   GET  /api/v1/jobs/:id/tasks[?state&after&limit]   and GET /api/v1/tasks for every job
  *   GET  /api/v1/tasks/:id
  *   GET  /api/v1/jobs/:id/results?format=csv|jsonl    streamed
- *   GET  /api/v1/jobs/:id/outputs.tar                 streamed
+ *   GET  /api/v1/jobs/:id/outputs.tar                 streamed (admin: the files are whatever the
+ *        tasks wrote, and each stored tar is inflated again to serve them)
  *   GET  /api/v1/jobs/:id/inputs.tar?key=K            for agents: the key in the task's
  *        inputsPath is the credential (a per-job random capability, only ever sent to agents
  *        over their authenticated connection); the admin token works too
@@ -201,10 +202,14 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       // Streamed answers: the untyped instance (a stream is no JSON body).
       plain.get(
         '/api/v1/jobs/:id/outputs.tar',
-        { schema: { summary: "every file the job's tasks returned, under task-<id>/ (streamed tar)", tags: ['jobs'], params: Id, response: { ...errors } } },
+        {
+          onRequest: admin,
+          schema: { summary: "every file the job's tasks returned, under task-<id>/ (streamed tar)", tags: ['jobs'], security: ADMIN, params: Id, response: { ...errors } },
+        },
         async (req, reply) => {
           const id = (req.params as { id: number }).id;
-          return reply.type('application/x-tar').header('content-disposition', `attachment; filename="job-${id}-outputs.tar"`).send(exportOutputs(engine, id));
+          const tarStream = exportOutputs(engine, id, core.config.outputsMaxInflatedBytes);
+          return reply.type('application/x-tar').header('content-disposition', `attachment; filename="job-${id}-outputs.tar"`).send(tarStream);
         },
       );
 

@@ -259,7 +259,10 @@ describe('agent hub: tasks, results and liveness', () => {
     const { hub: h, engine } = await setup();
     engine.failCommits = true;
     const c = await joined(h);
-    c.send({ type: 'results', results: [{ taskId: 1, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
+    engine.add([{}]);
+    c.send({ type: 'ready', n: 1 });
+    const [t] = (await c.waitFor('tasks'))[0]!.tasks;
+    c.send({ type: 'results', results: [{ taskId: t!.taskId, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
     const [err] = await c.waitFor('error');
     expect(err).toMatchObject({ code: 'unavailable', about: 'results' });
     await sleep(50);

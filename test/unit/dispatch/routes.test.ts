@@ -18,7 +18,7 @@ let auth: Record<string, string>;
 beforeAll(async () => {
   const dir = tempDir('lc-dispatch-api-');
   core = createCore({
-    config: resolveConfig({ dataDir: dir, dhcp: { mode: 'off' }, tftp: false }),
+    config: resolveConfig({ dataDir: dir, dhcp: { mode: 'off' }, tftp: false, outputsMaxInflatedBytes: 1 << 20 }),
     log: silentLogger(),
     network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined },
   });
@@ -127,9 +127,27 @@ describe('job API', () => {
 
     const outputs = gzipSync(await tarOf({ 'copy': 'hello', '../../etc/evil': 'no', 'sub/deep.txt': 'deep' }));
     await dispatch.engine.submitResults(node(2), [okResult(t!, { outputsTarGzB64: outputs.toString('base64') })]);
-    const tarAnswer = await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar` });
+    const anonymous = await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar` });
+    expect([anonymous.statusCode, anonymous.json().error.code]).toEqual([401, 'DSP_ERR_UNAUTHORIZED']);
+    const tarAnswer = await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar`, headers: auth });
     expect(tarAnswer.headers['content-type']).toBe('application/x-tar');
     expect(await untar(tarAnswer.rawPayload)).toEqual({ [`task-${t!.taskId}/copy`]: 'hello', [`task-${t!.taskId}/sub/deep.txt`]: 'deep' });
+  });
+
+  it('serves outputs that inflate past the cap as a valid tar: what fits, then a note naming the cap', async () => {
+    const r = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: auth, payload: { command: 'x', tasks: [{}, {}] } });
+    const [a, b] = dispatch.engine.takeTasks(node(2), 2);
+    // Stored as they came (before outputs were checked on arrival): one file past the cap
+    // half-way, one whose header alone claims more than the cap.
+    const cut = gzipSync(await tarOf({ 'first.txt': 'x'.repeat(600_000), 'second.bin': 'y'.repeat(600_000) }));
+    const huge = gzipSync(await tarOf({ 'small.txt': 'ok', 'huge.bin': '\0'.repeat(3 << 20) }));
+    await dispatch.engine.submitResults(node(2), [okResult(a!, { outputsTarGzB64: cut.toString('base64') }), okResult(b!, { outputsTarGzB64: huge.toString('base64') })]);
+    const got = await untar((await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar`, headers: auth })).rawPayload);
+    expect(Object.keys(got).sort()).toEqual([`task-${a!.taskId}/.outputs-error.txt`, `task-${a!.taskId}/first.txt`, `task-${a!.taskId}/second.bin`, `task-${b!.taskId}/.outputs-error.txt`, `task-${b!.taskId}/small.txt`]);
+    expect(got[`task-${a!.taskId}/first.txt`]).toBe('x'.repeat(600_000));
+    expect(got[`task-${a!.taskId}/second.bin`]!.length).toBe(600_000);
+    expect(got[`task-${a!.taskId}/.outputs-error.txt`]).toMatch(/the outputs tar inflates to more than 1048576 bytes/);
+    expect(got[`task-${b!.taskId}/.outputs-error.txt`]).toMatch(/inflates to more than 1048576 bytes/);
   });
 
   it('cancels jobs and tasks with the admin token only', async () => {
