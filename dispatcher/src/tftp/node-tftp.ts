@@ -9,7 +9,8 @@
  *   (its TID, RFC 1350 §4) get through, and runt packets are dropped (node-tftp reads an
  *   opcode from any packet and would throw on a 0- or 1-byte datagram).
  * - ACKs and client ERRORs are observed, to tell a completed transfer from an aborted one
- *   and an EDK2 size probe (RRQ with tsize, then ERROR 8 after the OACK) from a failure.
+ *   and an EDK2 size probe (RRQ with tsize, then ERROR 8 after the OACK) from a failure;
+ *   duplicate ACKs are dropped (node-tftp would resend on each: RFC 1123 §4.2.3.1).
  * - Transfer sockets stay unconnected (as in classic servers): a connected UDP socket turns
  *   a transient ICMP port-unreachable (a client's neighbour entry in flux during a storm of
  *   300) into a failed transfer, where an unconnected one just retransmits.
@@ -236,6 +237,10 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
     if (msg.length < 4) return opts.onStrayPacket(peer, msg.length, 'runt packet');
     const block = ackBlockOf(msg);
     if (block !== undefined) {
+      // RFC 1123 §4.2.3.1 (the Sorcerer's Apprentice): node-tftp answers every ACK with data, so
+      // a duplicate ACK (a delayed one, or a client's retransmission) would double the traffic
+      // from there on. Only a timeout may cause a resend: the duplicate goes no further.
+      if (acks > 0 && block === lastBlock) return;
       if (block < lastBlock && lastBlock - block > 32768) rollovers++;
       lastBlock = block;
       acks++;

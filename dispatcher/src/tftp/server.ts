@@ -1,8 +1,8 @@
 /**
  * The TFTP service: a read-only virtual tree (iPXE first stages, and the kernel and initrd
  * for clients that cannot speak HTTP) served from memory. Requests are decoded and decided
- * here (codec.ts, tree.ts); engine.ts runs the transfers (node-tftp.ts, the `tftp` package,
- * on request: StartTftpOptions.engine). Transfers are
+ * here (codec.ts, tree.ts); the `tftp` package runs the transfers behind node-tftp.ts, the one
+ * file that touches it (see README.md beside this file). Transfers are
  * bounded with a FIFO queue, so a boot storm waits instead of failing; each one is logged
  * with bytes and duration and recorded on the boot timeline of the client's MAC.
  */
@@ -16,7 +16,6 @@ import { recordStage } from '../boot/record-stage.js';
 import { TftpDecodeError, TftpErrorCode, TftpOpcode, decodeRequest, encodeError, encodeRequest, opcodeOf, printable } from './codec.js';
 import { decideRequest } from './tree.js';
 import { startNodeTftp, type NodeTftpServer, type PacketVerdict, type Peer, type TftpTransfer, type TransferOutcome } from './node-tftp.js';
-import { startTftpEngine } from './engine.js';
 
 /** Largest blksize granted: 1468 keeps a DATA packet within a 1500-byte Ethernet MTU (RFC 2348). */
 export const DEFAULT_TFTP_MAX_BLKSIZE = 1468;
@@ -76,13 +75,6 @@ export interface StartTftpOptions {
   maxWindowsize?: number;
   timeoutMs?: number;
   retries?: number;
-  /**
-   * Who runs the transfers: 'node-tftp' (the `tftp` package, node-tftp.ts: the default, as
-   * the product's design fixes) or 'lilcluster' (engine.ts: a packet costs a header and a
-   * sendmsg, no resend on a duplicate ACK; about 2× cheaper per packet in a boot storm).
-   * LC_TFTP_ENGINE=lilcluster picks ours for a running dispatcher.
-   */
-  engine?: 'lilcluster' | 'node-tftp';
 }
 
 export interface RunningTftp {
@@ -255,13 +247,11 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
       log.error({ err: err.message }, 'TFTP socket error');
     },
   };
-  const engine = opts.engine ?? (process.env.LC_TFTP_ENGINE === 'lilcluster' ? 'lilcluster' : 'node-tftp');
-  const startTransfers = (o: Parameters<typeof startTftpEngine<RequestContext>>[0]) => (engine === 'node-tftp' ? startNodeTftp<RequestContext>(o) : startTftpEngine<RequestContext>(o));
   const ifindex = core.network.ifindex;
   const host = opts.host ?? '0.0.0.0';
   let server: NodeTftpServer;
   try {
-    server = await startTransfers({ ...base, host, ...(ifindex !== undefined && host === '0.0.0.0' ? { ifindex } : {}) });
+    server = await startNodeTftp<RequestContext>({ ...base, host, ...(ifindex !== undefined && host === '0.0.0.0' ? { ifindex } : {}) });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES')
@@ -275,9 +265,9 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
     if (ifindex === undefined) throw err;
     // SO_BINDTOIFINDEX refused (old kernel, no privilege): the interface's address is the next best fence.
     log.warn({ err: (err as Error).message, address: core.network.address }, 'cannot bind the TFTP socket to the interface; listening on its address instead');
-    server = await startTransfers({ ...base, host: core.network.address });
+    server = await startNodeTftp<RequestContext>({ ...base, host: core.network.address });
   }
-  log.info({ port: server.port, interface: core.network.name ?? null, host, maxTransfers: limiter.max, engine }, 'TFTP listening');
+  log.info({ port: server.port, interface: core.network.name ?? null, host, maxTransfers: limiter.max }, 'TFTP listening');
 
   return {
     port: server.port,

@@ -1,10 +1,8 @@
 /**
- * Both transfer engines behind the TFTP service, one contract: node-tftp (the `tftp`
- * package, the default) and our own (engine.ts, LC_TFTP_ENGINE=lilcluster). Real clients and a
+ * Transfers of the TFTP service (the `tftp` package behind node-tftp.ts). Real clients and a
  * raw client: RFC 1350 lock-step, blksize + windowsize + tsize, the final empty block of a
  * file whose size is a multiple of blksize, block numbers rolling over past 65535, the EDK2
- * size probe and a silent client; and, for our engine only, duplicate ACKs that must not
- * trigger resends.
+ * size probe, a silent client, and duplicate ACKs that must not trigger resends.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -34,19 +32,19 @@ afterEach(async () => {
   tftp = undefined;
 });
 
-async function start(tree: BootTree, engine: 'lilcluster' | 'node-tftp', timeoutMs = 1000, retries = 5) {
+async function start(tree: BootTree, timeoutMs = 1000, retries = 5) {
   const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir: join(tree.dir, 'data'), imageDir: tree.imageDir, pxeDir: tree.pxeDir, tftpPort: 0 });
   core = createCore({ config, log: silentLogger(), network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined } });
   const files = new BootFiles({ imageDir: tree.imageDir, pxeDir: tree.pxeDir, log: silentLogger() });
   await files.loadAll();
-  tftp = await startTftp(core, { files, host: '127.0.0.1', engine, timeoutMs, retries });
+  tftp = await startTftp(core, { files, host: '127.0.0.1', timeoutMs, retries });
   return tftp;
 }
 
-describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s engine', (engine) => {
+describe('TFTP transfers', () => {
   it('tftp-hpa reads a file in 512-byte lock-step, and one whose size is a multiple of 512 (empty last block)', async () => {
     const tree = makeBootTree({ 'undionly.kpxe': 74_213, 'snponly.efi': 512 * 300 });
-    const t = await start(tree, engine);
+    const t = await start(tree);
     const dir = mkdtempSync(join(tmpdir(), 'lc-tftp-eng-'));
     for (const name of ['undionly.kpxe', 'snponly.efi']) {
       await run('tftp', ['-m', 'binary', '127.0.0.1', String(t.port), '-c', 'get', name, join(dir, name)], { timeout: 30_000 });
@@ -57,7 +55,7 @@ describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s en
 
   it('atftp reads with blksize 1468, windowsize 8 and tsize', async () => {
     const tree = makeBootTree({ 'initrd.img': 5_000_000 });
-    const t = await start(tree, engine);
+    const t = await start(tree);
     const out = join(mkdtempSync(join(tmpdir(), 'lc-tftp-eng-')), 'initrd.img');
     await run('atftp', ['--option', 'blksize 1468', '--option', 'windowsize 8', '--option', 'tsize 0', '-g', '-r', 'initrd.img', '-l', out, '127.0.0.1', String(t.port)], { timeout: 60_000 });
     expect(sha(readFileSync(out))).toBe(sha(tree.files['initrd.img']!));
@@ -65,7 +63,7 @@ describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s en
 
   it('rolls block numbers over past 65535 (a 40 MB file in 512-byte blocks)', async () => {
     const tree = makeBootTree({ vmlinuz: 40_000_000 });
-    const t = await start(tree, engine);
+    const t = await start(tree);
     const raw = await RawTftp.open();
     try {
       const res = await raw.request(t.port, 'vmlinuz', { blksize: '512', tsize: '0' });
@@ -80,7 +78,7 @@ describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s en
 
   it('treats ERROR 8 after the OACK as a size probe, not a failure', async () => {
     const tree = makeBootTree({});
-    const t = await start(tree, engine);
+    const t = await start(tree);
     const raw = await RawTftp.open();
     try {
       const probe = await raw.request(t.port, 'ipxe.efi', { tsize: '0', blksize: '1468', windowsize: '4' });
@@ -96,7 +94,7 @@ describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s en
 
   it('gives up on a client that stops acknowledging, after its retries', async () => {
     const tree = makeBootTree({});
-    const t = await start(tree, engine, 200, 2);
+    const t = await start(tree, 200, 2);
     const raw = await RawTftp.open();
     try {
       const res = await raw.request(t.port, 'undionly.kpxe', { blksize: '1468' });
@@ -110,12 +108,12 @@ describe.each(['lilcluster', 'node-tftp'] as const)('TFTP transfers by the %s en
   });
 });
 
-// node-tftp answers every duplicate ACK with the next block again (the Sorcerer's Apprentice
-// of RFC 1123 §4.2.3.1), doubling the traffic after one delayed ACK: only our engine is held to it.
-describe('TFTP transfers by the lilcluster engine', () => {
+// node-tftp alone answers every duplicate ACK with the next block again (the Sorcerer's
+// Apprentice of RFC 1123 §4.2.3.1), doubling the traffic after one delayed ACK; our adapter drops them.
+describe('duplicate ACKs', () => {
   it('does not answer a duplicate ACK with a resend (Sorcerer\'s Apprentice)', async () => {
     const tree = makeBootTree({ 'undionly.kpxe': 10 * 512 + 7 });
-    const t = await start(tree, 'lilcluster');
+    const t = await start(tree);
     const raw = await RawTftp.open();
     try {
       const res = await raw.request(t.port, 'undionly.kpxe', { blksize: '512' });
