@@ -31,6 +31,10 @@ export const DEFAULT_RESULT_TEXT_MAX_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_OUTPUTS_MAX_BYTES = 24 * 1024 * 1024;
 export const DEFAULT_OUTPUTS_MAX_INFLATED_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_RESULTS_MESSAGE_MAX_INFLATED_BYTES = 128 * 1024 * 1024;
+/** A boot-file download that makes no progress this long is dropped (`bootHttpIdleSeconds`). */
+export const DEFAULT_BOOT_HTTP_IDLE_SECONDS = 30;
+/** Boot-file downloads one client address runs at once; its others wait (`bootHttpPerClient`). */
+export const DEFAULT_BOOT_HTTP_PER_CLIENT = 4;
 
 export interface DhcpConfig {
   mode: DhcpMode;
@@ -84,6 +88,10 @@ export interface DispatcherConfig {
   resultsMessageMaxInflatedBytes: number;
   /** Extra kernel command-line arguments for every node. */
   kernelArgs: string;
+  /** Seconds without progress after which a boot-file download is dropped (a stalled reader). */
+  bootHttpIdleSeconds: number;
+  /** Boot-file downloads one client address runs at once (the fair queue's per-client share). */
+  bootHttpPerClient: number;
   logLevel: string;
 }
 
@@ -106,6 +114,8 @@ export function defaultConfig(): DispatcherConfig {
     outputsMaxInflatedBytes: DEFAULT_OUTPUTS_MAX_INFLATED_BYTES,
     resultsMessageMaxInflatedBytes: DEFAULT_RESULTS_MESSAGE_MAX_INFLATED_BYTES,
     kernelArgs: '',
+    bootHttpIdleSeconds: DEFAULT_BOOT_HTTP_IDLE_SECONDS,
+    bootHttpPerClient: DEFAULT_BOOT_HTTP_PER_CLIENT,
     logLevel: 'info',
   };
 }
@@ -172,9 +182,10 @@ function validate(cfg: DispatcherConfig): void {
     const v = cfg[f];
     if (!Number.isInteger(v) || v < 0 || v > 65535) bad(f, 'must be a port number 0-65535');
   }
-  for (const f of ['heartbeatSeconds', 'missedHeartbeats', 'leaseGraceSeconds', 'speculativeK'] as const) {
+  for (const f of ['heartbeatSeconds', 'missedHeartbeats', 'leaseGraceSeconds', 'speculativeK', 'bootHttpIdleSeconds'] as const) {
     if (typeof cfg[f] !== 'number' || !(cfg[f] > 0)) bad(f, 'must be a positive number');
   }
+  if (!Number.isInteger(cfg.bootHttpPerClient) || cfg.bootHttpPerClient < 1) bad('bootHttpPerClient', 'must be an integer ≥ 1');
   for (const f of ['resultTextMaxBytes', 'outputsMaxBytes', 'outputsMaxInflatedBytes', 'resultsMessageMaxInflatedBytes'] as const) {
     if (!Number.isSafeInteger(cfg[f]) || cfg[f] < 1024) bad(f, 'must be a whole number of bytes, at least 1024');
   }

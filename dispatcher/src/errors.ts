@@ -19,6 +19,8 @@ export const ErrorCodes = {
   DSP_ERR_TIMEOUT: { status: 504, message: 'the node did not answer in time' },
   DSP_ERR_STORE: { status: 503, message: 'the data store cannot be written' },
   DSP_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
+  DSP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'this route does not take that content-type' },
+  DSP_ERR_DATA_DIR: { status: 500, message: 'the data dir cannot be written' },
   DSP_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -1,23 +1,53 @@
 /**
- * A first-in first-out concurrency bound: at most `max` tasks run at once, the others wait
- * in order. A boot storm queues instead of failing; only a full queue turns work away
- * (`maxQueue`, so a flood cannot grow memory without bound).
+ * Concurrency bounds for transfers. `FairLimiter`: at most `max` tasks run at once, at most
+ * `perClient` of them for one client; the others wait in their client's line, and a freed
+ * slot goes to the next client in turn (round-robin), so one client's pile of requests (or
+ * stalled readers) cannot keep the others waiting. A boot storm queues instead of failing;
+ * only a full queue turns work away (`maxQueue` in all, `perClientQueue` for one client, so
+ * a flood cannot grow memory without bound). `FifoLimiter` is the one-client case: FIFO.
  */
 export interface Submitted {
   /** Leaves the queue (a client that went away while waiting); no-op once started. */
   cancel(): void;
 }
 
-export class FifoLimiter {
-  #active = 0;
-  readonly #queue: { start: (release: () => void) => void; cancelled: boolean }[] = [];
-  #head = 0;
+export interface FairLimits {
+  /** Tasks running at once, every client together. */
+  max: number;
+  /** Tasks waiting, every client together. */
+  maxQueue: number;
+  /** Tasks running at once for one client (default: max). */
+  perClient?: number;
+  /** Tasks waiting for one client (default: maxQueue). */
+  perClientQueue?: number;
+}
 
-  constructor(
-    readonly max: number,
-    readonly maxQueue: number,
-  ) {
-    if (!(max >= 1)) throw new RangeError('FifoLimiter: max must be at least 1');
+type Start = (release: () => void) => void;
+
+/** One client's running count and waiting line. */
+interface Line {
+  client: string;
+  active: number;
+  queue: { start: Start }[];
+}
+
+export class FairLimiter {
+  readonly max: number;
+  readonly maxQueue: number;
+  readonly perClient: number;
+  readonly perClientQueue: number;
+  #active = 0;
+  #queued = 0;
+  readonly #lines = new Map<string, Line>();
+  /** Lines with someone waiting, in turn order: a line that was served goes to the back. */
+  readonly #turns: Line[] = [];
+
+  constructor(limits: FairLimits) {
+    this.max = limits.max;
+    this.maxQueue = limits.maxQueue;
+    this.perClient = limits.perClient ?? limits.max;
+    this.perClientQueue = limits.perClientQueue ?? limits.maxQueue;
+    if (!(this.max >= 1) || !(this.perClient >= 1)) throw new RangeError(`${new.target.name}: max and perClient must be at least 1`);
   }
 
   get active(): number {
@@ -25,36 +55,58 @@ export class FifoLimiter {
   }
 
   get queued(): number {
-    return this.#queue.length - this.#head;
+    return this.#queued;
+  }
+
+  /** Clients with a transfer running or waiting. */
+  get clients(): number {
+    return this.#lines.size;
   }
 
   /**
-   * Runs `start` now if a slot is free, else when one frees. `start` gets `release`, which
-   * it must call exactly once when its work ends (extra calls are ignored). Returns
-   * undefined, without running anything, when the queue is full.
+   * Runs `start` now if a slot is free for this client, else when one frees and its turn
+   * comes. `start` gets `release`, which it must call exactly once when its work ends (extra
+   * calls are ignored). Returns undefined, without running anything, when the queue (all of
+   * it, or this client's line) is full.
    */
-  submit(start: (release: () => void) => void): Submitted | undefined {
-    if (this.#active < this.max) {
-      this.#run(start);
+  submit(start: Start, client = ''): Submitted | undefined {
+    let line = this.#lines.get(client);
+    if (!line) this.#lines.set(client, (line = { client, active: 0, queue: [] }));
+    const l = line;
+    if (this.#active < this.max && l.active < this.perClient && l.queue.length === 0) {
+      this.#run(l, start);
       return { cancel() {} };
     }
-    if (this.queued >= this.maxQueue) return undefined;
-    const entry = { start, cancelled: false };
-    this.#queue.push(entry);
+    if (this.#queued >= this.maxQueue || l.queue.length >= this.perClientQueue) {
+      this.#forgetIfIdle(l);
+      return undefined;
+    }
+    const entry = { start };
+    l.queue.push(entry);
+    this.#queued++;
+    if (l.queue.length === 1) this.#turns.push(l);
     return {
       cancel: () => {
-        entry.cancelled = true;
+        const i = l.queue.indexOf(entry);
+        if (i < 0) return; // started already (or cancelled)
+        l.queue.splice(i, 1);
+        this.#queued--;
+        if (l.queue.length === 0) this.#turns.splice(this.#turns.indexOf(l), 1);
+        this.#forgetIfIdle(l);
       },
     };
   }
 
-  #run(start: (release: () => void) => void): void {
+  #run(line: Line, start: Start): void {
     this.#active++;
+    line.active++;
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
       this.#active--;
+      line.active--;
+      this.#forgetIfIdle(line);
       this.#next();
     };
     try {
@@ -66,13 +118,25 @@ export class FifoLimiter {
   }
 
   #next(): void {
-    while (this.#active < this.max && this.#head < this.#queue.length) {
-      const entry = this.#queue[this.#head++]!;
-      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-        this.#queue.splice(0, this.#head);
-        this.#head = 0;
-      }
-      if (!entry.cancelled) this.#run(entry.start);
+    while (this.#active < this.max) {
+      const i = this.#turns.findIndex((l) => l.active < this.perClient);
+      if (i < 0) return;
+      const line = this.#turns.splice(i, 1)[0]!;
+      const entry = line.queue.shift()!;
+      this.#queued--;
+      if (line.queue.length > 0) this.#turns.push(line);
+      this.#run(line, entry.start);
     }
+  }
+
+  #forgetIfIdle(line: Line): void {
+    if (line.active === 0 && line.queue.length === 0) this.#lines.delete(line.client);
+  }
+}
+
+/** First in, first out: the fair limiter with one client. */
+export class FifoLimiter extends FairLimiter {
+  constructor(max: number, maxQueue: number) {
+    super({ max, maxQueue });
   }
 }

@@ -71,7 +71,7 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       app.post(
         '/api/v1/blobs',
         {
-          preHandler: admin,
+          onRequest: requireAdmin(core, { accepts: BLOB_TYPES }),
           schema: {
             summary: 'upload an inputs tar (then name it in a submission as `inputs`)',
             tags: ['jobs'],
@@ -89,7 +89,7 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       app.post(
         '/api/v1/jobs',
         {
-          preHandler: admin,
+          onRequest: requireAdmin(core, { accepts: ['application/json', SWEEP_CONTENT_TYPE] }),
           // Validation is submission.ts's (messages that name the field and the line); the
           // schema is here for the API documentation.
           validatorCompiler: () => () => true,
@@ -242,7 +242,7 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       app.post(
         '/api/v1/jobs/:id/cancel',
         {
-          preHandler: admin,
+          onRequest: admin,
           schema: { summary: 'cancel a job: queued tasks are dropped, running copies stopped', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: JobViewSchema, ...errors } },
         },
         async (req) => engine.cancelJob((req.params as { id: number }).id),
@@ -251,7 +251,7 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       app.post(
         '/api/v1/tasks/:id/cancel',
         {
-          preHandler: admin,
+          onRequest: admin,
           schema: { summary: 'cancel one task (a running copy is stopped)', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: TaskDetailSchema, ...errors } },
         },
         async (req) => engine.cancelTask((req.params as { id: number }).id),

@@ -1,13 +1,15 @@
 /**
- * Long-lived secrets in the data dir, created on first start (mode 0600):
+ * Long-lived secrets in the data dir, created on first start (mode 0600 whatever the umask;
+ * files found wider are narrowed to it):
  *   admin.token   — bearer token for API calls that change anything (CLI, web actions)
  *   enroll.token  — lets an agent on a host that did not PXE-boot join the cluster
  *   identity.key / identity.pub — the dispatcher's Ed25519 key pair; agents verify the
  *                   dispatcher with the public key the RAM image carries
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ensureDataDir } from '../store/database.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
 export const ENROLL_TOKEN_FILE = 'enroll.token';
@@ -45,7 +47,7 @@ export function hashToken(token: string): string {
 }
 
 export function loadOrCreateSecrets(dataDir: string): Secrets {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(dataDir);
   return {
     adminToken: loadOrCreateToken(join(dataDir, ADMIN_TOKEN_FILE)),
     enrollToken: loadOrCreateToken(join(dataDir, ENROLL_TOKEN_FILE)),
@@ -55,6 +57,7 @@ export function loadOrCreateSecrets(dataDir: string): Secrets {
 
 function loadOrCreateToken(path: string): string {
   if (existsSync(path)) {
+    keepPrivate(path);
     const t = readFileSync(path, 'utf8').trim();
     if (t.length >= 16) return t;
   }
@@ -67,6 +70,7 @@ export function loadOrCreateIdentity(dataDir: string): DispatcherIdentity {
   const keyPath = join(dataDir, IDENTITY_KEY_FILE);
   let privateKey: KeyObject;
   if (existsSync(keyPath)) {
+    keepPrivate(keyPath);
     privateKey = createPrivateKey(readFileSync(keyPath));
   } else {
     const pair = generateKeyPairSync('ed25519');
@@ -98,5 +102,11 @@ export function publicKeyFromB64(b64: string): KeyObject {
 function writeAtomic(path: string, content: string, mode = 0o600): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, content, { mode });
+  chmodSync(tmp, mode); // the umask narrows `mode`, and a leftover tmp file keeps its own
   renameSync(tmp, path);
+}
+
+/** Narrows a secret file that others can read (written by an older version, or by hand). */
+function keepPrivate(path: string): void {
+  if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
 }

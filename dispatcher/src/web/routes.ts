@@ -8,12 +8,12 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { Core } from '../core.js';
-import { adminTokenOf } from '../http/app.js';
+import { ADMIN_COOKIE, adminTokenOf } from '../http/app.js';
 import { tokensEqual } from '../trust/secrets.js';
 import { RateLimitedLog } from '../log.js';
 import { webAssets, type WebAssets } from './assets.js';
 
-export const ADMIN_COOKIE = 'lc_admin';
+export { ADMIN_COOKIE };
 /** The log-in cookie lasts this long (the token itself never expires; rotate it by deleting admin.token). */
 export const ADMIN_COOKIE_MAX_AGE_S = 30 * 24 * 3600;
 
@@ -39,7 +39,10 @@ export function webRoutes(core: Core): FastifyPluginAsync {
         .header('content-type', TYPES[name])
         .header('cache-control', 'no-cache')
         .header('x-content-type-options', 'nosniff')
-        .header('referrer-policy', 'no-referrer')
+        // same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with
+        // the page's POSTs, and requireAdmin needs the page's origin (the page loads nothing
+        // from elsewhere, so its URL goes nowhere else).
+        .header('referrer-policy', 'same-origin')
         .header('content-security-policy', CSP)
         .send(assets[name]);
 

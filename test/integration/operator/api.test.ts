@@ -110,7 +110,8 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
     const c = cookie.split(';')[0]!;
     expect((await call('GET', '/api/v1/session', { headers: { cookie: c } })).json).toEqual({ admin: true });
     expect((await call('GET', '/api/v1/session')).json).toEqual({ admin: false });
-    const r = await call('PATCH', '/api/v1/nodes/node3', { headers: { cookie: c, 'content-type': 'application/json' }, body: '{"labels":["gpu","bigmem"],"firstStage":"snponly.efi"}' });
+    // As the page sends it: the browser names the page's origin (requireAdmin needs it with the cookie).
+    const r = await call('PATCH', '/api/v1/nodes/node3', { headers: { cookie: c, origin: d.url, 'content-type': 'application/json' }, body: '{"labels":["gpu","bigmem"],"firstStage":"snponly.efi"}' });
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ name: 'node3', labels: ['gpu', 'bigmem'], firstStage: 'snponly.efi' });
     expect(d.core.events.list({ kind: 'node.settings' }).at(-1)!.message).toBe('node3 settings: labels=gpu,bigmem firstStage=snponly.efi');

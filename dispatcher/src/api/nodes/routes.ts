@@ -1,6 +1,6 @@
 /**
  * /api/v1/nodes: list and show nodes; act on one (reboot, poweroff, drain, undrain, approve,
- * wake, inspect, exec, settings). Actions need the admin token.
+ * wake, inspect, exec, settings). Actions, inspect included, need the admin token.
  */
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -65,25 +65,28 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       },
     );
 
-    app.get(
-      '/api/v1/nodes/:node/inspect',
-      {
-        schema: {
-          summary: "ask the node's agent for a full snapshot now (hardware, OS, load, memory, temperatures)",
-          tags: ['nodes'],
-          params: NodeRef,
-          response: { 200: InspectResult, ...errorResponses, 504: ErrorBody },
-        },
+    // It makes the agent act, so it needs the token. GET for the CLI; POST for the page, whose
+    // browser then sends its Origin (the cookie needs it).
+    app.route({
+      method: ['GET', 'POST'],
+      url: '/api/v1/nodes/:node/inspect',
+      onRequest: admin,
+      schema: {
+        summary: "ask the node's agent for a full snapshot now (hardware, OS, load, memory, temperatures)",
+        tags: ['nodes'],
+        security: ADMIN_SECURITY,
+        params: NodeRef,
+        response: { 200: InspectResult, ...errorResponses, 504: ErrorBody },
       },
-      async (req) => actions.inspect(req.params.node),
-    );
+      handler: async (req) => actions.inspect(req.params.node),
+    });
 
     for (const action of Object.keys(SIMPLE_ACTIONS) as SimpleAction[]) {
       app.post(
         `/api/v1/nodes/:node/${action}`,
         {
           bodyLimit: OPERATOR_BODY_LIMIT,
-          preHandler: admin,
+          onRequest: admin,
           schema: {
             summary: SIMPLE_ACTIONS[action],
             tags: ['nodes'],
@@ -100,7 +103,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       '/api/v1/nodes/:node',
       {
         bodyLimit: OPERATOR_BODY_LIMIT,
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           summary: 'change per-node settings: labels, UEFI first stage (snponly.efi for NICs that need it), fixed address',
           description: 'For a node listed in the cluster file, the file wins again at the next start.',
@@ -134,7 +137,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       '/api/v1/nodes/:node/exec',
       {
         bodyLimit: EXEC_BODY_LIMIT,
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           summary: 'run a command on the node now, outside the task queue, and stream its output',
           description:

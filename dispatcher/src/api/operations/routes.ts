@@ -22,7 +22,7 @@ export function operationRoutes(api: OperatorApi): FastifyPluginAsync {
       '/api/v1/operations/rolling-reboot',
       {
         bodyLimit: OPERATOR_BODY_LIMIT,
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           summary: 'start a rolling reboot: drain, wait for running tasks, reboot, wait until back, a batch of nodes at a time',
           tags: ['operations'],
@@ -63,7 +63,7 @@ export function operationRoutes(api: OperatorApi): FastifyPluginAsync {
       '/api/v1/operations/:id/cancel',
       {
         bodyLimit: OPERATOR_BODY_LIMIT,
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           summary: 'stop an operation: no new node starts; nodes draining are released; nodes rebooting are still waited for',
           tags: ['operations'],

@@ -9,8 +9,11 @@
  * The boot script registers the machine (enrollment policy), issues a fresh per-boot token
  * bound to its MAC and records `http.script`; image downloads record `http.kernel` /
  * `http.initrd` (or `http.failed`) with bytes and duration. Image transfers are bounded
- * (FIFO queue) so a boot storm waits rather than failing. Bodies go by sendfile(2) through
- * the native addon when it is built (sendfile.ts), else through Node (said once at start).
+ * (a fair queue: a few at once per client address, the rest of its requests wait their turn)
+ * so a boot storm waits rather than failing, and a download that makes no progress for
+ * `bootHttpIdleSeconds` is dropped, so stalled readers cannot hold the slots. Bodies go by
+ * sendfile(2) through the native addon when it is built (sendfile.ts), else through Node
+ * (said once at start).
  */
 import { ImageInfo } from '../image-info.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -21,7 +24,7 @@ import { parseMac, type Mac } from '../../nodes/mac.js';
 import type { BootStage } from '../timeline.js';
 import { BootFiles, IMAGE_FILES, PXE_FILES, type BootFileName } from '../boot-files.js';
 import { ClientMacLookup, plainIPv4, type ClientMacSource } from '../client-mac.js';
-import { FifoLimiter } from '../limiter.js';
+import { FairLimiter } from '../limiter.js';
 import { recordStage } from '../record-stage.js';
 import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
 import { serveBootFile } from './serve-bytes.js';
@@ -31,12 +34,16 @@ import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfil
 export const DEFAULT_HTTP_MAX_TRANSFERS = 128;
 /** Downloads waiting for a slot; beyond this the client gets 503 and its script retries. */
 export const DEFAULT_HTTP_MAX_QUEUE = 4096;
+/** Downloads one client address may have waiting; beyond this that client gets 503. */
+export const DEFAULT_HTTP_PER_CLIENT_QUEUE = 64;
 
 export interface BootHttpOptions {
   files: BootFiles;
   macs?: ClientMacSource;
   maxTransfers?: number;
   maxQueue?: number;
+  /** Downloads one client address runs at once (default: config bootHttpPerClient). */
+  perClient?: number;
   /**
    * How image bodies are sent: a ZeroCopySender (sendfile), false (always through Node), or
    * undefined: the native addon if it loads (LC_SENDFILE=0 turns it off), else through Node.
@@ -73,9 +80,15 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   if (keyStatus === 'other')
     log.warn({ imageDir: core.config.imageDir }, 'the image carries another dispatcher\'s key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub');
   else if (keyStatus === 'none') log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
-  const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE);
+  const limiter = new FairLimiter({
+    max: opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS,
+    maxQueue: opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE,
+    perClient: opts.perClient ?? core.config.bootHttpPerClient,
+    perClientQueue: DEFAULT_HTTP_PER_CLIENT_QUEUE,
+  });
+  const idleTimeoutMs = Math.round(core.config.bootHttpIdleSeconds * 1000);
   const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0, sentZeroCopy: 0 };
-  const zeroCopy = pickZeroCopy(opts.zeroCopy, log);
+  const zeroCopy = pickZeroCopy(opts.zeroCopy, log, idleTimeoutMs);
   // Each file's memfd is made when its version loads, not by the first download of a storm.
   if (zeroCopy)
     opts.files.onLoaded((f) => {
@@ -160,14 +173,14 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
           return resolve();
         }
         const queuedMs = Math.round(performance.now() - queuedAt);
-        serveBootFile(raw, res, file, undefined, zeroCopy).then((r) => {
+        serveBootFile(raw, res, file, { zeroCopy, idleTimeoutMs }).then((r) => {
           release();
           account(name, mac, ip, r, queuedMs);
           resolve();
         });
-      });
+      }, ip);
       if (!submitted) {
-        noisy.warn('busy', { file: name, queued: limiter.queued }, 'HTTP boot queue full; client told to retry');
+        noisy.warn(`busy:${ip}`, { file: name, ip, mac, queued: limiter.queued }, 'HTTP boot queue full (or this client\'s line); client told to retry');
         res.writeHead(503, { 'retry-after': '5', 'content-length': 0 });
         res.end();
         return resolve();
@@ -191,9 +204,12 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       if (mac) recordStage(core.timeline, log, mac, stage, { file: name, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs });
     } else {
       // How much of the body reached the client is not known here (the whole slice was
-      // queued on the socket at once): the size and the time say how far it got.
+      // queued on the socket at once): the size and the time say how far it got. Keyed by
+      // client: a crowd of stalled readers from one address must not flood the log.
       c.failed++;
-      log.warn({ file: name, mac, ip, size: r.bodyBytes, durationMs: r.durationMs, via: r.via, error: r.error }, 'download aborted by the client');
+      const stalled = r.error === 'ETIMEDOUT';
+      noisy.warn(`aborted:${ip}`, { file: name, mac, ip, size: r.bodyBytes, durationMs: r.durationMs, via: r.via, error: r.error, ...(stalled ? { idleTimeoutMs } : {}) },
+        stalled ? 'download dropped: the client read nothing for the idle timeout' : 'download aborted by the client');
       if (mac) recordStage(core.timeline, log, mac, 'http.failed', { file: name, ip, size: r.bodyBytes, durationMs: r.durationMs, reason: 'connection closed before the end' });
     }
   };
@@ -218,10 +234,10 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
 }
 
 /** The sender for image bodies, said once in the log at start. */
-function pickZeroCopy(opt: ZeroCopySender | false | undefined, log: Logger): ZeroCopySender | undefined {
+function pickZeroCopy(opt: ZeroCopySender | false | undefined, log: Logger, idleTimeoutMs: number): ZeroCopySender | undefined {
   if (opt === false) return undefined;
   if (opt) return opt;
-  const loaded = loadSendfile();
+  const loaded = loadSendfile({ idleTimeoutMs });
   if (loaded.sender) log.info({ addon: loaded.path }, 'image downloads by sendfile (zero-copy)');
   else log.warn({ reason: loaded.reason }, 'image downloads through Node (no zero-copy sendfile)');
   return loaded.sender;

@@ -3,7 +3,9 @@
  * conditional requests and one byte range (http-range.ts), then the body — by sendfile(2)
  * from a sealed memfd when the native addon is there (sendfile.ts: no copy through user
  * space, Node's thread free), else as slices of the shared Buffer written round-robin by one
- * scheduler. Resolves when the response is finished or the client went away.
+ * scheduler. Resolves when the response is finished, the client went away, or the client
+ * read nothing for `idleTimeoutMs` (then the connection is dropped: a stalled reader must not
+ * hold a transfer slot).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BootFile } from '../boot-files.js';
@@ -19,14 +21,25 @@ export interface ServeResult {
   durationMs: number;
   /** How the body went: 'sendfile' (zero-copy) or 'write' (through Node); undefined without a body. */
   via?: 'sendfile' | 'write';
-  /** Why a zero-copy body ended early (EPIPE, ECONNRESET, ETIMEDOUT...). */
+  /** Why a body ended early (EPIPE, ECONNRESET, ETIMEDOUT: the client read nothing for the idle timeout...). */
   error?: string;
+}
+
+export interface ServeOptions {
+  contentType?: string;
+  /** Send bodies by sendfile when possible (undefined: always through Node). */
+  zeroCopy?: ZeroCopySender | undefined;
+  /**
+   * Drop a body written through Node that makes no progress this long (the zero-copy sender
+   * has its own, set when it is made). Undefined: no limit.
+   */
+  idleTimeoutMs?: number;
 }
 
 const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
 
-/** `zeroCopy`: send bodies by sendfile when possible (undefined: always through Node). */
-export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: BootFile, contentType = 'application/octet-stream', zeroCopy?: ZeroCopySender): Promise<ServeResult> {
+export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: BootFile, opts: ServeOptions = {}): Promise<ServeResult> {
+  const { contentType = 'application/octet-stream', zeroCopy, idleTimeoutMs } = opts;
   const t0 = performance.now();
   const method = req.method ?? 'GET';
   const h = req.headers;
@@ -83,17 +96,18 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
   }
   return new Promise<ServeResult>((resolve) => {
     let done = false;
+    let error: string | undefined;
     const settle = (completed: boolean) => {
       if (done) return;
       done = true;
-      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0), ...(body ? { via: 'write' as const } : {}) });
+      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0), ...(body ? { via: 'write' as const } : {}), ...(error ? { error } : {}) });
     };
     // Node emits 'finish' (and writableFinished reads true) even when the client reset the
     // connection mid-body; only the socket, captured now (it is detached by then), tells.
     const socket = res.socket;
     res.once('finish', () => settle(!(socket?.destroyed ?? false)));
     res.once('close', () => settle(false));
-    writeInSlices(res, body, WRITE_SLICE_BYTES);
+    writeInSlices(res, body, WRITE_SLICE_BYTES, idleTimeoutMs, () => (error = 'ETIMEDOUT'));
   });
 }
 
@@ -115,15 +129,26 @@ interface WriteJob {
   body: Buffer;
   offset: number;
   closed: boolean;
+  /** Armed while a slice waits for the kernel to take it; refreshed by each slice taken. */
+  idle: NodeJS.Timeout | undefined;
 }
 
 class WriteScheduler {
   readonly #ready: WriteJob[] = [];
   #scheduled = false;
 
-  add(res: ServerResponse, body: Buffer): void {
-    const job: WriteJob = { res, body, offset: 0, closed: false };
-    res.once('close', () => (job.closed = true));
+  add(res: ServerResponse, body: Buffer, idleTimeoutMs: number | undefined, onIdle: () => void): void {
+    const job: WriteJob = { res, body, offset: 0, closed: false, idle: undefined };
+    if (idleTimeoutMs !== undefined && idleTimeoutMs > 0)
+      job.idle = setTimeout(() => {
+        onIdle();
+        res.destroy();
+      }, idleTimeoutMs).unref();
+    res.once('finish', () => clearTimeout(job.idle));
+    res.once('close', () => {
+      job.closed = true;
+      clearTimeout(job.idle);
+    });
     this.#ready.push(job);
     this.#schedule();
   }
@@ -152,6 +177,7 @@ class WriteScheduler {
       }
       job.res.write(chunk, (err) => {
         if (err || job.closed) return;
+        job.idle?.refresh();
         this.#ready.push(job);
         this.#schedule();
       });
@@ -162,7 +188,7 @@ class WriteScheduler {
 
 const scheduler = new WriteScheduler();
 
-function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number): void {
+function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number, idleTimeoutMs: number | undefined, onIdle: () => void): void {
   if (!body || slice <= 0 || body.length <= slice) return void res.end(body);
-  scheduler.add(res, body);
+  scheduler.add(res, body, idleTimeoutMs, onIdle);
 }

@@ -377,7 +377,8 @@
     const pre = $('#d-snapshot');
     pre.textContent = 'asking ' + v.name + '…';
     try {
-      const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/inspect');
+      // POST: the browser then names the page's origin, which a cookie-authenticated action needs.
+      const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/inspect', { method: 'POST' });
       const d = await r.json();
       if (!r.ok) throw new Error(d.error ? d.error.message + (d.error.hint ? ' — ' + d.error.hint : '') : String(r.status));
       showSnapshot(d.snapshot, d.at);
