@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, POWER_DELAY_MS } from '../../../node-agent/src/agent.js';
 import type { TaskAssignment } from '../../../dispatcher/src/dispatch/contract.js';
 import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
+import { decodeForAgent, type AgentInbound } from '../../../node-agent/src/task-batch.js';
 
 const task = (taskId: number, attempt = 1): TaskAssignment => ({ taskId, jobId: 1, attempt, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 1000 });
 const ticks = async (n = 3) => {
@@ -164,5 +165,30 @@ describe('agent core', () => {
     source.deliver({ type: 'tasks', tasks: [task(1)] });
     source.deliver({ type: 'tasks', tasks: [task(1)] });
     expect(runner.started).toHaveLength(1);
+  });
+});
+
+describe('agent core: a batch with an assignment it cannot accept', () => {
+  it('runs the valid tasks, reports the invalid one failed with the reason, and asks for its slot again', async () => {
+    const { source, runner, reporter } = make({ slots: 2 });
+    source.connect();
+    expect(source.of('ready')).toEqual([{ type: 'ready', n: 2 }]);
+    // What the connection makes of a tasks message whose second assignment has timeoutMs 0.
+    const partial = decodeForAgent(JSON.stringify({ type: 'tasks', tasks: [task(1), { ...task(2), timeoutMs: 0 }] }));
+    source.handlers!.message(partial as AgentInbound);
+    expect(runner.started.map((t) => t.taskId)).toEqual([1]);
+    await ticks();
+    const sent = source.of('results');
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.results).toMatchObject([{ taskId: 2, attempt: 1, exitCode: null, error: expect.stringMatching(/^assignment refused by the agent: \/timeoutMs/) }]);
+    expect(sent[0]!.ready).toBe(1); // the refused task's slot, asked for in the same message
+    expect(reporter.size).toBe(1);
+  });
+
+  it('asks for work again when not even the batch size could be read', async () => {
+    const { source } = make({ slots: 3 });
+    source.connect();
+    source.handlers!.message({ type: 'tasks-partial', tasks: [], refused: [], total: null, problem: 'tasks: not an array' });
+    expect(source.of('ready')).toEqual([{ type: 'ready', n: 3 }, { type: 'ready', n: 3 }]);
   });
 });
