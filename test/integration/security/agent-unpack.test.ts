@@ -9,7 +9,7 @@
  * engine) costs that task only: the agent reports it and runs the next job.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tar from 'tar-stream';
@@ -182,6 +182,12 @@ describe('agent inputs: crafted tars through a real dispatcher and agent', () =>
       expect(e.code).toBe('DSP_ERR_BAD_SUBMISSION');
       expect(e.message).toMatch(re);
     }
+    // The CLI checks the same bounds before sending anything.
+    const ctl = spawnSync(process.execPath, [join(ROOT, 'dist/bin/dispatcherctl.mjs'), 'submit', '--timeout', '0.0001', '--', 'true'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: disp.url, LILCLUSTER_DATA_DIR: disp.dataDir }, encoding: 'utf8',
+    });
+    expect(ctl.status).toBe(2);
+    expect(ctl.stderr).toMatch(/--timeout 0\.0001: must be between 1 and 2592000 seconds/);
   });
 
   it('the agent still takes work after all of the above', async () => {
