@@ -11,8 +11,10 @@ import { Checkpointer } from './store/checkpointer.js';
 import { allMigrations } from './store/migrations.js';
 import { EventLog } from './events/event-log.js';
 import { NodeRegistry } from './nodes/registry.js';
-import { EMPTY_CLUSTER, loadClusterFile, type ClusterFile } from './nodes/cluster-file.js';
+import { DEFAULT_BOOT_TOKEN_MINUTES, EMPTY_CLUSTER, loadClusterFile, type ClusterFile } from './nodes/cluster-file.js';
 import { BootTokens } from './trust/boot-tokens.js';
+import { EnrollTokens } from './trust/enroll-tokens.js';
+import { BootAddresses } from './trust/boot-origin.js';
 import { loadOrCreateSecrets, type Secrets } from './trust/secrets.js';
 import type { NodeNetwork } from './net/interfaces.js';
 import { BootTimeline } from './boot/timeline.js';
@@ -30,6 +32,10 @@ export interface Core {
   cluster: ClusterFile;
   secrets: Secrets;
   bootTokens: BootTokens;
+  /** Enrollment tokens made with `dispatcherctl enroll-token create`. */
+  enrollTokens: EnrollTokens;
+  /** Per MAC, the address its DHCP exchange of this boot used (DHCP writes, boot routes read). */
+  bootAddresses: BootAddresses;
   timeline: BootTimeline;
   /** Counters and gauges for /metrics: every service registers its own (see metrics/registry.ts). */
   metrics: MetricsRegistry;
@@ -57,10 +63,12 @@ export function createCore(opts: CoreOptions): Core {
   const cluster = opts.cluster ?? (config.clusterFile ? loadClusterFile(config.clusterFile) : EMPTY_CLUSTER);
   const nodes = new NodeRegistry(db, commits, events, cluster, now);
   const secrets = loadOrCreateSecrets(config.dataDir === ':memory:' ? tmpSecretsDir() : config.dataDir);
-  const bootTokens = new BootTokens(db, now);
+  const bootTokens = new BootTokens(db, now, (cluster.bootTokenMinutes ?? DEFAULT_BOOT_TOKEN_MINUTES) * 60_000);
+  const enrollTokens = new EnrollTokens(db, now);
+  const bootAddresses = new BootAddresses(now);
   const timeline = new BootTimeline(db, commits, now);
   const metrics = new MetricsRegistry();
-  return { config, log, db, commits, checkpointer, events, nodes, cluster, secrets, bootTokens, timeline, metrics, network: opts.network, now, startedAt: now() };
+  return { config, log, db, commits, checkpointer, events, nodes, cluster, secrets, bootTokens, enrollTokens, bootAddresses, timeline, metrics, network: opts.network, now, startedAt: now() };
 }
 
 /** Flushes pending writes and closes the store. */

@@ -63,7 +63,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   stoppables.push(agents);
 
   // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
-  const boot = await startBootServices(core);
+  const boot = await startBootServices(core, { liveNodes: agents });
   plugins.push(...boot.plugins);
   stoppables.push(boot);
 

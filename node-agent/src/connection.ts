@@ -8,8 +8,14 @@
  * An agent that cannot verify the dispatcher (wrong key, or no key outside --insecure) says
  * so on its console, tells the dispatcher, and does not go on: no task, no command.
  * The dispatcher is declared gone after `missedHeartbeats` intervals without a message.
+ *
+ * The configured token (a boot token admits one hello) is used once; each welcome derives
+ * the session credential for the next hello of this boot (protocol/session.ts), kept in
+ * memory and in `credentialFile` so a restarted agent can reconnect too. A refused
+ * credential is dropped and the configured token tried again.
  */
 import { networkInterfaces } from 'node:os';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
@@ -20,6 +26,8 @@ import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verify
 import type { SourceHandlers, TaskSource } from './seams.js';
 import { agentInboundChannel, type AgentInbound } from './task-batch.js';
 
+/** In the work dir: the session credential for the next hello of this boot. */
+export const SESSION_CREDENTIAL_FILE = 'session.credential';
 export const BACKOFF_INITIAL_MS = 250;
 export const BACKOFF_MAX_MS = 5000;
 /** After a refusal that needs a human (bad token, denied) or an unverifiable dispatcher. */
@@ -31,6 +39,8 @@ export interface ConnectionOptions {
   /** ws://host:port/api/v1/agent */
   url: string;
   auth: { kind: 'boot' | 'enroll'; token: string };
+  /** Where the session credential is kept across agent restarts (0600); none: memory only. */
+  credentialFile?: string;
   /** The node's MAC, when given (--mac, lc.mac=, BOOTIF=); else the NIC that reaches the dispatcher. */
   mac: string | null;
   /** The dispatcher's Ed25519 public key; null when none is configured. */
@@ -65,9 +75,14 @@ export class DispatcherConnection implements TaskSource {
   #corked = false;
   /** Set once a welcome has been verified on the current connection. */
   #session: { heartbeatMs: number; missed: number } | undefined;
+  /** The reconnect credential from the last welcome, and the MAC it is for. */
+  #credential: { mac: string; token: string } | undefined;
+  /** What the pending hello presented. */
+  #presented: 'session' | 'configured' = 'configured';
 
   constructor(opts: ConnectionOptions) {
     this.#o = opts;
+    this.#credential = readCredential(opts.credentialFile);
   }
 
   get isConnected(): boolean {
@@ -150,9 +165,11 @@ export class DispatcherConnection implements TaskSource {
     const eph = newEphemeralKey();
     this.#pending = { nonce, eph, mac };
     const { running, undelivered } = this.#handlers!.helloState();
+    const cred = this.#credential?.mac === mac ? this.#credential : undefined;
+    this.#presented = cred ? 'session' : 'configured';
     ws.send(
       this.#channel.encode({
-        type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: this.#o.agentVersion, mac, auth: this.#o.auth,
+        type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: this.#o.agentVersion, mac, auth: cred ? { kind: 'session', token: cred.token } : this.#o.auth,
         nonce: nonce.toString('base64'), ephemeralKey: eph.publicRaw.toString('base64'), slots: this.#o.slots, inventory, running, undelivered,
       }),
     );
@@ -176,6 +193,11 @@ export class DispatcherConnection implements TaskSource {
         case 'refused':
           this.#o.say(`refused by the dispatcher (${msg.reason}): ${msg.message}`);
           this.#nextDelayMs = msg.retryAfterMs ?? (msg.reason === 'malformed' ? BACKOFF_MAX_MS : BACKOFF_REFUSED_MS);
+          if (msg.reason === 'bad-token' && this.#presented === 'session') {
+            // The credential ended (a new boot of this MAC, a forgotten node): try the configured token at once.
+            this.#setCredential(undefined);
+            this.#nextDelayMs = BACKOFF_INITIAL_MS;
+          }
           ws.close(1000, 'refused');
           return;
         case 'error':
@@ -207,7 +229,10 @@ export class DispatcherConnection implements TaskSource {
     } else if (!this.#o.insecure) {
       return this.#untrusted(ws, 'no dispatcher key is configured (give --dispatcher-key FILE, LC_PUBKEY_FILE or /etc/lilcluster/dispatcher.pub; or run with --insecure)');
     }
-    this.#channel.establish(deriveSessionKeys(p.eph.privateKey, theirs, p.nonce));
+    const keys = deriveSessionKeys(p.eph.privateKey, theirs, p.nonce);
+    this.#channel.establish(keys);
+    // Kept before the first sealed message leaves: that message tells the dispatcher the older credential is spent.
+    this.#setCredential({ mac: p.mac, token: keys.reconnect });
     this.#pending = undefined;
     this.#state = 'open';
     this.#attempt = 0;
@@ -222,6 +247,20 @@ export class DispatcherConnection implements TaskSource {
       }
     }, Math.max(50, Math.floor(w.heartbeatMs / 4)));
     this.#handlers!.connected({ nodeName: w.nodeName, heartbeatMs: w.heartbeatMs, missedHeartbeats: w.missedHeartbeats, maxMessageBytes: w.maxMessageBytes, verified });
+  }
+
+  #setCredential(c: { mac: string; token: string } | undefined): void {
+    this.#credential = c;
+    const file = this.#o.credentialFile;
+    if (!file) return;
+    try {
+      if (!c) return rmSync(file, { force: true });
+      const tmp = `${file}.tmp-${process.pid}`;
+      writeFileSync(tmp, JSON.stringify(c) + '\n', { mode: 0o600 });
+      renameSync(tmp, file);
+    } catch (err) {
+      this.#o.say(`cannot keep the session credential in ${file}: ${(err as Error).message} (a restarted agent will need a new boot)`);
+    }
   }
 
   /** The dispatcher could not be verified: say it loudly, tell it, run nothing, try again later. */
@@ -253,6 +292,17 @@ export class DispatcherConnection implements TaskSource {
     }
     this.#lastError = '';
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+}
+
+/** The credential a previous run of this agent kept, if the file holds one. */
+function readCredential(file: string | undefined): { mac: string; token: string } | undefined {
+  if (!file) return undefined;
+  try {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as { mac?: unknown; token?: unknown };
+    return typeof c.mac === 'string' && typeof c.token === 'string' && c.token.length <= 256 ? { mac: c.mac, token: c.token } : undefined;
+  } catch {
+    return undefined;
   }
 }
 

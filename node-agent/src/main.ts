@@ -12,7 +12,7 @@ import { parseDispatcherPublicKey } from '../../dispatcher/src/protocol/session.
 import { AGENT_USER_AGENT_PREFIX } from '../../dispatcher/src/protocol/messages.js';
 import { AgentConfigError, defaultWorkRoot, parseKernelCmdline, resolveSettings, type AgentFlags, type AgentSettings } from './config.js';
 import { Agent } from './agent.js';
-import { DispatcherConnection } from './connection.js';
+import { DispatcherConnection, SESSION_CREDENTIAL_FILE } from './connection.js';
 import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES, defaultLauncher } from './runner.js';
 import { Outbox } from './outbox.js';
 import { SystemInventory } from './inventory.js';
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);
   const source = new DispatcherConnection({
-    url: settings.wsUrl, auth: settings.auth, mac: settings.mac, dispatcherKey: key, insecure: settings.insecure, slots: settings.slots,
+    url: settings.wsUrl, auth: settings.auth, credentialFile: join(settings.workDir, SESSION_CREDENTIAL_FILE), mac: settings.mac, dispatcherKey: key, insecure: settings.insecure, slots: settings.slots,
     agentVersion: VERSION, inventory: () => inventory.collect(), say,
   });
   const ramRoot = (await inventory.collect()).ramRoot;

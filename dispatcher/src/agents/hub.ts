@@ -22,6 +22,7 @@ import { RateLimitedLog } from '../log.js';
 import { DispatcherError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { tokensEqual } from '../trust/secrets.js';
+import type { EnrollCheck } from '../trust/enroll-tokens.js';
 import { parseMac, type Mac } from '../nodes/mac.js';
 import type { NodeRecord, NodeState } from '../nodes/registry.js';
 import type { DispatchEngine, NodeCapacity, RunningTaskRef, TaskAssignment, TaskResult } from '../dispatch/contract.js';
@@ -104,6 +105,8 @@ interface Conn {
   corked: boolean;
   /** Why the hub ended the connection itself (its close event then changes nothing). */
   endedBy?: 'replaced' | 'lost' | 'stopping' | 'refused';
+  /** The welcome granted a session credential the agent has not yet proved it derived (first sealed message). */
+  sessionUnconfirmed?: boolean;
 }
 
 const refKey = (taskId: number, attempt: number): string => `${taskId}:${attempt}`;
@@ -130,6 +133,7 @@ export class AgentHub implements NodeControl {
   #nextConnId = 1;
   #nextControlId = 1;
   #stopping = false;
+  readonly #startedAt = Date.now();
   readonly stats: HubStats = { connected: 0, waiting: 0, tasksSent: 0, resultsReceived: 0, acksSent: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0, lostNodes: 0, refused: 0, staleResults: 0, refusedResultParts: 0 };
 
   constructor(core: Core, engine: DispatchEngine, opts: HubOptions = {}) {
@@ -195,6 +199,11 @@ export class AgentHub implements NodeControl {
   #handle(conn: Conn, msg: AgentMessage): void {
     if (conn.state === 'handshake' && msg.type !== 'hello' && msg.type !== 'error')
       return this.#reject(conn, new ProtocolError('out-of-order', `${msg.type} before hello: the first message must be hello`, undefined, msg.type));
+    if (conn.sessionUnconfirmed && conn.state === 'open') {
+      // A sealed message: the agent holds this session's keys, so it derived the new credential.
+      conn.sessionUnconfirmed = false;
+      this.#core.bootTokens.confirmSession(conn.mac!);
+    }
     switch (msg.type) {
       case 'hello':
         if (conn.state !== 'handshake') return this.#reject(conn, new ProtocolError('out-of-order', 'second hello on one connection', undefined, 'hello'));
@@ -237,15 +246,26 @@ export class AgentHub implements NodeControl {
     const nonce = raw32(hello.nonce);
     const agentKey = raw32(hello.ephemeralKey);
     if (!nonce || !agentKey) return this.#refuse(conn, 'malformed', 'nonce and ephemeralKey must be 32 bytes each');
+    const { bootTokens, enrollTokens, nodes } = this.#core;
     const decision = decideAdmission(hello, mac, {
-      verifyBootToken: (m, t) => this.#core.bootTokens.verify(m, t),
-      verifyEnrollToken: (t) => tokensEqual(t, this.#core.secrets.enrollToken),
-      admit: (m) => this.#core.nodes.admit(m),
+      bootToken: (m, t) => bootTokens.check(m, t),
+      session: (m, t) => bootTokens.checkSession(m, t),
+      enrollToken: (m, t): EnrollCheck => (tokensEqual(t, this.#core.secrets.enrollToken) ? { ok: true, id: 'enroll.token' } : enrollTokens.check(m, t)),
+      enrollBlocked: (m) =>
+        this.isConnected(m) ? 'its node is connected' : nodes.pxeBooted(m) ? 'it booted by PXE (its agent proves itself with the boot script\'s token)' : undefined,
+      admit: (m, o) => nodes.admit(m, o),
     });
     if (decision.kind === 'refused') {
-      this.#rlog.warn(`${conn.ip}|refused|${decision.reason}`, { ip: conn.ip, mac, reason: decision.reason, auth: hello.auth.kind }, 'agent refused');
+      this.#rlog.warn(`${conn.ip}|refused|${decision.reason}`, { ip: conn.ip, mac, reason: decision.reason, auth: hello.auth.kind, why: decision.message }, 'agent refused');
+      if (decision.reason === 'pending' && hello.auth.kind === 'boot') bootTokens.renew(mac, hello.auth.token);
       return this.#refuse(conn, decision.reason, decision.message, decision.retryAfterMs);
     }
+    // A boot token admits one hello: spent now, before anything is sent.
+    if (hello.auth.kind === 'boot' && bootTokens.spend(mac, hello.auth.token) !== 'ok') {
+      this.#rlog.warn(`${conn.ip}|refused|bad-token`, { ip: conn.ip, mac, reason: 'bad-token', auth: 'boot' }, 'agent refused');
+      return this.#refuse(conn, 'bad-token', `boot token for ${mac} was already used by a hello`);
+    }
+    if (hello.auth.kind === 'enroll') enrollTokens.use(mac, hello.auth.token); // binds a created token to this MAC
     const node = decision.node;
     const prev = this.#byMac.get(mac);
     if (prev && prev !== conn) {
@@ -260,7 +280,11 @@ export class AgentHub implements NodeControl {
       type: 'welcome', protocol: PROTOCOL_VERSION, dispatcherVersion: VERSION, nodeName: node.name, ephemeralKey: eph.publicRaw.toString('base64'),
       signature, heartbeatMs: this.#heartbeatMs, missedHeartbeats: this.#core.config.missedHeartbeats, maxMessageBytes: this.maxMessageBytes,
     });
-    conn.channel.establish(deriveSessionKeys(eph.privateKey, agentKey, nonce));
+    const keys = deriveSessionKeys(eph.privateKey, agentKey, nonce);
+    conn.channel.establish(keys);
+    // The credential for this agent's next hello of this boot: derived on both sides, never sent.
+    bootTokens.grantSession(mac, keys.reconnect);
+    conn.sessionUnconfirmed = true;
 
     const now = Date.now();
     conn.state = 'open';
@@ -569,6 +593,18 @@ export class AgentHub implements NodeControl {
 
   isConnected(mac: Mac): boolean {
     return this.#byMac.get(mac)?.state === 'open';
+  }
+
+  /**
+   * Whether a live agent holds this MAC's session: connected (the sweep ends connections that
+   * miss heartbeats), or — in the first loss window after the dispatcher started — up before
+   * the restart and not yet back. A new boot script must not end such a session.
+   */
+  holdsSession(mac: Mac): boolean {
+    if (this.isConnected(mac)) return true;
+    if (Date.now() - this.#startedAt > this.#lostAfterMs) return false;
+    const state = this.#core.nodes.byMac(mac)?.state;
+    return state === 'ready' || state === 'busy' || state === 'draining';
   }
 
   connected(): Mac[] {

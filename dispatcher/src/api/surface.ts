@@ -22,6 +22,7 @@ import { eventRoutes } from './events/routes.js';
 import { statusRoutes } from './status/routes.js';
 import { operationRoutes } from './operations/routes.js';
 import { liveRoutes } from './live/routes.js';
+import { enrollmentRoutes } from './enrollment/routes.js';
 import { metricsRoutes } from '../metrics/routes.js';
 import { registerCoreMetrics } from '../metrics/core-metrics.js';
 import { registerAgentMetrics, type AgentHubCounters } from '../metrics/agent-metrics.js';
@@ -107,6 +108,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
         await app.register(eventRoutes(api));
         await app.register(operationRoutes(api));
         await app.register(liveRoutes(api));
+        await app.register(enrollmentRoutes(api));
       } },
       { name: 'metrics', plugin: metricsRoutes(core.metrics) },
       { name: 'web', plugin: webRoutes(core) },

@@ -64,8 +64,8 @@ export function bootScript(input: BootScriptInput): string {
 }
 
 /** A machine that may not boot (enrollment: deny) learns why and asks again later. */
-export function refusedScript(input: { mac: Mac; dispatcherUrl: string; reason: string }): string {
-  return retryScript(`this machine (${input.mac}) may not boot: ${input.reason}`, `${input.dispatcherUrl}/boot.ipxe?mac=${macHyphenated(input.mac)}`);
+export function refusedScript(input: { mac: Mac; dispatcherUrl: string; reason: string; retrySeconds?: number }): string {
+  return retryScript(`this machine (${input.mac}) may not boot: ${input.reason}`, `${input.dispatcherUrl}/boot.ipxe?mac=${macHyphenated(input.mac)}`, input.retrySeconds);
 }
 
 /** The request named no usable MAC: iPXE fills it in on the retry. */
@@ -73,12 +73,12 @@ export function unidentifiedScript(input: { dispatcherUrl: string; reason: strin
   return retryScript(input.reason, `${input.dispatcherUrl}/boot.ipxe?mac=\${mac:hexhyp}`);
 }
 
-function retryScript(why: string, url: string): string {
+function retryScript(why: string, url: string, seconds = REFUSED_RETRY_SECONDS): string {
   return [
     '#!ipxe',
     `echo lilcluster: ${scriptSafe(why)}`,
-    `echo lilcluster: asking again in ${REFUSED_RETRY_SECONDS} s`,
-    `sleep ${REFUSED_RETRY_SECONDS}`,
+    `echo lilcluster: asking again in ${seconds} s`,
+    `sleep ${seconds}`,
     `chain --autofree ${url}`,
     '',
   ].join('\n');

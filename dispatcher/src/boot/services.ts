@@ -6,7 +6,7 @@ import type { Core } from '../core.js';
 import type { AppPlugin } from '../http/app.js';
 import { BootFiles, IMAGE_FILES, PXE_FILES } from './boot-files.js';
 import { ClientMacLookup } from './client-mac.js';
-import { bootHttpPlugin, type BootHttp } from './http/boot-routes.js';
+import { bootHttpPlugin, type BootHttp, type BootHttpOptions } from './http/boot-routes.js';
 import { bootsApiPlugin } from './http/boots-api.js';
 import { startTftp, type RunningTftp } from '../tftp/server.js';
 
@@ -19,7 +19,7 @@ export interface BootServices {
   stop(): Promise<void>;
 }
 
-export async function startBootServices(core: Core): Promise<BootServices> {
+export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 'liveNodes'> = {}): Promise<BootServices> {
   const log = core.log.child({ svc: 'boot' });
   const files = new BootFiles({ imageDir: core.config.imageDir, pxeDir: core.config.pxeDir, log });
   const { missing } = await files.loadAll();
@@ -31,7 +31,7 @@ export async function startBootServices(core: Core): Promise<BootServices> {
     log.warn({ missing: imageMissing, imageDir: core.config.imageDir }, 'RAM image missing: machines cannot boot until it exists; run `make image`');
   const macs = new ClientMacLookup(core.nodes);
   const tftp = core.config.tftp ? await startTftp(core, { files, macs }) : undefined;
-  const http = bootHttpPlugin(core, { files, macs });
+  const http = bootHttpPlugin(core, { files, macs, ...opts });
   registerMetrics(core, tftp, http);
   return {
     files,

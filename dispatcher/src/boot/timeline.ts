@@ -102,6 +102,12 @@ export class BootTimeline {
     return rows.map((r) => ({ mac: r.mac as Mac, boot: r.boot, ts: r.ts, stage: r.stage as BootStage, detail: r.detail ? JSON.parse(r.detail) : null }));
   }
 
+  /** Drops a forgotten node's boots (memory now, rows with the next commit). */
+  async forget(mac: Mac): Promise<void> {
+    this.#current.delete(mac);
+    await this.commits.run(() => this.db.prepare('DELETE FROM boot_stages WHERE mac = ?').run(mac));
+  }
+
   /** The newest stage of a MAC's current boot, from memory. */
   latest(mac: Mac): BootStageRecord | undefined {
     return this.#current.get(mac)?.stages.at(-1);

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { RateLimitedLog } from '../log.js';
 import type { NodeRecord, NodeRegistry } from '../nodes/registry.js';
 import type { BootTimeline, BootStage } from '../boot/timeline.js';
+import type { BootAddresses } from '../trust/boot-origin.js';
 import { archName, chooseFirstStage, clientArchOf, wantsNetworkBoot, type BootSite, type FirstStageDecision } from '../boot/first-stage.js';
 import type { DhcpPacket, ReceivedPacket } from './codec.js';
 import type { Destination } from './policy.js';
@@ -52,6 +53,8 @@ export interface DhcpContext {
   limited: RateLimitedLog;
   counters: DhcpCounters;
   now: () => number;
+  /** Where each registered MAC's DHCP exchange of this boot came from: its boot script must come from there. */
+  bootAddresses?: Pick<BootAddresses, 'remember'>;
 }
 
 /** A reply and where it goes; null when the right answer is silence. */

@@ -123,7 +123,11 @@ export class FullModeHandler {
       return null;
     }
     this.pool.dropOffer(req.mac);
-    if (who.node) ctx.nodes.setIp(req.mac, wanted);
+    if (who.node) {
+      ctx.nodes.setIp(req.mac, wanted);
+      // The boot script of this boot must come from this address (relayed: from the relay's subnet).
+      ctx.bootAddresses?.remember(req.mac, req.giaddr === ZERO_IP ? { kind: 'ip', ip: wanted } : { kind: 'subnet', subnet: this.pool.config.subnet, relay: req.giaddr });
+    }
     const reply = leaseReply('ack', req, wanted, { ...params, leaseSeconds: Math.floor((lease.expiresAt - now) / 1000) }, who.boot, who.node?.name);
     ctx.counters.ack++;
     if (cached) ctx.counters.ackCached++;

@@ -82,6 +82,7 @@ export class LeaseStore {
   ) {
     this.#stmts = {
       dropMac: db.prepare('DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?'),
+      forget: db.prepare('DELETE FROM dhcp_leases WHERE mac = ?'),
       upsert: db.prepare(`INSERT INTO dhcp_leases (ip, mac, state, expires_at, hostname, updated_at) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at,
           hostname = excluded.hostname, updated_at = excluded.updated_at`),
@@ -134,6 +135,14 @@ export class LeaseStore {
   /** DHCPDECLINE: nobody gets `ip` until `until`. */
   decline(ip: number, until: number, now: number): Promise<Lease> {
     return this.#write({ ip, mac: null, state: 'declined', expiresAt: until, hostname: null }, now);
+  }
+
+  /** A forgotten node: its lease goes from memory now and from the store with the next commit. */
+  async forget(mac: Mac): Promise<void> {
+    const l = this.#byMac.get(mac);
+    if (l) this.#unindex(l);
+    this.flush(); // queued writes of this MAC first, then the delete
+    await this.commits.run(() => this.#stmts.forget.run(mac));
   }
 
   /** Hands queued writes to group commit now (shutdown). */

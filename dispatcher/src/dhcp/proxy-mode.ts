@@ -8,6 +8,7 @@ import type { ReceivedPacket } from './codec.js';
 import { proxyReply, replyDestination, type Destination } from './policy.js';
 import { bootDetail, drop, identify, recordStage, type Answer, type DhcpContext } from './context.js';
 import { wantsNetworkBoot } from '../boot/first-stage.js';
+import { ZERO_IP } from './ipv4.js';
 
 export class ProxyModeHandler {
   constructor(
@@ -19,8 +20,13 @@ export class ProxyModeHandler {
   handleDhcpPort(req: ReceivedPacket): Answer {
     const { ctx } = this;
     if (req.op !== 'request' || req.type !== 'discover') {
-      // REQUESTs and the rest belong to the DHCP server that gives the addresses.
-      if (req.type === 'request') ctx.counters.request++;
+      // REQUESTs and the rest belong to the DHCP server that gives the addresses; a network-boot
+      // client's REQUEST still says which address it takes: its boot script must come from there.
+      if (req.type === 'request') {
+        ctx.counters.request++;
+        const ip = req.requestedIp ?? (req.ciaddr !== ZERO_IP ? req.ciaddr : undefined);
+        if (ip && wantsNetworkBoot(req) && ctx.nodes.byMac(req.mac)) ctx.bootAddresses?.remember(req.mac, { kind: 'ip', ip });
+      }
       return null;
     }
     ctx.counters.discover++;
@@ -48,6 +54,7 @@ export class ProxyModeHandler {
     }
     const who = identify(req, ctx);
     if (!who.ok || who.boot.kind === 'none' || who.boot.kind === 'unsupported') return null;
+    if (who.node) ctx.bootAddresses?.remember(req.mac, { kind: 'ip', ip: from.address });
     const reply = proxyReply(req, 'ack', who.boot, this.serverAddress);
     ctx.counters.proxyAck++;
     recordStage(ctx, req, who.node, 'proxy.ack', () => bootDetail(req, who.boot));

@@ -70,6 +70,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
   let sweep: NodeJS.Timeout | undefined;
   let stats = () => ({ leases: 0, poolSize: 0, offers: 0 });
   let flushLeases = () => {};
+  let unsubscribe = () => {};
   let routerAdvert: RouterAdvertiser | undefined;
 
   const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>, sharing: PortSharing = 'exclusive') => {
@@ -85,6 +86,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       await serve(opts.dhcpPort ?? SERVER_PORT, (p) => handler.handle(p));
       sweep = setInterval(() => pool.sweep(core.now()), SWEEP_INTERVAL_MS).unref();
       flushLeases = () => leases.flush();
+      unsubscribe = core.nodes.onForget((mac) => leases.forget(mac));
       // Spares iPXE its 16 s wait for an IPv6 router (boot/router-advert.ts): full mode only,
       // where the node network is ours.
       if (ifindex !== undefined) routerAdvert = startRouterAdvertiser(ifindex, log);
@@ -110,6 +112,7 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
     stats: () => stats(),
     async stop() {
       if (sweep) clearInterval(sweep);
+      unsubscribe();
       const ra = routerAdvert?.stats();
       routerAdvert?.stop();
       await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
@@ -131,6 +134,7 @@ export function createDhcpContext(core: Core, log: Logger, counters: DhcpCounter
     limited: new RateLimitedLog(log),
     counters,
     now: core.now,
+    bootAddresses: core.bootAddresses,
   };
 }
 

@@ -2,6 +2,10 @@
  * The cluster definition file (YAML): known machines and what to do with unknown ones.
  *
  *   enrollment: auto          # auto | approve | deny — policy for MACs not listed below
+ *   autoEnroll:               # caps on machines registered on first sight (auto and approve)
+ *     perMinute: 60
+ *     total: 1024             # nodes not from this file, counted over the registry
+ *   bootTokenMinutes: 10      # how long a boot script's token admits its agent's hello
  *   nodes:
  *     - name: node1
  *       mac: 52:54:00:00:00:01
@@ -28,10 +32,25 @@ export interface ClusterNodeSpec {
   firstStage?: FirstStage;
 }
 
+export interface AutoEnrollCaps {
+  /** New machines registered per minute at most; beyond, they are refused until the minute passes. */
+  perMinute: number;
+  /** Machines registered on first sight (not from the cluster file) at most; `dispatcherctl forget` frees room. */
+  total: number;
+}
+
 export interface ClusterFile {
   enrollment: EnrollmentPolicy;
+  /** Default DEFAULT_AUTO_ENROLL. */
+  autoEnroll?: AutoEnrollCaps;
+  /** How long a boot script's token admits its agent's hello; default DEFAULT_BOOT_TOKEN_MINUTES. */
+  bootTokenMinutes?: number;
   nodes: ClusterNodeSpec[];
 }
+
+/** Auto-enrolment caps when the cluster file names none: a storm of real machines fits, a script's flood does not. */
+export const DEFAULT_AUTO_ENROLL: AutoEnrollCaps = { perMinute: 60, total: 1024 };
+export const DEFAULT_BOOT_TOKEN_MINUTES = 10;
 
 export const EMPTY_CLUSTER: ClusterFile = { enrollment: 'auto', nodes: [] };
 
@@ -61,9 +80,22 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
-  for (const k of Object.keys(d)) if (k !== 'enrollment' && k !== 'nodes') fail(k, 'unknown field');
+  for (const k of Object.keys(d)) if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'nodes'].includes(k)) fail(k, 'unknown field');
   const enrollment = (d.enrollment ?? 'auto') as EnrollmentPolicy;
   if (!['auto', 'approve', 'deny'].includes(enrollment)) fail('enrollment', 'must be auto, approve or deny');
+  const rawCaps = d.autoEnroll ?? {};
+  const given = { ...(d.autoEnroll !== undefined ? { autoEnroll: true } : {}), ...(d.bootTokenMinutes !== undefined ? { bootTokenMinutes: true } : {}) };
+  if (typeof rawCaps !== 'object' || rawCaps === null || Array.isArray(rawCaps)) return fail('autoEnroll', 'expected a mapping (perMinute, total)');
+  const caps = rawCaps as Record<string, unknown>;
+  for (const k of Object.keys(caps)) if (k !== 'perMinute' && k !== 'total') fail(`autoEnroll.${k}`, 'unknown field');
+  const count = (field: string, v: unknown, dflt: number): number => {
+    if (v === undefined) return dflt;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail(field, 'must be a whole number ≥ 0 (0: no machine is registered on first sight)');
+    return v as number;
+  };
+  const autoEnroll = { perMinute: count('autoEnroll.perMinute', caps.perMinute, DEFAULT_AUTO_ENROLL.perMinute), total: count('autoEnroll.total', caps.total, DEFAULT_AUTO_ENROLL.total) };
+  const bootTokenMinutes = d.bootTokenMinutes ?? DEFAULT_BOOT_TOKEN_MINUTES;
+  if (typeof bootTokenMinutes !== 'number' || !(bootTokenMinutes > 0) || bootTokenMinutes > 24 * 60) fail('bootTokenMinutes', 'must be a number of minutes above 0, at most 1440');
   const rawNodes = d.nodes ?? [];
   if (!Array.isArray(rawNodes)) return fail('nodes', 'expected a list');
   const names = new Set<string>();
@@ -93,5 +125,5 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
       ...(n.firstStage ? { firstStage: n.firstStage as FirstStage } : {}),
     };
   });
-  return { enrollment, nodes };
+  return { enrollment, ...(given.autoEnroll ? { autoEnroll } : {}), ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}), nodes };
 }

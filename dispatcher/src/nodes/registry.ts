@@ -6,7 +6,9 @@
  * ever given, names from the cluster file skipped), kept across restarts.
  * Enrollment of unknown MACs follows the cluster file's policy: `auto` admits them,
  * `approve` names them but holds them `pending` until `approve`, `deny` does not boot them
- * (they are remembered only in memory, to show the operator who knocked).
+ * (they are remembered only in memory, to show the operator who knocked). Registration on
+ * first sight is capped (cluster file `autoEnroll`: per minute and in total), so a flood of
+ * made-up MACs costs log lines, not rows; `forget` removes a node that is gone for good.
  *
  * State transitions are events (kind `node.state`); who may make which is in states.ts
  * (operator states such as draining hold against activity). The registry holds all nodes in
@@ -15,7 +17,7 @@
 import type { Db, Migration } from '../store/database.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import type { EventLog } from '../events/event-log.js';
-import type { ClusterFile, EnrollmentPolicy, FirstStage } from './cluster-file.js';
+import { DEFAULT_AUTO_ENROLL, type AutoEnrollCaps, type ClusterFile, type EnrollmentPolicy, type FirstStage } from './cluster-file.js';
 import { parseMac, type Mac } from './mac.js';
 import { helloState, transitionApplies, type NodeState, type TransitionSource } from './states.js';
 
@@ -73,7 +75,7 @@ export interface NodeRecord {
 export type AdmitDecision =
   | { kind: 'boot'; node: NodeRecord }
   | { kind: 'pending'; node: NodeRecord }
-  | { kind: 'deny'; mac: Mac; reason: string };
+  | { kind: 'deny'; mac: Mac; reason: string; /** Refused by the auto-enrolment cap (callers log these under one key). */ capped?: boolean };
 
 export interface UnknownMachine {
   mac: Mac;
@@ -89,6 +91,10 @@ export class NodeRegistry {
   readonly #denied = new Map<Mac, UnknownMachine>();
   #policy: EnrollmentPolicy;
   #maxAutoSeq = 0;
+  readonly #caps: AutoEnrollCaps;
+  /** Registrations on first sight in the last minute (times), for the per-minute cap. */
+  #recent: number[] = [];
+  readonly #forgetListeners = new Set<(mac: Mac) => Promise<void> | void>();
   readonly #stmts;
 
   constructor(
@@ -99,7 +105,9 @@ export class NodeRegistry {
     private readonly now: () => number = Date.now,
   ) {
     this.#policy = cluster.enrollment;
+    this.#caps = cluster.autoEnroll ?? DEFAULT_AUTO_ENROLL;
     this.#stmts = {
+      remove: db.prepare('DELETE FROM nodes WHERE mac = ?'),
       upsert: db.prepare(`INSERT INTO nodes (mac, name, auto_seq, uuid, labels, fixed_ip, first_stage, from_cluster_file, enrollment,
           state, state_since, first_seen, last_seen, boot_count, ip, image_version, agent_version, inventory)
         VALUES (@mac, @name, @autoSeq, @uuid, @labels, @fixedIp, @firstStage, @fromClusterFile, @enrollment,
@@ -160,9 +168,11 @@ export class NodeRegistry {
 
   /**
    * A machine asks to boot (DHCP, boot script) or to join (agent hello). Registers it on
-   * first sight under the enrollment policy and says whether it may boot.
+   * first sight under the enrollment policy and says whether it may boot. `enrolled`: the
+   * machine proved an enrollment token, so the auto-enrolment caps (meant for strangers) do
+   * not apply.
    */
-  admit(mac: Mac): AdmitDecision {
+  admit(mac: Mac, opts: { enrolled?: boolean } = {}): AdmitDecision {
     const known = this.#byMac.get(mac);
     if (known) return known.enrollment === 'pending' ? { kind: 'pending', node: known } : { kind: 'boot', node: known };
     if (this.#policy === 'deny') {
@@ -173,6 +183,8 @@ export class NodeRegistry {
       if (this.#denied.size < 10_000 || this.#denied.has(mac)) this.#denied.set(mac, seen);
       return { kind: 'deny', mac, reason: 'unknown MAC and the cluster file says enrollment: deny' };
     }
+    const capped = opts.enrolled ? undefined : this.#capReached();
+    if (capped) return { kind: 'deny', mac, reason: capped, capped: true };
     const node = this.#create(mac, this.#policy === 'approve' ? 'pending' : 'admitted');
     this.events.append({
       kind: 'node.new',
@@ -181,6 +193,49 @@ export class NodeRegistry {
       data: { mac },
     });
     return node.enrollment === 'pending' ? { kind: 'pending', node } : { kind: 'boot', node };
+  }
+
+  /** Why a new machine may not be registered now (autoEnroll caps); undefined when it may. */
+  #capReached(): string | undefined {
+    const t = this.now();
+    let auto = 0;
+    for (const n of this.#byMac.values()) if (!n.fromClusterFile) auto++;
+    if (auto >= this.#caps.total)
+      return `auto-enrolment cap reached: ${auto} machines registered on first sight (cluster file autoEnroll.total ${this.#caps.total}); dispatcherctl forget NODE frees room`;
+    this.#recent = this.#recent.filter((x) => t - x < 60_000);
+    if (this.#recent.length >= this.#caps.perMinute)
+      return `auto-enrolment cap reached: ${this.#recent.length} new machines in the last minute (cluster file autoEnroll.perMinute ${this.#caps.perMinute}); ask again later`;
+    this.#recent.push(t);
+    return undefined;
+  }
+
+  /** Services that keep something of a node (leases, boot stages, tokens) drop it when it is forgotten. */
+  onForget(listener: (mac: Mac) => Promise<void> | void): () => void {
+    this.#forgetListeners.add(listener);
+    return () => this.#forgetListeners.delete(listener);
+  }
+
+  /** Whether the machine ever booted from us by PXE (DHCP or boot script): an enrollment token cannot claim it. */
+  pxeBooted(mac: Mac): boolean {
+    return (this.#byMac.get(mac)?.bootCount ?? 0) > 0;
+  }
+
+  /**
+   * Removes a node from the registry for good (the caller checks it is not connected and
+   * drops what other modules keep of it). Resolves once the removal is durable.
+   */
+  async forget(mac: Mac): Promise<NodeRecord | undefined> {
+    const n = this.#byMac.get(mac);
+    if (!n) return undefined;
+    this.#byMac.delete(mac);
+    if (this.#byName.get(n.name) === n) this.#byName.delete(n.name);
+    this.#sorted = undefined;
+    this.#denied.delete(mac);
+    // Through group commit, after any upsert of this node still queued there.
+    await this.commits.run(() => this.#stmts.remove.run(mac));
+    await Promise.all([...this.#forgetListeners].map((l) => l(mac)));
+    this.events.append({ kind: 'node.forgotten', node: n.name, message: `${n.name} (${mac}) forgotten${n.fromClusterFile ? ' (the cluster file lists it: it comes back at the next start)' : ''}`, data: { mac } });
+    return n;
   }
 
   approve(name: string): NodeRecord | undefined {

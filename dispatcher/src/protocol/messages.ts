@@ -154,8 +154,12 @@ export const Hello = Type.Object(
     protocol: Int(1),
     agentVersion: Str(64),
     mac: MacText,
-    /** A per-boot token (from the boot script, bound to the MAC) or the enrollment token. */
-    auth: Type.Object({ kind: Type.Union([Type.Literal('boot'), Type.Literal('enroll')]), token: Type.String({ minLength: 1, maxLength: 256 }) }, Closed),
+    /**
+     * A per-boot token (from the boot script, bound to the MAC, one hello), a session
+     * credential (derived in an earlier session of this boot: reconnects, session.ts), or an
+     * enrollment token (hosts that did not PXE-boot).
+     */
+    auth: Type.Object({ kind: Type.Union([Type.Literal('boot'), Type.Literal('session'), Type.Literal('enroll')]), token: Type.String({ minLength: 1, maxLength: 256 }) }, Closed),
     /** 32 random bytes: the dispatcher signs them back in `welcome` (freshness). */
     nonce: B64Key,
     /** The agent's ephemeral X25519 public key (raw 32 bytes). */

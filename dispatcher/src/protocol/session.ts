@@ -15,8 +15,10 @@
  * replayed and a man in the middle cannot substitute keys. `seq` is implicit (one counter per
  * direction, starting at 0): TCP keeps order, so an injected, dropped or replayed frame fails
  * its tag. The token proves the agent to the dispatcher; it travels in clear (no encryption:
- * confidentiality of tasks is not a goal on the node network), so it is bound to the MAC and,
- * for boot tokens, valid for one boot only. One HMAC per message, whatever its batch size.
+ * confidentiality of tasks is not a goal on the node network), so it is bound to the MAC and
+ * spent by the hello that carries it: a boot token admits one hello; the session credential
+ * for the next reconnect is derived from this exchange (reconnect below) and never sent
+ * before it is used. One HMAC per message, whatever its batch size.
  */
 import { createHmac, createPublicKey, createSecretKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { TAG_BYTES } from './codec.js';
@@ -84,14 +86,28 @@ export function parseDispatcherPublicKey(text: string): KeyObject {
 export interface SessionKeys {
   agentToDispatcher: KeyObject;
   dispatcherToAgent: KeyObject;
+  /**
+   * The credential the agent presents (hello auth `session`) when it reconnects during this
+   * boot: both sides derive it, it never travels in this session. The dispatcher keeps its
+   * hash (trust/boot-tokens.ts).
+   */
+  reconnect: string;
 }
 
-/** Both sides' session keys from the X25519 exchange (own private key, peer's raw public key). */
+/**
+ * Both sides' session keys from the X25519 exchange (own private key, peer's raw public key).
+ * HKDF output is prefix-stable, so the reconnect credential (bytes 64-95) leaves the MAC keys
+ * of earlier versions unchanged.
+ */
 export function deriveSessionKeys(own: KeyObject, peerRaw: Buffer, agentNonce: Buffer): SessionKeys {
   const peer = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerRaw]), format: 'der', type: 'spki' });
   const shared = diffieHellman({ privateKey: own, publicKey: peer });
-  const okm = Buffer.from(hkdfSync('sha256', shared, agentNonce, HKDF_INFO, 64));
-  return { agentToDispatcher: createSecretKey(okm.subarray(0, 32)), dispatcherToAgent: createSecretKey(okm.subarray(32, 64)) };
+  const okm = Buffer.from(hkdfSync('sha256', shared, agentNonce, HKDF_INFO, 96));
+  return {
+    agentToDispatcher: createSecretKey(okm.subarray(0, 32)),
+    dispatcherToAgent: createSecretKey(okm.subarray(32, 64)),
+    reconnect: okm.subarray(64, 96).toString('base64url'),
+  };
 }
 
 /** Tags outgoing bodies with a running sequence number. */

@@ -3,8 +3,9 @@ import type { Migration } from './database.js';
 import { eventMigrations } from '../events/event-log.js';
 import { nodeMigrations } from '../nodes/registry.js';
 import { bootTokenMigrations } from '../trust/boot-tokens.js';
+import { enrollTokenMigrations } from '../trust/enroll-tokens.js';
 import { timelineMigrations } from '../boot/timeline.js';
 import { leaseMigrations } from '../dhcp/leases.js';
 import { dispatchMigrations } from '../dispatch/store.js';
 
-export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations, ...dispatchMigrations];
+export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations, ...dispatchMigrations, ...enrollTokenMigrations];

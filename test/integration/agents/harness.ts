@@ -126,6 +126,8 @@ export class RawClient {
   closed: { code: number; reason: string } | undefined;
   readonly opened: Promise<void>;
   lastHandshakeVerified: boolean | undefined;
+  /** The session credential the last welcome derived (hello auth `session` on a reconnect). */
+  reconnect: string | undefined;
   #pending: { nonce: Buffer; eph: ReturnType<typeof newEphemeralKey>; mac: string; key: import('node:crypto').KeyObject | undefined; verified?: boolean } | undefined;
 
   constructor(wsUrl: string) {
@@ -139,7 +141,11 @@ export class RawClient {
         this.#pending = undefined;
         const theirs = raw32(m.ephemeralKey)!;
         p.verified = !p.key || verifyTranscript(p.key, transcript(p.nonce, p.eph.publicRaw, theirs, p.mac), m.signature);
-        if (p.verified) this.channel.establish(deriveSessionKeys(p.eph.privateKey, theirs, p.nonce));
+        if (p.verified) {
+          const keys = deriveSessionKeys(p.eph.privateKey, theirs, p.nonce);
+          this.channel.establish(keys);
+          this.reconnect = keys.reconnect;
+        }
         this.lastHandshakeVerified = p.verified;
       }
     });
@@ -171,7 +177,7 @@ export class RawClient {
   }
 
   /** Says hello and completes the handshake, checking the dispatcher's signature when a key is given. */
-  async handshake(mac: string, auth: { kind: 'boot' | 'enroll'; token: string }, opts: { slots?: number; running?: { taskId: number; attempt: number }[]; undelivered?: { taskId: number; attempt: number }[]; key?: import('node:crypto').KeyObject } = {}): Promise<Extract<DispatcherMessage, { type: 'welcome' | 'refused' }>> {
+  async handshake(mac: string, auth: { kind: 'boot' | 'session' | 'enroll'; token: string }, opts: { slots?: number; running?: { taskId: number; attempt: number }[]; undelivered?: { taskId: number; attempt: number }[]; key?: import('node:crypto').KeyObject } = {}): Promise<Extract<DispatcherMessage, { type: 'welcome' | 'refused' }>> {
     await this.opened;
     const nonce = newNonce();
     const eph = newEphemeralKey();

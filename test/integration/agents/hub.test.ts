@@ -97,7 +97,10 @@ describe('agent hub: admission and handshake', () => {
   it('lets a reconnecting agent replace its old connection without declaring the node lost', async () => {
     const { hub: h, engine } = await setup();
     const a = await joined(h);
-    const b = await joined(h);
+    // The agent's reconnect presents the session credential its welcome derived (an
+    // enrollment token cannot claim a connected MAC).
+    const b = client(h);
+    expect((await b.handshake(MAC1, { kind: 'session', token: a.reconnect! }, { key: parseDispatcherPublicKey(readFileSync(h.pubKeyFile, 'utf8')) })).type).toBe('welcome');
     await waitFor('old connection closed', () => a.closed);
     expect(a.closed!.code).toBe(4000);
     await sleep(100);

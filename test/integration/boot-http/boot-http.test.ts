@@ -44,7 +44,10 @@ async function setup(clusterYaml = 'enrollment: auto\n', opts: { maxTransfers?: 
   });
   const files = new BootFiles({ imageDir: tree.imageDir, pxeDir: tree.pxeDir, log: silentLogger() });
   await files.loadAll();
-  const http = bootHttpPlugin(core, { files, ...(opts.maxTransfers ? { maxTransfers: opts.maxTransfers } : {}) });
+  // inject() requests carry no socket address: they stand for requests on the node network
+  // (the address check itself is tested on real sockets in test/integration/security/boot-identity.test.ts).
+  const nodeNetwork = { admits: (local: string | undefined) => local === undefined };
+  const http = bootHttpPlugin(core, { files, nodeNetwork, ...(opts.maxTransfers ? { maxTransfers: opts.maxTransfers } : {}) });
   const app = await buildApp(core, [http, bootsApiPlugin(core)]);
   return { core, app, http, tree };
 }

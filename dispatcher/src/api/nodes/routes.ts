@@ -10,6 +10,7 @@ import { DispatcherError } from '../../errors.js';
 import { ActionResult, ErrorBody, ExecRequest, InspectResult, NodeDetail, NodeList, NodeListQuery, NodeRef, Nullable, errorResponses, type ExecLine } from '../schemas.js';
 import { ADMIN_SECURITY, EXEC_BODY_LIMIT, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
 import { nodeDetail, nodeView } from './view.js';
+import { forgetNode } from '../../nodes/forget.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 
@@ -130,6 +131,25 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
           ...(b.fixedIp !== undefined ? { fixedIp: b.fixedIp } : {}),
         });
         return nodeDetail(n, sources(), actions.lastInspect(n));
+      },
+    );
+
+    app.delete(
+      '/api/v1/nodes/:node',
+      {
+        onRequest: admin,
+        schema: {
+          summary: 'forget a node that is not connected: its record, DHCP lease, boot stages, tokens and session credentials',
+          description: 'A forgotten machine that boots again is a new machine under the enrollment policy; one listed in the cluster file comes back at the next start.',
+          tags: ['nodes'],
+          security: ADMIN_SECURITY,
+          params: NodeRef,
+          response: { 200: ActionResult, ...errorResponses },
+        },
+      },
+      async (req) => {
+        const n = await forgetNode(core, api.control(), req.params.node);
+        return { node: n.name, action: 'forget', state: n.state, ackMs: null, message: `${n.name} (${n.mac}) forgotten` };
       },
     );
 

@@ -27,6 +27,7 @@ import { ClientMacLookup, plainIPv4, type ClientMacSource } from '../client-mac.
 import { FairLimiter } from '../limiter.js';
 import { recordStage } from '../record-stage.js';
 import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
+import { bootOriginRefusal, NodeNetworkGate } from '../../trust/boot-origin.js';
 import { serveBootFile } from './serve-bytes.js';
 import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
@@ -39,6 +40,13 @@ export const DEFAULT_HTTP_PER_CLIENT_QUEUE = 64;
 
 export interface BootHttpOptions {
   files: BootFiles;
+  /**
+   * Whether a request came in on the node network (by the socket's local address); default
+   * the node network's addresses (trust/boot-origin.ts). Boot scripts are 404 elsewhere.
+   */
+  nodeNetwork?: Pick<NodeNetworkGate, 'admits'>;
+  /** Whether a live agent holds a MAC's session (the agent hub); a new boot script must not end it. */
+  liveNodes?: { holdsSession(mac: Mac): boolean };
   macs?: ClientMacSource;
   maxTransfers?: number;
   maxQueue?: number;
@@ -108,10 +116,21 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     return macs.macOf(req.ip);
   };
 
+  const nodeNetwork = opts.nodeNetwork ?? new NodeNetworkGate(core.network);
+  // A live node's retry comes once the hub would have declared it lost.
+  const liveRetrySeconds = Math.ceil(core.config.heartbeatSeconds * core.config.missedHeartbeats) + 1;
+
   const serveScript = async (req: FastifyRequest, reply: FastifyReply, macText: string | undefined) => {
     const t0 = performance.now();
-    const base = dispatcherUrl(req);
     const ip = plainIPv4(req.ip);
+    const localAddress = req.raw.socket?.localAddress;
+    if (!nodeNetwork.admits(localAddress)) {
+      // Not on the node network: boot scripts do not exist here.
+      c.refusedScripts++;
+      noisy.warn(`offnet:${ip}`, { ip, mac: String(macText ?? '').slice(0, 40), localAddress }, 'boot script asked for off the node network: 404');
+      return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: 'no boot scripts on this address', hint: `boot scripts are served on the node network (${core.network.address})` } });
+    }
+    const base = dispatcherUrl(req);
     reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store');
     const mac = macText === undefined ? undefined : parseMac(macText);
     if (!mac) {
@@ -120,10 +139,23 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       noisy.warn(`nomac:${ip}`, { ip, mac: String(macText ?? '').slice(0, 40) }, 'boot script without a usable MAC');
       return reply.send(unidentifiedScript({ dispatcherUrl: base, reason: `${why}; expected /boot.ipxe?mac=<mac>` }));
     }
+    const origin = bootOriginRefusal({ localAddress, peer: ip, mac }, nodeNetwork, { mode: core.config.dhcp.mode, seen: core.bootAddresses.of(mac) });
+    if (origin) {
+      c.refusedScripts++;
+      noisy.warn(`origin:${ip}`, { mac, ip, why: origin.why }, 'boot script refused: not where this MAC booted');
+      return reply.code(origin.status).send(refusedScript({ mac, dispatcherUrl: base, reason: origin.why }));
+    }
+    if (opts.liveNodes?.holdsSession(mac)) {
+      // A second machine claiming a live node's MAC (or a script fetched by hand) must not end
+      // that node's session; a node that really rebooted is lost within seconds and served then.
+      c.refusedScripts++;
+      noisy.warn(`live:${ip}`, { mac, ip, node: core.nodes.byMac(mac)?.name }, 'boot script refused: the node of this MAC is connected');
+      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: 'its node is connected; asking again shortly', retrySeconds: liveRetrySeconds }));
+    }
     const decision = core.nodes.admit(mac);
     if (decision.kind === 'deny') {
       c.refusedScripts++;
-      noisy.warn(`deny:${mac}`, { mac, ip, reason: decision.reason }, 'boot refused');
+      noisy.warn(decision.capped ? 'deny:capped' : `deny:${mac}`, { mac, ip, reason: decision.reason }, 'boot refused');
       return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: decision.reason }));
     }
     const node = decision.node;

@@ -9,5 +9,6 @@ import { controlCommands } from './control.js';
 import { jobCommands } from './jobs.js';
 import { eventCommands } from './events.js';
 import { completionCommands } from './completion.js';
+import { enrollmentCommands } from './enrollment.js';
 
-export const commandModules: readonly CommandModule[] = [statusCommands, nodeCommands, controlCommands, jobCommands, eventCommands, completionCommands];
+export const commandModules: readonly CommandModule[] = [statusCommands, nodeCommands, controlCommands, jobCommands, eventCommands, enrollmentCommands, completionCommands];
