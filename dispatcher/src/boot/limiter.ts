@@ -1,8 +1,8 @@
 /**
  * Concurrency bounds for transfers. `FairLimiter`: at most `max` tasks run at once, at most
  * `perClient` of them for one client; the others wait in their client's line, and a freed
- * slot goes to the next client in turn (round-robin), so one client's pile of requests (or
- * stalled readers) cannot keep the others waiting. A boot storm queues instead of failing;
+ * slot goes to the waiting client with the fewest running (round-robin among equals), so one
+ * client's pile of requests (or stalled readers) cannot keep the others waiting. A boot storm queues instead of failing;
  * only a full queue turns work away (`maxQueue` in all, `perClientQueue` for one client, so
  * a flood cannot grow memory without bound). `FifoLimiter` is the one-client case: FIFO.
  */
@@ -119,7 +119,12 @@ export class FairLimiter {
 
   #next(): void {
     while (this.#active < this.max) {
-      const i = this.#turns.findIndex((l) => l.active < this.perClient);
+      // The waiting client with the fewest running, the longest unserved among equals.
+      let i = -1;
+      for (let j = 0; j < this.#turns.length; j++) {
+        const l = this.#turns[j]!;
+        if (l.active < this.perClient && (i < 0 || l.active < this.#turns[i]!.active)) i = j;
+      }
       if (i < 0) return;
       const line = this.#turns.splice(i, 1)[0]!;
       const entry = line.queue.shift()!;

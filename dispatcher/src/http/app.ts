@@ -46,6 +46,9 @@ export async function buildApp(core: Core, plugins: AppPlugin[] = []): Promise<F
   });
 
   app.setErrorHandler((err, req, reply) => {
+    // A refusal before a big body was read (no token, wrong type): end the connection after
+    // the answer rather than read the rest of the body only to throw it away.
+    if (!req.raw.readableEnded && unreadBodyIsBig(req)) reply.header('connection', 'close');
     if (err instanceof DispatcherError) return reply.code(err.status).send(err.toJSON());
     const e = err as { statusCode?: number; code?: string; message: string; validation?: unknown };
     if (e.validation || e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400))
@@ -143,6 +146,14 @@ function hostOf(url: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Bodies up to this size are read and dropped after a refusal, keeping the connection. */
+const DRAIN_BODY_BYTES = 64 * 1024;
+
+function unreadBodyIsBig(req: FastifyRequest): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  return Number(req.headers['content-length'] ?? 0) > DRAIN_BODY_BYTES;
 }
 
 /** What is wrong with a state-changing request's body type, or undefined. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FifoLimiter } from '../../../dispatcher/src/boot/limiter.js';
+import { FairLimiter, FifoLimiter } from '../../../dispatcher/src/boot/limiter.js';
 
 describe('FIFO limiter', () => {
   it('runs at most max at once and starts the waiting ones in arrival order', () => {
@@ -58,5 +58,61 @@ describe('FIFO limiter', () => {
     for (let i = 0; i < 5001; i++) release();
     expect(ran).toBe(5000);
     expect([l.active, l.queued]).toEqual([0, 0]);
+  });
+});
+
+describe('fair limiter', () => {
+  /** Submits `n` tasks for `client`; started ones are recorded as client:index and keep their release. */
+  function harness(l: FairLimiter) {
+    const started: string[] = [];
+    const releases = new Map<string, () => void>();
+    const submit = (client: string, n: number) => {
+      const out = [];
+      for (let i = 0; i < n; i++) out.push(l.submit((r) => (started.push(`${client}${i}`), releases.set(`${client}${i}`, r)), client));
+      return out;
+    };
+    return { started, release: (k: string) => releases.get(k)!(), submit };
+  }
+
+  it('runs at most perClient for one client, so another client starts at once', () => {
+    const l = new FairLimiter({ max: 8, maxQueue: 100, perClient: 2 });
+    const h = harness(l);
+    h.submit('a', 50); // a pile of (stalled) requests from one address
+    h.submit('b', 1);
+    expect(h.started).toEqual(['a0', 'a1', 'b0']);
+    expect([l.active, l.queued, l.clients]).toEqual([3, 48, 2]);
+  });
+
+  it('gives a freed slot to the waiting client with the fewest running, in turn among equals', () => {
+    const l = new FairLimiter({ max: 2, maxQueue: 100, perClient: 2 });
+    const h = harness(l);
+    h.submit('a', 4);
+    h.submit('b', 2);
+    h.submit('c', 2);
+    expect(h.started).toEqual(['a0', 'a1']);
+    h.release('a0');
+    h.release('a1');
+    h.release('b0');
+    h.release('c0');
+    expect(h.started).toEqual(['a0', 'a1', 'b0', 'a2', 'c0', 'b1']);
+  });
+
+  it('turns a client away when its own line is full, and still takes others', () => {
+    const l = new FairLimiter({ max: 1, maxQueue: 100, perClient: 1, perClientQueue: 2 });
+    const h = harness(l);
+    const a = h.submit('a', 4);
+    expect(a.map((x) => x !== undefined)).toEqual([true, true, true, false]);
+    expect(h.submit('b', 1)[0]).toBeDefined();
+  });
+
+  it('forgets a client whose last waiter left and whose transfers ended', () => {
+    const l = new FairLimiter({ max: 1, maxQueue: 100, perClient: 1 });
+    const h = harness(l);
+    h.submit('a', 1);
+    const [b] = h.submit('b', 1);
+    b!.cancel();
+    expect([l.queued, l.clients]).toEqual([0, 1]);
+    h.release('a0');
+    expect([l.active, l.clients]).toEqual([0, 0]);
   });
 });
