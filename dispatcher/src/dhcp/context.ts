@@ -92,7 +92,11 @@ export function identify(req: ReceivedPacket, ctx: DhcpContext): Identity {
   }
   const admitted = ctx.nodes.admit(req.mac);
   if (admitted.kind === 'deny') {
-    drop(ctx, `deny:${req.mac}`, { mac: req.mac, reason: admitted.reason }, 'boot request refused');
+    if (admitted.capped) {
+      // A flood of made-up MACs: one key for all of them, so the log stays readable.
+      ctx.counters.dropped++;
+      ctx.limited.warn('deny:capped', { mac: req.mac, reason: admitted.reason }, 'boot request refused: auto-enrolment cap');
+    } else drop(ctx, `deny:${req.mac}`, { mac: req.mac, reason: admitted.reason }, 'boot request refused');
     return { ok: false };
   }
   return { ok: true, node: admitted.node, boot: chooseFirstStage(req, admitted.node, ctx.site) };
@@ -107,7 +111,7 @@ export function recordStage(ctx: DhcpContext, req: ReceivedPacket, node: NodeRec
   let newBoot = false;
   if (stage === 'dhcp.discover') {
     newBoot = startsNewBoot(req, ctx.timeline.latest(req.mac), ctx.now());
-    if (newBoot) ctx.nodes.recordBoot(req.mac);
+    if (newBoot) ctx.nodes.recordBoot(req.mac, { fromDhcp: true });
   }
   ctx.timeline.record(req.mac, stage, detail(), { newBoot });
 }

@@ -274,14 +274,18 @@ export class NodeRegistry {
   /**
    * A new boot began (DHCP from the firmware, or boot script served). `imageVersion`: the
    * version of the RAM image this boot is given (from its manifest), shown per node.
+   * `fromDhcp`: PXE is unauthenticated, so a DHCP exchange alone does not move a node whose
+   * agent is up (ready, busy, draining) to booting: anyone can send one with its MAC. If the
+   * machine really rebooted, the hub declares it lost and its boot script marks it booting.
    */
-  recordBoot(mac: Mac, info: { imageVersion?: string | null } = {}): NodeRecord | undefined {
+  recordBoot(mac: Mac, info: { imageVersion?: string | null; fromDhcp?: boolean } = {}): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
     if (info.imageVersion !== undefined) n.imageVersion = info.imageVersion;
     n.bootCount++;
     n.lastSeen = this.now();
     this.#persist(n);
+    if (info.fromDhcp && (n.state === 'ready' || n.state === 'busy' || n.state === 'draining')) return n;
     this.setState(mac, 'booting', `boot #${n.bootCount}`);
     return n;
   }
