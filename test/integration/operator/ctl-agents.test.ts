@@ -82,10 +82,10 @@ describe('dispatcherctl with real agents', () => {
   });
 
   it('inspect asks the agent for a snapshot', async () => {
-    const r = await runCtl(['inspect', 'node1'], env);
+    const r = await runCtl(['inspect', 'node1'], admin);
     expect(r.code).toBe(0);
     expect(r.stdout.split('\n').length).toBeGreaterThan(5);
-    const j = JSON.parse((await runCtl(['inspect', 'node1', '--json'], env)).stdout) as { node: string; ackMs: number; snapshot: unknown };
+    const j = JSON.parse((await runCtl(['inspect', 'node1', '--json'], admin)).stdout) as { node: string; ackMs: number; snapshot: unknown };
     expect(j.node).toBe('node1');
     expect(typeof j.snapshot).toBe('object');
   });
@@ -153,7 +153,7 @@ describe('dispatcherctl with real agents', () => {
     const r = await runCtl(['poweroff', 'node3'], admin);
     expect(r.code).toBe(0);
     await until('node3 off', async () => (await node('node3')).state === 'off' && machines[2]!.state === 'off');
-    const i = await runCtl(['inspect', 'node3'], env);
+    const i = await runCtl(['inspect', 'node3'], admin);
     expect(i.code).toBe(EXIT.FAILED);
     expect(i.stderr).toContain('dispatcherctl wake node3');
     const w = await runCtl(['wake', 'node3'], admin);

@@ -81,12 +81,12 @@ describe('dispatcherctl read-only commands', () => {
   });
 
   it('inspect: the snapshot as key: value lines, and --json', async () => {
-    const r = await runCtl(['inspect', 'node1'], env);
+    const r = await runCtl(['inspect', 'node1'], admin);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^node1 \(answered in [\d.]+ ms\)$/m);
     expect(r.stdout).toContain('cpu.model: QEMU Virtual CPU');
     expect(r.stdout).toContain('temperatures.main: 41');
-    const j = JSON.parse((await runCtl(['inspect', testMac(1), '--json'], env)).stdout) as { node: string; snapshot: { cpu: { cores: number } } };
+    const j = JSON.parse((await runCtl(['inspect', testMac(1), '--json'], admin)).stdout) as { node: string; snapshot: { cpu: { cores: number } } };
     expect(j).toMatchObject({ node: 'node1', snapshot: { cpu: { cores: 4 } } });
   });
 
@@ -97,12 +97,12 @@ describe('dispatcherctl read-only commands', () => {
       expect(r.stderr).toContain('nodeX');
       expect(r.stderr).toMatch(/hint: /);
     }
-    const j = await runCtl(['inspect', 'nodeX', '--json'], env);
+    const j = await runCtl(['inspect', 'nodeX', '--json'], admin);
     expect(JSON.parse(j.stdout)).toEqual({ error: { code: 'DSP_ERR_NODE_NOT_FOUND', message: 'no node named "nodeX"', hint: expect.stringContaining('dispatcherctl nodes') } });
   });
 
   it('a node that is off cannot be inspected: the error says so and what to do', async () => {
-    const r = await runCtl(['inspect', 'rack1'], env);
+    const r = await runCtl(['inspect', 'rack1'], admin);
     expect(r.code).toBe(EXIT.FAILED);
     expect(r.stderr).toContain('rack1 is off: its agent is not connected');
     expect(r.stderr).toContain('dispatcherctl wake rack1');
