@@ -118,6 +118,9 @@ describe('status page', () => {
     expect(d.core.nodes.byName('node4')!.state).toBe('draining');
     expect(control.draining.has(testMac(4))).toBe(true);
     await expect.poll(() => rowState(page, 'node4')).toBe('draining');
+    // Inspect makes the agent act, so it needs the token too: the page's button sends the cookie.
+    await page.locator('#d-inspect').click();
+    await expect.poll(() => page.locator('#d-snapshot').innerText()).toContain('QEMU Virtual CPU');
     // Reboot through the page (confirmation accepted): the agent gets the command.
     await page.locator('#detail button[data-action="reboot"]').click();
     await expect.poll(() => control.sent.some((s) => s.mac === testMac(4) && s.cmd.kind === 'reboot')).toBe(true);
