@@ -95,7 +95,7 @@ describe('real dispatcher and agents: tasks', () => {
     disp = await startDispatcherProcess();
     const pids = join(disp.dataDir, 'pids');
     agent(disp, '52:54:00:00:11:01', ['--kill-grace', '300']);
-    const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `sleep 30 & echo $$ $! >> ${pids}; sleep 30`, timeoutSeconds: 0.5, maxAttempts: 2, speculative: false });
+    const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `sleep 30 & echo $$ $! >> ${pids}; sleep 30`, timeoutSeconds: 1, maxAttempts: 2, speculative: false });
     const done = await jobDone(disp, job.id, 30_000);
     expect(done.counts).toMatchObject({ total: 1, failed: 1, done: 0 });
     const task = await disp.api<{ result: { attempt: number; timedOut: boolean; signal: string }; failures: { attempt: number }[] }>('GET', `/api/v1/tasks/${job.firstTaskId}`);
