@@ -42,6 +42,7 @@ let port: number;
 let adminToken: string;
 let agent: LabProcess | undefined;
 let dispatcherArgs: string[];
+let agentArgs: string[];
 const clients: RawClient[] = [];
 
 const apiUrl = (path: string) => `http://${ADMIN_SRV}:${port}${path}`;
@@ -160,7 +161,8 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(ok).toBe(200);
     const token = tokenOf(script)!;
     const work = mkdtempSync(join(tmpdir(), 'lc-sec-agent-'));
-    agent = node.spawn(process.execPath, [AGENT_BIN, '--dispatcher', `http://${SERVER}:${port}`, '--token', token, '--mac', real.mac, '--dispatcher-key', join(d.dataDir, 'identity.pub'), '--work-dir', work, '--slots', '1']);
+    agentArgs = [AGENT_BIN, '--dispatcher', `http://${SERVER}:${port}`, '--token', token, '--mac', real.mac, '--dispatcher-key', join(d.dataDir, 'identity.pub'), '--work-dir', work, '--slots', '1'];
+    agent = node.spawn(process.execPath, agentArgs);
     await waitFor('agent welcomed', async () => (await nodesByMac()).get(real.mac)?.state === 'ready', 20_000);
     const marker = join(work, 'done');
     const job = await api<{ id: number }>('POST', '/api/v1/jobs', { command: ['sh', '-c', `sleep 3; touch ${marker}`] });
@@ -201,6 +203,14 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(d.logs().some((l) => l.msg === 'agent welcomed' && l.auth === 'session' && l.mac === real.mac)).toBe(true);
     // The stranger's DHCP exchange did not mark the live node booting either.
     expect((await nodesByMac()).get(real.mac)?.state).toMatch(/ready|busy/);
+  });
+
+  it('lets a restarted agent process reconnect with the credential kept in its work dir', async () => {
+    await agent!.stop();
+    await waitFor('node lost', async () => (await nodesByMac()).get(real.mac)?.state === 'lost');
+    agent = node.spawn(process.execPath, agentArgs); // the same spent boot token on its command line
+    await waitFor('agent back', () => agent!.output().includes('connected to the dispatcher'), 20_000);
+    expect(agent.output()).not.toMatch(/refused/);
   });
 
   it('registers made-up MACs only up to the auto-enrolment cap, and logs the refusals rate-limited', async () => {
