@@ -5,7 +5,7 @@
  * test/artifacts/.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -148,7 +148,11 @@ describe('status page with 1,000 nodes', () => {
   let profile: string;
 
   beforeAll(async () => {
-    d = await startTestDispatcher({});
+    // 1,000 machines seen at once: above the default auto-enrolment rate cap, so the
+    // cluster file raises it, as a site that really adds a rack at a time would.
+    const clusterFile = join(mkdtempSync(join(tmpdir(), 'lc-web-1000-')), 'cluster.yaml');
+    writeFileSync(clusterFile, 'enrollment: auto\nautoEnroll: { perMinute: 2000, total: 2000 }\nnodes: []\n');
+    d = await startTestDispatcher({ clusterFile });
     const control = new FakeControl(d.core.nodes);
     d.operator.attachControl(control);
     for (let i = 1; i <= 1000; i++) control.connect(testMac(i), { load1: (i % 17) / 10 });

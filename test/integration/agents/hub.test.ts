@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDispatcherPublicKey } from '../../../dispatcher/src/protocol/session.js';
 import { encodeFrame, encodeMessage } from '../../../dispatcher/src/protocol/codec.js';
+import { PROTOCOL_VERSION } from '../../../dispatcher/src/protocol/messages.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { DispatcherError } from '../../../dispatcher/src/errors.js';
 import { FakeEngine } from './fake-engine.js';
@@ -142,7 +143,7 @@ describe('agent hub: bad input', () => {
     expect(err).toMatchObject({ code: 'malformed', about: 'hello' });
     const [ref] = await c.waitFor('refused');
     expect(ref).toMatchObject({ reason: 'malformed' });
-    expect(ref!.message).toMatch(/agent protocol 1/);
+    expect(ref!.message).toMatch(new RegExp(`agent protocol ${PROTOCOL_VERSION}`));
   });
 
   it('answers messages before hello with out-of-order', async () => {
