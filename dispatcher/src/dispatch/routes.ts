@@ -172,7 +172,8 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
 
       app.get(
         '/api/v1/tasks/:id',
-        { schema: { summary: 'one task: command, state, copies running, result, failed attempts', tags: ['jobs'], params: Id, response: { 200: TaskDetailSchema, ...errors } } },
+        // Its environment and output may hold the operator's secrets (API keys): admin only.
+        { onRequest: admin, schema: { summary: 'one task: command, environment, state, copies running, result, failed attempts', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: TaskDetailSchema, ...errors } } },
         async (req) => engine.getTask((req.params as { id: number }).id),
       );
 
@@ -180,9 +181,12 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       plain.get(
         '/api/v1/jobs/:id/results',
         {
+          // Every task's stdout and stderr: admin only, like the outputs.
+          onRequest: admin,
           schema: {
             summary: "a job's results, one line per task (streamed)",
             tags: ['jobs'],
+            security: ADMIN,
             params: Id,
             querystring: Type.Object({ format: Type.Optional(Type.Union([Type.Literal('csv'), Type.Literal('jsonl')])) }),
             response: { 200: Type.String({ description: 'text/csv or application/x-ndjson' }), ...errors },

@@ -86,17 +86,20 @@ describe('job API', () => {
     expect((await app.inject({ url: `/api/v1/jobs/${job.id}` })).json().counts).toMatchObject({ done: 1, failed: 1 });
     const page = (await app.inject({ url: `/api/v1/jobs/${job.id}/tasks?state=failed` })).json();
     expect(page).toMatchObject({ tasks: [{ id: tasks[1]!.taskId, state: 'failed', exitCode: 1, params: { x: '2', label: 'two, too' } }], nextAfterId: null });
-    const detail = (await app.inject({ url: `/api/v1/tasks/${tasks[0]!.taskId}` })).json();
+    // A task's environment and output, and the results export, need the admin token.
+    expect((await app.inject({ url: `/api/v1/tasks/${tasks[0]!.taskId}` })).statusCode).toBe(401);
+    expect((await app.inject({ url: `/api/v1/jobs/${job.id}/results` })).statusCode).toBe(401);
+    const detail = (await app.inject({ url: `/api/v1/tasks/${tasks[0]!.taskId}`, headers: auth })).json();
     expect(detail).toMatchObject({ command: ['echo', '1'], state: 'done', result: { stdout: 'line1\nline2', exitCode: 0 } });
 
-    const csv = await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=csv` });
+    const csv = await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=csv`, headers: auth });
     expect(csv.headers['content-type']).toMatch(/^text\/csv/);
     const csvLines = csv.body.split('\n');
     expect(csvLines[0]).toBe('task_id,index,x,label,state,exit_code,signal,timed_out,error,attempt,node,started_at,duration_ms,max_rss_kib,outputs_bytes,stdout_truncated,stderr_truncated,stdout,stderr');
     expect(csv.body).toContain(`${tasks[1]!.taskId},1,2,"two, too",failed,1,,0,,1,`);
     expect(csv.body).toContain('"bad ""thing"""');
     expect(csv.body).toContain('"line1\nline2"');
-    const jsonl = (await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=jsonl` })).body.trim().split('\n').map((l) => JSON.parse(l));
+    const jsonl = (await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=jsonl`, headers: auth })).body.trim().split('\n').map((l) => JSON.parse(l));
     expect(jsonl).toHaveLength(2);
     expect(jsonl[1]).toMatchObject({ index: 1, state: 'failed', params: { x: '2' }, result: { exitCode: 1, stderr: 'bad "thing"' } });
   });
@@ -161,8 +164,8 @@ describe('job API', () => {
 
   it('answers 404 with a stable code for unknown jobs and tasks', async () => {
     expect((await app.inject({ url: '/api/v1/jobs/9999' })).json().error.code).toBe('DSP_ERR_JOB_NOT_FOUND');
-    expect((await app.inject({ url: '/api/v1/tasks/99999' })).json().error.code).toBe('DSP_ERR_TASK_NOT_FOUND');
-    expect((await app.inject({ url: '/api/v1/jobs/9999/results' })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/api/v1/tasks/99999', headers: auth })).json().error.code).toBe('DSP_ERR_TASK_NOT_FOUND');
+    expect((await app.inject({ url: '/api/v1/jobs/9999/results', headers: auth })).statusCode).toBe(404);
   });
 
   it('reports counts and throughput for the page', async () => {
