@@ -33,7 +33,7 @@ import { requireTools, run, type Tool } from './tools.js';
 /** Where things live inside the image (documented in image/README.md). */
 export const IMAGE_PATHS = {
   agent: '/usr/lib/lilcluster/node-agent.mjs',
-  /** Found by the agent beside its bundle (node-agent/src/spawn-addon.ts). */
+  /** Found by the agent beside its bundle (node-agent/src/native-addon.ts). */
   spawnAddon: '/usr/lib/lilcluster/native/spawn.node',
   node: '/usr/bin/node',
   busybox: '/bin/busybox',

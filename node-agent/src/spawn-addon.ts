@@ -8,9 +8,7 @@
  * another platform) or LC_SPAWN=0, `loadSpawnAddon` says why and the runner keeps Node's
  * child_process.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { loadAddon, type AddonLoad } from './native-addon.js';
 
 /** The addon's surface (see spawn.c for the details). */
 export interface SpawnAddon {
@@ -31,32 +29,9 @@ export interface SpawnAddon {
   discard(fd: number, offset: number, length: number): void;
 }
 
-export type SpawnAddonLoad = { addon: SpawnAddon; path: string } | { addon: undefined; reason: string };
+export type SpawnAddonLoad = AddonLoad<SpawnAddon>;
 
-/**
- * The addon, if it can be used here. Looked for at LC_SPAWN_ADDON, beside the bundle
- * (/usr/lib/lilcluster/native in the image; dist/bin → dist/native on a host) and, from the
- * sources, in the tree's dist/native (`paths` replaces that list).
- */
+/** The addon, if it can be used here (where it is looked for: native-addon.ts). */
 export function loadSpawnAddon(opts: { env?: NodeJS.ProcessEnv; paths?: string[] } = {}): SpawnAddonLoad {
-  const env = opts.env ?? process.env;
-  if (env.LC_SPAWN === '0') return { addon: undefined, reason: 'LC_SPAWN=0' };
-  if (process.platform !== 'linux') return { addon: undefined, reason: `not on Linux (${process.platform})` };
-  const candidates = (
-    opts.paths ?? [
-      env.LC_SPAWN_ADDON,
-      fileURLToPath(new URL('./native/spawn.node', import.meta.url)),
-      fileURLToPath(new URL('../native/spawn.node', import.meta.url)),
-      fileURLToPath(new URL('../../dist/native/spawn.node', import.meta.url)),
-    ]
-  ).filter((p): p is string => !!p);
-  const path = candidates.find((p) => existsSync(p));
-  if (!path) return { addon: undefined, reason: `spawn.node not built (make build; looked in ${candidates.join(', ')})` };
-  try {
-    const addon = createRequire(import.meta.url)(path) as SpawnAddon;
-    if (typeof addon.spawn !== 'function' || typeof addon.discard !== 'function') return { addon: undefined, reason: `${path} is not the spawn addon` };
-    return { addon, path };
-  } catch (err) {
-    return { addon: undefined, reason: `cannot load ${path}: ${(err as Error).message}` };
-  }
+  return loadAddon<SpawnAddon>('spawn', (m) => typeof m.spawn === 'function' && typeof m.discard === 'function', opts);
 }

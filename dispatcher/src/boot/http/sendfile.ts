@@ -9,9 +9,7 @@
  * When the addon is missing (not built, no Node headers, another platform) or LC_SENDFILE=0,
  * `loadSendfile` says why and the caller keeps the JS write path.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from '../../../../node-agent/src/native-addon.js';
 import type { Socket } from 'node:net';
 import type { ServerResponse } from 'node:http';
 
@@ -144,29 +142,9 @@ const EMPTY = Buffer.alloc(0);
 
 export type SendfileLoad = { sender: ZeroCopySender; path: string } | { sender: undefined; reason: string };
 
-/**
- * The addon, if it can be used here. Looked for at LC_SENDFILE_ADDON, beside the bundle
- * (dist/bin → dist/native) and, from the sources, in the tree's dist/native (`paths`
- * replaces that list).
- */
+/** The addon, if it can be used here (where it is looked for: node-agent/src/native-addon.ts). */
 export function loadSendfile(opts: { idleTimeoutMs?: number; env?: NodeJS.ProcessEnv; paths?: string[] } = {}): SendfileLoad {
-  const env = opts.env ?? process.env;
-  if (env.LC_SENDFILE === '0') return { sender: undefined, reason: 'LC_SENDFILE=0' };
-  if (process.platform !== 'linux') return { sender: undefined, reason: `not on Linux (${process.platform})` };
-  const candidates = (
-    opts.paths ?? [
-      env.LC_SENDFILE_ADDON,
-      fileURLToPath(new URL('../native/sendfile.node', import.meta.url)),
-      fileURLToPath(new URL('../../../../dist/native/sendfile.node', import.meta.url)),
-    ]
-  ).filter((p): p is string => !!p);
-  const path = candidates.find((p) => existsSync(p));
-  if (!path) return { sender: undefined, reason: `dist/native/sendfile.node not built (make build; looked in ${candidates.join(', ')})` };
-  try {
-    const addon = createRequire(import.meta.url)(path) as Addon;
-    if (typeof addon.start !== 'function' || typeof addon.memfd !== 'function' || typeof addon.abort !== 'function') return { sender: undefined, reason: `${path} is not the sendfile addon` };
-    return { sender: new ZeroCopySender(addon, opts.idleTimeoutMs), path };
-  } catch (err) {
-    return { sender: undefined, reason: `cannot load ${path}: ${(err as Error).message}` };
-  }
+  const { idleTimeoutMs, ...where } = opts;
+  const loaded = loadAddon<Addon>('sendfile', (m) => typeof m.start === 'function' && typeof m.memfd === 'function' && typeof m.abort === 'function', where);
+  return loaded.addon ? { sender: new ZeroCopySender(loaded.addon, idleTimeoutMs), path: loaded.path } : { sender: undefined, reason: loaded.reason };
 }
