@@ -127,6 +127,49 @@ export interface ResultRow {
   recorded_at: number;
 }
 
+/**
+ * The results columns, in the order of the INSERT's parameters: the statement and its
+ * arguments are both built from this list (positional binding is cheaper than named).
+ */
+const RESULT_COLUMNS = [
+  'task_id',
+  'attempt',
+  'mac',
+  'status',
+  'exit_code',
+  'signal',
+  'timed_out',
+  'error',
+  'started_at',
+  'duration_ms',
+  'max_rss_kib',
+  'stdout',
+  'stderr',
+  'stdout_truncated',
+  'stderr_truncated',
+  'outputs',
+  'recorded_at',
+] as const satisfies readonly (keyof ResultRow)[];
+// Every column of ResultRow is in the list (a compile error names the one missing).
+const allResultColumns: Record<Exclude<keyof ResultRow, (typeof RESULT_COLUMNS)[number]>, never> = {};
+void allResultColumns;
+
+/** Counts to add to a job's done / failed / cancelled columns. */
+export interface JobDelta {
+  done: number;
+  failed: number;
+  cancelled: number;
+}
+
+/** A job's counts once a delta is added; `finished`: the write also marked it done. */
+export interface CommittedJob {
+  id: number;
+  done: number;
+  failed: number;
+  cancelled: number;
+  finished: boolean;
+}
+
 /** Rows per multi-row INSERT of tasks (3 parameters each, well under SQLite's limit). */
 const TASK_INSERT_ROWS = 500;
 /** Rows per multi-row INSERT of task_leases (6 parameters each). */
@@ -185,10 +228,8 @@ export class DispatchStore {
       endLeasesOfMac: db.prepare('UPDATE task_leases SET lease_until = 0 WHERE mac = ? AND lease_until > 0'),
       deleteLeases: db.prepare('DELETE FROM task_leases WHERE task_id = ?'),
       deleteLeasesRange: db.prepare('DELETE FROM task_leases WHERE task_id >= ? AND task_id <= ?'),
-      insertResult: db.prepare(`INSERT INTO results (task_id, attempt, mac, status, exit_code, signal, timed_out, error, started_at, duration_ms,
-          max_rss_kib, stdout, stderr, stdout_truncated, stderr_truncated, outputs, recorded_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT(task_id) DO NOTHING`),
+      insertResult: db.prepare(`INSERT INTO results (${RESULT_COLUMNS.join(', ')})
+        VALUES (${RESULT_COLUMNS.map(() => '?').join(', ')}) ON CONFLICT(task_id) DO NOTHING`),
       hasResult: db.prepare('SELECT 1 FROM results WHERE task_id = ?').pluck(),
       result: db.prepare('SELECT * FROM results WHERE task_id = ?'),
       setTaskState: db.prepare('UPDATE tasks SET state = ? WHERE id = ? AND state = 0'),
@@ -275,6 +316,26 @@ export class DispatchStore {
       this.#leaseStmts.set(n, s);
     }
     return s;
+  }
+
+  /** Records a task's result; false if it had one already (the first one stays). */
+  insertResult(row: ResultRow): boolean {
+    const args: unknown[] = new Array(RESULT_COLUMNS.length);
+    for (let i = 0; i < RESULT_COLUMNS.length; i++) args[i] = row[RESULT_COLUMNS[i]!];
+    return this.#s.insertResult.run(args).changes > 0;
+  }
+
+  /** Adds counts to jobs (inside a write) and marks done the jobs that are complete. */
+  addJobCounts(deltas: ReadonlyMap<number, JobDelta>, now: number): CommittedJob[] {
+    const out: CommittedJob[] = [];
+    for (const [id, d] of deltas) {
+      const r = this.#s.addCounts.get(d.done, d.failed, d.cancelled, id) as { done: number; failed: number; cancelled: number; task_count: number; state: string } | undefined;
+      if (!r) continue;
+      const finished = r.state === 'active' && r.done + r.failed + r.cancelled >= r.task_count;
+      if (finished) this.#s.finishJob.run('done', now, id);
+      out.push({ id, done: r.done, failed: r.failed, cancelled: r.cancelled, finished });
+    }
+    return out;
   }
 
   job(id: number): JobRow | undefined {
