@@ -1,7 +1,7 @@
 /**
  * DHCP codec: bytes in, a typed packet out, and back. Pure: no sockets, clocks or logs.
  *
- * Why not the `dhcp` npm package's codec (dhcp-package.ts wraps it):
+ * Why not the `dhcp` npm package's codec (the tests' test/unit/dhcp/dhcp-package.ts wraps it):
  * - its parser is unsafe on hostile input: fuzzing showed it throws on valid packets (a PAD
  *   option makes it skip the next byte and read past the end), reads wrong-length options at
  *   the wrong offsets, rejects any non-Ethernet `htype` with a bare Error, and writes "Option
@@ -372,9 +372,9 @@ interface Entry {
 /**
  * Encodes a packet: option 53 first (ISC dhcpd and Kea do so for old clients that look only
  * there), then the others in code order, END, padding to the 300-byte BOOTP minimum.
- * Byte for byte what the `dhcp` package's Protocol.format writes (dhcp-package.ts, checked by
- * a differential test), at a tenth of its cost: no 1500-byte buffer per packet, no string
- * splitting of addresses. Throws EncodeError if a field cannot be represented.
+ * Byte for byte what the `dhcp` package's Protocol.format writes (checked by a differential
+ * test, test/unit/dhcp/codec.test.ts), at a tenth of its cost: no 1500-byte buffer per
+ * packet, no string splitting of addresses. Throws EncodeError if a field cannot be represented.
  */
 export function encodePacket(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
   const entries = optionEntries(p);

@@ -121,6 +121,7 @@ export interface NormalRequirements {
   minMemoryMiB: number;
 }
 
+/** A task's states, in the order the page and `dispatcherctl status` show them. */
 export const TASK_STATES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 export const TaskStateSchema = Type.Union(TASK_STATES.map((s) => Type.Literal(s)));

@@ -5,7 +5,7 @@
  */
 
 /**
- * Gauge, label `state` = queued | running | done | failed | cancelled: tasks by state.
+ * Gauge, label `state` = one of TASK_STATES (dispatch/model.ts): tasks by state.
  * Registered by the dispatch engine (collect() from its own counts).
  */
 export const TASKS_BY_STATE = 'lilcluster_tasks';
@@ -20,6 +20,3 @@ export const JOBS_ACTIVE = 'lilcluster_jobs_active';
 export const NODES_BY_STATE = 'lilcluster_nodes';
 /** Gauge: agents connected now (agent hub). */
 export const AGENTS_CONNECTED = 'lilcluster_agents_connected';
-
-/** The task states the page shows, in order. */
-export const TASK_STATES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;

@@ -4,7 +4,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodePacket, DecodeError, encodePacket, EncodeError, type DhcpPacket, type ReceivedPacket } from '../../../dispatcher/src/dhcp/codec.js';
 import { IPXE_NO_PXEDHCP, MESSAGE_TYPES, type MessageType } from '../../../dispatcher/src/dhcp/options.js';
-import { formatWithDhcpPackage } from '../../../dispatcher/src/dhcp/dhcp-package.js';
+import { formatWithDhcpPackage } from './dhcp-package.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 const TESTDATA = join(import.meta.dirname, 'testdata');

@@ -3,7 +3,8 @@
  * nodes by state, task queue (from the dispatch engine's metrics), throughput, store health.
  */
 import { NODE_STATES } from '../../nodes/states.js';
-import { TASKS_BY_STATE, TASKS_COMPLETED_TOTAL, TASKS_DISPATCHED_TOTAL, TASK_STATES } from '../../metrics/names.js';
+import { TASK_STATES } from '../../dispatch/model.js';
+import { TASKS_BY_STATE, TASKS_COMPLETED_TOTAL, TASKS_DISPATCHED_TOTAL } from '../../metrics/names.js';
 import type { MetricsRegistry } from '../../metrics/registry.js';
 import { VERSION } from '../../version.js';
 import type { OperatorApi } from '../context.js';

@@ -1,14 +1,14 @@
 /**
  * The one adapter to the `dhcp` npm package (it ships no types and reports errors as strings
- * and stderr lines). We use its encoder, Protocol.format, as the reference for our own
- * `encodePacket`: the codec tests check both write the same bytes for any packet. Every option
- * code is registered through `addOption` under our wire type (options.ts), PXE and iPXE ones
+ * and stderr lines), for tests only: its encoder, Protocol.format, is the reference for our
+ * own `encodePacket`, and codec.test.ts checks both write the same bytes for any packet.
+ * Every option code is registered through `addOption` under our wire type (options.ts), PXE and iPXE ones
  * included (43, 60, 77, 93, 94, 97, 175), so the package's table never disagrees with ours.
- * Why the server does not call it on every packet is in codec.ts.
+ * Why the server does not use the package at all is in codec.ts.
  */
 import { createRequire } from 'node:module';
-import type { DhcpPacket } from './codec.js';
-import { BOOTREPLY, BOOTREQUEST, ETHERNET_HLEN, FLAG_BROADCAST, HTYPE_ETHERNET, MESSAGE_TYPES, MIN_BOOTP_LEN, OPT, OPTION_TYPES, type WireType } from './options.js';
+import type { DhcpPacket } from '../../../dispatcher/src/dhcp/codec.js';
+import { BOOTREPLY, BOOTREQUEST, ETHERNET_HLEN, FLAG_BROADCAST, HTYPE_ETHERNET, MESSAGE_TYPES, MIN_BOOTP_LEN, OPT, OPTION_TYPES, type WireType } from '../../../dispatcher/src/dhcp/options.js';
 
 interface PkgOptionDef {
   name: string;
