@@ -4,7 +4,7 @@
  * submit/list/get/cancel and live counts. This class wires the parts and keeps the hand-outs
  * and cancellation; the other jobs live beside it:
  *   submission-ingest.ts  submissions and staged sweeps, committed before they resolve
- *   results.ts            results checked against the ring and group-committed
+ *   result-recorder.ts    results checked against the ring and group-committed
  *   assignments.ts        the task an agent is sent for a hand-out
  *   active-jobs.ts        the jobs being run and their counts in memory
  *   recovery.ts           the state read back at start, queued tasks lazily after
@@ -44,14 +44,14 @@ import { Throughput, type ThroughputView } from './throughput.js';
 import type { JobSpec, JobState, JobView, TaskDetail, TaskState, TaskSummary } from './model.js';
 import { ActiveJobs, type DispatchCounters } from './active-jobs.js';
 import { AssignmentBuilder } from './assignments.js';
-import { ResultRecorder } from './results.js';
+import { ResultRecorder } from './result-recorder.js';
 import { SubmissionIngest } from './submission-ingest.js';
 import { QueuedReadBack, recoverDispatchState, RECOVERY_STEP_BUDGET } from './recovery.js';
 import { DispatchViews, type EngineStats, type ListTasksQuery } from './read-views.js';
 import { registerDispatchMetrics } from './dispatch-metrics.js';
 
 export type { EngineStats, ListTasksQuery } from './read-views.js';
-export { classify } from './results.js';
+export { classify } from './result-recorder.js';
 
 /** Housekeeping: lease expiry, lagger watch, throughput buckets. */
 export const TICK_MS = 250;
