@@ -33,7 +33,7 @@ export const DHCP_RECV_BUFFER_BYTES = 8 * 1024 * 1024;
  * slip into the queue in between. What arrives this soon after binding is dropped
  * (clients retransmit).
  */
-const BIND_SETTLE_MS = 50;
+export const BIND_SETTLE_MS = 50;
 const SWEEP_INTERVAL_MS = 30_000;
 
 export interface DhcpService {

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rawPublicKey } from '../../../dispatcher/src/trust/secrets.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
-import { AGENT_BIN, ROOT, startAgent, waitFor, type AgentProcess } from './harness.js';
-import { agentFor, DISPATCHER_BIN, resultsOf, startDispatcherProcess, type DispatcherProcess, type JobView } from './dispatcher-process.js';
+import { AGENT_BIN, agentFor, ROOT, startAgent, waitFor, type AgentProcess } from './harness.js';
+import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 
 let disp: DispatcherProcess | undefined;
 const agents: AgentProcess[] = [];
@@ -32,7 +32,7 @@ afterEach(async () => {
     }
     await a.kill('SIGKILL');
   }
-  await disp?.kill('SIGKILL');
+  await disp?.stop('SIGKILL');
   disp = undefined;
 });
 
@@ -64,19 +64,19 @@ const alive = (pid: number) => {
 
 describe('real dispatcher and agents: trust', () => {
   it('refuses an agent with a wrong token and hands it nothing', async () => {
-    disp = await startDispatcherProcess();
+    disp = await startDispatcher();
     await disp.api('POST', '/api/v1/jobs', { command: ['true'] });
     const a = startAgent(['--dispatcher', disp.url, '--enroll-token', 'wrong-wrong-wrong-wrong', '--dispatcher-key', join(disp.dataDir, 'identity.pub'), '--mac', '52:54:00:00:10:01', '--work-dir', join(disp.dataDir, 'a')]);
     agents.push(a);
     await a.waitForLine(/refused by the dispatcher \(bad-token\): wrong enrollment token/);
-    await waitFor('log', () => disp!.lines.find((l) => l.msg === 'agent refused' && l.reason === 'bad-token'));
+    await waitFor('log', () => disp!.logs.find((l) => l.msg === 'agent refused' && l.reason === 'bad-token'));
     const nodes = await disp.api<{ nodes: unknown[] }>('GET', '/api/v1/nodes');
     expect(nodes.nodes).toEqual([]);
     expect((await disp.api<JobView>('GET', '/api/v1/jobs/1')).counts).toMatchObject({ queued: 1, running: 0 });
   });
 
   it('an agent holding another dispatcher\'s key refuses to run its tasks', async () => {
-    disp = await startDispatcherProcess();
+    disp = await startDispatcher();
     const marker = join(tempDir('lc-marker-'), 'ran');
     await disp.api('POST', '/api/v1/jobs', { command: ['touch', marker] });
     const wrong = join(disp.dataDir, 'other.pub');
@@ -92,7 +92,7 @@ describe('real dispatcher and agents: trust', () => {
 
 describe('real dispatcher and agents: tasks', () => {
   it('kills a task that sleeps past its timeout with its whole process group, and retries it up to its attempts', async () => {
-    disp = await startDispatcherProcess();
+    disp = await startDispatcher();
     const pids = join(disp.dataDir, 'pids');
     agent(disp, '52:54:00:00:11:01', ['--kill-grace', '300']);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `sleep 30 & echo $$ $! >> ${pids}; sleep 30`, timeoutSeconds: 1, maxAttempts: 2, speculative: false });
@@ -110,7 +110,7 @@ describe('real dispatcher and agents: tasks', () => {
   });
 
   it('finishes elsewhere the tasks of an agent killed with -9 mid-task', async () => {
-    disp = await startDispatcherProcess();
+    disp = await startDispatcher();
     const a = agent(disp, '52:54:00:00:11:02', ['--slots', '2']);
     await a.waitForLine(/connected to the dispatcher/);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: 'sleep 1; echo task {i}', params: [0, 1, 2, 3].map((i) => ({ i })), speculative: false });
@@ -121,7 +121,7 @@ describe('real dispatcher and agents: tasks', () => {
     }
     expect(running).toBe(2);
     await a.kill('SIGKILL');
-    await waitFor('node lost', () => disp!.lines.find((l) => l.msg === 'agent gone'));
+    await waitFor('node lost', () => disp!.logs.find((l) => l.msg === 'agent gone'));
     agent(disp, '52:54:00:00:11:03', ['--slots', '2']);
     const done = await jobDone(disp, job.id);
     expect(done.counts).toMatchObject({ done: 4, failed: 0 });
@@ -133,7 +133,7 @@ describe('real dispatcher and agents: tasks', () => {
 
 describe('real dispatcher and agents: liveness', () => {
   it('declares a frozen agent lost within 3 heartbeat intervals and hands its task out again', async () => {
-    disp = await startDispatcherProcess({ heartbeatSeconds: 1 });
+    disp = await startDispatcher({ heartbeatSeconds: 1 });
     const a = agent(disp, '52:54:00:00:12:01');
     await a.waitForLine(/connected to the dispatcher/);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: 'sleep 3; echo ok', speculative: false });
@@ -141,7 +141,7 @@ describe('real dispatcher and agents: liveness', () => {
     await sleep(1100);
     const stoppedAt = Date.now();
     process.kill(a.child.pid!, 'SIGSTOP');
-    const gone = await waitFor('agent gone', () => disp!.lines.find((l) => l.msg === 'agent gone'), 8000);
+    const gone = await waitFor('agent gone', () => disp!.logs.find((l) => l.msg === 'agent gone'), 8000);
     expect(logTime(gone) - stoppedAt).toBeLessThanOrEqual(3000 + 100);
     expect(String(gone.why)).toMatch(/no message for/);
     const b = agent(disp, '52:54:00:00:12:02');
@@ -152,7 +152,7 @@ describe('real dispatcher and agents: liveness', () => {
   });
 
   it('never declares lost a node whose tasks keep every core at 100 %', async () => {
-    disp = await startDispatcherProcess({ heartbeatSeconds: 0.5 });
+    disp = await startDispatcher({ heartbeatSeconds: 0.5 });
     const cores = Number(execFileSync('nproc').toString().trim());
     agent(disp, '52:54:00:00:12:03', ['--slots', String(cores)]);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', {
@@ -162,26 +162,26 @@ describe('real dispatcher and agents: liveness', () => {
     expect(done.counts).toMatchObject({ done: cores, failed: 0 });
     const results = await resultsOf(disp, job.id);
     expect(results.map((r) => [r.result!.attempt, r.result!.durationMs >= 6900])).toEqual(results.map(() => [1, true]));
-    expect(disp.lines.filter((l) => l.msg === 'agent gone')).toEqual([]);
+    expect(disp.logs.filter((l) => l.msg === 'agent gone')).toEqual([]);
   });
 });
 
 describe('real dispatcher and agents: graceful restart', () => {
   it('re-adopts running tasks after a dispatcher restart, with no re-execution', async () => {
-    disp = await startDispatcherProcess();
+    disp = await startDispatcher();
     const { port, dataDir } = disp;
     const runs = join(dataDir, 'runs');
     const a = agent(disp, '52:54:00:00:13:01', ['--slots', '2']);
     await a.waitForLine(/connected to the dispatcher/);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `echo {i} >> ${runs}; sleep {s}; echo done {i}`, params: [{ i: 0, s: 0.5 }, { i: 1, s: 3 }], speculative: false });
     await waitFor('both started', () => existsSync(runs) && readFileSync(runs, 'utf8').trim().split('\n').length === 2);
-    await disp.kill('SIGTERM');
+    await disp.stop('SIGTERM');
     await sleep(1500); // the short task ends while the dispatcher is down: its result waits on the agent
-    disp = await startDispatcherProcess({ dataDir, port });
+    disp = await startDispatcher({ dataDir, port });
     const done = await jobDone(disp, job.id);
     expect(done.counts).toMatchObject({ done: 2, failed: 0 });
     expect((await resultsOf(disp, job.id)).map((r) => [r.result!.stdout, r.result!.attempt])).toEqual([['done 0\n', 1], ['done 1\n', 1]]);
     expect(readFileSync(runs, 'utf8').trim().split('\n').sort()).toEqual(['0', '1']); // each ran once
-    expect(disp.lines.some((l) => l.msg === 'agent re-adopted')).toBe(true);
+    expect(disp.logs.some((l) => l.msg === 'agent re-adopted')).toBe(true);
   });
 });

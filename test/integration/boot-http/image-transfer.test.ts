@@ -22,7 +22,7 @@ import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js'
 import { BootFiles } from '../../../dispatcher/src/boot/boot-files.js';
 import { bootHttpPlugin, type BootHttp } from '../../../dispatcher/src/boot/http/boot-routes.js';
 import { loadSendfile, type ZeroCopySender } from '../../../dispatcher/src/boot/http/sendfile.js';
-import { makeBootTree, type BootTree } from '../tftp/dispatcher-process.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const mac = (s: string) => parseMac(s) as Mac;

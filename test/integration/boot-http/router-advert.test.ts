@@ -6,18 +6,15 @@
  * advertisements it receives. The advertisement must configure nothing on it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLab, type Iface, type Lab, type LabProcess, type Netns } from '../../lab/netns.js';
+import { spawnDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
+import { createLab, type Iface, type Lab, type Netns } from '../../lab/netns.js';
 
 let lab: Lab;
 let srv: Netns;
 let cli: Netns;
 let srvIf: Iface;
 let cliIf: Iface;
-const dirs: string[] = [];
 
 beforeAll(async () => {
   lab = await createLab('bootra');
@@ -28,17 +25,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await lab?.cleanup();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function startDispatcher(env: NodeJS.ProcessEnv = {}): LabProcess {
-  const dataDir = mkdtempSync(join(tmpdir(), 'lc-ra-'));
-  dirs.push(dataDir);
-  return srv.spawn(
-    process.execPath,
-    ['dist/bin/dispatcher.mjs', '--interface', srvIf.name, '--dhcp', 'full', '--range', '10.63.0.100-10.63.0.199', '--data-dir', dataDir, '--http-port', '0', '--no-tftp'],
-    { env: { ...process.env, ...env } },
-  );
+function startDispatcher(env: NodeJS.ProcessEnv = {}): DispatcherProcess {
+  return spawnDispatcher({ ns: srv, env, args: ['--interface', srvIf.name, '--dhcp', 'full', '--range', '10.63.0.100-10.63.0.199'] });
 }
 
 /** One counter of the client namespace's /proc/net/snmp6. */

@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, type Lab, type Netns, type Iface } from '../../lab/netns.js';
-import { buildProbe, removeTempDirs, eventually, probe, probeDora, startDispatcher, udhcpcEvents, udhcpcScript, udpRcvbufErrors, type RunningDispatcher } from './harness.js';
+import { buildProbe, removeTempDirs, eventually, probe, probeDora, udhcpcEvents, udhcpcScript, udpRcvbufErrors } from './harness.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { encodePacket } from '../../../dispatcher/src/dhcp/codec.js';
 
 let lab: Lab;
@@ -15,7 +16,7 @@ let other: Netns;
 let br: Iface;
 const c: Iface[] = [];
 let otherCli: Iface;
-let d: RunningDispatcher;
+let d: DispatcherProcess;
 let script: string;
 const dataDirs: string[] = [];
 
@@ -38,7 +39,7 @@ beforeAll(async () => {
   // A second network on the server that the dispatcher must not serve.
   const [, oc] = await lab.veth({ ns: srv, name: 'other0', address: '10.61.0.1/24' }, { ns: other, name: 'o0' });
   otherCli = oc;
-  d = await startDispatcher(srv, ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120']);
+  d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'] });
   dataDirs.push(d.dataDir);
 }, 60_000);
 
@@ -73,7 +74,7 @@ describe('full-mode DHCP with real clients', () => {
     expect(Number(renewed.lease)).toBeGreaterThanOrEqual(115);
     expect(Number(renewed.lease)).toBeLessThan(120);
     expect(row()!.expires_at).toBe(firstExpiry);
-    expect(d.logs().some((l) => l.msg === 'DHCP serving')).toBe(true);
+    expect(d.logs.some((l) => l.msg === 'DHCP serving')).toBe(true);
 
     await u.stop('SIGTERM'); // -R: release on exit
     await eventually(() => row()?.state === 'released', 10_000, 'lease released in the store');
@@ -156,8 +157,8 @@ describe('full-mode DHCP with real clients', () => {
     await cli.addAddress(c[2]!.name, '10.60.0.3/16');
     await cli.exec(process.execPath, ['-e', flood], { timeoutMs: 30_000 });
     await cli.exec('ip', ['addr', 'del', '10.60.0.3/16', 'dev', c[2]!.name]);
-    expect(d.proc.child.exitCode).toBeNull();
-    const malformedLines = d.logs().filter((l) => l.msg === 'malformed DHCP packet dropped');
+    expect(d.child.exitCode).toBeNull();
+    const malformedLines = d.logs.filter((l) => l.msg === 'malformed DHCP packet dropped');
     expect(malformedLines.length).toBeGreaterThan(0);
     const perField = new Map<string, number>();
     for (const l of malformedLines) perField.set(String(l.field), (perField.get(String(l.field)) ?? 0) + 1);
@@ -170,8 +171,8 @@ describe('full-mode DHCP with real clients', () => {
     const u = udhcpc(cli, c[0]!.name);
     const bound = await eventually(() => udhcpcEvents(u.output()).find((e) => e.event === 'bound'), 15_000, 'bound');
     await d.stop();
-    d = await startDispatcher(srv, ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'], { dataDir: d.dataDir });
-    expect(d.logs().find((l) => l.msg === 'DHCP serving')?.leases).toBeGreaterThan(300);
+    d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', dataDir: d.dataDir, args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'] });
+    expect(d.logs.find((l) => l.msg === 'DHCP serving')?.leases).toBeGreaterThan(300);
     // Another machine asking for that very address is refused...
     const nak = await probe(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'request', xid: 8, mac: '02:dd:05:00:00:01', requestedIp: bound.ip }] });
     expect(nak[0]?.packet).toMatchObject({ type: 'nak' });

@@ -1,19 +1,16 @@
 /**
- * DHCP integration harness: the real dispatcher bundle (dist/bin/dispatcher.mjs, `make build`)
- * started inside a lab namespace, the dhcp-probe client bundled for `ip netns exec`, busybox
- * udhcpc with a script that reports every event, and read access to the dispatcher's store.
+ * DHCP integration harness (the dispatcher itself: test/lab/dispatcher.ts): the dhcp-probe
+ * client bundled for `ip netns exec`, busybox udhcpc with a script that reports every event.
  */
 import { build } from 'esbuild';
-import Database from 'better-sqlite3';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LabProcess, Netns } from '../../lab/netns.js';
+import type { Netns } from '../../lab/netns.js';
 import type { DoraResult, JsonPacket, ProbeSpec } from './dhcp-probe.js';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
-export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
 const PROBE_BIN = join(ROOT, 'dist/test/dhcp-probe.mjs');
 
 const tempDirs: string[] = [];
@@ -40,55 +37,6 @@ export async function buildProbe(): Promise<string> {
     logLevel: 'warning',
   });
   return PROBE_BIN;
-}
-
-export interface RunningDispatcher {
-  proc: LabProcess;
-  dataDir: string;
-  /** JSON log lines so far. */
-  logs(): Record<string, unknown>[];
-  /** The dispatcher's SQLite store, read-only (WAL lets us read while it writes). */
-  query<T>(sql: string, ...params: unknown[]): T[];
-  stop(): Promise<void>;
-}
-
-export async function startDispatcher(ns: Netns, args: string[], opts: { dataDir?: string; ready?: RegExp } = {}): Promise<RunningDispatcher> {
-  if (!existsSync(DISPATCHER_BIN)) throw new Error(`${DISPATCHER_BIN} missing: run make build`);
-  const dataDir = opts.dataDir ?? tempDir('lc-dhcp-data-');
-  const empty = tempDir('lc-dhcp-boot-');
-  const proc = ns.spawn(process.execPath, [
-    DISPATCHER_BIN, '--data-dir', dataDir, '--http-port', '0', '--tftp-port', '0', '--image', empty, '--pxe-dir', empty, '--log-level', 'debug', ...args,
-  ]);
-  await proc.waitForOutput(opts.ready ?? /"msg":"(DHCP serving|ProxyDHCP serving)/, 20_000);
-  await proc.waitForOutput(/"msg":"dispatcher started"/, 20_000);
-  // The sockets drop what arrives in their first 50 ms (interface filter settling).
-  await new Promise((r) => setTimeout(r, 100));
-  let db: Database.Database | undefined;
-  return {
-    proc,
-    dataDir,
-    logs: () =>
-      proc
-        .output()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as Record<string, unknown>];
-          } catch {
-            return [];
-          }
-        }),
-    query<T>(sql: string, ...params: unknown[]): T[] {
-      db ??= new Database(join(dataDir, 'dispatcher.db'), { readonly: true, fileMustExist: true });
-      return db.prepare(sql).all(...params) as T[];
-    },
-    async stop() {
-      db?.close();
-      db = undefined;
-      await proc.stop();
-    },
-  };
 }
 
 export interface ProbeReply {

@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { createLab, type Iface, type Lab, type LabProcess, type Netns } from '../../lab/netns.js';
-import { buildProbe, removeTempDirs, tempDir, eventually, probe, startDispatcher, udhcpcEvents, udhcpcScript, type RunningDispatcher } from './harness.js';
+import { buildProbe, removeTempDirs, tempDir, eventually, probe, udhcpcEvents, udhcpcScript } from './harness.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 
 let lab: Lab;
 let srv: Netns;
@@ -15,7 +16,7 @@ let dhcpd: Netns;
 let cli: Netns;
 let c0: Iface;
 let dnsmasq: LabProcess;
-let d: RunningDispatcher;
+let d: DispatcherProcess;
 
 const PROXY = '10.62.0.1';
 const DNSMASQ = '10.62.0.2';
@@ -40,7 +41,7 @@ beforeAll(async () => {
     '--dhcp-range=10.62.0.100,10.62.0.150,255.255.255.0,120', `--dhcp-leasefile=${leases}`, '--log-dhcp', '--log-facility=-',
   ]);
   await dnsmasq.waitForOutput(/DHCP, IP range 10\.62\.0\.100/, 10_000);
-  d = await startDispatcher(srv, ['--interface', br.name, '--dhcp', 'proxy']);
+  d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', args: ['--interface', br.name, '--dhcp', 'proxy'] });
 }, 60_000);
 
 afterAll(async () => {
@@ -112,7 +113,7 @@ describe('ProxyDHCP beside dnsmasq', () => {
     expect(bound.serverid).toBe(DNSMASQ);
     expect(bound.boot_file).toBe('');
     await u.stop();
-    expect(d.logs().filter((l) => l.msg === 'proxy offer').length).toBe(3); // the three PXE clients above, nobody else
+    expect(d.logs.filter((l) => l.msg === 'proxy offer').length).toBe(3); // the three PXE clients above, nobody else
     expect(d.query('SELECT count(*) AS n FROM dhcp_leases')).toEqual([{ n: 0 }]); // proxy mode hands out no address
   });
 });

@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { createLab, type Iface, type Lab, type LabProcess, type Netns } from '../../lab/netns.js';
-import { buildProbe, DISPATCHER_BIN, probe, removeTempDirs, startDispatcher, tempDir, type RunningDispatcher } from './harness.js';
+import { buildProbe, probe, removeTempDirs, tempDir } from './harness.js';
+import { spawnDispatcher, startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 
 let lab: Lab;
 let srv: Netns;
@@ -48,10 +49,10 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
   it('shares port 67 with dnsmasq (bind-interfaces): PXE clients get both offers, dnsmasq keeps its renewals', async () => {
     const dnsmasq = startDnsmasq(true);
     await dnsmasq.waitForOutput(/DHCP, IP range 10\.63\.0\.100/, 10_000);
-    let d: RunningDispatcher | undefined;
+    let d: DispatcherProcess | undefined;
     try {
-      d = await startDispatcher(srv, ['--interface', bridge, '--dhcp', 'proxy']);
-      expect(d.logs().some((l) => typeof l.msg === 'string' && l.msg.startsWith('another DHCP server holds port 67'))).toBe(true);
+      d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', args: ['--interface', bridge, '--dhcp', 'proxy'] });
+      expect(d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('another DHCP server holds port 67'))).toBe(true);
 
       const mac = '52:54:00:63:00:01';
       const offers = await probe(cli, { iface: c0.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 1, mac, broadcast: true, ...BIOS }] });
@@ -88,8 +89,7 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
     const dnsmasq = startDnsmasq(false);
     await dnsmasq.waitForOutput(/DHCP, IP range 10\.63\.0\.100/, 10_000);
     try {
-      const empty = tempDir('lc-dhcp-boot-');
-      const p = srv.spawn(process.execPath, [DISPATCHER_BIN, '--data-dir', tempDir('lc-dhcp-data-'), '--http-port', '0', '--tftp-port', '0', '--image', empty, '--pxe-dir', empty, '--interface', bridge, '--dhcp', 'proxy']);
+      const p = spawnDispatcher({ ns: srv, tftp: true, args: ['--interface', bridge, '--dhcp', 'proxy'] });
       const { code } = await p.exited;
       expect(code).not.toBe(0);
       const out = p.output();
@@ -103,8 +103,8 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
 });
 
 /** Packets the dispatcher's DHCP sockets received, from its metrics. */
-async function dhcpReceived(d: RunningDispatcher): Promise<number> {
-  const port = Number(d.logs().find((l) => l.msg === 'dispatcher started')?.httpPort);
+async function dhcpReceived(d: DispatcherProcess): Promise<number> {
+  const port = Number(d.logs.find((l) => l.msg === 'dispatcher started')?.httpPort);
   // The dispatcher listens inside the namespace: read its metrics from there.
   const { stdout: text } = await srv.exec(process.execPath, ['-e', `fetch('http://${SERVER}:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
   const m = /lilcluster_dhcp_packets_total\{kind="received"\} (\d+)/.exec(text);

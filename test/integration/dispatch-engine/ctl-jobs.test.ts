@@ -8,8 +8,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
-import { agentFor, DISPATCHER_BIN, startDispatcherProcess, type DispatcherProcess } from '../agents/dispatcher-process.js';
+import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
+import { DISPATCHER_BIN, startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 
 const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 let work: string;
@@ -19,14 +19,14 @@ let agent: AgentProcess;
 beforeAll(async () => {
   if (!existsSync(DISPATCHER_BIN) || !existsSync(CTL_BIN)) execFileSync('make', ['build'], { cwd: ROOT, stdio: 'inherit' });
   work = mkdtempSync(join(tmpdir(), 'lc-dispatch-ctl-'));
-  disp = await startDispatcherProcess({ dataDir: join(work, 'data') });
+  disp = await startDispatcher({ dataDir: join(work, 'data') });
   agent = agentFor(disp, '52:54:00:c7:00:01', ['--slots', '2']);
-  await waitFor('agent welcomed', () => disp.lines.some((l) => l.msg === 'agent welcomed'), 30_000);
+  await waitFor('agent welcomed', () => disp.logs.some((l) => l.msg === 'agent welcomed'), 30_000);
 });
 
 afterAll(async () => {
   await agent?.kill('SIGKILL');
-  await disp?.kill('SIGKILL');
+  await disp?.stop('SIGKILL');
   rmSync(work, { recursive: true, force: true });
 });
 

@@ -17,8 +17,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { parseParamsText } from '../../../dispatcher/src/dispatch/params-file.js';
 import tar from 'tar-stream';
-import { ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
-import { agentFor, DISPATCHER_BIN, resultsOf, startDispatcherProcess, type DispatcherProcess, type JobView } from '../agents/dispatcher-process.js';
+import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
+import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 
 const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 const TASKS = 500;
@@ -35,7 +35,7 @@ beforeAll(() => {
 
 afterAll(async () => {
   for (const a of agents) await a.kill('SIGKILL');
-  await disp?.kill('SIGKILL');
+  await disp?.stop('SIGKILL');
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -73,11 +73,11 @@ async function untar(file: string): Promise<Map<string, string>> {
 
 describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
   it('runs a 500-task sweep to exactly one correct result per task through a dispatcher kill -9 and an agent kill -9', async () => {
-    disp = await startDispatcherProcess({ dataDir: join(work, 'data'), heartbeatSeconds: 1 });
+    disp = await startDispatcher({ dataDir: join(work, 'data'), heartbeatSeconds: 1 });
     const port = disp.port;
     const macs = Array.from({ length: AGENTS }, (_, i) => `52:54:00:e2:e0:0${i + 1}`);
     for (const mac of macs) agents.push(agentFor(disp, mac, ['--slots', '2']));
-    await waitFor('4 agents connected', () => disp!.lines.filter((l) => l.msg === 'agent welcomed').length >= AGENTS, 30_000);
+    await waitFor('4 agents connected', () => disp!.logs.filter((l) => l.msg === 'agent welcomed').length >= AGENTS, 30_000);
 
     // Each run appends its x to a shared log, so re-executions can be counted.
     const runs = join(work, 'runs.log');
@@ -98,11 +98,11 @@ describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
       await sleep(50);
     }
     const before = await progress(disp, job);
-    await disp.kill('SIGKILL');
-    disp = await startDispatcherProcess({ dataDir: join(work, 'data'), port, heartbeatSeconds: 1 });
+    await disp.stop('SIGKILL');
+    disp = await startDispatcher({ dataDir: join(work, 'data'), port, heartbeatSeconds: 1 });
     const after = await progress(disp, job);
     expect(after.done).toBeGreaterThanOrEqual(before.done); // nothing acknowledged was lost
-    await waitFor('agents back', () => disp!.lines.filter((l) => l.msg === 'agent welcomed').length >= AGENTS, 30_000);
+    await waitFor('agents back', () => disp!.logs.filter((l) => l.msg === 'agent welcomed').length >= AGENTS, 30_000);
 
     // kill -9 of an agent mid-task: its tasks finish elsewhere.
     for (;;) {
@@ -147,7 +147,7 @@ describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
     for (const r of results) expect(files.get(`task-${r.taskId}/out/label.txt`) ?? files.get(`task-${r.taskId}/label.txt`)).toBe(`row ${r.params!.x}, quoted\n`);
 
     // Exactly one recorded result per task in the store; re-executions only around the kills.
-    await disp.kill('SIGTERM');
+    await disp.stop('SIGTERM');
     disp = undefined;
     const db = new Database(join(work, 'data', 'dispatcher.db'), { readonly: true });
     try {

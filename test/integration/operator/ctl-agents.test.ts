@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
-import { startDispatcherProcess, type DispatcherProcess } from './process.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { SimulatedMachine } from './machine.js';
 import { baseEnv, runCtl, startCtl, waitUntil } from './run-ctl.js';
 import { EXIT } from '../../../dispatcher/src/ctl/errors.js';
@@ -38,7 +38,7 @@ async function until(what: string, f: () => Promise<boolean>, timeoutMs = 30_000
 }
 
 beforeAll(async () => {
-  d = await startDispatcherProcess();
+  d = await startDispatcher();
   env = baseEnv(d.url);
   admin = { ...env, LILCLUSTER_TOKEN: d.token };
   machines = MACS.map((mac) => new SimulatedMachine({ dispatcherUrl: d.url, mac, pubKeyFile: d.pubKeyFile, slots: 2 }));
@@ -180,7 +180,7 @@ describe('dispatcherctl with real agents', () => {
 
 describe('enrollment: approve, with a real agent', () => {
   it('holds a new machine pending until `dispatcherctl approve`, then its agent joins', async () => {
-    const p = await startDispatcherProcess({ cluster: 'enrollment: approve\n' });
+    const p = await startDispatcher({ cluster: 'enrollment: approve\n' });
     const m = new SimulatedMachine({ dispatcherUrl: p.url, mac: '52:54:00:cc:00:01', pubKeyFile: p.pubKeyFile, slots: 1 });
     try {
       m.powerOn();

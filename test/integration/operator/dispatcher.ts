@@ -10,7 +10,7 @@ import { resolveConfig, type ConfigOverrides } from '../../../dispatcher/src/con
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 
-export { ROOT, CTL_BIN, DISPATCHER_BIN, AGENT_BIN } from './paths.js';
+export { ROOT, CTL_BIN, AGENT_BIN } from './paths.js';
 
 export interface TestDispatcher extends RunningDispatcher {
   url: string;

@@ -1,7 +1,6 @@
-/** Where the built bundles are, from this tree's root. */
+/** Where the built bundles are, from this tree's root (the dispatcher's: test/lab/dispatcher.ts). */
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
 export const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
-export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
 export const AGENT_BIN = join(ROOT, 'dist/bin/node-agent.mjs');

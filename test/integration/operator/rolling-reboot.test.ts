@@ -5,7 +5,7 @@
  * Needs root (namespaces).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDispatcherProcess, type DispatcherProcess } from './process.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { SimulatedMachine } from './machine.js';
 import { baseEnv, runCtl } from './run-ctl.js';
 import type { NodeList, OperationView } from '../../../dispatcher/src/api/schemas.js';
@@ -36,7 +36,7 @@ async function until(what: string, f: () => Promise<boolean>, timeoutMs = 60_000
 }
 
 beforeAll(async () => {
-  d = await startDispatcherProcess();
+  d = await startDispatcher();
   machines = MACS.map((mac) => new SimulatedMachine({ dispatcherUrl: d.url, mac, pubKeyFile: d.pubKeyFile, slots: 2 }));
   for (const m of machines) m.powerOn();
   await until('3 ready nodes', async () => (await api<NodeList>('GET', '/api/v1/nodes')).nodes.filter((n) => n.state === 'ready').length === 3);

@@ -14,7 +14,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { AGENT_BIN, ROOT, startAgent, startHub, waitFor, type AgentProcess, type TestHub } from '../agents/harness.js';
-import { DISPATCHER_BIN, resultsOf, startDispatcherProcess, type DispatcherProcess, type JobView, type ResultLine } from '../agents/dispatcher-process.js';
+import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView, type ResultLine } from '../../lab/dispatcher.js';
 import { FakeEngine } from '../agents/fake-engine.js';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 
@@ -49,7 +49,7 @@ let token: string;
 
 beforeAll(async () => {
   if (!existsSync(DISPATCHER_BIN) || !existsSync(AGENT_BIN)) execFileSync('make', ['build'], { cwd: ROOT, stdio: 'inherit' });
-  disp = await startDispatcherProcess();
+  disp = await startDispatcher();
   token = readFileSync(join(disp.dataDir, 'admin.token'), 'utf8').trim();
   sandbox = tempDir('lc-sec-unpack-');
   agentWork = join(sandbox, 'x/y/agent');
@@ -59,12 +59,12 @@ beforeAll(async () => {
     '--dispatcher', disp.url, '--enroll-token', readFileSync(join(disp.dataDir, 'enroll.token'), 'utf8').trim(), '--dispatcher-key', join(disp.dataDir, 'identity.pub'),
     '--mac', '52:54:00:5e:c0:01', '--work-dir', agentWork, '--slots', '1',
   ]);
-  await waitFor('agent welcomed', () => disp.lines.some((l) => l.msg === 'agent welcomed'), 30_000);
+  await waitFor('agent welcomed', () => disp.logs.some((l) => l.msg === 'agent welcomed'), 30_000);
 });
 
 afterAll(async () => {
   await agent?.kill('SIGKILL');
-  await disp?.kill('SIGKILL');
+  await disp?.stop('SIGKILL');
 });
 
 async function upload(body: Buffer): Promise<string> {

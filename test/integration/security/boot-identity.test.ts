@@ -18,7 +18,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab, type Lab, type LabProcess, type Netns } from '../../lab/netns.js';
-import { buildProbe, probeDora, removeTempDirs, startDispatcher, type RunningDispatcher } from '../dhcp/harness.js';
+import { buildProbe, probeDora, removeTempDirs } from '../dhcp/harness.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { RawClient } from '../agents/harness.js';
 import { AGENT_BIN } from '../operator/paths.js';
 import { parseDispatcherPublicKey } from '../../../dispatcher/src/protocol/session.js';
@@ -37,7 +38,7 @@ let lab: Lab;
 let srv: Netns;
 let node: Netns;
 let nodeIf: string;
-let d: RunningDispatcher;
+let d: DispatcherProcess;
 let port: number;
 let adminToken: string;
 let agent: LabProcess | undefined;
@@ -107,8 +108,8 @@ describe.runIf(isRoot)('boot identity', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'lc-sec-'));
     writeFileSync(join(dataDir, 'cluster.yaml'), `enrollment: auto\nautoEnroll: { perMinute: ${PER_MINUTE}, total: 50 }\n`);
     dispatcherArgs = ['--interface', s.name, '--dhcp', 'full', '--range', '10.70.0.100-10.70.0.199', '--no-tftp', '--heartbeat', '1', '--cluster', join(dataDir, 'cluster.yaml'), '--http-port', String(HTTP_PORT)];
-    d = await startDispatcher(srv, dispatcherArgs, { dataDir });
-    port = d.logs().find((l) => l.msg === 'dispatcher started')!.httpPort as number;
+    d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', dataDir, args: dispatcherArgs });
+    port = d.logs.find((l) => l.msg === 'dispatcher started')!.httpPort as number;
     expect(port).toBe(HTTP_PORT);
     adminToken = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
   }, 60_000);
@@ -129,7 +130,7 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(await fromAdmin.text()).not.toMatch(/lc\.token=/);
     const nodes = await nodesByMac();
     expect(nodes.has('52:54:00:66:00:01') || nodes.has('52:54:00:66:00:02')).toBe(false);
-    expect(d.logs().some((l) => l.msg === 'boot script asked for off the node network: 404' && l.ip === ADMIN_HOST)).toBe(true);
+    expect(d.logs.some((l) => l.msg === 'boot script asked for off the node network: 404' && l.ip === ADMIN_HOST)).toBe(true);
   });
 
   it('serves the node network only from the address the MAC used in its DHCP exchange', async () => {
@@ -192,7 +193,7 @@ describe.runIf(isRoot)('boot identity', () => {
   it('lets the agent reconnect to a restarted dispatcher with its session credential (its boot token is spent)', async () => {
     const before = agent!.output().length;
     await d.stop();
-    d = await startDispatcher(srv, dispatcherArgs, { dataDir: d.dataDir });
+    d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', dataDir: d.dataDir, args: dispatcherArgs });
     // Meanwhile a stranger does a DHCP exchange as the node's MAC and asks for its script: the
     // node was up before the restart, so it is given the time to come back (no token, no revocation).
     await pxeDhcp('52:54:00:67');
@@ -200,7 +201,7 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(tokenOf(early)).toBeUndefined();
     await waitFor('agent back', () => agent!.output().slice(before).includes('connected to the dispatcher'), 20_000);
     expect(agent!.output().slice(before)).not.toMatch(/refused/);
-    expect(d.logs().some((l) => l.msg === 'agent welcomed' && l.auth === 'session' && l.mac === real.mac)).toBe(true);
+    expect(d.logs.some((l) => l.msg === 'agent welcomed' && l.auth === 'session' && l.mac === real.mac)).toBe(true);
     // The stranger's DHCP exchange did not mark the live node booting either.
     expect((await nodesByMac()).get(real.mac)?.state).toMatch(/ready|busy/);
   });
@@ -218,7 +219,7 @@ describe.runIf(isRoot)('boot identity', () => {
     await probeDora(node, { iface: nodeIf, to: { address: '255.255.255.255', port: 67 }, dora: { count: 40, macPrefix: '02:66:66:00', template: PXE, timeoutMs: 4_000 } });
     const after = await nodesByMac();
     expect(after.size - before).toBeLessThanOrEqual(PER_MINUTE);
-    const capLines = d.logs().filter((l) => l.msg === 'boot request refused: auto-enrolment cap');
+    const capLines = d.logs.filter((l) => l.msg === 'boot request refused: auto-enrolment cap');
     expect(capLines.length).toBeGreaterThan(0);
     expect(capLines.length).toBeLessThanOrEqual(10);
     expect(after.get(real.mac)?.state).toMatch(/ready|busy/);

@@ -17,8 +17,8 @@ import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import tar from 'tar-stream';
-import { RawClient, waitFor, type AgentProcess } from '../agents/harness.js';
-import { agentFor, startDispatcherProcess, type DispatcherProcess, type JobView } from '../agents/dispatcher-process.js';
+import { agentFor, RawClient, waitFor, type AgentProcess } from '../agents/harness.js';
+import { startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 import { AGENT_PATH, type WireTaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import { DEFAULT_OUTPUTS_MAX_INFLATED_BYTES, DEFAULT_RESULT_TEXT_MAX_BYTES } from '../../../dispatcher/src/config.js';
 
@@ -64,7 +64,7 @@ async function taskDetail(id: number) {
 
 beforeAll(async () => {
   member = gzipSync(Buffer.alloc(64 * MiB), { level: 9 });
-  d = await startDispatcherProcess();
+  d = await startDispatcher();
   token = readFileSync(join(d.dataDir, 'admin.token'), 'utf8').trim();
   crafted = new RawClient(d.url.replace('http', 'ws') + AGENT_PATH);
   const welcome = await crafted.handshake(CRAFTED_MAC, { kind: 'enroll', token: readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim() }, { slots: 16 });
@@ -77,7 +77,7 @@ afterAll(async () => {
   clearInterval(sampler);
   crafted?.close();
   await real?.kill();
-  await d?.kill();
+  await d?.stop();
 });
 
 async function finished(id: number, timeoutMs = 60_000): Promise<JobView> {
@@ -120,7 +120,7 @@ describe('gzip bombs in results and outputs', () => {
     await waitFor('six stale results acknowledged', () => staleIds.every((id) => acks().includes(id)), 60_000);
     const peakSix = peak;
     expect(peakSix - idle).toBeLessThan(64 * 1024);
-    await waitFor('stale log line', () => d.lines.find((l) => l.msg === 'results of tasks this node does not hold dropped unread' && l.mac === CRAFTED_MAC && l.ip === '127.0.0.1'));
+    await waitFor('stale log line', () => d.logs.find((l) => l.msg === 'results of tasks this node does not hold dropped unread' && l.mac === CRAFTED_MAC && l.ip === '127.0.0.1'));
 
     // 2. A message near the 32 MiB limit whose outputs inflate to 23 GiB. Decoding any message
     //    that size costs memory of its own (frame, plaintext, JSON), so it is compared with a
@@ -149,7 +149,7 @@ describe('gzip bombs in results and outputs', () => {
     const [refused] = (await crafted.waitFor('error', 2, 60_000)).slice(1);
     expect(refused).toMatchObject({ code: 'oversize', about: 'results', message: expect.stringMatching(new RegExp(`task ${outputsTask} attempt 1 outputs: the outputs tar inflates to more than ${DEFAULT_OUTPUTS_MAX_INFLATED_BYTES} bytes`)) });
     await waitFor('outputs bomb acked', () => acks().includes(outputsTask!), 30_000);
-    await waitFor('refusal log line', () => d.lines.find((l) => l.msg === 'result parts refused' && l.mac === CRAFTED_MAC && l.ip === '127.0.0.1' && l.field === 'outputs'));
+    await waitFor('refusal log line', () => d.logs.find((l) => l.msg === 'result parts refused' && l.mac === CRAFTED_MAC && l.ip === '127.0.0.1' && l.field === 'outputs'));
     clearInterval(sampler);
     const after = rssKiB();
     console.log(

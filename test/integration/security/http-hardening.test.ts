@@ -5,15 +5,13 @@
  * whatever the umask, and one clear line when it cannot be written.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { freePort, startDispatcherProcess, type DispatcherProcess } from '../operator/process.js';
-import { DISPATCHER_BIN } from '../operator/paths.js';
+import { spawnDispatcher, startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 
 interface Answer {
   status: number;
@@ -46,7 +44,7 @@ describe('the API under attack', () => {
   const jobState = async (id: number) => (await call(d, 'GET', `/api/v1/jobs/${id}`)).json.state;
 
   beforeAll(async () => {
-    d = await startDispatcherProcess();
+    d = await startDispatcher();
     const login = await fetch(`${d.url}/login?token=${encodeURIComponent(d.token)}`, { redirect: 'manual' });
     cookie = login.headers.get('set-cookie')!.split(';')[0]!;
   }, 30_000);
@@ -157,22 +155,13 @@ describe('the API under attack', () => {
 describe('the data dir', () => {
   /** The dispatcher started under umask 000 by a shell, until it is healthy or exits. */
   async function runUnderUmask0(dataDir: string): Promise<{ code: number | null; stderr: string; stop(): Promise<void> }> {
-    const port = await freePort();
-    const child = spawn('/bin/sh', ['-c', 'umask 000; exec "$@"', 'sh', process.execPath, DISPATCHER_BIN, '--dhcp', 'off', '--no-tftp', '--http-port', String(port), '--http-host', '127.0.0.1', '--advertise-address', '127.0.0.1', '--data-dir', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    const stop = async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    };
-    const end = Date.now() + 20_000;
-    for (;;) {
-      if (child.exitCode !== null) return { code: child.exitCode, stderr, stop };
-      if (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) return { code: null, stderr, stop };
-      if (Date.now() > end) throw new Error(`the dispatcher neither started nor exited: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const d = spawnDispatcher({ dataDir, prefix: ['/bin/sh', '-c', 'umask 000; exec "$@"', 'sh'] });
+    const started = await d.started().then(() => true, (err: Error) => {
+      if (d.child.exitCode === null) throw err;
+      return false;
+    });
+    const code = started ? null : (await d.exited).code;
+    return { code, stderr: d.stderr(), stop: () => d.stop() };
   }
   const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
 

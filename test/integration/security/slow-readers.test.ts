@@ -12,8 +12,8 @@ import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { startDispatcherProcess, type DispatcherProcess } from '../operator/process.js';
-import { makeBootTree, type BootTree } from '../tftp/dispatcher-process.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
 
 const SLOW_READERS = 128;
 /** The slow readers' addresses (loopback: all of 127/8 reaches the dispatcher). */
@@ -100,7 +100,7 @@ describe.each([
     const saved = { ...process.env };
     Object.assign(process.env, env);
     try {
-      d = await startDispatcherProcess({ args: ['--image', tree.imageDir, '--pxe-dir', tree.pxeDir, '--config', config] });
+      d = await startDispatcher({ args: ['--image', tree.imageDir, '--pxe-dir', tree.pxeDir, '--config', config] });
     } finally {
       process.env = saved;
     }

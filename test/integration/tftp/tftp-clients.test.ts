@@ -11,7 +11,8 @@ import { createSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeBootTree, spawnDispatcher, type BootTree, type DispatcherProcess } from './dispatcher-process.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { RawTftp, errorPacket } from './raw-tftp.js';
 import { TftpOpcode, decodeError } from '../../../dispatcher/src/tftp/codec.js';
 
@@ -24,7 +25,7 @@ let out: string;
 
 beforeAll(async () => {
   tree = makeBootTree({ 'snponly.efi': -1 }); // snponly.efi left out: "make pxe was not run"
-  d = await spawnDispatcher(tree);
+  d = await startDispatcher({ tftp: true, boot: tree });
   out = mkdtempSync(join(tmpdir(), 'lc-tftp-out-'));
 });
 afterAll(async () => {
@@ -140,7 +141,7 @@ describe('TFTP with real clients', () => {
     for (const j of junk) s.send(j, d.tftpPort, '127.0.0.1');
     await new Promise((r) => setTimeout(r, 300));
     s.close();
-    expect(d.proc.exitCode).toBeNull();
+    expect(d.child.exitCode).toBeNull();
     const file = join(out, 'after-junk.kpxe');
     await tftpHpa(`get undionly.kpxe ${file}`);
     expect(sha(readFileSync(file))).toBe(sha(tree.files['undionly.kpxe']!));

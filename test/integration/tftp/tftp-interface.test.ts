@@ -12,7 +12,8 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeBootTree, spawnDispatcher, type BootTree, type DispatcherProcess } from './dispatcher-process.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 
 const run = promisify(execFile);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -56,7 +57,7 @@ describe.runIf(isRoot)('TFTP bound to one interface', () => {
     inNs(NS.srv, 'ip', 'link', 'set', 'lo', 'up');
     inNs(NS.b, 'ip', 'route', 'add', '10.97.1.0/24', 'via', '10.97.2.1');
     tree = makeBootTree();
-    d = await spawnDispatcher(tree, ['--interface', IF.srvA], { netns: NS.srv });
+    d = await startDispatcher({ ns: NS.srv, loopback: true, tftp: true, boot: tree, args: ['--interface', IF.srvA] });
   });
 
   afterAll(async () => {

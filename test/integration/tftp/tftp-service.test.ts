@@ -15,7 +15,7 @@ import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { BootFiles } from '../../../dispatcher/src/boot/boot-files.js';
 import { startTftp, type RunningTftp, type StartTftpOptions } from '../../../dispatcher/src/tftp/server.js';
-import { makeBootTree, type BootTree } from './dispatcher-process.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
 import { RawTftp, errorPacket } from './raw-tftp.js';
 
 const run = promisify(execFile);

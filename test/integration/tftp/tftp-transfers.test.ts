@@ -17,7 +17,7 @@ import { silentLogger } from '../../../dispatcher/src/log.js';
 import { BootFiles } from '../../../dispatcher/src/boot/boot-files.js';
 import { startTftp, type RunningTftp } from '../../../dispatcher/src/tftp/server.js';
 import { TftpOpcode } from '../../../dispatcher/src/tftp/codec.js';
-import { makeBootTree, type BootTree } from './dispatcher-process.js';
+import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
 import { RawTftp, errorPacket } from './raw-tftp.js';
 
 const run = promisify(execFile);
