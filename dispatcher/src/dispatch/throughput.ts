@@ -1,6 +1,8 @@
 /**
- * Tasks handed out and finished per second over the last minutes, for the web page's chart:
- * one counter pair per second in a fixed ring of `HISTORY_SECONDS`, read back in steps.
+ * Tasks handed out and finished per second over the last minutes, for GET /api/v1/dispatch
+ * (`throughput`): one counter pair per second in a fixed ring of `HISTORY_SECONDS`, read back
+ * in steps. Not what the web page's chart or `dispatcherctl status` show: they read
+ * api/status/throughput.ts, sampled from the metrics' completed-tasks counter.
  */
 
 /** How far back the chart can look. */
