@@ -19,7 +19,7 @@
  *        inputsPath is the credential (a per-job random capability, only ever sent to agents
  *        over their authenticated connection); the admin token works too
  *   POST /api/v1/jobs/:id/cancel, POST /api/v1/tasks/:id/cancel   (admin)
- *   GET  /api/v1/dispatch              engine counts and throughput (web page, status)
+ *   GET  /api/v1/dispatch              engine counts and per-second throughput (the page's chart is /api/v1/status)
  */
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
