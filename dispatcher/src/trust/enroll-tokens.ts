@@ -61,7 +61,7 @@ export class EnrollTokens {
     this.#insert = db.prepare('INSERT INTO enroll_tokens (id, token_hash, mac, created_at, expires_at) VALUES (?, ?, ?, ?, ?)');
     this.#byHash = db.prepare('SELECT * FROM enroll_tokens WHERE token_hash = ?');
     this.#bind = db.prepare('UPDATE enroll_tokens SET mac = coalesce(mac, ?), used_at = ? WHERE id = ?');
-    this.#list = db.prepare('SELECT * FROM enroll_tokens ORDER BY created_at, id');
+    this.#list = db.prepare('SELECT * FROM enroll_tokens ORDER BY created_at, rowid');
     this.#revoke = db.prepare('DELETE FROM enroll_tokens WHERE id = ?');
     this.#count = db.prepare('SELECT count(*) FROM enroll_tokens').pluck();
     this.#purge = db.prepare('DELETE FROM enroll_tokens WHERE expires_at < ?');
