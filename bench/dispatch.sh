@@ -33,7 +33,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-ESB=(node_modules/.bin/esbuild --bundle --platform=node --format=esm --target=node20 --packages=external --log-level=warning)
+ESB=(node_modules/.bin/esbuild --bundle --platform=node --format=esm --target=node24 --packages=external --log-level=warning)
 mkdir -p dist/bench
 
 if [ "${1:-}" = engine ]; then

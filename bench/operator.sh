@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f dist/bin/dispatcher.mjs ] && [ -f dist/bin/node-agent.mjs ] || make build >/dev/null
 mkdir -p dist/bench
-node_modules/.bin/esbuild bench/operator.ts --bundle --platform=node --format=esm --target=node20 --packages=external --log-level=warning --outfile=dist/bench/operator.mjs
+node_modules/.bin/esbuild bench/operator.ts --bundle --platform=node --format=esm --target=node24 --packages=external --log-level=warning --outfile=dist/bench/operator.mjs
 # Imported rather than run as the main script: sim-agents.ts (bundled in) runs its own CLI when it
 # is the main script.
 exec node --input-type=module -e "await import('$PWD/dist/bench/operator.mjs')"

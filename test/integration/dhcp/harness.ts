@@ -31,7 +31,7 @@ export async function buildProbe(): Promise<string> {
     bundle: true,
     platform: 'node',
     format: 'esm',
-    target: 'node20',
+    target: 'node24',
     packages: 'external',
     outfile: PROBE_BIN,
     logLevel: 'warning',

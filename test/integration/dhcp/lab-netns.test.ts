@@ -74,7 +74,7 @@ describe('network lab', () => {
         resolveDir: join(ROOT, 'test/lab'),
         loader: 'ts',
       },
-      bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: child, logLevel: 'warning',
+      bundle: true, platform: 'node', format: 'esm', target: 'node24', outfile: child, logLevel: 'warning',
     });
     const orphan = execFileSync(process.execPath, [child], { encoding: 'utf8' }).trim();
     expect(orphan).toMatch(/^lc-labtest-\d+-\d+-1-orphan$/);

