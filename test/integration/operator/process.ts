@@ -59,8 +59,14 @@ export async function startDispatcherProcess(opts: { cluster?: string; args?: st
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');
       await new Promise<void>((resolve) => {
-        const t = setTimeout(() => (child.kill('SIGKILL'), resolve()), 5000);
-        child.once('exit', () => (clearTimeout(t), resolve()));
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          resolve();
+        }, 5000);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
       });
     },
   };

@@ -350,7 +350,7 @@
         for (const s of d.stages) { if (!by.has(s.boot)) by.set(s.boot, []); by.get(s.boot).push(s); }
         boots = [...by].map(([boot, stages]) => ({ boot, stages }));
       }
-      if (!boots || !boots.length) { box.textContent = 'no boot recorded yet'; return; }
+      if (!boots?.length) { box.textContent = 'no boot recorded yet'; return; }
       box.className = 'boots';
       box.replaceChildren(...boots.slice(-3).reverse().map((b) => {
         const t0 = b.stages.length ? b.stages[0].ts : 0;
