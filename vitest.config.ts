@@ -1,8 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
-// Three tiers (see test/README.md), run one after the other (groupOrder). Integration and e2e
-// tests use real sockets, processes, namespaces and QEMU, so they run one file at a time on
-// the 2-core CI machine and never overlap with each other.
+// Three tiers (see test/README.md), run one after the other (groupOrder). Unit tests are pure
+// and independent, so their files run in parallel, two worker processes at a time (Vitest's
+// default on a 2-core machine is one: cores − 1); `make check` runs this tier alone.
+// Integration and e2e tests use real sockets, processes, namespaces and QEMU, so they run one
+// file at a time on the 2-core CI machine and never overlap with each other.
 export default defineConfig({
   test: {
     projects: [
@@ -12,6 +14,7 @@ export default defineConfig({
           include: ['test/unit/**/*.test.ts'],
           sequence: { groupOrder: 0 },
           testTimeout: 30_000,
+          maxWorkers: 2,
         },
       },
       {
