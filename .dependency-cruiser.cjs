@@ -51,7 +51,10 @@ function temporaryExceptions(name, fromPrefix, why) {
     name,
     severity: 'error',
     comment: `${why} (${to} is allowed, for now, only where it is imported today)`,
-    from: { path: `^${fromPrefix}`, pathNot: ALLOWED_TODAY.filter((a) => a.to === to && a.from.startsWith(fromPrefix)).map((a) => exact(a.from)) },
+    from: {
+      path: `^${fromPrefix}`,
+      pathNot: ALLOWED_TODAY.filter((a) => a.to === to && a.from.startsWith(fromPrefix)).map((a) => exact(a.from)),
+    },
     to: { path: exact(to) },
   }));
 }
@@ -64,7 +67,8 @@ module.exports = {
     {
       name: 'codec-no-io',
       severity: 'error',
-      comment: 'codecs are pure (bytes in, packet out): no socket, store, clock, logger or file system, so fuzzers and golden tests can call them',
+      comment:
+        'codecs are pure (bytes in, packet out): no socket, store, clock, logger or file system, so fuzzers and golden tests can call them',
       from: { path: CODECS },
       to: { path: IO },
     },
@@ -109,7 +113,10 @@ module.exports = {
       severity: 'error',
       comment: CTL_WHY,
       from: { path: '^dispatcher/src/ctl/' },
-      to: { path: '^dispatcher/src/', pathNot: ['^dispatcher/src/ctl/', '^dispatcher/src/api/schemas\\.ts$', ...allowedTargets('dispatcher/src/ctl/')] },
+      to: {
+        path: '^dispatcher/src/',
+        pathNot: ['^dispatcher/src/ctl/', '^dispatcher/src/api/schemas\\.ts$', ...allowedTargets('dispatcher/src/ctl/')],
+      },
     },
     ...temporaryExceptions('ctl-only-api-schemas', 'dispatcher/src/ctl/', CTL_WHY),
     {

@@ -23,7 +23,10 @@ export const ROOTS = ['dispatcher', 'node-agent', 'image', 'test', 'bench'];
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const found = await violations(ROOTS);
-  for (const v of found) console.log(`${v.rule.severity} ${v.rule.name}: ${v.from} → ${v.to}${v.cycle ? ` (cycle: ${v.cycle.map((c) => c.name ?? c).join(' → ')})` : ''}`);
+  for (const v of found)
+    console.log(
+      `${v.rule.severity} ${v.rule.name}: ${v.from} → ${v.to}${v.cycle ? ` (cycle: ${v.cycle.map((c) => c.name ?? c).join(' → ')})` : ''}`,
+    );
   const errors = found.filter((v) => v.rule.severity === 'error').length;
   console.log(errors ? `boundaries: ${errors} violation(s) of .dependency-cruiser.cjs` : 'boundaries: no violation');
   process.exit(errors ? 1 : 0);

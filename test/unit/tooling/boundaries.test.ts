@@ -38,15 +38,18 @@ const FILES: Record<string, string> = {
   'image/src/cpio.ts': "import { setTimeout } from 'node:timers/promises';\nexport const t = setTimeout;\n",
   'dispatcher/src/dispatch/ring.ts': "import { writeFileSync } from 'node:fs';\nexport const w = writeFileSync;\n",
   'node-agent/src/store-user.ts': "import { db } from '../../dispatcher/src/store/database.js';\nexport const d = db;\n",
-  'node-agent/src/new-contract-user.ts': "import type { TaskAssignment } from '../../dispatcher/src/dispatch/contract.js';\nexport type T = TaskAssignment;\n",
+  'node-agent/src/new-contract-user.ts':
+    "import type { TaskAssignment } from '../../dispatcher/src/dispatch/contract.js';\nexport type T = TaskAssignment;\n",
   'dispatcher/src/ctl/commands/engine-user.ts': "import { engine } from '../../dispatch/engine.js';\nexport const e = engine;\n",
-  'dispatcher/src/ctl/commands/new-model-user.ts': "import { TASK_STATES } from '../../dispatch/model.js';\nexport const s = TASK_STATES;\n",
+  'dispatcher/src/ctl/commands/new-model-user.ts':
+    "import { TASK_STATES } from '../../dispatch/model.js';\nexport const s = TASK_STATES;\n",
   'dispatcher/src/web/static/app.js': "/** @typedef {import('../../dispatch/model.js').TASK_STATES} States */\nexport const x = 1;\n",
   'dispatcher/src/boot/uses-test.ts': "import { harness } from '../../../test/lab/harness.js';\nexport const h = harness;\n",
   'dispatcher/src/events/a.ts': "import { b } from './b.js';\nexport const a = () => b;\n",
   'dispatcher/src/events/b.ts': "import { a } from './a.js';\nexport const b = () => a;\n",
   // allowed
-  'dispatcher/src/ctl/commands/jobs.ts': "import { TASK_STATES } from '../../dispatch/model.js';\nimport type { NodeView } from '../../api/schemas.js';\nexport const j: NodeView[] = [];\nexport const s = TASK_STATES;\n",
+  'dispatcher/src/ctl/commands/jobs.ts':
+    "import { TASK_STATES } from '../../dispatch/model.js';\nimport type { NodeView } from '../../api/schemas.js';\nexport const j: NodeView[] = [];\nexport const s = TASK_STATES;\n",
   'node-agent/src/agent.ts':
     "import type { TaskAssignment } from '../../dispatcher/src/dispatch/contract.js';\nimport type { Hello } from '../../dispatcher/src/protocol/messages.js';\nexport type A = [TaskAssignment, Hello];\n",
   'dispatcher/src/protocol/codec.ts': "import type { Hello } from './messages.js';\nexport type H = Hello;\n",
@@ -75,10 +78,30 @@ describe('import boundaries (.dependency-cruiser.cjs), on deliberate violations'
     ['the task ring importing fs', 'ring-no-io', 'dispatcher/src/dispatch/ring.ts', 'fs'],
     ['the agent importing the store', 'agent-only-protocol', 'node-agent/src/store-user.ts', 'dispatcher/src/store/database.ts'],
     ['the agent reaching the store', 'agent-no-dispatcher-io', 'node-agent/src/store-user.ts', undefined],
-    ['a new agent file importing dispatch/contract.ts (allowed only where it is today)', 'agent-only-protocol', 'node-agent/src/new-contract-user.ts', 'dispatcher/src/dispatch/contract.ts'],
-    ['ctl importing dispatch internals', 'ctl-only-api-schemas', 'dispatcher/src/ctl/commands/engine-user.ts', 'dispatcher/src/dispatch/engine.ts'],
-    ['a new ctl file importing dispatch/model.ts (allowed only where it is today)', 'ctl-only-api-schemas', 'dispatcher/src/ctl/commands/new-model-user.ts', 'dispatcher/src/dispatch/model.ts'],
-    ['the page taking types from dispatch internals (JSDoc import)', 'page-only-api-schemas', 'dispatcher/src/web/static/app.js', 'dispatcher/src/dispatch/model.ts'],
+    [
+      'a new agent file importing dispatch/contract.ts (allowed only where it is today)',
+      'agent-only-protocol',
+      'node-agent/src/new-contract-user.ts',
+      'dispatcher/src/dispatch/contract.ts',
+    ],
+    [
+      'ctl importing dispatch internals',
+      'ctl-only-api-schemas',
+      'dispatcher/src/ctl/commands/engine-user.ts',
+      'dispatcher/src/dispatch/engine.ts',
+    ],
+    [
+      'a new ctl file importing dispatch/model.ts (allowed only where it is today)',
+      'ctl-only-api-schemas',
+      'dispatcher/src/ctl/commands/new-model-user.ts',
+      'dispatcher/src/dispatch/model.ts',
+    ],
+    [
+      'the page taking types from dispatch internals (JSDoc import)',
+      'page-only-api-schemas',
+      'dispatcher/src/web/static/app.js',
+      'dispatcher/src/dispatch/model.ts',
+    ],
     ['product code importing a test harness', 'product-not-test', 'dispatcher/src/boot/uses-test.ts', 'test/lab/harness.ts'],
     ['two modules importing each other', 'no-circular', 'dispatcher/src/events/a.ts', 'dispatcher/src/events/b.ts'],
   ])('fires on %s', (_what, rule, from, to) => {
