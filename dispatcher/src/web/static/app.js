@@ -8,7 +8,6 @@
 /** @typedef {import('../../api/schemas.js').NodeDetail} NodeDetail */
 /** @typedef {import('../../api/schemas.js').StatusView} StatusView */
 /** @typedef {import('../../api/schemas.js').ActionResult} ActionResult */
-/** @typedef {import('../../api/schemas.js').InspectResult} InspectResult */
 /** @typedef {import('@sinclair/typebox').Static<typeof import('../../api/schemas.js').ClusterEventSchema>} ClusterEvent */
 /** @typedef {import('@sinclair/typebox').Static<typeof import('../../api/schemas.js').ErrorBody>} ErrorBody */
 /** @typedef {StatusView['throughput']} Throughput */
@@ -442,7 +441,6 @@
     pre.textContent = 'asking ' + v.name + '…';
     try {
       const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/inspect');
-      /** @type {InspectResult & Partial<ErrorBody>} */
       const d = await r.json();
       if (!r.ok) throw new Error(d.error ? d.error.message + (d.error.hint ? ' — ' + d.error.hint : '') : String(r.status));
       showSnapshot(d.snapshot, d.at);
