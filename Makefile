@@ -124,8 +124,9 @@ test: deps
 	@$(MAKE) --no-print-directory typecheck build pxe image
 	node_modules/.bin/vitest run
 
-# Unit tests need no build (the real image builds are integration tests).
-test-unit:
+# Unit tests need no bundle (the real image builds are integration tests), only the agent's
+# small spawn addon, which one of them loads (a second of cc, no root).
+test-unit: $(DIST)/native/spawn.node
 	node_modules/.bin/vitest run --project unit
 test-integration: build
 	node_modules/.bin/vitest run --project integration
