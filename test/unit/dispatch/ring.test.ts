@@ -332,7 +332,9 @@ describe('task ring: the circular list of the design notes', () => {
       small = Math.min(small, time(60_000));
       big = Math.min(big, time(1_000_000));
     }
-    expect(big).toBeLessThan(small * 1.5 + 20);
+    // A hand-out that scanned the queue would be ~16× slower at 1,000,000 than at 60,000; 2×
+    // leaves room for the bigger heap's cache misses under contention, and still catches that.
+    expect(big).toBeLessThan(small * 2 + 20);
   });
 });
 
