@@ -27,7 +27,7 @@ help:
 	@echo "make format-check     fail if a file is not formatted as \`make format\` would"
 	@echo "make boundaries       the import rules of .dependency-cruiser.cjs"
 	@echo "make typecheck        tsc --noEmit over the TypeScript, and over the page's app.js (checkJs)"
-	@echo "make test-unit        the unit tier alone (test/unit, files in parallel)"
+	@echo "make test-unit        the unit tier alone (test/unit, files in parallel; builds the spawn addon)"
 	@echo "make test-integration the integration tier alone (root: namespaces, real processes, image builds)"
 	@echo "make test-e2e         the end-to-end tier alone (root: QEMU PXE boots)"
 	@echo "make deps             install what this machine lacks (Debian packages, npm ci)"
@@ -45,7 +45,7 @@ help:
 	@echo "make clean            remove dist/"
 	@echo "make help             this list"
 
-# The fast check (CONTRIBUTING.md): everything that needs neither root nor a build, cheapest
+# The fast check (CONTRIBUTING.md): everything that needs neither root nor the bundles or image, cheapest
 # first, stopping at the first failure. .ci/run runs it before the long `make test`.
 # format-check fails until the tree has been formatted once with `make format`.
 check: node_modules/.bin/biome
