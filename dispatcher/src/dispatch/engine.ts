@@ -642,10 +642,7 @@ export class TaskDispatcher implements DispatchEngine {
             s.deleteLeases.run(op.r.taskId);
             const jobId = op.task.job.spec.id;
             let d = deltas.get(jobId);
-            if (!d) {
-              d = { done: 0, failed: 0, cancelled: 0 };
-              deltas.set(jobId, d);
-            }
+            if (!d) deltas.set(jobId, (d = { done: 0, failed: 0, cancelled: 0 }));
             if (op.status === TaskRowState.done) d.done++;
             else {
               d.failed++;
@@ -909,10 +906,7 @@ export class TaskDispatcher implements DispatchEngine {
         continue;
       }
       let e = byTask.get(l.task_id);
-      if (!e) {
-        e = { job, rows: [] };
-        byTask.set(l.task_id, e);
-      }
+      if (!e) byTask.set(l.task_id, (e = { job, rows: [] }));
       e.rows.push({ attempt: l.attempt, mac: l.mac as Mac, startedAt: l.started_at, leaseUntil: l.lease_until, speculative: l.speculative === 1 });
     }
     const now = this.#now();
@@ -1220,7 +1214,7 @@ export class TaskDispatcher implements DispatchEngine {
   /** The inputs blob of a job, if `key` is the job's capability key. */
   inputsOf(jobId: number, key: string): string | undefined {
     const row = this.store.job(jobId);
-    if (!row?.inputs_key || !tokensEqual(row.inputs_key, key)) return undefined;
+    if (!row || !row.inputs_key || !tokensEqual(row.inputs_key, key)) return undefined;
     const spec = JSON.parse(row.spec) as JobSpec;
     return spec.inputs ?? undefined;
   }
