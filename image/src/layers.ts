@@ -10,7 +10,7 @@
  * - Never a file over a directory or under a file/symlink, and never over a protected path.
  */
 import { ImageBuildError } from './errors.js';
-import { Rootfs, sameEntry } from './rootfs.js';
+import { type Rootfs, sameEntry } from './rootfs.js';
 
 export type LayerItem =
   | { type: 'file'; path: string; mode: number; data: Buffer }

@@ -120,8 +120,14 @@ export class DispatcherConnection implements TaskSource {
     const ws = this.#ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => (ws.terminate(), resolve()), 1000);
-      ws.once('close', () => (clearTimeout(t), resolve()));
+      const t = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 1000);
+      ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
       ws.close(1000, 'agent stopping');
     });
     if (wasOpen) this.#handlers?.disconnected('agent stopping');

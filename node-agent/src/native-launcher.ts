@@ -179,7 +179,12 @@ export class NativeLauncher implements Launcher {
       this.addon.spawn(spec.file, [spec.file, ...spec.args].join('\0'), spec.args.length + 1, env.text, env.count, spec.cwd, spec.stdin, onStart, onExit);
     } catch (err) {
       failed((err as NodeJS.ErrnoException).code ?? (err as Error).message);
-      return { done, stop: () => void (cancelled = true) };
+      return {
+        done,
+        stop: () => {
+          cancelled = true;
+        },
+      };
     }
     killTimer = setTimeout(() => {
       timedOut = true;

@@ -27,7 +27,7 @@ export async function demoInterfaces(): Promise<string[]> {
   return out
     .split('\n')
     .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
-    .filter((n): n is string => n !== undefined && n.startsWith(IFACE_PREFIX));
+    .filter((n): n is string => n?.startsWith(IFACE_PREFIX) === true);
 }
 
 export async function removeNetwork(): Promise<string[]> {

@@ -65,8 +65,7 @@ beforeAll(async () => {
   let buf = '';
   recorder.stdout!.on('data', (c: Buffer) => {
     buf += c.toString('utf8');
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       const line = JSON.parse(buf.slice(0, nl)) as SeenRequest | { listening: number };
       buf = buf.slice(nl + 1);
       if ('listening' in line) listening.add(line.listening);
@@ -156,7 +155,7 @@ describe('the RAM image under QEMU', () => {
     await vm.waitForConsole(/lc-init: no network: no network interface found/, BOOT_TIMEOUT_MS);
     await vm.waitForConsole(/PCI 0000:00:0\d\.0 \(10ec:8139\) is a network controller with no driver in this image/, 10_000);
     // ...and tries again rather than stopping there.
-    await vm.waitForConsole(/no network interface found[^]*no network interface found/, 60_000);
+    await vm.waitForConsole(/no network interface found[\s\S]*no network interface found/, 60_000);
     expect(vm.running).toBe(true);
     expect(vm.console()).not.toMatch(/Kernel panic|node-agent/);
   });

@@ -546,7 +546,7 @@ export class AgentHub implements NodeControl {
 
   #cancelOnNode(mac: Mac, ref: RunningTaskRef, reason: string): void {
     const conn = this.#byMac.get(mac);
-    if (!conn || conn.state !== 'open') return;
+    if (conn?.state !== 'open') return;
     conn.held.delete(refKey(ref.taskId, ref.attempt));
     this.#send(conn, { type: 'cancel', refs: [{ taskId: ref.taskId, attempt: ref.attempt }], reason, report: false });
   }
@@ -613,7 +613,7 @@ export class AgentHub implements NodeControl {
 
   send(mac: Mac, cmd: ControlCommand, opts: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void } = {}): Promise<ControlOutcome> {
     const conn = this.#byMac.get(mac);
-    if (!conn || conn.state !== 'open') return Promise.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`));
+    if (conn?.state !== 'open') return Promise.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`));
     const id = this.#nextControlId++;
     const timeoutMs = opts.timeoutMs ?? (cmd.kind === 'exec' ? (cmd.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS) + this.#controlTimeoutMs : this.#controlTimeoutMs);
     return conn.commands.start(id, cmd, timeoutMs, opts.onOutput, () => this.#send(conn, { type: 'control', id, command: cmd }));
@@ -623,7 +623,7 @@ export class AgentHub implements NodeControl {
     if (draining) this.#draining.add(mac);
     else this.#draining.delete(mac);
     const conn = this.#byMac.get(mac);
-    if (!conn || conn.state !== 'open') return;
+    if (conn?.state !== 'open') return;
     if (draining) {
       this.#waiting.delete(conn);
       this.#setNodeState(conn, 'draining', 'drain requested');
@@ -656,8 +656,14 @@ export class AgentHub implements NodeControl {
       conn.endedBy = 'stopping';
       closing.push(new Promise((resolve) => {
         if (conn.ws.readyState === 3) return resolve();
-        const t = setTimeout(() => (conn.ws.terminate(), resolve()), 1000);
-        conn.ws.once('close', () => (clearTimeout(t), resolve()));
+        const t = setTimeout(() => {
+          conn.ws.terminate();
+          resolve();
+        }, 1000);
+        conn.ws.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
         conn.ws.close(CLOSE_CODES.goingAway, 'dispatcher stopping');
       }));
     }

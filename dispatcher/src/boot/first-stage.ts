@@ -113,5 +113,5 @@ export function archName(arch: number): string {
 }
 
 function startsWith(s: string | undefined, prefix: string): boolean {
-  return s !== undefined && s.startsWith(prefix);
+  return s?.startsWith(prefix) === true;
 }

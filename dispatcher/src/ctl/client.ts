@@ -98,8 +98,7 @@ export class ApiClient {
     let buf = '';
     for await (const chunk of textChunks(res)) {
       buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
         const line = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
         if (line) yield JSON.parse(line) as T;

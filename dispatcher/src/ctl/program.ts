@@ -52,7 +52,10 @@ Examples:
 export function allCommands(root: Command): Command[] {
   const out: Command[] = [];
   const walk = (c: Command) => {
-    for (const sub of c.commands) (out.push(sub), walk(sub));
+    for (const sub of c.commands) {
+      out.push(sub);
+      walk(sub);
+    }
   };
   walk(root);
   return out;

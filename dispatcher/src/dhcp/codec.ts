@@ -207,7 +207,8 @@ function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
     const v = concat(parts);
     const known = OPTION_TYPES.get(code);
     if (!known) {
-      (other ??= new Map()).set(code, v);
+      other ??= new Map();
+      other.set(code, v);
       continue;
     }
     const err = checkLength(code, known.wire, v);
@@ -243,7 +244,9 @@ function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
       case OPT.CLIENT_NDI: p.clientNdi = v; break;
       case OPT.CLIENT_UUID: p.clientUuid = v; break;
       case OPT.IPXE_ENCAP: p.ipxeOptions = v; break;
-      default: (other ??= new Map()).set(code, v);
+      default:
+        other ??= new Map();
+        other.set(code, v);
     }
   }
   if (other) p.otherOptions = other;

@@ -14,7 +14,6 @@
  * loop, tar-stream entry by entry, with the reader's backpressure) and stops at the outputs
  * cap: a download holds a few chunks in memory, whatever the tars inflate to.
  */
-import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -193,8 +192,14 @@ async function copyEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: s
 function drained(sink: ReturnType<tar.Pack['entry']>, pack: tar.Pack): Promise<void> {
   if (pack.destroyed) return Promise.reject(new Error('the download was closed'));
   return new Promise((resolve, reject) => {
-    const onDrain = () => (off(), resolve());
-    const onClose = () => (off(), reject(new Error('the download was closed')));
+    const onDrain = () => {
+      off();
+      resolve();
+    };
+    const onClose = () => {
+      off();
+      reject(new Error('the download was closed'));
+    };
     const off = () => {
       sink.removeListener('drain', onDrain);
       pack.removeListener('close', onClose);

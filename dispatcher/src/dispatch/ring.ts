@@ -538,7 +538,7 @@ export class TaskRing {
       if (t && live && live.leaseUntil > now) {
         keep.push(ref);
         reported.add(t);
-      } else if (t && t.waiting && t.attempts === ref.attempt && t.handedTo[ref.attempt - 1] === mac) {
+      } else if (t?.waiting && t.attempts === ref.attempt && t.handedTo[ref.attempt - 1] === mac) {
         t.waiting = false;
         this.#waiting--;
         const leaseUntil = now + t.job.spec.timeoutMs + this.#graceMs;
@@ -663,7 +663,10 @@ export class TaskRing {
 
   #nodeSet(mac: Mac): Set<OutTask> {
     let s = this.#byNode.get(mac);
-    if (!s) this.#byNode.set(mac, (s = new Set()));
+    if (!s) {
+      s = new Set();
+      this.#byNode.set(mac, s);
+    }
     return s;
   }
 

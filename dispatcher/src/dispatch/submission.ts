@@ -22,7 +22,7 @@ import {
   type TaskTemplate,
 } from './model.js';
 import { templatePlaceholders } from './template.js';
-import { ParamsFileError } from './params-file.js';
+import type { ParamsFileError } from './params-file.js';
 
 /** How the tasks of a validated submission are given. */
 export type SubmissionTasks =

@@ -86,9 +86,18 @@ export class EventLog {
     const limit = Math.min(opts.limit ?? 100, 10_000);
     const where: string[] = [];
     const args: unknown[] = [];
-    if (opts.node) (where.push('node = ?'), args.push(opts.node));
-    if (opts.afterId !== undefined) (where.push('id > ?'), args.push(opts.afterId));
-    if (opts.kind) (where.push('kind LIKE ?'), args.push(`${opts.kind}%`));
+    if (opts.node) {
+      where.push('node = ?');
+      args.push(opts.node);
+    }
+    if (opts.afterId !== undefined) {
+      where.push('id > ?');
+      args.push(opts.afterId);
+    }
+    if (opts.kind) {
+      where.push('kind LIKE ?');
+      args.push(`${opts.kind}%`);
+    }
     this.commits.flush(); // read your own writes
     const sql = `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT ?`;
     const rows = this.db.prepare(sql).all(...args, limit) as EventRow[];

@@ -162,7 +162,10 @@ export class Counter extends Labelled implements Metric {
   readonly #values = new Map<string, number>();
   /** `inc()`, `inc(3)`, `inc({ type: 'offer' })`, `inc({ type: 'offer' }, 3)`. */
   inc(labels?: Labels | number, by = 1): void {
-    if (typeof labels === 'number') (by = labels), (labels = undefined);
+    if (typeof labels === 'number') {
+      by = labels;
+      labels = undefined;
+    }
     if (!(by >= 0)) throw new Error(`counter ${this.name} can only go up`);
     const k = this.key(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
@@ -186,12 +189,18 @@ export class Gauge extends Labelled implements Metric {
     this.#values.set(this.key(labels), value);
   }
   inc(labels?: Labels | number, by = 1): void {
-    if (typeof labels === 'number') (by = labels), (labels = undefined);
+    if (typeof labels === 'number') {
+      by = labels;
+      labels = undefined;
+    }
     const k = this.key(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
   dec(labels?: Labels | number, by = 1): void {
-    if (typeof labels === 'number') (by = labels), (labels = undefined);
+    if (typeof labels === 'number') {
+      by = labels;
+      labels = undefined;
+    }
     this.inc(labels, -by);
   }
   get(labels?: Labels): number {
@@ -218,7 +227,10 @@ export class Histogram extends Labelled implements Metric {
   observe(value: number, labels?: Labels): void {
     const k = this.key(labels);
     let s = this.#series.get(k);
-    if (!s) this.#series.set(k, (s = { counts: new Array(this.#bounds.length).fill(0), sum: 0, count: 0 }));
+    if (!s) {
+      s = { counts: new Array(this.#bounds.length).fill(0), sum: 0, count: 0 };
+      this.#series.set(k, s);
+    }
     for (let i = 0; i < this.#bounds.length; i++) if (value <= this.#bounds[i]!) s.counts[i]!++;
     s.sum += value;
     s.count++;

@@ -98,7 +98,7 @@ export class NodeRegistry {
   readonly #stmts;
 
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly commits: GroupCommit,
     private readonly events: EventLog,
     cluster: ClusterFile,
@@ -318,9 +318,18 @@ export class NodeRegistry {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
     const changed: string[] = [];
-    if (settings.labels !== undefined && JSON.stringify(settings.labels) !== JSON.stringify(n.labels)) (n.labels = [...settings.labels]), changed.push(`labels=${settings.labels.join(',') || '(none)'}`);
-    if (settings.firstStage !== undefined && settings.firstStage !== n.firstStage) (n.firstStage = settings.firstStage), changed.push(`firstStage=${settings.firstStage ?? 'default'}`);
-    if (settings.fixedIp !== undefined && settings.fixedIp !== n.fixedIp) (n.fixedIp = settings.fixedIp), changed.push(`fixedIp=${settings.fixedIp ?? 'none'}`);
+    if (settings.labels !== undefined && JSON.stringify(settings.labels) !== JSON.stringify(n.labels)) {
+      n.labels = [...settings.labels];
+      changed.push(`labels=${settings.labels.join(',') || '(none)'}`);
+    }
+    if (settings.firstStage !== undefined && settings.firstStage !== n.firstStage) {
+      n.firstStage = settings.firstStage;
+      changed.push(`firstStage=${settings.firstStage ?? 'default'}`);
+    }
+    if (settings.fixedIp !== undefined && settings.fixedIp !== n.fixedIp) {
+      n.fixedIp = settings.fixedIp;
+      changed.push(`fixedIp=${settings.fixedIp ?? 'none'}`);
+    }
     if (changed.length) {
       this.#persist(n);
       this.events.append({ kind: 'node.settings', node: n.name, message: `${n.name} settings: ${changed.join(' ')}`, data: { ...settings } });

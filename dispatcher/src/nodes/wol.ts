@@ -29,11 +29,11 @@ export function parseMagicPacket(buf: Uint8Array): Mac | undefined {
   // The sync stream may appear anywhere in the payload (NICs scan the frame for it).
   for (let at = 0; at + MAGIC_PACKET_BYTES <= buf.length; at++) {
     let sync = true;
-    for (let i = 0; i < 6; i++) if (buf[at + i] !== 0xff) (sync = false), (i = 6);
+    for (let i = 0; i < 6 && sync; i++) sync = buf[at + i] === 0xff;
     if (!sync) continue;
     const mac = buf.subarray(at + 6, at + 12);
     let ok = true;
-    for (let r = 1; r < 16 && ok; r++) for (let i = 0; i < 6; i++) if (buf[at + 6 + r * 6 + i] !== mac[i]) (ok = false), (i = 6);
+    for (let r = 1; r < 16 && ok; r++) for (let i = 0; i < 6 && ok; i++) ok = buf[at + 6 + r * 6 + i] === mac[i];
     if (ok) return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':') as Mac;
   }
   return undefined;

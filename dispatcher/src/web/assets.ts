@@ -14,7 +14,8 @@ export interface WebAssets {
 let cached: Promise<WebAssets> | undefined;
 
 export function webAssets(): Promise<WebAssets> {
-  return (cached ??= load());
+  cached ??= load();
+  return cached;
 }
 
 async function load(): Promise<WebAssets> {

@@ -258,7 +258,10 @@ describe('loading the addon', () => {
     const sender = zeroCopySender();
     const prepared: number[] = [];
     const prepare = sender.prepare.bind(sender);
-    sender.prepare = (bytes: Buffer) => (prepared.push(bytes.length), prepare(bytes));
+    sender.prepare = (bytes: Buffer) => {
+      prepared.push(bytes.length);
+      return prepare(bytes);
+    };
     const s = await setup(sender);
     try {
       // every file of the tree is over the 64 KiB below which Node writes the body itself

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, POWER_DELAY_MS } from '../../../node-agent/src/agent.js';
 import type { TaskAssignment } from '../../../dispatcher/src/dispatch/contract.js';
@@ -106,8 +106,7 @@ describe('agent core', () => {
     runner.progress(1, 0.2);
     runner.progress(1, 0.3);
     expect(source.of('progress')).toHaveLength(0);
-    await sleep(600);
-    expect(source.of('progress')).toEqual([{ type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.3 }] }]);
+    await vi.waitFor(() => expect(source.of('progress')).toEqual([{ type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.3 }] }]));
   });
 
   it('refuses power commands when the machine says so', async () => {
@@ -126,8 +125,7 @@ describe('agent core', () => {
     source.deliver({ type: 'control', id: 2, command: { kind: 'reboot' } });
     expect(source.of('control-ack')).toEqual([{ type: 'control-ack', id: 2, ok: true }]);
     expect(power.calls).toEqual([]);
-    await sleep(POWER_DELAY_MS + 100);
-    expect(power.calls).toEqual(['reboot']);
+    await vi.waitFor(() => expect(power.calls).toEqual(['reboot']), { timeout: POWER_DELAY_MS + 1000 });
   });
 
   it('runs exec and inspect, streaming exec output', async () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { mkdirSync, readFileSync, writeFileSync, symlinkSync, existsSync, readlinkSync, readdirSync } from 'node:fs';
 import { tempDir } from './temp-dirs.js';
 import { join } from 'node:path';
@@ -99,15 +99,13 @@ describe('outbox', () => {
     a.add(okResult({ taskId: 1, attempt: 1 }, { stdout: 'one' }));
     a.add(okResult({ taskId: 2, attempt: 1 }));
     expect(readdirSync(d)).toHaveLength(0); // not yet: an acknowledgement usually comes first
-    await new Promise((r) => setTimeout(r, 100));
-    expect(readdirSync(d)).toHaveLength(1); // one file per batch
+    await vi.waitFor(() => expect(readdirSync(d)).toHaveLength(1)); // one file per batch
     const b = new Outbox(d);
     expect(b.unacknowledged().map((r) => [r.taskId, r.stdout])).toEqual([[1, 'one'], [2, '']]);
     b.acknowledge([{ taskId: 1, attempt: 1 }]);
     expect(new Outbox(d).size).toBe(2); // file kept: task 2 still waits
     b.acknowledge([{ taskId: 2, attempt: 1 }]);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(readdirSync(d)).toHaveLength(0);
+    await vi.waitFor(() => expect(readdirSync(d)).toHaveLength(0));
     expect(new Outbox(d).size).toBe(0);
   });
 

@@ -34,7 +34,10 @@ describe('boot timeline view', () => {
     const db = openStore({ dataDir: ':memory:', migrations: allMigrations });
     const timeline = new BootTimeline(db, new GroupCommit(db), () => t);
     const log = silentLogger();
-    const step = (stage: BootStage, ms: number) => ((t += ms), recordStage(timeline, log, mac, stage, { n: t }));
+    const step = (stage: BootStage, ms: number) => {
+      t += ms;
+      return recordStage(timeline, log, mac, stage, { n: t });
+    };
     step('tftp.sent', 0);
     step('http.script', 500);
     step('http.kernel', 100);

@@ -52,7 +52,14 @@ describe('client IP → MAC', () => {
   it('falls back to the neighbour table, and to nothing', () => {
     let reads = 0;
     let t = 0;
-    const lookup = new ClientMacLookup(registry(), () => (reads++, ARP), () => (t += 1000));
+    const lookup = new ClientMacLookup(
+      registry(),
+      () => {
+        reads++;
+        return ARP;
+      },
+      () => (t += 1000),
+    );
     expect(lookup.macOf('10.42.0.103')).toBe('52:54:00:00:00:03');
     expect(lookup.macOf('10.42.0.102')).toBeUndefined();
     expect(lookup.macOf('127.0.0.1')).toBeUndefined();
@@ -61,7 +68,14 @@ describe('client IP → MAC', () => {
 
   it('reads the neighbour table at most 20 times a second under a flood of unknown addresses', () => {
     let reads = 0;
-    const lookup = new ClientMacLookup(registry(), () => (reads++, ARP), () => 5000);
+    const lookup = new ClientMacLookup(
+      registry(),
+      () => {
+        reads++;
+        return ARP;
+      },
+      () => 5000,
+    );
     for (let i = 0; i < 1000; i++) lookup.macOf(`10.9.${i >> 8}.${i & 255}`);
     expect(reads).toBe(1);
   });

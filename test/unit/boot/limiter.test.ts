@@ -6,7 +6,12 @@ describe('FIFO limiter', () => {
     const l = new FifoLimiter(2, 10);
     const started: number[] = [];
     const releases: (() => void)[] = [];
-    for (let i = 0; i < 5; i++) l.submit((r) => (started.push(i), releases.push(r)));
+    for (let i = 0; i < 5; i++) {
+      l.submit((r) => {
+        started.push(i);
+        releases.push(r);
+      });
+    }
     expect(started).toEqual([0, 1]);
     expect([l.active, l.queued]).toEqual([2, 3]);
     releases[1]!();
@@ -30,9 +35,15 @@ describe('FIFO limiter', () => {
     const l = new FifoLimiter(1, 10);
     let release = () => {};
     const started: string[] = [];
-    l.submit((r) => (started.push('a'), (release = r)));
+    l.submit((r) => {
+      started.push('a');
+      release = r;
+    });
     const b = l.submit(() => started.push('b'))!;
-    l.submit((r) => (started.push('c'), r()));
+    l.submit((r) => {
+      started.push('c');
+      r();
+    });
     b.cancel();
     release();
     expect(started).toEqual(['a', 'c']);
@@ -54,7 +65,12 @@ describe('FIFO limiter', () => {
     let release = () => {};
     l.submit((r) => (release = r));
     let ran = 0;
-    for (let i = 0; i < 5000; i++) l.submit((r) => (ran++, (release = r)));
+    for (let i = 0; i < 5000; i++) {
+      l.submit((r) => {
+        ran++;
+        release = r;
+      });
+    }
     for (let i = 0; i < 5001; i++) release();
     expect(ran).toBe(5000);
     expect([l.active, l.queued]).toEqual([0, 0]);

@@ -63,7 +63,9 @@ describe('TFTP request codec', () => {
           expect(e).toBeInstanceOf(TftpDecodeError);
         }
       }),
-      { numRuns: 3000 },
+      // 500 runs: random bytes almost never start with a request opcode (1 or 2), so more runs
+      // repeat the same refusal; mutated real requests (below) explore the decoder.
+      { numRuns: 500 },
     );
   });
 

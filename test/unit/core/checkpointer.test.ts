@@ -56,7 +56,8 @@ describe('WAL checkpoints on a worker thread', () => {
     // What the worker copied is in the main database file: a copy of that file alone, without
     // its WAL, has the rows.
     await until('all frames copied', () => {
-      // busy: the worker is checkpointing right now, and log and checkpointed are both -1.
+      // busy = 1 while the worker holds the checkpoint lock; SQLite then reports log and
+      // checkpointed as -1 each, which are equal but mean nothing.
       const [r] = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
       return r!.busy === 0 && r!.log === r!.checkpointed;
     });

@@ -117,7 +117,9 @@ describe('decoding is total', () => {
   };
 
   it('gives a packet or a DecodeError for any byte string', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 1600 }), check), { numRuns: 3000 });
+    // 500 runs: random bytes almost never get past the fixed header and magic cookie, so more
+    // runs repeat the same early refusal; the two properties below explore the options.
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 1600 }), check), { numRuns: 500 });
   });
 
   it('gives a packet or a DecodeError for any options after a valid header', () => {

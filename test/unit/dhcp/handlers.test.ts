@@ -21,7 +21,8 @@ const cores: Core[] = [];
 const dirs: string[] = [];
 afterEach(() => {
   for (const c of cores.splice(0)) closeCore(c);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  // Retried: the checkpointer's worker thread may still be closing its WAL files (closeCore does not wait for it).
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
 });
 
 function setup(opts: { cluster?: string; config?: ConfigOverrides } = {}) {

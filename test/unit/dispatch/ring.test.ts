@@ -324,9 +324,17 @@ describe('task ring: the circular list of the design notes', () => {
       return performance.now() - t0;
     };
     time(60_000); // warm-up
-    const small = Math.min(time(60_000), time(60_000));
-    const big = Math.min(time(1_000_000), time(1_000_000));
-    expect(big).toBeLessThan(small * 1.5 + 20);
+    // Interleaved, best of three each: a burst of load from other processes (unit files run in
+    // parallel, on a shared machine) then hits both sizes alike instead of deciding the ratio.
+    let small = Infinity;
+    let big = Infinity;
+    for (let i = 0; i < 3; i++) {
+      small = Math.min(small, time(60_000));
+      big = Math.min(big, time(1_000_000));
+    }
+    // A hand-out that scanned the queue would be ~16× slower at 1,000,000 than at 60,000; 2×
+    // leaves room for the bigger heap's cache misses under contention, and still catches that.
+    expect(big).toBeLessThan(small * 2 + 20);
   });
 });
 

@@ -21,9 +21,15 @@ function setup(n: number) {
   let summaries = 0;
   const src: FeedSources = {
     nodes: () => [...nodes.values()],
-    summary: () => (summaries++, { now: t } as unknown as StatusView),
+    summary: () => {
+      summaries++;
+      return { now: t } as unknown as StatusView;
+    },
     recentEvents: () => [],
-    subscribeEvents: (fn) => (listeners.add(fn), () => listeners.delete(fn)),
+    subscribeEvents: (fn) => {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
     now: () => t,
   };
   const feed = new LiveFeed(src, 60_000); // the timer never fires in a test: flush() by hand
@@ -32,7 +38,10 @@ function setup(n: number) {
   let backlog = 0;
   const closers: (() => void)[] = [];
   const sink: SseSink = {
-    send: (event, data) => (sent.push({ event, data }), true),
+    send: (event, data) => {
+      sent.push({ event, data });
+      return true;
+    },
     get closed() { return closed; },
     onClose: (fn) => void closers.push(fn),
     close: () => { closed = true; closers.forEach((f) => f()); },

@@ -31,7 +31,10 @@ describe('server-sent events codec', () => {
         const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
         const chunks: string[] = [];
         let at = 0;
-        for (const p of points) (chunks.push(text.slice(at, p)), (at = p));
+        for (const p of points) {
+          chunks.push(text.slice(at, p));
+          at = p;
+        }
         chunks.push(text.slice(at));
         const got = parseAll(chunks);
         expect(got.map((g) => ({ event: g.event, data: g.data, id: Number(g.id) }))).toEqual(evs.map((e) => ({ event: e.event, data: e.data.replace(/\r\n|\r/g, '\n'), id: e.id })));

@@ -113,7 +113,12 @@ export class LiveFeed {
       nodes.push(v);
     }
     const removed: string[] = [];
-    for (const mac of this.#sent.keys()) if (!seen.has(mac)) (removed.push(mac), this.#sent.delete(mac));
+    for (const mac of this.#sent.keys()) {
+      if (!seen.has(mac)) {
+        removed.push(mac);
+        this.#sent.delete(mac);
+      }
+    }
     const events = this.#events;
     this.#events = [];
     let status: StatusView | undefined;

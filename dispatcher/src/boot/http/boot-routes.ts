@@ -22,7 +22,7 @@ import type { AppPlugin } from '../../http/app.js';
 import { RateLimitedLog, type Logger } from '../../log.js';
 import { parseMac, type Mac } from '../../nodes/mac.js';
 import type { BootStage } from '../timeline.js';
-import { BootFiles, IMAGE_FILES, PXE_FILES, type BootFileName } from '../boot-files.js';
+import { type BootFiles, IMAGE_FILES, PXE_FILES, type BootFileName } from '../boot-files.js';
 import { ClientMacLookup, plainIPv4, type ClientMacSource } from '../client-mac.js';
 import { FairLimiter } from '../limiter.js';
 import { recordStage } from '../record-stage.js';

@@ -1,21 +1,49 @@
+// @ts-check
 // lilcluster status page: live over server-sent events (/api/v1/stream), plain DOM, no framework.
 // Every value from the API goes into the page through textContent, never as HTML.
+// Type-checked as JavaScript (tsconfig.json beside it; `make typecheck`): the API's types come
+// from ../../api/schemas.ts through the JSDoc below, so a renamed field fails the check.
 'use strict';
+/** @typedef {import('../../api/schemas.js').NodeView} NodeView */
+/** @typedef {import('../../api/schemas.js').NodeDetail} NodeDetail */
+/** @typedef {import('../../api/schemas.js').StatusView} StatusView */
+/** @typedef {import('../../api/schemas.js').ActionResult} ActionResult */
+/** @typedef {import('@sinclair/typebox').Static<typeof import('../../api/schemas.js').ClusterEventSchema>} ClusterEvent */
+/** @typedef {import('@sinclair/typebox').Static<typeof import('../../api/schemas.js').ErrorBody>} ErrorBody */
+/** @typedef {StatusView['throughput']} Throughput */
+/** @typedef {{ nodes: NodeView[], status: StatusView, events: ClusterEvent[] }} Snapshot  `snapshot` on /api/v1/stream */
+/** @typedef {{ nodes: NodeView[], removed: string[], status?: StatusView, events: ClusterEvent[] }} Update  `update` on /api/v1/stream */
+/** @typedef {{ ts: number, stage: string, detail?: Record<string, unknown> | null }} BootStage */
+/** @typedef {{ boot: number, stages: BootStage[] }} Boot */
+/** @typedef {{ boots?: Boot[], stages?: (BootStage & { boot: number })[] }} BootsReply  /api/v1/boots (older dispatchers: flat stages) */
+/** @typedef {{ system?: { manufacturer?: string, model?: string }, os?: { distro?: string, kernel?: string, arch?: string } }} Inventory  the parts of the agent's inventory shown here */
 (() => {
-  const $ = (sel) => document.querySelector(sel);
+  /** The page's elements are all in index.html, so a query never misses. @type {(sel: string) => HTMLElement} */
+  const $ = (sel) => /** @type {HTMLElement} */ (document.querySelector(sel));
   const tbody = $('#nodes tbody');
   const st = {
-    nodes: new Map(), // mac → node view
-    rows: new Map(), // mac → <tr>
+    /** @type {Map<string, NodeView>} mac → node view */
+    nodes: new Map(),
+    /** @type {Map<string, HTMLTableRowElement>} mac → <tr> */
+    rows: new Map(),
+    /** @type {StatusView | null} */
     status: null,
     skew: 0, // server clock − browser clock, ms
     admin: false,
     filter: '',
-    detail: null, // mac of the node shown in the dialog
+    /** @type {string | null} mac of the node shown in the dialog */
+    detail: null,
     events: 0,
   };
   const MAX_EVENTS = 200;
 
+  /**
+   * @template {keyof HTMLElementTagNameMap} K
+   * @param {K} tag
+   * @param {Record<string, any> | null} [attrs] `class`, `on<event>` listeners, other attributes
+   * @param {...(Node | string | number | null | undefined)} children
+   * @returns {HTMLElementTagNameMap[K]}
+   */
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -27,10 +55,12 @@
     return e;
   }
   const now = () => Date.now() + st.skew;
+  /** @param {unknown} v */
   const dash = (v) => (v === null || v === undefined || v === '' ? '–' : String(v));
+  /** @param {number | null | undefined} ms */
   function dur(ms) {
-    if (ms === null || ms === undefined || !isFinite(ms)) return '–';
-    let s = Math.max(0, Math.round(ms / 1000));
+    if (ms === null || ms === undefined || !Number.isFinite(ms)) return '–';
+    const s = Math.max(0, Math.round(ms / 1000));
     if (s < 60) return s + 's';
     const m = Math.floor(s / 60);
     if (m < 60) return m + 'm';
@@ -38,13 +68,18 @@
     if (h < 24) return h + 'h' + (m % 60 ? (m % 60) + 'm' : '');
     return Math.floor(h / 24) + 'd' + (h % 24 ? (h % 24) + 'h' : '');
   }
+  /** @param {number | null} ts */
   const ago = (ts) => (ts ? dur(now() - ts) + ' ago' : '–');
+  /** @param {number | null | undefined} v */
   const mib = (v) => (v === null || v === undefined ? '–' : v >= 1024 ? (v / 1024).toFixed(1) + ' GiB' : Math.round(v) + ' MiB');
+  /** @param {number} ts */
   const time = (ts) => new Date(ts).toLocaleTimeString();
   const collator = new Intl.Collator(undefined, { numeric: true });
+  /** @type {(a: { name: string }, b: { name: string }) => number} */
   const byName = (a, b) => collator.compare(a.name, b.name);
 
   // ---------------------------------------------------------------- nodes table
+  /** @param {NodeView} v */
   function cells(v) {
     const name = el('td', { class: 'name' }, v.name, v.enrollment === 'pending' ? el('span', { class: 'pending' }, 'pending') : null);
     const state = el('td', {}, el('span', { class: 'state ' + v.state, title: 'since ' + new Date(v.stateSince).toLocaleString() }, v.state));
@@ -52,7 +87,7 @@
     const tasks = el('td', {}, v.connected ? v.tasks.length + '/' + dash(v.slots) : '–');
     const progress = v.tasks.filter((t) => t.progress !== null);
     if (progress.length) {
-      const avg = progress.reduce((a, t) => a + t.progress, 0) / progress.length;
+      const avg = progress.reduce((a, t) => a + /** @type {number} */ (t.progress), 0) / progress.length;
       tasks.append(el('span', { class: 'prog', title: Math.round(avg * 100) + '%' }, el('i', { style: 'width:' + Math.round(avg * 100) + '%' })));
     }
     return [
@@ -69,15 +104,18 @@
       el('td', { class: 'opt hb' }, v.connected ? ago(v.lastHeartbeat) : v.lastHeartbeat ? ago(v.lastHeartbeat) : '–'),
     ];
   }
+  /** @param {NodeView} v */
   function uptime(v) {
     if (v.uptimeS === null) return '–';
     return dur(v.uptimeS * 1000 + (v.lastHeartbeat ? now() - v.lastHeartbeat : 0));
   }
+  /** @param {NodeView} v */
   function matches(v) {
     if (!st.filter) return true;
     const hay = [v.name, v.state, v.mac, v.ip, v.imageVersion, v.cpu, ...(v.labels || []), v.enrollment === 'pending' ? 'pending' : ''].join(' ').toLowerCase();
     return st.filter.split(/\s+/).every((w) => hay.includes(w));
   }
+  /** @param {NodeView} v */
   function row(v) {
     const tr = el('tr', { 'data-mac': v.mac, 'data-name': v.name, 'data-state': v.state });
     tr.append(...cells(v));
@@ -85,6 +123,7 @@
     tr.classList.toggle('hidden', !matches(v));
     return tr;
   }
+  /** @param {NodeView} v */
   function upsert(v) {
     const old = st.rows.get(v.mac);
     st.nodes.set(v.mac, v);
@@ -100,14 +139,16 @@
     st.rows.set(v.mac, tr);
     // Keep the table sorted by name: insert before the first row that sorts after it.
     let before = null;
-    for (const r of tbody.children) if (byName({ name: r.dataset.name }, v) > 0) { before = r; break; }
+    for (const r of /** @type {HTMLCollectionOf<HTMLTableRowElement>} */ (tbody.children)) if (byName({ name: /** @type {string} */ (r.dataset.name) }, v) > 0) { before = r; break; }
     tbody.insertBefore(tr, before);
   }
+  /** @param {string} mac */
   function remove(mac) {
     st.rows.get(mac)?.remove();
     st.rows.delete(mac);
     st.nodes.delete(mac);
   }
+  /** @param {NodeView[]} nodes */
   function renderAll(nodes) {
     st.nodes.clear();
     st.rows.clear();
@@ -130,17 +171,18 @@
     for (const [mac, tr] of st.rows) {
       const v = st.nodes.get(mac);
       if (!v || tr.classList.contains('hidden')) continue;
-      tr.querySelector('.hb').textContent = v.lastHeartbeat ? ago(v.lastHeartbeat) : '–';
-      tr.querySelector('.up').textContent = uptime(v);
+      /** @type {HTMLElement} */ (tr.querySelector('.hb')).textContent = v.lastHeartbeat ? ago(v.lastHeartbeat) : '–';
+      /** @type {HTMLElement} */ (tr.querySelector('.up')).textContent = uptime(v);
     }
   }, 2000);
   $('#filter').addEventListener('input', (e) => {
-    st.filter = e.target.value.trim().toLowerCase();
-    for (const [mac, tr] of st.rows) tr.classList.toggle('hidden', !matches(st.nodes.get(mac)));
+    st.filter = /** @type {HTMLInputElement} */ (e.target).value.trim().toLowerCase();
+    for (const [mac, tr] of st.rows) tr.classList.toggle('hidden', !matches(/** @type {NodeView} */ (st.nodes.get(mac))));
     afterNodes();
   });
 
   // ---------------------------------------------------------------- summary, chart, events
+  /** @param {StatusView} s */
   function renderStatus(s) {
     st.status = s;
     st.skew = s.now - Date.now();
@@ -152,7 +194,7 @@
     if (s.nodes.denied) counts.append(el('span', { title: 'unknown machines refused (enrollment: deny)' }, el('b', {}, s.nodes.denied), ' refused'));
     const tc = $('#task-counts');
     tc.replaceChildren();
-    if (s.tasks) for (const k of ['queued', 'running', 'done', 'failed']) tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
+    if (s.tasks) for (const k of /** @type {const} */ (['queued', 'running', 'done', 'failed'])) tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
     else tc.append(el('span', { class: 'muted' }, 'no figures from the dispatch engine'));
     const disp = [
       el('span', {}, 'v' + s.version),
@@ -172,6 +214,7 @@
       op.replaceChildren(el('h2', {}, 'Rolling reboot #' + running.id), el('div', {}, running.message + (busy.length ? ' — ' + busy.join(', ') : '')));
     }
   }
+  /** @param {Throughput} tp */
   function chart(tp) {
     const pts = tp.points;
     const box = $('#chart');
@@ -203,16 +246,18 @@
     const perMin = (last.reduce((a, p) => a + p.completed, 0) / (last.length * tp.intervalS)) * 60;
     $('#tp-label').textContent = Math.round(perMin).toLocaleString() + ' tasks/min';
   }
+  /** @param {ClusterEvent[]} events @param {boolean} replace */
   function renderEvents(events, replace) {
     const list = $('#events');
     if (replace) list.replaceChildren();
     for (const e of events) {
       list.prepend(el('li', { 'data-kind': e.kind }, el('time', { datetime: new Date(e.ts).toISOString() }, time(e.ts)), el('span', { class: 'k' }, e.kind), el('span', {}, e.message)));
     }
-    while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+    while (list.children.length > MAX_EVENTS) /** @type {ChildNode} */ (list.lastChild).remove();
   }
 
   // ---------------------------------------------------------------- live feed
+  /** @param {string} kind @param {string} text */
   function setConn(kind, text) {
     const c = $('#conn');
     c.className = 'conn ' + kind;
@@ -223,6 +268,7 @@
     es.addEventListener('open', () => setConn('live', 'live'));
     es.addEventListener('error', () => setConn('down', 'reconnecting…'));
     es.addEventListener('snapshot', (m) => {
+      /** @type {Snapshot} */
       const d = JSON.parse(m.data);
       renderAll(d.nodes);
       renderStatus(d.status);
@@ -232,13 +278,14 @@
       document.body.dataset.ready = '1';
     });
     es.addEventListener('update', (m) => {
+      /** @type {Update} */
       const d = JSON.parse(m.data);
       for (const v of d.nodes) upsert(v);
       for (const mac of d.removed) remove(mac);
       if (d.status) renderStatus(d.status);
       if (d.events.length) renderEvents(d.events, false);
       if (d.nodes.length || d.removed.length) afterNodes();
-      if (st.detail && d.nodes.some((v) => v.mac === st.detail)) renderDetail(st.nodes.get(st.detail));
+      if (st.detail && d.nodes.some((v) => v.mac === st.detail)) renderDetail(/** @type {NodeView} */ (st.nodes.get(st.detail)));
     });
   }
 
@@ -249,7 +296,9 @@
   }
   fetch('/api/v1/session').then((r) => r.json()).then((s) => { st.admin = !!s.admin; renderWho(); }, () => renderWho());
 
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
   let toastTimer;
+  /** @param {string} text @param {boolean} [err] */
   function toast(text, err) {
     const t = $('#toast');
     t.textContent = text;
@@ -257,6 +306,7 @@
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => t.classList.add('hidden'), err ? 8000 : 4000);
   }
+  /** @param {NodeView} v @param {string} action */
   async function act(v, action) {
     if ((action === 'reboot' || action === 'poweroff') && !confirm(action + ' ' + v.name + '?')) return;
     const msg = $('#d-msg');
@@ -264,8 +314,10 @@
     msg.textContent = action + '…';
     try {
       const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/' + action, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      /** @type {Partial<ActionResult> & Partial<ErrorBody>} */
       const body = await r.json().catch(() => ({}));
       if (!r.ok) {
+        /** @type {{ message: string, hint?: string }} */
         const e = body.error || { message: r.status + ' ' + r.statusText };
         const text = r.status === 401 ? 'This needs the admin token: open the log-in link the dispatcher printed when it started (…/login?token=…).' : e.message + (e.hint ? ' — ' + e.hint : '');
         msg.className = 'msg err';
@@ -277,13 +329,14 @@
       toast(body.node + ': ' + body.message);
     } catch (err) {
       msg.className = 'msg err';
-      msg.textContent = 'the dispatcher did not answer: ' + err.message;
+      msg.textContent = 'the dispatcher did not answer: ' + /** @type {Error} */ (err).message;
     }
   }
 
   // ---------------------------------------------------------------- node detail
-  const dialog = $('#detail');
+  const dialog = /** @type {HTMLDialogElement} */ ($('#detail'));
   dialog.addEventListener('close', () => (st.detail = null));
+  /** @param {string} mac */
   async function openDetail(mac) {
     const v = st.nodes.get(mac);
     if (!v) return;
@@ -294,6 +347,7 @@
     renderDetail(v);
     if (!dialog.open) dialog.showModal();
     try {
+      /** @type {NodeDetail} */
       const d = await (await fetch('/api/v1/nodes/' + encodeURIComponent(v.name))).json();
       if (st.detail !== mac) return;
       addFields(d);
@@ -301,10 +355,12 @@
     } catch { /* the live row is enough */ }
     loadBoots(v);
   }
+  /** @param {NodeView} v */
   function renderDetail(v) {
     $('#d-name').replaceChildren(v.name + ' ', el('span', { class: 'state ' + v.state }, v.state));
     const a = $('#d-actions');
     a.replaceChildren();
+    /** @type {(action: string, label: string, cls?: string) => void} */
     const add = (action, label, cls) => a.append(el('button', { type: 'button', class: cls || '', 'data-action': action, onclick: () => act(v, action) }, label));
     if (v.enrollment === 'pending') add('approve', 'Approve');
     if (v.connected) add('reboot', 'Reboot', 'danger');
@@ -314,6 +370,7 @@
     if (!v.connected && (v.state === 'off' || v.state === 'lost')) add('wake', 'Wake (WoL)');
     const f = $('#d-fields');
     f.replaceChildren();
+    /** @type {(k: string, val: unknown) => void} */
     const row = (k, val) => f.append(el('dt', {}, k), el('dd', {}, dash(val)));
     row('MAC', v.mac);
     row('IP', v.ip);
@@ -330,30 +387,35 @@
     row('labels', v.labels.join(', '));
     row('heartbeat', ago(v.lastHeartbeat));
   }
+  /** @param {NodeDetail} d */
   function addFields(d) {
     const f = $('#d-fields');
+    /** @type {(k: string, val: unknown) => void} */
     const row = (k, val) => f.append(el('dt', {}, k), el('dd', {}, dash(val)));
-    const inv = d.inventory || {};
+    const inv = /** @type {Inventory} */ (d.inventory || {});
     if (inv.system) row('system', [inv.system.manufacturer, inv.system.model].filter(Boolean).join(' '));
     if (inv.os) row('OS', [inv.os.distro, inv.os.kernel, inv.os.arch].filter(Boolean).join(' '));
     if (d.firstStage) row('UEFI first stage', d.firstStage);
   }
+  /** @param {NodeView} v */
   async function loadBoots(v) {
     const box = $('#d-boots');
     try {
       const r = await fetch('/api/v1/boots?node=' + encodeURIComponent(v.name));
       if (!r.ok) throw new Error(r.status === 404 ? 'no boot recorded' : String(r.status));
+      /** @type {BootsReply} */
       const d = await r.json();
       let boots = d.boots;
       if (!boots && d.stages) {
+        /** @type {Map<number, BootStage[]>} */
         const by = new Map();
-        for (const s of d.stages) { if (!by.has(s.boot)) by.set(s.boot, []); by.get(s.boot).push(s); }
+        for (const s of d.stages) { if (!by.has(s.boot)) by.set(s.boot, []); /** @type {BootStage[]} */ (by.get(s.boot)).push(s); }
         boots = [...by].map(([boot, stages]) => ({ boot, stages }));
       }
-      if (!boots || !boots.length) { box.textContent = 'no boot recorded yet'; return; }
+      if (!boots?.length) { box.textContent = 'no boot recorded yet'; return; }
       box.className = 'boots';
       box.replaceChildren(...boots.slice(-3).reverse().map((b) => {
-        const t0 = b.stages.length ? b.stages[0].ts : 0;
+        const t0 = b.stages.length ? /** @type {BootStage} */ (b.stages[0]).ts : 0;
         const t = el('table', {}, el('caption', { class: 'muted' }, 'boot #' + b.boot + (t0 ? ' · ' + new Date(t0).toLocaleString() : '')));
         for (const s of b.stages) {
           const detail = s.detail ? Object.entries(s.detail).map(([k, x]) => k + '=' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(' ') : '';
@@ -363,16 +425,17 @@
       }));
     } catch (err) {
       box.className = 'muted';
-      box.textContent = 'boot timeline unavailable (' + err.message + ')';
+      box.textContent = 'boot timeline unavailable (' + /** @type {Error} */ (err).message + ')';
     }
   }
+  /** @param {unknown} snapshot @param {number} [at] */
   function showSnapshot(snapshot, at) {
     const pre = $('#d-snapshot');
     pre.className = 'snapshot';
     pre.textContent = (at ? 'at ' + new Date(at).toLocaleString() + '\n' : '') + JSON.stringify(snapshot, null, 2);
   }
   $('#d-inspect').addEventListener('click', async () => {
-    const v = st.nodes.get(st.detail);
+    const v = st.detail === null ? undefined : st.nodes.get(st.detail);
     if (!v) return;
     const pre = $('#d-snapshot');
     pre.textContent = 'asking ' + v.name + '…';
@@ -384,7 +447,7 @@
       showSnapshot(d.snapshot, d.at);
     } catch (err) {
       pre.className = 'snapshot muted';
-      pre.textContent = err.message;
+      pre.textContent = /** @type {Error} */ (err).message;
     }
   });
 
