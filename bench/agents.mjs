@@ -58,7 +58,18 @@ function run(cmd, args, opts = {}) {
 }
 
 async function startDispatcher(dataDir) {
-  const d = run(process.execPath, [join(ROOT, 'dist/bin/dispatcher.mjs'), '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', dataDir]);
+  const d = run(process.execPath, [
+    join(ROOT, 'dist/bin/dispatcher.mjs'),
+    '--dhcp',
+    'off',
+    '--no-tftp',
+    '--http-host',
+    '127.0.0.1',
+    '--http-port',
+    '0',
+    '--data-dir',
+    dataDir,
+  ]);
   for (let i = 0; i < 400; i++) {
     await sleep(25);
     const line = d.out.find((l) => l.includes('"dispatcher started"'));
@@ -100,8 +111,21 @@ async function e2eOnce() {
     const mac = `52:54:00:be:00:${i.toString(16).padStart(2, '0')}`;
     agents.push(
       run(process.execPath, [
-        join(ROOT, 'dist/bin/node-agent.mjs'), '--dispatcher', d.url, '--enroll-token', enroll, '--dispatcher-key', join(dataDir, 'identity.pub'), '--mac', mac,
-        '--slots', String(SLOTS), '--prefetch', String(PREFETCH), '--work-dir', join(WORK_ROOT, `lc-bench-agent${i}-${process.pid}`),
+        join(ROOT, 'dist/bin/node-agent.mjs'),
+        '--dispatcher',
+        d.url,
+        '--enroll-token',
+        enroll,
+        '--dispatcher-key',
+        join(dataDir, 'identity.pub'),
+        '--mac',
+        mac,
+        '--slots',
+        String(SLOTS),
+        '--prefetch',
+        String(PREFETCH),
+        '--work-dir',
+        join(WORK_ROOT, `lc-bench-agent${i}-${process.pid}`),
       ]),
     );
   }
@@ -109,7 +133,11 @@ async function e2eOnce() {
   const d0 = cpuOf(d.child.pid);
   const a0 = agents.map((a) => cpuOf(a.child.pid));
   const t0 = performance.now();
-  const job = await api(d, 'POST', '/api/v1/jobs', { command: ['true'], params: Array.from({ length: TASKS }, (_, i) => ({ i })), speculative: false });
+  const job = await api(d, 'POST', '/api/v1/jobs', {
+    command: ['true'],
+    params: Array.from({ length: TASKS }, (_, i) => ({ i })),
+    speculative: false,
+  });
   let view = job;
   while (view.state !== 'done') {
     await sleep(20);
@@ -131,7 +159,9 @@ async function e2eOnce() {
   rmSync(dataDir, { recursive: true, force: true });
   for (let i = 0; i < AGENTS; i++) rmSync(join(WORK_ROOT, `lc-bench-agent${i}-${process.pid}`), { recursive: true, force: true });
   const tps = Math.round(TASKS / seconds);
-  console.log(`RESULT name=agents-e2e-true agents=${AGENTS} slots=${SLOTS} prefetch=${PREFETCH} tasks=${TASKS} done=${c.done} failed=${c.failed} seconds=${seconds.toFixed(2)} tasks_per_s=${tps} ${cpuNote}`);
+  console.log(
+    `RESULT name=agents-e2e-true agents=${AGENTS} slots=${SLOTS} prefetch=${PREFETCH} tasks=${TASKS} done=${c.done} failed=${c.failed} seconds=${seconds.toFixed(2)} tasks_per_s=${tps} ${cpuNote}`,
+  );
   return tps;
 }
 
@@ -145,10 +175,23 @@ function cpuOf(pid) {
 async function idleOnce() {
   const dataDir = mkdtempSync(join(tmpdir(), 'lc-bench-idle-'));
   const d = await startDispatcher(dataDir);
-  const sim = run(process.execPath, [join(ROOT, 'dist/bench/sim-agents.mjs'), '--dispatcher', d.url, '--data-dir', dataDir, '--agents', String(SIM), '--idle', '--duration', String(IDLE_S + 30)]);
+  const sim = run(process.execPath, [
+    join(ROOT, 'dist/bench/sim-agents.mjs'),
+    '--dispatcher',
+    d.url,
+    '--data-dir',
+    dataDir,
+    '--agents',
+    String(SIM),
+    '--idle',
+    '--duration',
+    String(IDLE_S + 30),
+  ]);
   for (;;) {
     await sleep(250);
-    const metrics = await fetch(`${d.url}/metrics`).then((r) => r.text()).catch(() => '');
+    const metrics = await fetch(`${d.url}/metrics`)
+      .then((r) => r.text())
+      .catch(() => '');
     if (Number(/^lilcluster_agents_connected (\d+)/m.exec(metrics)?.[1] ?? 0) >= SIM) break;
     if (sim.child.exitCode !== null) throw new Error('sim-agents exited');
   }
@@ -164,7 +207,9 @@ async function idleOnce() {
   d.child.kill('SIGTERM');
   await Promise.all([sim.done, d.done]);
   rmSync(dataDir, { recursive: true, force: true });
-  console.log(`RESULT name=dispatcher-idle-agents agents=${SIM} heartbeat_s=5 seconds=${IDLE_S} rss_mib=${rss} cpu_pct=${cpuPct.toFixed(1)}`);
+  console.log(
+    `RESULT name=dispatcher-idle-agents agents=${SIM} heartbeat_s=5 seconds=${IDLE_S} rss_mib=${rss} cpu_pct=${cpuPct.toFixed(1)}`,
+  );
   return { rss, cpuPct };
 }
 
@@ -188,7 +233,9 @@ async function bareOnce() {
   });
   const tps = Math.round(N / ((performance.now() - t0) / 1000));
   const after = cpuOf(process.pid);
-  console.log(`RESULT name=bare-node-spawn-true concurrency=8 tasks=${N} tasks_per_s=${tps} cpu_ms_per_task parent=${((after.self - before.self) / N).toFixed(2)} tasks=${((after.kids - before.kids) / N).toFixed(2)}`);
+  console.log(
+    `RESULT name=bare-node-spawn-true concurrency=8 tasks=${N} tasks_per_s=${tps} cpu_ms_per_task parent=${((after.self - before.self) / N).toFixed(2)} tasks=${((after.kids - before.kids) / N).toFixed(2)}`,
+  );
   return tps;
 }
 
@@ -200,11 +247,15 @@ if (mode === 'e2e' || mode === 'all') {
     xs.push(await e2eOnce());
   }
   bare.push(await bareOnce());
-  console.log(`RESULT name=agents-e2e-true-median runs=${RUNS} tasks_per_s=${median(xs)} all=${xs.join('/')} bare_node_spawn_median=${median(bare)} ratio=${(median(xs) / median(bare)).toFixed(2)}`);
+  console.log(
+    `RESULT name=agents-e2e-true-median runs=${RUNS} tasks_per_s=${median(xs)} all=${xs.join('/')} bare_node_spawn_median=${median(bare)} ratio=${(median(xs) / median(bare)).toFixed(2)}`,
+  );
 }
 if (mode === 'idle' || mode === 'all') {
   const xs = [];
   for (let i = 0; i < RUNS; i++) xs.push(await idleOnce());
-  console.log(`RESULT name=dispatcher-idle-agents-median runs=${RUNS} agents=${SIM} rss_mib=${median(xs.map((x) => x.rss))} cpu_pct=${median(xs.map((x) => x.cpuPct)).toFixed(1)}`);
+  console.log(
+    `RESULT name=dispatcher-idle-agents-median runs=${RUNS} agents=${SIM} rss_mib=${median(xs.map((x) => x.rss))} cpu_pct=${median(xs.map((x) => x.cpuPct)).toFixed(1)}`,
+  );
 }
 process.exit(0);

@@ -57,12 +57,25 @@ async function stagesOf(srv: Netns, macs: string[]): Promise<Map<string, Stage[]
   return new Map(Object.entries(parsed));
 }
 
-async function runSet(lab: Lab, srv: Netns, bridge: Awaited<ReturnType<Lab['bridge']>>, firmware: Firmware, count: number, setNo: number): Promise<void> {
+async function runSet(
+  lab: Lab,
+  srv: Netns,
+  bridge: Awaited<ReturnType<Lab['bridge']>>,
+  firmware: Firmware,
+  count: number,
+  setNo: number,
+): Promise<void> {
   const machines: QemuMachine[] = [];
   // QEMU_CAPTURE=1: every frame on the bridge, for reading the firmware's waits afterwards.
-  const capture = process.env.QEMU_CAPTURE === '1' ? srv.spawn('tshark', ['-q', '-i', bridge.name, '-w', join(OUT, `qemu-${firmware}${count}.pcapng`)]) : undefined;
+  const capture =
+    process.env.QEMU_CAPTURE === '1'
+      ? srv.spawn('tshark', ['-q', '-i', bridge.name, '-w', join(OUT, `qemu-${firmware}${count}.pcapng`)])
+      : undefined;
   if (capture) await sleep(2000); // tshark needs a moment before it captures
-  const macs = Array.from({ length: count }, (_, i) => `52:54:00:62:${setNo.toString(16).padStart(2, '0')}:${(i + 1).toString(16).padStart(2, '0')}`);
+  const macs = Array.from(
+    { length: count },
+    (_, i) => `52:54:00:62:${setNo.toString(16).padStart(2, '0')}:${(i + 1).toString(16).padStart(2, '0')}`,
+  );
   try {
     // All at once, as a rack powering on.
     for (const [i, mac] of macs.entries()) {
@@ -87,7 +100,9 @@ async function runSet(lab: Lab, srv: Netns, bridge: Awaited<ReturnType<Lab['brid
       const done = macs.filter((m) => (stages.get(m) ?? []).some((s) => s.stage === 'agent.hello' && s.ts >= started.get(m)!));
       if (done.length === macs.length) break;
       if (Date.now() > deadline) {
-        console.log(`RESULT name=qemu-boot firmware=${firmware} machines=${count} hello_s_median=nan reached=${done.length} timeout_s=${BOOT_TIMEOUT_MS / 1000}`);
+        console.log(
+          `RESULT name=qemu-boot firmware=${firmware} machines=${count} hello_s_median=nan reached=${done.length} timeout_s=${BOOT_TIMEOUT_MS / 1000}`,
+        );
         return;
       }
       await sleep(2000);
@@ -104,7 +119,9 @@ async function runSet(lab: Lab, srv: Netns, bridge: Awaited<ReturnType<Lab['brid
     const fields = MILESTONES.filter((st) => st !== 'agent.hello' && !(firmware === 'bios' && st === 'tftp.sent'))
       .map((st) => `${st.replace('.', '_')}_s=${fixed(median(macs.map((m) => at(m, st))))}`)
       .join(' ');
-    console.log(`RESULT name=qemu-boot firmware=${firmware} machines=${count} hello_s_median=${fixed(median(hello))} hello_s_max=${fixed(Math.max(...hello))} ${fields}`);
+    console.log(
+      `RESULT name=qemu-boot firmware=${firmware} machines=${count} hello_s_median=${fixed(median(hello))} hello_s_max=${fixed(Math.max(...hello))} ${fields}`,
+    );
   } finally {
     await Promise.all(machines.map((m) => m.stop().catch(() => undefined)));
     await capture?.stop('SIGINT');
@@ -120,11 +137,27 @@ async function main(): Promise<void> {
     const srv = await lab.namespace('srv');
     const bridge = await lab.bridge(srv, { address: `${SERVER}/24` });
     dispatcher = srv.spawn(process.execPath, [
-      'dist/bin/dispatcher.mjs', '--interface', bridge.name, '--dhcp', 'full', '--range', '10.62.0.100-10.62.0.199',
-      '--data-dir', dataDir, '--image', 'dist/image', '--pxe-dir', 'pxe/bin',
+      'dist/bin/dispatcher.mjs',
+      '--interface',
+      bridge.name,
+      '--dhcp',
+      'full',
+      '--range',
+      '10.62.0.100-10.62.0.199',
+      '--data-dir',
+      dataDir,
+      '--image',
+      'dist/image',
+      '--pxe-dir',
+      'pxe/bin',
     ]);
     await dispatcher.waitForOutput(/dispatcher started/, 60_000);
-    console.log(`== real boots: QEMU TCG, ${MEMORY_MIB} MiB, virtio-net; sets ${SETS.join(' ')}; load ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(
+      `== real boots: QEMU TCG, ${MEMORY_MIB} MiB, virtio-net; sets ${SETS.join(' ')}; load ${(await import('node:os'))
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
     for (const [n, set] of SETS.entries()) {
       const [fw, count] = set.split(':');
       if ((fw !== 'bios' && fw !== 'uefi') || !(Number(count) >= 1)) throw new Error(`QEMU_SETS: "${set}" is not bios:N or uefi:N`);

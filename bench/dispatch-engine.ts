@@ -47,7 +47,13 @@ export function openBenchEngine(dir = mkdtempSync(join(tmpdir(), 'lc-bench-dispa
   const db = openStore({ dataDir: dir, migrations: allMigrations });
   const commits = new GroupCommit(db);
   const events = new EventLog(db, commits);
-  const engine = new TaskDispatcher({ config: { dataDir: dir, leaseGraceSeconds: 10, speculativeK: 2 }, log: silentLogger(), db, commits, events });
+  const engine = new TaskDispatcher({
+    config: { dataDir: dir, leaseGraceSeconds: 10, speculativeK: 2 },
+    log: silentLogger(),
+    db,
+    commits,
+    events,
+  });
   return {
     dir,
     engine,
@@ -66,7 +72,22 @@ export function agentNode(i: number): NodeCapacity {
 }
 
 function result(a: TaskAssignment): TaskResult {
-  return { taskId: a.taskId, attempt: a.attempt, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: Date.now(), durationMs: 0, maxRssKiB: 1000, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null };
+  return {
+    taskId: a.taskId,
+    attempt: a.attempt,
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    error: null,
+    startedAt: Date.now(),
+    durationMs: 0,
+    maxRssKiB: 1000,
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    outputsTarGzB64: null,
+  };
 }
 
 function* csvRows(n: number): Generator<string> {
@@ -103,7 +124,13 @@ export interface DriveResult {
  * tasks-available signal, as the hub's agents do. Stops after `total` results.
  * `onProgress` runs after each acknowledged batch (the depth bench tops the queue up there).
  */
-export async function drive(engine: TaskDispatcher, agents: number, slots: number, total: number, onProgress?: (done: number) => void): Promise<DriveResult> {
+export async function drive(
+  engine: TaskDispatcher,
+  agents: number,
+  slots: number,
+  total: number,
+  onProgress?: (done: number) => void,
+): Promise<DriveResult> {
   const lat = new Float64Array(total + agents * slots);
   const take = new Float64Array(total + agents * slots);
   let nTake = 0;
@@ -143,7 +170,13 @@ export async function drive(engine: TaskDispatcher, agents: number, slots: numbe
   off();
   const secs = (performance.now() - t0) / 1000;
   const sorted = lat.slice(0, n).sort();
-  return { n, perS: n / secs, p50: percentile(sorted, 50), p99: percentile(sorted, 99), takeP99Us: percentile(take.slice(0, nTake).sort(), 99) };
+  return {
+    n,
+    perS: n / secs,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    takeP99Us: percentile(take.slice(0, nTake).sort(), 99),
+  };
 }
 
 export async function runThroughput(slots = 1, tasks = 200_000): Promise<DriveResult & { avgCommitMs: number; perCommit: number }> {
@@ -154,7 +187,11 @@ export async function runThroughput(slots = 1, tasks = 200_000): Promise<DriveRe
     const c0 = { ...e.commits.stats };
     const r = await drive(e.engine, 100, slots, tasks);
     const commits = e.commits.stats.commits - c0.commits;
-    return { ...r, avgCommitMs: (e.commits.stats.totalCommitMs - c0.totalCommitMs) / commits, perCommit: (e.commits.stats.writes - c0.writes) / commits };
+    return {
+      ...r,
+      avgCommitMs: (e.commits.stats.totalCommitMs - c0.totalCommitMs) / commits,
+      perCommit: (e.commits.stats.writes - c0.writes) / commits,
+    };
   } finally {
     e.close();
     rmSync(e.dir, { recursive: true, force: true });
@@ -240,7 +277,11 @@ export async function runSubmit(rows = 1_000_000): Promise<{ seconds: number; ro
   writeFileSync(file, 'seed,alpha\n' + Array.from({ length: rows }, (_, i) => `${i},${(i % 97) / 10}`).join('\n') + '\n');
   try {
     const t0 = performance.now();
-    const job = await e.engine.submitJobStream({ command: ['./simulate', '--seed', '{seed}', '--alpha', '{alpha}'] }, 'csv', createReadStream(file));
+    const job = await e.engine.submitJobStream(
+      { command: ['./simulate', '--seed', '{seed}', '--alpha', '{alpha}'] },
+      'csv',
+      createReadStream(file),
+    );
     const seconds = (performance.now() - t0) / 1000;
     if (job.counts.total !== rows) throw new Error(`queued ${job.counts.total} of ${rows}`);
     return { seconds, rowsPerS: rows / seconds };
@@ -270,14 +311,18 @@ export async function runRecovery(rows = 1_000_000): Promise<{ firstTaskMs: numb
 function child(args: string[], opts: { killOn?: string }): Promise<string> {
   return new Promise((resolve, reject) => {
     const spawnedAt = Date.now();
-    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), 'child', String(spawnedAt), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), 'child', String(spawnedAt), ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
       if (opts.killOn && out.includes(opts.killOn)) p.kill('SIGKILL');
     });
     p.on('error', reject);
-    p.on('close', (code, signal) => (code === 0 || signal === 'SIGKILL' ? resolve(out) : reject(new Error(`bench child ${args[0]} exited ${code ?? signal}`))));
+    p.on('close', (code, signal) =>
+      code === 0 || signal === 'SIGKILL' ? resolve(out) : reject(new Error(`bench child ${args[0]} exited ${code ?? signal}`)),
+    );
   });
 }
 
@@ -318,9 +363,26 @@ interface DispatcherProc {
 
 function startDispatcherProc(dataDir: string, port = 0): Promise<DispatcherProc & { startedMs: number }> {
   const t0 = Date.now();
-  const p = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcher.mjs'), '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', String(port), '--data-dir', dataDir, '--log-level', 'info'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const p = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'dist/bin/dispatcher.mjs'),
+      '--dhcp',
+      'off',
+      '--no-tftp',
+      '--http-host',
+      '127.0.0.1',
+      '--http-port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'info',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -347,7 +409,10 @@ function startDispatcherProc(dataDir: string, port = 0): Promise<DispatcherProc 
 
 function runCtl(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcherctl.mjs'), ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcherctl.mjs'), ...args], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -380,9 +445,27 @@ export async function runEndToEnd(rows = 1_000_000): Promise<{ submitSeconds: nu
     d = await startDispatcherProc(dataDir, port);
     // Then one simulated agent (its own process: its start-up counts too) takes one task.
     const sim = await new Promise<string>((resolve, reject) => {
-      const p = spawn(process.execPath, [join(ROOT, 'dist/bench/sim-agents.mjs'), '--dispatcher', `http://127.0.0.1:${port}`, '--data-dir', dataDir, '--agents', '1', '--slots', '1', '--tasks', '1', '--mac-prefix', '52:54:fb'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const p = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'dist/bench/sim-agents.mjs'),
+          '--dispatcher',
+          `http://127.0.0.1:${port}`,
+          '--data-dir',
+          dataDir,
+          '--agents',
+          '1',
+          '--slots',
+          '1',
+          '--tasks',
+          '1',
+          '--mac-prefix',
+          '52:54:fb',
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
       let out = '';
       p.stdout.setEncoding('utf8').on('data', (x: string) => (out += x));
       p.on('error', reject);
@@ -431,7 +514,9 @@ async function main(): Promise<void> {
   }
   if (want('latency')) {
     const r = await medianOf(runs, () => runLatency());
-    console.log(`RESULT name=dispatch_engine_latency what=submit_to_durable_result agents=100 runs=${runs} p50_ms=${f(r.p50)} p99_ms=${f(r.p99)}`);
+    console.log(
+      `RESULT name=dispatch_engine_latency what=submit_to_durable_result agents=100 runs=${runs} p50_ms=${f(r.p50)} p99_ms=${f(r.p99)}`,
+    );
   }
   if (want('depth')) {
     // Interleaved, so load from elsewhere on the machine hits both depths alike.
@@ -441,23 +526,36 @@ async function main(): Promise<void> {
       small.push(await runDepth(10_000));
       big.push(await runDepth(1_000_000));
     }
-    for (const [depth, list] of [[10_000, small], [1_000_000, big]] as const) {
+    for (const [depth, list] of [
+      [10_000, small],
+      [1_000_000, big],
+    ] as const) {
       const r = await medianOf(list.length, async () => list.shift()!);
-      console.log(`RESULT name=dispatch_engine_depth queued=${depth} runs=${runs} tasks_per_s=${Math.round(r.perS)} p50_ms=${f(r.p50)} p99_ms=${f(r.p99)} take_p99_us=${f(r.takeP99Us, 1)}`);
+      console.log(
+        `RESULT name=dispatch_engine_depth queued=${depth} runs=${runs} tasks_per_s=${Math.round(r.perS)} p50_ms=${f(r.p50)} p99_ms=${f(r.p99)} take_p99_us=${f(r.takeP99Us, 1)}`,
+      );
     }
   }
   if (want('submit')) {
     const r = await medianOf(runs, () => runSubmit());
-    console.log(`RESULT name=dispatch_engine_submit_1m rows=1000000 runs=${runs} seconds=${f(r.seconds, 2)} rows_per_s=${Math.round(r.rowsPerS)}`);
+    console.log(
+      `RESULT name=dispatch_engine_submit_1m rows=1000000 runs=${runs} seconds=${f(r.seconds, 2)} rows_per_s=${Math.round(r.rowsPerS)}`,
+    );
   }
   if (mode === 'e2e' || mode === 'all') {
     const r = await medianOf(runs, () => runEndToEnd());
-    console.log(`RESULT name=dispatch_submit_1m_e2e rows=1000000 runs=${runs} seconds=${f(r.submitSeconds, 2)} what=dispatcherctl_http_engine`);
-    console.log(`RESULT name=dispatch_recovery_e2e queued=1000000 runs=${runs} listen_ms=${r.listenMs} first_task_ms=${r.firstTaskMs} what=kill9_restart_to_first_task_acked`);
+    console.log(
+      `RESULT name=dispatch_submit_1m_e2e rows=1000000 runs=${runs} seconds=${f(r.submitSeconds, 2)} what=dispatcherctl_http_engine`,
+    );
+    console.log(
+      `RESULT name=dispatch_recovery_e2e queued=1000000 runs=${runs} listen_ms=${r.listenMs} first_task_ms=${r.firstTaskMs} what=kill9_restart_to_first_task_acked`,
+    );
   }
   if (want('recovery')) {
     const r = await medianOf(runs, () => runRecovery());
-    console.log(`RESULT name=dispatch_engine_recovery queued=${r.queued} runs=${runs} first_task_ms=${r.firstTaskMs} all_handed_out_ms=${r.allQueuedMs}`);
+    console.log(
+      `RESULT name=dispatch_engine_recovery queued=${r.queued} runs=${runs} first_task_ms=${r.firstTaskMs} all_handed_out_ms=${r.allQueuedMs}`,
+    );
   }
 }
 

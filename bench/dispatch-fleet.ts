@@ -11,7 +11,15 @@ import WebSocket from 'ws';
 import { agentChannel, type Channel } from '../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../dispatcher/src/protocol/codec.js';
 import {
-  AGENT_PATH, AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type Inventory, type TaskAssignment, type TaskRef, type WireTaskResult,
+  AGENT_PATH,
+  AGENT_USER_AGENT_PREFIX,
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type DispatcherMessage,
+  type Inventory,
+  type TaskAssignment,
+  type TaskRef,
+  type WireTaskResult,
 } from '../dispatcher/src/protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript } from '../dispatcher/src/protocol/session.js';
 
@@ -34,8 +42,14 @@ export interface FleetAgentOptions {
 }
 
 const INVENTORY: Inventory = {
-  hostname: 'fleet', cpu: { model: 'simulated', cores: 32, physicalCores: 32, speedGHz: null }, memoryMiB: 65536, nics: [], disks: [],
-  system: { manufacturer: 'lilcluster', model: 'bench-fleet', uuid: '', serial: '' }, os: { kernel: 'sim', distro: 'sim', arch: 'x64' }, ramRoot: false,
+  hostname: 'fleet',
+  cpu: { model: 'simulated', cores: 32, physicalCores: 32, speedGHz: null },
+  memoryMiB: 65536,
+  nics: [],
+  disks: [],
+  system: { manufacturer: 'lilcluster', model: 'bench-fleet', uuid: '', serial: '' },
+  os: { kernel: 'sim', distro: 'sim', arch: 'x64' },
+  ramRoot: false,
 };
 
 export function fleetMac(prefix: string, i: number): string {
@@ -95,8 +109,17 @@ export class FleetAgent {
     };
     ws.on('open', () => {
       this.#send({
-        type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: 'bench-fleet', mac: o.mac, auth: { kind: 'enroll', token: o.enrollToken },
-        nonce: nonce.toString('base64'), ephemeralKey: eph.publicRaw.toString('base64'), slots: o.slots, inventory: INVENTORY, running: [], undelivered: [],
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        agentVersion: 'bench-fleet',
+        mac: o.mac,
+        auth: { kind: 'enroll', token: o.enrollToken },
+        nonce: nonce.toString('base64'),
+        ephemeralKey: eph.publicRaw.toString('base64'),
+        slots: o.slots,
+        inventory: INVENTORY,
+        running: [],
+        undelivered: [],
       });
     });
     ws.on('message', (data, isBinary) => {
@@ -107,7 +130,8 @@ export class FleetAgent {
         if (msg.type === 'refused') throw new Error(`${o.mac}: refused (${msg.reason}): ${msg.message}`);
         if (msg.type !== 'welcome') return;
         const theirs = raw32(msg.ephemeralKey)!;
-        if (!verifyTranscript(o.dispatcherKey, transcript(nonce, eph.publicRaw, theirs, o.mac), msg.signature)) throw new Error(`${o.mac}: the welcome's signature does not verify`);
+        if (!verifyTranscript(o.dispatcherKey, transcript(nonce, eph.publicRaw, theirs, o.mac), msg.signature))
+          throw new Error(`${o.mac}: the welcome's signature does not verify`);
         this.#channel.establish(deriveSessionKeys(eph.privateKey, theirs, nonce));
         this.#open = true;
         this.heartbeatMs = msg.heartbeatMs;
@@ -149,8 +173,20 @@ export class FleetAgent {
         }
         for (const t of msg.tasks) {
           this.#pending.push({
-            taskId: t.taskId, attempt: t.attempt, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: Date.now(), durationMs: 0, maxRssKiB: null,
-            stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+            taskId: t.taskId,
+            attempt: t.attempt,
+            exitCode: 0,
+            signal: null,
+            timedOut: false,
+            error: null,
+            startedAt: Date.now(),
+            durationMs: 0,
+            maxRssKiB: null,
+            stdout: '',
+            stderr: '',
+            stdoutTruncated: false,
+            stderrTruncated: false,
+            outputsTarGzB64: null,
           });
         }
         if (!this.#flushScheduled) {

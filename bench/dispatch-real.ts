@@ -103,7 +103,20 @@ async function startDispatcher(dataDir: string, opts: { port?: number; heartbeat
     mkdirSync(dir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${dir}`);
   }
-  const args = [DISPATCHER, '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', String(opts.port ?? 0), '--data-dir', dataDir, '--log-level', 'info'];
+  const args = [
+    DISPATCHER,
+    '--dhcp',
+    'off',
+    '--no-tftp',
+    '--http-host',
+    '127.0.0.1',
+    '--http-port',
+    String(opts.port ?? 0),
+    '--data-dir',
+    dataDir,
+    '--log-level',
+    'info',
+  ];
   if (opts.heartbeat !== undefined) args.push('--heartbeat', String(opts.heartbeat));
   const spawnedAt = performance.now();
   const proc = track(spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -117,7 +130,13 @@ async function startDispatcher(dataDir: string, opts: { port?: number; heartbeat
   });
   const startedAt = performance.now();
   return {
-    proc, pid: proc.pid!, port, url: `http://127.0.0.1:${port}`, dataDir, spawnedAt, startedAt,
+    proc,
+    pid: proc.pid!,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    dataDir,
+    spawnedAt,
+    startedAt,
     token: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(),
     enrollToken: readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim(),
     key: parseDispatcherPublicKey(readFileSync(join(dataDir, 'identity.pub'), 'utf8')),
@@ -135,7 +154,11 @@ async function startDispatcher(dataDir: string, opts: { port?: number; heartbeat
 }
 
 async function api<T>(d: Dispatcher, method: string, path: string, body?: string, type = 'application/json'): Promise<T> {
-  const res = await fetch(`${d.url}${path}`, { method, headers: { authorization: `Bearer ${d.token}`, ...(body !== undefined ? { 'content-type': type } : {}) }, ...(body !== undefined ? { body } : {}) });
+  const res = await fetch(`${d.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${d.token}`, ...(body !== undefined ? { 'content-type': type } : {}) },
+    ...(body !== undefined ? { body } : {}),
+  });
   const text = await res.text();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
   return JSON.parse(text) as T;
@@ -166,7 +189,9 @@ interface SimResult {
 
 /** bench/sim-agents in its own process; `connected` resolves once all its agents are in. */
 function startSim(d: Dispatcher, args: string[]): { connected: Promise<void>; result: Promise<SimResult>; proc: ChildProcess } {
-  const proc = track(spawn(process.execPath, [SIM, '--dispatcher', d.url, '--data-dir', d.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const proc = track(
+    spawn(process.execPath, [SIM, '--dispatcher', d.url, '--data-dir', d.dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
   let onConnected!: () => void;
   const connected = new Promise<void>((r) => (onConnected = r));
   const stderr: string[] = [];
@@ -177,7 +202,15 @@ function startSim(d: Dispatcher, args: string[]): { connected: Promise<void>; re
   const result = new Promise<SimResult>((resolve, reject) => {
     lines(proc.stdout!, (l) => {
       if (!l.startsWith('RESULT ')) return;
-      resolve({ at: performance.now(), fields: Object.fromEntries(l.split(' ').slice(1).map((kv) => kv.split('=') as [string, string])) });
+      resolve({
+        at: performance.now(),
+        fields: Object.fromEntries(
+          l
+            .split(' ')
+            .slice(1)
+            .map((kv) => kv.split('=') as [string, string]),
+        ),
+      });
     });
     proc.once('exit', (code) => reject(new Error(`sim-agents exited ${code}: ${stderr.slice(-5).join(' | ')}`)));
   });
@@ -228,7 +261,7 @@ async function throughput(): Promise<void> {
     console.log(
       `RESULT name=dispatch_real_throughput agents=${agents} slots=${slots} tasks=${tasks} chunk=${chunk} seconds=${f(secs)} tasks_per_s=${Math.round(tasks / secs)} ` +
         `handout_to_ack_p50_ms=${r.fields.ack_p50_ms} handout_to_ack_p99_ms=${r.fields.ack_p99_ms} submit_s=${f((submitted - t0) / 1000)} ` +
-        `dispatcher_cpu_us_per_task=${f((cpuMs * 1000) / tasks, 1)} dispatcher_cpu_pct=${f((cpuMs / 10 / secs), 0)} rss_mib=${rss} ` +
+        `dispatcher_cpu_us_per_task=${f((cpuMs * 1000) / tasks, 1)} dispatcher_cpu_pct=${f(cpuMs / 10 / secs, 0)} rss_mib=${rss} ` +
         `messages_per_task=${f((Number(r.fields.messages_in) + Number(r.fields.messages_out)) / tasks, 3)} load1=${load}`,
     );
   } finally {
@@ -251,7 +284,12 @@ async function latency(): Promise<void> {
     { length: 100 },
     (_, i) =>
       new FleetAgent({
-        dispatcher: d.url, mac: fleetMac('52:54:fd', i), enrollToken: d.enrollToken, dispatcherKey: d.key, slots: 1, answer: true,
+        dispatcher: d.url,
+        mac: fleetMac('52:54:fd', i),
+        enrollToken: d.enrollToken,
+        dispatcherKey: d.key,
+        slots: 1,
+        answer: true,
         onTasks: (ts) => {
           for (const t of ts) jobOfTask.set(t.taskId, t.jobId);
         },
@@ -280,7 +318,9 @@ async function latency(): Promise<void> {
       if (j >= 200) lat.push(at - t0); // the first 200: warm-up (JIT)
     }
     lat.sort((a, b) => a - b);
-    console.log(`RESULT name=dispatch_real_latency what=submit_to_durable_result agents=100 jobs=${jobs} p50_ms=${f(percentile(lat, 50))} p99_ms=${f(percentile(lat, 99))} load1=${load}`);
+    console.log(
+      `RESULT name=dispatch_real_latency what=submit_to_durable_result agents=100 jobs=${jobs} p50_ms=${f(percentile(lat, 50))} p99_ms=${f(percentile(lat, 99))} load1=${load}`,
+    );
   } finally {
     for (const a of fleet) a.close();
     await d.stop();
@@ -304,10 +344,15 @@ async function depth(): Promise<void> {
       await writeRows(file, want);
       const loadSubmit = load1();
       const t0 = performance.now();
-      const ctl = await run(process.execPath, [CTL, 'submit', '--params', file, '--no-speculative', '--', 'true', '{i}'], { LILCLUSTER_URL: d.url, LILCLUSTER_DATA_DIR: dataDir });
+      const ctl = await run(process.execPath, [CTL, 'submit', '--params', file, '--no-speculative', '--', 'true', '{i}'], {
+        LILCLUSTER_URL: d.url,
+        LILCLUSTER_DATA_DIR: dataDir,
+      });
       const submitS = (performance.now() - t0) / 1000;
       if (ctl.code !== 0) throw new Error(`dispatcherctl submit failed: ${ctl.stderr}`);
-      console.log(`RESULT name=dispatch_real_submit rows=${want} seconds=${f(submitS)} rows_per_s=${Math.round(want / submitS)} what=dispatcherctl_submit_params_csv load1=${loadSubmit}`);
+      console.log(
+        `RESULT name=dispatch_real_submit rows=${want} seconds=${f(submitS)} rows_per_s=${Math.round(want / submitS)} what=dispatcherctl_submit_params_csv load1=${loadSubmit}`,
+      );
 
       // Hand-outs with the queue kept at that depth: top-ups of TOP_UP tasks over HTTP whenever it is below.
       const TOP_UP = 10_000;
@@ -328,7 +373,16 @@ async function depth(): Promise<void> {
           } else await sleep(10);
         }
       })();
-      const sim = startSim(d, ['--agents', '100', '--slots', String(num('slots', 32)), '--duration', String(seconds), '--mac-prefix', '52:54:fc']);
+      const sim = startSim(d, [
+        '--agents',
+        '100',
+        '--slots',
+        String(num('slots', 32)),
+        '--duration',
+        String(seconds),
+        '--mac-prefix',
+        '52:54:fc',
+      ]);
       const load = load1();
       const r = await sim.result;
       stop = true;
@@ -352,8 +406,16 @@ async function depth(): Promise<void> {
           { length: 8 },
           (_, i) =>
             new FleetAgent({
-              dispatcher: d.url, mac: fleetMac('52:54:fb', i), enrollToken: d.enrollToken, dispatcherKey: d.key, slots: 4, answer: true, reconnectMs: 20,
-              onWelcome: mark('welcome'), onTasks: (_, at) => mark('task')(at), onAck: (_, at) => mark('ack')(at),
+              dispatcher: d.url,
+              mac: fleetMac('52:54:fb', i),
+              enrollToken: d.enrollToken,
+              dispatcherKey: d.key,
+              slots: 4,
+              answer: true,
+              reconnectMs: 20,
+              onWelcome: mark('welcome'),
+              onTasks: (_, at) => mark('task')(at),
+              onAck: (_, at) => mark('ack')(at),
             }),
         );
         await Promise.all(fleet.map((a) => a.start()));
@@ -419,14 +481,31 @@ async function lost(): Promise<void> {
   try {
     const gaps: number[] = [];
     for (let r = 0; r < repeats; r++) {
-      const frozen = new FleetAgent({ dispatcher: d.url, mac: fleetMac('52:54:fa', r), enrollToken: d.enrollToken, dispatcherKey: d.key, slots: 4, answer: false });
+      const frozen = new FleetAgent({
+        dispatcher: d.url,
+        mac: fleetMac('52:54:fa', r),
+        enrollToken: d.enrollToken,
+        dispatcherKey: d.key,
+        slots: 4,
+        answer: false,
+      });
       await frozen.start();
-      const job = await api<{ id: number }>(d, 'POST', '/api/v1/jobs', JSON.stringify({ command: ['true', '{i}'], params: [0, 1, 2, 3].map((i) => ({ i })), speculative: false }));
+      const job = await api<{ id: number }>(
+        d,
+        'POST',
+        '/api/v1/jobs',
+        JSON.stringify({ command: ['true', '{i}'], params: [0, 1, 2, 3].map((i) => ({ i })), speculative: false }),
+      );
       while (frozen.held.filter((t) => t.jobId === job.id).length < 4) await sleep(5);
       const mine = new Set(frozen.held.map((t) => t.taskId));
       let rehandedAt = 0;
       const other = new FleetAgent({
-        dispatcher: d.url, mac: fleetMac('52:54:f9', r), enrollToken: d.enrollToken, dispatcherKey: d.key, slots: 4, answer: true,
+        dispatcher: d.url,
+        mac: fleetMac('52:54:f9', r),
+        enrollToken: d.enrollToken,
+        dispatcherKey: d.key,
+        slots: 4,
+        answer: true,
         onTasks: (ts, at) => {
           if (!rehandedAt && ts.some((t) => mine.has(t.taskId))) rehandedAt = at;
         },
@@ -447,7 +526,9 @@ async function lost(): Promise<void> {
       // The same count the busy-node figure relies on must see this loss (a check of the check).
       const lostEvents = await lostEventsOf(d, frozen.o.mac);
       if (lostEvents < 1) throw new Error('the frozen agent was not recorded as lost (node.state event)');
-      console.log(`RESULT name=dispatch_lost_node_once heartbeat_s=${hb} last_message_to_rehand_ms=${Math.round(gap)} intervals=${f(gap / (hb * 1000), 3)} lost_events=${lostEvents} load1=${load}`);
+      console.log(
+        `RESULT name=dispatch_lost_node_once heartbeat_s=${hb} last_message_to_rehand_ms=${Math.round(gap)} intervals=${f(gap / (hb * 1000), 3)} lost_events=${lostEvents} load1=${load}`,
+      );
       await sleep(200);
     }
     gaps.sort((a, b) => a - b);
@@ -464,7 +545,11 @@ async function lost(): Promise<void> {
 
 /** How many times the registry declared this node lost (its `node.state` events). */
 async function lostEventsOf(d: Dispatcher, node: string): Promise<number> {
-  const r = await api<{ events: { kind: string; data: { to?: string } | null }[] }>(d, 'GET', `/api/v1/events?node=${encodeURIComponent(node)}&kind=node.state&limit=1000`);
+  const r = await api<{ events: { kind: string; data: { to?: string } | null }[] }>(
+    d,
+    'GET',
+    `/api/v1/events?node=${encodeURIComponent(node)}&kind=node.state&limit=1000`,
+  );
   return r.events.filter((e) => e.kind === 'node.state' && e.data?.to === 'lost').length;
 }
 
@@ -485,9 +570,27 @@ async function busy(): Promise<void> {
   const d = await startDispatcher(dataDir, { label: 'busy', heartbeat: hb });
   const mac = '52:54:00:bb:00:01';
   const agent = track(
-    spawn(process.execPath, [AGENT, '--dispatcher', d.url, '--enroll-token', d.enrollToken, '--dispatcher-key', join(dataDir, 'identity.pub'), '--mac', mac, '--slots', String(slots), '--work-dir', join(dir, 'work')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
+    spawn(
+      process.execPath,
+      [
+        AGENT,
+        '--dispatcher',
+        d.url,
+        '--enroll-token',
+        d.enrollToken,
+        '--dispatcher-key',
+        join(dataDir, 'identity.pub'),
+        '--mac',
+        mac,
+        '--slots',
+        String(slots),
+        '--work-dir',
+        join(dir, 'work'),
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    ),
   );
   agent.stdout!.resume();
   agent.stderr!.resume();
@@ -495,14 +598,23 @@ async function busy(): Promise<void> {
     let node: NodeView | undefined;
     for (let i = 0; i < 400 && !node; i++) {
       await sleep(50);
-      node = (await api<{ nodes: NodeView[] }>(d, 'GET', '/api/v1/nodes')).nodes.find((n) => n.state !== 'lost' && n.lastHeartbeat !== null);
+      node = (await api<{ nodes: NodeView[] }>(d, 'GET', '/api/v1/nodes')).nodes.find(
+        (n) => n.state !== 'lost' && n.lastHeartbeat !== null,
+      );
     }
     if (!node) throw new Error('the agent never connected');
     // Every slot busy at 100 % CPU (a shell loop: no forks, no I/O) for the whole run.
     const busySeconds = seconds - 2;
     const job = await api<{ id: number }>(
-      d, 'POST', '/api/v1/jobs',
-      JSON.stringify({ command: ['bash', '-c', `while [ $SECONDS -lt ${busySeconds} ]; do :; done`], params: Array.from({ length: slots }, (_, i) => ({ i })), speculative: false, timeoutSeconds: seconds * 3 }),
+      d,
+      'POST',
+      '/api/v1/jobs',
+      JSON.stringify({
+        command: ['bash', '-c', `while [ $SECONDS -lt ${busySeconds} ]; do :; done`],
+        params: Array.from({ length: slots }, (_, i) => ({ i })),
+        speculative: false,
+        timeoutSeconds: seconds * 3,
+      }),
     );
     const cpuStat = () => readFileSync('/proc/stat', 'latin1').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
     const c0 = cpuStat();

@@ -37,7 +37,11 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 function result(name: string, fields: Record<string, string | number | boolean>): void {
-  console.log(`RESULT name=${name} ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  console.log(
+    `RESULT name=${name} ${Object.entries(fields)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`,
+  );
 }
 
 /** Host time (ms) the guest kernel's clock read 0, from console lines with printk timestamps. */
@@ -90,20 +94,32 @@ async function bootOnce(run: number, manifest: ImageManifest): Promise<Boot> {
   const vm = await QemuMachine.start({
     exitOnReboot: true,
     name: `bench-image-${run}`,
-    boot: { kind: 'kernel', kernel: `${IMAGE}/vmlinuz`, initrd: `${IMAGE}/initrd.img`, append: `${CONSOLES} lc.dispatcher=http://10.0.2.2:${port} lc.token=bench-${run}` },
+    boot: {
+      kind: 'kernel',
+      kernel: `${IMAGE}/vmlinuz`,
+      initrd: `${IMAGE}/initrd.img`,
+      append: `${CONSOLES} lc.dispatcher=http://10.0.2.2:${port} lc.token=bench-${run}`,
+    },
     nics: [{ net: { kind: 'user' } }],
     memoryMiB: MEMORY_MIB,
     consoleLog: `test/artifacts/bench-image-${run}.console.log`,
   });
   try {
     const memoryLine = await vm.waitForConsole(/lc-init: memory (used_kib=.*)/, BOOT_TIMEOUT_MS);
-    if (firstRequestAt === undefined) throw new Error(`boot ${run}: the agent made no request under /api/v1/agent; console ends:\n${vm.tail()}`);
+    if (firstRequestAt === undefined)
+      throw new Error(`boot ${run}: the agent made no request under /api/v1/agent; console ends:\n${vm.tail()}`);
     const kernelStart = kernelStartHostMs(vm.consoleLines());
     if (kernelStart === undefined) throw new Error(`boot ${run}: no timestamped kernel line on the console`);
-    const memory = Object.fromEntries(memoryLine[1]!.split(/\s+/).map((kv) => kv.split('=') as [string, string]).map(([k, v]) => [k, Number(v)]));
+    const memory = Object.fromEntries(
+      memoryLine[1]!
+        .split(/\s+/)
+        .map((kv) => kv.split('=') as [string, string])
+        .map(([k, v]) => [k, Number(v)]),
+    );
     const console = vm.console();
     const ua = firstRequest?.headers['user-agent'] ?? '';
-    if (run === 1) result('image-agent-request', { path: firstRequest?.url ?? '?', user_agent: JSON.stringify(ua), kernel: manifest.kernel.version });
+    if (run === 1)
+      result('image-agent-request', { path: firstRequest?.url ?? '?', user_agent: JSON.stringify(ua), kernel: manifest.kernel.version });
     return {
       kernelToRequestS: (firstRequestAt - kernelStart) / 1000,
       qemuToRequestS: (firstRequestAt - vm.startedAt) / 1000,
@@ -149,7 +165,8 @@ async function main(): Promise<void> {
     });
     await sleep(500);
   }
-  const med = (f: (b: Boot) => number | undefined) => median(boots.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x)));
+  const med = (f: (b: Boot) => number | undefined) =>
+    median(boots.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x)));
   const firstRequest = med((b) => b.kernelToRequestS);
   result('image-first-request', {
     median_s: fixed(firstRequest),
@@ -170,10 +187,22 @@ async function main(): Promise<void> {
     used_median_mib: fixed(memUsed, 1),
     target_mib: MEMORY_TARGET_MIB,
     ok: memUsed <= MEMORY_TARGET_MIB,
-    shmem_median_mib: fixed(med((b) => b.memory.shmem_kib! / 1024), 1),
-    anon_median_mib: fixed(med((b) => b.memory.anon_kib! / 1024), 1),
-    slab_median_mib: fixed(med((b) => b.memory.slab_kib! / 1024), 1),
-    total_mib: fixed(med((b) => b.memory.total_kib! / 1024), 1),
+    shmem_median_mib: fixed(
+      med((b) => b.memory.shmem_kib! / 1024),
+      1,
+    ),
+    anon_median_mib: fixed(
+      med((b) => b.memory.anon_kib! / 1024),
+      1,
+    ),
+    slab_median_mib: fixed(
+      med((b) => b.memory.slab_kib! / 1024),
+      1,
+    ),
+    total_mib: fixed(
+      med((b) => b.memory.total_kib! / 1024),
+      1,
+    ),
     vm_mib: MEMORY_MIB,
     boots: boots.length,
   });

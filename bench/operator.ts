@@ -49,7 +49,11 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 60_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -63,13 +67,40 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'lc-op-bench-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(process.execPath, [join(ROOT, 'dist/bin/dispatcher.mjs'), '--dhcp', 'off', '--no-tftp', '--http-port', String(port), '--http-host', '127.0.0.1', '--advertise-address', '127.0.0.1', '--data-dir', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'dist/bin/dispatcher.mjs'),
+      '--dhcp',
+      'off',
+      '--no-tftp',
+      '--http-port',
+      String(port),
+      '--http-host',
+      '127.0.0.1',
+      '--advertise-address',
+      '127.0.0.1',
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const stop = () => proc.kill('SIGTERM');
   process.on('exit', stop);
   try {
-    await waitFor('the dispatcher', async () => (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)), 20_000);
+    await waitFor(
+      'the dispatcher',
+      async () =>
+        await fetch(`${url}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      20_000,
+    );
     const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
     const auth = { authorization: `Bearer ${token}` };
     const hasHub = (await fetch(`${url}/api/v1/agent`)).status !== 404;
@@ -80,19 +111,35 @@ async function main(): Promise<void> {
     if (hasHub) {
       const durationMs = 10 * 60_000;
       sim = runSimAgents({
-        dispatcher: url, enrollToken: readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim(),
-        dispatcherKey: parseDispatcherPublicKey(readFileSync(join(dataDir, 'identity.pub'), 'utf8')), agents: NODES, slots: 1, idle: true,
-        macPrefix: '52:54:fd', durationMs, log: () => {},
+        dispatcher: url,
+        enrollToken: readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim(),
+        dispatcherKey: parseDispatcherPublicKey(readFileSync(join(dataDir, 'identity.pub'), 'utf8')),
+        agents: NODES,
+        slots: 1,
+        idle: true,
+        macPrefix: '52:54:fd',
+        durationMs,
+        log: () => {},
       });
       simStop = () => {};
-      await waitFor(`${NODES} connected agents`, async () => {
-        const s = (await (await fetch(`${url}/api/v1/status`)).json()) as { nodes: { connected: number } };
-        return s.nodes.connected >= NODES;
-      }, 120_000);
+      await waitFor(
+        `${NODES} connected agents`,
+        async () => {
+          const s = (await (await fetch(`${url}/api/v1/status`)).json()) as { nodes: { connected: number } };
+          return s.nodes.connected >= NODES;
+        },
+        120_000,
+      );
     } else {
       process.stderr.write('operator bench: no agent hub in this dispatcher; registering nodes through boot scripts\n');
       for (let i = 0; i < NODES; i += 50)
-        await Promise.all(Array.from({ length: Math.min(50, NODES - i) }, (_, j) => fetch(`${url}/boot.ipxe?mac=52:54:fd:00:${((i + j) >> 8).toString(16).padStart(2, '0')}:${((i + j) & 255).toString(16).padStart(2, '0')}`).then((r) => r.text())));
+        await Promise.all(
+          Array.from({ length: Math.min(50, NODES - i) }, (_, j) =>
+            fetch(
+              `${url}/boot.ipxe?mac=52:54:fd:00:${((i + j) >> 8).toString(16).padStart(2, '0')}:${((i + j) & 255).toString(16).padStart(2, '0')}`,
+            ).then((r) => r.text()),
+          ),
+        );
     }
 
     // ---- GET /api/v1/nodes
@@ -108,7 +155,9 @@ async function main(): Promise<void> {
       if (i === 0 && (JSON.parse(body) as { nodes: unknown[] }).nodes.length < NODES) throw new Error('not all nodes are listed');
     }
     const a = stats(lat);
-    console.log(`RESULT name=api_nodes nodes=${NODES} connected=${hasHub ? NODES : 0} requests=${a.n} median_ms=${a.median} p90_ms=${a.p90} p99_ms=${a.p99} bytes=${bytes}`);
+    console.log(
+      `RESULT name=api_nodes nodes=${NODES} connected=${hasHub ? NODES : 0} requests=${a.n} median_ms=${a.median} p90_ms=${a.p90} p99_ms=${a.p99} bytes=${bytes}`,
+    );
 
     // ---- live feed: PATCH → update event
     const names = ((await (await fetch(`${url}/api/v1/nodes`)).json()) as { nodes: { name: string }[] }).nodes.map((n) => n.name);
@@ -145,7 +194,11 @@ async function main(): Promise<void> {
       const label = `bench${i}`;
       const got = new Promise<number>((resolve) => waiting.set(`${name}:${label}`, resolve));
       const t0 = performance.now();
-      const r = await fetch(`${url}/api/v1/nodes/${name}`, { method: 'PATCH', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ labels: [label] }) });
+      const r = await fetch(`${url}/api/v1/nodes/${name}`, {
+        method: 'PATCH',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ labels: [label] }),
+      });
       if (!r.ok) throw new Error(`PATCH ${name}: ${r.status} ${await r.text()}`);
       feed.push((await got) - t0);
       await new Promise((r2) => setTimeout(r2, 137)); // not in step with the flush timer
@@ -163,15 +216,27 @@ async function main(): Promise<void> {
       console.log('RESULT name=control_ack skipped=needs-root');
       return;
     }
-    const machines = Array.from({ length: MACHINES }, (_, i) => new SimulatedMachine({
-      dispatcherUrl: url, mac: `52:54:00:be:00:${(i + 1).toString(16).padStart(2, '0')}`, pubKeyFile: join(dataDir, 'identity.pub'),
-      agentBin: join(ROOT, 'dist/bin/node-agent.mjs'), slots: 1,
-    }));
+    const machines = Array.from(
+      { length: MACHINES },
+      (_, i) =>
+        new SimulatedMachine({
+          dispatcherUrl: url,
+          mac: `52:54:00:be:00:${(i + 1).toString(16).padStart(2, '0')}`,
+          pubKeyFile: join(dataDir, 'identity.pub'),
+          agentBin: join(ROOT, 'dist/bin/node-agent.mjs'),
+          slots: 1,
+        }),
+    );
     try {
       for (const m of machines) m.powerOn();
       const nodeOf = new Map<string, string>();
       const connectedAt = async (mac: string) => {
-        const n = ((await (await fetch(`${url}/api/v1/nodes/${mac}`)).json()) as { name: string; connected: boolean; lastHeartbeat: number | null; state: string });
+        const n = (await (await fetch(`${url}/api/v1/nodes/${mac}`)).json()) as {
+          name: string;
+          connected: boolean;
+          lastHeartbeat: number | null;
+          state: string;
+        };
         nodeOf.set(mac, n.name);
         return n;
       };
@@ -193,9 +258,11 @@ async function main(): Promise<void> {
         if (!r.ok) throw new Error(`reboot ${name}: ${JSON.stringify(body)}`);
         acks.push(body.ackMs);
         https.push(http);
-        const p = waitFor(`${name} back`, async () => m.boots > bootsBefore && (await connectedAt(m.mac)).state === 'ready', 60_000).then(() => {
-          backs.push(performance.now() - t0);
-        });
+        const p = waitFor(`${name} back`, async () => m.boots > bootsBefore && (await connectedAt(m.mac)).state === 'ready', 60_000).then(
+          () => {
+            backs.push(performance.now() - t0);
+          },
+        );
         inFlight.add(p);
         void p.finally(() => inFlight.delete(p));
       }

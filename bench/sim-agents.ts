@@ -19,8 +19,24 @@ import type { KeyObject } from 'node:crypto';
 import WebSocket from 'ws';
 import { agentChannel, type Channel } from '../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../dispatcher/src/protocol/codec.js';
-import { AGENT_PATH, AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type Inventory, type WireTaskResult } from '../dispatcher/src/protocol/messages.js';
-import { deriveSessionKeys, newEphemeralKey, newNonce, parseDispatcherPublicKey, raw32, transcript, verifyTranscript } from '../dispatcher/src/protocol/session.js';
+import {
+  AGENT_PATH,
+  AGENT_USER_AGENT_PREFIX,
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type DispatcherMessage,
+  type Inventory,
+  type WireTaskResult,
+} from '../dispatcher/src/protocol/messages.js';
+import {
+  deriveSessionKeys,
+  newEphemeralKey,
+  newNonce,
+  parseDispatcherPublicKey,
+  raw32,
+  transcript,
+  verifyTranscript,
+} from '../dispatcher/src/protocol/session.js';
 
 export interface SimOptions {
   /** http://host:port of the dispatcher. */
@@ -58,8 +74,14 @@ export interface SimReport {
 }
 
 const INVENTORY: Inventory = {
-  hostname: 'sim', cpu: { model: 'simulated', cores: 32, physicalCores: 32, speedGHz: null }, memoryMiB: 65536, nics: [], disks: [],
-  system: { manufacturer: 'lilcluster', model: 'sim-agent', uuid: '', serial: '' }, os: { kernel: 'sim', distro: 'sim', arch: 'x64' }, ramRoot: false,
+  hostname: 'sim',
+  cpu: { model: 'simulated', cores: 32, physicalCores: 32, speedGHz: null },
+  memoryMiB: 65536,
+  nics: [],
+  disks: [],
+  system: { manufacturer: 'lilcluster', model: 'sim-agent', uuid: '', serial: '' },
+  os: { kernel: 'sim', distro: 'sim', arch: 'x64' },
+  ramRoot: false,
 };
 
 class Stats {
@@ -105,8 +127,17 @@ class SimAgent {
     this.ready = new Promise<boolean>((resolve) => {
       this.#ws.on('open', () => {
         this.#send({
-          type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: 'sim', mac, auth: { kind: 'enroll', token: o.enrollToken }, nonce: nonce.toString('base64'),
-          ephemeralKey: eph.publicRaw.toString('base64'), slots: o.slots, inventory: INVENTORY, running: [], undelivered: [],
+          type: 'hello',
+          protocol: PROTOCOL_VERSION,
+          agentVersion: 'sim',
+          mac,
+          auth: { kind: 'enroll', token: o.enrollToken },
+          nonce: nonce.toString('base64'),
+          ephemeralKey: eph.publicRaw.toString('base64'),
+          slots: o.slots,
+          inventory: INVENTORY,
+          running: [],
+          undelivered: [],
         });
       });
       this.#ws.on('message', (data, isBinary) => {
@@ -179,8 +210,20 @@ class SimAgent {
         for (const t of msg.tasks) {
           this.#arrived.set(`${t.taskId}:${t.attempt}`, now);
           this.#pendingResults.push({
-            taskId: t.taskId, attempt: t.attempt, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: Date.now(), durationMs: 0, maxRssKiB: null,
-            stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+            taskId: t.taskId,
+            attempt: t.attempt,
+            exitCode: 0,
+            signal: null,
+            timedOut: false,
+            error: null,
+            startedAt: Date.now(),
+            durationMs: 0,
+            maxRssKiB: null,
+            stdout: '',
+            stderr: '',
+            stdoutTruncated: false,
+            stderrTruncated: false,
+            outputsTarGzB64: null,
           });
         }
         this.stats.tasks += msg.tasks.length;
@@ -258,9 +301,17 @@ export async function runSimAgents(o: SimOptions): Promise<SimReport> {
   for (const a of agents) a.close();
   const sorted = [...stats.latencies].sort((a, b) => a - b);
   return {
-    agents: o.agents, connected: stats.connected, refused: stats.refused, tasks: stats.tasks, acked: stats.acked, seconds: Math.round(seconds * 1000) / 1000,
-    tasksPerS: Math.round(stats.acked / seconds), ackP50Ms: Math.round(percentile(sorted, 50) * 100) / 100, ackP99Ms: Math.round(percentile(sorted, 99) * 100) / 100,
-    messagesIn: stats.messagesIn, messagesOut: stats.messagesOut,
+    agents: o.agents,
+    connected: stats.connected,
+    refused: stats.refused,
+    tasks: stats.tasks,
+    acked: stats.acked,
+    seconds: Math.round(seconds * 1000) / 1000,
+    tasksPerS: Math.round(stats.acked / seconds),
+    ackP50Ms: Math.round(percentile(sorted, 50) * 100) / 100,
+    ackP99Ms: Math.round(percentile(sorted, 99) * 100) / 100,
+    messagesIn: stats.messagesIn,
+    messagesOut: stats.messagesOut,
   };
 }
 
@@ -273,13 +324,19 @@ async function main(): Promise<void> {
   const dataDir = arg('data-dir');
   const dispatcher = arg('dispatcher') ?? 'http://127.0.0.1:8080';
   const enrollToken = arg('enroll-token') ?? (dataDir ? readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim() : undefined);
-  if (!enrollToken) throw new Error('give --enroll-token or --data-dir (the dispatcher\'s, for enroll.token and identity.pub)');
+  if (!enrollToken) throw new Error("give --enroll-token or --data-dir (the dispatcher's, for enroll.token and identity.pub)");
   const keyFile = arg('dispatcher-key') ?? (dataDir ? join(dataDir, 'identity.pub') : undefined);
   const idle = process.argv.includes('--idle');
   const o: SimOptions = {
-    dispatcher, enrollToken, dispatcherKey: keyFile ? parseDispatcherPublicKey(readFileSync(keyFile, 'utf8')) : null,
-    agents: Number(arg('agents') ?? 100), slots: Number(arg('slots') ?? 32), idle, macPrefix: arg('mac-prefix') ?? '52:54:fe',
-    ...(arg('tasks') ? { tasks: Number(arg('tasks')) } : {}), ...(arg('duration') ? { durationMs: Number(arg('duration')) * 1000 } : {}),
+    dispatcher,
+    enrollToken,
+    dispatcherKey: keyFile ? parseDispatcherPublicKey(readFileSync(keyFile, 'utf8')) : null,
+    agents: Number(arg('agents') ?? 100),
+    slots: Number(arg('slots') ?? 32),
+    idle,
+    macPrefix: arg('mac-prefix') ?? '52:54:fe',
+    ...(arg('tasks') ? { tasks: Number(arg('tasks')) } : {}),
+    ...(arg('duration') ? { durationMs: Number(arg('duration')) * 1000 } : {}),
     log: (() => {
       let n = 0;
       return (l: string) => {

@@ -132,7 +132,8 @@ export function loadConfigFile(path: string): ConfigOverrides {
   } catch (err) {
     throw new DispatcherError('DSP_ERR_CONFIG', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new DispatcherError('DSP_ERR_CONFIG', `${path}: expected a mapping`);
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw new DispatcherError('DSP_ERR_CONFIG', `${path}: expected a mapping`);
   return doc as ConfigOverrides;
 }
 
@@ -145,7 +146,17 @@ export function parseRange(text: string): { rangeStart: string; rangeEnd: string
 }
 
 const KNOWN_KEYS = new Set(Object.keys(defaultConfig()).concat(['interface', 'advertiseAddress', 'clusterFile']));
-const KNOWN_DHCP_KEYS = new Set(['mode', 'rangeStart', 'rangeEnd', 'range', 'netmask', 'router', 'dns', 'leaseSeconds', 'leaseCacheThreshold']);
+const KNOWN_DHCP_KEYS = new Set([
+  'mode',
+  'rangeStart',
+  'rangeEnd',
+  'range',
+  'netmask',
+  'router',
+  'dns',
+  'leaseSeconds',
+  'leaseCacheThreshold',
+]);
 
 /** Merges layers (later wins) and validates; errors name the field. */
 export function resolveConfig(...layers: ConfigOverrides[]): DispatcherConfig {
@@ -193,8 +204,12 @@ function validate(cfg: DispatcherConfig): void {
   const cache = cfg.dhcp.leaseCacheThreshold;
   if (typeof cache !== 'number' || !(cache >= 0 && cache < 1)) bad('dhcp.leaseCacheThreshold', 'must be a number from 0 (off) to below 1');
   if (cfg.dhcp.mode === 'full' && !cfg.interface)
-    throw new DispatcherError('DSP_ERR_NO_INTERFACE', 'full DHCP mode needs --interface: a DHCP server must answer only on the node network', {
-      hint: 'pass --interface IF (the NIC of the node network), or --dhcp proxy / --dhcp off beside an existing DHCP server',
-    });
+    throw new DispatcherError(
+      'DSP_ERR_NO_INTERFACE',
+      'full DHCP mode needs --interface: a DHCP server must answer only on the node network',
+      {
+        hint: 'pass --interface IF (the NIC of the node network), or --dhcp proxy / --dhcp off beside an existing DHCP server',
+      },
+    );
   if ((cfg.dhcp.rangeStart === undefined) !== (cfg.dhcp.rangeEnd === undefined)) bad('dhcp.range', 'give both ends of the range');
 }

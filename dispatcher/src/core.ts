@@ -68,7 +68,25 @@ export function createCore(opts: CoreOptions): Core {
   const bootAddresses = new BootAddresses(now);
   const timeline = new BootTimeline(db, commits, now);
   const metrics = new MetricsRegistry();
-  return { config, log, db, commits, checkpointer, events, nodes, cluster, secrets, bootTokens, enrollTokens, bootAddresses, timeline, metrics, network: opts.network, now, startedAt: now() };
+  return {
+    config,
+    log,
+    db,
+    commits,
+    checkpointer,
+    events,
+    nodes,
+    cluster,
+    secrets,
+    bootTokens,
+    enrollTokens,
+    bootAddresses,
+    timeline,
+    metrics,
+    network: opts.network,
+    now,
+    startedAt: now(),
+  };
 }
 
 /** Flushes pending writes and closes the store. */

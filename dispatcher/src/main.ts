@@ -3,7 +3,16 @@
  * HTTP (:8080) so bare machines PXE-boot the RAM image, tracks nodes, and dispatches tasks.
  */
 import { Command, Option } from 'commander';
-import { resolveConfig, loadConfigFile, parseRange, type ConfigOverrides, DEFAULT_DATA_DIR, DEFAULT_HTTP_PORT, DEFAULT_IMAGE_DIR, DEFAULT_PXE_DIR } from './config.js';
+import {
+  resolveConfig,
+  loadConfigFile,
+  parseRange,
+  type ConfigOverrides,
+  DEFAULT_DATA_DIR,
+  DEFAULT_HTTP_PORT,
+  DEFAULT_IMAGE_DIR,
+  DEFAULT_PXE_DIR,
+} from './config.js';
 import { DispatcherError } from './errors.js';
 import { createLogger } from './log.js';
 import { VERSION } from './version.js';
@@ -14,8 +23,17 @@ const program = new Command('dispatcher')
   .version(VERSION)
   .option('-c, --config <file>', 'YAML configuration file (flags override it)')
   .option('-i, --interface <if>', 'network interface of the node network; DHCP and TFTP answer only there (required with --dhcp full)')
-  .addOption(new Option('--dhcp <mode>', 'full: addresses and boot info; proxy: boot info beside another DHCP server; off: no DHCP').choices(['full', 'proxy', 'off']))
-  .option('--range <first-last>', 'addresses handed out in full mode, e.g. 10.42.0.100-10.42.0.199 (default: .100-.249 of the interface subnet)')
+  .addOption(
+    new Option('--dhcp <mode>', 'full: addresses and boot info; proxy: boot info beside another DHCP server; off: no DHCP').choices([
+      'full',
+      'proxy',
+      'off',
+    ]),
+  )
+  .option(
+    '--range <first-last>',
+    'addresses handed out in full mode, e.g. 10.42.0.100-10.42.0.199 (default: .100-.249 of the interface subnet)',
+  )
   .option('--advertise-address <ip>', "the dispatcher's address as nodes reach it (default: the interface's address)")
   .option('--http-port <port>', `HTTP port for boot files, API, agents and web page (default ${DEFAULT_HTTP_PORT})`, toInt)
   .option('--http-host <addr>', 'address the HTTP server listens on (default 0.0.0.0)')

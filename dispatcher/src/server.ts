@@ -82,7 +82,10 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   stoppables.push(dhcp);
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
-  log.info({ version: VERSION, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir }, 'dispatcher started');
+  log.info(
+    { version: VERSION, interface: network.name, address: network.address, httpPort, dhcp: config.dhcp.mode, dataDir: config.dataDir },
+    'dispatcher started',
+  );
   process.stderr.write(`\n  Dashboard: ${loginUrl}\n  Admin token: ${config.dataDir}/admin.token\n\n`);
 
   return {

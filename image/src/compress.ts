@@ -20,7 +20,8 @@ export interface ZstdOptions {
 }
 
 export function zstdArgs(opts: ZstdOptions): string[] {
-  if (!Number.isInteger(opts.level) || opts.level < 1 || opts.level > 22) throw new ImageBuildError('IMG_ERR_OPTION', `zstd level ${opts.level} is not 1..22`);
+  if (!Number.isInteger(opts.level) || opts.level < 1 || opts.level > 22)
+    throw new ImageBuildError('IMG_ERR_OPTION', `zstd level ${opts.level} is not 1..22`);
   const threads = Math.max(1, opts.threads ?? availableParallelism());
   return [...(opts.level > ZSTD_MAX_NORMAL_LEVEL ? ['--ultra'] : []), `-${opts.level}`, `-T${threads}`, '-q', '-c', '--no-progress'];
 }
@@ -35,7 +36,11 @@ export async function zstdToFile(chunks: Iterable<Uint8Array>, outPath: string, 
     child.stderr!.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
     const done = new Promise<void>((resolve, reject) => {
       child.on('error', (e: NodeJS.ErrnoException) =>
-        reject(e.code === 'ENOENT' ? new ImageBuildError('IMG_ERR_MISSING_TOOL', 'missing program: zstd', { hint: 'apt-get install zstd', cause: e }) : e),
+        reject(
+          e.code === 'ENOENT'
+            ? new ImageBuildError('IMG_ERR_MISSING_TOOL', 'missing program: zstd', { hint: 'apt-get install zstd', cause: e })
+            : e,
+        ),
       );
       child.on('close', (code, signal) => (code === 0 ? resolve() : reject(toolFailed('zstd', args, code, signal, stderr))));
     });

@@ -56,7 +56,8 @@ export function padLength(length: number): number {
 }
 
 function hex8(value: number, field: string): string {
-  if (!Number.isInteger(value) || value < 0 || value > MAX_FIELD) throw new CpioFormatError(`${field} ${value} does not fit a newc header field`);
+  if (!Number.isInteger(value) || value < 0 || value > MAX_FIELD)
+    throw new CpioFormatError(`${field} ${value} does not fit a newc header field`);
   return value.toString(16).padStart(8, '0');
 }
 
@@ -64,11 +65,35 @@ function hex8(value: number, field: string): string {
 function encodeHeader(h: RawHeader): Uint8Array {
   const name = Buffer.from(h.name + '\0', 'utf8');
   const fields = [
-    h.ino, h.mode, 0 /* uid root */, 0 /* gid root */, h.nlink, h.mtime, h.fileSize,
-    0, 0 /* devmajor/devminor of the file system: meaningless in an archive */,
-    h.rdevMajor, h.rdevMinor, name.length, 0 /* check: only used by the "crc" variant */,
+    h.ino,
+    h.mode,
+    0 /* uid root */,
+    0 /* gid root */,
+    h.nlink,
+    h.mtime,
+    h.fileSize,
+    0,
+    0 /* devmajor/devminor of the file system: meaningless in an archive */,
+    h.rdevMajor,
+    h.rdevMinor,
+    name.length,
+    0 /* check: only used by the "crc" variant */,
   ];
-  const names = ['ino', 'mode', 'uid', 'gid', 'nlink', 'mtime', 'filesize', 'devmajor', 'devminor', 'rdevmajor', 'rdevminor', 'namesize', 'check'];
+  const names = [
+    'ino',
+    'mode',
+    'uid',
+    'gid',
+    'nlink',
+    'mtime',
+    'filesize',
+    'devmajor',
+    'devminor',
+    'rdevmajor',
+    'rdevminor',
+    'namesize',
+    'check',
+  ];
   const text = MAGIC + fields.map((v, i) => hex8(v, names[i]!)).join('');
   const out = Buffer.alloc(HEADER_SIZE + name.length + padLength(HEADER_SIZE + name.length));
   out.write(text, 0, 'latin1');
@@ -78,7 +103,8 @@ function encodeHeader(h: RawHeader): Uint8Array {
 
 /** Archive paths are relative ("bin/busybox"), normalised, and never climb out of the root. */
 export function checkPath(path: string): void {
-  if (path === '' || path.startsWith('/') || path.endsWith('/')) throw new CpioFormatError(`bad archive path "${path}": must be relative, without a trailing slash`);
+  if (path === '' || path.startsWith('/') || path.endsWith('/'))
+    throw new CpioFormatError(`bad archive path "${path}": must be relative, without a trailing slash`);
   if (path.includes('\0')) throw new CpioFormatError('archive path contains NUL');
   for (const part of path.split('/')) {
     if (part === '' || part === '.' || part === '..') throw new CpioFormatError(`bad archive path "${path}": empty, "." or ".." component`);
@@ -86,7 +112,8 @@ export function checkPath(path: string): void {
 }
 
 function checkMode(mode: number, path: string): number {
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new CpioFormatError(`bad mode ${mode} for "${path}": permission bits only`);
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)
+    throw new CpioFormatError(`bad mode ${mode} for "${path}": permission bits only`);
   return mode;
 }
 
@@ -117,7 +144,16 @@ export class CpioWriter {
         return this.#withData({ ...base, mode: S_IFLNK | 0o777, nlink: 1, fileSize: target.length }, target);
       }
       case 'char-device':
-        return [encodeHeader({ ...base, mode: S_IFCHR | checkMode(e.mode, e.path), nlink: 1, fileSize: 0, rdevMajor: e.major, rdevMinor: e.minor })];
+        return [
+          encodeHeader({
+            ...base,
+            mode: S_IFCHR | checkMode(e.mode, e.path),
+            nlink: 1,
+            fileSize: 0,
+            rdevMajor: e.major,
+            rdevMinor: e.minor,
+          }),
+        ];
     }
   }
 

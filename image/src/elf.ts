@@ -44,12 +44,14 @@ function u16(buf: Uint8Array, off: number, what: string): number {
 }
 
 function slice(buf: Uint8Array, off: number, size: number, what: string): Uint8Array {
-  if (off < 0 || size < 0 || off + size > buf.length) throw new ElfError(`${what} (${size} bytes at ${off}) lies outside the file (${buf.length} bytes)`);
+  if (off < 0 || size < 0 || off + size > buf.length)
+    throw new ElfError(`${what} (${size} bytes at ${off}) lies outside the file (${buf.length} bytes)`);
   return buf.subarray(off, off + size);
 }
 
 function readHeader(buf: Uint8Array): ElfHeader {
-  if (buf.length < 64 || buf[0] !== 0x7f || buf[1] !== 0x45 || buf[2] !== 0x4c || buf[3] !== 0x46) throw new ElfError('not an ELF file (bad magic)');
+  if (buf.length < 64 || buf[0] !== 0x7f || buf[1] !== 0x45 || buf[2] !== 0x4c || buf[3] !== 0x46)
+    throw new ElfError('not an ELF file (bad magic)');
   if (buf[4] !== ELFCLASS64 || buf[5] !== ELFDATA2LSB) throw new ElfError('not a 64-bit little-endian ELF file');
   return {
     phoff: u64(buf, 0x20, 'e_phoff'),
@@ -142,7 +144,12 @@ export function elfDynamic(buf: Uint8Array): ElfDynamic | undefined {
   for (let i = 0; i < h.phnum; i++) {
     const at = h.phoff + i * h.phentsize;
     const type = u32(buf, at, 'p_type');
-    if (type === PT_LOAD) loads.push({ offset: u64(buf, at + 0x08, 'p_offset'), vaddr: u64(buf, at + 0x10, 'p_vaddr'), filesz: u64(buf, at + 0x20, 'p_filesz') });
+    if (type === PT_LOAD)
+      loads.push({
+        offset: u64(buf, at + 0x08, 'p_offset'),
+        vaddr: u64(buf, at + 0x10, 'p_vaddr'),
+        filesz: u64(buf, at + 0x20, 'p_filesz'),
+      });
     else if (type === PT_DYNAMIC && !dynamic) dynamic = { offset: u64(buf, at + 0x08, 'p_offset'), size: u64(buf, at + 0x20, 'p_filesz') };
   }
   if (!dynamic) return undefined;
@@ -166,13 +173,15 @@ export function elfDynamic(buf: Uint8Array): ElfDynamic | undefined {
   }
   if (needed.length + rpath.length + runpath.length === 0) return { needed: [], rpath: [], runpath: [] };
   if (strtab === undefined || strsz === undefined) throw new ElfError('dynamic section without DT_STRTAB/DT_STRSZ');
-  if (strtab > BigInt(Number.MAX_SAFE_INTEGER) || strsz > BigInt(Number.MAX_SAFE_INTEGER)) throw new ElfError('DT_STRTAB/DT_STRSZ too large');
+  if (strtab > BigInt(Number.MAX_SAFE_INTEGER) || strsz > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new ElfError('DT_STRTAB/DT_STRSZ too large');
   const addr = Number(strtab);
   const seg = loads.find((l) => addr >= l.vaddr && addr - l.vaddr < l.filesz);
   if (!seg) throw new ElfError(`DT_STRTAB 0x${addr.toString(16)} lies in no PT_LOAD segment`);
   const strings = slice(buf, seg.offset + (addr - seg.vaddr), Number(strsz), 'dynamic string table');
   const str = (v: bigint, what: string) => {
-    if (v >= BigInt(strings.length)) throw new ElfError(`${what}: string offset ${v} outside the dynamic string table (${strings.length} bytes)`);
+    if (v >= BigInt(strings.length))
+      throw new ElfError(`${what}: string offset ${v} outside the dynamic string table (${strings.length} bytes)`);
     return cString(strings, Number(v), what);
   };
   const paths = (vs: bigint[], what: string) => vs.flatMap((v) => str(v, what).split(':')).filter(Boolean);

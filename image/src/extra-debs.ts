@@ -29,7 +29,14 @@ export function parseDebNames(value: string | undefined): string[] {
  * with everything under them.
  */
 export const SKIPPED_DEB_PATHS: readonly string[] = [
-  'usr/share/doc', 'usr/share/doc-base', 'usr/share/man', 'usr/share/info', 'usr/share/lintian', 'usr/share/locale', 'usr/lib/locale', 'usr/share/i18n',
+  'usr/share/doc',
+  'usr/share/doc-base',
+  'usr/share/man',
+  'usr/share/info',
+  'usr/share/lintian',
+  'usr/share/locale',
+  'usr/lib/locale',
+  'usr/share/i18n',
 ];
 
 export function isSkippedDebPath(path: string): boolean {

@@ -45,9 +45,15 @@ export class DebTree implements FileTree {
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
     const exited = new Promise<void>((resolve, reject) => {
       child.on('error', (e: NodeJS.ErrnoException) =>
-        reject(e.code === 'ENOENT' ? new ImageBuildError('IMG_ERR_MISSING_TOOL', 'missing program: dpkg-deb', { hint: 'apt-get install dpkg', cause: e }) : e),
+        reject(
+          e.code === 'ENOENT'
+            ? new ImageBuildError('IMG_ERR_MISSING_TOOL', 'missing program: dpkg-deb', { hint: 'apt-get install dpkg', cause: e })
+            : e,
+        ),
       );
-      child.on('close', (code, signal) => (code === 0 ? resolve() : reject(toolFailed('dpkg-deb', ['--fsys-tarfile', this.debPath], code, signal, stderr))));
+      child.on('close', (code, signal) =>
+        code === 0 ? resolve() : reject(toolFailed('dpkg-deb', ['--fsys-tarfile', this.debPath], code, signal, stderr)),
+      );
     });
     exited.catch(() => {}); // observed below; avoid an unhandled rejection while we read
     const tar = extract();
@@ -57,7 +63,16 @@ export class DebTree implements FileTree {
         const h = entry.header;
         const e: TreeEntry = {
           path: normalise(h.name),
-          type: h.type === 'file' || h.type === 'contiguous-file' ? 'file' : h.type === 'directory' ? 'directory' : h.type === 'symlink' ? 'symlink' : h.type === 'link' ? 'hardlink' : 'other',
+          type:
+            h.type === 'file' || h.type === 'contiguous-file'
+              ? 'file'
+              : h.type === 'directory'
+                ? 'directory'
+                : h.type === 'symlink'
+                  ? 'symlink'
+                  : h.type === 'link'
+                    ? 'hardlink'
+                    : 'other',
           mode: (h.mode ?? 0) & 0o7777,
           size: h.size ?? 0,
           ...(h.linkname ? { linkTarget: h.type === 'link' ? normalise(h.linkname) : h.linkname } : {}),
@@ -75,7 +90,10 @@ export class DebTree implements FileTree {
       child.kill();
       await exited.catch(() => {});
       if (err instanceof ImageBuildError) throw err;
-      throw new ImageBuildError('IMG_ERR_INPUT', `cannot read ${this.debPath}: ${(err as Error).message}`, { hint: 'delete the file (a cached download may be damaged) and build again', cause: err });
+      throw new ImageBuildError('IMG_ERR_INPUT', `cannot read ${this.debPath}: ${(err as Error).message}`, {
+        hint: 'delete the file (a cached download may be damaged) and build again',
+        cause: err,
+      });
     }
     await exited;
   }

@@ -19,7 +19,15 @@ export interface FileInfo {
 export interface ImageManifest {
   format: 1;
   kernel: { version: string; package: string | null; packageVersion: string | null; source: string };
-  node: { version: string; package: string | null; source: string; stripped: boolean; size: number; libraries: string[]; interpreter: string | null };
+  node: {
+    version: string;
+    package: string | null;
+    source: string;
+    stripped: boolean;
+    size: number;
+    libraries: string[];
+    interpreter: string | null;
+  };
   /** spawnAddon: the native task spawner shipped beside the agent, null when the image has none. */
   agent: { version: string; path: string; size: number; sha256: string; spawnAddon: { path: string; size: number; sha256: string } | null };
   busybox: { package: string | null; version: string | null };

@@ -36,7 +36,10 @@ export function moduleName(pathOrName: string): string {
 }
 
 function splitList(value: string, sep: RegExp): string[] {
-  return value.split(sep).map((s) => s.trim()).filter((s) => s.length > 0);
+  return value
+    .split(sep)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 /** Parses a `.modinfo` section: NUL-separated "key=value" strings (include/linux/moduleparam.h MODULE_INFO). */
@@ -99,7 +102,11 @@ export interface ModuleSelection {
  * The closure of `wanted` under `depends=` (and softdeps, which drivers such as mlx5_core use
  * for optional helpers; shipping them is cheap and lets /init load them).
  */
-export function selectModules(index: ReadonlyMap<string, KernelModule>, wanted: readonly string[], builtin: ReadonlySet<string>): ModuleSelection {
+export function selectModules(
+  index: ReadonlyMap<string, KernelModule>,
+  wanted: readonly string[],
+  builtin: ReadonlySet<string>,
+): ModuleSelection {
   const chosen = new Map<string, KernelModule>();
   const missing = new Set<string>();
   const builtinHit = new Set<string>();

@@ -91,21 +91,22 @@ export function missingLibraries(fs: ImageLookup, files: readonly ElfCandidate[]
     }
     if (interp && !resolveInImage(fs, interp)) note(interp, f.path);
     if (!dyn) continue;
-    const dirs = [
-      ...(dyn.runpath.length ? [] : dyn.rpath),
-      ...libraryPath,
-      ...dyn.runpath,
-      ...SYSTEM_LIBRARY_DIRS,
-    ].flatMap((d) => expandOrigin(d, f.path) ?? []);
+    const dirs = [...(dyn.runpath.length ? [] : dyn.rpath), ...libraryPath, ...dyn.runpath, ...SYSTEM_LIBRARY_DIRS].flatMap(
+      (d) => expandOrigin(d, f.path) ?? [],
+    );
     // Libraries that need the loader itself (for __tls_get_addr) get the one already running, wherever it lies.
     const loader = interp ?? DEFAULT_INTERPRETER;
     for (const soname of dyn.needed) {
       // A soname with a slash is a path, used as it is (ld.so(8)).
       const found = soname.includes('/')
         ? resolveInImage(fs, posix.resolve(posix.dirname(f.path), soname))
-        : soname === posix.basename(loader) ? resolveInImage(fs, loader) : dirs.some((d) => resolveInImage(fs, `${d}/${soname}`));
+        : soname === posix.basename(loader)
+          ? resolveInImage(fs, loader)
+          : dirs.some((d) => resolveInImage(fs, `${d}/${soname}`));
       if (!found) note(soname, f.path);
     }
   }
-  return [...missing].map(([soname, neededBy]) => ({ soname, neededBy })).sort((a, b) => (a.soname < b.soname ? -1 : a.soname > b.soname ? 1 : 0));
+  return [...missing]
+    .map(([soname, neededBy]) => ({ soname, neededBy }))
+    .sort((a, b) => (a.soname < b.soname ? -1 : a.soname > b.soname ? 1 : 0));
 }

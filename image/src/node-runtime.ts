@@ -34,16 +34,24 @@ export function pinnedNode(projectDir: string): PinnedNode {
   const deps = (manifest?.dependencies ?? {}) as Record<string, unknown>;
   const version = deps[NODE_PACKAGE];
   if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version))
-    throw new ImageBuildError('IMG_ERR_INPUT', `package.json must pin ${NODE_PACKAGE} to an exact version (found ${JSON.stringify(version ?? null)})`, {
-      hint: `npm install --save-exact ${NODE_PACKAGE}@<version> (image/README.md, "The Node runtime")`,
-    });
+    throw new ImageBuildError(
+      'IMG_ERR_INPUT',
+      `package.json must pin ${NODE_PACKAGE} to an exact version (found ${JSON.stringify(version ?? null)})`,
+      {
+        hint: `npm install --save-exact ${NODE_PACKAGE}@<version> (image/README.md, "The Node runtime")`,
+      },
+    );
   const label = `${NODE_PACKAGE}@${version}`;
   const dir = join(projectDir, 'node_modules', NODE_PACKAGE);
   const installed = readJson(join(dir, 'package.json'))?.version;
   if (installed !== version)
-    throw new ImageBuildError('IMG_ERR_INPUT', installed === undefined
-      ? `${label} is not installed (no ${relative(projectDir, dir)}/package.json)`
-      : `${label} is pinned but node_modules has ${NODE_PACKAGE}@${String(installed)}`, { hint: 'run npm ci (make test and make demo run it)' });
+    throw new ImageBuildError(
+      'IMG_ERR_INPUT',
+      installed === undefined
+        ? `${label} is not installed (no ${relative(projectDir, dir)}/package.json)`
+        : `${label} is pinned but node_modules has ${NODE_PACKAGE}@${String(installed)}`,
+      { hint: 'run npm ci (make test and make demo run it)' },
+    );
   return { label, version, binary: join(dir, 'bin', 'node') };
 }
 
@@ -109,7 +117,10 @@ export interface NodeRuntime {
 export async function collectNodeRuntime(nodePath: string, workDir: string, strip: boolean, pinned?: PinnedNode): Promise<NodeRuntime> {
   const what = pinned ? `${pinned.label} (${nodePath})` : `the Node binary ${nodePath}`;
   const corrupt = (why: string, cause?: unknown) =>
-    new ImageBuildError('IMG_ERR_INPUT', `${what} ${why}`, { hint: pinned ? 'the package is damaged: rm -rf node_modules && npm ci' : 'NODE_BINARY= must name a Node.js binary for Linux x86-64', cause });
+    new ImageBuildError('IMG_ERR_INPUT', `${what} ${why}`, {
+      hint: pinned ? 'the package is damaged: rm -rf node_modules && npm ci' : 'NODE_BINARY= must name a Node.js binary for Linux x86-64',
+      cause,
+    });
   let source: Buffer;
   try {
     source = readFileSync(nodePath);
@@ -125,7 +136,8 @@ export async function collectNodeRuntime(nodePath: string, workDir: string, stri
   }
   if (pinned && version !== `v${pinned.version}`) throw corrupt(`says it is ${version || 'nothing'}`);
   const ldd = parseLdd((await run('ldd', [nodePath], { hint: 'apt-get install libc-bin' })).stdout.toString('utf8'));
-  if (ldd.notFound.length) throw new ImageBuildError('IMG_ERR_INPUT', `${nodePath} needs libraries the loader cannot find: ${ldd.notFound.join(', ')}`);
+  if (ldd.notFound.length)
+    throw new ImageBuildError('IMG_ERR_INPUT', `${nodePath} needs libraries the loader cannot find: ${ldd.notFound.join(', ')}`);
 
   let binary = source;
   if (strip) {

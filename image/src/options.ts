@@ -15,13 +15,25 @@ export const BUSYBOX_PACKAGE = 'busybox-static';
  */
 export const DEFAULT_MODULES: readonly string[] = [
   // VMs
-  'virtio_pci', 'virtio_net', 'vmxnet3', 'e1000',
+  'virtio_pci',
+  'virtio_net',
+  'vmxnet3',
+  'e1000',
   // Intel
-  'e1000e', 'igb', 'igc', 'ixgbe', 'i40e', 'ice',
+  'e1000e',
+  'igb',
+  'igc',
+  'ixgbe',
+  'i40e',
+  'ice',
   // Realtek, Broadcom
-  'r8169', 'tg3', 'bnx2', 'bnxt_en',
+  'r8169',
+  'tg3',
+  'bnx2',
+  'bnxt_en',
   // Mellanox / NVIDIA
-  'mlx4_en', 'mlx5_core',
+  'mlx4_en',
+  'mlx5_core',
 ];
 
 /** Debian non-free-firmware packages searched for the firmware files the shipped modules name (FIRMWARE=1). */
@@ -88,7 +100,8 @@ export interface BuildOptions {
 
 export function parseInteger(name: string, value: string, min: number, max: number): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw new ImageBuildError('IMG_ERR_OPTION', `${name}=${value}: expected an integer from ${min} to ${max}`);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max)
+    throw new ImageBuildError('IMG_ERR_OPTION', `${name}=${value}: expected an integer from ${min} to ${max}`);
   return n;
 }
 

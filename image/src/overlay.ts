@@ -50,9 +50,16 @@ export function readOverlay(root: string, modes: ModePolicy): OverlayTree {
       } else if (st.isSymbolicLink()) {
         items.push({ type: 'symlink', path: r, target: readlinkSync(abs) });
       } else if (st.isFile()) {
-        items.push({ type: 'file', path: r, mode: modes === 'git' ? (st.mode & 0o111 ? 0o755 : 0o644) : st.mode & 0o7777, data: readFileSync(abs) });
+        items.push({
+          type: 'file',
+          path: r,
+          mode: modes === 'git' ? (st.mode & 0o111 ? 0o755 : 0o644) : st.mode & 0o7777,
+          data: readFileSync(abs),
+        });
       } else {
-        throw new ImageBuildError('IMG_ERR_INPUT', `${abs} is ${kindOf(st)}, which the image cannot carry`, { hint: `remove it from ${root} (/init creates device nodes and sockets at boot)` });
+        throw new ImageBuildError('IMG_ERR_INPUT', `${abs} is ${kindOf(st)}, which the image cannot carry`, {
+          hint: `remove it from ${root} (/init creates device nodes and sockets at boot)`,
+        });
       }
     }
   };
@@ -87,13 +94,21 @@ export function readOverlay(root: string, modes: ModePolicy): OverlayTree {
  * exist, is not a directory, or holds an entry that would replace a protected path.
  */
 export function readExtraRootfs(dir: string, protect: ProtectedPaths): OverlayTree {
-  if (!existsSync(dir)) throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir} does not exist`, { hint: 'give the folder whose contents go into the image\'s root (e.g. EXTRA_ROOTFS=./site-rootfs holding etc/, usr/local/bin/...)' });
-  if (!statSync(dir).isDirectory()) throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir} is not a directory`, { hint: 'give a folder: its contents are copied into the image\'s root' });
+  if (!existsSync(dir))
+    throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir} does not exist`, {
+      hint: "give the folder whose contents go into the image's root (e.g. EXTRA_ROOTFS=./site-rootfs holding etc/, usr/local/bin/...)",
+    });
+  if (!statSync(dir).isDirectory())
+    throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir} is not a directory`, {
+      hint: "give a folder: its contents are copied into the image's root",
+    });
   const tree = readOverlay(dir, 'as-is');
   for (const item of tree.items) {
     const guarded = protectedBy(item, protect);
     if (guarded !== undefined) {
-      throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir}: ${item.path} would replace /${guarded}`, { hint: `remove ${join(dir, item.path)}; ${protect.get(guarded) ?? ''}`.replace(/; $/, '') });
+      throw new ImageBuildError('IMG_ERR_INPUT', `EXTRA_ROOTFS=${dir}: ${item.path} would replace /${guarded}`, {
+        hint: `remove ${join(dir, item.path)}; ${protect.get(guarded) ?? ''}`.replace(/; $/, ''),
+      });
     }
   }
   return tree;

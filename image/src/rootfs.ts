@@ -47,7 +47,8 @@ export class Rootfs {
   replace(e: Exclude<CpioEntry, { type: 'directory' }>): void {
     const p = rel(e.path);
     const prev = this.#entries.get(p);
-    if (this.isDirectory(p)) throw new RootfsConflictError(`${p} is a directory${prev ? '' : ' (it holds other entries)'}, not a ${e.type}`);
+    if (this.isDirectory(p))
+      throw new RootfsConflictError(`${p} is a directory${prev ? '' : ' (it holds other entries)'}, not a ${e.type}`);
     this.#set({ ...e, path: p });
   }
 

@@ -51,15 +51,26 @@ export interface RunResult {
  * Runs a program to completion and collects its output. A non-zero exit becomes
  * IMG_ERR_TOOL_FAILED carrying the command and the tail of its stderr.
  */
-export function run(cmd: string, args: readonly string[], opts: { cwd?: string; input?: Uint8Array; env?: NodeJS.ProcessEnv; hint?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd?: string; input?: Uint8Array; env?: NodeJS.ProcessEnv; hint?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (c: Buffer) => out.push(c));
     child.stderr!.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') reject(new ImageBuildError('IMG_ERR_MISSING_TOOL', `missing program: ${cmd}`, { hint: TOOL_HINTS[cmd as Tool] ?? opts.hint, cause: e }));
+      if (e.code === 'ENOENT')
+        reject(
+          new ImageBuildError('IMG_ERR_MISSING_TOOL', `missing program: ${cmd}`, { hint: TOOL_HINTS[cmd as Tool] ?? opts.hint, cause: e }),
+        );
       else reject(new ImageBuildError('IMG_ERR_TOOL_FAILED', `could not run ${cmd}: ${e.message}`, { cause: e }));
     });
     if (opts.input) child.stdin!.end(opts.input);
@@ -71,7 +82,14 @@ export function run(cmd: string, args: readonly string[], opts: { cwd?: string; 
   });
 }
 
-export function toolFailed(cmd: string, args: readonly string[], code: number | null, signal: NodeJS.Signals | null, stderr: string, hint?: string): ImageBuildError {
+export function toolFailed(
+  cmd: string,
+  args: readonly string[],
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  stderr: string,
+  hint?: string,
+): ImageBuildError {
   const tail = stderr.trim().split('\n').slice(-6).join('\n    ');
   const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
   return new ImageBuildError('IMG_ERR_TOOL_FAILED', `${cmd} ${args.join(' ')} ${how}${tail ? `:\n    ${tail}` : ''}`, hint ? { hint } : {});

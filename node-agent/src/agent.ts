@@ -78,7 +78,10 @@ export class Agent {
     this.#deps.source.start({
       // Prefetched tasks not started yet count as held too: the engine keeps their leases.
       helloState: () => ({
-        running: [...this.runningTasks(), ...this.#queue.map((t) => ({ taskId: t.taskId, attempt: t.attempt, startedAt: Date.now(), progress: null }))].slice(0, MAX_BATCH),
+        running: [
+          ...this.runningTasks(),
+          ...this.#queue.map((t) => ({ taskId: t.taskId, attempt: t.attempt, startedAt: Date.now(), progress: null })),
+        ].slice(0, MAX_BATCH),
         undelivered: this.#deps.reporter.unacknowledged().slice(0, MAX_UNDELIVERED_IN_HELLO).map(refOf),
       }),
       connected: (s) => this.#onConnected(s),
@@ -104,7 +107,9 @@ export class Agent {
   }
 
   runningTasks(): RunningTask[] {
-    return [...this.#running.values()].filter((r) => !r.cancelled).map((r) => ({ taskId: r.task.taskId, attempt: r.task.attempt, startedAt: r.startedAt, progress: r.progress }));
+    return [...this.#running.values()]
+      .filter((r) => !r.cancelled)
+      .map((r) => ({ taskId: r.task.taskId, attempt: r.task.attempt, startedAt: r.startedAt, progress: r.progress }));
   }
 
   get queued(): number {
@@ -117,7 +122,9 @@ export class Agent {
     this.#session = s;
     this.#requested = 0;
     const t = s.verified ? '' : ' (INSECURE: dispatcher not verified)';
-    this.#opts.say(`connected to the dispatcher as ${s.nodeName}${t}; ${this.#running.size} running, ${this.#deps.reporter.size} results to deliver`);
+    this.#opts.say(
+      `connected to the dispatcher as ${s.nodeName}${t}; ${this.#running.size} running, ${this.#deps.reporter.size} results to deliver`,
+    );
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => this.#sendHeartbeat(), s.heartbeatMs);
     this.#sendHeartbeat();
@@ -186,7 +193,13 @@ export class Agent {
       const task = this.#queue.shift()!;
       const key = keyOf(task.taskId, task.attempt);
       if (this.#running.has(key)) continue; // already running (a re-sent assignment)
-      const entry: Running = { task, startedAt: Date.now(), progress: null, progressDirty: false, handle: undefined as unknown as RunningHandle };
+      const entry: Running = {
+        task,
+        startedAt: Date.now(),
+        progress: null,
+        progressDirty: false,
+        handle: undefined as unknown as RunningHandle,
+      };
       this.#running.set(key, entry);
       this.counts.started++;
       entry.handle = this.#deps.runner.start(task, (f) => this.#onProgress(entry, f));
@@ -210,7 +223,8 @@ export class Agent {
     }
     for (const t of msg.tasks) this.#queue.push(t);
     this.#startQueued();
-    if (msg.refused.length) this.#scheduleFlush(); // the flush asks for the freed slots in the same message
+    if (msg.refused.length)
+      this.#scheduleFlush(); // the flush asks for the freed slots in the same message
     else this.#topUp();
   }
 
@@ -236,7 +250,19 @@ export class Agent {
       if (q.taskId === ref.taskId && (ref.attempt === undefined || q.attempt === ref.attempt)) {
         this.#queue.splice(i, 1);
         found = true;
-        if (report) this.#onFinished(keyOf(q.taskId, q.attempt), { task: q, handle: undefined as unknown as RunningHandle, startedAt: Date.now(), progress: null, progressDirty: false, cancelled: { reason, report } }, notRun(q));
+        if (report)
+          this.#onFinished(
+            keyOf(q.taskId, q.attempt),
+            {
+              task: q,
+              handle: undefined as unknown as RunningHandle,
+              startedAt: Date.now(),
+              progress: null,
+              progressDirty: false,
+              cancelled: { reason, report },
+            },
+            notRun(q),
+          );
       }
     }
     for (const r of this.#running.values()) {
@@ -289,7 +315,12 @@ export class Agent {
       if (size > budget) {
         // One result alone is too big for the dispatcher (huge outputs): send it without its outputs.
         w.outputsTarGzB64 = null;
-        w.error = [w.error, `outputs dropped: the result was larger than the dispatcher's ${this.#session?.maxMessageBytes} byte message limit`].filter(Boolean).join('; ');
+        w.error = [
+          w.error,
+          `outputs dropped: the result was larger than the dispatcher's ${this.#session?.maxMessageBytes} byte message limit`,
+        ]
+          .filter(Boolean)
+          .join('; ');
         size = 400 + textSize(w.stdout) + textSize(w.stderr);
       }
       if (part.length && (bytes + size > budget || part.length >= MAX_BATCH)) {
@@ -303,7 +334,8 @@ export class Agent {
     if (part.length) {
       // The slots these tasks freed are asked for again in the same message.
       const want = this.#wanted();
-      if (this.#deps.source.send({ type: 'results', results: part, ...(want > 0 ? { ready: want } : {}) }) && want > 0) this.#requested += want;
+      if (this.#deps.source.send({ type: 'results', results: part, ...(want > 0 ? { ready: want } : {}) }) && want > 0)
+        this.#requested += want;
     }
   }
 
@@ -353,10 +385,16 @@ export class Agent {
       case 'exec': {
         ack(true);
         const out = (stream: 'stdout' | 'stderr', chunk: string) => {
-          for (let i = 0; i < chunk.length; i += OUTPUT_CHUNK) src.send({ type: 'control-output', id, stream, data: chunk.slice(i, i + OUTPUT_CHUNK) });
+          for (let i = 0; i < chunk.length; i += OUTPUT_CHUNK)
+            src.send({ type: 'control-output', id, stream, data: chunk.slice(i, i + OUTPUT_CHUNK) });
         };
         this.#deps.runner.exec(cmd.command, cmd.timeoutMs ?? this.#opts.execTimeoutMs, out).then(
-          (o) => done(o.error === undefined, { exitCode: o.exitCode, signal: o.signal, durationMs: o.durationMs, timedOut: o.timedOut }, o.error),
+          (o) =>
+            done(
+              o.error === undefined,
+              { exitCode: o.exitCode, signal: o.signal, durationMs: o.durationMs, timedOut: o.timedOut },
+              o.error,
+            ),
           (err: Error) => done(false, undefined, err.message),
         );
         return;
@@ -381,8 +419,20 @@ function textSize(t: WireTaskResult['stdout']): number {
 
 function notRun(t: Pick<TaskAssignment, 'taskId' | 'attempt'>): TaskResult {
   return {
-    taskId: t.taskId, attempt: t.attempt, exitCode: null, signal: null, timedOut: false, error: 'not started', startedAt: Date.now(), durationMs: 0,
-    maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+    taskId: t.taskId,
+    attempt: t.attempt,
+    exitCode: null,
+    signal: null,
+    timedOut: false,
+    error: 'not started',
+    startedAt: Date.now(),
+    durationMs: 0,
+    maxRssKiB: null,
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    outputsTarGzB64: null,
   };
 }
 

@@ -84,7 +84,8 @@ export function dispatcherUrls(text: string): { wsUrl: string; httpBase: string 
     throw new AgentConfigError(`dispatcher URL "${text}" is not a URL (e.g. http://10.42.0.1:8080)`);
   }
   const secure = u.protocol === 'https:' || u.protocol === 'wss:';
-  if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) throw new AgentConfigError(`dispatcher URL "${text}": use http:// or ws://`);
+  if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol))
+    throw new AgentConfigError(`dispatcher URL "${text}": use http:// or ws://`);
   const hostPort = u.host;
   const path = u.pathname === '/' || u.pathname === '' ? AGENT_PATH : u.pathname;
   return { wsUrl: `${secure ? 'wss' : 'ws'}://${hostPort}${path}`, httpBase: `${secure ? 'https' : 'http'}://${hostPort}` };
@@ -103,7 +104,8 @@ export function resolveSettings(
   opts: { cpuCount: number; fileExists: (p: string) => boolean; tmpDir: string },
 ): AgentSettings {
   const dispatcher = flags.dispatcher ?? env.LC_DISPATCHER ?? cmdline.get('lc.dispatcher');
-  if (!dispatcher) throw new AgentConfigError('no dispatcher URL: pass --dispatcher URL, set LC_DISPATCHER, or boot with lc.dispatcher=URL');
+  if (!dispatcher)
+    throw new AgentConfigError('no dispatcher URL: pass --dispatcher URL, set LC_DISPATCHER, or boot with lc.dispatcher=URL');
   const { wsUrl, httpBase } = dispatcherUrls(dispatcher);
 
   const bootToken = flags.token ?? env.LC_TOKEN ?? cmdline.get('lc.token');
@@ -112,13 +114,17 @@ export function resolveSettings(
   if (flags.enrollToken !== undefined) auth = { kind: 'enroll', token: flags.enrollToken };
   else if (bootToken) auth = { kind: 'boot', token: bootToken };
   else if (enrollToken) auth = { kind: 'enroll', token: enrollToken };
-  else throw new AgentConfigError('no token: a PXE-booted node gets lc.token= from its boot script; on another host pass --enroll-token (the dispatcher\'s enroll.token)');
+  else
+    throw new AgentConfigError(
+      "no token: a PXE-booted node gets lc.token= from its boot script; on another host pass --enroll-token (the dispatcher's enroll.token)",
+    );
 
   let key: KeySource | null = null;
   const keyFile = flags.dispatcherKey ?? env.LC_PUBKEY_FILE;
   if (keyFile) key = { kind: 'file', path: keyFile };
   else if (opts.fileExists(IMAGE_KEY_PATH)) key = { kind: 'file', path: IMAGE_KEY_PATH };
-  else if (cmdline.get('lc.pubkey')) key = { kind: 'inline', b64: cmdline.get('lc.pubkey')!, from: 'lc.pubkey= on the kernel command line' };
+  else if (cmdline.get('lc.pubkey'))
+    key = { kind: 'inline', b64: cmdline.get('lc.pubkey')!, from: 'lc.pubkey= on the kernel command line' };
 
   const insecure = flags.insecure === true || env.LC_INSECURE === '1' || cmdline.get('lc.insecure') === '1';
 
@@ -131,12 +137,26 @@ export function resolveSettings(
   const slotsRaw = flags.slots ?? env.LC_SLOTS ?? cmdline.get('lc.slots');
   const slots = slotsRaw === undefined ? Math.max(1, opts.cpuCount) : positiveInt(slotsRaw, 'slots');
   const prefetch = flags.prefetch === undefined ? 0 : Number(flags.prefetch);
-  if (!Number.isInteger(prefetch) || prefetch < 0) throw new AgentConfigError(`--prefetch: expected an integer ≥ 0, got "${String(flags.prefetch)}"`);
+  if (!Number.isInteger(prefetch) || prefetch < 0)
+    throw new AgentConfigError(`--prefetch: expected an integer ≥ 0, got "${String(flags.prefetch)}"`);
   const maxOutputBytes = flags.maxOutput === undefined ? DEFAULT_MAX_OUTPUT_BYTES : positiveInt(flags.maxOutput, '--max-output');
   const killGraceMs = flags.killGraceMs === undefined ? DEFAULT_KILL_GRACE_MS : positiveInt(flags.killGraceMs, '--kill-grace');
   const workDir = flags.workDir ?? `${opts.tmpDir}/lc-agent${mac ? `-${mac.replaceAll(':', '')}` : ''}`;
 
-  return { wsUrl, httpBase, auth, key, insecure, mac, slots, prefetch, workDir, maxOutputBytes, allowPower: flags.allowPower === true, killGraceMs };
+  return {
+    wsUrl,
+    httpBase,
+    auth,
+    key,
+    insecure,
+    mac,
+    slots,
+    prefetch,
+    workDir,
+    maxOutputBytes,
+    allowPower: flags.allowPower === true,
+    killGraceMs,
+  };
 }
 
 /**

@@ -21,8 +21,22 @@ import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import type { Channel } from '../../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../../dispatcher/src/protocol/codec.js';
-import { AGENT_USER_AGENT_PREFIX, PROTOCOL_VERSION, type AgentMessage, type Inventory as InventoryInfo, type WelcomeMessage } from '../../dispatcher/src/protocol/messages.js';
-import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript, type EphemeralKey } from '../../dispatcher/src/protocol/session.js';
+import {
+  AGENT_USER_AGENT_PREFIX,
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type Inventory as InventoryInfo,
+  type WelcomeMessage,
+} from '../../dispatcher/src/protocol/messages.js';
+import {
+  deriveSessionKeys,
+  newEphemeralKey,
+  newNonce,
+  raw32,
+  transcript,
+  verifyTranscript,
+  type EphemeralKey,
+} from '../../dispatcher/src/protocol/session.js';
 import type { SourceHandlers, TaskSource } from './seams.js';
 import { agentInboundChannel, type AgentInbound } from './task-batch.js';
 
@@ -166,7 +180,7 @@ export class DispatcherConnection implements TaskSource {
     const inventory = await this.#o.inventory();
     if (ws !== this.#ws || ws.readyState !== WebSocket.OPEN) return;
     const mac = this.#o.mac ?? macOfAddress(localAddress) ?? firstNicMac(inventory);
-    if (!mac) throw new Error('cannot tell this node\'s MAC: pass --mac');
+    if (!mac) throw new Error("cannot tell this node's MAC: pass --mac");
     const nonce = newNonce();
     const eph = newEphemeralKey();
     this.#pending = { nonce, eph, mac };
@@ -175,8 +189,17 @@ export class DispatcherConnection implements TaskSource {
     this.#presented = cred ? 'session' : 'configured';
     ws.send(
       this.#channel.encode({
-        type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: this.#o.agentVersion, mac, auth: cred ? { kind: 'session', token: cred.token } : this.#o.auth,
-        nonce: nonce.toString('base64'), ephemeralKey: eph.publicRaw.toString('base64'), slots: this.#o.slots, inventory, running, undelivered,
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        agentVersion: this.#o.agentVersion,
+        mac,
+        auth: cred ? { kind: 'session', token: cred.token } : this.#o.auth,
+        nonce: nonce.toString('base64'),
+        ephemeralKey: eph.publicRaw.toString('base64'),
+        slots: this.#o.slots,
+        inventory,
+        running,
+        undelivered,
       }),
     );
     this.#state = 'hello-sent';
@@ -189,7 +212,13 @@ export class DispatcherConnection implements TaskSource {
     const msg = this.#channel.decode(data, isBinary);
     if (msg instanceof ProtocolError) {
       this.#o.say(`dispatcher message rejected: ${msg.code}: ${msg.message}`);
-      this.#sendRaw(ws, { type: 'error', code: msg.code, message: msg.message, ...(msg.field !== undefined ? { field: msg.field } : {}), ...(msg.about ? { about: msg.about } : {}) });
+      this.#sendRaw(ws, {
+        type: 'error',
+        code: msg.code,
+        message: msg.message,
+        ...(msg.field !== undefined ? { field: msg.field } : {}),
+        ...(msg.about ? { about: msg.about } : {}),
+      });
       return;
     }
     if (this.#state === 'hello-sent') {
@@ -230,10 +259,16 @@ export class DispatcherConnection implements TaskSource {
     let verified = false;
     if (this.#o.dispatcherKey) {
       if (!verifyTranscript(this.#o.dispatcherKey, transcript(p.nonce, p.eph.publicRaw, theirs, p.mac), w.signature))
-        return this.#untrusted(ws, `its signature does not verify with the configured dispatcher key (${keyFingerprint(this.#o.dispatcherKey)})`);
+        return this.#untrusted(
+          ws,
+          `its signature does not verify with the configured dispatcher key (${keyFingerprint(this.#o.dispatcherKey)})`,
+        );
       verified = true;
     } else if (!this.#o.insecure) {
-      return this.#untrusted(ws, 'no dispatcher key is configured (give --dispatcher-key FILE, LC_PUBKEY_FILE or /etc/lilcluster/dispatcher.pub; or run with --insecure)');
+      return this.#untrusted(
+        ws,
+        'no dispatcher key is configured (give --dispatcher-key FILE, LC_PUBKEY_FILE or /etc/lilcluster/dispatcher.pub; or run with --insecure)',
+      );
     }
     const keys = deriveSessionKeys(p.eph.privateKey, theirs, p.nonce);
     this.#channel.establish(keys);
@@ -245,14 +280,23 @@ export class DispatcherConnection implements TaskSource {
     this.#quietFailures = 0;
     this.#session = { heartbeatMs: w.heartbeatMs, missed: w.missedHeartbeats };
     clearInterval(this.#watchdog);
-    this.#watchdog = setInterval(() => {
-      const silent = Date.now() - this.#lastMessageAt;
-      if (this.#session && silent > this.#session.missed * this.#session.heartbeatMs) {
-        this.#o.say(`the dispatcher has been silent for ${silent} ms; reconnecting`);
-        ws.terminate();
-      }
-    }, Math.max(50, Math.floor(w.heartbeatMs / 4)));
-    this.#handlers!.connected({ nodeName: w.nodeName, heartbeatMs: w.heartbeatMs, missedHeartbeats: w.missedHeartbeats, maxMessageBytes: w.maxMessageBytes, verified });
+    this.#watchdog = setInterval(
+      () => {
+        const silent = Date.now() - this.#lastMessageAt;
+        if (this.#session && silent > this.#session.missed * this.#session.heartbeatMs) {
+          this.#o.say(`the dispatcher has been silent for ${silent} ms; reconnecting`);
+          ws.terminate();
+        }
+      },
+      Math.max(50, Math.floor(w.heartbeatMs / 4)),
+    );
+    this.#handlers!.connected({
+      nodeName: w.nodeName,
+      heartbeatMs: w.heartbeatMs,
+      missedHeartbeats: w.missedHeartbeats,
+      maxMessageBytes: w.maxMessageBytes,
+      verified,
+    });
   }
 
   #setCredential(c: { mac: string; token: string } | undefined): void {
@@ -294,7 +338,8 @@ export class DispatcherConnection implements TaskSource {
     this.#nextDelayMs = undefined;
     if (!wasOpen) {
       // Unreachable dispatcher: one line at first, then one every tenth attempt.
-      if (this.#quietFailures++ % 10 === 0 && this.#lastError) this.#o.say(`dispatcher ${this.#o.url} unreachable (${this.#lastError}); retrying`);
+      if (this.#quietFailures++ % 10 === 0 && this.#lastError)
+        this.#o.say(`dispatcher ${this.#o.url} unreachable (${this.#lastError}); retrying`);
     }
     this.#lastError = '';
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
@@ -334,5 +379,8 @@ function firstNicMac(inv: InventoryInfo): string | undefined {
 
 function keyFingerprint(key: KeyObject): string {
   const der = key.export({ type: 'spki', format: 'der' });
-  return `sha256 ${createHash('sha256').update(der.subarray(der.length - 32)).digest('hex').slice(0, 16)}…`;
+  return `sha256 ${createHash('sha256')
+    .update(der.subarray(der.length - 32))
+    .digest('hex')
+    .slice(0, 16)}…`;
 }

@@ -89,9 +89,25 @@ export class SystemInventory implements Inventory {
       nics: (Array.isArray(nics) ? nics : [nics])
         .filter((n) => !n.internal)
         .slice(0, 256)
-        .map((n) => ({ name: clip(n.iface, 64), mac: clip(n.mac, 64), ipv4: n.ip4 ? clip(n.ip4, 64) : null, speedMbps: typeof n.speed === 'number' && n.speed > 0 ? n.speed : null, virtual: !!n.virtual })),
-      disks: disks.slice(0, 256).map((d) => ({ name: clip(d.device || d.name, 256), type: clip(d.type, 64), sizeBytes: d.size || 0, model: clip([d.vendor, d.name].filter(Boolean).join(' '), 256) })),
-      system: { manufacturer: clip(system?.manufacturer, 256), model: clip(system?.model, 256), uuid: clip(system?.uuid, 128), serial: clip(system?.serial, 256) },
+        .map((n) => ({
+          name: clip(n.iface, 64),
+          mac: clip(n.mac, 64),
+          ipv4: n.ip4 ? clip(n.ip4, 64) : null,
+          speedMbps: typeof n.speed === 'number' && n.speed > 0 ? n.speed : null,
+          virtual: !!n.virtual,
+        })),
+      disks: disks.slice(0, 256).map((d) => ({
+        name: clip(d.device || d.name, 256),
+        type: clip(d.type, 64),
+        sizeBytes: d.size || 0,
+        model: clip([d.vendor, d.name].filter(Boolean).join(' '), 256),
+      })),
+      system: {
+        manufacturer: clip(system?.manufacturer, 256),
+        model: clip(system?.model, 256),
+        uuid: clip(system?.uuid, 128),
+        serial: clip(system?.serial, 256),
+      },
       os: { kernel: clip(os?.kernel || release(), 128), distro: clip(os?.distro, 256), arch: clip(os?.arch || osArch(), 32) },
       ramRoot: rootIsInRam(),
     };

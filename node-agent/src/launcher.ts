@@ -89,7 +89,12 @@ export class ChildProcessLauncher implements Launcher {
     const done = new Promise<ProcessOutcome>((resolve) => {
       try {
         const env = spec.env.inherited.object(spec.env.set);
-        child = spawn(spec.file, spec.args, { cwd: spec.cwd, env, detached: true, stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+        child = spawn(spec.file, spec.args, {
+          cwd: spec.cwd,
+          env,
+          detached: true,
+          stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
       } catch (err) {
         resolve({ exitCode: null, signal: null, timedOut, cancelled, durationMs: 0, maxRssKiB: null, spawnError: (err as Error).message });
         return;

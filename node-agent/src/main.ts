@@ -64,11 +64,17 @@ const program = new Command('node-agent')
   .option('--dispatcher <url>', 'the dispatcher, e.g. http://10.42.0.1:8080 (env LC_DISPATCHER, kernel lc.dispatcher=)')
   .option('--token <token>', 'per-boot token from the boot script (env LC_TOKEN, kernel lc.token=)')
   .option('--enroll-token <token>', "the dispatcher's enrollment token, for hosts that did not PXE-boot (env LC_ENROLL_TOKEN)")
-  .option('--dispatcher-key <file>', "the dispatcher's public key (identity.pub) (env LC_PUBKEY_FILE; default /etc/lilcluster/dispatcher.pub)")
+  .option(
+    '--dispatcher-key <file>',
+    "the dispatcher's public key (identity.pub) (env LC_PUBKEY_FILE; default /etc/lilcluster/dispatcher.pub)",
+  )
   .option('--insecure', 'run without verifying the dispatcher (no key configured): anyone on the network could send commands')
   .option('--slots <n>', 'tasks run at once (default: CPU count)', int)
   .option('--prefetch <n>', 'tasks asked for beyond the free slots, so a slot never waits for a round trip (default 0)', int)
-  .option('--work-dir <dir>', 'task work dirs and undelivered results (default <tmp>/lc-agent-<mac>, <tmp> being /tmp if it is a tmpfs, else /dev/shm)')
+  .option(
+    '--work-dir <dir>',
+    'task work dirs and undelivered results (default <tmp>/lc-agent-<mac>, <tmp> being /tmp if it is a tmpfs, else /dev/shm)',
+  )
   .option('--max-output <bytes>', 'stdout and stderr kept per task, each (default 1 MiB)', int)
   .option('--mac <mac>', "this node's MAC, when the NIC that reaches the dispatcher is not the one to report (env LC_MAC)")
   .option('--allow-power', 'obey reboot/poweroff on a host that is not a RAM-booted node')
@@ -77,18 +83,35 @@ const program = new Command('node-agent')
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
-  const addrs = Object.entries(networkInterfaces()).flatMap(([name, list]) => (list ?? []).filter((a) => !a.internal).map((a) => `${name} ${a.address} ${a.mac}`));
+  const addrs = Object.entries(networkInterfaces()).flatMap(([name, list]) =>
+    (list ?? []).filter((a) => !a.internal).map((a) => `${name} ${a.address} ${a.mac}`),
+  );
   console.log(`node-agent ${VERSION} on node ${process.version}`);
   console.log(`addresses: ${addrs.length ? addrs.join(', ') : '(none)'}`);
 
   const flags: AgentFlags = {
-    dispatcher: o.dispatcher, token: o.token, enrollToken: o.enrollToken, dispatcherKey: o.dispatcherKey, insecure: o.insecure, slots: o.slots, prefetch: o.prefetch,
-    workDir: o.workDir, maxOutput: o.maxOutput, mac: o.mac, allowPower: o.allowPower, killGraceMs: o.killGrace,
+    dispatcher: o.dispatcher,
+    token: o.token,
+    enrollToken: o.enrollToken,
+    dispatcherKey: o.dispatcherKey,
+    insecure: o.insecure,
+    slots: o.slots,
+    prefetch: o.prefetch,
+    workDir: o.workDir,
+    maxOutput: o.maxOutput,
+    mac: o.mac,
+    allowPower: o.allowPower,
+    killGraceMs: o.killGrace,
   };
-  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), { cpuCount: availableParallelism(), fileExists: existsSync, tmpDir: defaultWorkRoot(readMounts(), tmpdir()) });
+  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), {
+    cpuCount: availableParallelism(),
+    fileExists: existsSync,
+    tmpDir: defaultWorkRoot(readMounts(), tmpdir()),
+  });
   const key = loadKey(settings);
   if (!key && settings.insecure) {
-    for (let i = 0; i < 3; i++) say('!!! INSECURE MODE: the dispatcher is not verified; anyone on this network can make this node run commands !!!');
+    for (let i = 0; i < 3; i++)
+      say('!!! INSECURE MODE: the dispatcher is not verified; anyone on this network can make this node run commands !!!');
   } else if (!key) {
     say('no dispatcher key configured: the agent will connect but refuse to run anything (give --dispatcher-key FILE, or --insecure)');
   } else if (settings.key?.kind === 'inline') {
@@ -104,18 +127,35 @@ async function main(): Promise<void> {
   const { launcher, note } = defaultLauncher();
   say(note);
   const runner = new ProcessRunner({
-    tasksDir, maxOutputBytes: settings.maxOutputBytes, maxOutputsBytes: DEFAULT_MAX_OUTPUTS_BYTES, maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
-    killGraceMs: settings.killGraceMs, httpBase: settings.httpBase, userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`, launcher,
+    tasksDir,
+    maxOutputBytes: settings.maxOutputBytes,
+    maxOutputsBytes: DEFAULT_MAX_OUTPUTS_BYTES,
+    maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
+    killGraceMs: settings.killGraceMs,
+    httpBase: settings.httpBase,
+    userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`,
+    launcher,
   });
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);
   const source = new DispatcherConnection({
-    url: settings.wsUrl, auth: settings.auth, credentialFile: join(settings.workDir, SESSION_CREDENTIAL_FILE), mac: settings.mac, dispatcherKey: key, insecure: settings.insecure, slots: settings.slots,
-    agentVersion: VERSION, inventory: () => inventory.collect(), say,
+    url: settings.wsUrl,
+    auth: settings.auth,
+    credentialFile: join(settings.workDir, SESSION_CREDENTIAL_FILE),
+    mac: settings.mac,
+    dispatcherKey: key,
+    insecure: settings.insecure,
+    slots: settings.slots,
+    agentVersion: VERSION,
+    inventory: () => inventory.collect(),
+    say,
   });
   const ramRoot = (await inventory.collect()).ramRoot;
   const power = new SystemPower({ ramRoot, allowPower: settings.allowPower });
-  const agent = new Agent({ source, runner, reporter, inventory, power }, { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say });
+  const agent = new Agent(
+    { source, runner, reporter, inventory, power },
+    { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say },
+  );
   say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);
   agent.start();
 

@@ -119,7 +119,15 @@ export class NativeLauncher implements Launcher {
     const failed = (why: string) => {
       exited = true;
       clearTimeout(killTimer);
-      resolve({ exitCode: null, signal: null, timedOut, cancelled, durationMs: Math.round(performance.now() - t0), maxRssKiB: null, spawnError: `cannot start ${spec.file}: ${why}` });
+      resolve({
+        exitCode: null,
+        signal: null,
+        timedOut,
+        cancelled,
+        durationMs: Math.round(performance.now() - t0),
+        maxRssKiB: null,
+        spawnError: `cannot start ${spec.file}: ${why}`,
+      });
     };
 
     // Before the start is confirmed there is no pid to signal: onStart does it then.
@@ -135,7 +143,11 @@ export class NativeLauncher implements Launcher {
     const onStart = (error: string | null, pid: number, outFd: number, errFd: number) => {
       if (error !== null) return failed(error);
       live = {
-        pid, startedAt: t0, sampleMemory: spec.sampleMemory, peak: -1, firstSample: undefined,
+        pid,
+        startedAt: t0,
+        sampleMemory: spec.sampleMemory,
+        peak: -1,
+        firstSample: undefined,
         out: new OutputFile(outFd, spec.keepBytes, spec.onStdout, () => spec.onSkip?.('stdout'), this.addon),
         err: new OutputFile(errFd, spec.keepBytes, spec.onStderr, () => spec.onSkip?.('stderr'), this.addon),
       };
@@ -169,14 +181,29 @@ export class NativeLauncher implements Launcher {
       const exact = maxRssKiB > process.resourceUsage().maxRSS ? maxRssKiB : -1;
       const peak = Math.max(exact, l.peak);
       resolve({
-        exitCode: code >= 0 ? code : null, signal: signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null, timedOut, cancelled, durationMs,
-        maxRssKiB: spec.sampleMemory && peak >= 0 ? peak : null, spawnError: null,
+        exitCode: code >= 0 ? code : null,
+        signal: signal ? (SIGNAL_NAMES[signal] ?? `SIG${signal}`) : null,
+        timedOut,
+        cancelled,
+        durationMs,
+        maxRssKiB: spec.sampleMemory && peak >= 0 ? peak : null,
+        spawnError: null,
       });
     };
 
     const env = spec.env.inherited.block(spec.env.set);
     try {
-      this.addon.spawn(spec.file, [spec.file, ...spec.args].join('\0'), spec.args.length + 1, env.text, env.count, spec.cwd, spec.stdin, onStart, onExit);
+      this.addon.spawn(
+        spec.file,
+        [spec.file, ...spec.args].join('\0'),
+        spec.args.length + 1,
+        env.text,
+        env.count,
+        spec.cwd,
+        spec.stdin,
+        onStart,
+        onExit,
+      );
     } catch (err) {
       failed((err as NodeJS.ErrnoException).code ?? (err as Error).message);
       return {

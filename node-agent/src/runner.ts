@@ -105,10 +105,15 @@ export class ProcessRunner implements TaskRunner {
     let stop: (() => void) | undefined;
     let cancelReason: string | undefined;
     const startedAt = Date.now();
-    const result = this.#run(task, onProgress, (s) => {
-      stop = s;
-      if (cancelReason !== undefined) s();
-    }, () => cancelReason).catch((err: unknown) => failed(task, startedAt, `agent error: ${(err as Error).message}`));
+    const result = this.#run(
+      task,
+      onProgress,
+      (s) => {
+        stop = s;
+        if (cancelReason !== undefined) s();
+      },
+      () => cancelReason,
+    ).catch((err: unknown) => failed(task, startedAt, `agent error: ${(err as Error).message}`));
     return {
       result,
       cancel: (reason) => {
@@ -118,7 +123,12 @@ export class ProcessRunner implements TaskRunner {
     };
   }
 
-  async #run(task: TaskAssignment, onProgress: (f: number) => void, setStop: (s: () => void) => void, cancelled: () => string | undefined): Promise<TaskResult> {
+  async #run(
+    task: TaskAssignment,
+    onProgress: (f: number) => void,
+    setStop: (s: () => void) => void,
+    cancelled: () => string | undefined,
+  ): Promise<TaskResult> {
     const startedAt = Date.now();
     const dir = join(this.opts.tasksDir, `${task.taskId}-${task.attempt}`);
     const outDir = join(dir, 'out');
@@ -133,7 +143,8 @@ export class ProcessRunner implements TaskRunner {
       if (task.cwd) {
         const c = safeJoin(dir, task.cwd);
         if (!c) return failed(task, startedAt, `cwd "${task.cwd}" is outside the task's work dir`);
-        if (!statSync(c, { throwIfNoEntry: false })?.isDirectory()) return failed(task, startedAt, `cwd "${task.cwd}" does not exist in the task's work dir`);
+        if (!statSync(c, { throwIfNoEntry: false })?.isDirectory())
+          return failed(task, startedAt, `cwd "${task.cwd}" does not exist in the task's work dir`);
         cwd = c;
       }
       if (cancelled() !== undefined) return failed(task, startedAt, 'cancelled before it started');
@@ -143,12 +154,23 @@ export class ProcessRunner implements TaskRunner {
       const stderr = new Capture(this.opts.maxOutputBytes);
       let scanner = new ProgressScanner(onProgress);
       const set = {
-        HOME: dir, LC_TASK_ID: String(task.taskId), LC_JOB_ID: String(task.jobId), LC_ATTEMPT: String(task.attempt), LC_WORK_DIR: dir, LC_OUT_DIR: outDir,
+        HOME: dir,
+        LC_TASK_ID: String(task.taskId),
+        LC_JOB_ID: String(task.jobId),
+        LC_ATTEMPT: String(task.attempt),
+        LC_WORK_DIR: dir,
+        LC_OUT_DIR: outDir,
         ...task.env,
       };
       const proc = this.launcher.launch({
-        file, args, cwd, env: { inherited: this.#env, set }, stdin: task.stdinB64 ? Buffer.from(task.stdinB64, 'base64') : null, timeoutMs: task.timeoutMs,
-        killGraceMs: this.opts.killGraceMs, keepBytes: this.opts.maxOutputBytes,
+        file,
+        args,
+        cwd,
+        env: { inherited: this.#env, set },
+        stdin: task.stdinB64 ? Buffer.from(task.stdinB64, 'base64') : null,
+        timeoutMs: task.timeoutMs,
+        killGraceMs: this.opts.killGraceMs,
+        keepBytes: this.opts.maxOutputBytes,
         onStdout: (b) => {
           stdout.push(b);
           scanner.push(b);
@@ -176,9 +198,20 @@ export class ProcessRunner implements TaskRunner {
         }
       }
       return {
-        taskId: task.taskId, attempt: task.attempt, exitCode: o.exitCode, signal: o.signal, timedOut: o.timedOut, error: errors.length ? errors.join('; ') : null,
-        startedAt, durationMs: o.durationMs, maxRssKiB: o.maxRssKiB, stdout: stdout.text(), stderr: stderr.text(), stdoutTruncated: stdout.truncated,
-        stderrTruncated: stderr.truncated, outputsTarGzB64: outputs,
+        taskId: task.taskId,
+        attempt: task.attempt,
+        exitCode: o.exitCode,
+        signal: o.signal,
+        timedOut: o.timedOut,
+        error: errors.length ? errors.join('; ') : null,
+        startedAt,
+        durationMs: o.durationMs,
+        maxRssKiB: o.maxRssKiB,
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        stdoutTruncated: stdout.truncated,
+        stderrTruncated: stderr.truncated,
+        outputsTarGzB64: outputs,
       };
     } finally {
       if (!this.opts.keepWorkDirs) await removeWorkDir(dir, outEmpty);
@@ -191,7 +224,7 @@ export class ProcessRunner implements TaskRunner {
    * tar over plain HTTP — and only then unpacks it. Returns why it failed, or undefined.
    */
   async #fetchInputs(path: string, sha256: string | null, dir: string): Promise<string | undefined> {
-    if (!this.opts.httpBase) return 'the task has inputs but the agent does not know the dispatcher\'s HTTP address';
+    if (!this.opts.httpBase) return "the task has inputs but the agent does not know the dispatcher's HTTP address";
     const url = new URL(path, this.opts.httpBase);
     if (!sha256) return `inputs ${url.pathname}: the assignment carries no sha256 for them; not fetched`;
     const file = `${dir}.inputs`;
@@ -209,9 +242,14 @@ export class ProcessRunner implements TaskRunner {
           cb(null, chunk);
         },
       });
-      await pipeline(Readable.fromWeb(res.body as Parameters<typeof Readable.fromWeb>[0]), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      await pipeline(
+        Readable.fromWeb(res.body as Parameters<typeof Readable.fromWeb>[0]),
+        count,
+        createWriteStream(file, { flags: 'wx', mode: 0o600 }),
+      );
       const got = hash.digest('hex');
-      if (got !== sha256) return `inputs ${url.pathname}: sha256 mismatch (expected ${sha256}, got ${got} for ${bytes} bytes); nothing unpacked`;
+      if (got !== sha256)
+        return `inputs ${url.pathname}: sha256 mismatch (expected ${sha256}, got ${got} for ${bytes} bytes); nothing unpacked`;
       await unpackTar(createReadStream(file), dir, max);
       return undefined;
     } catch (err) {
@@ -221,15 +259,31 @@ export class ProcessRunner implements TaskRunner {
     }
   }
 
-  exec(command: string[] | string, timeoutMs: number, onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void): Promise<ExecOutcome> {
+  exec(
+    command: string[] | string,
+    timeoutMs: number,
+    onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void,
+  ): Promise<ExecOutcome> {
     const [file, args] = typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0]!, command.slice(1)];
     const dec = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     const proc = this.#execLauncher.launch({
-      file, args, cwd: '/', env: { inherited: this.#env, set: { HOME: process.env.HOME || '/root' } }, stdin: null, timeoutMs, killGraceMs: this.opts.killGraceMs,
-      keepBytes: Infinity, onStdout: (b) => onOutput('stdout', dec.stdout.write(b)), onStderr: (b) => onOutput('stderr', dec.stderr.write(b)), sampleMemory: false,
+      file,
+      args,
+      cwd: '/',
+      env: { inherited: this.#env, set: { HOME: process.env.HOME || '/root' } },
+      stdin: null,
+      timeoutMs,
+      killGraceMs: this.opts.killGraceMs,
+      keepBytes: Infinity,
+      onStdout: (b) => onOutput('stdout', dec.stdout.write(b)),
+      onStderr: (b) => onOutput('stderr', dec.stderr.write(b)),
+      sampleMemory: false,
     });
     return proc.done.then((o) => ({
-      exitCode: o.exitCode, signal: o.signal, timedOut: o.timedOut, durationMs: o.durationMs,
+      exitCode: o.exitCode,
+      signal: o.signal,
+      timedOut: o.timedOut,
+      durationMs: o.durationMs,
       ...(o.spawnError ? { error: o.spawnError } : o.timedOut ? { error: `killed at its timeout of ${timeoutMs} ms` } : {}),
     }));
   }
@@ -266,7 +320,19 @@ function makeWorkDir(dir: string, outDir: string): void {
 
 function failed(task: TaskAssignment, startedAt: number, error: string): TaskResult {
   return {
-    taskId: task.taskId, attempt: task.attempt, exitCode: null, signal: null, timedOut: false, error, startedAt, durationMs: Date.now() - startedAt,
-    maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+    taskId: task.taskId,
+    attempt: task.attempt,
+    exitCode: null,
+    signal: null,
+    timedOut: false,
+    error,
+    startedAt,
+    durationMs: Date.now() - startedAt,
+    maxRssKiB: null,
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    outputsTarGzB64: null,
   };
 }

@@ -21,7 +21,13 @@ export interface SpawnAddon {
    * signal number `signal`). Throws at once only for arguments it cannot pass (NUL bytes).
    */
   spawn(
-    file: string, args: string, argc: number, env: string, envc: number, cwd: string, stdin: Buffer | null,
+    file: string,
+    args: string,
+    argc: number,
+    env: string,
+    envc: number,
+    cwd: string,
+    stdin: Buffer | null,
     onStart: (error: string | null, pid: number, stdoutFd: number, stderrFd: number) => void,
     onExit: (exitCode: number, signal: number, maxRssKiB: number) => void,
   ): void;

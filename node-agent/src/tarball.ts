@@ -60,7 +60,11 @@ export async function packDirTarGz(dir: string, maxBytes: number): Promise<Buffe
   for (const e of entries) {
     if (e.kind === 'file') {
       const data = await readFile(join(dir, e.name));
-      await new Promise<void>((res, rej) => pack.entry({ name: e.name, size: data.length, mode: e.mode, mtime: e.mtime, type: 'file' }, data, (err) => (err ? rej(err) : res())));
+      await new Promise<void>((res, rej) =>
+        pack.entry({ name: e.name, size: data.length, mode: e.mode, mtime: e.mtime, type: 'file' }, data, (err) =>
+          err ? rej(err) : res(),
+        ),
+      );
     } else if (e.kind === 'directory') {
       pack.entry({ name: e.name, mode: e.mode, mtime: e.mtime, type: 'directory' });
     } else {
@@ -76,7 +80,7 @@ export async function packDirTarGz(dir: string, maxBytes: number): Promise<Buffe
 export function safeJoin(root: string, member: string): string | undefined {
   if (member.includes('\0')) return undefined;
   const clean = normalize(member.replace(/^\.\/+/, ''));
-  if (clean === '.' || clean === '' ) return root;
+  if (clean === '.' || clean === '') return root;
   if (isAbsolute(clean) || clean === '..' || clean.startsWith(`..${sep}`)) return undefined;
   const full = join(root, clean);
   const rel = relative(root, full);
@@ -141,7 +145,8 @@ export async function unpackTar(input: Readable, root: string, maxBytes: number)
         const existing = await lstatOrNull(target);
         if (h.type === 'directory') {
           if (!existing) await mkdir(target, { mode: ((h.mode ?? 0o755) & 0o777) | 0o700 });
-          else if (existing.isSymbolicLink()) throw refuse(`would go through the symlink "${clip(rel)}": nothing is written through a link`);
+          else if (existing.isSymbolicLink())
+            throw refuse(`would go through the symlink "${clip(rel)}": nothing is written through a link`);
           else if (!existing.isDirectory()) throw refuse(`would replace "${clip(rel)}", which is not a directory`);
           entry.resume();
           continue;
@@ -162,7 +167,8 @@ export async function unpackTar(input: Readable, root: string, maxBytes: number)
           if (srcParts.length === 0) throw refuse('points at the work dir itself');
           const srcDir = await parentDir(root, srcParts, refuse, false);
           const source = join(srcDir, srcParts[srcParts.length - 1]!);
-          if (!(await lstatOrNull(source))?.isFile()) throw refuse(`-> "${clip(h.linkname ?? '')}" is not a regular file already in the work dir`);
+          if (!(await lstatOrNull(source))?.isFile())
+            throw refuse(`-> "${clip(h.linkname ?? '')}" is not a regular file already in the work dir`);
           await link(source, target);
           entry.resume();
         } else {

@@ -9,7 +9,12 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Channel } from '../../dispatcher/src/protocol/channel.js';
 import { decodeDispatcherMessage, ProtocolError } from '../../dispatcher/src/protocol/codec.js';
-import { MAX_BATCH, TaskAssignment as TaskAssignmentSchema, type AgentMessage, type DispatcherMessage } from '../../dispatcher/src/protocol/messages.js';
+import {
+  MAX_BATCH,
+  TaskAssignment as TaskAssignmentSchema,
+  type AgentMessage,
+  type DispatcherMessage,
+} from '../../dispatcher/src/protocol/messages.js';
 import type { TaskAssignment } from '../../dispatcher/src/dispatch/contract.js';
 
 export interface RefusedAssignment {
@@ -57,7 +62,11 @@ export function decodeForAgent(body: Buffer | string): AgentInbound | ProtocolEr
     const first = check.Errors(t).First();
     const ref = t as { taskId?: unknown; attempt?: unknown } | null;
     if (ref && typeof ref === 'object' && isCount(ref.taskId) && isCount(ref.attempt) && ref.attempt >= 1)
-      refused.push({ taskId: ref.taskId, attempt: ref.attempt, reason: `assignment refused by the agent: ${first?.path || '(assignment)'}: ${first?.message ?? 'does not match its schema'}` });
+      refused.push({
+        taskId: ref.taskId,
+        attempt: ref.attempt,
+        reason: `assignment refused by the agent: ${first?.path || '(assignment)'}: ${first?.message ?? 'does not match its schema'}`,
+      });
   }
   return { type: 'tasks-partial', tasks, refused, total: list.length, problem };
 }

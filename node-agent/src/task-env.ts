@@ -10,7 +10,16 @@
  */
 
 /** The agent's settings (config.ts): never passed on to tasks. */
-export const AGENT_ONLY_ENV: ReadonlySet<string> = new Set(['LC_TOKEN', 'LC_ENROLL_TOKEN', 'LC_DISPATCHER', 'LC_PUBKEY_FILE', 'LC_INSECURE', 'LC_MAC', 'LC_SLOTS', 'NODE_OPTIONS']);
+export const AGENT_ONLY_ENV: ReadonlySet<string> = new Set([
+  'LC_TOKEN',
+  'LC_ENROLL_TOKEN',
+  'LC_DISPATCHER',
+  'LC_PUBKEY_FILE',
+  'LC_INSECURE',
+  'LC_MAC',
+  'LC_SLOTS',
+  'NODE_OPTIONS',
+]);
 /** Set for every task by the runner: left out of the shared block. */
 export const PER_TASK_ENV: readonly string[] = ['HOME', 'LC_TASK_ID', 'LC_JOB_ID', 'LC_ATTEMPT', 'LC_WORK_DIR', 'LC_OUT_DIR'];
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';

@@ -27,8 +27,23 @@ export async function chooseAccel(kernel: string): Promise<AccelChoice> {
   const consoleLog = join(dir, 'console.log');
   try {
     const args = [
-      '-machine', 'pc,accel=kvm', '-cpu', 'host', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-kernel', kernel, '-append', 'console=ttyS0 panic=-1', '-serial', `file:${consoleLog}`,
+      '-machine',
+      'pc,accel=kvm',
+      '-cpu',
+      'host',
+      '-m',
+      '256',
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      kernel,
+      '-append',
+      'console=ttyS0 panic=-1',
+      '-serial',
+      `file:${consoleLog}`,
     ];
     const started = Date.now();
     const code = await new Promise<0 | string>((resolve) => {
@@ -43,7 +58,10 @@ export async function chooseAccel(kernel: string): Promise<AccelChoice> {
       /* no console */
     }
     if (code === 0 && /Kernel panic/.test(text)) return { accel: 'kvm', why: `KVM boots a kernel (${Date.now() - started} ms probe)` };
-    return { accel: 'tcg', why: code === 'timeout' ? 'KVM present but a guest kernel did not run' : `KVM present but QEMU failed under it (${code})` };
+    return {
+      accel: 'tcg',
+      why: code === 'timeout' ? 'KVM present but a guest kernel did not run' : `KVM present but QEMU failed under it (${code})`,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -87,14 +87,24 @@ async function teardown(s: DemoSettings): Promise<string[]> {
 
 /** What is still there after a teardown (empty when clean). */
 async function leftovers(s: DemoSettings): Promise<string[]> {
-  return [...ownProcesses(s.stateDir).map((p) => `process ${p.what} (pid ${p.pid})`), ...(await demoInterfaces()).map((n) => `interface ${n}`)];
+  return [
+    ...ownProcesses(s.stateDir).map((p) => `process ${p.what} (pid ${p.pid})`),
+    ...(await demoInterfaces()).map((n) => `interface ${n}`),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------
 // Checks before anything starts
 
 function checkBuilt(s: DemoSettings): void {
-  const need = ['dist/bin/dispatcher.mjs', 'dist/bin/dispatcherctl.mjs', 'dist/image/vmlinuz', 'dist/image/initrd.img', 'pxe/bin/undionly.kpxe', 'pxe/bin/ipxe.efi'];
+  const need = [
+    'dist/bin/dispatcher.mjs',
+    'dist/bin/dispatcherctl.mjs',
+    'dist/image/vmlinuz',
+    'dist/image/initrd.img',
+    'pxe/bin/undionly.kpxe',
+    'pxe/bin/ipxe.efi',
+  ];
   const missing = need.filter((f) => !existsSync(join(s.repoRoot, f)));
   if (missing.length) throw new DemoError(`missing ${missing.join(', ')}: run make build pxe image (make demo does)`);
 }
@@ -125,7 +135,8 @@ async function waitForLog(file: string, re: RegExp, pidName: string, s: DemoSett
     const m = re.exec(text);
     if (m) return m;
     const pid = readPid(pidFile(s.stateDir, pidName));
-    if (pid === undefined || !isOurs(pid, s.stateDir)) throw new DemoError(`${pidName} exited; its log (${file}) ends:\n${text.split('\n').slice(-20).join('\n')}`);
+    if (pid === undefined || !isOurs(pid, s.stateDir))
+      throw new DemoError(`${pidName} exited; its log (${file}) ends:\n${text.split('\n').slice(-20).join('\n')}`);
     if (Date.now() > deadline) throw new DemoError(`${pidName} did not print ${re} within ${timeoutMs / 1000} s; see ${file}`);
     checkNotStopping();
     await sleep(100);
@@ -137,16 +148,25 @@ async function startDispatcher(s: DemoSettings): Promise<string> {
   rmSync(log, { force: true });
   const args = [
     join(s.repoRoot, 'dist/bin/dispatcher.mjs'),
-    '--interface', BRIDGE,
-    '--dhcp', 'full',
-    '--range', DHCP_RANGE,
+    '--interface',
+    BRIDGE,
+    '--dhcp',
+    'full',
+    '--range',
+    DHCP_RANGE,
     // Only on the bridge address: the page and API are not offered on the host's real interfaces.
-    '--http-host', DISPATCHER_IP,
-    '--http-port', String(DISPATCHER_PORT),
-    '--data-dir', s.dataDir,
-    '--image', join(s.repoRoot, 'dist/image'),
-    '--pxe-dir', join(s.repoRoot, 'pxe/bin'),
-    '--cluster', join(s.stateDir, 'cluster.yaml'),
+    '--http-host',
+    DISPATCHER_IP,
+    '--http-port',
+    String(DISPATCHER_PORT),
+    '--data-dir',
+    s.dataDir,
+    '--image',
+    join(s.repoRoot, 'dist/image'),
+    '--pxe-dir',
+    join(s.repoRoot, 'pxe/bin'),
+    '--cluster',
+    join(s.stateDir, 'cluster.yaml'),
   ];
   spawnDetached(s.stateDir, 'dispatcher', process.execPath, args, log);
   const m = await waitForLog(log, /Dashboard: (\S+)/, 'dispatcher', s, 60_000);
@@ -157,7 +177,13 @@ async function startForwarder(s: DemoSettings): Promise<void> {
   const log = join(s.stateDir, 'forward.log');
   rmSync(log, { force: true });
   const self = fileURLToPath(import.meta.url);
-  spawnDetached(s.stateDir, 'forward', process.execPath, [self, 'forward', `127.0.0.1:${s.localPort}`, `${DISPATCHER_IP}:${DISPATCHER_PORT}`, '--state', s.stateDir], log);
+  spawnDetached(
+    s.stateDir,
+    'forward',
+    process.execPath,
+    [self, 'forward', `127.0.0.1:${s.localPort}`, `${DISPATCHER_IP}:${DISPATCHER_PORT}`, '--state', s.stateDir],
+    log,
+  );
   await waitForLog(log, new RegExp(FORWARD_READY), 'forward', s, 15_000);
 }
 
@@ -263,7 +289,9 @@ async function waitForNodes(s: DemoSettings, machines: Booting[], accel: 'kvm' |
         const v = views.find((x) => x.mac === m.node.mac);
         const stage = v?.bootStage ? `last boot step: ${v.bootStage.stage}` : 'no DHCP request yet (firmware starting)';
         const typical = TYPICAL_BOOT_S[m.node.firmware][accel];
-        say(`waiting for ${m.node.name} to boot (${firmwareLabel(m.node)}, ~${typical} s under ${accel.toUpperCase()})... ${elapsed(m.startedAt)}, ${stage}`);
+        say(
+          `waiting for ${m.node.name} to boot (${firmwareLabel(m.node)}, ~${typical} s under ${accel.toUpperCase()})... ${elapsed(m.startedAt)}, ${stage}`,
+        );
       }
     }
     await sleep(1000);
@@ -272,7 +300,11 @@ async function waitForNodes(s: DemoSettings, machines: Booting[], accel: 'kvm' |
 
 function consoleTail(file: string, lines = 15): string {
   try {
-    return readFileSync(file, 'latin1').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').split('\n').slice(-lines).join('\n');
+    return readFileSync(file, 'latin1')
+      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+      .split('\n')
+      .slice(-lines)
+      .join('\n');
   } catch {
     return '(no console output)';
   }
@@ -288,7 +320,10 @@ function ctlEnv(s: DemoSettings): NodeJS.ProcessEnv {
 /** Runs dispatcherctl; its stderr (the progress bar) goes to the terminal, its stdout is returned. */
 function dispatcherctl(s: DemoSettings, args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [join(s.repoRoot, 'dist/bin/dispatcherctl.mjs'), ...args], { env: ctlEnv(s), stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(s.repoRoot, 'dist/bin/dispatcherctl.mjs'), ...args], {
+      env: ctlEnv(s),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.once('error', rej);
@@ -300,7 +335,23 @@ async function runJob(s: DemoSettings): Promise<{ jobId: number; seconds: number
   const params = join(s.stateDir, 'seeds.csv');
   writeFileSync(params, ['seed', ...Array.from({ length: s.tasks }, (_, i) => String(i + 1))].join('\n') + '\n');
   const jobDir = join(s.repoRoot, 'test/demo/job');
-  const args = ['submit', '--params', params, '--inputs', jobDir, '--name', 'pi-monte-carlo', '--timeout', String(TASK_TIMEOUT_S), '--wait', '--', 'node', 'pi.js', '{seed}', String(s.samples)];
+  const args = [
+    'submit',
+    '--params',
+    params,
+    '--inputs',
+    jobDir,
+    '--name',
+    'pi-monte-carlo',
+    '--timeout',
+    String(TASK_TIMEOUT_S),
+    '--wait',
+    '--',
+    'node',
+    'pi.js',
+    '{seed}',
+    String(s.samples),
+  ];
   say(`submitting the job: ${s.tasks} tasks, each a Monte-Carlo estimate of π from one seed (${s.samples.toLocaleString('en')} samples)`);
   process.stdout.write(`    $ dispatcherctl ${args.map((a) => (a.startsWith('/') ? relative(process.cwd(), a) || a : a)).join(' ')}\n`);
   const started = Date.now();
@@ -308,7 +359,8 @@ async function runJob(s: DemoSettings): Promise<{ jobId: number; seconds: number
   const submit = await dispatcherctl(s, args);
   checkNotStopping();
   const jobId = Number(submit.out.trim().split('\n')[0]);
-  if (!Number.isInteger(jobId) || jobId <= 0) throw new DemoError(`dispatcherctl submit failed (exit ${submit.code}) and printed no job id`);
+  if (!Number.isInteger(jobId) || jobId <= 0)
+    throw new DemoError(`dispatcherctl submit failed (exit ${submit.code}) and printed no job id`);
   const seconds = (Date.now() - started) / 1000;
   const results = await dispatcherctl(s, ['results', String(jobId), '--format', 'jsonl']);
   if (results.code !== 0) throw new DemoError(`dispatcherctl results ${jobId} exited with ${results.code}`);
@@ -325,7 +377,8 @@ async function up(s: DemoSettings): Promise<number> {
   if (left.length) say(`removed what an earlier run left: ${left.join(', ')}`);
   await checkAddressesFree(s);
 
-  const accel = s.accel === 'auto' ? await chooseAccel(join(s.repoRoot, 'dist/image/vmlinuz')) : { accel: s.accel, why: `DEMO_ACCEL=${s.accel}` };
+  const accel =
+    s.accel === 'auto' ? await chooseAccel(join(s.repoRoot, 'dist/image/vmlinuz')) : { accel: s.accel, why: `DEMO_ACCEL=${s.accel}` };
   say(`accelerator: ${accel.accel.toUpperCase()} (${accel.why})`);
 
   rmSync(s.dataDir, { recursive: true, force: true });
@@ -342,7 +395,9 @@ async function up(s: DemoSettings): Promise<number> {
 
   const machines: Booting[] = [];
   for (const node of s.nodes) machines.push(await startMachine(s, node, accel.accel));
-  say(`powered on ${s.nodes.map((n) => `${n.name} (${firmwareLabel(n)}, ${n.mac})`).join(', ')}: no disk, ${s.memoryMiB} MiB each, booting from the network`);
+  say(
+    `powered on ${s.nodes.map((n) => `${n.name} (${firmwareLabel(n)}, ${n.mac})`).join(', ')}: no disk, ${s.memoryMiB} MiB each, booting from the network`,
+  );
   const bootStart = Date.now();
   await waitForNodes(s, machines, accel.accel);
   say(`all ${machines.length} nodes up in ${((Date.now() - bootStart) / 1000).toFixed(0)} s`);
@@ -355,7 +410,8 @@ async function up(s: DemoSettings): Promise<number> {
     `π ≈ ${summary.estimate.toFixed(6)} (|π̂ − π| = ${err.toFixed(6)}) from ${summary.samples.toLocaleString('en')} samples in ` +
       `${summary.done} tasks, job ${job.jobId} ran ${job.seconds.toFixed(0)} s`,
   );
-  for (const n of s.nodes) console.log(`    ${n.name} (${firmwareLabel(n)})  ${String(summary.perNode.get(n.name) ?? 0).padStart(4)} tasks`);
+  for (const n of s.nodes)
+    console.log(`    ${n.name} (${firmwareLabel(n)})  ${String(summary.perNode.get(n.name) ?? 0).padStart(4)} tasks`);
   for (const p of wrong) console.log(`    PROBLEM: ${p}`);
   console.log(`    boot times: ${machines.map((m) => `${m.node.name} ${firmwareLabel(m.node)} ${m.upAfterS!.toFixed(0)} s`).join(', ')}`);
 

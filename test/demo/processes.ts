@@ -50,7 +50,14 @@ export function isOurs(pid: number, stateDir: string): boolean {
  * Starts a process in a session of its own (Ctrl-C in the terminal does not reach it; the
  * demo stops it itself), its output appended to `logFile`, its PID in `<name>.pid`.
  */
-export function spawnDetached(stateDir: string, name: string, cmd: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
+export function spawnDetached(
+  stateDir: string,
+  name: string,
+  cmd: string,
+  args: string[],
+  logFile: string,
+  env: NodeJS.ProcessEnv = process.env,
+): number {
   const out = openSync(logFile, 'a');
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out], env });
@@ -87,7 +94,8 @@ export function ownProcesses(stateDir: string): { pid: number; what: string }[] 
     const pid = Number(entry);
     if (!Number.isInteger(pid) || skip.has(pid) || found.has(pid)) continue;
     const a = argv(pid);
-    if (a && isDemoCommand(a, stateDir)) found.set(pid, `${a[0]!.split('/').pop()!}${a[1]?.endsWith('.mjs') ? ` ${a[1].split('/').pop()}` : ''}`);
+    if (a && isDemoCommand(a, stateDir))
+      found.set(pid, `${a[0]!.split('/').pop()!}${a[1]?.endsWith('.mjs') ? ` ${a[1].split('/').pop()}` : ''}`);
   }
   return [...found].map(([pid, what]) => ({ pid, what }));
 }

@@ -46,7 +46,8 @@ async function waitForOutput(run: Run, re: RegExp, timeoutMs: number): Promise<R
   for (;;) {
     const m = re.exec(run.output());
     if (m) return m;
-    if (run.child.exitCode !== null || run.child.signalCode !== null) throw new Error(`make exited before printing ${re}:\n${run.output().slice(-4000)}`);
+    if (run.child.exitCode !== null || run.child.signalCode !== null)
+      throw new Error(`make exited before printing ${re}:\n${run.output().slice(-4000)}`);
     if (Date.now() > deadline) throw new Error(`no ${re} within ${timeoutMs} ms:\n${run.output().slice(-4000)}`);
     await sleep(200);
   }
@@ -112,7 +113,11 @@ describe('make demo', () => {
     // An `id` that answers like an ordinary user's (the checkout may not be readable by a real one).
     const bin = mkdtempSync(join(tmpdir(), 'lc-demo-user-'));
     writeFileSync(join(bin, 'id'), '#!/bin/sh\necho 1000\n', { mode: 0o755 });
-    const r = spawnSync('make', ['-s', 'demo'], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+    const r = spawnSync('make', ['-s', 'demo'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+    });
     rmSync(bin, { recursive: true, force: true });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/make demo needs root/);
@@ -134,62 +139,72 @@ describe('make demo', () => {
     expect(demoInterfaces()).toEqual(expect.arrayContaining(['lcdemo0', 'lcdemo-n1']));
   }, 700_000);
 
-  it('DEMO_NODES=2 DEMO_EXIT=1 make demo: cleans up first, boots BIOS and UEFI, both nodes compute π, nothing left after', async () => {
-    const started = Date.now();
-    const run = make('demo', { DEMO_NODES: '2', DEMO_EXIT: '1' });
-    // While it runs: the dashboard on the host's localhost, and the printed log-in link.
-    let dashboardSeen = false;
-    let loggedIn = false;
-    let maxConnected = 0;
-    const watcher = (async () => {
-      while (run.child.exitCode === null && run.child.signalCode === null) {
-        const link = /dashboard, live from now on: (http:\/\/localhost:8080\/login\?token=\S+)/.exec(run.output())?.[1];
-        try {
-          const r = await fetch('http://localhost:8080/api/v1/nodes', { signal: AbortSignal.timeout(5000) });
-          const body = (await r.json()) as { nodes: { connected: boolean }[] };
-          dashboardSeen ||= r.ok;
-          maxConnected = Math.max(maxConnected, body.nodes.filter((n) => n.connected).length);
-          if (link && !loggedIn) {
-            const l = await fetch(link, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
-            loggedIn = l.status === 303 && /lc_admin=/.test(l.headers.get('set-cookie') ?? '');
+  it(
+    'DEMO_NODES=2 DEMO_EXIT=1 make demo: cleans up first, boots BIOS and UEFI, both nodes compute π, nothing left after',
+    async () => {
+      const started = Date.now();
+      const run = make('demo', { DEMO_NODES: '2', DEMO_EXIT: '1' });
+      // While it runs: the dashboard on the host's localhost, and the printed log-in link.
+      let dashboardSeen = false;
+      let loggedIn = false;
+      let maxConnected = 0;
+      const watcher = (async () => {
+        while (run.child.exitCode === null && run.child.signalCode === null) {
+          const link = /dashboard, live from now on: (http:\/\/localhost:8080\/login\?token=\S+)/.exec(run.output())?.[1];
+          try {
+            const r = await fetch('http://localhost:8080/api/v1/nodes', { signal: AbortSignal.timeout(5000) });
+            const body = (await r.json()) as { nodes: { connected: boolean }[] };
+            dashboardSeen ||= r.ok;
+            maxConnected = Math.max(maxConnected, body.nodes.filter((n) => n.connected).length);
+            if (link && !loggedIn) {
+              const l = await fetch(link, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+              loggedIn = l.status === 303 && /lc_admin=/.test(l.headers.get('set-cookie') ?? '');
+            }
+          } catch {
+            /* not up yet, or already torn down */
           }
-        } catch {
-          /* not up yet, or already torn down */
+          await sleep(3000);
         }
-        await sleep(3000);
-      }
-    })();
-    const code = await Promise.race([run.exited, sleep(DEMO_TIMEOUT_MS).then(() => 'timeout' as const)]);
-    if (code === 'timeout') process.kill(-run.child.pid!, 'SIGINT');
-    await watcher;
-    const out = run.output();
-    const seconds = (Date.now() - started) / 1000;
-    console.log(`make demo took ${seconds.toFixed(0)} s; its output ends:\n${out.split('\n').filter((l) => !l.startsWith('[#') && !l.startsWith('[-')).slice(-14).join('\n')}`);
-    expect(code, out.slice(-5000)).toBe(0);
+      })();
+      const code = await Promise.race([run.exited, sleep(DEMO_TIMEOUT_MS).then(() => 'timeout' as const)]);
+      if (code === 'timeout') process.kill(-run.child.pid!, 'SIGINT');
+      await watcher;
+      const out = run.output();
+      const seconds = (Date.now() - started) / 1000;
+      console.log(
+        `make demo took ${seconds.toFixed(0)} s; its output ends:\n${out
+          .split('\n')
+          .filter((l) => !l.startsWith('[#') && !l.startsWith('[-'))
+          .slice(-14)
+          .join('\n')}`,
+      );
+      expect(code, out.slice(-5000)).toBe(0);
 
-    // The leftovers of the crashed run were removed first.
-    expect(out).toMatch(/removed what an earlier run left: .*dispatcher \(pid \d+\).*node1 \(pid \d+\).*interface lcdemo0/);
-    // Both machines booted from the network, under their names and firmware.
-    expect(out).toMatch(/node1 is up \(BIOS, 10\.77\.0\.11\): PXE boot to agent in \d+ s/);
-    expect(out).toMatch(/node2 is up \(UEFI, 10\.77\.0\.12\): PXE boot to agent in \d+ s/);
-    // The job: 300 tasks, every one done, both nodes took a share, π within 0.01.
-    const pi = /π ≈ (\d\.\d+) \(\|π̂ − π\| = (\d\.\d+)\) from ([\d,]+) samples in (\d+) tasks/.exec(out);
-    expect(pi, out.slice(-3000)).not.toBeNull();
-    expect(Math.abs(Number(pi![1]) - Math.PI)).toBeLessThan(0.01);
-    expect(Number(pi![4])).toBe(300);
-    const n1 = Number(/node1 \(BIOS\)\s+(\d+) tasks/.exec(out)?.[1]);
-    const n2 = Number(/node2 \(UEFI\)\s+(\d+) tasks/.exec(out)?.[1]);
-    expect(n1).toBeGreaterThan(0);
-    expect(n2).toBeGreaterThan(0);
-    expect(n1 + n2).toBe(300);
-    expect(out).not.toContain('PROBLEM');
-    expect(out).toMatch(/torn down: no process or interface left; demo passed/);
+      // The leftovers of the crashed run were removed first.
+      expect(out).toMatch(/removed what an earlier run left: .*dispatcher \(pid \d+\).*node1 \(pid \d+\).*interface lcdemo0/);
+      // Both machines booted from the network, under their names and firmware.
+      expect(out).toMatch(/node1 is up \(BIOS, 10\.77\.0\.11\): PXE boot to agent in \d+ s/);
+      expect(out).toMatch(/node2 is up \(UEFI, 10\.77\.0\.12\): PXE boot to agent in \d+ s/);
+      // The job: 300 tasks, every one done, both nodes took a share, π within 0.01.
+      const pi = /π ≈ (\d\.\d+) \(\|π̂ − π\| = (\d\.\d+)\) from ([\d,]+) samples in (\d+) tasks/.exec(out);
+      expect(pi, out.slice(-3000)).not.toBeNull();
+      expect(Math.abs(Number(pi![1]) - Math.PI)).toBeLessThan(0.01);
+      expect(Number(pi![4])).toBe(300);
+      const n1 = Number(/node1 \(BIOS\)\s+(\d+) tasks/.exec(out)?.[1]);
+      const n2 = Number(/node2 \(UEFI\)\s+(\d+) tasks/.exec(out)?.[1]);
+      expect(n1).toBeGreaterThan(0);
+      expect(n2).toBeGreaterThan(0);
+      expect(n1 + n2).toBe(300);
+      expect(out).not.toContain('PROBLEM');
+      expect(out).toMatch(/torn down: no process or interface left; demo passed/);
 
-    expect(dashboardSeen).toBe(true);
-    expect(maxConnected).toBe(2);
-    expect(loggedIn).toBe(true);
-    await expectNothingLeft();
-  }, DEMO_TIMEOUT_MS + 60_000);
+      expect(dashboardSeen).toBe(true);
+      expect(maxConnected).toBe(2);
+      expect(loggedIn).toBe(true);
+      await expectNothingLeft();
+    },
+    DEMO_TIMEOUT_MS + 60_000,
+  );
 
   it('Ctrl-C during the boot tears everything down', async () => {
     const run = make('demo', { DEMO_NODES: '1' });

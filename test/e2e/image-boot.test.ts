@@ -110,7 +110,8 @@ async function firstRequest(vm: QemuMachine, pred: (r: SeenRequest) => boolean):
     const hit = requests.find(pred);
     if (hit) return hit;
     if (!vm.running) throw new Error(`${vm.name}: QEMU exited before the agent called; console ends:\n${vm.tail()}`);
-    if (Date.now() > deadline) throw new Error(`${vm.name}: no agent request within ${BOOT_TIMEOUT_MS / 1000} s; console ends:\n${vm.tail(40)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${vm.name}: no agent request within ${BOOT_TIMEOUT_MS / 1000} s; console ends:\n${vm.tail(40)}`);
     await sleep(100);
   }
 }
@@ -118,7 +119,11 @@ async function firstRequest(vm: QemuMachine, pred: (r: SeenRequest) => boolean):
 describe('the RAM image under QEMU', () => {
   it('boots, takes a DHCP lease and runs the agent, whose first request reaches the dispatcher named by lc.dispatcher=', async () => {
     const token = randomBytes(12).toString('base64url');
-    const vm = await boot('lc-e2e-virtio', 'virtio-net-pci', `console=tty0 console=ttyS0,115200 lc.dispatcher=http://10.0.2.2:${EXPLICIT_PORT} lc.token=${token}`);
+    const vm = await boot(
+      'lc-e2e-virtio',
+      'virtio-net-pci',
+      `console=tty0 console=ttyS0,115200 lc.dispatcher=http://10.0.2.2:${EXPLICIT_PORT} lc.token=${token}`,
+    );
     const req = await firstRequest(vm, (r) => r.port === EXPLICIT_PORT);
 
     expect(req.url).toMatch(/^\/api\/v1\/agent/);

@@ -38,7 +38,9 @@ let dataDir: string;
 let machine: QemuMachine | undefined;
 
 async function ctl<T>(...args: string[]): Promise<T> {
-  const r = await srv.exec(process.execPath, ['dist/bin/dispatcherctl.mjs', '--url', API, '--data-dir', dataDir, '--json', ...args], { timeoutMs: 60_000 });
+  const r = await srv.exec(process.execPath, ['dist/bin/dispatcherctl.mjs', '--url', API, '--data-dir', dataDir, '--json', ...args], {
+    timeoutMs: 60_000,
+  });
   return JSON.parse(r.stdout) as T;
 }
 
@@ -55,12 +57,32 @@ beforeAll(async () => {
   const bridge = await lab.bridge(srv, { address: `${SERVER}/24` });
   dataDir = mkdtempSync(join(tmpdir(), 'lc-proxy-e2e-'));
   dnsmasq = srv.spawn('dnsmasq', [
-    '--no-daemon', '--conf-file=/dev/null', '--port=0', `--interface=${bridge.name}`, '--bind-interfaces', '--user=root',
-    '--dhcp-range=10.64.0.100,10.64.0.150,255.255.255.0,600', `--dhcp-leasefile=${join(dataDir, 'dnsmasq.leases')}`, '--log-dhcp', '--log-facility=-',
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    `--interface=${bridge.name}`,
+    '--bind-interfaces',
+    '--user=root',
+    '--dhcp-range=10.64.0.100,10.64.0.150,255.255.255.0,600',
+    `--dhcp-leasefile=${join(dataDir, 'dnsmasq.leases')}`,
+    '--log-dhcp',
+    '--log-facility=-',
   ]);
   await dnsmasq.waitForOutput(/DHCP, IP range 10\.64\.0\.100/, 10_000);
   dispatcher = srv.spawn(process.execPath, [
-    'dist/bin/dispatcher.mjs', '--interface', bridge.name, '--dhcp', 'proxy', '--data-dir', dataDir, '--image', 'dist/image', '--pxe-dir', 'pxe/bin', '--heartbeat', '2',
+    'dist/bin/dispatcher.mjs',
+    '--interface',
+    bridge.name,
+    '--dhcp',
+    'proxy',
+    '--data-dir',
+    dataDir,
+    '--image',
+    'dist/image',
+    '--pxe-dir',
+    'pxe/bin',
+    '--heartbeat',
+    '2',
   ]);
   await dispatcher.waitForOutput(/dispatcher started/, 60_000);
   const tap = await lab.tap(srv, { bridge });
@@ -93,7 +115,9 @@ describe('ProxyDHCP beside dnsmasq on the same host', () => {
       await sleep(2000);
     }
     if (!last || (last.state !== 'ready' && last.state !== 'busy'))
-      throw new Error(`agent not connected in ${BOOT_TIMEOUT_MS} ms; last seen ${JSON.stringify(last)}\n${machine?.console().slice(-3000)}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`);
+      throw new Error(
+        `agent not connected in ${BOOT_TIMEOUT_MS} ms; last seen ${JSON.stringify(last)}\n${machine?.console().slice(-3000)}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`,
+      );
     expect(last.ip).toMatch(/^10\.64\.0\.1([0-4]\d|50)$/);
     expect(dnsmasq.output()).toMatch(new RegExp(`DHCPACK\\(\\S+\\) 10\\.64\\.0\\.\\d+ ${MAC}`));
 

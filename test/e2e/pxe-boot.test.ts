@@ -78,7 +78,9 @@ async function waitForNode(mac: string, ok: (n: NodeView) => boolean, what: stri
     await sleep(2000);
   }
   const consoles = machines.map((m) => `--- ${m.name}\n${m.console().slice(-3000)}`).join('\n');
-  throw new Error(`${mac}: ${what} not reached in ${timeoutMs} ms; last seen ${JSON.stringify(last)}\n${consoles}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`);
+  throw new Error(
+    `${mac}: ${what} not reached in ${timeoutMs} ms; last seen ${JSON.stringify(last)}\n${consoles}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`,
+  );
 }
 
 /** Every stage of the node's recent boots, flattened (GET /api/v1/boots through dispatcherctl). */
@@ -116,14 +118,22 @@ beforeAll(async () => {
   writeFileSync(clusterFile, `enrollment: auto\nnodes:\n  - name: node3\n    mac: "${BIOS_MAC}"\n    labels: [bios]\n`);
   dispatcher = srv.spawn(process.execPath, [
     'dist/bin/dispatcher.mjs',
-    '--interface', bridgeIface.name,
-    '--dhcp', 'full',
-    '--range', '10.61.0.100-10.61.0.199',
-    '--data-dir', dataDir,
-    '--image', 'dist/image',
-    '--pxe-dir', 'pxe/bin',
-    '--cluster', clusterFile,
-    '--heartbeat', '2',
+    '--interface',
+    bridgeIface.name,
+    '--dhcp',
+    'full',
+    '--range',
+    '10.61.0.100-10.61.0.199',
+    '--data-dir',
+    dataDir,
+    '--image',
+    'dist/image',
+    '--pxe-dir',
+    'pxe/bin',
+    '--cluster',
+    clusterFile,
+    '--heartbeat',
+    '2',
   ]);
   await dispatcher.waitForOutput(/dispatcher started/, 60_000);
   // Both machines boot at once: the test then waits for each.

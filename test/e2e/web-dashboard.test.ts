@@ -13,11 +13,25 @@ import { startTestDispatcher, testMac, ROOT, type TestDispatcher } from '../inte
 import { FakeControl } from '../integration/operator/fake-control.js';
 
 const ARTIFACTS = join(ROOT, 'test/artifacts');
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 async function launch(): Promise<{ ctx: BrowserContext; profile: string }> {
   const profile = mkdtempSync(join(tmpdir(), 'lc-op-chromium-'));
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, viewport: { width: 1360, height: 900 } });
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1360, height: 900 },
+  });
   return { ctx, profile };
 }
 
@@ -42,7 +56,11 @@ describe('status page', () => {
     d = await startTestDispatcher({});
     control = new FakeControl(d.core.nodes);
     d.operator.attachControl(control);
-    for (let i = 1; i <= 11; i++) control.connect(testMac(i), { load1: i / 10, running: i % 3 === 0 ? [{ taskId: i, attempt: 1, progress: 0.4, startedAt: Date.now() - 30_000 }] : [] });
+    for (let i = 1; i <= 11; i++)
+      control.connect(testMac(i), {
+        load1: i / 10,
+        running: i % 3 === 0 ? [{ taskId: i, attempt: 1, progress: 0.4, startedAt: Date.now() - 30_000 }] : [],
+      });
     d.core.nodes.setState(testMac(7), 'lost', 'missed heartbeats');
     control.live.delete(testMac(7));
     ({ ctx, profile } = await launch());
@@ -65,7 +83,9 @@ describe('status page', () => {
     expect(row1).toContain('QEMU Virtual CPU');
     expect(row1).toContain('10.42.0.1');
     // Sorted by name, numerically.
-    const names = await page.locator('#nodes tbody tr').evaluateAll((rows) => rows.map((r) => (r as unknown as { dataset: { name: string } }).dataset.name));
+    const names = await page
+      .locator('#nodes tbody tr')
+      .evaluateAll((rows) => rows.map((r) => (r as unknown as { dataset: { name: string } }).dataset.name));
     expect(names.slice(0, 3)).toEqual(['node1', 'node2', 'node3']);
     expect(names.at(-1)).toBe('node11');
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
@@ -86,7 +106,9 @@ describe('status page', () => {
     // A node that appears is added in its place.
     control.connect(testMac(12));
     await expect.poll(() => page.locator('#nodes tbody tr').count()).toBe(12);
-    const names = await page.locator('#nodes tbody tr').evaluateAll((rows) => rows.map((r) => (r as unknown as { dataset: { name: string } }).dataset.name));
+    const names = await page
+      .locator('#nodes tbody tr')
+      .evaluateAll((rows) => rows.map((r) => (r as unknown as { dataset: { name: string } }).dataset.name));
     expect(names.at(-1)).toBe('node12');
     await page.close();
   });

@@ -21,7 +21,13 @@ export function makeBootTree(sizes: Partial<Record<string, number>> = {}): BootT
   const imageDir = join(dir, 'image');
   mkdirSync(pxeDir);
   mkdirSync(imageDir);
-  const want: Record<string, number> = { 'undionly.kpxe': 74_213, 'ipxe.efi': 1_048_576, 'snponly.efi': 173_792, vmlinuz: 3_000_000, 'initrd.img': 12_000_000 };
+  const want: Record<string, number> = {
+    'undionly.kpxe': 74_213,
+    'ipxe.efi': 1_048_576,
+    'snponly.efi': 173_792,
+    vmlinuz: 3_000_000,
+    'initrd.img': 12_000_000,
+  };
   for (const [k, v] of Object.entries(sizes)) if (v !== undefined) want[k] = v;
   const files: Record<string, Buffer> = {};
   for (const [name, size] of Object.entries(want)) {

@@ -86,13 +86,25 @@ export class DispatcherProcess {
     this.#opts = opts;
     this.dataDir = opts.dataDir ?? tempDir('lc-disp-');
     const loopback = opts.loopback ?? opts.ns === undefined;
-    const boot = opts.boot ?? (() => {
-      const empty = tempDir('lc-disp-boot-');
-      return { imageDir: empty, pxeDir: empty };
-    })();
+    const boot =
+      opts.boot ??
+      (() => {
+        const empty = tempDir('lc-disp-boot-');
+        return { imageDir: empty, pxeDir: empty };
+      })();
     const args = [
-      '--data-dir', this.dataDir, '--http-port', String(opts.port ?? 0), '--heartbeat', String(opts.heartbeatSeconds ?? 1),
-      '--log-level', opts.logLevel ?? 'info', '--image', boot.imageDir, '--pxe-dir', boot.pxeDir,
+      '--data-dir',
+      this.dataDir,
+      '--http-port',
+      String(opts.port ?? 0),
+      '--heartbeat',
+      String(opts.heartbeatSeconds ?? 1),
+      '--log-level',
+      opts.logLevel ?? 'info',
+      '--image',
+      boot.imageDir,
+      '--pxe-dir',
+      boot.pxeDir,
       ...(opts.tftp ? ['--tftp-port', '0'] : ['--no-tftp']),
       ...(loopback ? ['--dhcp', 'off', '--http-host', '127.0.0.1', '--advertise-address', '127.0.0.1'] : []),
       ...(opts.cluster !== undefined ? ['--cluster', join(this.dataDir, 'cluster.yaml')] : []),
@@ -102,7 +114,8 @@ export class DispatcherProcess {
     const [cmd, ...rest] = [...(opts.prefix ?? []), process.execPath, DISPATCHER_BIN, ...args] as [string, ...string[]];
     const env = { ...process.env, ...opts.env };
     if (typeof opts.ns === 'object') this.child = opts.ns.spawn(cmd, rest, { env, cwd: ROOT }).child;
-    else if (typeof opts.ns === 'string') this.child = spawn('ip', ['netns', 'exec', opts.ns, cmd, ...rest], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    else if (typeof opts.ns === 'string')
+      this.child = spawn('ip', ['netns', 'exec', opts.ns, cmd, ...rest], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     else this.child = spawn(cmd, rest, { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
 
     const stdout = new StringDecoder('utf8');
@@ -168,7 +181,8 @@ export class DispatcherProcess {
 
   /** The admin token (from the data dir). */
   get token(): string {
-    return (this.#token ??= readFileSync(join(this.dataDir, 'admin.token'), 'utf8').trim());
+    this.#token ??= readFileSync(join(this.dataDir, 'admin.token'), 'utf8').trim();
+    return this.#token;
   }
 
   /** The key agents verify its handshake with. */
@@ -223,9 +237,19 @@ export class DispatcherProcess {
       const check = () => {
         const v = probe();
         if (v !== undefined) return finish(() => resolve(v));
-        if (gone()) return finish(() => reject(new Error(`the dispatcher exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}; output:\n${this.#out.slice(-4000)}`)));
+        if (gone())
+          return finish(() =>
+            reject(
+              new Error(
+                `the dispatcher exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}; output:\n${this.#out.slice(-4000)}`,
+              ),
+            ),
+          );
       };
-      const timer = setTimeout(() => finish(() => reject(new Error(`the dispatcher: no ${what} within ${timeoutMs} ms; output:\n${this.#out.slice(-4000)}`))), timeoutMs);
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`the dispatcher: no ${what} within ${timeoutMs} ms; output:\n${this.#out.slice(-4000)}`))),
+        timeoutMs,
+      );
       const finish = (f: () => void) => {
         clearTimeout(timer);
         this.#waiters.delete(check);
@@ -283,5 +307,8 @@ export interface ResultLine {
 
 export async function resultsOf(d: DispatcherProcess, job: number): Promise<ResultLine[]> {
   const text = await d.text(`/api/v1/jobs/${job}/results?format=jsonl`);
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ResultLine);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ResultLine);
 }

@@ -159,8 +159,28 @@ export async function createLab(area: string): Promise<Lab> {
       const bn = b.name ?? ifname(b.ns, 'veth');
       checkIfname(an);
       checkIfname(bn);
-      await run('ip', ['-n', a.ns.name, 'link', 'add', an, 'address', a.mac ?? randomMac(), 'type', 'veth', 'peer', 'name', bn, 'address', b.mac ?? randomMac(), 'netns', b.ns.name]);
-      for (const [e, n] of [[a, an], [b, bn]] as const) {
+      await run('ip', [
+        '-n',
+        a.ns.name,
+        'link',
+        'add',
+        an,
+        'address',
+        a.mac ?? randomMac(),
+        'type',
+        'veth',
+        'peer',
+        'name',
+        bn,
+        'address',
+        b.mac ?? randomMac(),
+        'netns',
+        b.ns.name,
+      ]);
+      for (const [e, n] of [
+        [a, an],
+        [b, bn],
+      ] as const) {
         if (e.address) await run('ip', ['-n', e.ns.name, 'addr', 'add', e.address, 'dev', n]);
         await run('ip', ['-n', e.ns.name, 'link', 'set', n, 'up']);
       }
@@ -225,7 +245,11 @@ function makeNetns(name: string, state: LabState): Netns {
     },
     spawn(cmd, args, opts = {}) {
       // `ip netns exec` execs the command: the child's PID is the command's.
-      const child = spawn('ip', [...prefix, cmd, ...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('ip', [...prefix, cmd, ...args], {
+        env: opts.env ?? process.env,
+        cwd: opts.cwd,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       state.processes.add(child);
       child.once('exit', () => state.processes.delete(child));
       return labProcess(child, `${cmd} in ${name}`);
@@ -272,7 +296,10 @@ function labProcess(child: ChildProcess, what: string): LabProcess {
           if (m) return finish(() => resolve(m));
           if (gone) return finish(() => reject(new Error(`${what} exited before printing ${re}; output:\n${out.slice(-4000)}`)));
         };
-        const timer = setTimeout(() => finish(() => reject(new Error(`${what}: no ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`))), timeoutMs);
+        const timer = setTimeout(
+          () => finish(() => reject(new Error(`${what}: no ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`))),
+          timeoutMs,
+        );
         const finish = (f: () => void) => {
           clearTimeout(timer);
           waiters.delete(check);
@@ -298,14 +325,19 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'
 /** Runs a command without a shell; rejects with its output on failure. */
 export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: opts.timeoutMs ?? 30_000, env: opts.env ?? process.env, cwd: opts.cwd, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = !err ? 0 : typeof err.code === 'number' ? err.code : 1;
-      const result = { code, stdout: String(stdout), stderr: String(stderr) };
-      if (err && !opts.allowFailure) {
-        const killed = err.killed ? ` (killed after ${opts.timeoutMs ?? 30_000} ms)` : '';
-        reject(new Error(`${cmd} ${args.join(' ')} failed${killed}: exit ${code}\n${result.stderr || result.stdout}`, { cause: err }));
-      } else resolve(result);
-    });
+    execFile(
+      cmd,
+      args,
+      { timeout: opts.timeoutMs ?? 30_000, env: opts.env ?? process.env, cwd: opts.cwd, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = !err ? 0 : typeof err.code === 'number' ? err.code : 1;
+        const result = { code, stdout: String(stdout), stderr: String(stderr) };
+        if (err && !opts.allowFailure) {
+          const killed = err.killed ? ` (killed after ${opts.timeoutMs ?? 30_000} ms)` : '';
+          reject(new Error(`${cmd} ${args.join(' ')} failed${killed}: exit ${code}\n${result.stderr || result.stdout}`, { cause: err }));
+        } else resolve(result);
+      },
+    );
   });
 }
 

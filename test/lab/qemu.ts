@@ -144,15 +144,22 @@ export function qemuArgs(opts: QemuOptions, ovmfVars?: string): string[] {
   if (opts.nics.length === 0 && opts.boot.kind === 'pxe') throw new QemuError(`${opts.name}: PXE boot needs a NIC`);
   const firmware = opts.firmware ?? 'bios';
   const args = [
-    '-name', opts.name,
-    '-machine', `${opts.machine ?? 'pc'},accel=${opts.accel ?? 'tcg'}`,
-    '-m', String(opts.memoryMiB ?? 1024),
-    '-smp', String(opts.cpus ?? 1),
+    '-name',
+    opts.name,
+    '-machine',
+    `${opts.machine ?? 'pc'},accel=${opts.accel ?? 'tcg'}`,
+    '-m',
+    String(opts.memoryMiB ?? 1024),
+    '-smp',
+    String(opts.cpus ?? 1),
     // No default floppy, CD-ROM, NIC or monitor: nothing to try booting from but what we ask.
     '-nodefaults',
-    '-display', 'none',
-    '-chardev', `file,id=lc-serial,path=${opts.consoleLog}`,
-    '-serial', 'chardev:lc-serial',
+    '-display',
+    'none',
+    '-chardev',
+    `file,id=lc-serial,path=${opts.consoleLog}`,
+    '-serial',
+    'chardev:lc-serial',
   ];
   // A node that reboots must come back through its firmware (PXE again), as real hardware does;
   // tests that want a reboot to end the run (a kernel panic, say) ask for -no-reboot.
@@ -161,7 +168,12 @@ export function qemuArgs(opts: QemuOptions, ovmfVars?: string): string[] {
   if (opts.vga ?? true) args.push('-vga', 'std');
   if (firmware === 'uefi') {
     if (!ovmfVars) throw new QemuError(`${opts.name}: UEFI needs a writable OVMF variable store`);
-    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${ovmfVars}`);
+    args.push(
+      '-drive',
+      `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      '-drive',
+      `if=pflash,format=raw,unit=1,file=${ovmfVars}`,
+    );
   }
   opts.nics.forEach((nic, i) => {
     const id = `lc-net${i}`;
@@ -260,13 +272,17 @@ export class QemuMachine {
     const m = new QemuMachine(opts, child, args, tempDir);
     running.add(m);
     installExitHook();
-    const spawnError = new Promise<never>((_, reject) => child.once('error', (e) => reject(new QemuError(`${opts.name}: cannot run QEMU: ${e.message}`))));
+    const spawnError = new Promise<never>((_, reject) =>
+      child.once('error', (e) => reject(new QemuError(`${opts.name}: cannot run QEMU: ${e.message}`))),
+    );
     spawnError.catch(() => {});
     const deadline = Date.now() + 10_000;
     while (!existsSync(opts.consoleLog)) {
       if (m.#exitedNow) {
         await m.exited;
-        throw new QemuError(`${opts.name}: QEMU exited at once: ${m.#stderr.trim() || 'no message'}\n  qemu-system-x86_64 ${args.join(' ')}`);
+        throw new QemuError(
+          `${opts.name}: QEMU exited at once: ${m.#stderr.trim() || 'no message'}\n  qemu-system-x86_64 ${args.join(' ')}`,
+        );
       }
       if (Date.now() > deadline) {
         await m.stop();
@@ -313,7 +329,8 @@ export class QemuMachine {
       const m = re.exec(this.console());
       if (m) return m;
       if (this.#exitedNow) throw new QemuError(`${this.name}: QEMU exited before the console showed ${re}; console ends:\n${this.tail()}`);
-      if (Date.now() > deadline) throw new QemuError(`${this.name}: console did not show ${re} within ${timeoutMs} ms; console ends:\n${this.tail()}`);
+      if (Date.now() > deadline)
+        throw new QemuError(`${this.name}: console did not show ${re} within ${timeoutMs} ms; console ends:\n${this.tail()}`);
       await sleep(50);
     }
   }

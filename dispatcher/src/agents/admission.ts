@@ -47,19 +47,29 @@ const BOOT_TOKEN_WHY: Record<Exclude<BootTokenCheck, 'ok'>, string> = {
 
 export function decideAdmission(hello: HelloMessage, mac: Mac, checks: AdmissionChecks): Admission {
   if (hello.protocol !== PROTOCOL_VERSION)
-    return { kind: 'refused', reason: 'protocol', message: `this dispatcher speaks agent protocol ${PROTOCOL_VERSION}, the agent ${hello.protocol}: update the image or the agent` };
+    return {
+      kind: 'refused',
+      reason: 'protocol',
+      message: `this dispatcher speaks agent protocol ${PROTOCOL_VERSION}, the agent ${hello.protocol}: update the image or the agent`,
+    };
   const badToken = (message: string): Admission => ({ kind: 'refused', reason: 'bad-token', message });
   const { kind, token } = hello.auth;
   if (kind === 'boot') {
     const c = checks.bootToken(mac, token);
-    if (c !== 'ok') return badToken(`boot token for ${mac} ${BOOT_TOKEN_WHY[c]}; a machine that did not PXE-boot needs an enrollment token`);
+    if (c !== 'ok')
+      return badToken(`boot token for ${mac} ${BOOT_TOKEN_WHY[c]}; a machine that did not PXE-boot needs an enrollment token`);
   } else if (kind === 'session') {
-    if (!checks.session(mac, token)) return badToken(`session credential not valid for ${mac} (a new boot of the machine ends its sessions)`);
+    if (!checks.session(mac, token))
+      return badToken(`session credential not valid for ${mac} (a new boot of the machine ends its sessions)`);
   } else {
     const c = checks.enrollToken(mac, token);
     if (!c.ok)
       return badToken(
-        c.why === 'expired' ? 'enrollment token expired: dispatcherctl enroll-token create' : c.why === 'other-mac' ? `enrollment token admits another MAC, not ${mac}` : 'wrong enrollment token (see enroll.token in the dispatcher data dir, or dispatcherctl enroll-token create)',
+        c.why === 'expired'
+          ? 'enrollment token expired: dispatcherctl enroll-token create'
+          : c.why === 'other-mac'
+            ? `enrollment token admits another MAC, not ${mac}`
+            : 'wrong enrollment token (see enroll.token in the dispatcher data dir, or dispatcherctl enroll-token create)',
       );
     const blocked = checks.enrollBlocked(mac);
     if (blocked) return { kind: 'refused', reason: 'denied', message: `an enrollment token cannot claim ${mac}: ${blocked}` };
@@ -69,7 +79,12 @@ export function decideAdmission(hello: HelloMessage, mac: Mac, checks: Admission
     case 'boot':
       return { kind: 'admitted', node: d.node };
     case 'pending':
-      return { kind: 'refused', reason: 'pending', message: `${d.node.name} (${mac}) waits for approval: dispatcherctl nodes approve ${d.node.name}`, retryAfterMs: PENDING_RETRY_MS };
+      return {
+        kind: 'refused',
+        reason: 'pending',
+        message: `${d.node.name} (${mac}) waits for approval: dispatcherctl nodes approve ${d.node.name}`,
+        retryAfterMs: PENDING_RETRY_MS,
+      };
     case 'deny':
       return { kind: 'refused', reason: 'denied', message: d.reason, ...(d.capped ? { retryAfterMs: 60_000 } : {}) };
   }

@@ -37,7 +37,13 @@ export class CommandTracker {
    * Registers command `id` and sends it with `send` (false: not sent). Resolves with the
    * outcome; rejects DSP_ERR_TIMEOUT after `timeoutMs`, DSP_ERR_NODE_OFFLINE if not sent.
    */
-  start(id: number, cmd: ControlCommand, timeoutMs: number, onOutput: OutputListener | undefined, send: () => boolean): Promise<ControlOutcome> {
+  start(
+    id: number,
+    cmd: ControlCommand,
+    timeoutMs: number,
+    onOutput: OutputListener | undefined,
+    send: () => boolean,
+  ): Promise<ControlOutcome> {
     return new Promise<ControlOutcome>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -60,14 +66,18 @@ export class CommandTracker {
         p.ackMs = msSince(p.sentAt);
         if (msg.ok && p.cmd.kind === 'reboot') this.fate = 'rebooting';
         if (msg.ok && p.cmd.kind === 'poweroff') this.fate = 'off';
-        if (!msg.ok || DONE_ON_ACK.has(p.cmd.kind)) this.#settle(msg.id, p, { ok: msg.ok, ackMs: p.ackMs, ...(msg.error ? { error: msg.error } : {}) });
+        if (!msg.ok || DONE_ON_ACK.has(p.cmd.kind))
+          this.#settle(msg.id, p, { ok: msg.ok, ackMs: p.ackMs, ...(msg.error ? { error: msg.error } : {}) });
         return;
       case 'control-output':
         p.onOutput?.(msg.stream, msg.data);
         return;
       case 'control-done':
         this.#settle(msg.id, p, {
-          ok: msg.ok, ackMs: p.ackMs ?? msSince(p.sentAt), ...(msg.result !== undefined ? { result: msg.result } : {}), ...(msg.error ? { error: msg.error } : {}),
+          ok: msg.ok,
+          ackMs: p.ackMs ?? msSince(p.sentAt),
+          ...(msg.result !== undefined ? { result: msg.result } : {}),
+          ...(msg.error ? { error: msg.error } : {}),
         });
         return;
       default:

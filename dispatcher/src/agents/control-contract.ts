@@ -36,7 +36,11 @@ export interface NodeControl {
    * acknowledgement; inspect/exec when complete. Rejects with DispatcherError
    * DSP_ERR_NODE_OFFLINE if the agent is not connected, DSP_ERR_TIMEOUT if it does not answer.
    */
-  send(mac: Mac, cmd: ControlCommand, opts?: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void }): Promise<ControlOutcome>;
+  send(
+    mac: Mac,
+    cmd: ControlCommand,
+    opts?: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void },
+  ): Promise<ControlOutcome>;
   /** Draining: running tasks finish, no new tasks are handed to the node. */
   setDraining(mac: Mac, draining: boolean): void;
   isDraining(mac: Mac): boolean;

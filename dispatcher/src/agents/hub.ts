@@ -29,7 +29,14 @@ import type { DispatchEngine, NodeCapacity, RunningTaskRef, TaskAssignment, Task
 import type { AgentLiveStatus, ControlCommand, ControlOutcome, NodeControl } from './control-contract.js';
 import { dispatcherChannel, type Channel } from '../protocol/channel.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, ProtocolError } from '../protocol/codec.js';
-import { MAX_BATCH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type HelloMessage, type WireTaskResult } from '../protocol/messages.js';
+import {
+  MAX_BATCH,
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type DispatcherMessage,
+  type HelloMessage,
+  type WireTaskResult,
+} from '../protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
 import { fromWireResults, needsUnpacking, type ResultLimits } from '../protocol/results.js';
 import { capacityOf, decideAdmission } from './admission.js';
@@ -134,7 +141,20 @@ export class AgentHub implements NodeControl {
   #nextControlId = 1;
   #stopping = false;
   readonly #startedAt = Date.now();
-  readonly stats: HubStats = { connected: 0, waiting: 0, tasksSent: 0, resultsReceived: 0, acksSent: 0, messagesIn: 0, messagesOut: 0, protocolErrors: 0, lostNodes: 0, refused: 0, staleResults: 0, refusedResultParts: 0 };
+  readonly stats: HubStats = {
+    connected: 0,
+    waiting: 0,
+    tasksSent: 0,
+    resultsReceived: 0,
+    acksSent: 0,
+    messagesIn: 0,
+    messagesOut: 0,
+    protocolErrors: 0,
+    lostNodes: 0,
+    refused: 0,
+    staleResults: 0,
+    refusedResultParts: 0,
+  };
 
   constructor(core: Core, engine: DispatchEngine, opts: HubOptions = {}) {
     this.#core = core;
@@ -168,16 +188,33 @@ export class AgentHub implements NodeControl {
     const now = Date.now();
     const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const conn: Conn = {
-      id: this.#nextConnId++, ws, ip, userAgent: String(req.headers['user-agent'] ?? ''), channel: dispatcherChannel(this.maxMessageBytes),
-      state: 'handshake', openedAt: now, lastSeen: now, lastHeartbeatSent: now, log: this.#log.child({ ip }), credit: 0,
-      held: new Set(), inflight: new Set(), unpacking: Promise.resolve(), lastBusyAt: 0, errors: 0, corked: false, commands: undefined as unknown as CommandTracker,
+      id: this.#nextConnId++,
+      ws,
+      ip,
+      userAgent: String(req.headers['user-agent'] ?? ''),
+      channel: dispatcherChannel(this.maxMessageBytes),
+      state: 'handshake',
+      openedAt: now,
+      lastSeen: now,
+      lastHeartbeatSent: now,
+      log: this.#log.child({ ip }),
+      credit: 0,
+      held: new Set(),
+      inflight: new Set(),
+      unpacking: Promise.resolve(),
+      lastBusyAt: 0,
+      errors: 0,
+      corked: false,
+      commands: undefined as unknown as CommandTracker,
     };
     conn.commands = new CommandTracker(() => conn.node?.name ?? conn.mac ?? ip);
     this.#conns.add(conn);
     conn.log.debug({ ua: conn.userAgent }, 'agent connected');
     ws.on('message', (data: RawData, isBinary: boolean) => this.#onMessage(conn, data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => this.#onClose(conn, code, reason.toString()));
-    ws.on('error', (err: Error & { code?: string }) => this.#rlog.warn(`${ip}|ws|${err.code ?? ''}`, { ip, mac: conn.mac, err: err.message, code: err.code }, 'agent connection error'));
+    ws.on('error', (err: Error & { code?: string }) =>
+      this.#rlog.warn(`${ip}|ws|${err.code ?? ''}`, { ip, mac: conn.mac, err: err.message, code: err.code }, 'agent connection error'),
+    );
     if (this.#stopping) this.#refuse(conn, 'stopping', 'the dispatcher is stopping', 2000);
   }
 
@@ -198,7 +235,10 @@ export class AgentHub implements NodeControl {
 
   #handle(conn: Conn, msg: AgentMessage): void {
     if (conn.state === 'handshake' && msg.type !== 'hello' && msg.type !== 'error')
-      return this.#reject(conn, new ProtocolError('out-of-order', `${msg.type} before hello: the first message must be hello`, undefined, msg.type));
+      return this.#reject(
+        conn,
+        new ProtocolError('out-of-order', `${msg.type} before hello: the first message must be hello`, undefined, msg.type),
+      );
     if (conn.sessionUnconfirmed && conn.state === 'open') {
       // A sealed message: the agent holds this session's keys, so it derived the new credential.
       conn.sessionUnconfirmed = false;
@@ -206,7 +246,8 @@ export class AgentHub implements NodeControl {
     }
     switch (msg.type) {
       case 'hello':
-        if (conn.state !== 'handshake') return this.#reject(conn, new ProtocolError('out-of-order', 'second hello on one connection', undefined, 'hello'));
+        if (conn.state !== 'handshake')
+          return this.#reject(conn, new ProtocolError('out-of-order', 'second hello on one connection', undefined, 'hello'));
         return this.#onHello(conn, msg);
       case 'heartbeat':
         return this.#onHeartbeat(conn, msg);
@@ -234,7 +275,11 @@ export class AgentHub implements NodeControl {
       case 'control-done':
         return conn.commands.onReply(msg);
       case 'error':
-        this.#rlog.warn(`${conn.ip}|peer-error|${msg.code}`, { ip: conn.ip, mac: conn.mac, code: msg.code, about: msg.about, field: msg.field, peerMessage: msg.message }, 'agent reported an error');
+        this.#rlog.warn(
+          `${conn.ip}|peer-error|${msg.code}`,
+          { ip: conn.ip, mac: conn.mac, code: msg.code, about: msg.about, field: msg.field, peerMessage: msg.message },
+          'agent reported an error',
+        );
         return;
       default:
         return assertNever(msg);
@@ -250,13 +295,22 @@ export class AgentHub implements NodeControl {
     const decision = decideAdmission(hello, mac, {
       bootToken: (m, t) => bootTokens.check(m, t),
       session: (m, t) => bootTokens.checkSession(m, t),
-      enrollToken: (m, t): EnrollCheck => (tokensEqual(t, this.#core.secrets.enrollToken) ? { ok: true, id: 'enroll.token' } : enrollTokens.check(m, t)),
+      enrollToken: (m, t): EnrollCheck =>
+        tokensEqual(t, this.#core.secrets.enrollToken) ? { ok: true, id: 'enroll.token' } : enrollTokens.check(m, t),
       enrollBlocked: (m) =>
-        this.isConnected(m) ? 'its node is connected' : nodes.pxeBooted(m) ? 'it booted by PXE (its agent proves itself with the boot script\'s token)' : undefined,
+        this.isConnected(m)
+          ? 'its node is connected'
+          : nodes.pxeBooted(m)
+            ? "it booted by PXE (its agent proves itself with the boot script's token)"
+            : undefined,
       admit: (m, o) => nodes.admit(m, o),
     });
     if (decision.kind === 'refused') {
-      this.#rlog.warn(`${conn.ip}|refused|${decision.reason}`, { ip: conn.ip, mac, reason: decision.reason, auth: hello.auth.kind, why: decision.message }, 'agent refused');
+      this.#rlog.warn(
+        `${conn.ip}|refused|${decision.reason}`,
+        { ip: conn.ip, mac, reason: decision.reason, auth: hello.auth.kind, why: decision.message },
+        'agent refused',
+      );
       if (decision.reason === 'pending' && hello.auth.kind === 'boot') bootTokens.renew(mac, hello.auth.token);
       return this.#refuse(conn, decision.reason, decision.message, decision.retryAfterMs);
     }
@@ -277,8 +331,15 @@ export class AgentHub implements NodeControl {
     const eph = newEphemeralKey();
     const signature = signTranscript(this.#core.secrets.identity.privateKey, transcript(nonce, agentKey, eph.publicRaw, mac));
     this.#send(conn, {
-      type: 'welcome', protocol: PROTOCOL_VERSION, dispatcherVersion: VERSION, nodeName: node.name, ephemeralKey: eph.publicRaw.toString('base64'),
-      signature, heartbeatMs: this.#heartbeatMs, missedHeartbeats: this.#core.config.missedHeartbeats, maxMessageBytes: this.maxMessageBytes,
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      dispatcherVersion: VERSION,
+      nodeName: node.name,
+      ephemeralKey: eph.publicRaw.toString('base64'),
+      signature,
+      heartbeatMs: this.#heartbeatMs,
+      missedHeartbeats: this.#core.config.missedHeartbeats,
+      maxMessageBytes: this.maxMessageBytes,
     });
     const keys = deriveSessionKeys(eph.privateKey, agentKey, nonce);
     conn.channel.establish(keys);
@@ -293,17 +354,30 @@ export class AgentHub implements NodeControl {
     conn.log = this.#log.child({ mac, node: node.name });
     conn.capacity = capacityOf(node, hello.inventory);
     conn.live = {
-      connectedAt: now, lastHeartbeat: now, load1: null, memUsedMiB: null, memTotalMiB: Math.round(hello.inventory.memoryMiB), uptimeS: null,
-      slots: hello.slots, running: hello.running.map((r) => ({ ...r })),
+      connectedAt: now,
+      lastHeartbeat: now,
+      load1: null,
+      memUsedMiB: null,
+      memTotalMiB: Math.round(hello.inventory.memoryMiB),
+      uptimeS: null,
+      slots: hello.slots,
+      running: hello.running.map((r) => ({ ...r })),
     };
     this.#byMac.set(mac, conn);
 
     this.#core.nodes.recordHello(mac, {
-      uuid: hello.inventory.system.uuid || null, ip: conn.ip || null, agentVersion: hello.agentVersion,
+      uuid: hello.inventory.system.uuid || null,
+      ip: conn.ip || null,
+      agentVersion: hello.agentVersion,
       inventory: hello.inventory as unknown as Record<string, unknown>,
     });
     this.#core.timeline.record(mac, 'agent.hello', {
-      agentVersion: hello.agentVersion, ip: conn.ip, auth: hello.auth.kind, slots: hello.slots, running: hello.running.length, undelivered: hello.undelivered.length,
+      agentVersion: hello.agentVersion,
+      ip: conn.ip,
+      auth: hello.auth.kind,
+      slots: hello.slots,
+      running: hello.running.length,
+      undelivered: hello.undelivered.length,
     });
 
     // Re-adoption (HTCondor's job lease): tasks the agent still runs, and those whose results
@@ -356,7 +430,11 @@ export class AgentHub implements NodeControl {
     }
     if (stale.length) {
       this.stats.staleResults += stale.length;
-      this.#rlog.warn(`${conn.ip}|results-stale`, { ip: conn.ip, mac: conn.mac, node: conn.node?.name, count: stale.length, first: stale[0] }, 'results of tasks this node does not hold dropped unread');
+      this.#rlog.warn(
+        `${conn.ip}|results-stale`,
+        { ip: conn.ip, mac: conn.mac, node: conn.node?.name, count: stale.length, first: stale[0] },
+        'results of tasks this node does not hold dropped unread',
+      );
       this.#ack(conn, stale);
     }
     if (!mine.length) return;
@@ -378,15 +456,45 @@ export class AgentHub implements NodeControl {
       if (u.refusals.length) {
         this.stats.refusedResultParts += u.refusals.length;
         const first = u.refusals[0]!;
-        this.#rlog.warn(`${conn.ip}|results-refused`, { ip: conn.ip, mac: conn.mac, node: conn.node?.name, count: u.refusals.length, task: first.taskId, attempt: first.attempt, field: first.field, why: first.why }, 'result parts refused');
-        const said = u.refusals.slice(0, 20).map((r) => `task ${r.taskId} attempt ${r.attempt} ${r.field}: ${r.why}`).join('; ');
-        this.#send(conn, { type: 'error', code: 'oversize', message: `${said}${u.refusals.length > 20 ? `; and ${u.refusals.length - 20} more` : ''}`.slice(0, 4000), about: 'results' });
+        this.#rlog.warn(
+          `${conn.ip}|results-refused`,
+          {
+            ip: conn.ip,
+            mac: conn.mac,
+            node: conn.node?.name,
+            count: u.refusals.length,
+            task: first.taskId,
+            attempt: first.attempt,
+            field: first.field,
+            why: first.why,
+          },
+          'result parts refused',
+        );
+        const said = u.refusals
+          .slice(0, 20)
+          .map((r) => `task ${r.taskId} attempt ${r.attempt} ${r.field}: ${r.why}`)
+          .join('; ');
+        this.#send(conn, {
+          type: 'error',
+          code: 'oversize',
+          message: `${said}${u.refusals.length > 20 ? `; and ${u.refusals.length - 20} more` : ''}`.slice(0, 4000),
+          about: 'results',
+        });
       }
       if (u.deferred.length) {
         // Over this message's inflate budget: not acknowledged, so the agent sends them again.
         this.#giveBack(conn, u.deferred);
-        this.#rlog.debug(`${conn.ip}|results-deferred`, { ip: conn.ip, mac: conn.mac, count: u.deferred.length }, 'results past the message inflate budget deferred');
-        this.#send(conn, { type: 'error', code: 'unavailable', message: `${u.deferred.length} results inflate past this message's budget (resultsMessageMaxInflatedBytes): send them again`, about: 'results' });
+        this.#rlog.debug(
+          `${conn.ip}|results-deferred`,
+          { ip: conn.ip, mac: conn.mac, count: u.deferred.length },
+          'results past the message inflate budget deferred',
+        );
+        this.#send(conn, {
+          type: 'error',
+          code: 'unavailable',
+          message: `${u.deferred.length} results inflate past this message's budget (resultsMessageMaxInflatedBytes): send them again`,
+          about: 'results',
+        });
       }
     }
     if (!results.length) return;
@@ -395,12 +503,24 @@ export class AgentHub implements NodeControl {
       await this.#engine.submitResults(conn.capacity!, results);
     } catch (err) {
       this.#giveBack(conn, results);
-      this.#rlog.warn('results|store', { mac: conn.mac, err: (err as Error).message, count: results.length }, 'results not recorded; the agent will send them again');
-      this.#send(conn, { type: 'error', code: 'unavailable', message: `results not recorded: ${(err as Error).message}; send them again later`, about: 'results' });
+      this.#rlog.warn(
+        'results|store',
+        { mac: conn.mac, err: (err as Error).message, count: results.length },
+        'results not recorded; the agent will send them again',
+      );
+      this.#send(conn, {
+        type: 'error',
+        code: 'unavailable',
+        message: `results not recorded: ${(err as Error).message}; send them again later`,
+        about: 'results',
+      });
       return;
     }
     for (const r of results) conn.inflight.delete(refKey(r.taskId, r.attempt));
-    this.#ack(conn, results.map((r) => ({ taskId: r.taskId, attempt: r.attempt })));
+    this.#ack(
+      conn,
+      results.map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
+    );
   }
 
   /** Results not taken after all: their tasks are this connection's again, to be sent again. */
@@ -414,13 +534,19 @@ export class AgentHub implements NodeControl {
 
   #ack(conn: Conn, refs: RunningTaskRef[]): void {
     for (let i = 0; i < refs.length; i += MAX_BATCH) {
-      if (this.#send(conn, { type: 'ack', refs: refs.slice(i, i + MAX_BATCH) })) this.stats.acksSent += Math.min(MAX_BATCH, refs.length - i);
+      if (this.#send(conn, { type: 'ack', refs: refs.slice(i, i + MAX_BATCH) }))
+        this.stats.acksSent += Math.min(MAX_BATCH, refs.length - i);
     }
   }
 
   #resultLimits(): ResultLimits {
     const c = this.#core.config;
-    return { textBytes: c.resultTextMaxBytes, outputsBytes: c.outputsMaxBytes, outputsInflatedBytes: c.outputsMaxInflatedBytes, messageInflatedBytes: c.resultsMessageMaxInflatedBytes };
+    return {
+      textBytes: c.resultTextMaxBytes,
+      outputsBytes: c.outputsMaxBytes,
+      outputsInflatedBytes: c.outputsMaxInflatedBytes,
+      messageInflatedBytes: c.resultsMessageMaxInflatedBytes,
+    };
   }
 
   #onClose(conn: Conn, code: number, reason: string): void {
@@ -470,9 +596,20 @@ export class AgentHub implements NodeControl {
   #reject(conn: Conn, err: ProtocolError): void {
     this.stats.protocolErrors++;
     conn.errors++;
-    this.#rlog.warn(`${conn.ip}|${err.code}`, { ip: conn.ip, mac: conn.mac, code: err.code, field: err.field, about: err.about, why: err.message }, 'agent message rejected');
-    this.#send(conn, { type: 'error', code: err.code, message: err.message, ...(err.field !== undefined ? { field: err.field } : {}), ...(err.about ? { about: err.about } : {}) });
-    if (err.about === 'hello' && conn.state === 'handshake') return this.#refuse(conn, 'malformed', `hello rejected: ${err.message} (this dispatcher speaks agent protocol ${PROTOCOL_VERSION})`);
+    this.#rlog.warn(
+      `${conn.ip}|${err.code}`,
+      { ip: conn.ip, mac: conn.mac, code: err.code, field: err.field, about: err.about, why: err.message },
+      'agent message rejected',
+    );
+    this.#send(conn, {
+      type: 'error',
+      code: err.code,
+      message: err.message,
+      ...(err.field !== undefined ? { field: err.field } : {}),
+      ...(err.about ? { about: err.about } : {}),
+    });
+    if (err.about === 'hello' && conn.state === 'handshake')
+      return this.#refuse(conn, 'malformed', `hello rejected: ${err.message} (this dispatcher speaks agent protocol ${PROTOCOL_VERSION})`);
     if (conn.errors >= MAX_PROTOCOL_ERRORS) {
       conn.log.warn({ errors: conn.errors }, 'closing an agent connection that keeps sending bad messages');
       conn.ws.close(CLOSE_CODES.protocol, 'too many bad messages');
@@ -532,7 +669,10 @@ export class AgentHub implements NodeControl {
     let bytes = 0;
     const budget = Math.floor(conn.channel.maxMessageBytes / 2);
     for (const t of tasks) {
-      const size = 256 + (t.stdinB64?.length ?? 0) + (typeof t.command === 'string' ? t.command.length : t.command.reduce((n, a) => n + a.length + 4, 0));
+      const size =
+        256 +
+        (t.stdinB64?.length ?? 0) +
+        (typeof t.command === 'string' ? t.command.length : t.command.reduce((n, a) => n + a.length + 4, 0));
       if (batch.length && bytes + size > budget) {
         this.#send(conn, { type: 'tasks', tasks: batch });
         batch = [];
@@ -611,11 +751,17 @@ export class AgentHub implements NodeControl {
     return [...this.#byMac.keys()];
   }
 
-  send(mac: Mac, cmd: ControlCommand, opts: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void } = {}): Promise<ControlOutcome> {
+  send(
+    mac: Mac,
+    cmd: ControlCommand,
+    opts: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void } = {},
+  ): Promise<ControlOutcome> {
     const conn = this.#byMac.get(mac);
     if (conn?.state !== 'open') return Promise.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`));
     const id = this.#nextControlId++;
-    const timeoutMs = opts.timeoutMs ?? (cmd.kind === 'exec' ? (cmd.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS) + this.#controlTimeoutMs : this.#controlTimeoutMs);
+    const timeoutMs =
+      opts.timeoutMs ??
+      (cmd.kind === 'exec' ? (cmd.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS) + this.#controlTimeoutMs : this.#controlTimeoutMs);
     return conn.commands.start(id, cmd, timeoutMs, opts.onOutput, () => this.#send(conn, { type: 'control', id, command: cmd }));
   }
 
@@ -654,18 +800,20 @@ export class AgentHub implements NodeControl {
     const closing: Promise<void>[] = [];
     for (const conn of this.#conns) {
       conn.endedBy = 'stopping';
-      closing.push(new Promise((resolve) => {
-        if (conn.ws.readyState === 3) return resolve();
-        const t = setTimeout(() => {
-          conn.ws.terminate();
-          resolve();
-        }, 1000);
-        conn.ws.once('close', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        conn.ws.close(CLOSE_CODES.goingAway, 'dispatcher stopping');
-      }));
+      closing.push(
+        new Promise((resolve) => {
+          if (conn.ws.readyState === 3) return resolve();
+          const t = setTimeout(() => {
+            conn.ws.terminate();
+            resolve();
+          }, 1000);
+          conn.ws.once('close', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          conn.ws.close(CLOSE_CODES.goingAway, 'dispatcher stopping');
+        }),
+      );
     }
     await Promise.all(closing);
   }

@@ -47,7 +47,9 @@ export function agentHubPlugin(hub: AgentHub): AppPlugin {
       });
       // A plain GET (no Upgrade header) gets told what this is.
       app.get(AGENT_PATH, async () => {
-        throw new DispatcherError('DSP_ERR_BAD_REQUEST', `${AGENT_PATH} is the node agents' WebSocket endpoint`, { hint: 'connect with the node agent (node-agent --dispatcher URL)' });
+        throw new DispatcherError('DSP_ERR_BAD_REQUEST', `${AGENT_PATH} is the node agents' WebSocket endpoint`, {
+          hint: 'connect with the node agent (node-agent --dispatcher URL)',
+        });
       });
     },
   };

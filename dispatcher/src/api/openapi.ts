@@ -31,7 +31,9 @@ type Operation = Record<string, unknown>;
 export function buildOpenApi(routes: readonly RouteOptions[]): Record<string, unknown> {
   const paths: Record<string, Record<string, Operation>> = {};
   for (const r of routes) {
-    const methods = (Array.isArray(r.method) ? r.method : [r.method]).map((m) => m.toLowerCase()).filter((m) => m !== 'head' && m !== 'options');
+    const methods = (Array.isArray(r.method) ? r.method : [r.method])
+      .map((m) => m.toLowerCase())
+      .filter((m) => m !== 'head' && m !== 'options');
     const schema = (r.schema ?? {}) as RouteSchema;
     if (schema.hide || r.url === OPENAPI_PATH || !methods.length) continue;
     const path = toOpenApiPath(r.url);
@@ -40,10 +42,7 @@ export function buildOpenApi(routes: readonly RouteOptions[]): Record<string, un
     if (schema.description) op.description = schema.description;
     if (schema.tags) op.tags = schema.tags;
     if (schema.security) op.security = schema.security;
-    const parameters = [
-      ...paramsOf(schema.params, 'path', r.url),
-      ...paramsOf(schema.querystring, 'query', r.url),
-    ];
+    const parameters = [...paramsOf(schema.params, 'path', r.url), ...paramsOf(schema.querystring, 'query', r.url)];
     if (parameters.length) op.parameters = parameters;
     if (schema.body) op.requestBody = { required: true, content: { 'application/json': { schema: clean(schema.body) } } };
     op.responses = responsesOf(schema.response);
@@ -95,15 +94,26 @@ function responsesOf(response: Record<string, JsonSchema> | undefined): Record<s
   const out: Record<string, unknown> = {};
   for (const [code, s] of Object.entries(response)) {
     const contentType = typeof s['x-content-type'] === 'string' ? (s['x-content-type'] as string) : 'application/json';
-    out[code] = { description: typeof s.description === 'string' ? s.description : describeStatus(code), content: { [contentType]: { schema: clean(s) } } };
+    out[code] = {
+      description: typeof s.description === 'string' ? s.description : describeStatus(code),
+      content: { [contentType]: { schema: clean(s) } },
+    };
   }
   return out;
 }
 
 function describeStatus(code: string): string {
   const known: Record<string, string> = {
-    '200': 'OK', '201': 'created', '202': 'accepted, runs on', '204': 'no content', '400': 'malformed request', '401': 'missing or wrong admin token',
-    '404': 'not found', '409': 'the node or object is not in a state that allows this', '413': 'request body too large', '504': 'the node did not answer in time',
+    '200': 'OK',
+    '201': 'created',
+    '202': 'accepted, runs on',
+    '204': 'no content',
+    '400': 'malformed request',
+    '401': 'missing or wrong admin token',
+    '404': 'not found',
+    '409': 'the node or object is not in a state that allows this',
+    '413': 'request body too large',
+    '504': 'the node did not answer in time',
   };
   return known[code] ?? 'answer';
 }

@@ -35,7 +35,7 @@ export const NodeRef = Type.Object({
 export const RunningTask = Type.Object({
   taskId: Type.Integer(),
   attempt: Type.Integer(),
-  progress: Nullable(Type.Number({ description: '0..1, from the task\'s PROGRESS lines' })),
+  progress: Nullable(Type.Number({ description: "0..1, from the task's PROGRESS lines" })),
   startedAt: Type.Number(),
 });
 
@@ -115,7 +115,9 @@ export type InspectResult = Static<typeof InspectResult>;
  */
 export const ExecRequest = Type.Object(
   {
-    argv: Type.Optional(Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4096, description: 'program and arguments, run directly' })),
+    argv: Type.Optional(
+      Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4096, description: 'program and arguments, run directly' }),
+    ),
     shell: Type.Optional(Type.String({ minLength: 1, maxLength: 65_536, description: 'a command line run by /bin/sh -c' })),
     timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 3600_000 })),
   },
@@ -152,7 +154,12 @@ export type OperationView = Static<typeof OperationView>;
 
 export const RollingRebootRequest = Type.Object(
   {
-    nodes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 100_000, description: 'default: every admitted node whose agent is connected' })),
+    nodes: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 200 }), {
+        maxItems: 100_000,
+        description: 'default: every admitted node whose agent is connected',
+      }),
+    ),
     batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'nodes rebooted at a time (default 1)' })),
     drainTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node whose tasks run longer (default: wait)' })),
     backTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node not back after this long (default 600)' })),

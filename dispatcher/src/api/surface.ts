@@ -63,7 +63,11 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     now: core.now,
   });
   const operations = new Operations({
-    actions, nodes: core.nodes, events: core.events, log, now: core.now,
+    actions,
+    nodes: core.nodes,
+    events: core.events,
+    log,
+    now: core.now,
     ...(opts.pollMs ? { pollMs: opts.pollMs } : {}),
     ...(opts.drainSettleMs !== undefined ? { drainSettleMs: opts.drainSettleMs } : {}),
   });
@@ -97,19 +101,22 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
   return {
     plugins: [
       { name: 'openapi', plugin: openApiPlugin() },
-      { name: 'operator-api', plugin: async (app) => {
-        app.setValidatorCompiler(strictValidatorCompiler);
-        // Answers are built field by field from our own types; the response schemas document
-        // them. Plain JSON.stringify beats fast-json-stringify here: its anyOf (every nullable
-        // field) is validated value by value, which made 1,000 nodes cost 20 ms.
-        app.setSerializerCompiler(() => (data) => JSON.stringify(data));
-        await app.register(statusRoutes(api));
-        await app.register(nodeRoutes(api));
-        await app.register(eventRoutes(api));
-        await app.register(operationRoutes(api));
-        await app.register(liveRoutes(api));
-        await app.register(enrollmentRoutes(api));
-      } },
+      {
+        name: 'operator-api',
+        plugin: async (app) => {
+          app.setValidatorCompiler(strictValidatorCompiler);
+          // Answers are built field by field from our own types; the response schemas document
+          // them. Plain JSON.stringify beats fast-json-stringify here: its anyOf (every nullable
+          // field) is validated value by value, which made 1,000 nodes cost 20 ms.
+          app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+          await app.register(statusRoutes(api));
+          await app.register(nodeRoutes(api));
+          await app.register(eventRoutes(api));
+          await app.register(operationRoutes(api));
+          await app.register(liveRoutes(api));
+          await app.register(enrollmentRoutes(api));
+        },
+      },
       { name: 'metrics', plugin: metricsRoutes(core.metrics) },
       { name: 'web', plugin: webRoutes(core) },
     ],

@@ -20,7 +20,11 @@ export const strictValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema
     if (check.Check(value)) return { value };
     const first = check.Errors(value).First();
     const where = first?.path ? `${part}${first.path.replaceAll('/', '.')}` : part;
-    const why = first ? (first.message === 'Unexpected property' ? 'unknown field' : first.message.toLowerCase()) : 'does not match the schema';
+    const why = first
+      ? first.message === 'Unexpected property'
+        ? 'unknown field'
+        : first.message.toLowerCase()
+      : 'does not match the schema';
     return { error: new Error(`${where}: ${why}`) };
   };
 };

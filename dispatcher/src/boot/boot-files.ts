@@ -112,7 +112,10 @@ export class BootFiles {
     try {
       listener(file);
     } catch (err) {
-      this.opts.log.warn({ file: file.name, err: (err as Error)?.message }, 'boot file loaded, but preparing it failed; it is served without that');
+      this.opts.log.warn(
+        { file: file.name, err: (err as Error)?.message },
+        'boot file loaded, but preparing it failed; it is served without that',
+      );
     }
   }
 

@@ -93,22 +93,36 @@ export function chooseFirstStage(c: BootClient, node: { firstStage: FirstStage |
 
 function unsupported(arch: number | undefined): FirstStageDecision {
   if (arch === undefined) return { kind: 'unsupported', arch, reason: 'no client architecture (option 93) in the boot request' };
-  return { kind: 'unsupported', arch, reason: `client architecture ${arch} (${archName(arch)}) has no first stage: only x86 BIOS and x86-64 UEFI boot the image` };
+  return {
+    kind: 'unsupported',
+    arch,
+    reason: `client architecture ${arch} (${archName(arch)}) has no first stage: only x86 BIOS and x86-64 UEFI boot the image`,
+  };
 }
 
 /** Human name of an option 93 value, for log lines. */
 export function archName(arch: number): string {
   switch (arch) {
-    case ARCH.X86_BIOS: return 'x86 BIOS';
-    case ARCH.EFI_IA32: return '32-bit x86 UEFI';
-    case ARCH.EFI_X64: return 'x86-64 UEFI';
-    case ARCH.EFI_BC: return 'x86-64 UEFI (EFI BC)';
-    case ARCH.EFI_ARM32: return '32-bit ARM UEFI';
-    case ARCH.EFI_ARM64: return 'arm64 UEFI';
-    case ARCH.EFI_IA32_HTTP: return '32-bit x86 UEFI HTTP boot';
-    case ARCH.EFI_X64_HTTP: return 'x86-64 UEFI HTTP boot';
-    case ARCH.EFI_ARM64_HTTP: return 'arm64 UEFI HTTP boot';
-    default: return 'unknown';
+    case ARCH.X86_BIOS:
+      return 'x86 BIOS';
+    case ARCH.EFI_IA32:
+      return '32-bit x86 UEFI';
+    case ARCH.EFI_X64:
+      return 'x86-64 UEFI';
+    case ARCH.EFI_BC:
+      return 'x86-64 UEFI (EFI BC)';
+    case ARCH.EFI_ARM32:
+      return '32-bit ARM UEFI';
+    case ARCH.EFI_ARM64:
+      return 'arm64 UEFI';
+    case ARCH.EFI_IA32_HTTP:
+      return '32-bit x86 UEFI HTTP boot';
+    case ARCH.EFI_X64_HTTP:
+      return 'x86-64 UEFI HTTP boot';
+    case ARCH.EFI_ARM64_HTTP:
+      return 'arm64 UEFI HTTP boot';
+    default:
+      return 'unknown';
   }
 }
 

@@ -40,7 +40,10 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   if (header === undefined) return { kind: 'none' };
   const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header);
   if (!m) return { kind: 'none' };
-  const specs = m[1]!.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const specs = m[1]!
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   if (specs.length !== 1) return { kind: 'none' };
   const spec = /^(\d*)-(\d*)$/.exec(specs[0]!);
   if (!spec || (spec[1] === '' && spec[2] === '')) return { kind: 'none' };

@@ -38,7 +38,14 @@ export function kernelCommandLine(input: Pick<BootScriptInput, 'dispatcherUrl' |
   // Under UEFI, iPXE hands the initrd to Linux by name: the kernel needs `initrd=<name>`
   // (harmless under BIOS, where iPXE loads it the legacy way).
   const pubkey = input.pubkeyB64 ? `lc.pubkey=${input.pubkeyB64}` : '';
-  return ['initrd=initrd.img', `lc.dispatcher=${input.dispatcherUrl}`, `lc.token=${input.token}`, pubkey, CONSOLE_ARGS, scriptSafe(input.kernelArgs)]
+  return [
+    'initrd=initrd.img',
+    `lc.dispatcher=${input.dispatcherUrl}`,
+    `lc.token=${input.token}`,
+    pubkey,
+    CONSOLE_ARGS,
+    scriptSafe(input.kernelArgs),
+  ]
     .filter((s) => s.length > 0)
     .join(' ');
 }
@@ -65,7 +72,11 @@ export function bootScript(input: BootScriptInput): string {
 
 /** A machine that may not boot (enrollment: deny) learns why and asks again later. */
 export function refusedScript(input: { mac: Mac; dispatcherUrl: string; reason: string; retrySeconds?: number }): string {
-  return retryScript(`this machine (${input.mac}) may not boot: ${input.reason}`, `${input.dispatcherUrl}/boot.ipxe?mac=${macHyphenated(input.mac)}`, input.retrySeconds);
+  return retryScript(
+    `this machine (${input.mac}) may not boot: ${input.reason}`,
+    `${input.dispatcherUrl}/boot.ipxe?mac=${macHyphenated(input.mac)}`,
+    input.retrySeconds,
+  );
 }
 
 /** The request named no usable MAC: iPXE fills it in on the retry. */

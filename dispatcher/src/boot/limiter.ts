@@ -70,9 +70,11 @@ export class FairLimiter {
    * it, or this client's line) is full.
    */
   submit(start: Start, client = ''): Submitted | undefined {
-    let line = this.#lines.get(client);
-    if (!line) this.#lines.set(client, (line = { client, active: 0, queue: [] }));
-    const l = line;
+    let l = this.#lines.get(client);
+    if (!l) {
+      l = { client, active: 0, queue: [] };
+      this.#lines.set(client, l);
+    }
     if (this.#active < this.max && l.active < this.perClient && l.queue.length === 0) {
       this.#run(l, start);
       return { cancel() {} };

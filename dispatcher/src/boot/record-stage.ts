@@ -20,7 +20,13 @@ export function startsNewBoot(stage: BootStage, latest: BootStage | undefined): 
 }
 
 /** Records without ever throwing: a store problem must not break a transfer. */
-export function recordStage(timeline: BootTimeline, log: Logger, mac: Mac, stage: BootStage, detail: Record<string, unknown>): BootStageRecord | undefined {
+export function recordStage(
+  timeline: BootTimeline,
+  log: Logger,
+  mac: Mac,
+  stage: BootStage,
+  detail: Record<string, unknown>,
+): BootStageRecord | undefined {
   try {
     const newBoot = startsNewBoot(stage, timeline.latest(mac)?.stage);
     return timeline.record(mac, stage, detail, { newBoot });

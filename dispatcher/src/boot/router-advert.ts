@@ -28,9 +28,17 @@ export interface RouterAdvertiser {
 }
 
 /** Starts answering on `ifindex`; undefined (and one log line saying why) when it cannot. */
-export function startRouterAdvertiser(ifindex: number, log: Logger, opts: { env?: NodeJS.ProcessEnv; paths?: string[] } = {}): RouterAdvertiser | undefined {
+export function startRouterAdvertiser(
+  ifindex: number,
+  log: Logger,
+  opts: { env?: NodeJS.ProcessEnv; paths?: string[] } = {},
+): RouterAdvertiser | undefined {
   if ((opts.env ?? process.env).LC_ROUTER_ADVERT === '0') return undefined;
-  const loaded = loadAddon<Addon>('router-advert', (m) => typeof m.start === 'function' && typeof m.stats === 'function' && typeof m.stop === 'function', opts);
+  const loaded = loadAddon<Addon>(
+    'router-advert',
+    (m) => typeof m.start === 'function' && typeof m.stats === 'function' && typeof m.stop === 'function',
+    opts,
+  );
   if (!loaded.addon) {
     log.warn({ reason: loaded.reason }, 'no IPv6 router advertisements: iPXE will wait ~16 s for a router on each boot');
     return undefined;

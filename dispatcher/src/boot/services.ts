@@ -26,9 +26,15 @@ export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 
   const pxeMissing = missing.filter((n) => (PXE_FILES as readonly string[]).includes(n));
   const imageMissing = missing.filter((n) => (IMAGE_FILES as readonly string[]).includes(n));
   if (pxeMissing.length)
-    log.warn({ missing: pxeMissing, pxeDir: core.config.pxeDir }, 'iPXE first stages missing: PXE clients asking for them get a TFTP error; run `make pxe`');
+    log.warn(
+      { missing: pxeMissing, pxeDir: core.config.pxeDir },
+      'iPXE first stages missing: PXE clients asking for them get a TFTP error; run `make pxe`',
+    );
   if (imageMissing.length)
-    log.warn({ missing: imageMissing, imageDir: core.config.imageDir }, 'RAM image missing: machines cannot boot until it exists; run `make image`');
+    log.warn(
+      { missing: imageMissing, imageDir: core.config.imageDir },
+      'RAM image missing: machines cannot boot until it exists; run `make image`',
+    );
   const macs = new ClientMacLookup(core.nodes);
   const tftp = core.config.tftp ? await startTftp(core, { files, macs }) : undefined;
   const http = bootHttpPlugin(core, { files, macs, ...opts });
@@ -49,7 +55,10 @@ function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHt
   const m = core.metrics;
   if (tftp) {
     m.collect({
-      name: 'lilcluster_tftp_transfers_total', help: 'TFTP requests by outcome', type: 'counter', labelNames: ['outcome'],
+      name: 'lilcluster_tftp_transfers_total',
+      help: 'TFTP requests by outcome',
+      type: 'counter',
+      labelNames: ['outcome'],
       collect: () => {
         const c = tftp.counters();
         return [
@@ -63,9 +72,17 @@ function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHt
         ];
       },
     });
-    m.collect({ name: 'lilcluster_tftp_sent_bytes_total', help: 'TFTP file bytes sent in completed transfers', type: 'counter', collect: () => tftp.counters().bytesSent });
     m.collect({
-      name: 'lilcluster_tftp_transfers', help: 'TFTP transfers running or waiting for a slot', type: 'gauge', labelNames: ['state'],
+      name: 'lilcluster_tftp_sent_bytes_total',
+      help: 'TFTP file bytes sent in completed transfers',
+      type: 'counter',
+      collect: () => tftp.counters().bytesSent,
+    });
+    m.collect({
+      name: 'lilcluster_tftp_transfers',
+      help: 'TFTP transfers running or waiting for a slot',
+      type: 'gauge',
+      labelNames: ['state'],
       collect: () => [
         { labels: { state: 'active' }, value: tftp.counters().active },
         { labels: { state: 'queued' }, value: tftp.counters().queued },
@@ -73,7 +90,10 @@ function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHt
     });
   }
   m.collect({
-    name: 'lilcluster_http_boot_requests_total', help: 'HTTP boot scripts and image downloads by outcome', type: 'counter', labelNames: ['kind', 'outcome'],
+    name: 'lilcluster_http_boot_requests_total',
+    help: 'HTTP boot scripts and image downloads by outcome',
+    type: 'counter',
+    labelNames: ['kind', 'outcome'],
     collect: () => {
       const c = http.counters();
       return [
@@ -85,9 +105,17 @@ function registerMetrics(core: Core, tftp: RunningTftp | undefined, http: BootHt
       ];
     },
   });
-  m.collect({ name: 'lilcluster_http_boot_sent_bytes_total', help: 'boot file bytes sent over HTTP in completed downloads', type: 'counter', collect: () => http.counters().bytesSent });
   m.collect({
-    name: 'lilcluster_http_boot_downloads', help: 'HTTP boot downloads running or waiting for a slot', type: 'gauge', labelNames: ['state'],
+    name: 'lilcluster_http_boot_sent_bytes_total',
+    help: 'boot file bytes sent over HTTP in completed downloads',
+    type: 'counter',
+    collect: () => http.counters().bytesSent,
+  });
+  m.collect({
+    name: 'lilcluster_http_boot_downloads',
+    help: 'HTTP boot downloads running or waiting for a slot',
+    type: 'gauge',
+    labelNames: ['state'],
     collect: () => [
       { labels: { state: 'active' }, value: http.counters().active },
       { labels: { state: 'queued' }, value: http.counters().queued },

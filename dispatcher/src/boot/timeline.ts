@@ -25,10 +25,21 @@ export const timelineMigrations: Migration[] = [
 
 /** Every stage a boot passes through, in the usual order. */
 export const BOOT_STAGES = [
-  'dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack', 'dhcp.nak', 'dhcp.ignored',
-  'proxy.offer', 'proxy.ack',
-  'tftp.sent', 'tftp.failed', 'http.firststage',
-  'http.script', 'http.kernel', 'http.initrd', 'http.failed',
+  'dhcp.discover',
+  'dhcp.offer',
+  'dhcp.request',
+  'dhcp.ack',
+  'dhcp.nak',
+  'dhcp.ignored',
+  'proxy.offer',
+  'proxy.ack',
+  'tftp.sent',
+  'tftp.failed',
+  'http.firststage',
+  'http.script',
+  'http.kernel',
+  'http.initrd',
+  'http.failed',
   'agent.hello',
 ] as const;
 export type BootStage = (typeof BOOT_STAGES)[number];
@@ -84,9 +95,11 @@ export class BootTimeline {
     cur.stages.push(rec);
     if (cur.stages.length > 200) cur.stages.splice(0, cur.stages.length - 200);
     const json = detail ? JSON.stringify(detail) : null;
-    this.commits.run(() => this.#insert.run(mac, rec.boot, t, stage, json)).catch(() => {
-      /* reported through GroupCommit.failure */
-    });
+    this.commits
+      .run(() => this.#insert.run(mac, rec.boot, t, stage, json))
+      .catch(() => {
+        /* reported through GroupCommit.failure */
+      });
     for (const l of this.#listeners) l(rec);
     return rec;
   }
@@ -99,7 +112,13 @@ export class BootTimeline {
         `SELECT mac, boot, ts, stage, detail FROM boot_stages WHERE mac = ? AND boot > coalesce((SELECT max(boot) FROM boot_stages WHERE mac = ?), 0) - ? ORDER BY id`,
       )
       .all(mac, mac, boots) as { mac: string; boot: number; ts: number; stage: string; detail: string | null }[];
-    return rows.map((r) => ({ mac: r.mac as Mac, boot: r.boot, ts: r.ts, stage: r.stage as BootStage, detail: r.detail ? JSON.parse(r.detail) : null }));
+    return rows.map((r) => ({
+      mac: r.mac as Mac,
+      boot: r.boot,
+      ts: r.ts,
+      stage: r.stage as BootStage,
+      detail: r.detail ? JSON.parse(r.detail) : null,
+    }));
   }
 
   /** Drops a forgotten node's boots (memory now, rows with the next commit). */

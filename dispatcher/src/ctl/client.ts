@@ -87,7 +87,8 @@ export class ApiClient {
       return JSON.parse(text) as T;
     } catch (err) {
       throw new CtlError('CTL_BAD_ANSWER', `the dispatcher answered ${method} ${path} with something that is not JSON`, {
-        hint: 'is --url pointing at a lilcluster dispatcher?', cause: err,
+        hint: 'is --url pointing at a lilcluster dispatcher?',
+        cause: err,
       });
     }
   }
@@ -116,9 +117,16 @@ export class ApiClient {
     for await (const chunk of textChunks(res)) for (const ev of parser.push(chunk)) yield ev;
   }
 
-  async #send(method: string, path: string, opts: RequestOptions, timeoutMs: number | undefined, extraHeaders: Record<string, string> = {}): Promise<Response> {
+  async #send(
+    method: string,
+    path: string,
+    opts: RequestOptions,
+    timeoutMs: number | undefined,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<Response> {
     const url = new URL(path, this.target.url);
-    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined && v !== null && v !== false) url.searchParams.set(k, String(v));
+    for (const [k, v] of Object.entries(opts.query ?? {}))
+      if (v !== undefined && v !== null && v !== false) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { accept: 'application/json', ...extraHeaders };
     if (this.target.token) headers.authorization = `Bearer ${this.target.token}`;
     let body: string | undefined;
@@ -140,7 +148,10 @@ export class ApiClient {
   #unreachable(err: unknown, timeoutMs: number | undefined): CtlError {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     if (e.name === 'AbortError') return new CtlError('CTL_ABORTED', 'interrupted', { exitCode: EXIT.FAILED, cause: err });
-    const why = e.name === 'TimeoutError' ? `no answer within ${Math.round((timeoutMs ?? 0) / 1000)} s` : (e.cause?.code ?? e.cause?.message ?? e.message);
+    const why =
+      e.name === 'TimeoutError'
+        ? `no answer within ${Math.round((timeoutMs ?? 0) / 1000)} s`
+        : (e.cause?.code ?? e.cause?.message ?? e.message);
     return new CtlError('CTL_UNREACHABLE', `cannot reach the dispatcher at ${this.target.url} (${why})`, {
       exitCode: EXIT.UNREACHABLE,
       hint: 'is the dispatcher running? Point at it with --url URL or LILCLUSTER_URL (default http://127.0.0.1:8080)',
@@ -167,7 +178,11 @@ export class ApiClient {
         ? `the token from ${this.target.tokenSource} was refused; the right one is in <data-dir>/admin.token on the dispatcher`
         : `no admin token (${this.target.tokenSource}): pass --token TOKEN, set LILCLUSTER_TOKEN, or run where <data-dir>/admin.token is readable`;
     }
-    return new CtlError(code, message, { exitCode: res.status === 401 ? EXIT.UNAUTHORIZED : EXIT.FAILED, status: res.status, ...(hint ? { hint } : {}) });
+    return new CtlError(code, message, {
+      exitCode: res.status === 401 ? EXIT.UNAUTHORIZED : EXIT.FAILED,
+      status: res.status,
+      ...(hint ? { hint } : {}),
+    });
   }
 }
 

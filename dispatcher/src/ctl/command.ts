@@ -112,10 +112,7 @@ export class Ctl {
 
   /** Prints an error (JSON on stdout too with --json) and returns its exit code. */
   report(err: unknown, json: boolean): number {
-    const e =
-      err instanceof CtlError
-        ? err
-        : new CtlError('CTL_INTERNAL', (err as Error)?.message ?? String(err), { cause: err });
+    const e = err instanceof CtlError ? err : new CtlError('CTL_INTERNAL', (err as Error)?.message ?? String(err), { cause: err });
     if (json) this.io.stdout(JSON.stringify(e.toJSON(), null, 2) + '\n');
     this.io.stderr(`dispatcherctl: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`);
     if (!(err instanceof CtlError) && this.io.env.LILCLUSTER_DEBUG) this.io.stderr(`${(err as Error)?.stack ?? ''}\n`);

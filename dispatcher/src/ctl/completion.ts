@@ -20,12 +20,14 @@ function specOf(c: Command, globals: readonly Option[]): CommandSpec {
   return {
     name: c.name(),
     description: c.description(),
-    options: opts.map((o) => ({
-      flags: [o.short, o.long].filter((f): f is string => !!f),
-      description: o.description,
-      takesValue: o.required || o.optional,
-      choices: o.argChoices,
-    })).concat([{ flags: ['--help', '-h'], description: 'show help', takesValue: false, choices: undefined }]),
+    options: opts
+      .map((o) => ({
+        flags: [o.short, o.long].filter((f): f is string => !!f),
+        description: o.description,
+        takesValue: o.required || o.optional,
+        choices: o.argChoices,
+      }))
+      .concat([{ flags: ['--help', '-h'], description: 'show help', takesValue: false, choices: undefined }]),
     nodeArg: !!first && /^nodes?$/.test(first.name()),
     choices: first?.argChoices,
   };
@@ -45,7 +47,10 @@ export function bashCompletion(program: Command): string {
     .map((c) => {
       const valueOpts = c.options.filter((o) => o.takesValue);
       const optCases = valueOpts
-        .map((o) => `        ${o.flags.join('|')}) ${o.choices ? `COMPREPLY=( $(compgen -W ${q(o.choices.join(' '))} -- "$cur") )` : 'COMPREPLY=()'}; return ;;`)
+        .map(
+          (o) =>
+            `        ${o.flags.join('|')}) ${o.choices ? `COMPREPLY=( $(compgen -W ${q(o.choices.join(' '))} -- "$cur") )` : 'COMPREPLY=()'}; return ;;`,
+        )
         .join('\n');
       const words = c.choices ? c.choices.join(' ') : '';
       return `    ${c.name})
@@ -75,7 +80,12 @@ ${fn}() {
   if [[ -z "$cmd" ]]; then
     case "$prev" in --url|--token|--data-dir) COMPREPLY=(); return ;; esac
     if [[ "$cur" == -* ]]; then
-      COMPREPLY=( $(compgen -W ${q(program.options.flatMap((o) => [o.short, o.long].filter(Boolean)).concat(['--help', '--version']).join(' '))} -- "$cur") )
+      COMPREPLY=( $(compgen -W ${q(
+        program.options
+          .flatMap((o) => [o.short, o.long].filter(Boolean))
+          .concat(['--help', '--version'])
+          .join(' '),
+      )} -- "$cur") )
     else
       COMPREPLY=( $(compgen -W ${q(cmds.map((c) => c.name).join(' '))} -- "$cur") )
     fi
@@ -92,7 +102,8 @@ complete -F ${fn} ${name}
 export function zshCompletion(program: Command): string {
   const name = program.name();
   const cmds = specs(program);
-  const esc = (s: string) => s.replace(/\\/g, '\\\\').replace(/'/g, `'\\''`).replace(/:/g, '\\:').replace(/\[/g, '\\[').replace(/\]/g, '\\]');
+  const esc = (s: string) =>
+    s.replace(/\\/g, '\\\\').replace(/'/g, `'\\''`).replace(/:/g, '\\:').replace(/\[/g, '\\[').replace(/\]/g, '\\]');
   const optSpec = (o: CommandSpec['options'][number]) => {
     const value = o.takesValue ? `:value:${o.choices ? `(${o.choices.join(' ')})` : ''}` : '';
     if (o.flags.length > 1) return `'(${o.flags.join(' ')})'{${o.flags.join(',')}}'[${esc(o.description)}]${value}'`;
@@ -100,7 +111,11 @@ export function zshCompletion(program: Command): string {
   };
   const cases = cmds
     .map((c) => {
-      const arg = c.nodeArg ? `'*:node:_${name}_nodes'` : c.choices ? `'1:${c.choices.join('|')}:(${c.choices.join(' ')})'` : `'*::argument:_files'`;
+      const arg = c.nodeArg
+        ? `'*:node:_${name}_nodes'`
+        : c.choices
+          ? `'1:${c.choices.join('|')}:(${c.choices.join(' ')})'`
+          : `'*::argument:_files'`;
       return `    (${c.name})\n      _arguments -s ${c.options.map(optSpec).join(' ')} ${arg} ;;`;
     })
     .join('\n');

@@ -15,8 +15,13 @@ export function buildProgram(ctl: Ctl): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--url <url>', `dispatcher API URL (env LILCLUSTER_URL, default ${DEFAULT_URL})`))
     .addOption(new Option('--token <token>', 'admin token (env LILCLUSTER_TOKEN, else <data-dir>/admin.token)'))
-    .addOption(new Option('--data-dir <dir>', `the dispatcher's data dir, to read admin.token from (env LILCLUSTER_DATA_DIR, default ${DEFAULT_DATA_DIR})`))
-    .option('--json', 'machine-readable output: the API\'s JSON on stdout')
+    .addOption(
+      new Option(
+        '--data-dir <dir>',
+        `the dispatcher's data dir, to read admin.token from (env LILCLUSTER_DATA_DIR, default ${DEFAULT_DATA_DIR})`,
+      ),
+    )
+    .option('--json', "machine-readable output: the API's JSON on stdout")
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
     .showHelpAfterError('(add --help for usage)')
     .addHelpText(

@@ -98,12 +98,43 @@ export interface DhcpPacket {
  */
 export function blankPacket(op: DhcpPacket['op'], type: MessageType | null, xid: number, mac: Mac): DhcpPacket {
   return {
-    op, type, xid, secs: 0, hops: 0, broadcast: false, ciaddr: '0.0.0.0', yiaddr: '0.0.0.0', siaddr: '0.0.0.0', giaddr: '0.0.0.0', mac,
-    serverName: '', bootFile: undefined, subnetMask: undefined, routers: undefined, dns: undefined, hostname: undefined,
-    domainName: undefined, requestedIp: undefined, leaseSeconds: undefined, serverId: undefined, parameterRequestList: undefined,
-    message: undefined, maxMessageSize: undefined, renewalSeconds: undefined, rebindingSeconds: undefined, vendorClass: undefined,
-    clientId: undefined, tftpServer: undefined, userClass: undefined, relayAgentInfo: undefined, clientArch: undefined,
-    clientNdi: undefined, clientUuid: undefined, vendorOptions: undefined, ipxeOptions: undefined, otherOptions: undefined,
+    op,
+    type,
+    xid,
+    secs: 0,
+    hops: 0,
+    broadcast: false,
+    ciaddr: '0.0.0.0',
+    yiaddr: '0.0.0.0',
+    siaddr: '0.0.0.0',
+    giaddr: '0.0.0.0',
+    mac,
+    serverName: '',
+    bootFile: undefined,
+    subnetMask: undefined,
+    routers: undefined,
+    dns: undefined,
+    hostname: undefined,
+    domainName: undefined,
+    requestedIp: undefined,
+    leaseSeconds: undefined,
+    serverId: undefined,
+    parameterRequestList: undefined,
+    message: undefined,
+    maxMessageSize: undefined,
+    renewalSeconds: undefined,
+    rebindingSeconds: undefined,
+    vendorClass: undefined,
+    clientId: undefined,
+    tftpServer: undefined,
+    userClass: undefined,
+    relayAgentInfo: undefined,
+    clientArch: undefined,
+    clientNdi: undefined,
+    clientUuid: undefined,
+    vendorOptions: undefined,
+    ipxeOptions: undefined,
+    otherOptions: undefined,
   };
 }
 
@@ -156,7 +187,10 @@ export function decodePacket(buf: Uint8Array): ReceivedPacket | DecodeError {
 
 function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
   if (buf.length < OPTIONS_OFFSET)
-    return new DecodeError('header', `${buf.length} bytes; a DHCP message needs at least ${OPTIONS_OFFSET} (${HEADER_LEN}-byte BOOTP header + 4-byte magic cookie)`);
+    return new DecodeError(
+      'header',
+      `${buf.length} bytes; a DHCP message needs at least ${OPTIONS_OFFSET} (${HEADER_LEN}-byte BOOTP header + 4-byte magic cookie)`,
+    );
   const op = buf[0]!;
   if (op !== BOOTREQUEST && op !== BOOTREPLY) return new DecodeError('op', `must be 1 (BOOTREQUEST) or 2 (BOOTREPLY), got ${op}`, 0);
   if (buf[1] !== HTYPE_ETHERNET || buf[2] !== ETHERNET_HLEN)
@@ -175,7 +209,8 @@ function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
     // RFC 2131 §4.1 / RFC 3396 §4: with option 52 the `file` (1), `sname` (2) or both (3)
     // fields hold more options, read in that order after the options field.
     const v = concat(overload);
-    if (v.length !== 1 || v[0]! < 1 || v[0]! > 3) return new DecodeError(optionField(OPT.OVERLOAD), `must be 1 byte of value 1-3, got ${v.length} byte(s)`);
+    if (v.length !== 1 || v[0]! < 1 || v[0]! > 3)
+      return new DecodeError(optionField(OPT.OVERLOAD), `must be 1 byte of value 1-3, got ${v.length} byte(s)`);
     raw.delete(OPT.OVERLOAD);
     if (v[0]! & 1) {
       const e = walkOptions(buf, FILE_OFFSET, FILE_OFFSET + FILE_LEN, 'file (overloaded)', raw);
@@ -189,7 +224,12 @@ function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
     }
   }
 
-  const p = blankPacket(op === BOOTREQUEST ? 'request' : 'reply', null, view.getUint32(4), macFromBytes(buf.subarray(28, 28 + ETHERNET_HLEN))) as Mutable<ReceivedPacket>;
+  const p = blankPacket(
+    op === BOOTREQUEST ? 'request' : 'reply',
+    null,
+    view.getUint32(4),
+    macFromBytes(buf.subarray(28, 28 + ETHERNET_HLEN)),
+  ) as Mutable<ReceivedPacket>;
   p.secs = view.getUint16(8);
   p.hops = buf[3]!;
   p.broadcast = (view.getUint16(10) & FLAG_BROADCAST) !== 0;
@@ -220,30 +260,78 @@ function decode(buf: Uint8Array): ReceivedPacket | DecodeError {
         p.type = t;
         break;
       }
-      case OPT.SUBNET_MASK: p.subnetMask = ipAt(v, 0); break;
-      case OPT.ROUTER: p.routers = ipList(v); break;
-      case OPT.DOMAIN_SERVER: p.dns = ipList(v); break;
-      case OPT.HOST_NAME: setString(p, 'hostname', v); break;
-      case OPT.DOMAIN_NAME: setString(p, 'domainName', v); break;
-      case OPT.VENDOR_SPECIFIC: p.vendorOptions = v; break;
-      case OPT.REQUESTED_IP: p.requestedIp = ipAt(v, 0); break;
-      case OPT.LEASE_TIME: p.leaseSeconds = u32(v); break;
-      case OPT.SERVER_ID: p.serverId = ipAt(v, 0); break;
-      case OPT.PARAMETER_REQUEST_LIST: p.parameterRequestList = Array.from(v); break;
-      case OPT.MESSAGE: setString(p, 'message', v); break;
-      case OPT.MAX_MESSAGE_SIZE: p.maxMessageSize = (v[0]! << 8) | v[1]!; break;
-      case OPT.RENEWAL_TIME: p.renewalSeconds = u32(v); break;
-      case OPT.REBINDING_TIME: p.rebindingSeconds = u32(v); break;
-      case OPT.VENDOR_CLASS_ID: setString(p, 'vendorClass', v); break;
-      case OPT.CLIENT_ID: p.clientId = v; break;
-      case OPT.TFTP_SERVER_NAME: setString(p, 'tftpServer', v); break;
-      case OPT.BOOTFILE_NAME: setString(p, 'bootFile', v); break;
-      case OPT.USER_CLASS: setString(p, 'userClass', v); break;
-      case OPT.RELAY_AGENT_INFO: p.relayAgentInfo = v; break;
-      case OPT.CLIENT_ARCH: p.clientArch = (v[0]! << 8) | v[1]!; break;
-      case OPT.CLIENT_NDI: p.clientNdi = v; break;
-      case OPT.CLIENT_UUID: p.clientUuid = v; break;
-      case OPT.IPXE_ENCAP: p.ipxeOptions = v; break;
+      case OPT.SUBNET_MASK:
+        p.subnetMask = ipAt(v, 0);
+        break;
+      case OPT.ROUTER:
+        p.routers = ipList(v);
+        break;
+      case OPT.DOMAIN_SERVER:
+        p.dns = ipList(v);
+        break;
+      case OPT.HOST_NAME:
+        setString(p, 'hostname', v);
+        break;
+      case OPT.DOMAIN_NAME:
+        setString(p, 'domainName', v);
+        break;
+      case OPT.VENDOR_SPECIFIC:
+        p.vendorOptions = v;
+        break;
+      case OPT.REQUESTED_IP:
+        p.requestedIp = ipAt(v, 0);
+        break;
+      case OPT.LEASE_TIME:
+        p.leaseSeconds = u32(v);
+        break;
+      case OPT.SERVER_ID:
+        p.serverId = ipAt(v, 0);
+        break;
+      case OPT.PARAMETER_REQUEST_LIST:
+        p.parameterRequestList = Array.from(v);
+        break;
+      case OPT.MESSAGE:
+        setString(p, 'message', v);
+        break;
+      case OPT.MAX_MESSAGE_SIZE:
+        p.maxMessageSize = (v[0]! << 8) | v[1]!;
+        break;
+      case OPT.RENEWAL_TIME:
+        p.renewalSeconds = u32(v);
+        break;
+      case OPT.REBINDING_TIME:
+        p.rebindingSeconds = u32(v);
+        break;
+      case OPT.VENDOR_CLASS_ID:
+        setString(p, 'vendorClass', v);
+        break;
+      case OPT.CLIENT_ID:
+        p.clientId = v;
+        break;
+      case OPT.TFTP_SERVER_NAME:
+        setString(p, 'tftpServer', v);
+        break;
+      case OPT.BOOTFILE_NAME:
+        setString(p, 'bootFile', v);
+        break;
+      case OPT.USER_CLASS:
+        setString(p, 'userClass', v);
+        break;
+      case OPT.RELAY_AGENT_INFO:
+        p.relayAgentInfo = v;
+        break;
+      case OPT.CLIENT_ARCH:
+        p.clientArch = (v[0]! << 8) | v[1]!;
+        break;
+      case OPT.CLIENT_NDI:
+        p.clientNdi = v;
+        break;
+      case OPT.CLIENT_UUID:
+        p.clientUuid = v;
+        break;
+      case OPT.IPXE_ENCAP:
+        p.ipxeOptions = v;
+        break;
       default:
         other ??= new Map();
         other.set(code, v);
@@ -317,7 +405,11 @@ function optionField(code: number): string {
   return known ? `option ${code} (${known.name})` : `option ${code}`;
 }
 
-function setString(p: Mutable<ReceivedPacket>, key: 'hostname' | 'domainName' | 'message' | 'vendorClass' | 'tftpServer' | 'bootFile' | 'userClass', v: Uint8Array): void {
+function setString(
+  p: Mutable<ReceivedPacket>,
+  key: 'hostname' | 'domainName' | 'message' | 'vendorClass' | 'tftpServer' | 'bootFile' | 'userClass',
+  v: Uint8Array,
+): void {
   // Some clients NUL-terminate strings; an empty string is as good as absent.
   let end = v.length;
   while (end > 0 && v[end - 1] === 0) end--;
@@ -495,7 +587,8 @@ function optionEntries(p: DhcpPacket): Entry[] {
   ip(OPT.REQUESTED_IP, 'requestedIp', p.requestedIp);
   num(OPT.LEASE_TIME, 'u32', 'leaseSeconds', p.leaseSeconds);
   ip(OPT.SERVER_ID, 'serverId', p.serverId);
-  if (p.parameterRequestList !== undefined) bytes(OPT.PARAMETER_REQUEST_LIST, 'parameterRequestList', u8Array('parameterRequestList', p.parameterRequestList));
+  if (p.parameterRequestList !== undefined)
+    bytes(OPT.PARAMETER_REQUEST_LIST, 'parameterRequestList', u8Array('parameterRequestList', p.parameterRequestList));
   str(OPT.MESSAGE, 'message', p.message);
   num(OPT.MAX_MESSAGE_SIZE, 'u16', 'maxMessageSize', p.maxMessageSize);
   num(OPT.RENEWAL_TIME, 'u32', 'renewalSeconds', p.renewalSeconds);
@@ -510,7 +603,8 @@ function optionEntries(p: DhcpPacket): Entry[] {
   }
   bytes(OPT.RELAY_AGENT_INFO, 'relayAgentInfo', p.relayAgentInfo);
   if (p.clientArch !== undefined) {
-    if (!Number.isInteger(p.clientArch) || p.clientArch < 0 || p.clientArch > 0xffff) throw new EncodeError('clientArch', `${p.clientArch} is out of range 0-65535`);
+    if (!Number.isInteger(p.clientArch) || p.clientArch < 0 || p.clientArch > 0xffff)
+      throw new EncodeError('clientArch', `${p.clientArch} is out of range 0-65535`);
     add(OPT.CLIENT_ARCH, 'u16s', [p.clientArch], 2);
   }
   bytes(OPT.CLIENT_NDI, 'clientNdi', p.clientNdi);
@@ -518,7 +612,14 @@ function optionEntries(p: DhcpPacket): Entry[] {
   bytes(OPT.IPXE_ENCAP, 'ipxeOptions', p.ipxeOptions);
   if (p.otherOptions && p.otherOptions.size > 0) {
     for (const [code, v] of p.otherOptions) {
-      if (!Number.isInteger(code) || code <= OPT.PAD || code >= OPT.END || code === OPT.MESSAGE_TYPE || code === OPT.OVERLOAD || OPTION_TYPES.has(code))
+      if (
+        !Number.isInteger(code) ||
+        code <= OPT.PAD ||
+        code >= OPT.END ||
+        code === OPT.MESSAGE_TYPE ||
+        code === OPT.OVERLOAD ||
+        OPTION_TYPES.has(code)
+      )
         throw new EncodeError('otherOptions', `code ${code} cannot be written as an opaque option`);
       bytes(code, `option ${code}`, v);
     }

@@ -40,8 +40,22 @@ export interface DhcpCounters {
 
 export function newCounters(): DhcpCounters {
   return {
-    received: 0, malformed: 0, dropped: 0, discover: 0, request: 0, decline: 0, release: 0, inform: 0,
-    offer: 0, ack: 0, nak: 0, proxyOffer: 0, proxyAck: 0, sendErrors: 0, storeErrors: 0, ackCached: 0,
+    received: 0,
+    malformed: 0,
+    dropped: 0,
+    discover: 0,
+    request: 0,
+    decline: 0,
+    release: 0,
+    inform: 0,
+    offer: 0,
+    ack: 0,
+    nak: 0,
+    proxyOffer: 0,
+    proxyAck: 0,
+    sendErrors: 0,
+    storeErrors: 0,
+    ackCached: 0,
   };
 }
 
@@ -60,9 +74,7 @@ export interface DhcpContext {
 /** A reply and where it goes; null when the right answer is silence. */
 export type Answer = { reply: DhcpPacket; to: Destination } | null;
 
-export type Identity =
-  | { ok: true; node: NodeRecord | undefined; boot: FirstStageDecision }
-  | { ok: false };
+export type Identity = { ok: true; node: NodeRecord | undefined; boot: FirstStageDecision } | { ok: false };
 
 /**
  * Who is asking. A network-boot request (PXEClient, HTTPClient, iPXE) registers the machine
@@ -85,7 +97,11 @@ export function identify(req: ReceivedPacket, ctx: DhcpContext): Identity {
   if (first.kind === 'unsupported') {
     const arch = clientArchOf(req);
     ctx.counters.dropped++;
-    ctx.limited.warn(`unsupported:${req.mac}`, { mac: req.mac, arch, archName: arch === undefined ? undefined : archName(arch), vendorClass: req.vendorClass, reason: first.reason }, 'boot request not answered: unsupported client');
+    ctx.limited.warn(
+      `unsupported:${req.mac}`,
+      { mac: req.mac, arch, archName: arch === undefined ? undefined : archName(arch), vendorClass: req.vendorClass, reason: first.reason },
+      'boot request not answered: unsupported client',
+    );
     // A machine we know (say, listed in the cluster file) shows on its timeline why it did not boot.
     if (known && req.type === 'discover') ctx.timeline.record(req.mac, 'dhcp.ignored', { arch, reason: first.reason });
     return { ok: false };
@@ -106,7 +122,13 @@ export function identify(req: ReceivedPacket, ctx: DhcpContext): Identity {
  * Records a timeline stage for registered machines only (random DHCP clients are not
  * nodes); a network-boot DISCOVER that starts a new boot also counts the boot.
  */
-export function recordStage(ctx: DhcpContext, req: ReceivedPacket, node: NodeRecord | undefined, stage: BootStage, detail: () => Record<string, unknown>): void {
+export function recordStage(
+  ctx: DhcpContext,
+  req: ReceivedPacket,
+  node: NodeRecord | undefined,
+  stage: BootStage,
+  detail: () => Record<string, unknown>,
+): void {
   if (!node) return;
   let newBoot = false;
   if (stage === 'dhcp.discover') {

@@ -75,7 +75,11 @@ export class FullModeHandler {
     const ip = this.pool.pick(req.mac, requested, now);
     if (ip === undefined) {
       ctx.counters.dropped++;
-      ctx.limited.warn('pool-exhausted', { mac: req.mac, poolSize: this.pool.size, leases: this.leases.size }, 'address pool exhausted: DISCOVER not answered');
+      ctx.limited.warn(
+        'pool-exhausted',
+        { mac: req.mac, poolSize: this.pool.size, leases: this.leases.size },
+        'address pool exhausted: DISCOVER not answered',
+      );
       return null;
     }
     this.pool.holdOffer(req.mac, ip, now);
@@ -90,7 +94,12 @@ export class FullModeHandler {
     const { ctx } = this;
     const state = requestState(req);
     if (state === 'malformed') {
-      drop(ctx, 'request-malformed', { mac: req.mac, ciaddr: req.ciaddr, requestedIp: req.requestedIp, serverId: req.serverId }, 'DHCPREQUEST fits no RFC 2131 state');
+      drop(
+        ctx,
+        'request-malformed',
+        { mac: req.mac, ciaddr: req.ciaddr, requestedIp: req.requestedIp, serverId: req.serverId },
+        'DHCPREQUEST fits no RFC 2131 state',
+      );
       return null;
     }
     if (state === 'selecting' && req.serverId !== this.config.serverId) {
@@ -105,7 +114,8 @@ export class FullModeHandler {
     recordStage(ctx, req, who.node, 'dhcp.request', () => ({ ip: wanted, state }));
     const ip = ipToInt(wanted)!;
     if (!inSubnet(ip, this.pool.config.subnet)) return this.#nak(req, who.node?.name, wanted, 'requested address is not on this network');
-    if (!this.pool.acceptable(req.mac, ip, now)) return this.#nak(req, who.node?.name, wanted, 'requested address is not available to this client');
+    if (!this.pool.acceptable(req.mac, ip, now))
+      return this.#nak(req, who.node?.name, wanted, 'requested address is not available to this client');
 
     const params = this.#params(req);
     const hostname = who.node?.name ?? req.hostname ?? null;
@@ -126,9 +136,19 @@ export class FullModeHandler {
     if (who.node) {
       ctx.nodes.setIp(req.mac, wanted);
       // The boot script of this boot must come from this address (relayed: from the relay's subnet).
-      ctx.bootAddresses?.remember(req.mac, req.giaddr === ZERO_IP ? { kind: 'ip', ip: wanted } : { kind: 'subnet', subnet: this.pool.config.subnet, relay: req.giaddr });
+      ctx.bootAddresses?.remember(
+        req.mac,
+        req.giaddr === ZERO_IP ? { kind: 'ip', ip: wanted } : { kind: 'subnet', subnet: this.pool.config.subnet, relay: req.giaddr },
+      );
     }
-    const reply = leaseReply('ack', req, wanted, { ...params, leaseSeconds: Math.floor((lease.expiresAt - now) / 1000) }, who.boot, who.node?.name);
+    const reply = leaseReply(
+      'ack',
+      req,
+      wanted,
+      { ...params, leaseSeconds: Math.floor((lease.expiresAt - now) / 1000) },
+      who.boot,
+      who.node?.name,
+    );
     ctx.counters.ack++;
     if (cached) ctx.counters.ackCached++;
     recordStage(ctx, req, who.node, 'dhcp.ack', () => ({ ip: wanted, ...bootDetail(req, who.boot) }));
@@ -153,11 +173,19 @@ export class FullModeHandler {
     const ip = req.requestedIp === undefined ? undefined : ipToInt(req.requestedIp);
     const now = ctx.now();
     if (ip === undefined || !this.#isOrWasOffered(req.mac, ip)) {
-      drop(ctx, `decline:${req.mac}`, { mac: req.mac, requestedIp: req.requestedIp }, 'DHCPDECLINE for an address this client does not hold');
+      drop(
+        ctx,
+        `decline:${req.mac}`,
+        { mac: req.mac, requestedIp: req.requestedIp },
+        'DHCPDECLINE for an address this client does not hold',
+      );
       return null;
     }
     this.pool.dropOffer(req.mac);
-    ctx.log.warn({ mac: req.mac, ip: req.requestedIp, holdMinutes: DECLINE_HOLD_MS / 60_000 }, 'address declined: another host uses it; set aside');
+    ctx.log.warn(
+      { mac: req.mac, ip: req.requestedIp, holdMinutes: DECLINE_HOLD_MS / 60_000 },
+      'address declined: another host uses it; set aside',
+    );
     try {
       await this.leases.decline(ip, now + DECLINE_HOLD_MS, now);
     } catch (err) {

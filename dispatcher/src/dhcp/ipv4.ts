@@ -30,7 +30,7 @@ export function subnetOf(address: string, netmask: string): Subnet | undefined {
 }
 
 export function inSubnet(ip: number, s: Subnet): boolean {
-  return ((ip & s.mask) >>> 0) === s.network;
+  return (ip & s.mask) >>> 0 === s.network;
 }
 
 export function broadcastOf(s: Subnet): number {

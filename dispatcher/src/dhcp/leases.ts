@@ -163,10 +163,13 @@ export class LeaseStore {
     this.#index(lease);
     const durable = new Promise<Lease>((resolve, reject) => {
       this.#queue.push({ lease, now, prevOfMac, prevAtIp, resolve, reject });
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
-        this.#commitQueued();
-      }, Math.max(0, this.#lastCommit + this.#interval() - performance.now()));
+      this.#timer ??= setTimeout(
+        () => {
+          this.#timer = undefined;
+          this.#commitQueued();
+        },
+        Math.max(0, this.#lastCommit + this.#interval() - performance.now()),
+      );
     });
     this.#pending.set(lease, durable);
     const settled = () => void this.#pending.delete(lease);

@@ -171,7 +171,8 @@ export function proxyReply(req: DhcpPacket, type: 'offer' | 'ack', boot: FirstSt
   setBootFields(r, boot, serverAddress, 'proxy');
   r.vendorClass = boot.kind === 'http' ? VENDOR_HTTP_CLIENT : VENDOR_PXE_CLIENT;
   r.clientUuid = req.clientUuid;
-  if (type === 'offer' && (boot.kind === 'script' || (boot.kind === 'tftp' && boot.file === 'undionly.kpxe'))) r.vendorOptions = PXE_USE_BOOTFILE;
+  if (type === 'offer' && (boot.kind === 'script' || (boot.kind === 'tftp' && boot.file === 'undionly.kpxe')))
+    r.vendorOptions = PXE_USE_BOOTFILE;
   return r;
 }
 
@@ -180,8 +181,17 @@ export const SAME_BOOT_WINDOW_MS = 5 * 60_000;
 const DISCOVERY_STAGES: ReadonlySet<string> = new Set(['dhcp.discover', 'dhcp.offer', 'proxy.offer', 'dhcp.ignored']);
 /** Stages between the firmware's DHCP and iPXE's (`http.firststage`: UEFI HTTP boot fetching iPXE). */
 const CHAIN_STAGES: ReadonlySet<string> = new Set([
-  'dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack', 'dhcp.nak', 'dhcp.ignored', 'proxy.offer', 'proxy.ack',
-  'tftp.sent', 'tftp.failed', 'http.firststage',
+  'dhcp.discover',
+  'dhcp.offer',
+  'dhcp.request',
+  'dhcp.ack',
+  'dhcp.nak',
+  'dhcp.ignored',
+  'proxy.offer',
+  'proxy.ack',
+  'tftp.sent',
+  'tftp.failed',
+  'http.firststage',
 ]);
 
 /**
@@ -190,7 +200,11 @@ const CHAIN_STAGES: ReadonlySet<string> = new Set([
  * iPXE doing DHCP right after the firmware chain-loaded it (same boot, next stage).
  * An OS's DHCP client (no PXE vendor class) never starts a boot.
  */
-export function startsNewBoot(req: DhcpPacket & { isIPXE: boolean }, latest: { stage: BootStage; ts: number } | undefined, now: number): boolean {
+export function startsNewBoot(
+  req: DhcpPacket & { isIPXE: boolean },
+  latest: { stage: BootStage; ts: number } | undefined,
+  now: number,
+): boolean {
   if (req.type !== 'discover' || !wantsNetworkBoot(req)) return false;
   if (!latest || now - latest.ts > SAME_BOOT_WINDOW_MS) return true;
   if (DISCOVERY_STAGES.has(latest.stage)) return false;

@@ -73,7 +73,11 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
   let unsubscribe = () => {};
   let routerAdvert: RouterAdvertiser | undefined;
 
-  const serve = async (port: number, handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>, sharing: PortSharing = 'exclusive') => {
+  const serve = async (
+    port: number,
+    handle: (p: ReceivedPacket, from: Destination) => Answer | Promise<Answer>,
+    sharing: PortSharing = 'exclusive',
+  ) => {
     const sock = await openSocket(port, ifindex, ifname, log, sharing);
     sockets.push(sock.socket);
     attach(sock, handle, ctx, inflight);
@@ -91,7 +95,14 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       // where the node network is ours.
       if (ifindex !== undefined) routerAdvert = startRouterAdvertiser(ifindex, log);
       log.info(
-        { mode, interface: ifname, range: `${intToIp(plan.pool.rangeStart)}-${intToIp(plan.pool.rangeEnd)}`, netmask: plan.subnetMask, leases: leases.size, leaseSeconds: core.config.dhcp.leaseSeconds },
+        {
+          mode,
+          interface: ifname,
+          range: `${intToIp(plan.pool.rangeStart)}-${intToIp(plan.pool.rangeEnd)}`,
+          netmask: plan.subnetMask,
+          leases: leases.size,
+          leaseSeconds: core.config.dhcp.leaseSeconds,
+        },
         'DHCP serving',
       );
     } else {
@@ -119,7 +130,17 @@ export async function startDhcp(core: Core, opts: StartDhcpOptions = {}): Promis
       flushLeases();
       await Promise.allSettled([...inflight]);
       const g = core.commits.stats;
-      log.info({ counters, ...stats(), ...(ra ? { routerSolicitations: ra.solicitations, routerAdvertisements: ra.advertisements } : {}), storeCommits: g.commits, storeWrites: g.writes, avgCommitMs: g.commits ? +(g.totalCommitMs / g.commits).toFixed(2) : 0 }, 'DHCP stopped');
+      log.info(
+        {
+          counters,
+          ...stats(),
+          ...(ra ? { routerSolicitations: ra.solicitations, routerAdvertisements: ra.advertisements } : {}),
+          storeCommits: g.commits,
+          storeWrites: g.writes,
+          avgCommitMs: g.commits ? +(g.totalCommitMs / g.commits).toFixed(2) : 0,
+        },
+        'DHCP stopped',
+      );
     },
   };
 }
@@ -139,7 +160,10 @@ export function createDhcpContext(core: Core, log: Logger, counters: DhcpCounter
 }
 
 /** Full mode on a core: the address plan, the lease store and pool, and the handler. */
-export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPlan; leases: LeaseStore; pool: AddressPool; handler: FullModeHandler } {
+export function createFullMode(
+  core: Core,
+  ctx: DhcpContext,
+): { plan: AddressPlan; leases: LeaseStore; pool: AddressPool; handler: FullModeHandler } {
   const plan = planAddresses(core.config.dhcp, core.network, { list: () => core.nodes.list(), now: core.now });
   plan.reservations.onWarning = (w) => ctx.log.warn({ mac: w.mac, ip: w.ip, reason: w.reason }, 'reservation ignored');
   plan.reservations.warnings(); // report the cluster file's at start
@@ -160,7 +184,8 @@ export function createFullMode(core: Core, ctx: DhcpContext): { plan: AddressPla
 function registerMetrics(core: Core, counters: DhcpCounters, stats: () => { leases: number; poolSize: number; offers: number }): void {
   const m = core.metrics;
   // A DHCP service started again on this core (a restart in-process) replaces the old figures.
-  for (const name of ['lilcluster_dhcp_packets_total', 'lilcluster_dhcp_leases', 'lilcluster_dhcp_pool_addresses']) if (m.has(name)) m.remove(name);
+  for (const name of ['lilcluster_dhcp_packets_total', 'lilcluster_dhcp_leases', 'lilcluster_dhcp_pool_addresses'])
+    if (m.has(name)) m.remove(name);
   m.collect({
     name: 'lilcluster_dhcp_packets_total',
     help: 'DHCP packets by kind: received, malformed, dropped, and per message type',
@@ -168,8 +193,18 @@ function registerMetrics(core: Core, counters: DhcpCounters, stats: () => { leas
     labelNames: ['kind'],
     collect: () => Object.entries(counters).map(([kind, value]) => ({ labels: { kind }, value })),
   });
-  m.collect({ name: 'lilcluster_dhcp_leases', help: 'DHCP lease records in the store (full mode)', type: 'gauge', collect: () => stats().leases });
-  m.collect({ name: 'lilcluster_dhcp_pool_addresses', help: 'Addresses in the dynamic range (full mode)', type: 'gauge', collect: () => stats().poolSize });
+  m.collect({
+    name: 'lilcluster_dhcp_leases',
+    help: 'DHCP lease records in the store (full mode)',
+    type: 'gauge',
+    collect: () => stats().leases,
+  });
+  m.collect({
+    name: 'lilcluster_dhcp_pool_addresses',
+    help: 'Addresses in the dynamic range (full mode)',
+    type: 'gauge',
+    collect: () => stats().poolSize,
+  });
 }
 
 function attach(
@@ -198,7 +233,11 @@ function attach(
     socket.send(bytes, answer.to.port, answer.to.address, (err) => {
       if (!err) return;
       counters.sendErrors++;
-      limited.warn(`send:${(err as NodeJS.ErrnoException).code}`, { to: answer.to.address, port: answer.to.port, err: err.message }, 'reply not sent');
+      limited.warn(
+        `send:${(err as NodeJS.ErrnoException).code}`,
+        { to: answer.to.address, port: answer.to.port, err: err.message },
+        'reply not sent',
+      );
     });
   };
 
@@ -211,7 +250,11 @@ function attach(
     const req = decodePacket(msg);
     if (req instanceof DecodeError) {
       counters.malformed++;
-      limited.debug(`malformed:${req.field}`, { peer: rinfo.address, port: rinfo.port, bytes: msg.length, field: req.field, error: req.message }, 'malformed DHCP packet dropped');
+      limited.debug(
+        `malformed:${req.field}`,
+        { peer: rinfo.address, port: rinfo.port, bytes: msg.length, field: req.field, error: req.message },
+        'malformed DHCP packet dropped',
+      );
       return;
     }
     let answer: Answer | Promise<Answer>;
@@ -251,7 +294,13 @@ function attach(
  */
 export type PortSharing = 'exclusive' | 'broadcasts-if-taken';
 
-async function openSocket(port: number, ifindex: number | undefined, ifname: string | undefined, log: Logger, sharing: PortSharing = 'exclusive'): Promise<{ socket: Socket; armedAt: number }> {
+async function openSocket(
+  port: number,
+  ifindex: number | undefined,
+  ifname: string | undefined,
+  log: Logger,
+  sharing: PortSharing = 'exclusive',
+): Promise<{ socket: Socket; armedAt: number }> {
   let socket: Socket;
   try {
     socket = await bindUdp(port, '0.0.0.0', false);
@@ -263,13 +312,18 @@ async function openSocket(port: number, ifindex: number | undefined, ifname: str
     } catch (shared) {
       throw bindError(port, shared as NodeJS.ErrnoException, sharing);
     }
-    log.info({ port, interface: ifname }, 'another DHCP server holds port 67 on this host: ProxyDHCP shares it for broadcasts (relayed requests reach that server, not this one)');
+    log.info(
+      { port, interface: ifname },
+      'another DHCP server holds port 67 on this host: ProxyDHCP shares it for broadcasts (relayed requests reach that server, not this one)',
+    );
   }
   try {
     if (ifindex !== undefined) bindToIfindex(socket, ifindex);
   } catch (err) {
     socket.close();
-    throw new DispatcherError('DSP_ERR_CONFIG', `cannot restrict DHCP port ${port} to interface ${ifname}: ${(err as Error).message}`, { cause: err });
+    throw new DispatcherError('DSP_ERR_CONFIG', `cannot restrict DHCP port ${port} to interface ${ifname}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   socket.setBroadcast(true);
   try {

@@ -48,9 +48,13 @@ export function planAddresses(dhcp: DhcpConfig, network: { address: string; netm
   } else {
     ({ rangeStart, rangeEnd } = defaultRange(subnet));
     if (rangeEnd < rangeStart)
-      throw new DispatcherError('DSP_ERR_CONFIG', `dhcp.range: the node network ${network.address}/${prefixLength(subnet)} has no room for a range`, {
-        hint: 'give the interface a bigger subnet (a /24 is usual) or pass --range',
-      });
+      throw new DispatcherError(
+        'DSP_ERR_CONFIG',
+        `dhcp.range: the node network ${network.address}/${prefixLength(subnet)} has no room for a range`,
+        {
+          hint: 'give the interface a bigger subnet (a /24 is usual) or pass --range',
+        },
+      );
   }
 
   const excluded = new Set<number>([server]);
@@ -119,7 +123,8 @@ export class Reservations {
       if (!n.fixedIp) continue;
       const ip = ipToInt(n.fixedIp);
       let reason: string | undefined;
-      if (ip === undefined || !inSubnet(ip, s) || ip === s.network || ip === broadcastOf(s)) reason = 'not a host address of the node network';
+      if (ip === undefined || !inSubnet(ip, s) || ip === s.network || ip === broadcastOf(s))
+        reason = 'not a host address of the node network';
       else if (this.excluded.has(ip)) reason = "is the dispatcher's or the router's address";
       else if (byIp.has(ip)) reason = `already reserved for ${byIp.get(ip)}`;
       if (reason) {

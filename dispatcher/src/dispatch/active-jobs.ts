@@ -115,21 +115,24 @@ export class ActiveJobs {
 
   /** A job just committed: it joins the ring with all its tasks queued. */
   submitted(jobId: number, spec: JobSpec, first: number, count: number, inputsKey: string | null, submittedAt: number): ActiveJob {
-    const job = this.add({
-      id: jobId,
-      name: spec.name,
-      spec: JSON.stringify(spec),
-      state: 'active',
-      priority: spec.priority,
-      first_task_id: first,
-      task_count: count,
-      done: 0,
-      failed: 0,
-      cancelled: 0,
-      inputs_key: inputsKey,
-      submitted_at: submittedAt,
-      finished_at: null,
-    }, spec);
+    const job = this.add(
+      {
+        id: jobId,
+        name: spec.name,
+        spec: JSON.stringify(spec),
+        state: 'active',
+        priority: spec.priority,
+        first_task_id: first,
+        task_count: count,
+        done: 0,
+        failed: 0,
+        cancelled: 0,
+        inputs_key: inputsKey,
+        submitted_at: submittedAt,
+        finished_at: null,
+      },
+      spec,
+    );
     this.#d.ring.enqueue(job.ring, first, first + count - 1);
     this.totals.total += count;
     this.#d.events.append({

@@ -67,7 +67,9 @@ export class AssignmentBuilder {
     if (this.#rowCache.size > ROW_CACHE_MAX) this.#rowCache.clear();
     const last = Math.min(id + ROW_READ_AHEAD - 1, job.firstTaskId + job.taskCount - 1);
     let found: [string | null, string | null] | undefined;
-    for (const [rid, vars, spec] of this.#store.s.taskVarsFrom.iterate(id, last) as IterableIterator<[number, string | null, string | null]>) {
+    for (const [rid, vars, spec] of this.#store.s.taskVarsFrom.iterate(id, last) as IterableIterator<
+      [number, string | null, string | null]
+    >) {
       if (rid === id) found = [vars, spec];
       else this.#rowCache.set(rid, [vars, spec]);
     }

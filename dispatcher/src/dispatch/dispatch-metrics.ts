@@ -40,7 +40,9 @@ export function registerDispatchMetrics(m: MetricsRegistry, src: DispatchMetrics
       },
     }),
   );
-  reg(TASKS_DISPATCHED_TOTAL, () => m.collect({ name: TASKS_DISPATCHED_TOTAL, help: 'Tasks handed to agents', type: 'counter', collect: () => counters.dispatched }));
+  reg(TASKS_DISPATCHED_TOTAL, () =>
+    m.collect({ name: TASKS_DISPATCHED_TOTAL, help: 'Tasks handed to agents', type: 'counter', collect: () => counters.dispatched }),
+  );
   reg(TASKS_COMPLETED_TOTAL, () =>
     m.collect({
       name: TASKS_COMPLETED_TOTAL,
@@ -67,7 +69,10 @@ export function registerDispatchMetrics(m: MetricsRegistry, src: DispatchMetrics
     }),
   );
   reg('lilcluster_dispatch_result_commit_seconds', () => {
-    out.commitLatency = m.histogram({ name: 'lilcluster_dispatch_result_commit_seconds', help: 'From results received to results durable (group commit)' });
+    out.commitLatency = m.histogram({
+      name: 'lilcluster_dispatch_result_commit_seconds',
+      help: 'From results received to results durable (group commit)',
+    });
   });
   return out;
 }

@@ -111,7 +111,8 @@ export class TaskDispatcher implements DispatchEngine {
     this.#metrics = deps.metrics;
     this.store = new DispatchStore(deps.db);
     this.blobs = new BlobStore(
-      opts.blobDir ?? (deps.config.dataDir === ':memory:' ? mkdtempSync(join(tmpdir(), 'lilcluster-blobs-')) : join(deps.config.dataDir, 'blobs')),
+      opts.blobDir ??
+        (deps.config.dataDir === ':memory:' ? mkdtempSync(join(tmpdir(), 'lilcluster-blobs-')) : join(deps.config.dataDir, 'blobs')),
     );
     this.#throughput = new Throughput(this.#now);
     this.#ring = new TaskRing({
@@ -164,7 +165,17 @@ export class TaskDispatcher implements DispatchEngine {
       activate: (jobId, spec, first, count, inputsKey, submittedAt) => this.#activate(jobId, spec, first, count, inputsKey, submittedAt),
     });
     this.#views = new DispatchViews({ store, ring, jobs, counters, readBack: this.#readBack, nextTaskId: () => this.#ingest.nextTaskId });
-    recoverDispatchState({ store, log: this.#log, ring, jobs, readBack: this.#readBack, commits: this.#commits, now, nextTaskId: nextIds.taskId, storeWarn });
+    recoverDispatchState({
+      store,
+      log: this.#log,
+      ring,
+      jobs,
+      readBack: this.#readBack,
+      commits: this.#commits,
+      now,
+      nextTaskId: nextIds.taskId,
+      storeWarn,
+    });
     this.ready = Promise.resolve();
     if (opts.timer !== false) {
       this.#timer = setInterval(() => this.tick(), TICK_MS);
@@ -196,7 +207,14 @@ export class TaskDispatcher implements DispatchEngine {
         continue;
       }
       out.push(a);
-      this.#pendingLeases.push({ taskId: h.task.id, attempt: h.attempt, mac: node.mac, startedAt: this.#now(), leaseUntil: h.leaseUntil, speculative: h.speculative });
+      this.#pendingLeases.push({
+        taskId: h.task.id,
+        attempt: h.attempt,
+        mac: node.mac,
+        startedAt: this.#now(),
+        leaseUntil: h.leaseUntil,
+        speculative: h.speculative,
+      });
     }
     this.#queueLeaseWrite();
     this.#counters.dispatched += out.length;
@@ -221,7 +239,10 @@ export class TaskDispatcher implements DispatchEngine {
   readopt(node: NodeCapacity, running: RunningTaskRef[]): { keep: RunningTaskRef[]; cancel: RunningTaskRef[] } {
     const before = this.#ring.counts().waiting;
     const r = this.#ring.readopt(node.mac, running);
-    const kept = r.keep.map((ref) => ({ ref, copy: this.#ring.outTask(ref.taskId)?.copies.find((c) => c.attempt === ref.attempt && c.mac === node.mac) }));
+    const kept = r.keep.map((ref) => ({
+      ref,
+      copy: this.#ring.outTask(ref.taskId)?.copies.find((c) => c.attempt === ref.attempt && c.mac === node.mac),
+    }));
     this.#commits
       .run(() => {
         this.store.s.endLeasesOfMac.run(node.mac);
@@ -278,7 +299,11 @@ export class TaskDispatcher implements DispatchEngine {
     job.cancelled += left;
     this.#jobs.totals.cancelled += left;
     this.#jobs.retire(job);
-    this.#events.append({ kind: 'job.cancelled', message: `job ${jobId} cancelled (${left} task${left === 1 ? '' : 's'} not run)`, data: { job: jobId, cancelled: left } });
+    this.#events.append({
+      kind: 'job.cancelled',
+      message: `job ${jobId} cancelled (${left} task${left === 1 ? '' : 's'} not run)`,
+      data: { job: jobId, cancelled: left },
+    });
     return this.getJob(jobId);
   }
 

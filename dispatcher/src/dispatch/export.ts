@@ -29,9 +29,32 @@ export type ResultsFormat = 'csv' | 'jsonl';
 
 type NodeName = (mac: string) => string | undefined;
 
-const FIXED = ['task_id', 'index', 'state', 'exit_code', 'signal', 'timed_out', 'error', 'attempt', 'node', 'started_at', 'duration_ms', 'max_rss_kib', 'outputs_bytes', 'stdout_truncated', 'stderr_truncated', 'stdout', 'stderr'];
+const FIXED = [
+  'task_id',
+  'index',
+  'state',
+  'exit_code',
+  'signal',
+  'timed_out',
+  'error',
+  'attempt',
+  'node',
+  'started_at',
+  'duration_ms',
+  'max_rss_kib',
+  'outputs_bytes',
+  'stdout_truncated',
+  'stderr_truncated',
+  'stdout',
+  'stderr',
+];
 
-export function exportResults(engine: TaskDispatcher, jobId: number, format: ResultsFormat, nodeName: NodeName = () => undefined): Readable {
+export function exportResults(
+  engine: TaskDispatcher,
+  jobId: number,
+  format: ResultsFormat,
+  nodeName: NodeName = () => undefined,
+): Readable {
   const job = engine.getJob(jobId); // throws DSP_ERR_JOB_NOT_FOUND before the answer starts
   const columns = job.columns ?? [];
   async function* lines(): AsyncGenerator<string> {
@@ -129,7 +152,11 @@ export function exportOutputs(engine: TaskDispatcher, jobId: number, maxInflated
       for (const r of rows) {
         after = r.task_id;
         await repack(pack, `task-${r.task_id}`, r.outputs, maxInflatedBytes).catch((err: Error) =>
-          addEntry(pack, { name: `task-${r.task_id}/.outputs-error.txt`, type: 'file', mode: 0o644 }, Buffer.from(`outputs of task ${r.task_id} could not be read: ${err.message}\n`)),
+          addEntry(
+            pack,
+            { name: `task-${r.task_id}/.outputs-error.txt`, type: 'file', mode: 0o644 },
+            Buffer.from(`outputs of task ${r.task_id} could not be read: ${err.message}\n`),
+          ),
         );
       }
       if (rows.length < 200) break;
@@ -166,7 +193,11 @@ async function repack(pack: tar.Pack, prefix: string, gz: Buffer, maxBytes: numb
  * entry is completed with zeros (its size is in the header already), so the tar stays valid
  * and the error note that follows is readable.
  */
-async function copyEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: string; size: number }, source: AsyncIterable<unknown>): Promise<void> {
+async function copyEntry(
+  pack: tar.Pack,
+  header: Partial<tar.Header> & { name: string; size: number },
+  source: AsyncIterable<unknown>,
+): Promise<void> {
   let sink!: ReturnType<tar.Pack['entry']>;
   const done = new Promise<void>((resolve, reject) => {
     sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));

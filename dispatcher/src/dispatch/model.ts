@@ -28,9 +28,12 @@ export const LABEL_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$';
 export const SHA256_PATTERN = '^[0-9a-f]{64}$';
 
 /** argv (run directly, argv[0] looked up in PATH) or a shell string (run by /bin/sh -c). */
-export const CommandSchema = Type.Union([Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 4096 }), Type.String({ minLength: 1, maxLength: 262144 })], {
-  description: 'argv array, or a shell string run by /bin/sh -c',
-});
+export const CommandSchema = Type.Union(
+  [Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 4096 }), Type.String({ minLength: 1, maxLength: 262144 })],
+  {
+    description: 'argv array, or a shell string run by /bin/sh -c',
+  },
+);
 export type Command = Static<typeof CommandSchema>;
 
 export const EnvSchema = Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 65536 }), {
@@ -39,7 +42,9 @@ export const EnvSchema = Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }),
 
 export const RequirementsSchema = Type.Object(
   {
-    labels: Type.Optional(Type.Array(Type.String({ pattern: LABEL_PATTERN }), { maxItems: 64, description: 'the node must carry every one of these labels' })),
+    labels: Type.Optional(
+      Type.Array(Type.String({ pattern: LABEL_PATTERN }), { maxItems: 64, description: 'the node must carry every one of these labels' }),
+    ),
     minCores: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
     minMemoryMiB: Type.Optional(Type.Integer({ minimum: 1, maximum: 1 << 30 })),
   },
@@ -50,9 +55,13 @@ export type Requirements = Static<typeof RequirementsSchema>;
 const taskFields = {
   command: CommandSchema,
   env: Type.Optional(EnvSchema),
-  cwd: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 4096, description: "relative to the task's work dir" }), Type.Null()])),
+  cwd: Type.Optional(
+    Type.Union([Type.String({ minLength: 1, maxLength: 4096, description: "relative to the task's work dir" }), Type.Null()]),
+  ),
   stdin: Type.Optional(Type.String({ maxLength: MAX_STDIN_BYTES, description: 'text fed to stdin ({name} substituted)' })),
-  stdinB64: Type.Optional(Type.String({ maxLength: Math.ceil(MAX_STDIN_BYTES / 3) * 4, description: 'bytes fed to stdin, base64 (not substituted)' })),
+  stdinB64: Type.Optional(
+    Type.String({ maxLength: Math.ceil(MAX_STDIN_BYTES / 3) * 4, description: 'bytes fed to stdin, base64 (not substituted)' }),
+  ),
 };
 
 /** Per-task overrides of the template (the `tasks` list of a submission). */
@@ -76,12 +85,22 @@ export const JobSubmissionSchema = Type.Object(
   {
     name: Type.Optional(Type.String({ maxLength: 200 })),
     ...taskFields,
-    timeoutSeconds: Type.Optional(Type.Number({ minimum: MIN_TIMEOUT_SECONDS, maximum: MAX_TIMEOUT_SECONDS, description: `seconds, ${MIN_TIMEOUT_SECONDS} to ${MAX_TIMEOUT_SECONDS} (30 days); default ${DEFAULT_TIMEOUT_SECONDS}` })),
-    priority: Type.Optional(Type.Integer({ minimum: -MAX_PRIORITY, maximum: MAX_PRIORITY, description: `higher first; default ${DEFAULT_PRIORITY}` })),
+    timeoutSeconds: Type.Optional(
+      Type.Number({
+        minimum: MIN_TIMEOUT_SECONDS,
+        maximum: MAX_TIMEOUT_SECONDS,
+        description: `seconds, ${MIN_TIMEOUT_SECONDS} to ${MAX_TIMEOUT_SECONDS} (30 days); default ${DEFAULT_TIMEOUT_SECONDS}`,
+      }),
+    ),
+    priority: Type.Optional(
+      Type.Integer({ minimum: -MAX_PRIORITY, maximum: MAX_PRIORITY, description: `higher first; default ${DEFAULT_PRIORITY}` }),
+    ),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ATTEMPTS_LIMIT, description: `default ${DEFAULT_MAX_ATTEMPTS}` })),
     requirements: Type.Optional(RequirementsSchema),
     speculative: Type.Optional(Type.Boolean({ description: 'second copy of laggers (default true)' })),
-    inputs: Type.Optional(Type.String({ pattern: SHA256_PATTERN, description: 'id of an uploaded tar (POST /api/v1/blobs), unpacked into each work dir' })),
+    inputs: Type.Optional(
+      Type.String({ pattern: SHA256_PATTERN, description: 'id of an uploaded tar (POST /api/v1/blobs), unpacked into each work dir' }),
+    ),
     params: Type.Optional(Type.Array(ParamsRowSchema, { description: 'one task per row, {name} substituted' })),
     tasks: Type.Optional(Type.Array(TaskOverrideSchema, { minItems: 1, description: 'one task per entry, each overriding the template' })),
   },

@@ -175,7 +175,10 @@ class CsvParser implements ParamsParser {
     }
     const h = this.#header;
     if (fields.length !== h.length)
-      throw new ParamsFileError(line, `${fields.length} field${fields.length === 1 ? '' : 's'}, but the header has ${h.length} columns (${h.join(', ')})`);
+      throw new ParamsFileError(
+        line,
+        `${fields.length} field${fields.length === 1 ? '' : 's'}, but the header has ${h.length} columns (${h.join(', ')})`,
+      );
     const values: Record<string, string> = {};
     for (let i = 0; i < h.length; i++) values[h[i]!] = fields[i]!;
     checkNoNul(values, line);
@@ -191,7 +194,8 @@ class CsvParser implements ParamsParser {
       seen.add(name);
     });
     for (const r of this.required)
-      if (!seen.has(r)) throw new ParamsFileError(line, `missing column "${r}": the command uses {${r}} but the header has only ${names.join(', ')}`, r);
+      if (!seen.has(r))
+        throw new ParamsFileError(line, `missing column "${r}": the command uses {${r}} but the header has only ${names.join(', ')}`, r);
     this.#header = names;
   }
 }
@@ -235,7 +239,8 @@ class JsonLinesParser implements ParamsParser {
     } catch (err) {
       throw new ParamsFileError(line, `not valid JSON (${(err as Error).message})`);
     }
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ParamsFileError(line, 'expected a JSON object such as {"x": 1, "y": "a"}');
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+      throw new ParamsFileError(line, 'expected a JSON object such as {"x": 1, "y": "a"}');
     const values: Record<string, string> = {};
     for (const [k, v] of Object.entries(doc)) {
       if (typeof v === 'string') values[k] = v;

@@ -98,14 +98,19 @@ export class DispatchViews {
     const active = this.#jobs.get(id);
     if (active) return this.viewOf(active);
     const row = this.#store.job(id);
-    if (!row || row.state === 'staging') throw new DispatcherError('DSP_ERR_JOB_NOT_FOUND', `no job ${id}`, { hint: 'list jobs with `dispatcherctl tasks` or GET /api/v1/jobs' });
+    if (!row || row.state === 'staging')
+      throw new DispatcherError('DSP_ERR_JOB_NOT_FOUND', `no job ${id}`, {
+        hint: 'list jobs with `dispatcherctl tasks` or GET /api/v1/jobs',
+      });
     return this.#viewOfRow(row);
   }
 
   listJobs(opts: { state?: JobState; beforeId?: number; limit?: number } = {}): JobView[] {
     const limit = Math.min(Math.max(1, opts.limit ?? 100), MAX_PAGE);
     const before = opts.beforeId ?? Number.MAX_SAFE_INTEGER;
-    const rows = (opts.state ? this.#store.s.listJobsByState.all(opts.state, before, limit) : this.#store.s.listJobs.all(before, limit)) as JobRow[];
+    const rows = (
+      opts.state ? this.#store.s.listJobsByState.all(opts.state, before, limit) : this.#store.s.listJobs.all(before, limit)
+    ) as JobRow[];
     return rows.map((r) => {
       const a = this.#jobs.get(r.id);
       return a ? this.viewOf(a) : this.#viewOfRow(r);
@@ -116,7 +121,15 @@ export class DispatchViews {
     let running = 0;
     for (const t of job.ring.out) if (t.copies.length > 0) running++;
     return this.#view(
-      { id: job.id, name: job.name, state: 'active', submittedAt: job.submittedAt, finishedAt: null, firstTaskId: job.firstTaskId, spec: job.spec },
+      {
+        id: job.id,
+        name: job.name,
+        state: 'active',
+        submittedAt: job.submittedAt,
+        finishedAt: null,
+        firstTaskId: job.firstTaskId,
+        spec: job.spec,
+      },
       { total: job.taskCount, done: job.done, failed: job.failed, cancelled: job.cancelled, running },
     );
   }
@@ -125,13 +138,29 @@ export class DispatchViews {
     const spec = JSON.parse(row.spec) as JobSpec;
     const cancelled = row.state === 'cancelled' ? row.task_count - row.done - row.failed : row.cancelled;
     return this.#view(
-      { id: row.id, name: row.name, state: row.state as JobState, submittedAt: row.submitted_at, finishedAt: row.finished_at, firstTaskId: row.first_task_id, spec },
+      {
+        id: row.id,
+        name: row.name,
+        state: row.state as JobState,
+        submittedAt: row.submitted_at,
+        finishedAt: row.finished_at,
+        firstTaskId: row.first_task_id,
+        spec,
+      },
       { total: row.task_count, done: row.done, failed: row.failed, cancelled, running: 0 },
     );
   }
 
   #view(
-    j: { id: number; name: string | null; state: JobState; submittedAt: number; finishedAt: number | null; firstTaskId: number; spec: JobSpec },
+    j: {
+      id: number;
+      name: string | null;
+      state: JobState;
+      submittedAt: number;
+      finishedAt: number | null;
+      firstTaskId: number;
+      spec: JobSpec;
+    },
     c: Omit<JobCounts, 'queued'>,
   ): JobView {
     return {
@@ -175,7 +204,11 @@ export class DispatchViews {
     const tasks: TaskSummary[] = [];
     let scanned = 0;
     while (tasks.length < limit && after < hi && scanned < 50 * MAX_PAGE) {
-      const rows = (rowState === undefined ? this.#store.s.tasksPage.all(after, hi, limit) : this.#store.s.tasksPageByState.all(after, hi, rowState, limit)) as TaskPageRow[];
+      const rows = (
+        rowState === undefined
+          ? this.#store.s.tasksPage.all(after, hi, limit)
+          : this.#store.s.tasksPageByState.all(after, hi, rowState, limit)
+      ) as TaskPageRow[];
       if (rows.length === 0) break;
       scanned += rows.length;
       for (const r of rows) {
@@ -198,7 +231,14 @@ export class DispatchViews {
 
   #summaryOfOut(t: OutTask): TaskSummary {
     const row = this.#store.s.task.get(t.id) as { id: number; job_id: number; state: number; vars: string | null } | undefined;
-    return this.#summaryOfRow({ id: t.id, job_id: t.job.spec.id, state: row?.state ?? 0, vars: row?.vars ?? null, exit_code: null, duration_ms: null });
+    return this.#summaryOfRow({
+      id: t.id,
+      job_id: t.job.spec.id,
+      state: row?.state ?? 0,
+      vars: row?.vars ?? null,
+      exit_code: null,
+      duration_ms: null,
+    });
   }
 
   #summaryOfRow(r: TaskPageRow): TaskSummary {
@@ -230,7 +270,9 @@ export class DispatchViews {
   }
 
   getTask(id: number): TaskDetail {
-    const row = this.#store.s.task.get(id) as { id: number; job_id: number; state: number; vars: string | null; spec: string | null } | undefined;
+    const row = this.#store.s.task.get(id) as
+      | { id: number; job_id: number; state: number; vars: string | null; spec: string | null }
+      | undefined;
     const jobRow = row ? this.#store.job(row.job_id) : undefined;
     if (!row || !jobRow || jobRow.state === 'staging') throw new DispatcherError('DSP_ERR_TASK_NOT_FOUND', `no task ${id}`);
     const spec = this.#jobs.get(row.job_id)?.spec ?? (JSON.parse(jobRow.spec) as JobSpec);
@@ -259,7 +301,14 @@ export class DispatchViews {
       cwd: t.cwd,
       timeoutSeconds: spec.timeoutSeconds,
       maxAttempts: spec.maxAttempts,
-      copies: (out?.copies ?? []).map((c) => ({ attempt: c.attempt, mac: c.mac, startedAt: c.startedAt, leaseUntil: c.leaseUntil, progress: c.progress, speculative: c.speculative })),
+      copies: (out?.copies ?? []).map((c) => ({
+        attempt: c.attempt,
+        mac: c.mac,
+        startedAt: c.startedAt,
+        leaseUntil: c.leaseUntil,
+        progress: c.progress,
+        speculative: c.speculative,
+      })),
       result: result
         ? {
             attempt: result.attempt,
@@ -287,7 +336,11 @@ export class DispatchViews {
   resultRows(jobId: number, afterId: number, limit: number): (ResultRow & { id: number; state: number; vars: string | null })[] {
     const j = this.getJob(jobId);
     const hi = j.firstTaskId + j.counts.total - 1;
-    return this.#store.s.resultsPage.all(Math.max(afterId, j.firstTaskId - 1), hi, limit) as (ResultRow & { id: number; state: number; vars: string | null })[];
+    return this.#store.s.resultsPage.all(Math.max(afterId, j.firstTaskId - 1), hi, limit) as (ResultRow & {
+      id: number;
+      state: number;
+      vars: string | null;
+    })[];
   }
 
   /** Outputs tars (gzip) of a job's tasks, a page at a time. */
@@ -300,7 +353,7 @@ export class DispatchViews {
   /** The inputs blob of a job, if `key` is the job's capability key. */
   inputsOf(jobId: number, key: string): string | undefined {
     const row = this.#store.job(jobId);
-    if (!row || !row.inputs_key || !tokensEqual(row.inputs_key, key)) return undefined;
+    if (!row?.inputs_key || !tokensEqual(row.inputs_key, key)) return undefined;
     const spec = JSON.parse(row.spec) as JobSpec;
     return spec.inputs ?? undefined;
   }

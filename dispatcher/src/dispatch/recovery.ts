@@ -128,23 +128,43 @@ export function recoverDispatchState(d: RecoveryDeps): void {
     const last = d.nextTaskId - 1;
     d.log.info({ job: j.id }, 'removing a submission interrupted by a restart');
     d.store.db.transaction(() => {
-      for (let from = j.first_task_id; from <= last; from += RECOVERY_PAGE) s.deleteTasksFrom.run(from, Math.min(last, from + RECOVERY_PAGE - 1));
+      for (let from = j.first_task_id; from <= last; from += RECOVERY_PAGE)
+        s.deleteTasksFrom.run(from, Math.min(last, from + RECOVERY_PAGE - 1));
       s.deleteJob.run(j.id);
     })();
   }
   const active = (s.jobsByState.all('active') as JobRow[]).map((row) => d.jobs.add(row));
   // Hand-outs, oldest first: live leases wait for their node, the others are handed out again.
-  const byTask = new Map<number, { job: ActiveJob; rows: { attempt: number; mac: Mac; startedAt: number; leaseUntil: number; speculative: boolean }[] }>();
+  const byTask = new Map<
+    number,
+    { job: ActiveJob; rows: { attempt: number; mac: Mac; startedAt: number; leaseUntil: number; speculative: boolean }[] }
+  >();
   let orphanLeases = 0;
-  for (const l of s.leasesAll.iterate() as IterableIterator<{ task_id: number; attempt: number; mac: string; started_at: number; lease_until: number; speculative: number }>) {
+  for (const l of s.leasesAll.iterate() as IterableIterator<{
+    task_id: number;
+    attempt: number;
+    mac: string;
+    started_at: number;
+    lease_until: number;
+    speculative: number;
+  }>) {
     const job = d.jobs.ofTask(l.task_id);
     if (!job) {
       orphanLeases++;
       continue;
     }
     let e = byTask.get(l.task_id);
-    if (!e) byTask.set(l.task_id, (e = { job, rows: [] }));
-    e.rows.push({ attempt: l.attempt, mac: l.mac as Mac, startedAt: l.started_at, leaseUntil: l.lease_until, speculative: l.speculative === 1 });
+    if (!e) {
+      e = { job, rows: [] };
+      byTask.set(l.task_id, e);
+    }
+    e.rows.push({
+      attempt: l.attempt,
+      mac: l.mac as Mac,
+      startedAt: l.started_at,
+      leaseUntil: l.lease_until,
+      speculative: l.speculative === 1,
+    });
   }
   const now = d.now();
   for (const [taskId, { job, rows }] of byTask) {

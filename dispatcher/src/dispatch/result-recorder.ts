@@ -20,7 +20,14 @@ import type { ActiveJobs, DispatchCounters } from './active-jobs.js';
 export const MAX_OUTPUTS_BYTES = 256 * 1024 * 1024;
 
 type ResultOp =
-  | { t: 'result'; r: TaskResult; mac: Mac | null; status: typeof TaskRowState.done | typeof TaskRowState.failed; task: OutTask; exhausted: boolean }
+  | {
+      t: 'result';
+      r: TaskResult;
+      mac: Mac | null;
+      status: typeof TaskRowState.done | typeof TaskRowState.failed;
+      task: OutTask;
+      exhausted: boolean;
+    }
   | { t: 'failure'; r: TaskResult; mac: Mac; reason: string }
   | { t: 'stale'; r: TaskResult }
   | { t: 'check'; r: TaskResult };
@@ -76,7 +83,14 @@ export class ResultRecorder {
       const c = this.#d.ring.complete(r.taskId, r.attempt, node.mac, kind === 'retry' ? 'retryable' : 'final', r.durationMs);
       switch (c.kind) {
         case 'accepted':
-          ops.push({ t: 'result', r, mac: node.mac, status: kind === 'done' ? TaskRowState.done : TaskRowState.failed, task: c.task, exhausted: false });
+          ops.push({
+            t: 'result',
+            r,
+            mac: node.mac,
+            status: kind === 'done' ? TaskRowState.done : TaskRowState.failed,
+            task: c.task,
+            exhausted: false,
+          });
           break;
         case 'exhausted':
           ops.push({ t: 'result', r, mac: node.mac, status: TaskRowState.failed, task: c.task, exhausted: true });
@@ -149,7 +163,11 @@ export class ResultRecorder {
       const reason = op.r.error ?? (op.r.timedOut ? 'timed out' : op.r.signal ? `killed by ${op.r.signal}` : `exit code ${op.r.exitCode}`);
       this.#d.events.append({
         kind: 'task.failed',
-        message: `task ${op.task.id} of job ${op.task.job.spec.id} failed after ${op.task.attempts} attempt${op.task.attempts === 1 ? '' : 's'}: ${reason}`.slice(0, 300),
+        message:
+          `task ${op.task.id} of job ${op.task.job.spec.id} failed after ${op.task.attempts} attempt${op.task.attempts === 1 ? '' : 's'}: ${reason}`.slice(
+            0,
+            300,
+          ),
         data: { task: op.task.id, job: op.task.job.spec.id, attempts: op.task.attempts },
       });
     }
@@ -160,10 +178,18 @@ export class ResultRecorder {
         if (op.t === 'failure') requeue = true;
         if (o === 'duplicate') {
           this.#d.counters.duplicates++;
-          this.#d.rlog.warn('result|duplicate', { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac }, 'duplicate result dropped (the task has its result)');
+          this.#d.rlog.warn(
+            'result|duplicate',
+            { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac },
+            'duplicate result dropped (the task has its result)',
+          );
         } else if (o === 'stale') {
           this.#d.counters.stale++;
-          this.#d.rlog.warn('result|stale', { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac }, 'stale result dropped (not a task this node holds)');
+          this.#d.rlog.warn(
+            'result|stale',
+            { task: op.r.taskId, attempt: op.r.attempt, mac: p.node?.mac },
+            'stale result dropped (not a task this node holds)',
+          );
         }
       });
       this.commitLatency?.observe((t - p.t0) / 1000);
@@ -181,7 +207,9 @@ export class ResultRecorder {
         const job = this.#d.jobs.get(op.task.job.spec.id);
         if (!job || !op.mac) continue;
         const lease = now + job.ring.spec.timeoutMs;
-        this.#d.ring.restore(job.ring, op.task.id, op.task.attempts, [{ attempt: op.r.attempt, mac: op.mac, startedAt: now, leaseUntil: lease, speculative: false }]);
+        this.#d.ring.restore(job.ring, op.task.id, op.task.attempts, [
+          { attempt: op.r.attempt, mac: op.mac, startedAt: now, leaseUntil: lease, speculative: false },
+        ]);
       }
       p.reject(e);
     }
@@ -209,7 +237,10 @@ export class ResultRecorder {
             s.deleteLeases.run(op.r.taskId);
             const jobId = op.task.job.spec.id;
             let d = deltas.get(jobId);
-            if (!d) deltas.set(jobId, (d = { done: 0, failed: 0, cancelled: 0 }));
+            if (!d) {
+              d = { done: 0, failed: 0, cancelled: 0 };
+              deltas.set(jobId, d);
+            }
             if (op.status === TaskRowState.done) d.done++;
             else {
               d.failed++;

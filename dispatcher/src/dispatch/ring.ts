@@ -638,7 +638,8 @@ export class TaskRing {
   /** Tasks running on a node (attempts of its live copies). */
   runningOn(mac: Mac): RunningTaskRef[] {
     const refs: RunningTaskRef[] = [];
-    for (const t of this.#byNode.get(mac) ?? []) for (const c of t.copies) if (c.mac === mac) refs.push({ taskId: t.id, attempt: c.attempt });
+    for (const t of this.#byNode.get(mac) ?? [])
+      for (const c of t.copies) if (c.mac === mac) refs.push({ taskId: t.id, attempt: c.attempt });
     return refs;
   }
 

@@ -29,7 +29,16 @@ import { requireAdmin, adminTokenOf, type AppPlugin } from '../http/app.js';
 import { tokensEqual } from '../trust/secrets.js';
 import { DispatcherError } from '../errors.js';
 import type { Mac } from '../nodes/mac.js';
-import { JobSubmissionSchema, JobViewSchema, TaskDetailSchema, TaskStateSchema, TaskSummarySchema, JOB_STATES, type TaskState, type JobState } from './model.js';
+import {
+  JobSubmissionSchema,
+  JobViewSchema,
+  TaskDetailSchema,
+  TaskStateSchema,
+  TaskSummarySchema,
+  JOB_STATES,
+  type TaskState,
+  type JobState,
+} from './model.js';
 import type { TaskDispatcher } from './engine.js';
 import { badSubmission } from './submission.js';
 import { PARAMS_FORMATS, type ParamsFormat } from './params-file.js';
@@ -80,7 +89,8 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
           },
         },
         async (req, reply) => {
-          if (!isStream(req.body)) throw new DispatcherError('DSP_ERR_BAD_REQUEST', `send the tar as the body, with content-type ${BLOB_TYPES[0]}`);
+          if (!isStream(req.body))
+            throw new DispatcherError('DSP_ERR_BAD_REQUEST', `send the tar as the body, with content-type ${BLOB_TYPES[0]}`);
           const blob = await engine.blobs.put(req.body as unknown as Readable);
           return reply.code(201).send(blob);
         },
@@ -104,7 +114,10 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
           },
         },
         async (req, reply) => {
-          const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+          const type = String(req.headers['content-type'] ?? '')
+            .split(';')[0]!
+            .trim()
+            .toLowerCase();
           let job;
           if (type === SWEEP_CONTENT_TYPE) {
             const format = (req.query as { format?: string }).format;
@@ -154,7 +167,15 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
 
       app.get(
         '/api/v1/jobs/:id/tasks',
-        { schema: { summary: "a page of a job's tasks", tags: ['jobs'], params: Id, querystring: TasksQuery, response: { 200: TaskPage, ...errors } } },
+        {
+          schema: {
+            summary: "a page of a job's tasks",
+            tags: ['jobs'],
+            params: Id,
+            querystring: TasksQuery,
+            response: { 200: TaskPage, ...errors },
+          },
+        },
         async (req) => {
           const q = req.query as { state?: TaskState; after?: number; limit?: number };
           return engine.listTasks({ jobId: (req.params as { id: number }).id, state: q.state, afterId: q.after, limit: q.limit });
@@ -163,7 +184,14 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
 
       app.get(
         '/api/v1/tasks',
-        { schema: { summary: 'a page of tasks of every job', tags: ['jobs'], querystring: TasksQuery, response: { 200: TaskPage, 400: ErrorBody } } },
+        {
+          schema: {
+            summary: 'a page of tasks of every job',
+            tags: ['jobs'],
+            querystring: TasksQuery,
+            response: { 200: TaskPage, 400: ErrorBody },
+          },
+        },
         async (req) => {
           const q = req.query as { state?: TaskState; after?: number; limit?: number };
           return engine.listTasks({ state: q.state, afterId: q.after, limit: q.limit });
@@ -173,7 +201,16 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
       app.get(
         '/api/v1/tasks/:id',
         // Its environment and output may hold the operator's secrets (API keys): admin only.
-        { onRequest: admin, schema: { summary: 'one task: command, environment, state, copies running, result, failed attempts', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: TaskDetailSchema, ...errors } } },
+        {
+          onRequest: admin,
+          schema: {
+            summary: 'one task: command, environment, state, copies running, result, failed attempts',
+            tags: ['jobs'],
+            security: ADMIN,
+            params: Id,
+            response: { 200: TaskDetailSchema, ...errors },
+          },
+        },
         async (req) => engine.getTask((req.params as { id: number }).id),
       );
 
@@ -208,12 +245,21 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
         '/api/v1/jobs/:id/outputs.tar',
         {
           onRequest: admin,
-          schema: { summary: "every file the job's tasks returned, under task-<id>/ (streamed tar)", tags: ['jobs'], security: ADMIN, params: Id, response: { ...errors } },
+          schema: {
+            summary: "every file the job's tasks returned, under task-<id>/ (streamed tar)",
+            tags: ['jobs'],
+            security: ADMIN,
+            params: Id,
+            response: { ...errors },
+          },
         },
         async (req, reply) => {
           const id = (req.params as { id: number }).id;
           const tarStream = exportOutputs(engine, id, core.config.outputsMaxInflatedBytes);
-          return reply.type('application/x-tar').header('content-disposition', `attachment; filename="job-${id}-outputs.tar"`).send(tarStream);
+          return reply
+            .type('application/x-tar')
+            .header('content-disposition', `attachment; filename="job-${id}-outputs.tar"`)
+            .send(tarStream);
         },
       );
 
@@ -236,7 +282,8 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
           if (!blob) {
             const token = adminTokenOf(req);
             if (token && tokensEqual(token, core.secrets.adminToken)) blob = engine.inputsOfJob(id);
-            else if (!key) throw new DispatcherError('DSP_ERR_UNAUTHORIZED', 'this needs the key of the task inputsPath, or the admin token');
+            else if (!key)
+              throw new DispatcherError('DSP_ERR_UNAUTHORIZED', 'this needs the key of the task inputsPath, or the admin token');
           }
           if (!blob || !engine.blobs.has(blob)) throw new DispatcherError('DSP_ERR_NOT_FOUND', `job ${id} has no inputs for this key`);
           return reply.type('application/x-tar').header('content-length', engine.blobs.size(blob)).send(engine.blobs.read(blob));
@@ -247,7 +294,13 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
         '/api/v1/jobs/:id/cancel',
         {
           onRequest: admin,
-          schema: { summary: 'cancel a job: queued tasks are dropped, running copies stopped', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: JobViewSchema, ...errors } },
+          schema: {
+            summary: 'cancel a job: queued tasks are dropped, running copies stopped',
+            tags: ['jobs'],
+            security: ADMIN,
+            params: Id,
+            response: { 200: JobViewSchema, ...errors },
+          },
         },
         async (req) => engine.cancelJob((req.params as { id: number }).id),
       );
@@ -256,7 +309,13 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
         '/api/v1/tasks/:id/cancel',
         {
           onRequest: admin,
-          schema: { summary: 'cancel one task (a running copy is stopped)', tags: ['jobs'], security: ADMIN, params: Id, response: { 200: TaskDetailSchema, ...errors } },
+          schema: {
+            summary: 'cancel one task (a running copy is stopped)',
+            tags: ['jobs'],
+            security: ADMIN,
+            params: Id,
+            response: { 200: TaskDetailSchema, ...errors },
+          },
         },
         async (req) => engine.cancelTask((req.params as { id: number }).id),
       );
@@ -313,7 +372,8 @@ export async function splitFirstLine(body: Readable): Promise<{ first: string; r
           const r = await it.next();
           if (r.done) return;
           total += r.value.length;
-          if (total > MAX_SWEEP_BYTES) throw new DispatcherError('DSP_ERR_PAYLOAD_TOO_LARGE', `params file larger than ${MAX_SWEEP_BYTES} bytes`);
+          if (total > MAX_SWEEP_BYTES)
+            throw new DispatcherError('DSP_ERR_PAYLOAD_TOO_LARGE', `params file larger than ${MAX_SWEEP_BYTES} bytes`);
           yield r.value;
         }
       })();

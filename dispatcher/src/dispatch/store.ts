@@ -217,9 +217,11 @@ export class DispatchStore {
       taskVarsFrom: db.prepare('SELECT id, vars, spec FROM tasks WHERE id >= ? AND id <= ? ORDER BY id').raw(),
       task: db.prepare('SELECT id, job_id, state, vars, spec FROM tasks WHERE id = ?'),
       queuedIds: db.prepare('SELECT id FROM tasks WHERE id >= ? AND id <= ? AND state = 0 ORDER BY id LIMIT ?').pluck(),
-      tasksPage: db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
+      tasksPage:
+        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? ORDER BY t.id LIMIT ?`),
-      tasksPageByState: db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
+      tasksPageByState:
+        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? AND t.state = ? ORDER BY t.id LIMIT ?`),
       leasesAll: db.prepare('SELECT * FROM task_leases ORDER BY started_at, task_id, attempt'),
       leasesOfTask: db.prepare('SELECT * FROM task_leases WHERE task_id = ? ORDER BY attempt'),
@@ -233,18 +235,26 @@ export class DispatchStore {
       hasResult: db.prepare('SELECT 1 FROM results WHERE task_id = ?').pluck(),
       result: db.prepare('SELECT * FROM results WHERE task_id = ?'),
       setTaskState: db.prepare('UPDATE tasks SET state = ? WHERE id = ? AND state = 0'),
-      addCounts: db.prepare('UPDATE jobs SET done = done + ?, failed = failed + ?, cancelled = cancelled + ? WHERE id = ? RETURNING done, failed, cancelled, task_count, state'),
+      addCounts: db.prepare(
+        'UPDATE jobs SET done = done + ?, failed = failed + ?, cancelled = cancelled + ? WHERE id = ? RETURNING done, failed, cancelled, task_count, state',
+      ),
       finishJob: db.prepare(`UPDATE jobs SET state = ?, finished_at = ? WHERE id = ? AND state = 'active'`),
-      cancelJob: db.prepare(`UPDATE jobs SET state = 'cancelled', finished_at = ?, cancelled = task_count - done - failed WHERE id = ? AND state = 'active'`),
+      cancelJob: db.prepare(
+        `UPDATE jobs SET state = 'cancelled', finished_at = ?, cancelled = task_count - done - failed WHERE id = ? AND state = 'active'`,
+      ),
       insertFailure: db.prepare('INSERT OR IGNORE INTO attempt_failures (task_id, attempt, mac, reason, at) VALUES (?, ?, ?, ?, ?)'),
       failures: db.prepare('SELECT attempt, mac, reason, at FROM attempt_failures WHERE task_id = ? ORDER BY attempt'),
       resultsPage: db.prepare(`SELECT t.id, t.state, t.vars, r.* FROM tasks t LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? ORDER BY t.id LIMIT ?`),
-      outputsPage: db.prepare('SELECT task_id, outputs FROM results WHERE task_id > ? AND task_id <= ? AND outputs IS NOT NULL ORDER BY task_id LIMIT ?'),
+      outputsPage: db.prepare(
+        'SELECT task_id, outputs FROM results WHERE task_id > ? AND task_id <= ? AND outputs IS NOT NULL ORDER BY task_id LIMIT ?',
+      ),
     };
     const values = (n: number, cols: number) => Array.from({ length: n }, () => `(${Array(cols).fill('?').join(',')})`).join(',');
     this.#insertTasksMany = db.prepare(`INSERT INTO tasks (id, job_id, vars, spec) VALUES ${values(TASK_INSERT_ROWS, 4)}`);
-    this.#insertLeasesMany = db.prepare(`INSERT OR REPLACE INTO task_leases (task_id, attempt, mac, started_at, lease_until, speculative) VALUES ${values(LEASE_INSERT_ROWS, 6)}`);
+    this.#insertLeasesMany = db.prepare(
+      `INSERT OR REPLACE INTO task_leases (task_id, attempt, mac, started_at, lease_until, speculative) VALUES ${values(LEASE_INSERT_ROWS, 6)}`,
+    );
   }
 
   get s() {
@@ -258,7 +268,16 @@ export class DispatchStore {
     };
   }
 
-  insertJob(row: { id: number; name: string | null; spec: JobSpec; state: 'staging' | 'active'; first_task_id: number; task_count: number; inputs_key: string | null; submitted_at: number }): void {
+  insertJob(row: {
+    id: number;
+    name: string | null;
+    spec: JobSpec;
+    state: 'staging' | 'active';
+    first_task_id: number;
+    task_count: number;
+    inputs_key: string | null;
+    submitted_at: number;
+  }): void {
     this.#s.insertJob.run({ ...row, spec: JSON.stringify(row.spec), priority: row.spec.priority });
   }
 
@@ -329,7 +348,9 @@ export class DispatchStore {
   addJobCounts(deltas: ReadonlyMap<number, JobDelta>, now: number): CommittedJob[] {
     const out: CommittedJob[] = [];
     for (const [id, d] of deltas) {
-      const r = this.#s.addCounts.get(d.done, d.failed, d.cancelled, id) as { done: number; failed: number; cancelled: number; task_count: number; state: string } | undefined;
+      const r = this.#s.addCounts.get(d.done, d.failed, d.cancelled, id) as
+        | { done: number; failed: number; cancelled: number; task_count: number; state: string }
+        | undefined;
       if (!r) continue;
       const finished = r.state === 'active' && r.done + r.failed + r.cancelled >= r.task_count;
       if (finished) this.#s.finishJob.run('done', now, id);

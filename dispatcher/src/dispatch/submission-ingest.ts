@@ -73,7 +73,16 @@ export class SubmissionIngest {
       const inputsKey = v.spec.inputs ? randomBytes(18).toString('base64url') : null;
       try {
         await this.#d.write(() => {
-          this.#d.store.insertJob({ id: jobId, name: v.spec.name, spec: v.spec, state: 'active', first_task_id: first, task_count: rows.length, inputs_key: inputsKey, submitted_at: submittedAt });
+          this.#d.store.insertJob({
+            id: jobId,
+            name: v.spec.name,
+            spec: v.spec,
+            state: 'active',
+            first_task_id: first,
+            task_count: rows.length,
+            inputs_key: inputsKey,
+            submitted_at: submittedAt,
+          });
           this.#d.store.insertTasks(jobId, first, rows);
         }, 'submission');
       } catch (err) {
@@ -111,7 +120,17 @@ export class SubmissionIngest {
       const stage = async () => {
         if (staged === 0)
           await this.#d.write(
-            () => store.insertJob({ id: jobId, name: v.spec.name, spec: v.spec, state: 'staging', first_task_id: first, task_count: 0, inputs_key: inputsKey, submitted_at: submittedAt }),
+            () =>
+              store.insertJob({
+                id: jobId,
+                name: v.spec.name,
+                spec: v.spec,
+                state: 'staging',
+                first_task_id: first,
+                task_count: 0,
+                inputs_key: inputsKey,
+                submitted_at: submittedAt,
+              }),
             'submission',
           );
         const rows = batch;
@@ -133,7 +152,16 @@ export class SubmissionIngest {
         if (staged === 0) {
           const rows = batch;
           await this.#d.write(() => {
-            store.insertJob({ id: jobId, name: spec.name, spec, state: 'active', first_task_id: first, task_count: rows.length, inputs_key: inputsKey, submitted_at: submittedAt });
+            store.insertJob({
+              id: jobId,
+              name: spec.name,
+              spec,
+              state: 'active',
+              first_task_id: first,
+              task_count: rows.length,
+              inputs_key: inputsKey,
+              submitted_at: submittedAt,
+            });
             store.insertTasks(jobId, first, rows);
           }, 'submission');
         } else {
@@ -143,7 +171,8 @@ export class SubmissionIngest {
         this.#nextTaskId = first + count;
         return this.#d.activate(jobId, spec, first, count, inputsKey, submittedAt);
       } catch (err) {
-        if (staged === 0) this.#nextJobId = jobId; // nothing written: the id is free again
+        if (staged === 0)
+          this.#nextJobId = jobId; // nothing written: the id is free again
         else this.#nextTaskId = Math.max(this.#nextTaskId, first + staged);
         if (staged > 0) {
           const last = first + staged - 1;
@@ -161,8 +190,7 @@ export class SubmissionIngest {
   }
 
   #checkInputs(spec: JobSpec): void {
-    if (spec.inputs && !this.#d.blobs.has(spec.inputs))
-      throw badSubmission(`inputs: no uploaded tar with id ${spec.inputs}`, undefined);
+    if (spec.inputs && !this.#d.blobs.has(spec.inputs)) throw badSubmission(`inputs: no uploaded tar with id ${spec.inputs}`, undefined);
   }
 
   /** Runs submissions one at a time: a job's task ids are consecutive. */

@@ -61,7 +61,10 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
   const b = body as Record<string, unknown>;
   checkCommand(b.command, 'command');
   checkTimeout(b.timeoutSeconds);
-  if (Array.isArray(b.tasks)) b.tasks.forEach((t, i) => t && typeof t === 'object' && 'command' in t && checkCommand((t as { command: unknown }).command, `tasks[${i}].command`));
+  if (Array.isArray(b.tasks))
+    b.tasks.forEach(
+      (t, i) => t && typeof t === 'object' && 'command' in t && checkCommand((t as { command: unknown }).command, `tasks[${i}].command`),
+    );
   const first = Value.Errors(JobSubmissionSchema, body).First();
   if (first) throw badSubmission(describe(first.path, first.message, first.value));
   const s = body as JobSubmission;
@@ -70,7 +73,8 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
   checkCwd(s.cwd, 'cwd');
   s.params?.forEach((row, i) => checkParamsRow(row, `params[${i}]`));
   checkStdin(s.stdin, s.stdinB64, '');
-  if (s.params !== undefined && s.tasks !== undefined) throw badSubmission('give either "params" (a sweep) or "tasks" (explicit tasks), not both');
+  if (s.params !== undefined && s.tasks !== undefined)
+    throw badSubmission('give either "params" (a sweep) or "tasks" (explicit tasks), not both');
   if (opts.streamed && (s.params !== undefined || s.tasks !== undefined))
     throw badSubmission('a submission streamed with a params file must not carry "params" or "tasks" itself');
   s.tasks?.forEach((t, i) => {
@@ -80,7 +84,8 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
   });
   const count = s.params?.length ?? s.tasks?.length ?? 1;
   if (count > MAX_TASKS_PER_JOB) throw badSubmission(`${count} tasks in one job; at most ${MAX_TASKS_PER_JOB}`);
-  if (s.params !== undefined && s.params.length === 0) throw badSubmission('params: empty list (give at least one row, or leave params out)');
+  if (s.params !== undefined && s.params.length === 0)
+    throw badSubmission('params: empty list (give at least one row, or leave params out)');
 
   const template: TaskTemplate = {
     command: s.command,
@@ -102,7 +107,8 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
         values[k] = String(v);
         cols.add(k);
       }
-      for (const p of placeholders) if (!(p in values)) throw badSubmission(`params[${i}] (row ${i + 1}): missing field "${p}" (the command uses {${p}})`);
+      for (const p of placeholders)
+        if (!(p in values)) throw badSubmission(`params[${i}] (row ${i + 1}): missing field "${p}" (the command uses {${p}})`);
       rows[i] = values;
     });
     tasks = { kind: 'params', rows };
@@ -190,7 +196,8 @@ function checkCwd(cwd: string | null | undefined, field: string): void {
 }
 
 function checkStdin(stdin: string | undefined, stdinB64: string | undefined, prefix: string): void {
-  if (stdin !== undefined && stdinB64 !== undefined) throw badSubmission(`${prefix}stdin: give either stdin (text) or stdinB64 (bytes), not both`);
+  if (stdin !== undefined && stdinB64 !== undefined)
+    throw badSubmission(`${prefix}stdin: give either stdin (text) or stdinB64 (bytes), not both`);
   if (stdinB64 !== undefined && !/^[A-Za-z0-9+/]*={0,2}$/.test(stdinB64)) throw badSubmission(`${prefix}stdinB64: not base64`);
 }
 

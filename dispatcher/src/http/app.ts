@@ -3,7 +3,14 @@
  * WebSocket, the JSON API under /api/v1 and the web status page. `buildApp` never listens;
  * `main` does. Each area registers as a fastify plugin from its own folder.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyRequest, type onRequestAsyncHookHandler } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  type FastifyRequest,
+  type onRequestAsyncHookHandler,
+} from 'fastify';
 import { DispatcherError } from '../errors.js';
 import type { Core } from '../core.js';
 import { RateLimitedLog } from '../log.js';
@@ -42,7 +49,9 @@ export async function buildApp(core: Core, plugins: AppPlugin[] = []): Promise<F
     const methods = [route.method].flat();
     if (!methods.some((m) => STATE_CHANGING.has(m)) || route.config?.ownAuth) return;
     if (![route.onRequest ?? []].flat().some((h) => ADMIN_HOOKS.has(h as AdminHook)))
-      throw new Error(`${methods.join(',')} ${route.url} changes state but does not check the admin token on request: add onRequest: requireAdmin(core), or config.ownAuth naming its credential`);
+      throw new Error(
+        `${methods.join(',')} ${route.url} changes state but does not check the admin token on request: add onRequest: requireAdmin(core), or config.ownAuth naming its credential`,
+      );
   });
 
   app.setErrorHandler((err, req, reply) => {
@@ -51,10 +60,12 @@ export async function buildApp(core: Core, plugins: AppPlugin[] = []): Promise<F
     if (!req.raw.readableEnded && unreadBodyIsBig(req)) reply.header('connection', 'close');
     if (err instanceof DispatcherError) return reply.code(err.status).send(err.toJSON());
     const e = err as { statusCode?: number; code?: string; message: string; validation?: unknown };
-    if (e.validation || e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400))
+    if (e.validation || e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || e.statusCode === 400)
       return reply.code(400).send(new DispatcherError('DSP_ERR_BAD_REQUEST', e.message).toJSON());
     if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || e.statusCode === 413)
-      return reply.code(413).send(new DispatcherError('DSP_ERR_PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`).toJSON());
+      return reply
+        .code(413)
+        .send(new DispatcherError('DSP_ERR_PAYLOAD_TOO_LARGE', `request body larger than ${MAX_BODY_BYTES} bytes`).toJSON());
     if (e.statusCode === 415)
       return reply.code(415).send(new DispatcherError('DSP_ERR_UNSUPPORTED_MEDIA_TYPE', e.message, { hint: `send ${JSON_TYPE}` }).toJSON());
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
@@ -97,30 +108,51 @@ const refusalLogs = new WeakMap<Core, RateLimitedLog>();
  */
 export function requireAdmin(core: Core, opts: { accepts?: readonly string[] } = {}): AdminHook {
   const accepts = opts.accepts ?? [JSON_TYPE];
-  let noisy = refusalLogs.get(core);
-  if (!noisy) refusalLogs.set(core, (noisy = new RateLimitedLog(core.log.child({ svc: 'http' }))));
-  const log = noisy;
+  let log = refusalLogs.get(core);
+  if (!log) {
+    log = new RateLimitedLog(core.log.child({ svc: 'http' }));
+    refusalLogs.set(core, log);
+  }
   const refuse = (req: FastifyRequest, err: DispatcherError): never => {
-    log.warn(`refused:${req.ip}`, { ip: req.ip, method: req.method, url: req.url.split('?')[0]!.slice(0, 200), code: err.code, why: err.message }, 'admin request refused');
+    log.warn(
+      `refused:${req.ip}`,
+      { ip: req.ip, method: req.method, url: req.url.split('?')[0]!.slice(0, 200), code: err.code, why: err.message },
+      'admin request refused',
+    );
     throw err;
   };
   const hook: AdminHook = async (req) => {
     const cred = adminCredentialOf(req);
     if (!cred || !tokensEqual(cred.token, core.secrets.adminToken))
-      refuse(req, new DispatcherError('DSP_ERR_UNAUTHORIZED', cred ? 'wrong admin token' : 'this action needs the admin token', {
-        hint: 'pass --token or set LILCLUSTER_TOKEN; the token is in <data-dir>/admin.token',
-      }));
+      refuse(
+        req,
+        new DispatcherError('DSP_ERR_UNAUTHORIZED', cred ? 'wrong admin token' : 'this action needs the admin token', {
+          hint: 'pass --token or set LILCLUSTER_TOKEN; the token is in <data-dir>/admin.token',
+        }),
+      );
     if (cred!.via === 'cookie') {
       const why = crossOriginProblem(req);
       if (why)
-        refuse(req, new DispatcherError('DSP_ERR_FORBIDDEN', `refused a request authenticated by the log-in cookie that does not come from this dispatcher's page: ${why}`, {
-          hint: 'from a script or another tool, send the token as Authorization: Bearer <token>',
-        }));
+        refuse(
+          req,
+          new DispatcherError(
+            'DSP_ERR_FORBIDDEN',
+            `refused a request authenticated by the log-in cookie that does not come from this dispatcher's page: ${why}`,
+            {
+              hint: 'from a script or another tool, send the token as Authorization: Bearer <token>',
+            },
+          ),
+        );
     }
     if (STATE_CHANGING.has(req.method)) {
       const what = unacceptedBody(req, accepts);
       if (what)
-        refuse(req, new DispatcherError('DSP_ERR_UNSUPPORTED_MEDIA_TYPE', `${what} is not accepted here: send ${accepts.join(' or ')}`, { hint: `set content-type: ${accepts[0]}` }));
+        refuse(
+          req,
+          new DispatcherError('DSP_ERR_UNSUPPORTED_MEDIA_TYPE', `${what} is not accepted here: send ${accepts.join(' or ')}`, {
+            hint: `set content-type: ${accepts[0]}`,
+          }),
+        );
     }
   };
   ADMIN_HOOKS.add(hook);
@@ -136,7 +168,8 @@ function crossOriginProblem(req: FastifyRequest): string | undefined {
   if (origin === undefined) return 'it carries neither Origin nor Sec-Fetch-Site';
   const host = hostOf(`http://${req.headers.host ?? ''}`);
   const from = hostOf(origin);
-  if (from === undefined || !/^https?:$/.test(new URL(origin).protocol)) return `Origin ${origin.slice(0, 100)} is not a page of this dispatcher`;
+  if (from === undefined || !/^https?:$/.test(new URL(origin).protocol))
+    return `Origin ${origin.slice(0, 100)} is not a page of this dispatcher`;
   return from === host ? undefined : `Origin ${origin.slice(0, 100)} is not this dispatcher (${String(req.headers.host).slice(0, 100)})`;
 }
 

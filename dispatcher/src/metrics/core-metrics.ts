@@ -18,31 +18,108 @@ export interface CoreMetricsSources {
 /** Registers the figures and returns a function that unregisters what needs stopping. */
 export function registerCoreMetrics(core: Core, src: CoreMetricsSources): () => void {
   const m = core.metrics;
-  m.collect({ name: 'lilcluster_info', help: 'dispatcher version', type: 'gauge', labelNames: ['version'], collect: () => [{ labels: { version: VERSION }, value: 1 }] });
   m.collect({
-    name: NODES_BY_STATE, help: 'nodes by state', type: 'gauge', labelNames: ['state'],
+    name: 'lilcluster_info',
+    help: 'dispatcher version',
+    type: 'gauge',
+    labelNames: ['version'],
+    collect: () => [{ labels: { version: VERSION }, value: 1 }],
+  });
+  m.collect({
+    name: NODES_BY_STATE,
+    help: 'nodes by state',
+    type: 'gauge',
+    labelNames: ['state'],
     collect: () => {
       const counts = new Map<string, number>(NODE_STATES.map((s) => [s, 0]));
       for (const n of core.nodes.list()) counts.set(n.state, (counts.get(n.state) ?? 0) + 1);
       return [...counts].map(([state, value]) => ({ labels: { state }, value }));
     },
   });
-  m.collect({ name: 'lilcluster_nodes_pending', help: 'nodes waiting for approval', type: 'gauge', collect: () => core.nodes.list().filter((n) => n.enrollment === 'pending').length });
-  m.collect({ name: 'lilcluster_nodes_connected', help: 'nodes whose agent is connected', type: 'gauge', collect: () => src.control().connected().length });
-  m.collect({ name: 'lilcluster_store_commits_total', help: 'store transactions committed (group commit)', type: 'counter', collect: () => core.commits.stats.commits });
-  m.collect({ name: 'lilcluster_store_writes_total', help: 'writes committed in those transactions', type: 'counter', collect: () => core.commits.stats.writes });
-  m.collect({ name: 'lilcluster_store_commit_seconds_total', help: 'time spent committing on the event loop (the fsync is counted apart); divide by commits for the mean', type: 'counter', collect: () => core.commits.stats.totalCommitMs / 1000 });
-  m.collect({ name: 'lilcluster_store_last_commit_seconds', help: 'duration of the last commit', type: 'gauge', collect: () => core.commits.stats.lastCommitMs / 1000 });
-  m.collect({ name: 'lilcluster_store_wal_syncs_total', help: 'fsyncs of the WAL that made commits durable (threadpool, off the event loop)', type: 'counter', collect: () => core.commits.stats.syncs });
-  m.collect({ name: 'lilcluster_store_wal_sync_seconds_total', help: 'time spent in those fsyncs', type: 'counter', collect: () => core.commits.stats.totalSyncMs / 1000 });
-  m.collect({ name: 'lilcluster_store_checkpoints_total', help: 'WAL checkpoints by the checkpoint worker', type: 'counter', collect: () => core.checkpointer.stats.checkpoints });
-  m.collect({ name: 'lilcluster_store_checkpoint_seconds_total', help: 'time the checkpoint worker spent checkpointing', type: 'counter', collect: () => core.checkpointer.stats.totalMs / 1000 });
-  m.collect({ name: 'lilcluster_store_failing', help: '1 while the store cannot be written', type: 'gauge', collect: () => (core.commits.failure ? 1 : 0) });
-  m.collect({ name: 'lilcluster_web_clients', help: 'status pages connected to the live feed', type: 'gauge', collect: () => src.feedClients() });
+  m.collect({
+    name: 'lilcluster_nodes_pending',
+    help: 'nodes waiting for approval',
+    type: 'gauge',
+    collect: () => core.nodes.list().filter((n) => n.enrollment === 'pending').length,
+  });
+  m.collect({
+    name: 'lilcluster_nodes_connected',
+    help: 'nodes whose agent is connected',
+    type: 'gauge',
+    collect: () => src.control().connected().length,
+  });
+  m.collect({
+    name: 'lilcluster_store_commits_total',
+    help: 'store transactions committed (group commit)',
+    type: 'counter',
+    collect: () => core.commits.stats.commits,
+  });
+  m.collect({
+    name: 'lilcluster_store_writes_total',
+    help: 'writes committed in those transactions',
+    type: 'counter',
+    collect: () => core.commits.stats.writes,
+  });
+  m.collect({
+    name: 'lilcluster_store_commit_seconds_total',
+    help: 'time spent committing on the event loop (the fsync is counted apart); divide by commits for the mean',
+    type: 'counter',
+    collect: () => core.commits.stats.totalCommitMs / 1000,
+  });
+  m.collect({
+    name: 'lilcluster_store_last_commit_seconds',
+    help: 'duration of the last commit',
+    type: 'gauge',
+    collect: () => core.commits.stats.lastCommitMs / 1000,
+  });
+  m.collect({
+    name: 'lilcluster_store_wal_syncs_total',
+    help: 'fsyncs of the WAL that made commits durable (threadpool, off the event loop)',
+    type: 'counter',
+    collect: () => core.commits.stats.syncs,
+  });
+  m.collect({
+    name: 'lilcluster_store_wal_sync_seconds_total',
+    help: 'time spent in those fsyncs',
+    type: 'counter',
+    collect: () => core.commits.stats.totalSyncMs / 1000,
+  });
+  m.collect({
+    name: 'lilcluster_store_checkpoints_total',
+    help: 'WAL checkpoints by the checkpoint worker',
+    type: 'counter',
+    collect: () => core.checkpointer.stats.checkpoints,
+  });
+  m.collect({
+    name: 'lilcluster_store_checkpoint_seconds_total',
+    help: 'time the checkpoint worker spent checkpointing',
+    type: 'counter',
+    collect: () => core.checkpointer.stats.totalMs / 1000,
+  });
+  m.collect({
+    name: 'lilcluster_store_failing',
+    help: '1 while the store cannot be written',
+    type: 'gauge',
+    collect: () => (core.commits.failure ? 1 : 0),
+  });
+  m.collect({
+    name: 'lilcluster_web_clients',
+    help: 'status pages connected to the live feed',
+    type: 'gauge',
+    collect: () => src.feedClients(),
+  });
 
   const events = m.counter({ name: 'lilcluster_events_total', help: 'events recorded, by kind', labelNames: ['kind'] });
-  const commands = m.counter({ name: 'lilcluster_node_commands_total', help: 'operator commands to nodes, by command and outcome', labelNames: ['command', 'outcome'] });
-  const ack = m.histogram({ name: 'lilcluster_node_command_ack_seconds', help: 'time from sending a command to the agent until its acknowledgement', labelNames: ['command'] });
+  const commands = m.counter({
+    name: 'lilcluster_node_commands_total',
+    help: 'operator commands to nodes, by command and outcome',
+    labelNames: ['command', 'outcome'],
+  });
+  const ack = m.histogram({
+    name: 'lilcluster_node_command_ack_seconds',
+    help: 'time from sending a command to the agent until its acknowledgement',
+    labelNames: ['command'],
+  });
   const unsubscribe = core.events.subscribe((e) => {
     events.inc({ kind: e.kind });
     if (e.kind === 'node.command' && e.data) {
@@ -54,11 +131,32 @@ export function registerCoreMetrics(core: Core, src: CoreMetricsSources): () => 
 
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  m.collect({ name: 'process_resident_memory_bytes', help: 'resident memory size', type: 'gauge', collect: () => process.memoryUsage.rss() });
-  m.collect({ name: 'process_cpu_seconds_total', help: 'user and system CPU time', type: 'counter', collect: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; } });
-  m.collect({ name: 'process_start_time_seconds', help: 'start time, Unix seconds', type: 'gauge', collect: () => Math.round(core.startedAt / 1000) });
   m.collect({
-    name: 'nodejs_eventloop_delay_seconds', help: 'event-loop delay percentiles since the last scrape', type: 'gauge', labelNames: ['quantile'],
+    name: 'process_resident_memory_bytes',
+    help: 'resident memory size',
+    type: 'gauge',
+    collect: () => process.memoryUsage.rss(),
+  });
+  m.collect({
+    name: 'process_cpu_seconds_total',
+    help: 'user and system CPU time',
+    type: 'counter',
+    collect: () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1e6;
+    },
+  });
+  m.collect({
+    name: 'process_start_time_seconds',
+    help: 'start time, Unix seconds',
+    type: 'gauge',
+    collect: () => Math.round(core.startedAt / 1000),
+  });
+  m.collect({
+    name: 'nodejs_eventloop_delay_seconds',
+    help: 'event-loop delay percentiles since the last scrape',
+    type: 'gauge',
+    labelNames: ['quantile'],
     collect: () => {
       const r = [0.5, 0.99].map((q) => ({ labels: { quantile: q }, value: loop.percentile(q * 100) / 1e9 }));
       loop.reset();

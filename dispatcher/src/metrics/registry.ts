@@ -144,11 +144,13 @@ abstract class Labelled {
   protected key(labels: Labels | undefined): string {
     if (this.labelNames.length === 0) return '';
     if (!labels) throw new Error(`metric ${this.name} needs labels ${this.labelNames.join(', ')}`);
-    return this.labelNames.map((l) => {
-      const v = labels[l];
-      if (v === undefined) throw new Error(`metric ${this.name}: missing label ${l}`);
-      return String(v);
-    }).join('\u0000');
+    return this.labelNames
+      .map((l) => {
+        const v = labels[l];
+        if (v === undefined) throw new Error(`metric ${this.name}: missing label ${l}`);
+        return String(v);
+      })
+      .join('\u0000');
   }
   protected labelsOf(key: string): Labels | undefined {
     if (this.labelNames.length === 0) return undefined;

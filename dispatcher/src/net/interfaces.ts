@@ -49,7 +49,11 @@ interface InterfaceInfo {
 function readInterface(iface: string): InterfaceInfo | undefined {
   try {
     const out = execFileSync('ip', ['-j', 'addr', 'show', 'dev', iface], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const [link] = JSON.parse(out) as { ifindex: number; address?: string; addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+    const [link] = JSON.parse(out) as {
+      ifindex: number;
+      address?: string;
+      addr_info?: { family: string; local: string; prefixlen: number }[];
+    }[];
     if (!link) return undefined;
     const ipv4 = (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ address: a.local, prefixLen: a.prefixlen }));
     return { ifindex: link.ifindex, mac: link.address, ipv4 };
@@ -67,7 +71,15 @@ export function prefixToNetmask(prefixLen: number): string {
 }
 
 function netmaskToPrefix(mask: string): number {
-  return mask.split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).split('').filter((b) => b === '1').length, 0);
+  return mask.split('.').reduce(
+    (n, o) =>
+      n +
+      (Number(o) >>> 0)
+        .toString(2)
+        .split('')
+        .filter((b) => b === '1').length,
+    0,
+  );
 }
 
 export function ifindexOf(iface: string): number {
@@ -79,6 +91,7 @@ export function ifindexOf(iface: string): number {
 }
 
 function firstNonInternalIPv4(): string | undefined {
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   return undefined;
 }

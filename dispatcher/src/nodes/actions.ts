@@ -105,7 +105,12 @@ export class NodeActions {
     const out = await this.#command(n, 'reboot', { kind: 'reboot' }, DEFAULT_ACK_TIMEOUT_MS);
     if (!opts.keepDraining) this.control.setDraining(n.mac, false);
     this.deps.nodes.setState(n.mac, 'rebooting', 'operator reboot', { by: 'operator' });
-    return this.#result(n, 'reboot', out.ackMs, `reboot acknowledged in ${fmtMs(out.ackMs)}${running ? `; its ${running} running tasks go back to the queue` : ''}`);
+    return this.#result(
+      n,
+      'reboot',
+      out.ackMs,
+      `reboot acknowledged in ${fmtMs(out.ackMs)}${running ? `; its ${running} running tasks go back to the queue` : ''}`,
+    );
   }
 
   async poweroff(ref: string): Promise<ActionOutcome> {
@@ -113,19 +118,28 @@ export class NodeActions {
     const out = await this.#command(n, 'poweroff', { kind: 'poweroff' }, DEFAULT_ACK_TIMEOUT_MS);
     this.control.setDraining(n.mac, false);
     this.deps.nodes.setState(n.mac, 'off', 'operator poweroff', { by: 'operator' });
-    return this.#result(n, 'poweroff', out.ackMs, `poweroff acknowledged in ${fmtMs(out.ackMs)}; wake it with \`dispatcherctl wake ${n.name}\``);
+    return this.#result(
+      n,
+      'poweroff',
+      out.ackMs,
+      `poweroff acknowledged in ${fmtMs(out.ackMs)}; wake it with \`dispatcherctl wake ${n.name}\``,
+    );
   }
 
   drain(ref: string): ActionOutcome {
     const n = this.resolve(ref);
     if (n.state === 'draining') return this.#result(n, 'drain', null, 'already draining');
-    if (n.state !== 'ready' && n.state !== 'busy')
-      throw stateError(n, 'drain', 'only a ready or busy node can be drained');
+    if (n.state !== 'ready' && n.state !== 'busy') throw stateError(n, 'drain', 'only a ready or busy node can be drained');
     this.control.setDraining(n.mac, true);
     const running = this.live(n)?.running.length ?? 0;
     this.deps.nodes.setState(n.mac, 'draining', 'operator drain', { by: 'operator' });
     this.#event(n, 'drain', true, null, `drain: ${running} running tasks finish, no new ones`);
-    return this.#result(n, 'drain', null, `draining: ${running ? `${running} running tasks finish, ` : ''}no new tasks (\`dispatcherctl undrain ${n.name}\` to resume)`);
+    return this.#result(
+      n,
+      'drain',
+      null,
+      `draining: ${running ? `${running} running tasks finish, ` : ''}no new tasks (\`dispatcherctl undrain ${n.name}\` to resume)`,
+    );
   }
 
   undrain(ref: string): ActionOutcome {
@@ -142,7 +156,9 @@ export class NodeActions {
   approve(ref: string): ActionOutcome {
     const n = this.resolve(ref);
     if (n.enrollment !== 'pending')
-      throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} is already admitted`, { hint: 'approve is for nodes listed as (pending) by `dispatcherctl nodes`' });
+      throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} is already admitted`, {
+        hint: 'approve is for nodes listed as (pending) by `dispatcherctl nodes`',
+      });
     this.deps.nodes.approve(n.name);
     return this.#result(n, 'approve', null, 'approved: its agent joins at its next attempt');
   }
@@ -150,16 +166,28 @@ export class NodeActions {
   async wake(ref: string): Promise<ActionOutcome> {
     const n = this.resolve(ref);
     if (this.control.isConnected(n.mac) || (n.state !== 'off' && n.state !== 'lost'))
-      throw stateError(n, 'wake', 'Wake-on-LAN is for nodes that are off or lost', this.control.isConnected(n.mac) ? 'its agent is connected: it is awake' : undefined);
+      throw stateError(
+        n,
+        'wake',
+        'Wake-on-LAN is for nodes that are off or lost',
+        this.control.isConnected(n.mac) ? 'its agent is connected: it is awake' : undefined,
+      );
     let sent;
     try {
       sent = await sendWake(n.mac, this.deps.wakeTarget(), this.deps.wakeOptions);
     } catch (err) {
       this.#event(n, 'wake', false, null, `wake failed: ${(err as Error).message}`);
-      throw new DispatcherError('DSP_ERR_INTERNAL', `could not send the Wake-on-LAN packet for ${n.name}: ${(err as Error).message}`, { cause: err });
+      throw new DispatcherError('DSP_ERR_INTERNAL', `could not send the Wake-on-LAN packet for ${n.name}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.#event(n, 'wake', true, null, `wake: magic packet for ${n.mac} sent to ${sent.destination}:${sent.port}`);
-    return this.#result(n, 'wake', null, `magic packet sent to ${sent.destination}:${sent.port} (the machine must have Wake-on-LAN on in its firmware)`);
+    return this.#result(
+      n,
+      'wake',
+      null,
+      `magic packet sent to ${sent.destination}:${sent.port} (the machine must have Wake-on-LAN on in its firmware)`,
+    );
   }
 
   async inspect(ref: string): Promise<InspectOutcome> {
@@ -175,22 +203,35 @@ export class NodeActions {
     return this.#connected(this.resolve(ref), 'exec');
   }
 
-  async exec(n: NodeRecord, command: string[] | string, timeoutMs: number | undefined, onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void): Promise<ExecOutcome> {
+  async exec(
+    n: NodeRecord,
+    command: string[] | string,
+    timeoutMs: number | undefined,
+    onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void,
+  ): Promise<ExecOutcome> {
     const t = timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
     const shown = Array.isArray(command) ? command.join(' ') : command;
-    const out = await this.#command(n, 'exec', { kind: 'exec', command, timeoutMs: t }, t + DEFAULT_ACK_TIMEOUT_MS, { onOutput, label: `exec \`${shown.slice(0, 200)}\`` });
+    const out = await this.#command(n, 'exec', { kind: 'exec', command, timeoutMs: t }, t + DEFAULT_ACK_TIMEOUT_MS, {
+      onOutput,
+      label: `exec \`${shown.slice(0, 200)}\``,
+    });
     const r = (out.result ?? {}) as { exitCode?: number | null; signal?: string | null; durationMs?: number | null };
     return { exitCode: r.exitCode ?? null, signal: r.signal ?? null, durationMs: r.durationMs ?? null, ackMs: out.ackMs };
   }
 
   #connected(n: NodeRecord, action: string): NodeRecord {
-    if (n.enrollment === 'pending') throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} waits for approval`, { hint: `dispatcherctl approve ${n.name}` });
+    if (n.enrollment === 'pending')
+      throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} waits for approval`, { hint: `dispatcherctl approve ${n.name}` });
     if (!this.control.isConnected(n.mac)) {
       const hint =
-        n.state === 'off' ? `it is off: \`dispatcherctl wake ${n.name}\` sends it a Wake-on-LAN packet`
-        : n.state === 'rebooting' || n.state === 'booting' ? 'it is booting: try again when `dispatcherctl nodes` shows it ready'
-        : `see how far its last boot got: \`dispatcherctl boot-log ${n.name}\``;
-      throw new DispatcherError('DSP_ERR_NODE_OFFLINE', `${n.name} is ${n.state}: its agent is not connected, so it cannot ${action}`, { hint });
+        n.state === 'off'
+          ? `it is off: \`dispatcherctl wake ${n.name}\` sends it a Wake-on-LAN packet`
+          : n.state === 'rebooting' || n.state === 'booting'
+            ? 'it is booting: try again when `dispatcherctl nodes` shows it ready'
+            : `see how far its last boot got: \`dispatcherctl boot-log ${n.name}\``;
+      throw new DispatcherError('DSP_ERR_NODE_OFFLINE', `${n.name} is ${n.state}: its agent is not connected, so it cannot ${action}`, {
+        hint,
+      });
     }
     return n;
   }
@@ -219,13 +260,23 @@ export class NodeActions {
       });
     }
     const r = out.result as { exitCode?: number | null; signal?: string | null } | undefined;
-    const detail = action === 'exec' ? ` exited ${r?.exitCode ?? r?.signal ?? '?'}` : action === 'inspect' ? ` answered in ${fmtMs(out.ackMs)}` : ` acknowledged in ${fmtMs(out.ackMs)}`;
+    const detail =
+      action === 'exec'
+        ? ` exited ${r?.exitCode ?? r?.signal ?? '?'}`
+        : action === 'inspect'
+          ? ` answered in ${fmtMs(out.ackMs)}`
+          : ` acknowledged in ${fmtMs(out.ackMs)}`;
     this.#event(n, action, true, out.ackMs, `${label}${detail}`);
     return out;
   }
 
   #event(n: NodeRecord, command: string, ok: boolean, ackMs: number | null, message: string): void {
-    this.deps.events.append({ kind: 'node.command', node: n.name, message: `${n.name} ${message}`, data: { command, ok, ...(ackMs !== null ? { ackMs } : {}) } });
+    this.deps.events.append({
+      kind: 'node.command',
+      node: n.name,
+      message: `${n.name} ${message}`,
+      data: { command, ok, ...(ackMs !== null ? { ackMs } : {}) },
+    });
     this.deps.log.info({ node: n.name, command, ok, ackMs }, 'node command');
   }
 
@@ -235,7 +286,9 @@ export class NodeActions {
 }
 
 function stateError(n: NodeRecord, action: string, why: string, extra?: string): DispatcherError {
-  return new DispatcherError('DSP_ERR_NODE_STATE', `cannot ${action} ${n.name}: it is ${n.state}${extra ? ` (${extra})` : ''}`, { hint: why });
+  return new DispatcherError('DSP_ERR_NODE_STATE', `cannot ${action} ${n.name}: it is ${n.state}${extra ? ` (${extra})` : ''}`, {
+    hint: why,
+  });
 }
 
 function fmtMs(ms: number): string {

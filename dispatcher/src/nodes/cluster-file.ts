@@ -84,18 +84,27 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   const enrollment = (d.enrollment ?? 'auto') as EnrollmentPolicy;
   if (!['auto', 'approve', 'deny'].includes(enrollment)) fail('enrollment', 'must be auto, approve or deny');
   const rawCaps = d.autoEnroll ?? {};
-  const given = { ...(d.autoEnroll !== undefined ? { autoEnroll: true } : {}), ...(d.bootTokenMinutes !== undefined ? { bootTokenMinutes: true } : {}) };
-  if (typeof rawCaps !== 'object' || rawCaps === null || Array.isArray(rawCaps)) return fail('autoEnroll', 'expected a mapping (perMinute, total)');
+  const given = {
+    ...(d.autoEnroll !== undefined ? { autoEnroll: true } : {}),
+    ...(d.bootTokenMinutes !== undefined ? { bootTokenMinutes: true } : {}),
+  };
+  if (typeof rawCaps !== 'object' || rawCaps === null || Array.isArray(rawCaps))
+    return fail('autoEnroll', 'expected a mapping (perMinute, total)');
   const caps = rawCaps as Record<string, unknown>;
   for (const k of Object.keys(caps)) if (k !== 'perMinute' && k !== 'total') fail(`autoEnroll.${k}`, 'unknown field');
   const count = (field: string, v: unknown, dflt: number): number => {
     if (v === undefined) return dflt;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail(field, 'must be a whole number ≥ 0 (0: no machine is registered on first sight)');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+      fail(field, 'must be a whole number ≥ 0 (0: no machine is registered on first sight)');
     return v as number;
   };
-  const autoEnroll = { perMinute: count('autoEnroll.perMinute', caps.perMinute, DEFAULT_AUTO_ENROLL.perMinute), total: count('autoEnroll.total', caps.total, DEFAULT_AUTO_ENROLL.total) };
+  const autoEnroll = {
+    perMinute: count('autoEnroll.perMinute', caps.perMinute, DEFAULT_AUTO_ENROLL.perMinute),
+    total: count('autoEnroll.total', caps.total, DEFAULT_AUTO_ENROLL.total),
+  };
   const bootTokenMinutes = d.bootTokenMinutes ?? DEFAULT_BOOT_TOKEN_MINUTES;
-  if (typeof bootTokenMinutes !== 'number' || !(bootTokenMinutes > 0) || bootTokenMinutes > 24 * 60) fail('bootTokenMinutes', 'must be a number of minutes above 0, at most 1440');
+  if (typeof bootTokenMinutes !== 'number' || !(bootTokenMinutes > 0) || bootTokenMinutes > 24 * 60)
+    fail('bootTokenMinutes', 'must be a number of minutes above 0, at most 1440');
   const rawNodes = d.nodes ?? [];
   if (!Array.isArray(rawNodes)) return fail('nodes', 'expected a list');
   const names = new Set<string>();
@@ -125,5 +134,10 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
       ...(n.firstStage ? { firstStage: n.firstStage as FirstStage } : {}),
     };
   });
-  return { enrollment, ...(given.autoEnroll ? { autoEnroll } : {}), ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}), nodes };
+  return {
+    enrollment,
+    ...(given.autoEnroll ? { autoEnroll } : {}),
+    ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),
+    nodes,
+  };
 }

@@ -11,9 +11,12 @@ import type { NodeRecord } from './registry.js';
 
 export async function forgetNode(core: Core, live: { isConnected(mac: Mac): boolean }, ref: string): Promise<NodeRecord> {
   const n = core.nodes.find(ref);
-  if (!n) throw new DispatcherError('DSP_ERR_NODE_NOT_FOUND', `no node named ${ref.slice(0, 80)}`, { hint: 'dispatcherctl nodes lists them' });
+  if (!n)
+    throw new DispatcherError('DSP_ERR_NODE_NOT_FOUND', `no node named ${ref.slice(0, 80)}`, { hint: 'dispatcherctl nodes lists them' });
   if (live.isConnected(n.mac))
-    throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} is connected: only a node whose agent is gone can be forgotten`, { hint: `power it off first: dispatcherctl poweroff ${n.name}` });
+    throw new DispatcherError('DSP_ERR_NODE_STATE', `${n.name} is connected: only a node whose agent is gone can be forgotten`, {
+      hint: `power it off first: dispatcherctl poweroff ${n.name}`,
+    });
   const { mac } = n;
   core.bootTokens.forget(mac);
   core.enrollTokens.forget(mac);

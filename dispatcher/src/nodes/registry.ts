@@ -75,7 +75,12 @@ export interface NodeRecord {
 export type AdmitDecision =
   | { kind: 'boot'; node: NodeRecord }
   | { kind: 'pending'; node: NodeRecord }
-  | { kind: 'deny'; mac: Mac; reason: string; /** Refused by the auto-enrolment cap (callers log these under one key). */ capped?: boolean };
+  | {
+      kind: 'deny';
+      mac: Mac;
+      reason: string /** Refused by the auto-enrolment cap (callers log these under one key). */;
+      capped?: boolean;
+    };
 
 export interface UnknownMachine {
   mac: Mac;
@@ -234,7 +239,12 @@ export class NodeRegistry {
     // Through group commit, after any upsert of this node still queued there.
     await this.commits.run(() => this.#stmts.remove.run(mac));
     await Promise.all([...this.#forgetListeners].map((l) => l(mac)));
-    this.events.append({ kind: 'node.forgotten', node: n.name, message: `${n.name} (${mac}) forgotten${n.fromClusterFile ? ' (the cluster file lists it: it comes back at the next start)' : ''}`, data: { mac } });
+    this.events.append({
+      kind: 'node.forgotten',
+      node: n.name,
+      message: `${n.name} (${mac}) forgotten${n.fromClusterFile ? ' (the cluster file lists it: it comes back at the next start)' : ''}`,
+      data: { mac },
+    });
     return n;
   }
 
@@ -293,7 +303,13 @@ export class NodeRegistry {
   /** The agent said hello: remember what it told us about the machine. */
   recordHello(
     mac: Mac,
-    info: { uuid?: string | null; ip?: string | null; imageVersion?: string | null; agentVersion?: string | null; inventory?: Record<string, unknown> | null },
+    info: {
+      uuid?: string | null;
+      ip?: string | null;
+      imageVersion?: string | null;
+      agentVersion?: string | null;
+      inventory?: Record<string, unknown> | null;
+    },
   ): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
@@ -314,7 +330,10 @@ export class NodeRegistry {
    * Per-node settings the operator may change at run time. For a node listed in the cluster
    * file, the file wins again at the next start.
    */
-  updateSettings(mac: Mac, settings: { labels?: string[]; firstStage?: FirstStage | null; fixedIp?: string | null }): NodeRecord | undefined {
+  updateSettings(
+    mac: Mac,
+    settings: { labels?: string[]; firstStage?: FirstStage | null; fixedIp?: string | null },
+  ): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
     const changed: string[] = [];
@@ -332,7 +351,12 @@ export class NodeRegistry {
     }
     if (changed.length) {
       this.#persist(n);
-      this.events.append({ kind: 'node.settings', node: n.name, message: `${n.name} settings: ${changed.join(' ')}`, data: { ...settings } });
+      this.events.append({
+        kind: 'node.settings',
+        node: n.name,
+        message: `${n.name} settings: ${changed.join(' ')}`,
+        data: { ...settings },
+      });
     }
     return n;
   }
@@ -359,9 +383,23 @@ export class NodeRegistry {
     this.#maxAutoSeq = seq;
     const t = this.now();
     const n: NodeRecord = {
-      mac, name, uuid: null, labels: [], fixedIp: null, firstStage: null, fromClusterFile: false, enrollment,
-      state: 'booting', stateSince: t, firstSeen: t, lastSeen: t, bootCount: 0, ip: null, imageVersion: null,
-      agentVersion: null, inventory: null,
+      mac,
+      name,
+      uuid: null,
+      labels: [],
+      fixedIp: null,
+      firstStage: null,
+      fromClusterFile: false,
+      enrollment,
+      state: 'booting',
+      stateSince: t,
+      firstSeen: t,
+      lastSeen: t,
+      bootCount: 0,
+      ip: null,
+      imageVersion: null,
+      agentVersion: null,
+      inventory: null,
     };
     this.#index(n);
     this.#persist(n, seq);
@@ -380,7 +418,11 @@ export class NodeRegistry {
         do fresh = `node${++seq}`;
         while (this.#byName.has(fresh) || cluster.nodes.some((s) => s.name === fresh));
         this.#maxAutoSeq = seq;
-        this.events.append({ kind: 'node.renamed', node: fresh, message: `${holder.name} (${holder.mac}) renamed ${fresh}: the cluster file gives its name to ${spec.mac}` });
+        this.events.append({
+          kind: 'node.renamed',
+          node: fresh,
+          message: `${holder.name} (${holder.mac}) renamed ${fresh}: the cluster file gives its name to ${spec.mac}`,
+        });
         holder.name = fresh;
         this.#byName.set(fresh, holder);
         this.#sorted = undefined;
@@ -389,9 +431,23 @@ export class NodeRegistry {
       if (!n) {
         const t = this.now();
         n = {
-          mac: spec.mac, name: spec.name, uuid: null, labels: [], fixedIp: null, firstStage: null, fromClusterFile: true,
-          enrollment: 'admitted', state: 'off', stateSince: t, firstSeen: t, lastSeen: null, bootCount: 0, ip: null,
-          imageVersion: null, agentVersion: null, inventory: null,
+          mac: spec.mac,
+          name: spec.name,
+          uuid: null,
+          labels: [],
+          fixedIp: null,
+          firstStage: null,
+          fromClusterFile: true,
+          enrollment: 'admitted',
+          state: 'off',
+          stateSince: t,
+          firstSeen: t,
+          lastSeen: null,
+          bootCount: 0,
+          ip: null,
+          imageVersion: null,
+          agentVersion: null,
+          inventory: null,
         };
       } else if (n.name !== spec.name) {
         this.#byName.delete(n.name);
@@ -415,18 +471,34 @@ export class NodeRegistry {
 
   #params(n: NodeRecord, autoSeq: number | null | undefined) {
     return {
-      mac: n.mac, name: n.name, autoSeq: autoSeq ?? autoSeqOf(n), uuid: n.uuid, labels: JSON.stringify(n.labels), fixedIp: n.fixedIp,
-      firstStage: n.firstStage, fromClusterFile: n.fromClusterFile ? 1 : 0, enrollment: n.enrollment, state: n.state,
-      stateSince: n.stateSince, firstSeen: n.firstSeen, lastSeen: n.lastSeen, bootCount: n.bootCount, ip: n.ip,
-      imageVersion: n.imageVersion, agentVersion: n.agentVersion, inventory: n.inventory ? JSON.stringify(n.inventory) : null,
+      mac: n.mac,
+      name: n.name,
+      autoSeq: autoSeq ?? autoSeqOf(n),
+      uuid: n.uuid,
+      labels: JSON.stringify(n.labels),
+      fixedIp: n.fixedIp,
+      firstStage: n.firstStage,
+      fromClusterFile: n.fromClusterFile ? 1 : 0,
+      enrollment: n.enrollment,
+      state: n.state,
+      stateSince: n.stateSince,
+      firstSeen: n.firstSeen,
+      lastSeen: n.lastSeen,
+      bootCount: n.bootCount,
+      ip: n.ip,
+      imageVersion: n.imageVersion,
+      agentVersion: n.agentVersion,
+      inventory: n.inventory ? JSON.stringify(n.inventory) : null,
     };
   }
 
   #persist(n: NodeRecord, autoSeq?: number | null): void {
     const p = this.#params(n, autoSeq);
-    this.commits.run(() => this.#stmts.upsert.run(p)).catch(() => {
-      /* reported through GroupCommit.failure */
-    });
+    this.commits
+      .run(() => this.#stmts.upsert.run(p))
+      .catch(() => {
+        /* reported through GroupCommit.failure */
+      });
   }
 
   #persistNow(n: NodeRecord, autoSeq: number | null): void {
@@ -468,10 +540,22 @@ interface NodeRow {
 
 function fromRow(r: NodeRow): NodeRecord {
   return {
-    mac: r.mac as Mac, name: r.name, uuid: r.uuid, labels: JSON.parse(r.labels) as string[], fixedIp: r.fixed_ip,
-    firstStage: r.first_stage as FirstStage | null, fromClusterFile: r.from_cluster_file === 1,
-    enrollment: r.enrollment as Enrollment, state: r.state as NodeState, stateSince: r.state_since, firstSeen: r.first_seen,
-    lastSeen: r.last_seen, bootCount: r.boot_count, ip: r.ip, imageVersion: r.image_version, agentVersion: r.agent_version,
+    mac: r.mac as Mac,
+    name: r.name,
+    uuid: r.uuid,
+    labels: JSON.parse(r.labels) as string[],
+    fixedIp: r.fixed_ip,
+    firstStage: r.first_stage as FirstStage | null,
+    fromClusterFile: r.from_cluster_file === 1,
+    enrollment: r.enrollment as Enrollment,
+    state: r.state as NodeState,
+    stateSince: r.state_since,
+    firstSeen: r.first_seen,
+    lastSeen: r.last_seen,
+    bootCount: r.boot_count,
+    ip: r.ip,
+    imageVersion: r.image_version,
+    agentVersion: r.agent_version,
     inventory: r.inventory ? (JSON.parse(r.inventory) as Record<string, unknown>) : null,
   };
 }

@@ -98,14 +98,21 @@ export class Operations {
         if (seen.has(n.mac)) continue;
         seen.add(n.mac);
         if (!actions.control.isConnected(n.mac))
-          throw new DispatcherError('DSP_ERR_NODE_OFFLINE', `${n.name} is ${n.state}: its agent is not connected, so it cannot take part in a rolling reboot`, {
-            hint: 'leave it out, or wait until `dispatcherctl nodes` shows it ready',
-          });
+          throw new DispatcherError(
+            'DSP_ERR_NODE_OFFLINE',
+            `${n.name} is ${n.state}: its agent is not connected, so it cannot take part in a rolling reboot`,
+            {
+              hint: 'leave it out, or wait until `dispatcherctl nodes` shows it ready',
+            },
+          );
         targets.push(n);
       }
     } else {
       targets = this.deps.nodes.list().filter((n) => n.enrollment === 'admitted' && actions.control.isConnected(n.mac));
-      if (!targets.length) throw new DispatcherError('DSP_ERR_NODE_STATE', 'no node has its agent connected: nothing to reboot', { hint: 'see `dispatcherctl nodes`' });
+      if (!targets.length)
+        throw new DispatcherError('DSP_ERR_NODE_STATE', 'no node has its agent connected: nothing to reboot', {
+          hint: 'see `dispatcherctl nodes`',
+        });
     }
     const op = new RollingReboot(this.#nextId++, targets, req, this.deps);
     this.#ops.set(op.view.id, op);
@@ -229,13 +236,24 @@ class RollingReboot {
     const back = this.view.nodes.filter((n) => n.phase === 'back').length;
     const failed = this.view.nodes.filter((n) => n.phase === 'failed');
     const skipped = this.view.nodes.filter((n) => n.phase === 'skipped').length;
-    this.view.state = this.#stopping === 'cancelled by the operator' ? 'cancelled' : failed.length || this.#stopping ? 'failed' : skipped ? 'failed' : 'done';
+    this.view.state =
+      this.#stopping === 'cancelled by the operator'
+        ? 'cancelled'
+        : failed.length || this.#stopping
+          ? 'failed'
+          : skipped
+            ? 'failed'
+            : 'done';
     this.view.finishedAt = this.#now();
     this.view.message =
       `${back}/${this.view.nodes.length} nodes back` +
       (failed.length ? `; failed: ${failed.map((n) => `${n.name} (${n.error})`).join(', ')}` : '') +
       (skipped ? `; ${skipped} skipped` : '') +
-      (this.#stopping && this.#stopping !== 'cancelled by the operator' ? `; stopped: ${this.#stopping}` : this.#stopping ? '; cancelled' : '');
+      (this.#stopping && this.#stopping !== 'cancelled by the operator'
+        ? `; stopped: ${this.#stopping}`
+        : this.#stopping
+          ? '; cancelled'
+          : '');
     this.deps.events.append({
       kind: 'operation.done',
       message: `rolling reboot #${this.view.id} ${this.view.state}: ${this.view.message}`,
@@ -289,7 +307,10 @@ class RollingReboot {
       this.view.message = `${this.view.nodes.filter((n) => n.phase === 'back').length}/${this.view.nodes.length} nodes back`;
     } catch (err) {
       control().setDraining(node.mac, false);
-      if (node.state === 'draining') nodes.setState(node.mac, control().isConnected(node.mac) ? 'ready' : 'lost', `rolling reboot #${this.view.id} gave up`, { by: 'operator' });
+      if (node.state === 'draining')
+        nodes.setState(node.mac, control().isConnected(node.mac) ? 'ready' : 'lost', `rolling reboot #${this.view.id} gave up`, {
+          by: 'operator',
+        });
       this.#stopping ??= `${node.name}: ${(err as Error).message}`;
       this.#fail(entry, (err as Error).message);
     }
@@ -300,7 +321,12 @@ class RollingReboot {
     actions.control.setDraining(node.mac, false);
     if (node.state === 'draining') {
       const running = actions.live(node)?.running.length ?? 0;
-      nodes.setState(node.mac, !actions.control.isConnected(node.mac) ? 'lost' : running ? 'busy' : 'ready', `rolling reboot #${this.view.id}: skipped`, { by: 'operator' });
+      nodes.setState(
+        node.mac,
+        !actions.control.isConnected(node.mac) ? 'lost' : running ? 'busy' : 'ready',
+        `rolling reboot #${this.view.id}: skipped`,
+        { by: 'operator' },
+      );
     }
     this.#phase(entry, 'skipped', why);
   }

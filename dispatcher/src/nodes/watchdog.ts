@@ -49,7 +49,11 @@ export class NodeWatchdog {
       if (n.state === 'rebooting' && t - n.stateSince > giveUpMs && !connected)
         this.nodes.setState(n.mac, 'lost', `not back ${Math.round(giveUpMs / 60_000)} min after its reboot`, { by: 'operator' });
       else if (n.state === 'draining' && connected && !control.isDraining(n.mac)) control.setDraining(n.mac, true);
-      else if ((n.state === 'ready' || n.state === 'busy' || n.state === 'draining') && !connected && t - Math.max(this.#startedAt, n.stateSince) > graceMs)
+      else if (
+        (n.state === 'ready' || n.state === 'busy' || n.state === 'draining') &&
+        !connected &&
+        t - Math.max(this.#startedAt, n.stateSince) > graceMs
+      )
         this.nodes.setState(n.mac, 'lost', `its agent did not reconnect within ${Math.round(graceMs / 1000)} s`, { by: 'operator' });
     }
   }

@@ -61,7 +61,11 @@ export interface WakeOptions {
 }
 
 /** Sends the magic packet for `mac` on the node network; resolves with where it went. */
-export async function sendWake(mac: Mac, target: WakeTarget, opts: WakeOptions = {}): Promise<{ destination: string; port: number; packets: number }> {
+export async function sendWake(
+  mac: Mac,
+  target: WakeTarget,
+  opts: WakeOptions = {},
+): Promise<{ destination: string; port: number; packets: number }> {
   const port = opts.port ?? WOL_PORT;
   const repeat = opts.repeat ?? DEFAULT_WOL_REPEAT;
   const destination = opts.destination ?? (target.ifindex ? '255.255.255.255' : broadcastAddress(target.address, target.netmask));

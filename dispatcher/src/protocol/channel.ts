@@ -4,7 +4,15 @@
  * only an `error` may still arrive plain (a peer that cannot verify us says so in clear).
  * Used by the hub (per agent), the agent and the simulated agents of the benchmark.
  */
-import { decodeAgentMessage, decodeDispatcherMessage, decodeFrame, encodeFrame, encodeMessage, ProtocolError, DEFAULT_MAX_MESSAGE_BYTES } from './codec.js';
+import {
+  decodeAgentMessage,
+  decodeDispatcherMessage,
+  decodeFrame,
+  encodeFrame,
+  encodeMessage,
+  ProtocolError,
+  DEFAULT_MAX_MESSAGE_BYTES,
+} from './codec.js';
 import { HANDSHAKE_TYPES, type AgentMessage, type DispatcherMessage } from './messages.js';
 import { Opener, Sealer, type SessionKeys } from './session.js';
 
@@ -24,7 +32,8 @@ export class Channel<In extends { type: string }, Out extends { type: string }> 
 
   /** Switches to sealed frames both ways with the session's keys. */
   establish(keys: SessionKeys): void {
-    const [send, recv] = this.side === 'agent' ? [keys.agentToDispatcher, keys.dispatcherToAgent] : [keys.dispatcherToAgent, keys.agentToDispatcher];
+    const [send, recv] =
+      this.side === 'agent' ? [keys.agentToDispatcher, keys.dispatcherToAgent] : [keys.dispatcherToAgent, keys.agentToDispatcher];
     this.#sealer = new Sealer(send);
     this.#opener = new Opener(recv);
   }
@@ -42,12 +51,18 @@ export class Channel<In extends { type: string }, Out extends { type: string }> 
     if (frame instanceof ProtocolError) return frame;
     if (frame.sealed) {
       if (!this.#opener) return new ProtocolError('out-of-order', 'sealed frame before the handshake completed');
-      if (!this.#opener.open(frame.tag!, frame.body)) return new ProtocolError('unauthenticated', 'message tag does not verify (tampered, injected or out of sequence)');
+      if (!this.#opener.open(frame.tag!, frame.body))
+        return new ProtocolError('unauthenticated', 'message tag does not verify (tampered, injected or out of sequence)');
     }
     const msg = this.decodeBody(frame.body);
     if (msg instanceof ProtocolError) return msg;
     if (!frame.sealed && this.#opener && msg.type !== 'error')
-      return new ProtocolError('unauthenticated', `plain ${msg.type} message after the handshake: every message must be sealed`, undefined, msg.type);
+      return new ProtocolError(
+        'unauthenticated',
+        `plain ${msg.type} message after the handshake: every message must be sealed`,
+        undefined,
+        msg.type,
+      );
     if (frame.sealed && HANDSHAKE_TYPES.has(msg.type) && msg.type !== 'error')
       return new ProtocolError('out-of-order', `${msg.type} after the handshake completed`, undefined, msg.type);
     return msg;

@@ -49,12 +49,14 @@ export interface Frame {
 
 /** Splits a frame into kind, tag and body; refuses empty, unknown-kind, truncated and oversize frames. */
 export function decodeFrame(data: Buffer, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Frame | ProtocolError {
-  if (data.length > maxBytes) return new ProtocolError('oversize', `message of ${data.length} bytes is larger than the limit of ${maxBytes} bytes`);
+  if (data.length > maxBytes)
+    return new ProtocolError('oversize', `message of ${data.length} bytes is larger than the limit of ${maxBytes} bytes`);
   if (data.length < 1) return new ProtocolError('malformed', 'empty frame (0 bytes)');
   const kind = data[0];
   if (kind === FRAME_PLAIN) return { sealed: false, tag: null, body: data.subarray(1) };
   if (kind === FRAME_SEALED) {
-    if (data.length < 1 + TAG_BYTES) return new ProtocolError('malformed', `sealed frame of ${data.length} bytes is shorter than its ${1 + TAG_BYTES}-byte header`);
+    if (data.length < 1 + TAG_BYTES)
+      return new ProtocolError('malformed', `sealed frame of ${data.length} bytes is shorter than its ${1 + TAG_BYTES}-byte header`);
     return { sealed: true, tag: data.subarray(1, 1 + TAG_BYTES), body: data.subarray(1 + TAG_BYTES) };
   }
   return new ProtocolError('malformed', `unknown frame kind 0x${kind!.toString(16).padStart(2, '0')} (expected 0x00 plain or 0x01 sealed)`);
@@ -97,15 +99,27 @@ function makeDecoder<M>(schemas: Schemas): (body: Buffer | string) => M | Protoc
     } catch (err) {
       return new ProtocolError('malformed', `not JSON: ${(err as Error).message}`);
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return new ProtocolError('malformed', 'a message must be a JSON object', '');
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      return new ProtocolError('malformed', 'a message must be a JSON object', '');
     const type = (value as { type?: unknown }).type;
     if (typeof type !== 'string') return new ProtocolError('malformed', '/type: missing or not a string', '/type');
     const check = checkFor(type);
-    if (!check) return new ProtocolError('unsupported', `/type: unknown message type "${type.slice(0, 64)}" (known: ${known})`, '/type', type.slice(0, 64));
+    if (!check)
+      return new ProtocolError(
+        'unsupported',
+        `/type: unknown message type "${type.slice(0, 64)}" (known: ${known})`,
+        '/type',
+        type.slice(0, 64),
+      );
     if (check.Check(value)) return value as M;
     const first = check.Errors(value).First();
     const field = first?.path || '';
-    return new ProtocolError('malformed', `invalid ${type} message: ${field || '(message)'}: ${first?.message ?? 'does not match its schema'}`, field, type);
+    return new ProtocolError(
+      'malformed',
+      `invalid ${type} message: ${field || '(message)'}: ${first?.message ?? 'does not match its schema'}`,
+      field,
+      type,
+    );
   };
 }
 
@@ -113,7 +127,8 @@ function makeDecoder<M>(schemas: Schemas): (body: Buffer | string) => M | Protoc
 export const decodeAgentMessage: (body: Buffer | string) => AgentMessage | ProtocolError = makeDecoder<AgentMessage>(AGENT_MESSAGES);
 
 /** Decodes a message sent by the dispatcher (what the agent receives). */
-export const decodeDispatcherMessage: (body: Buffer | string) => DispatcherMessage | ProtocolError = makeDecoder<DispatcherMessage>(DISPATCHER_MESSAGES);
+export const decodeDispatcherMessage: (body: Buffer | string) => DispatcherMessage | ProtocolError =
+  makeDecoder<DispatcherMessage>(DISPATCHER_MESSAGES);
 
 /** Serializes a message to its JSON body (the frame is added by encodeFrame / Channel). */
 export function encodeMessage(msg: AgentMessage | DispatcherMessage): string {

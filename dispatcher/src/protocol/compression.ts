@@ -33,7 +33,10 @@ export function isPacked(t: WireText): t is { gz: string } {
 
 /** A stream that inflated past its cap. */
 export class InflateLimitError extends Error {
-  constructor(readonly what: string, readonly limit: number) {
+  constructor(
+    readonly what: string,
+    readonly limit: number,
+  ) {
     super(`${what} inflates to more than ${limit} bytes`);
     this.name = 'InflateLimitError';
   }

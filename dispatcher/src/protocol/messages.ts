@@ -96,7 +96,10 @@ export const Inventory = Type.Object(
     cpu: Type.Object({ model: Str(256), cores: Int(), physicalCores: Int(), speedGHz: Nullable(Type.Number()) }, Closed),
     memoryMiB: Int(),
     nics: Type.Array(
-      Type.Object({ name: Str(64), mac: Str(64), ipv4: Nullable(Str(64)), speedMbps: Nullable(Type.Number()), virtual: Type.Boolean() }, Closed),
+      Type.Object(
+        { name: Str(64), mac: Str(64), ipv4: Nullable(Str(64)), speedMbps: Nullable(Type.Number()), virtual: Type.Boolean() },
+        Closed,
+      ),
       { maxItems: 256 },
     ),
     disks: Type.Array(Type.Object({ name: Str(256), type: Str(64), sizeBytes: Type.Number(), model: Str(256) }, Closed), { maxItems: 256 }),
@@ -130,7 +133,16 @@ export const ControlCommand = Type.Union([
 export type ControlCommand = Static<typeof ControlCommand>;
 
 /** Why a peer rejected a message. */
-export const ERROR_CODES = ['malformed', 'oversize', 'out-of-order', 'unauthenticated', 'unsupported', 'untrusted', 'unavailable', 'internal'] as const;
+export const ERROR_CODES = [
+  'malformed',
+  'oversize',
+  'out-of-order',
+  'unauthenticated',
+  'unsupported',
+  'untrusted',
+  'unavailable',
+  'internal',
+] as const;
 export type ProtocolErrorCode = (typeof ERROR_CODES)[number];
 
 const ErrorMessage = Type.Object(
@@ -159,7 +171,13 @@ export const Hello = Type.Object(
      * credential (derived in an earlier session of this boot: reconnects, session.ts), or an
      * enrollment token (hosts that did not PXE-boot).
      */
-    auth: Type.Object({ kind: Type.Union([Type.Literal('boot'), Type.Literal('session'), Type.Literal('enroll')]), token: Type.String({ minLength: 1, maxLength: 256 }) }, Closed),
+    auth: Type.Object(
+      {
+        kind: Type.Union([Type.Literal('boot'), Type.Literal('session'), Type.Literal('enroll')]),
+        token: Type.String({ minLength: 1, maxLength: 256 }),
+      },
+      Closed,
+    ),
     /** 32 random bytes: the dispatcher signs them back in `welcome` (freshness). */
     nonce: B64Key,
     /** The agent's ephemeral X25519 public key (raw 32 bytes). */
@@ -208,13 +226,27 @@ const Results = Type.Object(
   Closed,
 );
 
-const ControlAck = Type.Object({ type: Type.Literal('control-ack'), id: Int(1), ok: Type.Boolean(), error: Type.Optional(Str(4096)) }, Closed);
+const ControlAck = Type.Object(
+  { type: Type.Literal('control-ack'), id: Int(1), ok: Type.Boolean(), error: Type.Optional(Str(4096)) },
+  Closed,
+);
 const ControlOutput = Type.Object(
-  { type: Type.Literal('control-output'), id: Int(1), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), data: Type.String() },
+  {
+    type: Type.Literal('control-output'),
+    id: Int(1),
+    stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]),
+    data: Type.String(),
+  },
   Closed,
 );
 const ControlDone = Type.Object(
-  { type: Type.Literal('control-done'), id: Int(1), ok: Type.Boolean(), result: Type.Optional(Type.Unknown()), error: Type.Optional(Str(4096)) },
+  {
+    type: Type.Literal('control-done'),
+    id: Int(1),
+    ok: Type.Boolean(),
+    result: Type.Optional(Type.Unknown()),
+    error: Type.Optional(Str(4096)),
+  },
   Closed,
 );
 
@@ -274,7 +306,12 @@ const Tasks = Type.Object({ type: Type.Literal('tasks'), tasks: Type.Array(TaskA
 const Ack = Type.Object({ type: Type.Literal('ack'), refs: Type.Array(TaskRef, { minItems: 1, maxItems: MAX_BATCH }) }, Closed);
 /** Stop these tasks; `report`: send a result for them (operator cancel) or not (the engine already moved on). */
 const Cancel = Type.Object(
-  { type: Type.Literal('cancel'), refs: Type.Array(TaskRef, { minItems: 1, maxItems: MAX_BATCH }), reason: Str(1024), report: Type.Boolean() },
+  {
+    type: Type.Literal('cancel'),
+    refs: Type.Array(TaskRef, { minItems: 1, maxItems: MAX_BATCH }),
+    reason: Str(1024),
+    report: Type.Boolean(),
+  },
   Closed,
 );
 const Control = Type.Object({ type: Type.Literal('control'), id: Int(1), command: ControlCommand }, Closed);
@@ -291,7 +328,9 @@ export const DISPATCHER_MESSAGES = {
 } as const;
 
 export type WelcomeMessage = Static<typeof Welcome>;
-export type DispatcherMessage = { [K in keyof typeof DISPATCHER_MESSAGES]: Static<(typeof DISPATCHER_MESSAGES)[K]> }[keyof typeof DISPATCHER_MESSAGES];
+export type DispatcherMessage = {
+  [K in keyof typeof DISPATCHER_MESSAGES]: Static<(typeof DISPATCHER_MESSAGES)[K]>;
+}[keyof typeof DISPATCHER_MESSAGES];
 export type DispatcherMessageType = DispatcherMessage['type'];
 
 export type ErrorMessage = Static<typeof ErrorMessage>;

@@ -103,13 +103,17 @@ export async function fromWireResults(wire: WireTaskResult[], limits: ResultLimi
       r[stream] = inf.data!.toString('utf8');
       if (inf.over) {
         r[stream === 'stdout' ? 'stdoutTruncated' : 'stderrTruncated'] = true;
-        refuse(stream, `stdout and stderr inflate to more than ${limits.textBytes} bytes (the dispatcher's resultTextMaxBytes): ${stream} cut there`);
+        refuse(
+          stream,
+          `stdout and stderr inflate to more than ${limits.textBytes} bytes (the dispatcher's resultTextMaxBytes): ${stream} cut there`,
+        );
       }
     }
     if (!defer && w.outputsTarGzB64 !== null) {
       let why: string | null = null;
       const packed = base64Bytes(w.outputsTarGzB64);
-      if (packed > limits.outputsBytes) why = `the outputs tar is ${packed} bytes, more than the ${limits.outputsBytes} allowed (outputsMaxBytes)`;
+      if (packed > limits.outputsBytes)
+        why = `the outputs tar is ${packed} bytes, more than the ${limits.outputsBytes} allowed (outputsMaxBytes)`;
       else {
         const cap = Math.min(limits.outputsInflatedBytes, messageLeft - spent);
         try {

@@ -20,7 +20,19 @@
  * for the next reconnect is derived from this exchange (reconnect below) and never sent
  * before it is used. One HMAC per message, whatever its batch size.
  */
-import { createHmac, createPublicKey, createSecretKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import {
+  createHmac,
+  createPublicKey,
+  createSecretKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  sign,
+  timingSafeEqual,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
 import { TAG_BYTES } from './codec.js';
 
 const TRANSCRIPT_LABEL = Buffer.from('lilcluster agent handshake v1\0');
@@ -79,7 +91,8 @@ export function parseDispatcherPublicKey(text: string): KeyObject {
     return key;
   }
   const raw = raw32(trimmed);
-  if (!raw || !/^[A-Za-z0-9+/]{43}=?$/.test(trimmed)) throw new Error('expected the base64 of a raw 32-byte Ed25519 public key (the dispatcher\'s identity.pub)');
+  if (!raw || !/^[A-Za-z0-9+/]{43}=?$/.test(trimmed))
+    throw new Error("expected the base64 of a raw 32-byte Ed25519 public key (the dispatcher's identity.pub)");
   return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 

@@ -127,7 +127,10 @@ export class Checkpointer {
       const t0 = performance.now();
       this.db.pragma('wal_checkpoint(RESTART)');
       this.stats.forced++;
-      this.log.info({ frames, ms: Math.round(performance.now() - t0) }, 'WAL checkpointed on the event loop: it grew past its bound under steady writes');
+      this.log.info(
+        { frames, ms: Math.round(performance.now() - t0) },
+        'WAL checkpointed on the event loop: it grew past its bound under steady writes',
+      );
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'WAL checkpoint failed (retried when the WAL grows again)');
     }

@@ -8,4 +8,12 @@ import { timelineMigrations } from '../boot/timeline.js';
 import { leaseMigrations } from '../dhcp/leases.js';
 import { dispatchMigrations } from '../dispatch/store.js';
 
-export const allMigrations: Migration[] = [...eventMigrations, ...nodeMigrations, ...bootTokenMigrations, ...timelineMigrations, ...leaseMigrations, ...dispatchMigrations, ...enrollTokenMigrations];
+export const allMigrations: Migration[] = [
+  ...eventMigrations,
+  ...nodeMigrations,
+  ...bootTokenMigrations,
+  ...timelineMigrations,
+  ...leaseMigrations,
+  ...dispatchMigrations,
+  ...enrollTokenMigrations,
+];

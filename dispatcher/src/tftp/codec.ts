@@ -53,7 +53,8 @@ export class TftpDecodeError extends Error {
 export function decodeRequest(packet: Uint8Array): TftpRequest {
   const len = packet.length;
   if (len < 4) throw new TftpDecodeError('opcode', 'packet too short for a request', 0, len);
-  if (len > MAX_REQUEST_BYTES) throw new TftpDecodeError('packet', `request longer than ${MAX_REQUEST_BYTES} bytes`, MAX_REQUEST_BYTES, len);
+  if (len > MAX_REQUEST_BYTES)
+    throw new TftpDecodeError('packet', `request longer than ${MAX_REQUEST_BYTES} bytes`, MAX_REQUEST_BYTES, len);
   const op = (packet[0]! << 8) | packet[1]!;
   if (op !== TftpOpcode.RRQ && op !== TftpOpcode.WRQ) throw new TftpDecodeError('opcode', `${op} is not RRQ or WRQ`, 0, len);
   let offset = 2;
@@ -67,7 +68,8 @@ export function decodeRequest(packet: Uint8Array): TftpRequest {
   const filename = field('filename');
   if (filename.length === 0) throw new TftpDecodeError('filename', 'empty', 2, len);
   const modeText = field('mode').toLowerCase();
-  if (modeText !== 'octet' && modeText !== 'netascii' && modeText !== 'mail') throw new TftpDecodeError('mode', `unknown mode "${printable(modeText)}"`, offset, len);
+  if (modeText !== 'octet' && modeText !== 'netascii' && modeText !== 'mail')
+    throw new TftpDecodeError('mode', `unknown mode "${printable(modeText)}"`, offset, len);
   const options: Record<string, string> = Object.create(null) as Record<string, string>;
   while (offset < len) {
     const name = field('option name').toLowerCase();

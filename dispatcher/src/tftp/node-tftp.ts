@@ -233,7 +233,8 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
   const ntListeners = tsock.listeners('message') as ((msg: Buffer, rinfo: RemoteInfo) => void)[];
   tsock.removeAllListeners('message');
   tsock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
-    if (rinfo.address !== peer.address || rinfo.port !== peer.port) return opts.onStrayPacket({ address: rinfo.address, port: rinfo.port }, msg.length, 'unknown transfer ID');
+    if (rinfo.address !== peer.address || rinfo.port !== peer.port)
+      return opts.onStrayPacket({ address: rinfo.address, port: rinfo.port }, msg.length, 'unknown transfer ID');
     if (msg.length < 4) return opts.onStrayPacket(peer, msg.length, 'runt packet');
     const block = ackBlockOf(msg);
     if (block !== undefined) {
@@ -261,7 +262,11 @@ function wrapTransfer<C>(req: NtGetStream, res: NtPutStream, peer: Peer, context
   const finish = () => {
     if (ended) return;
     ended = true;
-    outcome = clientError ? { kind: 'client-error', ...clientError } : failure !== undefined ? { kind: 'failed', message: failure } : { kind: 'done' };
+    outcome = clientError
+      ? { kind: 'client-error', ...clientError }
+      : failure !== undefined
+        ? { kind: 'failed', message: failure }
+        : { kind: 'done' };
     endCb?.(outcome);
   };
   req.on('error', (err) => {

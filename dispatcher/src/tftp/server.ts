@@ -100,7 +100,17 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
   const limiter = new FifoLimiter(opts.maxTransfers ?? DEFAULT_TFTP_MAX_TRANSFERS, opts.maxQueue ?? DEFAULT_TFTP_MAX_QUEUE);
   const served = new Set<string>(BOOT_FILES);
   const c: Omit<TftpCounters, 'active' | 'queued'> = {
-    requests: 0, completed: 0, failed: 0, sizeProbes: 0, refused: 0, malformed: 0, duplicates: 0, busy: 0, abandoned: 0, stray: 0, bytesSent: 0,
+    requests: 0,
+    completed: 0,
+    failed: 0,
+    sizeProbes: 0,
+    refused: 0,
+    malformed: 0,
+    duplicates: 0,
+    busy: 0,
+    abandoned: 0,
+    stray: 0,
+    bytesSent: 0,
   };
   /**
    * Requests accepted but not started yet, by client address:port: a retransmitted RRQ of a
@@ -123,7 +133,11 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
     const op = opcodeOf(packet);
     if (op !== TftpOpcode.RRQ && op !== TftpOpcode.WRQ) {
       c.malformed++;
-      noisy.debug(`malformed:${peer.address}`, { peer: peer.address, bytes: packet.length, opcode: op }, 'not a request on the TFTP port; dropped');
+      noisy.debug(
+        `malformed:${peer.address}`,
+        { peer: peer.address, bytes: packet.length, opcode: op },
+        'not a request on the TFTP port; dropped',
+      );
       return { action: 'drop' };
     }
     let req;
@@ -219,13 +233,21 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
         c.failed++;
         const reason = `client error ${outcome.code}: ${outcome.message}`;
         log.warn({ ...base, mac, bytes: t.ackedBytes(), size, durationMs, reason }, 'transfer aborted by the client');
-        if (mac) recordStage(core.timeline, log, mac, 'tftp.failed', { ...base, bytes: Math.min(size, t.ackedBytes()), size, durationMs, reason });
+        if (mac)
+          recordStage(core.timeline, log, mac, 'tftp.failed', { ...base, bytes: Math.min(size, t.ackedBytes()), size, durationMs, reason });
         return;
       }
       case 'failed': {
         c.failed++;
         log.warn({ ...base, mac, bytes: Math.min(size, t.ackedBytes()), size, durationMs, reason: outcome.message }, 'transfer failed');
-        if (mac) recordStage(core.timeline, log, mac, 'tftp.failed', { ...base, bytes: Math.min(size, t.ackedBytes()), size, durationMs, reason: outcome.message });
+        if (mac)
+          recordStage(core.timeline, log, mac, 'tftp.failed', {
+            ...base,
+            bytes: Math.min(size, t.ackedBytes()),
+            size,
+            durationMs,
+            reason: outcome.message,
+          });
         return;
       }
     }
@@ -255,16 +277,23 @@ export async function startTftp(core: Core, opts: StartTftpOptions = {}): Promis
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES')
-      throw new DispatcherError('DSP_ERR_CONFIG', `cannot listen on TFTP port ${base.port}: ${code === 'EADDRINUSE' ? 'already in use' : 'permission denied'}`, {
-        cause: err,
-        hint:
-          code === 'EADDRINUSE'
-            ? 'another TFTP server (dnsmasq, tftpd-hpa) may hold it: stop it, pass --tftp-port, or --no-tftp to let it serve'
-            : 'ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it); or pass --tftp-port',
-      });
+      throw new DispatcherError(
+        'DSP_ERR_CONFIG',
+        `cannot listen on TFTP port ${base.port}: ${code === 'EADDRINUSE' ? 'already in use' : 'permission denied'}`,
+        {
+          cause: err,
+          hint:
+            code === 'EADDRINUSE'
+              ? 'another TFTP server (dnsmasq, tftpd-hpa) may hold it: stop it, pass --tftp-port, or --no-tftp to let it serve'
+              : 'ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it); or pass --tftp-port',
+        },
+      );
     if (ifindex === undefined) throw err;
     // SO_BINDTOIFINDEX refused (old kernel, no privilege): the interface's address is the next best fence.
-    log.warn({ err: (err as Error).message, address: core.network.address }, 'cannot bind the TFTP socket to the interface; listening on its address instead');
+    log.warn(
+      { err: (err as Error).message, address: core.network.address },
+      'cannot bind the TFTP socket to the interface; listening on its address instead',
+    );
     server = await startNodeTftp<RequestContext>({ ...base, host: core.network.address });
   }
   log.info({ port: server.port, interface: core.network.name ?? null, host, maxTransfers: limiter.max }, 'TFTP listening');

@@ -109,7 +109,10 @@ export function bootOriginRefusal(
   const seen = dhcp.seen;
   if (!seen) return { status: 403, why: `no DHCP exchange of ${req.mac} seen in this boot` };
   const peer = plainIPv4(req.peer);
-  if (seen.kind === 'ip') return seen.ip === peer ? undefined : { status: 403, why: `${req.mac} used ${seen.ip} in its DHCP exchange, not ${peer}` };
+  if (seen.kind === 'ip')
+    return seen.ip === peer ? undefined : { status: 403, why: `${req.mac} used ${seen.ip} in its DHCP exchange, not ${peer}` };
   const p = ipToInt(peer);
-  return p !== undefined && inSubnet(p, seen.subnet) ? undefined : { status: 403, why: `${req.mac} was relayed by ${seen.relay}; ${peer} is not in that subnet` };
+  return p !== undefined && inSubnet(p, seen.subnet)
+    ? undefined
+    : { status: 403, why: `${req.mac} was relayed by ${seen.relay}; ${peer} is not in that subnet` };
 }

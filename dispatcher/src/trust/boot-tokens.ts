@@ -69,7 +69,9 @@ export class BootTokens {
     this.#grant = db.prepare(
       'INSERT INTO session_credentials (mac, cred_hash, next_hash, issued_at) VALUES (?, NULL, ?, ?) ON CONFLICT(mac) DO UPDATE SET next_hash = excluded.next_hash, issued_at = excluded.issued_at',
     );
-    this.#promote = db.prepare('UPDATE session_credentials SET cred_hash = next_hash, next_hash = NULL WHERE mac = ? AND next_hash IS NOT NULL');
+    this.#promote = db.prepare(
+      'UPDATE session_credentials SET cred_hash = next_hash, next_hash = NULL WHERE mac = ? AND next_hash IS NOT NULL',
+    );
     const dropToken = db.prepare('DELETE FROM boot_tokens WHERE mac = ?');
     this.#forget = db.transaction((mac: Mac) => {
       dropToken.run(mac);

@@ -72,11 +72,18 @@ export class EnrollTokens {
   create(opts: { mac?: Mac | null; ttlMs?: number } = {}): { token: string; info: EnrollTokenInfo } {
     const t = this.now();
     this.#purge.run(t);
-    if ((this.#count.get() as number) >= MAX_ENROLL_TOKENS) throw new Error(`${MAX_ENROLL_TOKENS} enrollment tokens exist: revoke some first`);
+    if ((this.#count.get() as number) >= MAX_ENROLL_TOKENS)
+      throw new Error(`${MAX_ENROLL_TOKENS} enrollment tokens exist: revoke some first`);
     const token = ENROLL_TOKEN_PREFIX + randomToken(24);
     const hash = hashToken(token);
     const id = hash.slice(0, 12);
-    const info: EnrollTokenInfo = { id, mac: opts.mac ?? null, createdAt: t, expiresAt: t + (opts.ttlMs ?? DEFAULT_ENROLL_TOKEN_TTL_MS), usedAt: null };
+    const info: EnrollTokenInfo = {
+      id,
+      mac: opts.mac ?? null,
+      createdAt: t,
+      expiresAt: t + (opts.ttlMs ?? DEFAULT_ENROLL_TOKEN_TTL_MS),
+      usedAt: null,
+    };
     this.#insert.run(id, hash, info.mac, info.createdAt, info.expiresAt);
     return { token, info };
   }
@@ -98,7 +105,13 @@ export class EnrollTokens {
   }
 
   list(): EnrollTokenInfo[] {
-    return (this.#list.all() as Row[]).map((r) => ({ id: r.id, mac: r.mac as Mac | null, createdAt: r.created_at, expiresAt: r.expires_at, usedAt: r.used_at }));
+    return (this.#list.all() as Row[]).map((r) => ({
+      id: r.id,
+      mac: r.mac as Mac | null,
+      createdAt: r.created_at,
+      expiresAt: r.expires_at,
+      usedAt: r.used_at,
+    }));
   }
 
   revoke(id: string): boolean {

@@ -6,7 +6,15 @@
  *   identity.key / identity.pub — the dispatcher's Ed25519 key pair; agents verify the
  *                   dispatcher with the public key the RAM image carries
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
+} from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, writeFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDataDir } from '../store/database.js';

@@ -24,7 +24,8 @@ const TYPES: Record<keyof WebAssets, string> = {
 };
 
 // The page loads nothing from elsewhere; inline styles are used for progress bars only.
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 export function webRoutes(core: Core): FastifyPluginAsync {
   return async (plain) => {
@@ -46,7 +47,9 @@ export function webRoutes(core: Core): FastifyPluginAsync {
         .header('content-security-policy', CSP)
         .send(assets[name]);
 
-    app.get('/', { schema: { summary: 'the status page', tags: ['web'], hide: true } as object }, async (_req, reply) => serve('index.html', reply));
+    app.get('/', { schema: { summary: 'the status page', tags: ['web'], hide: true } as object }, async (_req, reply) =>
+      serve('index.html', reply),
+    );
     app.get(
       '/static/:file',
       { schema: { hide: true, params: Type.Object({ file: Type.String({ maxLength: 64 }) }) } as object },
@@ -61,7 +64,8 @@ export function webRoutes(core: Core): FastifyPluginAsync {
       '/login',
       {
         schema: {
-          summary: 'log in to the page with the admin token (the link the dispatcher prints at start): sets the lc_admin cookie, redirects to /',
+          summary:
+            'log in to the page with the admin token (the link the dispatcher prints at start): sets the lc_admin cookie, redirects to /',
           tags: ['web'],
           querystring: Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) }),
         },
@@ -74,10 +78,15 @@ export function webRoutes(core: Core): FastifyPluginAsync {
           return reply
             .code(401)
             .type('text/html; charset=utf-8')
-            .send('<!doctype html><meta charset="utf-8"><title>lilcluster</title><p>Wrong token. Use the log-in link the dispatcher printed when it started, or the token in <code>&lt;data-dir&gt;/admin.token</code>.</p><p><a href="/">Status page (read-only)</a></p>');
+            .send(
+              '<!doctype html><meta charset="utf-8"><title>lilcluster</title><p>Wrong token. Use the log-in link the dispatcher printed when it started, or the token in <code>&lt;data-dir&gt;/admin.token</code>.</p><p><a href="/">Status page (read-only)</a></p>',
+            );
         }
         return reply
-          .header('set-cookie', `${ADMIN_COOKIE}=${encodeURIComponent(req.query.token)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_COOKIE_MAX_AGE_S}`)
+          .header(
+            'set-cookie',
+            `${ADMIN_COOKIE}=${encodeURIComponent(req.query.token)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_COOKIE_MAX_AGE_S}`,
+          )
           .redirect('/', 303);
       },
     );

@@ -37,7 +37,18 @@ afterEach(async () => {
 
 function agent(h: TestHub, m: string, extra: string[] = [], opts: { key?: string | null } = {}): AgentProcess {
   const keyArgs = opts.key === null ? [] : ['--dispatcher-key', opts.key ?? h.pubKeyFile];
-  const a = startAgent(['--dispatcher', h.url, '--enroll-token', h.enrollToken, ...keyArgs, '--mac', m, '--work-dir', join(h.dataDir, `agent-${m.replaceAll(':', '')}`), ...extra]);
+  const a = startAgent([
+    '--dispatcher',
+    h.url,
+    '--enroll-token',
+    h.enrollToken,
+    ...keyArgs,
+    '--mac',
+    m,
+    '--work-dir',
+    join(h.dataDir, `agent-${m.replaceAll(':', '')}`),
+    ...extra,
+  ]);
   agents.push(a);
   return a;
 }
@@ -102,7 +113,11 @@ describe('agents: operator commands', () => {
     expect(inspect.ok).toBe(true);
     expect(inspect.result).toMatchObject({ inventory: { cpu: { cores: expect.any(Number) } }, live: { memTotalMiB: expect.any(Number) } });
     const chunks: string[] = [];
-    const exec = await hub.hub.send(m, { kind: 'exec', command: 'echo one; echo two >&2; exit 3' }, { onOutput: (s, d) => chunks.push(`${s}:${d}`) });
+    const exec = await hub.hub.send(
+      m,
+      { kind: 'exec', command: 'echo one; echo two >&2; exit 3' },
+      { onOutput: (s, d) => chunks.push(`${s}:${d}`) },
+    );
     expect(exec).toMatchObject({ ok: true, result: { exitCode: 3 } });
     expect(chunks.sort()).toEqual(['stderr:two\n', 'stdout:one\n']);
     expect(await hub.hub.send(m, { kind: 'reboot' })).toMatchObject({ ok: false, error: expect.stringMatching(/--allow-power/) });

@@ -66,7 +66,18 @@ describe('real dispatcher and agents: trust', () => {
   it('refuses an agent with a wrong token and hands it nothing', async () => {
     disp = await startDispatcher();
     await disp.api('POST', '/api/v1/jobs', { command: ['true'] });
-    const a = startAgent(['--dispatcher', disp.url, '--enroll-token', 'wrong-wrong-wrong-wrong', '--dispatcher-key', join(disp.dataDir, 'identity.pub'), '--mac', '52:54:00:00:10:01', '--work-dir', join(disp.dataDir, 'a')]);
+    const a = startAgent([
+      '--dispatcher',
+      disp.url,
+      '--enroll-token',
+      'wrong-wrong-wrong-wrong',
+      '--dispatcher-key',
+      join(disp.dataDir, 'identity.pub'),
+      '--mac',
+      '52:54:00:00:10:01',
+      '--work-dir',
+      join(disp.dataDir, 'a'),
+    ]);
     agents.push(a);
     await a.waitForLine(/refused by the dispatcher \(bad-token\): wrong enrollment token/);
     await waitFor('log', () => disp!.logs.find((l) => l.msg === 'agent refused' && l.reason === 'bad-token'));
@@ -75,13 +86,24 @@ describe('real dispatcher and agents: trust', () => {
     expect((await disp.api<JobView>('GET', '/api/v1/jobs/1')).counts).toMatchObject({ queued: 1, running: 0 });
   });
 
-  it('an agent holding another dispatcher\'s key refuses to run its tasks', async () => {
+  it("an agent holding another dispatcher's key refuses to run its tasks", async () => {
     disp = await startDispatcher();
     const marker = join(tempDir('lc-marker-'), 'ran');
     await disp.api('POST', '/api/v1/jobs', { command: ['touch', marker] });
     const wrong = join(disp.dataDir, 'other.pub');
     writeFileSync(wrong, rawPublicKey(generateKeyPairSync('ed25519').publicKey).toString('base64'));
-    const a = startAgent(['--dispatcher', disp.url, '--enroll-token', readFileSync(join(disp.dataDir, 'enroll.token'), 'utf8').trim(), '--dispatcher-key', wrong, '--mac', '52:54:00:00:10:02', '--work-dir', join(disp.dataDir, 'a')]);
+    const a = startAgent([
+      '--dispatcher',
+      disp.url,
+      '--enroll-token',
+      readFileSync(join(disp.dataDir, 'enroll.token'), 'utf8').trim(),
+      '--dispatcher-key',
+      wrong,
+      '--mac',
+      '52:54:00:00:10:02',
+      '--work-dir',
+      join(disp.dataDir, 'a'),
+    ]);
     agents.push(a);
     await a.waitForLine(/REFUSING the dispatcher .* signature does not verify/);
     await sleep(500);
@@ -95,13 +117,24 @@ describe('real dispatcher and agents: tasks', () => {
     disp = await startDispatcher();
     const pids = join(disp.dataDir, 'pids');
     agent(disp, '52:54:00:00:11:01', ['--kill-grace', '300']);
-    const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `sleep 30 & echo $$ $! >> ${pids}; sleep 30`, timeoutSeconds: 1, maxAttempts: 2, speculative: false });
+    const job = await disp.api<JobView>('POST', '/api/v1/jobs', {
+      command: `sleep 30 & echo $$ $! >> ${pids}; sleep 30`,
+      timeoutSeconds: 1,
+      maxAttempts: 2,
+      speculative: false,
+    });
     const done = await jobDone(disp, job.id, 30_000);
     expect(done.counts).toMatchObject({ total: 1, failed: 1, done: 0 });
-    const task = await disp.api<{ result: { attempt: number; timedOut: boolean; signal: string }; failures: { attempt: number }[] }>('GET', `/api/v1/tasks/${job.firstTaskId}`);
+    const task = await disp.api<{ result: { attempt: number; timedOut: boolean; signal: string }; failures: { attempt: number }[] }>(
+      'GET',
+      `/api/v1/tasks/${job.firstTaskId}`,
+    );
     expect(task.result).toMatchObject({ attempt: 2, timedOut: true, signal: 'SIGTERM' });
     expect(task.failures.map((f) => f.attempt)).toEqual([1]);
-    const groups = readFileSync(pids, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
+    const groups = readFileSync(pids, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number));
     expect(groups).toHaveLength(2); // two attempts, no third
     for (const [pgid, bg] of groups) {
       expect(groupMembers(pgid!)).toEqual([]);
@@ -113,7 +146,11 @@ describe('real dispatcher and agents: tasks', () => {
     disp = await startDispatcher();
     const a = agent(disp, '52:54:00:00:11:02', ['--slots', '2']);
     await a.waitForLine(/connected to the dispatcher/);
-    const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: 'sleep 1; echo task {i}', params: [0, 1, 2, 3].map((i) => ({ i })), speculative: false });
+    const job = await disp.api<JobView>('POST', '/api/v1/jobs', {
+      command: 'sleep 1; echo task {i}',
+      params: [0, 1, 2, 3].map((i) => ({ i })),
+      speculative: false,
+    });
     let running = 0;
     for (let i = 0; i < 50 && running < 2; i++) {
       running = (await disp.api<JobView>('GET', `/api/v1/jobs/${job.id}`)).counts.running;
@@ -156,7 +193,9 @@ describe('real dispatcher and agents: liveness', () => {
     const cores = Number(execFileSync('nproc').toString().trim());
     agent(disp, '52:54:00:00:12:03', ['--slots', String(cores)]);
     const job = await disp.api<JobView>('POST', '/api/v1/jobs', {
-      command: [process.execPath, '-e', 'const e = Date.now() + 7000; while (Date.now() < e);'], params: Array.from({ length: cores }, (_, i) => ({ i })), speculative: false,
+      command: [process.execPath, '-e', 'const e = Date.now() + 7000; while (Date.now() < e);'],
+      params: Array.from({ length: cores }, (_, i) => ({ i })),
+      speculative: false,
     });
     const done = await jobDone(disp, job.id, 40_000);
     expect(done.counts).toMatchObject({ done: cores, failed: 0 });
@@ -173,14 +212,24 @@ describe('real dispatcher and agents: graceful restart', () => {
     const runs = join(dataDir, 'runs');
     const a = agent(disp, '52:54:00:00:13:01', ['--slots', '2']);
     await a.waitForLine(/connected to the dispatcher/);
-    const job = await disp.api<JobView>('POST', '/api/v1/jobs', { command: `echo {i} >> ${runs}; sleep {s}; echo done {i}`, params: [{ i: 0, s: 0.5 }, { i: 1, s: 3 }], speculative: false });
+    const job = await disp.api<JobView>('POST', '/api/v1/jobs', {
+      command: `echo {i} >> ${runs}; sleep {s}; echo done {i}`,
+      params: [
+        { i: 0, s: 0.5 },
+        { i: 1, s: 3 },
+      ],
+      speculative: false,
+    });
     await waitFor('both started', () => existsSync(runs) && readFileSync(runs, 'utf8').trim().split('\n').length === 2);
     await disp.stop('SIGTERM');
     await sleep(1500); // the short task ends while the dispatcher is down: its result waits on the agent
     disp = await startDispatcher({ dataDir, port });
     const done = await jobDone(disp, job.id);
     expect(done.counts).toMatchObject({ done: 2, failed: 0 });
-    expect((await resultsOf(disp, job.id)).map((r) => [r.result!.stdout, r.result!.attempt])).toEqual([['done 0\n', 1], ['done 1\n', 1]]);
+    expect((await resultsOf(disp, job.id)).map((r) => [r.result!.stdout, r.result!.attempt])).toEqual([
+      ['done 0\n', 1],
+      ['done 1\n', 1],
+    ]);
     expect(readFileSync(runs, 'utf8').trim().split('\n').sort()).toEqual(['0', '1']); // each ran once
     expect(disp.logs.some((l) => l.msg === 'agent re-adopted')).toBe(true);
   });

@@ -3,7 +3,14 @@
  * ring). FIFO queue, leases per node, first result wins, lost nodes' tasks go back with the
  * next attempt, timed-out or failed tasks retried up to `maxAttempts`.
  */
-import type { DispatchEngine, NodeCapacity, ResultOutcome, RunningTaskRef, TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type {
+  DispatchEngine,
+  NodeCapacity,
+  ResultOutcome,
+  RunningTaskRef,
+  TaskAssignment,
+  TaskResult,
+} from '../../../dispatcher/src/dispatch/contract.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 export interface FakeTask extends TaskAssignment {
@@ -27,7 +34,18 @@ export class FakeEngine implements DispatchEngine {
 
   add(specs: Partial<FakeTask>[]): FakeTask[] {
     const tasks = specs.map((s) => ({
-      taskId: this.#nextId++, jobId: 1, attempt: 1, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 60_000, maxAttempts: 3, ...s,
+      taskId: this.#nextId++,
+      jobId: 1,
+      attempt: 1,
+      command: ['true'],
+      env: {},
+      cwd: null,
+      stdinB64: null,
+      inputsPath: null,
+      inputsSha256: null,
+      timeoutMs: 60_000,
+      maxAttempts: 3,
+      ...s,
     }));
     this.queue.push(...tasks);
     for (const l of this.#available) l();

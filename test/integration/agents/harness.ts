@@ -21,7 +21,14 @@ import { agentHubPlugin } from '../../../dispatcher/src/agents/plugin.js';
 import { agentChannel, type Channel } from '../../../dispatcher/src/protocol/channel.js';
 import { ProtocolError } from '../../../dispatcher/src/protocol/codec.js';
 import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage } from '../../../dispatcher/src/protocol/messages.js';
-import { deriveSessionKeys, newEphemeralKey, newNonce, raw32, transcript, verifyTranscript } from '../../../dispatcher/src/protocol/session.js';
+import {
+  deriveSessionKeys,
+  newEphemeralKey,
+  newNonce,
+  raw32,
+  transcript,
+  verifyTranscript,
+} from '../../../dispatcher/src/protocol/session.js';
 import type { FastifyInstance } from 'fastify';
 import { FAKE_INVENTORY } from '../../unit/protocol/fixtures.js';
 
@@ -56,15 +63,35 @@ export async function startHub(
     },
   });
   const log = pino({ level: 'debug' }, sink);
-  const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir, httpPort: 0, httpHost: '127.0.0.1', tftp: false, heartbeatSeconds: opts.heartbeatSeconds ?? 1 });
-  const core = createCore({ config, log, network: resolveNodeNetwork(undefined, '127.0.0.1'), ...(opts.cluster ? { cluster: opts.cluster } : {}) });
+  const config = resolveConfig({
+    dhcp: { mode: 'off' },
+    dataDir,
+    httpPort: 0,
+    httpHost: '127.0.0.1',
+    tftp: false,
+    heartbeatSeconds: opts.heartbeatSeconds ?? 1,
+  });
+  const core = createCore({
+    config,
+    log,
+    network: resolveNodeNetwork(undefined, '127.0.0.1'),
+    ...(opts.cluster ? { cluster: opts.cluster } : {}),
+  });
   const hub = new AgentHub(core, engine, opts.hub);
   const app = await buildApp(core, [agentHubPlugin(hub)]);
   await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' });
   const port = (app.server.address() as { port: number }).port;
   return {
-    core, hub, app, port, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}${AGENT_PATH}`, dataDir, pubKeyFile: join(dataDir, 'identity.pub'),
-    enrollToken: readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim(), lines,
+    core,
+    hub,
+    app,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}${AGENT_PATH}`,
+    dataDir,
+    pubKeyFile: join(dataDir, 'identity.pub'),
+    enrollToken: readFileSync(join(dataDir, 'enroll.token'), 'utf8').trim(),
+    lines,
     async stop() {
       await app.close();
       closeCore(core);
@@ -90,7 +117,10 @@ export interface AgentProcess {
 }
 
 export function startAgent(args: string[], env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(process.execPath, [AGENT_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+  const child = spawn(process.execPath, [AGENT_BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+  });
   const out: string[] = [];
   let buf = '';
   const onData = (d: Buffer) => {
@@ -116,8 +146,17 @@ export function startAgent(args: string[], env: Record<string, string> = {}): Ag
 /** A real agent enrolled with a dispatcher (enrollment token and identity from its data dir). */
 export function agentFor(d: { url: string; dataDir: string }, mac: string, extra: string[] = []): AgentProcess {
   return startAgent([
-    '--dispatcher', d.url, '--enroll-token', readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim(), '--dispatcher-key', join(d.dataDir, 'identity.pub'),
-    '--mac', mac, '--work-dir', join(d.dataDir, `agent-${mac.replaceAll(':', '')}`), ...extra,
+    '--dispatcher',
+    d.url,
+    '--enroll-token',
+    readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim(),
+    '--dispatcher-key',
+    join(d.dataDir, 'identity.pub'),
+    '--mac',
+    mac,
+    '--work-dir',
+    join(d.dataDir, `agent-${mac.replaceAll(':', '')}`),
+    ...extra,
   ]);
 }
 
@@ -136,7 +175,15 @@ export class RawClient {
   lastHandshakeVerified: boolean | undefined;
   /** The session credential the last welcome derived (hello auth `session` on a reconnect). */
   reconnect: string | undefined;
-  #pending: { nonce: Buffer; eph: ReturnType<typeof newEphemeralKey>; mac: string; key: import('node:crypto').KeyObject | undefined; verified?: boolean } | undefined;
+  #pending:
+    | {
+        nonce: Buffer;
+        eph: ReturnType<typeof newEphemeralKey>;
+        mac: string;
+        key: import('node:crypto').KeyObject | undefined;
+        verified?: boolean;
+      }
+    | undefined;
 
   constructor(wsUrl: string) {
     this.ws = new WebSocket(wsUrl, { headers: { 'user-agent': 'lilcluster-node-agent/test' }, perMessageDeflate: false });
@@ -178,26 +225,53 @@ export class RawClient {
   }
 
   waitFor<T extends DispatcherMessage['type']>(type: T, count = 1, timeoutMs = 10_000): Promise<Extract<DispatcherMessage, { type: T }>[]> {
-    return waitFor(`${count} ${type} message(s)`, () => {
-      const m = this.messages(type);
-      return m.length >= count ? m : undefined;
-    }, timeoutMs, 5);
+    return waitFor(
+      `${count} ${type} message(s)`,
+      () => {
+        const m = this.messages(type);
+        return m.length >= count ? m : undefined;
+      },
+      timeoutMs,
+      5,
+    );
   }
 
   /** Says hello and completes the handshake, checking the dispatcher's signature when a key is given. */
-  async handshake(mac: string, auth: { kind: 'boot' | 'session' | 'enroll'; token: string }, opts: { slots?: number; running?: { taskId: number; attempt: number }[]; undelivered?: { taskId: number; attempt: number }[]; key?: import('node:crypto').KeyObject } = {}): Promise<Extract<DispatcherMessage, { type: 'welcome' | 'refused' }>> {
+  async handshake(
+    mac: string,
+    auth: { kind: 'boot' | 'session' | 'enroll'; token: string },
+    opts: {
+      slots?: number;
+      running?: { taskId: number; attempt: number }[];
+      undelivered?: { taskId: number; attempt: number }[];
+      key?: import('node:crypto').KeyObject;
+    } = {},
+  ): Promise<Extract<DispatcherMessage, { type: 'welcome' | 'refused' }>> {
     await this.opened;
     const nonce = newNonce();
     const eph = newEphemeralKey();
     const before = this.received.length;
     this.#pending = { nonce, eph, mac, key: opts.key };
     this.send({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: 'test', mac, auth, nonce: nonce.toString('base64'), ephemeralKey: eph.publicRaw.toString('base64'),
-      slots: opts.slots ?? 2, inventory: FAKE_INVENTORY, running: (opts.running ?? []).map((r) => ({ ...r, startedAt: Date.now(), progress: null })),
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      agentVersion: 'test',
+      mac,
+      auth,
+      nonce: nonce.toString('base64'),
+      ephemeralKey: eph.publicRaw.toString('base64'),
+      slots: opts.slots ?? 2,
+      inventory: FAKE_INVENTORY,
+      running: (opts.running ?? []).map((r) => ({ ...r, startedAt: Date.now(), progress: null })),
       undelivered: opts.undelivered ?? [],
     });
     const reply = await waitFor('welcome or refused', () =>
-      this.received.slice(before).find((m): m is Extract<DispatcherMessage, { type: 'welcome' | 'refused' }> => !(m instanceof ProtocolError) && (m.type === 'welcome' || m.type === 'refused')),
+      this.received
+        .slice(before)
+        .find(
+          (m): m is Extract<DispatcherMessage, { type: 'welcome' | 'refused' }> =>
+            !(m instanceof ProtocolError) && (m.type === 'welcome' || m.type === 'refused'),
+        ),
     );
     if (reply.type === 'welcome' && this.lastHandshakeVerified === false) throw new Error('welcome signature does not verify');
     return reply;

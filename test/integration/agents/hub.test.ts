@@ -85,7 +85,10 @@ describe('agent hub: admission and handshake', () => {
     expect((await client(h).handshake(MAC1, { kind: 'enroll', token: h.enrollToken })).type).toBe('welcome');
     await hub!.stop();
     hub = (await setup({ cluster: { enrollment: 'deny', nodes: [] } })).hub;
-    expect(await client(hub).handshake(MAC1, { kind: 'enroll', token: hub.enrollToken })).toMatchObject({ type: 'refused', reason: 'denied' });
+    expect(await client(hub).handshake(MAC1, { kind: 'enroll', token: hub.enrollToken })).toMatchObject({
+      type: 'refused',
+      reason: 'denied',
+    });
   });
 
   it('closes a connection that never says hello', async () => {
@@ -101,7 +104,15 @@ describe('agent hub: admission and handshake', () => {
     // The agent's reconnect presents the session credential its welcome derived (an
     // enrollment token cannot claim a connected MAC).
     const b = client(h);
-    expect((await b.handshake(MAC1, { kind: 'session', token: a.reconnect! }, { key: parseDispatcherPublicKey(readFileSync(h.pubKeyFile, 'utf8')) })).type).toBe('welcome');
+    expect(
+      (
+        await b.handshake(
+          MAC1,
+          { kind: 'session', token: a.reconnect! },
+          { key: parseDispatcherPublicKey(readFileSync(h.pubKeyFile, 'utf8')) },
+        )
+      ).type,
+    ).toBe('welcome');
     await waitFor('old connection closed', () => a.closed);
     expect(a.closed!.code).toBe(4000);
     await sleep(100);
@@ -150,10 +161,37 @@ describe('agent hub: bad input', () => {
     const { hub: h, engine } = await setup();
     const c = client(h);
     await c.opened;
-    c.sendRaw(encodeFrame(encodeMessage({ type: 'results', results: [{ taskId: 1, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] })));
+    c.sendRaw(
+      encodeFrame(
+        encodeMessage({
+          type: 'results',
+          results: [
+            {
+              taskId: 1,
+              attempt: 1,
+              exitCode: 0,
+              signal: null,
+              timedOut: false,
+              error: null,
+              startedAt: 1,
+              durationMs: 1,
+              maxRssKiB: null,
+              stdout: '',
+              stderr: '',
+              stdoutTruncated: false,
+              stderrTruncated: false,
+              outputsTarGzB64: null,
+            },
+          ],
+        }),
+      ),
+    );
     c.sendRaw(encodeFrame(encodeMessage({ type: 'ready', n: 1 })));
     const errors = await c.waitFor('error', 2);
-    expect(errors.map((e) => [e.code, e.about])).toEqual([['out-of-order', 'results'], ['out-of-order', 'ready']]);
+    expect(errors.map((e) => [e.code, e.about])).toEqual([
+      ['out-of-order', 'results'],
+      ['out-of-order', 'ready'],
+    ]);
     expect(engine.allResults).toEqual([]);
     expect(rejectLogs(h).some((l) => l.code === 'out-of-order')).toBe(true);
   });
@@ -240,11 +278,35 @@ describe('agent hub: tasks, results and liveness', () => {
     c.send({ type: 'ready', n: 1 });
     const [t] = (await c.waitFor('tasks'))[0]!.tasks;
     const sentAt = Date.now();
-    c.send({ type: 'results', results: [{ taskId: t!.taskId, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: 5, stdout: { gz: '' }, stderr: 'x'.repeat(10), stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
+    c.send({
+      type: 'results',
+      results: [
+        {
+          taskId: t!.taskId,
+          attempt: 1,
+          exitCode: 0,
+          signal: null,
+          timedOut: false,
+          error: null,
+          startedAt: 1,
+          durationMs: 1,
+          maxRssKiB: 5,
+          stdout: { gz: '' },
+          stderr: 'x'.repeat(10),
+          stdoutTruncated: false,
+          stderrTruncated: false,
+          outputsTarGzB64: null,
+        },
+      ],
+    });
     const [ack] = await c.waitFor('ack');
     expect(Date.now() - sentAt).toBeGreaterThanOrEqual(380);
     expect(ack!.refs).toEqual([{ taskId: t!.taskId, attempt: 1 }]);
-    expect(engine.results.get(t!.taskId)).toMatchObject({ stdout: '', stdoutTruncated: true, error: expect.stringMatching(/stdout could not be decompressed/) });
+    expect(engine.results.get(t!.taskId)).toMatchObject({
+      stdout: '',
+      stdoutTruncated: true,
+      error: expect.stringMatching(/stdout could not be decompressed/),
+    });
   });
 
   it('takes a ready riding on a results message', async () => {
@@ -253,7 +315,28 @@ describe('agent hub: tasks, results and liveness', () => {
     engine.add([{}, {}, {}]);
     c.send({ type: 'ready', n: 1 });
     const [t] = (await c.waitFor('tasks'))[0]!.tasks;
-    c.send({ type: 'results', ready: 2, results: [{ taskId: t!.taskId, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
+    c.send({
+      type: 'results',
+      ready: 2,
+      results: [
+        {
+          taskId: t!.taskId,
+          attempt: 1,
+          exitCode: 0,
+          signal: null,
+          timedOut: false,
+          error: null,
+          startedAt: 1,
+          durationMs: 1,
+          maxRssKiB: null,
+          stdout: '',
+          stderr: '',
+          stdoutTruncated: false,
+          stderrTruncated: false,
+          outputsTarGzB64: null,
+        },
+      ],
+    });
     await c.waitFor('ack');
     const batches = await c.waitFor('tasks', 2);
     expect(batches[1]!.tasks.map((x) => x.taskId)).toEqual([2, 3]);
@@ -266,7 +349,27 @@ describe('agent hub: tasks, results and liveness', () => {
     engine.add([{}]);
     c.send({ type: 'ready', n: 1 });
     const [t] = (await c.waitFor('tasks'))[0]!.tasks;
-    c.send({ type: 'results', results: [{ taskId: t!.taskId, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] });
+    c.send({
+      type: 'results',
+      results: [
+        {
+          taskId: t!.taskId,
+          attempt: 1,
+          exitCode: 0,
+          signal: null,
+          timedOut: false,
+          error: null,
+          startedAt: 1,
+          durationMs: 1,
+          maxRssKiB: null,
+          stdout: '',
+          stderr: '',
+          stdoutTruncated: false,
+          stderrTruncated: false,
+          outputsTarGzB64: null,
+        },
+      ],
+    });
     const [err] = await c.waitFor('error');
     expect(err).toMatchObject({ code: 'unavailable', about: 'results' });
     await sleep(50);
@@ -276,11 +379,25 @@ describe('agent hub: tasks, results and liveness', () => {
   it('passes progress to the engine and heartbeats to the live status', async () => {
     const { hub: h, engine } = await setup();
     const c = await joined(h);
-    c.send({ type: 'heartbeat', ts: 1, load1: 1.5, memUsedMiB: 300, memTotalMiB: 8192, uptimeS: 99, running: [{ taskId: 4, attempt: 1, startedAt: 5, progress: null }] });
+    c.send({
+      type: 'heartbeat',
+      ts: 1,
+      load1: 1.5,
+      memUsedMiB: 300,
+      memTotalMiB: 8192,
+      uptimeS: 99,
+      running: [{ taskId: 4, attempt: 1, startedAt: 5, progress: null }],
+    });
     c.send({ type: 'progress', items: [{ taskId: 4, attempt: 1, fraction: 0.42 }] });
     await waitFor('progress', () => engine.progressLog.length === 1);
     expect(engine.progressLog[0]).toEqual({ mac: MAC1, ref: { taskId: 4, attempt: 1 }, fraction: 0.42 });
-    expect(h.hub.liveStatus(mac(MAC1))).toMatchObject({ load1: 1.5, memUsedMiB: 300, uptimeS: 99, slots: 2, running: [{ taskId: 4, progress: 0.42 }] });
+    expect(h.hub.liveStatus(mac(MAC1))).toMatchObject({
+      load1: 1.5,
+      memUsedMiB: 300,
+      uptimeS: 99,
+      slots: 2,
+      running: [{ taskId: 4, progress: 0.42 }],
+    });
     expect(h.hub.liveStatus(mac(MAC2))).toBeUndefined();
   });
 
@@ -304,7 +421,10 @@ describe('agent hub: tasks, results and liveness', () => {
   it('keeps a node that talks, and declares one lost at once when its connection closes', async () => {
     const { hub: h, engine } = await setup({ heartbeatSeconds: 0.3 });
     const c = await joined(h);
-    const beat = setInterval(() => c.send({ type: 'heartbeat', ts: Date.now(), load1: null, memUsedMiB: null, memTotalMiB: null, uptimeS: null, running: [] }), 300);
+    const beat = setInterval(
+      () => c.send({ type: 'heartbeat', ts: Date.now(), load1: null, memUsedMiB: null, memTotalMiB: null, uptimeS: null, running: [] }),
+      300,
+    );
     await sleep(1500);
     clearInterval(beat);
     expect(engine.lost).toEqual([]);
@@ -319,7 +439,13 @@ describe('agent hub: tasks, results and liveness', () => {
     const { hub: h, engine } = await setup();
     engine.add([{}, {}]);
     engine.takeTasks({ mac: mac(MAC1), name: 'node1', labels: [], cores: 1, memoryMiB: 1 }, 1); // task 1 leased to MAC1
-    const c = await joined(h, MAC1, { running: [{ taskId: 1, attempt: 1 }, { taskId: 2, attempt: 1 }], undelivered: [{ taskId: 9, attempt: 1 }] });
+    const c = await joined(h, MAC1, {
+      running: [
+        { taskId: 1, attempt: 1 },
+        { taskId: 2, attempt: 1 },
+      ],
+      undelivered: [{ taskId: 9, attempt: 1 }],
+    });
     const [cancel] = await c.waitFor('cancel');
     expect(cancel).toMatchObject({ refs: [{ taskId: 2, attempt: 1 }], report: false });
     expect(h.core.nodes.byMac(mac(MAC1))!.state).toBe('busy');
@@ -339,7 +465,7 @@ describe('agent hub: tasks, results and liveness', () => {
     await c.waitFor('tasks');
   });
 
-  it('passes the engine\'s cancels to the node', async () => {
+  it("passes the engine's cancels to the node", async () => {
     const { hub: h, engine } = await setup();
     const c = await joined(h);
     engine.cancel(mac(MAC1), { taskId: 3, attempt: 2 }, 'the other copy won');
@@ -366,7 +492,12 @@ describe('agent hub: node control', () => {
       for (const m of c.messages('control')) {
         if ((m as { answered?: boolean }).answered) continue;
         (m as { answered?: boolean }).answered = true;
-        c.send({ type: 'control-ack', id: m.id, ok: m.command.kind !== 'poweroff', ...(m.command.kind === 'poweroff' ? { error: 'needs --allow-power' } : {}) });
+        c.send({
+          type: 'control-ack',
+          id: m.id,
+          ok: m.command.kind !== 'poweroff',
+          ...(m.command.kind === 'poweroff' ? { error: 'needs --allow-power' } : {}),
+        });
         if (m.command.kind === 'exec') {
           c.send({ type: 'control-output', id: m.id, stream: 'stdout', data: 'hi\n' });
           c.send({ type: 'control-done', id: m.id, ok: true, result: { exitCode: 0, signal: null, durationMs: 2 } });
@@ -379,7 +510,10 @@ describe('agent hub: node control', () => {
     expect(reboot.ackMs).toBeGreaterThan(0);
     expect(await h.hub.send(mac(MAC1), { kind: 'poweroff' })).toMatchObject({ ok: false, error: 'needs --allow-power' });
     const out: string[] = [];
-    expect(await h.hub.send(mac(MAC1), { kind: 'exec', command: 'echo hi' }, { onOutput: (s, d) => out.push(`${s}:${d}`) })).toMatchObject({ ok: true, result: { exitCode: 0 } });
+    expect(await h.hub.send(mac(MAC1), { kind: 'exec', command: 'echo hi' }, { onOutput: (s, d) => out.push(`${s}:${d}`) })).toMatchObject({
+      ok: true,
+      result: { exitCode: 0 },
+    });
     expect(out).toEqual(['stdout:hi\n']);
     expect(await h.hub.send(mac(MAC1), { kind: 'inspect' })).toMatchObject({ ok: true, result: { cpu: 'x' } });
     // The node acknowledged a reboot: when its connection drops, it is rebooting, not lost.

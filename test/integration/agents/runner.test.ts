@@ -61,13 +61,28 @@ const LAUNCHERS: [string, () => Launcher][] = [
 
 let nextId = 1;
 function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
-  return { taskId: nextId++, jobId: 1, attempt: 1, command, env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 10_000, ...over };
+  return {
+    taskId: nextId++,
+    jobId: 1,
+    attempt: 1,
+    command,
+    env: {},
+    cwd: null,
+    stdinB64: null,
+    inputsPath: null,
+    inputsSha256: null,
+    timeoutMs: 10_000,
+    ...over,
+  };
 }
-
 
 /** The pids a task printed (`echo $$ $!`), all of which must be gone with its group. */
 function pidsOf(r: TaskResult): number[] {
-  return r.stdout.trim().split(/\s+/).filter((x) => /^\d+$/.test(x)).map(Number);
+  return r.stdout
+    .trim()
+    .split(/\s+/)
+    .filter((x) => /^\d+$/.test(x))
+    .map(Number);
 }
 function alive(pid: number): boolean {
   try {
@@ -80,15 +95,31 @@ function alive(pid: number): boolean {
 describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
   const launcher = makeLauncher();
   const runner = (over: Partial<RunnerOptions> = {}): ProcessRunner =>
-    new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', launcher, ...over });
-  const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> => r.start(t, onProgress).result;
+    new ProcessRunner({
+      tasksDir,
+      maxOutputBytes: 1 << 20,
+      maxOutputsBytes: 1 << 20,
+      maxInputBytes: 1 << 20,
+      killGraceMs: 500,
+      httpBase,
+      userAgent: 'test',
+      launcher,
+      ...over,
+    });
+  const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> =>
+    r.start(t, onProgress).result;
 
   it('uses the launcher it was given', () => {
     expect(runner().launcher).toBe(launcher);
   });
 
-  it('runs a shell command with the task environment, never the agent\'s token', async () => {
-    const r = await run(task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO $INHERITED"; env | grep -c "^LC_TOKEN\\|^LC_ENROLL_TOKEN"; echo err >&2; exit 3', { env: { FOO: 'bar' }, attempt: 2 }));
+  it("runs a shell command with the task environment, never the agent's token", async () => {
+    const r = await run(
+      task('echo "$LC_TASK_ID/$LC_ATTEMPT $FOO $INHERITED"; env | grep -c "^LC_TOKEN\\|^LC_ENROLL_TOKEN"; echo err >&2; exit 3', {
+        env: { FOO: 'bar' },
+        attempt: 2,
+      }),
+    );
     expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: 'err\n', stdoutTruncated: false });
     expect(r.stdout).toBe(`${r.taskId}/2 bar from-the-host\n0\n`);
   });
@@ -149,7 +180,10 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
   });
 
   it('keeps stdout and stderr up to the limit and marks the truncation', async () => {
-    const r = await run(task('head -c 5000 /dev/zero | tr "\\0" a; head -c 10 /dev/zero | tr "\\0" b >&2'), runner({ maxOutputBytes: 1000 }));
+    const r = await run(
+      task('head -c 5000 /dev/zero | tr "\\0" a; head -c 10 /dev/zero | tr "\\0" b >&2'),
+      runner({ maxOutputBytes: 1000 }),
+    );
     expect(r.stdout).toBe('a'.repeat(1000));
     expect(r.stdoutTruncated).toBe(true);
     expect(r.stderr).toBe('b'.repeat(10));
@@ -158,7 +192,9 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
 
   it('parses PROGRESS lines', async () => {
     const seen: number[] = [];
-    const r = await run(task('echo PROGRESS 0.25; echo working; echo "PROGRESS 0.5"; echo PROGRESS 2; echo PROGRESS 1'), runner(), (f) => seen.push(f));
+    const r = await run(task('echo PROGRESS 0.25; echo working; echo "PROGRESS 0.5"; echo PROGRESS 2; echo PROGRESS 1'), runner(), (f) =>
+      seen.push(f),
+    );
     expect(seen).toEqual([0.25, 0.5, 1]);
     expect(r.stdout).toContain('working');
   });
@@ -240,9 +276,13 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
     expect(r.stderr).toBe('err 1\nerr 2\nerr 3\nerr 4\nerr 5\n');
   });
 
-  it('drops a chatty task\'s output past the limit, still seeing its last PROGRESS line', async () => {
+  it("drops a chatty task's output past the limit, still seeing its last PROGRESS line", async () => {
     const seen: number[] = [];
-    const r = await run(task('head -c 30000000 /dev/zero | tr "\\0" a; echo; echo PROGRESS 0.75; sleep 0.3; head -c 3000000 /dev/zero >&2'), runner({ maxOutputBytes: 1000 }), (f) => seen.push(f));
+    const r = await run(
+      task('head -c 30000000 /dev/zero | tr "\\0" a; echo; echo PROGRESS 0.75; sleep 0.3; head -c 3000000 /dev/zero >&2'),
+      runner({ maxOutputBytes: 1000 }),
+      (f) => seen.push(f),
+    );
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe('a'.repeat(1000));
     expect(r).toMatchObject({ stdoutTruncated: true, stderrTruncated: true });
@@ -256,7 +296,7 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
     expect(r.stdout.trim()).toBe(String(1 << 20));
   });
 
-  it('looks a program up in the task\'s own PATH', async () => {
+  it("looks a program up in the task's own PATH", async () => {
     const bin = tempDir('lc-runner-bin-');
     writeFileSync(join(bin, 'lc-test-hello'), '#!/bin/sh\necho "hello from $0"\n', { mode: 0o755 });
     const r = await run(task(['lc-test-hello'], { env: { PATH: `${bin}:/usr/bin:/bin` } }));
@@ -286,7 +326,17 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
 });
 
 describe('process runner (native only)', () => {
-  const runner = () => new ProcessRunner({ tasksDir, maxOutputBytes: 1 << 20, maxOutputsBytes: 1 << 20, maxInputBytes: 1 << 20, killGraceMs: 500, httpBase, userAgent: 'test', launcher: nativeLauncher() });
+  const runner = () =>
+    new ProcessRunner({
+      tasksDir,
+      maxOutputBytes: 1 << 20,
+      maxOutputsBytes: 1 << 20,
+      maxInputBytes: 1 << 20,
+      killGraceMs: 500,
+      httpBase,
+      userAgent: 'test',
+      launcher: nativeLauncher(),
+    });
 
   // child_process passes on whatever descriptor the agent holds without FD_CLOEXEC (vitest's, here).
   it('gives the task no descriptors beyond stdin, stdout and stderr', async () => {
@@ -294,17 +344,18 @@ describe('process runner (native only)', () => {
     expect(r.stdout.trim().split('\n')).toEqual(['0', '1', '2', '3']); // 3: ls reading the directory
   });
 
-  it('reports the peak memory of a task too short to sample when it is above the agent\'s (wait4)', async () => {
+  it("reports the peak memory of a task too short to sample when it is above the agent's (wait4)", async () => {
     // Above this process's own peak, ru_maxrss is the task's: exact, however short the task.
     const mib = Math.ceil(process.resourceUsage().maxRSS / 1024) + 100;
-    const r = await runner().start(task(['/bin/dd', 'if=/dev/zero', 'of=/dev/null', `bs=${mib}M`, 'count=1', 'status=none']), () => {}).result;
+    const r = await runner().start(task(['/bin/dd', 'if=/dev/zero', 'of=/dev/null', `bs=${mib}M`, 'count=1', 'status=none']), () => {})
+      .result;
     expect(r.exitCode).toBe(0);
     expect(r.durationMs).toBeLessThan(2000);
     expect(r.maxRssKiB).toBeGreaterThan(mib * 1024);
     expect(r.maxRssKiB).toBeLessThan((mib + 50) * 1024);
   });
 
-  it('does not pass the agent\'s own peak off as a short task\'s', async () => {
+  it("does not pass the agent's own peak off as a short task's", async () => {
     const r = await runner().start(task(['/bin/true']), () => {}).result;
     expect(r.exitCode).toBe(0);
     // ru_maxrss of a posix_spawn child carries the agent's peak: not trusted below it, and no sample yet.

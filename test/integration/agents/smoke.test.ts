@@ -8,7 +8,18 @@ describe('smoke', () => {
   afterAll(async () => hub?.stop());
   it('runs tasks through a real agent', async () => {
     hub = await startHub(engine);
-    const a = startAgent(['--dispatcher', hub.url, '--enroll-token', hub.enrollToken, '--dispatcher-key', hub.pubKeyFile, '--mac', '52:54:00:aa:00:01', '--work-dir', `${hub.dataDir}/agent1`]);
+    const a = startAgent([
+      '--dispatcher',
+      hub.url,
+      '--enroll-token',
+      hub.enrollToken,
+      '--dispatcher-key',
+      hub.pubKeyFile,
+      '--mac',
+      '52:54:00:aa:00:01',
+      '--work-dir',
+      `${hub.dataDir}/agent1`,
+    ]);
     try {
       await a.waitForLine(/connected to the dispatcher/);
       engine.add(Array.from({ length: 50 }, (_, i) => ({ command: `echo hello ${i}; mkdir -p out; echo ${i} > out/x.txt` })));

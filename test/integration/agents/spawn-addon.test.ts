@@ -47,20 +47,31 @@ function idsOf(pid: number): Ran['ids'] {
   }
 }
 
-function spawnOnce(argv: string[], opts: { stdin?: Buffer; cwd?: string; onStarted?: (pid: number, out: number) => void } = {}): Promise<Ran> {
+function spawnOnce(
+  argv: string[],
+  opts: { stdin?: Buffer; cwd?: string; onStarted?: (pid: number, out: number) => void } = {},
+): Promise<Ran> {
   return new Promise((resolve, reject) => {
     let pid = 0;
     let out = -1;
     let err = -1;
     let ids: Ran['ids'];
-    addon.spawn(argv[0]!, argv.join('\0'), argv.length, ENV.join('\0'), ENV.length, opts.cwd ?? '/', opts.stdin ?? null,
+    addon.spawn(
+      argv[0]!,
+      argv.join('\0'),
+      argv.length,
+      ENV.join('\0'),
+      ENV.length,
+      opts.cwd ?? '/',
+      opts.stdin ?? null,
       (error, p, o, e) => {
         if (error !== null) return reject(Object.assign(new Error(error), { code: error }));
         [pid, out, err] = [p, o, e];
         ids = idsOf(p);
         opts.onStarted?.(p, o);
       },
-      (exitCode, signal, maxRssKiB) => resolve({ pid, exitCode, signal, maxRssKiB, stdout: readAll(out), stderr: readAll(err), ids }));
+      (exitCode, signal, maxRssKiB) => resolve({ pid, exitCode, signal, maxRssKiB, stdout: readAll(out), stderr: readAll(err), ids }),
+    );
   });
 }
 
@@ -97,7 +108,8 @@ describe('spawn addon', () => {
     const r = await spawnOnce(['/bin/sh', '-c', 'sleep 30 & echo $!']);
     const bg = Number(r.stdout.trim());
     expect(bg).toBeGreaterThan(0);
-    for (let i = 0; i < 50 && !gone(bg) && !/\) Z /.test(readFileSync(`/proc/${bg}/stat`, 'latin1')); i++) await new Promise((res) => setTimeout(res, 20));
+    for (let i = 0; i < 50 && !gone(bg) && !/\) Z /.test(readFileSync(`/proc/${bg}/stat`, 'latin1')); i++)
+      await new Promise((res) => setTimeout(res, 20));
     expect(gone(bg) || /\) Z /.test(readFileSync(`/proc/${bg}/stat`, 'latin1'))).toBe(true);
   });
 
@@ -110,8 +122,12 @@ describe('spawn addon', () => {
     await expect(spawnOnce(['/proc'])).rejects.toMatchObject({ code: 'EACCES' });
     await expect(spawnOnce(['/bin/true'], { cwd: '/nonexistent' })).rejects.toMatchObject({ code: 'ENOENT' });
     const noop = () => {};
-    expect(() => addon.spawn('/bin/echo', 'echo\0a\0b', 2, '', 0, '/', null, noop, noop)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    expect(() => addon.spawn('/bin/echo', 'echo', 1, 'A=1\0B=2', 1, '/', null, noop, noop)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => addon.spawn('/bin/echo', 'echo\0a\0b', 2, '', 0, '/', null, noop, noop)).toThrow(
+      expect.objectContaining({ code: 'EINVAL' }),
+    );
+    expect(() => addon.spawn('/bin/echo', 'echo', 1, 'A=1\0B=2', 1, '/', null, noop, noop)).toThrow(
+      expect.objectContaining({ code: 'EINVAL' }),
+    );
     expect(() => addon.spawn('/bin/echo', 'echo', 1, '', 0, '/', null, 'not a function' as unknown as () => void, noop)).toThrow(TypeError);
   });
 
@@ -131,7 +147,7 @@ describe('spawn addon', () => {
     expect(r.stdout.endsWith('\0end\n')).toBe(true);
   });
 
-  it('lives beside child_process: neither reaps the other\'s children', async () => {
+  it("lives beside child_process: neither reaps the other's children", async () => {
     const fds = openFds();
     const node = promisify(execFile)('/bin/sh', ['-c', 'sleep 0.3; echo node']);
     const ours = Promise.all(Array.from({ length: 40 }, (_, i) => spawnOnce(['/bin/sh', '-c', `exit ${i % 5}`])));

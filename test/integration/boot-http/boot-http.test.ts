@@ -31,15 +31,25 @@ interface Setup {
   tree: BootTree;
 }
 
-async function setup(clusterYaml = 'enrollment: auto\n', opts: { maxTransfers?: number; missing?: string[]; kernelArgs?: string; sizes?: Record<string, number> } = {}): Promise<Setup> {
+async function setup(
+  clusterYaml = 'enrollment: auto\n',
+  opts: { maxTransfers?: number; missing?: string[]; kernelArgs?: string; sizes?: Record<string, number> } = {},
+): Promise<Setup> {
   const sizes: Record<string, number> = { vmlinuz: 2_000_000, 'initrd.img': 6_000_000, ...opts.sizes };
   for (const m of opts.missing ?? []) sizes[m] = -1;
   const tree = makeBootTree(sizes);
   const config = resolveConfig({
-    dhcp: { mode: 'off' }, dataDir: join(tree.dir, 'data'), imageDir: tree.imageDir, pxeDir: tree.pxeDir, httpPort: 8080, kernelArgs: opts.kernelArgs ?? 'quiet',
+    dhcp: { mode: 'off' },
+    dataDir: join(tree.dir, 'data'),
+    imageDir: tree.imageDir,
+    pxeDir: tree.pxeDir,
+    httpPort: 8080,
+    kernelArgs: opts.kernelArgs ?? 'quiet',
   });
   const core = createCore({
-    config, log: silentLogger(), cluster: parseClusterFile(clusterYaml),
+    config,
+    log: silentLogger(),
+    cluster: parseClusterFile(clusterYaml),
     network: { name: undefined, ifindex: undefined, address: '10.42.0.1', netmask: '255.255.255.0', mac: undefined },
   });
   const files = new BootFiles({ imageDir: tree.imageDir, pxeDir: tree.pxeDir, log: silentLogger() });
@@ -120,15 +130,40 @@ describe('boot script', () => {
 
   it('never fails on any query or path (fuzzed)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(fc.string({ maxLength: 60 }), fc.webUrl().map((u) => u.slice(8, 70))), fc.constantFrom('/boot.ipxe?mac=', '/boot.ipxe?', '/boot/', '/image/vmlinuz?mac=', '/api/v1/boots?mac=', '/api/v1/boots?node=', '/pxe/'), async (junk, prefix) => {
-        const r = await s.app.inject({ url: prefix + encodeURIComponent(junk).replace(/%2F/g, '/').replace(/%3D/g, '=').replace(/%26/g, '&') });
-        expect(r.statusCode).toBeLessThan(500);
-        if (prefix.startsWith('/boot') && r.statusCode === 200) expect(r.body.startsWith('#!ipxe\n')).toBe(true);
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string({ maxLength: 60 }),
+          fc.webUrl().map((u) => u.slice(8, 70)),
+        ),
+        fc.constantFrom(
+          '/boot.ipxe?mac=',
+          '/boot.ipxe?',
+          '/boot/',
+          '/image/vmlinuz?mac=',
+          '/api/v1/boots?mac=',
+          '/api/v1/boots?node=',
+          '/pxe/',
+        ),
+        async (junk, prefix) => {
+          const r = await s.app.inject({
+            url: prefix + encodeURIComponent(junk).replace(/%2F/g, '/').replace(/%3D/g, '=').replace(/%26/g, '&'),
+          });
+          expect(r.statusCode).toBeLessThan(500);
+          if (prefix.startsWith('/boot') && r.statusCode === 200) expect(r.body.startsWith('#!ipxe\n')).toBe(true);
+        },
+      ),
       { numRuns: 300 },
     );
     // raw, unencoded junk too
-    for (const url of ['/boot.ipxe?mac=%', '/boot.ipxe?mac=%00', '/boot.ipxe?mac[]=1&mac=2', '/boot/%2e%2e%2fetc', '/image/vmlinuz?mac=%ZZ', '/pxe/..%2f..%2fetc%2fpasswd', '/api/v1/boots?boots=9999999999']) {
+    for (const url of [
+      '/boot.ipxe?mac=%',
+      '/boot.ipxe?mac=%00',
+      '/boot.ipxe?mac[]=1&mac=2',
+      '/boot/%2e%2e%2fetc',
+      '/image/vmlinuz?mac=%ZZ',
+      '/pxe/..%2f..%2fetc%2fpasswd',
+      '/api/v1/boots?boots=9999999999',
+    ]) {
       const r = await s.app.inject({ url });
       expect(r.statusCode, url).toBeLessThan(500);
     }
@@ -292,7 +327,11 @@ describe('image downloads on a real port', () => {
         res.on('error', () => resolve({ status: res.statusCode!, bytes: Buffer.concat(chunks), aborted: true }));
         res.on('aborted', () => resolve({ status: res.statusCode!, bytes: Buffer.concat(chunks), aborted: true }));
       });
-      req.on('error', (e) => (e.message.includes('socket hang up') || e.message.includes('aborted') ? resolve({ status: 0, bytes: Buffer.alloc(0), aborted: true }) : reject(e)));
+      req.on('error', (e) =>
+        e.message.includes('socket hang up') || e.message.includes('aborted')
+          ? resolve({ status: 0, bytes: Buffer.alloc(0), aborted: true })
+          : reject(e),
+      );
       req.end();
     });
 
@@ -324,7 +363,8 @@ describe('image downloads on a real port', () => {
       if (got > 100_000) req.destroy();
     });
     expect(r.aborted).toBe(true);
-    for (let i = 0; i < 50 && !s.core.timeline.list(m).some((x) => x.stage === 'http.failed'); i++) await new Promise((res) => setTimeout(res, 20));
+    for (let i = 0; i < 50 && !s.core.timeline.list(m).some((x) => x.stage === 'http.failed'); i++)
+      await new Promise((res) => setTimeout(res, 20));
     const failed = s.core.timeline.list(m).find((x) => x.stage === 'http.failed');
     expect(failed?.detail).toMatchObject({ file: 'vmlinuz', size: 40_000_000, reason: 'connection closed before the end' });
     expect(s.http.counters()).toMatchObject({ failed: 1 });

@@ -46,9 +46,17 @@ interface Setup {
 async function setup(zeroCopy: ZeroCopySender | false): Promise<Setup> {
   // a kernel bigger than loopback socket buffers hold, so hang-ups and stalls interrupt it
   const tree = makeBootTree({ vmlinuz: 40_000_000, 'initrd.img': 9_000_001 });
-  const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir: join(tree.dir, 'data'), imageDir: tree.imageDir, pxeDir: tree.pxeDir, httpPort: 8080 });
+  const config = resolveConfig({
+    dhcp: { mode: 'off' },
+    dataDir: join(tree.dir, 'data'),
+    imageDir: tree.imageDir,
+    pxeDir: tree.pxeDir,
+    httpPort: 8080,
+  });
   const core = createCore({
-    config, log: silentLogger(), cluster: parseClusterFile('enrollment: auto\n'),
+    config,
+    log: silentLogger(),
+    cluster: parseClusterFile('enrollment: auto\n'),
     // The clients below reach the dispatcher on loopback: that is its node network here (boot scripts are served only there).
     network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.255.255.0', mac: undefined },
   });
@@ -74,24 +82,41 @@ interface Got {
   reusedSocket: boolean;
 }
 
-function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; agent?: Agent; onData?: (res: IncomingMessage, got: number, destroy: () => void) => void } = {}): Promise<Got> {
+function get(
+  port: number,
+  path: string,
+  opts: {
+    method?: string;
+    headers?: Record<string, string>;
+    agent?: Agent;
+    onData?: (res: IncomingMessage, got: number, destroy: () => void) => void;
+  } = {},
+): Promise<Got> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent ?? false }, (res) => {
-      const chunks: Buffer[] = [];
-      let got = 0;
-      const done = (aborted: boolean) => resolve({ status: res.statusCode!, headers: res.headers, bytes: Buffer.concat(chunks), aborted, reusedSocket: req.reusedSocket });
-      // a paused response never reaches 'end': its 'close' says the server went away
-      res.on('close', () => done(!res.complete));
-      res.on('data', (c: Buffer) => {
-        chunks.push(c);
-        got += c.length;
-        opts.onData?.(res, got, () => req.destroy());
-      });
-      res.on('end', () => done(false));
-      res.on('error', () => done(true));
-      res.on('aborted', () => done(true));
-    });
-    req.on('error', (e) => (/socket hang up|aborted|ECONNRESET/.test(e.message) ? resolve({ status: 0, headers: {}, bytes: Buffer.alloc(0), aborted: true, reusedSocket: req.reusedSocket }) : reject(e)));
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent ?? false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let got = 0;
+        const done = (aborted: boolean) =>
+          resolve({ status: res.statusCode!, headers: res.headers, bytes: Buffer.concat(chunks), aborted, reusedSocket: req.reusedSocket });
+        // a paused response never reaches 'end': its 'close' says the server went away
+        res.on('close', () => done(!res.complete));
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          got += c.length;
+          opts.onData?.(res, got, () => req.destroy());
+        });
+        res.on('end', () => done(false));
+        res.on('error', () => done(true));
+        res.on('aborted', () => done(true));
+      },
+    );
+    req.on('error', (e) =>
+      /socket hang up|aborted|ECONNRESET/.test(e.message)
+        ? resolve({ status: 0, headers: {}, bytes: Buffer.alloc(0), aborted: true, reusedSocket: req.reusedSocket })
+        : reject(e),
+    );
     req.end();
   });
 }
@@ -218,7 +243,7 @@ describe('zero-copy transfers that do not end well', () => {
   it('resets a client that stops reading once the idle timeout passes, and frees its slot', async () => {
     const failedBefore = s.http.counters().failed;
     const t0 = Date.now();
-    const client = await stalledDownload(s.port, "/image/vmlinuz");
+    const client = await stalledDownload(s.port, '/image/vmlinuz');
     await until(() => s.http.counters().failed === failedBefore + 1, 'the stalled download counted as failed', 10_000);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(IDLE_TIMEOUT_MS);
     expect(s.http.counters()).toMatchObject({ active: 0 });

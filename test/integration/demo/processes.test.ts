@@ -35,12 +35,20 @@ afterAll(() => {
 
 const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
 
-describe('the demo\'s processes', () => {
+describe("the demo's processes", () => {
   it.each([
-    ['QEMU with its console in the state dir', ['qemu-system-x86_64', '-name', 'node1', '-chardev', `file,id=s,path=${stateDir}/node1.console.log`], true],
+    [
+      'QEMU with its console in the state dir',
+      ['qemu-system-x86_64', '-name', 'node1', '-chardev', `file,id=s,path=${stateDir}/node1.console.log`],
+      true,
+    ],
     ['the dispatcher with its data dir there', ['/usr/bin/node', '/repo/dist/bin/dispatcher.mjs', '--data-dir', `${stateDir}/data`], true],
-    ['the forwarder', ['/usr/bin/node', '/repo/dist/demo/demo.mjs', 'forward', '127.0.0.1:8080', '10.77.0.1:8080', '--state', stateDir], true],
-    ['a user\'s tail -f of the dispatcher log', ['tail', '-f', `${stateDir}/dispatcher.log`], false],
+    [
+      'the forwarder',
+      ['/usr/bin/node', '/repo/dist/demo/demo.mjs', 'forward', '127.0.0.1:8080', '10.77.0.1:8080', '--state', stateDir],
+      true,
+    ],
+    ["a user's tail -f of the dispatcher log", ['tail', '-f', `${stateDir}/dispatcher.log`], false],
     ['a node script reading a console log', ['/usr/bin/node', '/home/me/watch.mjs', `${stateDir}/node1.console.log`], false],
     ['demo.mjs up (the orchestrator itself)', ['/usr/bin/node', '/repo/dist/demo/demo.mjs', 'up', stateDir], false],
     ['QEMU of someone else', ['qemu-system-x86_64', '-name', 'other', '-chardev', 'file,id=s,path=/tmp/other.log'], false],
@@ -61,7 +69,11 @@ describe('the demo\'s processes', () => {
     await sleep(200);
     expect(isOurs(byFile.pid!, stateDir)).toBe(true);
     expect(isOurs(qemu.pid!, stateDir)).toBe(false);
-    expect(ownProcesses(stateDir).map((p) => p.pid).sort()).toEqual([byFile.pid, byScan.pid].sort());
+    expect(
+      ownProcesses(stateDir)
+        .map((p) => p.pid)
+        .sort(),
+    ).toEqual([byFile.pid, byScan.pid].sort());
 
     const stopped = await stopAll(stateDir);
     expect(stopped).toHaveLength(2);

@@ -49,8 +49,18 @@ const BYTE_FIELDS = ['clientId', 'clientUuid', 'clientNdi', 'vendorOptions', 'ip
 
 export function packetFromJson(j: JsonPacket): DhcpPacket {
   const p: Record<string, unknown> = {
-    op: 'request', type: 'discover', xid: 1, secs: 0, hops: 0, broadcast: false, ciaddr: '0.0.0.0', yiaddr: '0.0.0.0', siaddr: '0.0.0.0',
-    giaddr: '0.0.0.0', serverName: '', ...j,
+    op: 'request',
+    type: 'discover',
+    xid: 1,
+    secs: 0,
+    hops: 0,
+    broadcast: false,
+    ciaddr: '0.0.0.0',
+    yiaddr: '0.0.0.0',
+    siaddr: '0.0.0.0',
+    giaddr: '0.0.0.0',
+    serverName: '',
+    ...j,
   };
   for (const f of BYTE_FIELDS) if (typeof p[f] === 'string') p[f] = Buffer.from(p[f] as string, 'hex');
   return p as unknown as DhcpPacket;
@@ -77,7 +87,10 @@ async function main(): Promise<void> {
   const { setsockopt } = createRequire(import.meta.url)('sockopt') as { setsockopt(s: unknown, l: number, n: number, v: number): void };
   setsockopt(sock, 1 /* SOL_SOCKET */, 62 /* SO_BINDTOIFINDEX */, ifindex);
   sock.setBroadcast(true);
-  const send = (p: DhcpPacket) => new Promise<void>((resolve, reject) => sock.send(encodePacket(p, { maxLength: 1500 }), spec.to.port, spec.to.address, (e) => (e ? reject(e) : resolve())));
+  const send = (p: DhcpPacket) =>
+    new Promise<void>((resolve, reject) =>
+      sock.send(encodePacket(p, { maxLength: 1500 }), spec.to.port, spec.to.address, (e) => (e ? reject(e) : resolve())),
+    );
 
   if (spec.dora) {
     const results = await dora(spec, sock, send);
@@ -85,7 +98,10 @@ async function main(): Promise<void> {
   } else {
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const d = decodePacket(msg);
-      const out = d instanceof DecodeError ? { kind: 'malformed', from: rinfo.address, error: d.toString() } : { kind: 'reply', from: rinfo.address, port: rinfo.port, packet: packetToJson(d) };
+      const out =
+        d instanceof DecodeError
+          ? { kind: 'malformed', from: rinfo.address, error: d.toString() }
+          : { kind: 'reply', from: rinfo.address, port: rinfo.port, packet: packetToJson(d) };
       process.stdout.write(`${JSON.stringify(out)}\n`);
     });
     for (const j of spec.packets ?? []) await send(packetFromJson(j));
@@ -98,7 +114,16 @@ async function dora(spec: ProbeSpec, sock: ReturnType<typeof createSocket>, send
   const d = spec.dora!;
   const prefix = d.macPrefix ?? '02:dd:00:00';
   const timeoutMs = d.timeoutMs ?? 20_000;
-  type Client = { mac: string; xid: number; state: 'discover' | 'request' | 'done'; packet: DhcpPacket; t0: number; nextAt: number; backoff: number; result: DoraResult };
+  type Client = {
+    mac: string;
+    xid: number;
+    state: 'discover' | 'request' | 'done';
+    packet: DhcpPacket;
+    t0: number;
+    nextAt: number;
+    backoff: number;
+    result: DoraResult;
+  };
   const clients = new Map<number, Client>();
   const base = (Math.random() * 0x7fffffff) >>> 0;
   for (let i = 0; i < d.count; i++) {
@@ -114,13 +139,27 @@ async function dora(spec: ProbeSpec, sock: ReturnType<typeof createSocket>, send
     if (!c || r.mac !== c.mac) return;
     if (c.state === 'discover' && r.type === 'offer' && r.yiaddr !== '0.0.0.0') {
       c.state = 'request';
-      c.packet = packetFromJson({ ...d.template, type: 'request', xid: c.xid, mac: c.mac, broadcast: true, serverId: r.serverId, requestedIp: r.yiaddr });
+      c.packet = packetFromJson({
+        ...d.template,
+        type: 'request',
+        xid: c.xid,
+        mac: c.mac,
+        broadcast: true,
+        serverId: r.serverId,
+        requestedIp: r.yiaddr,
+      });
       c.backoff = 1000;
       c.nextAt = Date.now() + c.backoff;
       void send(c.packet);
     } else if (c.state === 'request' && r.type === 'ack') {
       c.state = 'done';
-      c.result = { ...c.result, ip: r.yiaddr, ms: Date.now() - c.t0, ...(r.bootFile ? { bootFile: r.bootFile } : {}), ...(r.hostname ? { hostname: r.hostname } : {}) };
+      c.result = {
+        ...c.result,
+        ip: r.yiaddr,
+        ms: Date.now() - c.t0,
+        ...(r.bootFile ? { bootFile: r.bootFile } : {}),
+        ...(r.hostname ? { hostname: r.hostname } : {}),
+      };
     } else if (c.state === 'request' && r.type === 'nak') {
       c.state = 'done';
       c.result.nak = r.message ?? 'nak';

@@ -39,7 +39,12 @@ beforeAll(async () => {
   // A second network on the server that the dispatcher must not serve.
   const [, oc] = await lab.veth({ ns: srv, name: 'other0', address: '10.61.0.1/24' }, { ns: other, name: 'o0' });
   otherCli = oc;
-  d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'] });
+  d = await startDispatcher({
+    ns: srv,
+    tftp: true,
+    logLevel: 'debug',
+    args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'],
+  });
   dataDirs.push(d.dataDir);
 }, 60_000);
 
@@ -60,7 +65,8 @@ describe('full-mode DHCP with real clients', () => {
     expect(bound.ip).toMatch(/^10\.60\.[1-4]\.\d+$/);
     expect(bound.serverid).toBe(SERVER);
     expect(bound.lease).toBe('120');
-    const row = () => d.query<{ ip: string; state: string; expires_at: number }>("SELECT ip, state, expires_at FROM dhcp_leases WHERE ip = ?", bound.ip)[0];
+    const row = () =>
+      d.query<{ ip: string; state: string; expires_at: number }>('SELECT ip, state, expires_at FROM dhcp_leases WHERE ip = ?', bound.ip)[0];
     expect(row()).toMatchObject({ ip: bound.ip, state: 'bound' });
     const firstExpiry = row()!.expires_at;
 
@@ -90,7 +96,11 @@ describe('full-mode DHCP with real clients', () => {
     await u2.stop();
 
     const dropsBefore = await udpRcvbufErrors(srv);
-    const results = await probeDora(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, dora: { count: 300, macPrefix: '02:dd:01:00', timeoutMs: 30_000 } });
+    const results = await probeDora(cli, {
+      iface: c[2]!.name,
+      to: { address: '255.255.255.255', port: 67 },
+      dora: { count: 300, macPrefix: '02:dd:01:00', timeoutMs: 30_000 },
+    });
     const ips = results.map((r) => r.ip);
     expect(results.filter((r) => !r.ip)).toEqual([]);
     expect(new Set(ips).size).toBe(300);
@@ -101,13 +111,19 @@ describe('full-mode DHCP with real clients', () => {
     expect(await udpRcvbufErrors(srv)).toBe(dropsBefore);
     const slowest = Math.max(...results.map((r) => r.ms ?? 0));
     console.log(`300 clients: slowest exchange ${slowest} ms, ${results.reduce((n, r) => n + r.retransmits, 0)} retransmissions`);
-    const rows = d.query<{ n: number; ips: number }>("SELECT count(*) AS n, count(DISTINCT ip) AS ips FROM dhcp_leases WHERE mac LIKE '02:dd:01:00:%' AND state = 'bound'")[0]!;
+    const rows = d.query<{ n: number; ips: number }>(
+      "SELECT count(*) AS n, count(DISTINCT ip) AS ips FROM dhcp_leases WHERE mac LIKE '02:dd:01:00:%' AND state = 'bound'",
+    )[0]!;
     expect(rows).toEqual({ n: 300, ips: 300 });
   });
 
   it('gives a PXE ROM its TFTP first stage and iPXE the boot script, and keeps the boot timeline', async () => {
     const pxe = { vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0, clientUuid: `00${'11'.repeat(16)}` };
-    const [rom] = await probeDora(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, dora: { count: 1, macPrefix: '52:54:00:60', template: pxe } });
+    const [rom] = await probeDora(cli, {
+      iface: c[2]!.name,
+      to: { address: '255.255.255.255', port: 67 },
+      dora: { count: 1, macPrefix: '52:54:00:60', template: pxe },
+    });
     expect(rom).toMatchObject({ bootFile: 'undionly.kpxe', hostname: expect.stringMatching(/^node\d+$/) });
     expect(rom!.mac).toBe('52:54:00:60:00:00');
     const ipxe = await probe(cli, {
@@ -117,9 +133,18 @@ describe('full-mode DHCP with real clients', () => {
     });
     expect(ipxe).toHaveLength(1);
     expect(ipxe[0]!.packet).toMatchObject({ type: 'offer', yiaddr: rom!.ip, ipxeOptions: 'b00101' });
-    expect(String(ipxe[0]!.packet.bootFile)).toMatch(new RegExp(`^http://${SERVER.replaceAll('.', '\\.')}:\\d+/boot\\.ipxe\\?mac=\\$\\{net0/mac\\}$`));
-    await eventually(() => d.query<{ stage: string }>('SELECT stage FROM boot_stages WHERE mac = ? ORDER BY id', '52:54:00:60:00:00').length >= 6, 5_000, 'timeline');
-    const stages = d.query<{ stage: string; boot: number }>('SELECT stage, boot FROM boot_stages WHERE mac = ? ORDER BY id', '52:54:00:60:00:00');
+    expect(String(ipxe[0]!.packet.bootFile)).toMatch(
+      new RegExp(`^http://${SERVER.replaceAll('.', '\\.')}:\\d+/boot\\.ipxe\\?mac=\\$\\{net0/mac\\}$`),
+    );
+    await eventually(
+      () => d.query<{ stage: string }>('SELECT stage FROM boot_stages WHERE mac = ? ORDER BY id', '52:54:00:60:00:00').length >= 6,
+      5_000,
+      'timeline',
+    );
+    const stages = d.query<{ stage: string; boot: number }>(
+      'SELECT stage, boot FROM boot_stages WHERE mac = ? ORDER BY id',
+      '52:54:00:60:00:00',
+    );
     expect(stages.map((s) => s.stage)).toEqual(['dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack', 'dhcp.discover', 'dhcp.offer']);
     expect(new Set(stages.map((s) => s.boot)).size).toBe(1);
   });
@@ -139,18 +164,44 @@ describe('full-mode DHCP with real clients', () => {
   });
 
   it('never answers on another interface of the machine', async () => {
-    const r = await other.exec('udhcpc', ['-i', otherCli.name, '-n', '-q', '-f', '-s', script, '-t', '3', '-T', '1'], { allowFailure: true, timeoutMs: 20_000 });
+    const r = await other.exec('udhcpc', ['-i', otherCli.name, '-n', '-q', '-f', '-s', script, '-t', '3', '-T', '1'], {
+      allowFailure: true,
+      timeoutMs: 20_000,
+    });
     expect(r.code).not.toBe(0);
     expect(udhcpcEvents(r.stdout).find((e) => e.event === 'bound')).toBeUndefined();
-    const replies = await probe(other, { iface: otherCli.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 5, mac: '02:dd:03:00:00:01' }] });
+    const replies = await probe(other, {
+      iface: otherCli.name,
+      to: { address: '255.255.255.255', port: 67 },
+      packets: [{ type: 'discover', xid: 5, mac: '02:dd:03:00:00:01' }],
+    });
     expect(replies).toEqual([]);
     // ...while the node network is still served
-    expect(await probe(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 6, mac: '02:dd:03:00:00:02' }] })).toHaveLength(1);
+    expect(
+      await probe(cli, {
+        iface: c[2]!.name,
+        to: { address: '255.255.255.255', port: 67 },
+        packets: [{ type: 'discover', xid: 6, mac: '02:dd:03:00:00:02' }],
+      }),
+    ).toHaveLength(1);
   });
 
   it('survives hostile input: garbage is dropped, logged at most 10 times a minute per field, and service goes on', async () => {
     const garbage = [Buffer.alloc(10), Buffer.alloc(300, 0xff), Buffer.from('GET / HTTP/1.1\r\n\r\n')];
-    const valid = encodePacket({ op: 'request', type: 'discover', xid: 1, secs: 0, hops: 0, broadcast: true, ciaddr: '0.0.0.0', yiaddr: '0.0.0.0', siaddr: '0.0.0.0', giaddr: '0.0.0.0', mac: '02:dd:04:00:00:01' as never, serverName: '' });
+    const valid = encodePacket({
+      op: 'request',
+      type: 'discover',
+      xid: 1,
+      secs: 0,
+      hops: 0,
+      broadcast: true,
+      ciaddr: '0.0.0.0',
+      yiaddr: '0.0.0.0',
+      siaddr: '0.0.0.0',
+      giaddr: '0.0.0.0',
+      mac: '02:dd:04:00:00:01' as never,
+      serverName: '',
+    });
     const lying = Buffer.from(valid);
     lying[241] = 200; // option 53 claims 200 bytes
     const flood = `const s=require('dgram').createSocket('udp4');s.bind(0,()=>{s.setBroadcast(true);const p=${JSON.stringify([...garbage, lying].map((b) => b.toString('hex')))};let n=0;const go=()=>{for(let i=0;i<50;i++)s.send(Buffer.from(p[n++%p.length],'hex'),67,'${SERVER}');if(n<2000)setImmediate(go);else setTimeout(()=>s.close(),200)};go()})`;
@@ -164,17 +215,33 @@ describe('full-mode DHCP with real clients', () => {
     for (const l of malformedLines) perField.set(String(l.field), (perField.get(String(l.field)) ?? 0) + 1);
     for (const n of perField.values()) expect(n).toBeLessThanOrEqual(10);
     expect([...perField.keys()].sort()).toEqual(['header', 'op', 'option 53 (DHCP message type)'].sort());
-    expect(await probe(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 7, mac: '02:dd:04:00:00:02' }] })).toHaveLength(1);
+    expect(
+      await probe(cli, {
+        iface: c[2]!.name,
+        to: { address: '255.255.255.255', port: 67 },
+        packets: [{ type: 'discover', xid: 7, mac: '02:dd:04:00:00:02' }],
+      }),
+    ).toHaveLength(1);
   });
 
   it('keeps leases across a restart of the dispatcher', async () => {
     const u = udhcpc(cli, c[0]!.name);
     const bound = await eventually(() => udhcpcEvents(u.output()).find((e) => e.event === 'bound'), 15_000, 'bound');
     await d.stop();
-    d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', dataDir: d.dataDir, args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'] });
+    d = await startDispatcher({
+      ns: srv,
+      tftp: true,
+      logLevel: 'debug',
+      dataDir: d.dataDir,
+      args: ['--interface', br.name, '--dhcp', 'full', ...RANGE, '--lease-seconds', '120'],
+    });
     expect(d.logs.find((l) => l.msg === 'DHCP serving')?.leases).toBeGreaterThan(300);
     // Another machine asking for that very address is refused...
-    const nak = await probe(cli, { iface: c[2]!.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'request', xid: 8, mac: '02:dd:05:00:00:01', requestedIp: bound.ip }] });
+    const nak = await probe(cli, {
+      iface: c[2]!.name,
+      to: { address: '255.255.255.255', port: 67 },
+      packets: [{ type: 'request', xid: 8, mac: '02:dd:05:00:00:01', requestedIp: bound.ip }],
+    });
     expect(nak[0]?.packet).toMatchObject({ type: 'nak' });
     // ...while the owner renews it.
     u.child.kill('SIGUSR1');

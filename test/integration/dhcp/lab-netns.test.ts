@@ -70,11 +70,17 @@ describe('network lab', () => {
     const child = join(ROOT, 'dist/test/lab-orphan.mjs');
     await build({
       stdin: {
-        contents: "import { createLab } from './netns.js'; const lab = await createLab('labtest'); const ns = await lab.namespace('orphan'); console.log(ns.name); process.exit(0);",
+        contents:
+          "import { createLab } from './netns.js'; const lab = await createLab('labtest'); const ns = await lab.namespace('orphan'); console.log(ns.name); process.exit(0);",
         resolveDir: join(ROOT, 'test/lab'),
         loader: 'ts',
       },
-      bundle: true, platform: 'node', format: 'esm', target: 'node24', outfile: child, logLevel: 'warning',
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node24',
+      outfile: child,
+      logLevel: 'warning',
     });
     const orphan = execFileSync(process.execPath, [child], { encoding: 'utf8' }).trim();
     expect(orphan).toMatch(/^lc-labtest-\d+-\d+-1-orphan$/);

@@ -37,8 +37,17 @@ beforeAll(async () => {
   c0 = cl;
   const leases = join(tempDir('lc-dnsmasq-'), 'leases');
   dnsmasq = dhcpd.spawn('dnsmasq', [
-    '--no-daemon', '--conf-file=/dev/null', '--port=0', '--interface=d0', '--bind-interfaces', '--user=root', '--no-ping',
-    '--dhcp-range=10.62.0.100,10.62.0.150,255.255.255.0,120', `--dhcp-leasefile=${leases}`, '--log-dhcp', '--log-facility=-',
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--interface=d0',
+    '--bind-interfaces',
+    '--user=root',
+    '--no-ping',
+    '--dhcp-range=10.62.0.100,10.62.0.150,255.255.255.0,120',
+    `--dhcp-leasefile=${leases}`,
+    '--log-dhcp',
+    '--log-facility=-',
   ]);
   await dnsmasq.waitForOutput(/DHCP, IP range 10\.62\.0\.100/, 10_000);
   d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', args: ['--interface', br.name, '--dhcp', 'proxy'] });
@@ -53,7 +62,11 @@ afterAll(async () => {
 describe('ProxyDHCP beside dnsmasq', () => {
   it('a BIOS PXE client gets its address from dnsmasq and its boot file from the dispatcher', async () => {
     const mac = '52:54:00:62:00:01';
-    const offers = await probe(cli, { iface: c0.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 1, mac, broadcast: true, ...BIOS }] });
+    const offers = await probe(cli, {
+      iface: c0.name,
+      to: { address: '255.255.255.255', port: 67 },
+      packets: [{ type: 'discover', xid: 1, mac, broadcast: true, ...BIOS }],
+    });
     const fromDnsmasq = offers.filter((o) => o.from === DNSMASQ);
     const fromUs = offers.filter((o) => o.from === PROXY);
     expect(fromDnsmasq).toHaveLength(1);
@@ -61,8 +74,14 @@ describe('ProxyDHCP beside dnsmasq', () => {
     expect(fromDnsmasq[0]!.packet).toMatchObject({ type: 'offer', yiaddr: expect.stringMatching(/^10\.62\.0\.(1[0-4]\d|150)$/) });
     expect(fromDnsmasq[0]!.packet.bootFile).toBeUndefined();
     expect(fromUs[0]!.packet).toMatchObject({
-      type: 'offer', yiaddr: '0.0.0.0', siaddr: PROXY, serverId: PROXY, vendorClass: 'PXEClient', bootFile: 'undionly.kpxe',
-      vendorOptions: '060108ff', clientUuid: BIOS.clientUuid,
+      type: 'offer',
+      yiaddr: '0.0.0.0',
+      siaddr: PROXY,
+      serverId: PROXY,
+      vendorClass: 'PXEClient',
+      bootFile: 'undionly.kpxe',
+      vendorOptions: '060108ff',
+      clientUuid: BIOS.clientUuid,
     });
 
     // The client takes dnsmasq's address; the dispatcher stays out of that exchange.
@@ -70,28 +89,46 @@ describe('ProxyDHCP beside dnsmasq', () => {
     const acks = await probe(cli, {
       iface: c0.name,
       to: { address: '255.255.255.255', port: 67 },
-      packets: [{ type: 'request', xid: 2, mac, broadcast: true, serverId: String(fromDnsmasq[0]!.packet.serverId), requestedIp: yiaddr, ...BIOS }],
+      packets: [
+        { type: 'request', xid: 2, mac, broadcast: true, serverId: String(fromDnsmasq[0]!.packet.serverId), requestedIp: yiaddr, ...BIOS },
+      ],
     });
     expect(acks.map((a) => [a.from, a.packet.type, a.packet.yiaddr])).toEqual([[DNSMASQ, 'ack', yiaddr]]);
   });
 
   it('a UEFI PXE client is offered its file without option 43 and gets it from the boot server on port 4011', async () => {
     const mac = '52:54:00:62:00:02';
-    const offers = await probe(cli, { iface: c0.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 3, mac, broadcast: true, ...UEFI }] });
+    const offers = await probe(cli, {
+      iface: c0.name,
+      to: { address: '255.255.255.255', port: 67 },
+      packets: [{ type: 'discover', xid: 3, mac, broadcast: true, ...UEFI }],
+    });
     const ours = offers.find((o) => o.from === PROXY)!.packet;
     expect(ours).toMatchObject({ bootFile: 'ipxe.efi', vendorClass: 'PXEClient' });
     expect(ours.vendorOptions).toBeUndefined();
     const ip = String(offers.find((o) => o.from === DNSMASQ)!.packet.yiaddr);
     await cli.addAddress(c0.name, `${ip}/24`);
     try {
-      const acks = await probe(cli, { iface: c0.name, to: { address: PROXY, port: 4011 }, packets: [{ type: 'request', xid: 4, mac, ciaddr: ip, ...UEFI }] });
+      const acks = await probe(cli, {
+        iface: c0.name,
+        to: { address: PROXY, port: 4011 },
+        packets: [{ type: 'request', xid: 4, mac, ciaddr: ip, ...UEFI }],
+      });
       expect(acks).toHaveLength(1);
       expect(acks[0]!.packet).toMatchObject({ type: 'ack', ciaddr: ip, bootFile: 'ipxe.efi', siaddr: PROXY, clientUuid: UEFI.clientUuid });
     } finally {
       await cli.exec('ip', ['addr', 'flush', 'dev', c0.name]);
     }
-    await eventually(() => d.query('SELECT 1 FROM boot_stages WHERE mac = ? AND stage = ?', mac, 'proxy.ack').length > 0, 5_000, 'proxy.ack recorded');
-    expect(d.query<{ stage: string }>('SELECT stage FROM boot_stages WHERE mac = ? ORDER BY id', mac).map((s) => s.stage)).toEqual(['dhcp.discover', 'proxy.offer', 'proxy.ack']);
+    await eventually(
+      () => d.query('SELECT 1 FROM boot_stages WHERE mac = ? AND stage = ?', mac, 'proxy.ack').length > 0,
+      5_000,
+      'proxy.ack recorded',
+    );
+    expect(d.query<{ stage: string }>('SELECT stage FROM boot_stages WHERE mac = ? ORDER BY id', mac).map((s) => s.stage)).toEqual([
+      'dhcp.discover',
+      'proxy.offer',
+      'proxy.ack',
+    ]);
   });
 
   it('sends iPXE to the boot script through a ProxyDHCP offer', async () => {

@@ -23,8 +23,17 @@ const BIOS = { vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0, c
 function startDnsmasq(shareable: boolean): LabProcess {
   const leases = join(tempDir('lc-dnsmasq-'), 'leases');
   return srv.spawn('dnsmasq', [
-    '--no-daemon', '--conf-file=/dev/null', '--port=0', `--interface=${bridge}`, ...(shareable ? ['--bind-interfaces'] : []), '--user=root', '--no-ping',
-    '--dhcp-range=10.63.0.100,10.63.0.150,255.255.255.0,120', `--dhcp-leasefile=${leases}`, '--log-dhcp', '--log-facility=-',
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    '--port=0',
+    `--interface=${bridge}`,
+    ...(shareable ? ['--bind-interfaces'] : []),
+    '--user=root',
+    '--no-ping',
+    '--dhcp-range=10.63.0.100,10.63.0.150,255.255.255.0,120',
+    `--dhcp-leasefile=${leases}`,
+    '--log-dhcp',
+    '--log-facility=-',
   ]);
 }
 
@@ -55,7 +64,11 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
       expect(d.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('another DHCP server holds port 67'))).toBe(true);
 
       const mac = '52:54:00:63:00:01';
-      const offers = await probe(cli, { iface: c0.name, to: { address: '255.255.255.255', port: 67 }, packets: [{ type: 'discover', xid: 1, mac, broadcast: true, ...BIOS }] });
+      const offers = await probe(cli, {
+        iface: c0.name,
+        to: { address: '255.255.255.255', port: 67 },
+        packets: [{ type: 'discover', xid: 1, mac, broadcast: true, ...BIOS }],
+      });
       // Both servers answer from the same address: tell them apart by what they offer.
       const address = offers.filter((o) => o.packet.yiaddr !== '0.0.0.0');
       const boot = offers.filter((o) => o.packet.bootFile !== undefined);
@@ -63,7 +76,13 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
       expect(address[0]!.packet.yiaddr).toMatch(/^10\.63\.0\.(1[0-4]\d|150)$/);
       expect(boot).toHaveLength(1);
       expect(boot[0]).toMatchObject({ from: SERVER, port: 67 });
-      expect(boot[0]!.packet).toMatchObject({ type: 'offer', yiaddr: '0.0.0.0', serverId: SERVER, vendorClass: 'PXEClient', bootFile: 'undionly.kpxe' });
+      expect(boot[0]!.packet).toMatchObject({
+        type: 'offer',
+        yiaddr: '0.0.0.0',
+        serverId: SERVER,
+        vendorClass: 'PXEClient',
+        bootFile: 'undionly.kpxe',
+      });
 
       // The address is taken from dnsmasq; a renewal (unicast to port 67) reaches dnsmasq, not us.
       const ip = String(address[0]!.packet.yiaddr);
@@ -75,7 +94,11 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
       expect(acks.map((a) => [a.packet.type, a.packet.yiaddr])).toEqual([['ack', ip]]);
       await cli.addAddress(c0.name, `${ip}/24`);
       const received = await dhcpReceived(d);
-      const renewed = await probe(cli, { iface: c0.name, to: { address: SERVER, port: 67 }, packets: [{ type: 'request', xid: 3, mac, ciaddr: ip }] });
+      const renewed = await probe(cli, {
+        iface: c0.name,
+        to: { address: SERVER, port: 67 },
+        packets: [{ type: 'request', xid: 3, mac, ciaddr: ip }],
+      });
       expect(renewed.map((a) => [a.packet.type, a.packet.yiaddr])).toEqual([['ack', ip]]);
       expect(await dhcpReceived(d)).toBe(received);
     } finally {
@@ -106,7 +129,10 @@ describe('ProxyDHCP beside a DHCP server on the same host', () => {
 async function dhcpReceived(d: DispatcherProcess): Promise<number> {
   const port = Number(d.logs.find((l) => l.msg === 'dispatcher started')?.httpPort);
   // The dispatcher listens inside the namespace: read its metrics from there.
-  const { stdout: text } = await srv.exec(process.execPath, ['-e', `fetch('http://${SERVER}:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
+  const { stdout: text } = await srv.exec(process.execPath, [
+    '-e',
+    `fetch('http://${SERVER}:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`,
+  ]);
   const m = /lilcluster_dhcp_packets_total\{kind="received"\} (\d+)/.exec(text);
   if (!m) throw new Error('no DHCP received counter in /metrics');
   return Number(m[1]);

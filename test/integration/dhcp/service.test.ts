@@ -75,12 +75,31 @@ describe('the DHCP service on real sockets', () => {
     for (const junk of [Buffer.alloc(5), Buffer.alloc(400, 0xee), Buffer.from('hello')]) await send(junk);
     await send(
       encodePacket({
-        op: 'request', type: 'request', xid: 77, secs: 0, hops: 0, broadcast: false, ciaddr: '127.0.0.1', yiaddr: '0.0.0.0', siaddr: '0.0.0.0',
-        giaddr: '0.0.0.0', mac: '52:54:00:77:00:01' as Mac, serverName: '', vendorClass: 'PXEClient:Arch:00007:UNDI:003000', clientArch: 7,
+        op: 'request',
+        type: 'request',
+        xid: 77,
+        secs: 0,
+        hops: 0,
+        broadcast: false,
+        ciaddr: '127.0.0.1',
+        yiaddr: '0.0.0.0',
+        siaddr: '0.0.0.0',
+        giaddr: '0.0.0.0',
+        mac: '52:54:00:77:00:01' as Mac,
+        serverName: '',
+        vendorClass: 'PXEClient:Arch:00007:UNDI:003000',
+        clientArch: 7,
       }),
     );
     await until(() => replies.length === 1);
-    expect(replies[0]).toMatchObject({ op: 'reply', type: 'ack', xid: 77, bootFile: 'ipxe.efi', siaddr: '127.0.0.1', vendorClass: 'PXEClient' });
+    expect(replies[0]).toMatchObject({
+      op: 'reply',
+      type: 'ack',
+      xid: 77,
+      bootFile: 'ipxe.efi',
+      siaddr: '127.0.0.1',
+      vendorClass: 'PXEClient',
+    });
     expect(svc.counters).toMatchObject({ received: 4, malformed: 3, proxyAck: 1 });
     expect(c.metrics.render()).toMatch(/lilcluster_dhcp_packets_total\{kind="malformed"\} 3/);
   });

@@ -32,7 +32,11 @@ afterAll(async () => {
 
 function ctl(args: string[], token = true): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: disp.url, LILCLUSTER_DATA_DIR: token ? disp.dataDir : '/nonexistent-lc' };
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      LILCLUSTER_URL: disp.url,
+      LILCLUSTER_DATA_DIR: token ? disp.dataDir : '/nonexistent-lc',
+    };
     const child = spawn(process.execPath, [CTL_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -66,7 +70,10 @@ describe('dispatcherctl job commands', () => {
     const r = await ctl(['submit', '--params', params, '--wait', '--', 'sh', '-c', 'exit {code}']);
     expect(r.code).toBe(1);
     const job = r.stdout.trim();
-    const lines = (await ctl(['results', job, '--format', 'jsonl'])).stdout.trim().split('\n').map((l) => JSON.parse(l) as { state: string; params: { code: string }; result: { exitCode: number } });
+    const lines = (await ctl(['results', job, '--format', 'jsonl'])).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { state: string; params: { code: string }; result: { exitCode: number } });
     expect(lines.map((l) => [l.params.code, l.state, l.result.exitCode])).toEqual([
       ['0', 'done', 0],
       ['3', 'failed', 3],

@@ -46,7 +46,10 @@ interface Run {
 /** Runs the worker; kills it with SIGKILL once `killAfter` says so (or lets it finish). */
 function runWorker(args: string[], opts: { stdin?: string; killAfter?: (lines: string[]) => boolean; timeoutMs?: number }): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [workerJs, ...args], { cwd: join(import.meta.dirname, '../../..'), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [workerJs, ...args], {
+      cwd: join(import.meta.dirname, '../../..'),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const lines: string[] = [];
     let rest = '';
     let stderr = '';
@@ -119,11 +122,18 @@ function checkStore(dir: string, l: Ledger): { tasks: number; results: number } 
   const db = new Database(join(dir, 'dispatcher.db'), { readonly: true });
   try {
     for (const [id, j] of l.submitted) {
-      const row = db.prepare('SELECT state, first_task_id, task_count FROM jobs WHERE id = ?').get(id) as { state: string; first_task_id: number; task_count: number } | undefined;
+      const row = db.prepare('SELECT state, first_task_id, task_count FROM jobs WHERE id = ?').get(id) as
+        | { state: string; first_task_id: number; task_count: number }
+        | undefined;
       expect(row, `acknowledged job ${id}`).toBeDefined();
       expect(row!.state).not.toBe('staging');
       expect([row!.first_task_id, row!.task_count]).toEqual([j.first, j.count]);
-      expect(db.prepare('SELECT count(*) FROM tasks WHERE id >= ? AND id < ?').pluck().get(j.first, j.first + j.count)).toBe(j.count);
+      expect(
+        db
+          .prepare('SELECT count(*) FROM tasks WHERE id >= ? AND id < ?')
+          .pluck()
+          .get(j.first, j.first + j.count),
+      ).toBe(j.count);
     }
     const result = db.prepare('SELECT attempt FROM results WHERE task_id = ?').pluck();
     for (const [task] of l.recorded) expect(result.get(task), `acknowledged result of task ${task}`).toBeDefined();
@@ -139,10 +149,12 @@ function checkStore(dir: string, l: Ledger): { tasks: number; results: number } 
       .pluck()
       .get();
     expect(mismatched).toBe(0);
-    const counters = db.prepare(`SELECT j.id, j.done, j.failed,
+    const counters = db
+      .prepare(`SELECT j.id, j.done, j.failed,
         (SELECT count(*) FROM results r WHERE r.task_id >= j.first_task_id AND r.task_id < j.first_task_id + j.task_count AND r.status = 1) AS rd,
         (SELECT count(*) FROM results r WHERE r.task_id >= j.first_task_id AND r.task_id < j.first_task_id + j.task_count AND r.status = 2) AS rf
-      FROM jobs j WHERE j.state != 'staging'`).all() as { id: number; done: number; failed: number; rd: number; rf: number }[];
+      FROM jobs j WHERE j.state != 'staging'`)
+      .all() as { id: number; done: number; failed: number; rd: number; rf: number }[];
     for (const c of counters) expect([c.id, c.done, c.failed]).toEqual([c.id, c.rd, c.rf]);
     return {
       tasks: db.prepare(`SELECT count(*) FROM tasks t JOIN jobs j ON t.job_id = j.id WHERE j.state != 'staging'`).pluck().get() as number,
@@ -209,7 +221,9 @@ describe('dispatch engine durability (kill -9)', () => {
     try {
       // Within attempts, for every job.
       const over = db
-        .prepare(`SELECT count(*) FROM results r JOIN tasks t ON t.id = r.task_id JOIN jobs j ON j.id = t.job_id WHERE r.attempt > json_extract(j.spec, '$.maxAttempts')`)
+        .prepare(
+          `SELECT count(*) FROM results r JOIN tasks t ON t.id = r.task_id JOIN jobs j ON j.id = t.job_id WHERE r.attempt > json_extract(j.spec, '$.maxAttempts')`,
+        )
         .pluck()
         .get();
       expect(over).toBe(0);

@@ -84,7 +84,13 @@ describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
     const params = join(work, 'sweep.csv');
     writeFileSync(params, 'x,label\n' + Array.from({ length: TASKS }, (_, i) => `${i},"row ${i}, quoted"`).join('\n') + '\n');
     const sub = await ctl(disp, [
-      'submit', '--params', params, '--timeout', '30', '--shell', '--',
+      'submit',
+      '--params',
+      params,
+      '--timeout',
+      '30',
+      '--shell',
+      '--',
       `echo {x} >> ${runs}; sleep 0.05; echo $(( {x} * {x} )); mkdir -p out; echo "{label}" > out/label.txt`,
     ]);
     expect(sub.code, sub.stderr).toBe(0);
@@ -144,7 +150,8 @@ describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
     for (const r of rows) expect(r.values.stdout).toBe(`${Number(r.values.x) ** 2}\n`);
     const files = await untar(outTar);
     expect(files.size).toBe(TASKS);
-    for (const r of results) expect(files.get(`task-${r.taskId}/out/label.txt`) ?? files.get(`task-${r.taskId}/label.txt`)).toBe(`row ${r.params!.x}, quoted\n`);
+    for (const r of results)
+      expect(files.get(`task-${r.taskId}/out/label.txt`) ?? files.get(`task-${r.taskId}/label.txt`)).toBe(`row ${r.params!.x}, quoted\n`);
 
     // Exactly one recorded result per task in the store; re-executions only around the kills.
     await disp.stop('SIGTERM');
@@ -152,8 +159,18 @@ describe('dispatch end to end: dispatcher, 4 agents, dispatcherctl', () => {
     const db = new Database(join(work, 'data', 'dispatcher.db'), { readonly: true });
     try {
       const first = results[0]!.taskId;
-      expect(db.prepare('SELECT count(*), count(DISTINCT task_id) FROM results WHERE task_id >= ? AND task_id < ?').raw().get(first, first + TASKS)).toEqual([TASKS, TASKS]);
-      expect(db.prepare('SELECT max(attempt) FROM results WHERE task_id >= ? AND task_id < ?').pluck().get(first, first + TASKS)).toBeLessThanOrEqual(3);
+      expect(
+        db
+          .prepare('SELECT count(*), count(DISTINCT task_id) FROM results WHERE task_id >= ? AND task_id < ?')
+          .raw()
+          .get(first, first + TASKS),
+      ).toEqual([TASKS, TASKS]);
+      expect(
+        db
+          .prepare('SELECT max(attempt) FROM results WHERE task_id >= ? AND task_id < ?')
+          .pluck()
+          .get(first, first + TASKS),
+      ).toBeLessThanOrEqual(3);
     } finally {
       db.close();
     }

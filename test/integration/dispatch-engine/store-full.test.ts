@@ -58,7 +58,12 @@ describe('dispatch engine on a full or read-only data dir', () => {
     let h: Harness = openEngine(dir);
     const a = await h.engine.submitJob({ command: ['x', '{i}'], params: Array.from({ length: 100 }, (_, i) => ({ i })) });
     const first = h.engine.takeTasks(node(1), 50);
-    expect(await h.engine.submitResults(node(1), first.map((t) => okResult(t, { stdout: 'x'.repeat(1000) })))).toEqual(first.map(() => 'recorded'));
+    expect(
+      await h.engine.submitResults(
+        node(1),
+        first.map((t) => okResult(t, { stdout: 'x'.repeat(1000) })),
+      ),
+    ).toEqual(first.map(() => 'recorded'));
     const rest = h.engine.takeTasks(node(2), 50);
 
     const filler = fill(mnt);
@@ -67,7 +72,12 @@ describe('dispatch engine on a full or read-only data dir', () => {
     expect(e1.message).toMatch(/data store cannot be written/);
     expect(e1.status).toBe(503);
     // Results are not acknowledged while they cannot be made durable...
-    await storeError(h.engine.submitResults(node(2), rest.map((t) => okResult(t, { stdout: 'y'.repeat(4000) }))));
+    await storeError(
+      h.engine.submitResults(
+        node(2),
+        rest.map((t) => okResult(t, { stdout: 'y'.repeat(4000) })),
+      ),
+    );
     // ...and an upload cannot be stored either.
     await storeError(h.engine.blobs.put(Readable.from([Buffer.alloc(4 * 1024 * 1024)])));
     // Reads go on.
@@ -76,7 +86,12 @@ describe('dispatch engine on a full or read-only data dir', () => {
 
     rmSync(filler);
     // The agent sends its results again: accepted now, once.
-    expect(await h.engine.submitResults(node(2), rest.map((t) => okResult(t)))).toEqual(rest.map(() => 'recorded'));
+    expect(
+      await h.engine.submitResults(
+        node(2),
+        rest.map((t) => okResult(t)),
+      ),
+    ).toEqual(rest.map(() => 'recorded'));
     const b = await h.engine.submitJob({ command: ['y', '{i}'], params: big.slice(0, 1000) });
     h.close();
 

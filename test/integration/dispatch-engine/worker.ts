@@ -31,7 +31,13 @@ const say = (line: string) => process.stdout.write(line + '\n');
 const db = openStore({ dataDir: dir, migrations: allMigrations });
 const commits = new GroupCommit(db);
 const events = new EventLog(db, commits);
-const engine = new TaskDispatcher({ config: { dataDir: dir, leaseGraceSeconds: 1, speculativeK: 2 }, log: silentLogger(), db, commits, events });
+const engine = new TaskDispatcher({
+  config: { dataDir: dir, leaseGraceSeconds: 1, speculativeK: 2 },
+  log: silentLogger(),
+  db,
+  commits,
+  events,
+});
 
 const nodes: NodeCapacity[] = Array.from({ length: AGENTS }, (_, i) => ({
   mac: `52:54:00:aa:00:${i.toString(16).padStart(2, '0')}` as Mac,
@@ -99,9 +105,19 @@ async function submitter(): Promise<void> {
     if (n % 2 === 0) {
       const rows = 500 + Math.floor(Math.random() * 3000);
       const text = 'i\n' + Array.from({ length: rows }, (_, i) => `${i}\n`).join('');
-      job = await engine.submitJobStream({ command: ['work', '{i}'], timeoutSeconds: 2, maxAttempts: 3 }, 'csv', Readable.from([text.slice(0, 1000), text.slice(1000)]));
+      job = await engine.submitJobStream(
+        { command: ['work', '{i}'], timeoutSeconds: 2, maxAttempts: 3 },
+        'csv',
+        Readable.from([text.slice(0, 1000), text.slice(1000)]),
+      );
     } else {
-      job = await engine.submitJob({ command: ['work'], timeoutSeconds: 2, maxAttempts: 2, priority: n % 3, tasks: Array.from({ length: 50 }, () => ({})) });
+      job = await engine.submitJob({
+        command: ['work'],
+        timeoutSeconds: 2,
+        maxAttempts: 2,
+        priority: n % 3,
+        tasks: Array.from({ length: 50 }, () => ({})),
+      });
     }
     say(`SUBMITTED ${job.id} ${job.firstTaskId} ${job.counts.total} ${job.maxAttempts}`);
     await new Promise((r) => setTimeout(r, 20));
@@ -114,7 +130,10 @@ if (mode === 'run') {
 } else {
   const input = await new Promise<string>((resolve) => {
     let s = '';
-    process.stdin.setEncoding('utf8').on('data', (d) => (s += d)).on('end', () => resolve(s));
+    process.stdin
+      .setEncoding('utf8')
+      .on('data', (d) => (s += d))
+      .on('end', () => resolve(s));
   });
   const held = (input.trim() ? JSON.parse(input) : {}) as Record<string, RunningTaskRef[]>;
   const skip = new Set(skipArg.split(',').filter(Boolean));

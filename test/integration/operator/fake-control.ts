@@ -33,12 +33,27 @@ export class FakeControl implements NodeControl {
     this.nodes.admit(mac);
     const now = Date.now();
     this.live.set(mac, {
-      connectedAt: now, lastHeartbeat: now, load1: opts.load1 ?? 0.1, memUsedMiB: opts.memUsedMiB ?? 300, memTotalMiB: opts.memTotalMiB ?? 4096,
-      uptimeS: 60, slots: opts.slots ?? 4, running: opts.running ?? [],
+      connectedAt: now,
+      lastHeartbeat: now,
+      load1: opts.load1 ?? 0.1,
+      memUsedMiB: opts.memUsedMiB ?? 300,
+      memTotalMiB: opts.memTotalMiB ?? 4096,
+      uptimeS: 60,
+      slots: opts.slots ?? 4,
+      running: opts.running ?? [],
     });
     this.nodes.recordHello(mac, {
-      uuid: `uuid-${mac}`, ip: `10.42.0.${parseInt(mac.slice(-2), 16)}`, agentVersion: '0.1.0-test', imageVersion: 'img-1',
-      inventory: { hostname: 'n', cpu: { model: 'QEMU Virtual CPU', cores: 4, physicalCores: 4, speedGHz: 2 }, memoryMiB: opts.memTotalMiB ?? 4096, system: { manufacturer: 'QEMU', model: 'Standard PC', uuid: `uuid-${mac}`, serial: '' }, os: { kernel: '6.1', distro: 'lilcluster', arch: 'x64' } },
+      uuid: `uuid-${mac}`,
+      ip: `10.42.0.${parseInt(mac.slice(-2), 16)}`,
+      agentVersion: '0.1.0-test',
+      imageVersion: 'img-1',
+      inventory: {
+        hostname: 'n',
+        cpu: { model: 'QEMU Virtual CPU', cores: 4, physicalCores: 4, speedGHz: 2 },
+        memoryMiB: opts.memTotalMiB ?? 4096,
+        system: { manufacturer: 'QEMU', model: 'Standard PC', uuid: `uuid-${mac}`, serial: '' },
+        os: { kernel: '6.1', distro: 'lilcluster', arch: 'x64' },
+      },
     });
     this.nodes.setState(mac, opts.running?.length ? 'busy' : 'ready', 'agent connected');
   }
@@ -66,7 +81,11 @@ export class FakeControl implements NodeControl {
     return l ? { ...l, running: l.running.map((r) => ({ ...r })) } : undefined;
   }
 
-  async send(mac: Mac, cmd: ControlCommand, opts: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void } = {}): Promise<ControlOutcome> {
+  async send(
+    mac: Mac,
+    cmd: ControlCommand,
+    opts: { timeoutMs?: number; onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void } = {},
+  ): Promise<ControlOutcome> {
     if (!this.live.has(mac)) throw new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${mac} is not connected`);
     this.sent.push({ mac, cmd });
     const t0 = performance.now();
@@ -85,7 +104,11 @@ export class FakeControl implements NodeControl {
         setTimeout(() => this.disconnect(mac), 1);
         return { ok: true, ackMs };
       case 'inspect':
-        return { ok: true, ackMs, result: { cpu: { model: 'QEMU Virtual CPU', cores: 4 }, load: { avg1: 0.1 }, temperatures: { main: 41 } } };
+        return {
+          ok: true,
+          ackMs,
+          result: { cpu: { model: 'QEMU Virtual CPU', cores: 4 }, load: { avg1: 0.1 }, temperatures: { main: 41 } },
+        };
       case 'exec': {
         const argv = Array.isArray(cmd.command) ? cmd.command : ['sh', '-c', cmd.command];
         opts.onOutput?.('stdout', `ran ${argv.join(' ')}\n`);

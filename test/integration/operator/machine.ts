@@ -68,7 +68,8 @@ export class SimulatedMachine {
     this.#powerFile = join(this.#dir, 'power-request');
     // Refuse to start anything if the fake would not be the `reboot` the agent runs.
     const probe = spawnSync('reboot', ['--lc-fake-probe'], { env: this.#env(), encoding: 'utf8' });
-    if (probe.stdout.trim() !== 'lc-fake-power') throw new Error(`the fake reboot is not first in PATH (${probe.stdout} ${probe.stderr}): not starting agents with --allow-power`);
+    if (probe.stdout.trim() !== 'lc-fake-power')
+      throw new Error(`the fake reboot is not first in PATH (${probe.stdout} ${probe.stderr}): not starting agents with --allow-power`);
   }
 
   /** Powers the machine on: it boots, and boots again after each reboot, until poweroff or stop(). */
@@ -105,8 +106,20 @@ export class SimulatedMachine {
       mkdirSync(work, { recursive: true });
       rmSync(this.#powerFile, { force: true });
       const agentArgs = [
-        this.#opts.agentBin ?? AGENT_BIN, '--dispatcher', this.#opts.dispatcherUrl, '--token', token, '--mac', this.mac, '--dispatcher-key', this.#opts.pubKeyFile,
-        '--work-dir', work, '--slots', String(this.#opts.slots ?? 2), '--allow-power',
+        this.#opts.agentBin ?? AGENT_BIN,
+        '--dispatcher',
+        this.#opts.dispatcherUrl,
+        '--token',
+        token,
+        '--mac',
+        this.mac,
+        '--dispatcher-key',
+        this.#opts.pubKeyFile,
+        '--work-dir',
+        work,
+        '--slots',
+        String(this.#opts.slots ?? 2),
+        '--allow-power',
       ];
       // In a PID + mount namespace: the fake power commands are bind-mounted over the real ones there.
       // --kill-child: when unshare dies (stop()), the namespace's init dies, and with it every process in it.
@@ -118,10 +131,28 @@ export class SimulatedMachine {
       ].join('\n');
       this.output = '';
       this.state = 'running';
-      const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount', '--propagation', 'private', '--mount-proc', 'sh', '-c', setup, 'machine', process.execPath, ...agentArgs], {
-        env: { ...this.#env(), FAKE_BIN: this.#fakeBin },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        'unshare',
+        [
+          '--pid',
+          '--fork',
+          '--kill-child',
+          '--mount',
+          '--propagation',
+          'private',
+          '--mount-proc',
+          'sh',
+          '-c',
+          setup,
+          'machine',
+          process.execPath,
+          ...agentArgs,
+        ],
+        {
+          env: { ...this.#env(), FAKE_BIN: this.#fakeBin },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       this.#child = child;
       child.stdout!.setEncoding('utf8').on('data', (d: string) => (this.output += d));
       child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.output += d));
@@ -154,6 +185,11 @@ export class SimulatedMachine {
   }
 
   #env(): Record<string, string> {
-    return { PATH: `${this.#fakeBin}:${process.env.PATH ?? '/usr/bin:/bin'}`, LC_POWER_FILE: this.#powerFile, HOME: this.#dir, ...(this.#opts.env ?? {}) };
+    return {
+      PATH: `${this.#fakeBin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+      LC_POWER_FILE: this.#powerFile,
+      HOME: this.#dir,
+      ...(this.#opts.env ?? {}),
+    };
   }
 }

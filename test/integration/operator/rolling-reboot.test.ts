@@ -30,7 +30,10 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<T> 
 async function until(what: string, f: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${machines.map((m) => `${m.mac}: ${m.output.slice(-800)}`).join('\n')}\n${d.output().slice(-2000)}`);
+    if (Date.now() > end)
+      throw new Error(
+        `timed out waiting for ${what}\n${machines.map((m) => `${m.mac}: ${m.output.slice(-800)}`).join('\n')}\n${d.output().slice(-2000)}`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -39,7 +42,10 @@ beforeAll(async () => {
   d = await startDispatcher();
   machines = MACS.map((mac) => new SimulatedMachine({ dispatcherUrl: d.url, mac, pubKeyFile: d.pubKeyFile, slots: 2 }));
   for (const m of machines) m.powerOn();
-  await until('3 ready nodes', async () => (await api<NodeList>('GET', '/api/v1/nodes')).nodes.filter((n) => n.state === 'ready').length === 3);
+  await until(
+    '3 ready nodes',
+    async () => (await api<NodeList>('GET', '/api/v1/nodes')).nodes.filter((n) => n.state === 'ready').length === 3,
+  );
 }, 90_000);
 
 afterAll(async () => {
@@ -63,17 +69,30 @@ describe('rolling reboot while a job runs', () => {
       params: Array.from({ length: TASKS }, (_, i) => ({ i: String(i) })),
       maxAttempts: 1, // a task cut short by a reboot would fail the job: the drain must prevent it
     });
-    await until('the job running on every node', async () => (await api<NodeList>('GET', '/api/v1/nodes')).nodes.every((n) => n.tasks.length > 0), 30_000);
+    await until(
+      'the job running on every node',
+      async () => (await api<NodeList>('GET', '/api/v1/nodes')).nodes.every((n) => n.tasks.length > 0),
+      30_000,
+    );
     const bootsBefore = machines.map((m) => m.boots);
 
-    const r = await runCtl(['reboot', '--all', '--rolling', '--batch', '1', '--json'], { ...baseEnv(d.url), LILCLUSTER_TOKEN: d.token }, { timeoutMs: 180_000 });
+    const r = await runCtl(
+      ['reboot', '--all', '--rolling', '--batch', '1', '--json'],
+      { ...baseEnv(d.url), LILCLUSTER_TOKEN: d.token },
+      { timeoutMs: 180_000 },
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const op = JSON.parse(r.stdout) as OperationView;
     expect(op.state).toBe('done');
-    expect(op.nodes.map((n) => [n.name, n.phase])).toEqual([['node1', 'back'], ['node2', 'back'], ['node3', 'back']]);
+    expect(op.nodes.map((n) => [n.name, n.phase])).toEqual([
+      ['node1', 'back'],
+      ['node2', 'back'],
+      ['node3', 'back'],
+    ]);
     // Each node was drained while it still ran tasks, then rebooted once they were done.
-    const events = (await api<{ events: { node: string | null; message: string }[] }>('GET', '/api/v1/events?kind=operation&limit=1000')).events;
+    const events = (await api<{ events: { node: string | null; message: string }[] }>('GET', '/api/v1/events?kind=operation&limit=1000'))
+      .events;
     for (const name of ['node1', 'node2', 'node3']) {
       const phases = events.filter((e) => e.node === name).map((e) => e.message.replace(/^rolling reboot #\d+: /, ''));
       expect(phases.map((p) => p.split(' ')[1])).toEqual(['draining', 'rebooting', 'back']);

@@ -23,7 +23,9 @@ export function runCtl(args: string[], env: Record<string, string>, opts: { time
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`dispatcherctl ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(
+        new Error(`dispatcherctl ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+      );
     }, opts.timeoutMs ?? 30_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
@@ -35,7 +37,10 @@ export function runCtl(args: string[], env: Record<string, string>, opts: { time
 }
 
 /** Starts a long-running command (events --follow) and gives the process and its output so far. */
-export function startCtl(args: string[], env: Record<string, string>): { child: ChildProcess; out: () => string; err: () => string; done: Promise<CtlRun> } {
+export function startCtl(
+  args: string[],
+  env: Record<string, string>,
+): { child: ChildProcess; out: () => string; err: () => string; done: Promise<CtlRun> } {
   const child = spawn(process.execPath, [CTL_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -32,7 +32,16 @@ describe('Wake-on-LAN on a real interface', () => {
 
   beforeAll(async () => {
     mkdirSync(join(ROOT, 'test/artifacts'), { recursive: true });
-    execFileSync(join(ROOT, 'node_modules/.bin/esbuild'), [join(ROOT, 'test/integration/operator/wol-sender.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', '--packages=external', '--log-level=warning', `--outfile=${SENDER}`]);
+    execFileSync(join(ROOT, 'node_modules/.bin/esbuild'), [
+      join(ROOT, 'test/integration/operator/wol-sender.ts'),
+      '--bundle',
+      '--platform=node',
+      '--format=esm',
+      '--target=node20',
+      '--packages=external',
+      '--log-level=warning',
+      `--outfile=${SENDER}`,
+    ]);
     lab = await createLab('op');
     disp = await lab.namespace('disp');
     const n1 = await lab.namespace('net1');
@@ -47,7 +56,11 @@ describe('Wake-on-LAN on a real interface', () => {
     await lab?.cleanup();
   });
 
-  const wakes = (l: LabProcess) => l.output().split('\n').filter((x) => x.startsWith('WAKE'));
+  const wakes = (l: LabProcess) =>
+    l
+      .output()
+      .split('\n')
+      .filter((x) => x.startsWith('WAKE'));
 
   it('sends on the configured interface only, to the limited broadcast', async () => {
     const r = await disp.exec(process.execPath, [SENDER, MAC, 'nodes2']);
@@ -58,7 +71,7 @@ describe('Wake-on-LAN on a real interface', () => {
     expect(wakes(listeners[0]!)).toHaveLength(0);
   });
 
-  it('without an interface, sends to the node subnet\'s directed broadcast', async () => {
+  it("without an interface, sends to the node subnet's directed broadcast", async () => {
     const before = wakes(listeners[0]!).length;
     const r = await disp.exec(process.execPath, [SENDER, MAC, '-', '10.77.1.1', '255.255.255.0']);
     expect(JSON.parse(r.stdout)).toMatchObject({ destination: '10.77.1.255' });

@@ -56,8 +56,18 @@ beforeAll(async () => {
   mkdirSync(agentWork, { recursive: true });
   writeFileSync(join(sandbox, 'x/y/victim'), 'victim');
   agent = startAgent([
-    '--dispatcher', disp.url, '--enroll-token', readFileSync(join(disp.dataDir, 'enroll.token'), 'utf8').trim(), '--dispatcher-key', join(disp.dataDir, 'identity.pub'),
-    '--mac', '52:54:00:5e:c0:01', '--work-dir', agentWork, '--slots', '1',
+    '--dispatcher',
+    disp.url,
+    '--enroll-token',
+    readFileSync(join(disp.dataDir, 'enroll.token'), 'utf8').trim(),
+    '--dispatcher-key',
+    join(disp.dataDir, 'identity.pub'),
+    '--mac',
+    '52:54:00:5e:c0:01',
+    '--work-dir',
+    agentWork,
+    '--slots',
+    '1',
   ]);
   await waitFor('agent welcomed', () => disp.logs.some((l) => l.msg === 'agent welcomed'), 30_000);
 });
@@ -68,13 +78,21 @@ afterAll(async () => {
 });
 
 async function upload(body: Buffer): Promise<string> {
-  const res = await fetch(`${disp.url}/api/v1/blobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-tar' }, body });
+  const res = await fetch(`${disp.url}/api/v1/blobs`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-tar' },
+    body,
+  });
   expect(res.status).toBe(201);
   return ((await res.json()) as { id: string }).id;
 }
 
 async function submit(body: Record<string, unknown>): Promise<Response> {
-  return fetch(`${disp.url}/api/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return fetch(`${disp.url}/api/v1/jobs`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
 }
 
 /** Runs a one-task job to its end (one attempt) and returns its result line. */
@@ -140,7 +158,11 @@ describe('agent inputs: crafted tars through a real dispatcher and agent', () =>
       ],
       /inputs tar hard link "h" points outside the work dir/,
     ],
-    ['an absolute name', () => [{ type: 'file', name: join(sandbox, 'x/y/pwned-abs'), body: 'x' }], /would land outside the work dir \(absolute name\)/],
+    [
+      'an absolute name',
+      () => [{ type: 'file', name: join(sandbox, 'x/y/pwned-abs'), body: 'x' }],
+      /would land outside the work dir \(absolute name\)/,
+    ],
   ])('%s: the task fails naming the entry, nothing is written outside, the command never runs', async (_what, entries, re) => {
     const id = await upload(await tarOf(entries()));
     const r = await runJob({ command: ['echo', 'ran'], inputs: id });
@@ -151,7 +173,12 @@ describe('agent inputs: crafted tars through a real dispatcher and agent', () =>
   });
 
   it('drops device entries and runs the task', async () => {
-    const id = await upload(await tarOf([{ type: 'character-device', name: 'dev/zero' }, { type: 'file', name: 'ok.txt', body: 'ok\n' }]));
+    const id = await upload(
+      await tarOf([
+        { type: 'character-device', name: 'dev/zero' },
+        { type: 'file', name: 'ok.txt', body: 'ok\n' },
+      ]),
+    );
     const r = await runJob({ command: 'test ! -e dev/zero && cat ok.txt', inputs: id });
     expect(r).toMatchObject({ state: 'done', result: { exitCode: 0, stdout: 'ok\n' } });
   });
@@ -165,7 +192,9 @@ describe('agent inputs: crafted tars through a real dispatcher and agent', () =>
     writeFileSync(file, bytes);
     const r = await runJob({ command: 'cat in.txt', inputs: id });
     expect(r.state).toBe('failed');
-    expect(r.result?.error).toMatch(new RegExp(`sha256 mismatch \\(expected ${id}, got [0-9a-f]{64} for ${bytes.length} bytes\\); nothing unpacked`));
+    expect(r.result?.error).toMatch(
+      new RegExp(`sha256 mismatch \\(expected ${id}, got [0-9a-f]{64} for ${bytes.length} bytes\\); nothing unpacked`),
+    );
     expect(r.result?.stdout).toBe('');
   });
 
@@ -184,7 +213,8 @@ describe('agent inputs: crafted tars through a real dispatcher and agent', () =>
     }
     // The CLI checks the same bounds before sending anything.
     const ctl = spawnSync(process.execPath, [join(ROOT, 'dist/bin/dispatcherctl.mjs'), 'submit', '--timeout', '0.0001', '--', 'true'], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: disp.url, LILCLUSTER_DATA_DIR: disp.dataDir }, encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: disp.url, LILCLUSTER_DATA_DIR: disp.dataDir },
+      encoding: 'utf8',
     });
     expect(ctl.status).toBe(2);
     expect(ctl.stderr).toMatch(/--timeout 0\.0001: must be between 1 and 2592000 seconds/);
@@ -209,8 +239,18 @@ describe('agent: an assignment that does not validate', () => {
     const engine = new FakeEngine();
     hub = await startHub(engine);
     a = startAgent([
-      '--dispatcher', hub.url, '--enroll-token', hub.enrollToken, '--dispatcher-key', hub.pubKeyFile, '--mac', '52:54:00:5e:c0:02',
-      '--work-dir', join(hub.dataDir, 'agent'), '--slots', '1',
+      '--dispatcher',
+      hub.url,
+      '--enroll-token',
+      hub.enrollToken,
+      '--dispatcher-key',
+      hub.pubKeyFile,
+      '--mac',
+      '52:54:00:5e:c0:02',
+      '--work-dir',
+      join(hub.dataDir, 'agent'),
+      '--slots',
+      '1',
     ]);
     // timeoutMs 0: what a sub-millisecond timeoutSeconds used to become.
     const [bad] = engine.add([{ command: ['echo', 'bad'], timeoutMs: 0, maxAttempts: 1 }]);

@@ -55,11 +55,14 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<{ s
   });
   return { status: res.status, body: (await res.json()) as T };
 }
-const nodesByMac = async () => new Map((await api<{ nodes: { name: string; mac: string; state: string }[] }>('GET', '/api/v1/nodes')).body.nodes.map((n) => [n.mac, n]));
+const nodesByMac = async () =>
+  new Map((await api<{ nodes: { name: string; mac: string; state: string }[] }>('GET', '/api/v1/nodes')).body.nodes.map((n) => [n.mac, n]));
 
 /** curl in a namespace, from a given source address: [status, body]. */
 async function curlIn(ns: Netns, url: string, from?: string): Promise<[number, string]> {
-  const r = await ns.exec('curl', ['-s', '-o', '-', '-w', '\n%{http_code}', ...(from ? ['--interface', from] : []), url], { timeoutMs: 15_000 });
+  const r = await ns.exec('curl', ['-s', '-o', '-', '-w', '\n%{http_code}', ...(from ? ['--interface', from] : []), url], {
+    timeoutMs: 15_000,
+  });
   const i = r.stdout.lastIndexOf('\n');
   return [Number(r.stdout.slice(i + 1)), r.stdout.slice(0, i)];
 }
@@ -74,7 +77,11 @@ const key = () => parseDispatcherPublicKey(readFileSync(join(d.dataDir, 'identit
 
 /** A DHCP exchange as a PXE ROM from NODE, then the leased address on NODE's interface. */
 async function pxeDhcp(macPrefix: string): Promise<{ mac: string; ip: string }> {
-  const [r] = await probeDora(node, { iface: nodeIf, to: { address: '255.255.255.255', port: 67 }, dora: { count: 1, macPrefix, template: PXE } });
+  const [r] = await probeDora(node, {
+    iface: nodeIf,
+    to: { address: '255.255.255.255', port: 67 },
+    dora: { count: 1, macPrefix, template: PXE },
+  });
   expect(r?.ip).toBeDefined();
   await node.addAddress(nodeIf, `${r!.ip}/24`).catch(() => undefined); // already there: the same lease again
   return { mac: r!.mac, ip: r!.ip! };
@@ -107,7 +114,21 @@ describe.runIf(isRoot)('boot identity', () => {
     await srv.exec('ip', ['link', 'set', 'adm0', 'up']);
     const dataDir = mkdtempSync(join(tmpdir(), 'lc-sec-'));
     writeFileSync(join(dataDir, 'cluster.yaml'), `enrollment: auto\nautoEnroll: { perMinute: ${PER_MINUTE}, total: 50 }\n`);
-    dispatcherArgs = ['--interface', s.name, '--dhcp', 'full', '--range', '10.70.0.100-10.70.0.199', '--no-tftp', '--heartbeat', '1', '--cluster', join(dataDir, 'cluster.yaml'), '--http-port', String(HTTP_PORT)];
+    dispatcherArgs = [
+      '--interface',
+      s.name,
+      '--dhcp',
+      'full',
+      '--range',
+      '10.70.0.100-10.70.0.199',
+      '--no-tftp',
+      '--heartbeat',
+      '1',
+      '--cluster',
+      join(dataDir, 'cluster.yaml'),
+      '--http-port',
+      String(HTTP_PORT),
+    ];
     d = await startDispatcher({ ns: srv, tftp: true, logLevel: 'debug', dataDir, args: dispatcherArgs });
     port = d.logs.find((l) => l.msg === 'dispatcher started')!.httpPort as number;
     expect(port).toBe(HTTP_PORT);
@@ -153,7 +174,11 @@ describe.runIf(isRoot)('boot identity', () => {
     first.ws.close();
     await waitFor('first connection closed', () => first.closed);
     const again = client();
-    expect(await again.handshake(real.mac, { kind: 'boot', token: real.token })).toMatchObject({ type: 'refused', reason: 'bad-token', message: expect.stringMatching(/already used/) });
+    expect(await again.handshake(real.mac, { kind: 'boot', token: real.token })).toMatchObject({
+      type: 'refused',
+      reason: 'bad-token',
+      message: expect.stringMatching(/already used/),
+    });
   });
 
   it('leaves a live node connected and its task running when a stranger claims its MAC', async () => {
@@ -162,7 +187,21 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(ok).toBe(200);
     const token = tokenOf(script)!;
     const work = mkdtempSync(join(tmpdir(), 'lc-sec-agent-'));
-    agentArgs = [AGENT_BIN, '--dispatcher', `http://${SERVER}:${port}`, '--token', token, '--mac', real.mac, '--dispatcher-key', join(d.dataDir, 'identity.pub'), '--work-dir', work, '--slots', '1'];
+    agentArgs = [
+      AGENT_BIN,
+      '--dispatcher',
+      `http://${SERVER}:${port}`,
+      '--token',
+      token,
+      '--mac',
+      real.mac,
+      '--dispatcher-key',
+      join(d.dataDir, 'identity.pub'),
+      '--work-dir',
+      work,
+      '--slots',
+      '1',
+    ];
     agent = node.spawn(process.execPath, agentArgs);
     await waitFor('agent welcomed', async () => (await nodesByMac()).get(real.mac)?.state === 'ready', 20_000);
     const marker = join(work, 'done');
@@ -179,11 +218,19 @@ describe.runIf(isRoot)('boot identity', () => {
     expect(await client().handshake(real.mac, { kind: 'boot', token })).toMatchObject({ type: 'refused', reason: 'bad-token' });
     // 3. The data dir's enrollment token, for the PXE-booted, connected MAC.
     const enroll = readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim();
-    expect(await client().handshake(real.mac, { kind: 'enroll', token: enroll })).toMatchObject({ type: 'refused', reason: 'denied', message: expect.stringMatching(/cannot claim/) });
+    expect(await client().handshake(real.mac, { kind: 'enroll', token: enroll })).toMatchObject({
+      type: 'refused',
+      reason: 'denied',
+      message: expect.stringMatching(/cannot claim/),
+    });
     // 4. A created enrollment token for that MAC cannot even be made.
     expect((await api('POST', '/api/v1/enrollment-tokens', { mac: real.mac })).status).toBe(409);
 
-    await waitFor('task done on the real agent', async () => (await api<{ state: string }>('GET', `/api/v1/jobs/${job.body.id}`)).body.state === 'done', 20_000);
+    await waitFor(
+      'task done on the real agent',
+      async () => (await api<{ state: string }>('GET', `/api/v1/jobs/${job.body.id}`)).body.state === 'done',
+      20_000,
+    );
     expect(readFileSync(marker, 'utf8')).toBe('');
     const n = (await nodesByMac()).get(real.mac)!;
     expect(['ready', 'busy']).toContain(n.state);
@@ -216,7 +263,11 @@ describe.runIf(isRoot)('boot identity', () => {
 
   it('registers made-up MACs only up to the auto-enrolment cap, and logs the refusals rate-limited', async () => {
     const before = (await nodesByMac()).size;
-    await probeDora(node, { iface: nodeIf, to: { address: '255.255.255.255', port: 67 }, dora: { count: 40, macPrefix: '02:66:66:00', template: PXE, timeoutMs: 4_000 } });
+    await probeDora(node, {
+      iface: nodeIf,
+      to: { address: '255.255.255.255', port: 67 },
+      dora: { count: 40, macPrefix: '02:66:66:00', template: PXE, timeoutMs: 4_000 },
+    });
     const after = await nodesByMac();
     expect(after.size - before).toBeLessThanOrEqual(PER_MINUTE);
     const capLines = d.logs.filter((l) => l.msg === 'boot request refused: auto-enrolment cap');
@@ -232,7 +283,12 @@ describe.runIf(isRoot)('boot identity', () => {
     const r = await api<{ message: string }>('DELETE', `/api/v1/nodes/${victim.name}`);
     expect(r.status).toBe(200);
     expect((await nodesByMac()).has(victim.mac)).toBe(false);
-    await waitFor('rows gone', () => d.query('SELECT 1 FROM dhcp_leases WHERE mac = ?', victim.mac).length === 0 && d.query('SELECT 1 FROM boot_stages WHERE mac = ?', victim.mac).length === 0);
+    await waitFor(
+      'rows gone',
+      () =>
+        d.query('SELECT 1 FROM dhcp_leases WHERE mac = ?', victim.mac).length === 0 &&
+        d.query('SELECT 1 FROM boot_stages WHERE mac = ?', victim.mac).length === 0,
+    );
     expect((await api('DELETE', `/api/v1/nodes/${victim.mac}`)).status).toBe(404);
     // Without the admin token: refused.
     expect((await fetch(apiUrl(`/api/v1/nodes/${real.mac}`), { method: 'DELETE' })).status).toBe(401);

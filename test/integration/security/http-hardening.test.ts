@@ -20,11 +20,20 @@ interface Answer {
 
 function call(d: DispatcherProcess, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: d.port, method, path, headers: { ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}), ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode!, json: text ? JSON.parse(text) : {} }));
-    });
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port: d.port,
+        method,
+        path,
+        headers: { ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}), ...headers },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, json: text ? JSON.parse(text) : {} }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -37,7 +46,13 @@ describe('the API under attack', () => {
   let cookie: string;
   const bearer = () => ({ authorization: `Bearer ${d.token}` });
   const newJob = async () => {
-    const r = await call(d, 'POST', '/api/v1/jobs', { ...bearer(), 'content-type': 'application/json' }, JSON.stringify({ command: ['true'] }));
+    const r = await call(
+      d,
+      'POST',
+      '/api/v1/jobs',
+      { ...bearer(), 'content-type': 'application/json' },
+      JSON.stringify({ command: ['true'] }),
+    );
     expect(r.status).toBe(201);
     return r.json.id as number;
   };
@@ -61,7 +76,11 @@ describe('the API under attack', () => {
     const id = await newJob();
     const r = await call(d, 'POST', `/api/v1/jobs/${id}/cancel`, { cookie, ...headers }, body);
     expect(r.status).toBe(403);
-    expect(r.json.error).toMatchObject({ code: 'DSP_ERR_FORBIDDEN', message: expect.stringContaining('log-in cookie'), hint: expect.stringContaining('Bearer') });
+    expect(r.json.error).toMatchObject({
+      code: 'DSP_ERR_FORBIDDEN',
+      message: expect.stringContaining('log-in cookie'),
+      hint: expect.stringContaining('Bearer'),
+    });
     expect(await jobState(id)).toBe('active');
   });
 
@@ -89,7 +108,13 @@ describe('the API under attack', () => {
     expect(r.status).toBe(415);
     expect(r.json.error).toMatchObject({ code: 'DSP_ERR_UNSUPPORTED_MEDIA_TYPE', message: expect.stringContaining('application/json') });
     expect(await jobState(id)).toBe('active');
-    const form = await call(d, 'POST', '/api/v1/jobs', { ...bearer(), 'content-type': 'application/x-www-form-urlencoded' }, 'command=true');
+    const form = await call(
+      d,
+      'POST',
+      '/api/v1/jobs',
+      { ...bearer(), 'content-type': 'application/x-www-form-urlencoded' },
+      'command=true',
+    );
     expect(form.status).toBe(415);
   });
 
@@ -123,7 +148,12 @@ describe('the API under attack', () => {
     const sock = connect(d.port, '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));
     let answer = '';
-    const answered = new Promise<void>((resolve) => sock.on('data', (c: Buffer) => ((answer += c.toString('latin1')), answer.includes('\r\n\r\n') && resolve())));
+    const answered = new Promise<void>((resolve) =>
+      sock.on('data', (c: Buffer) => {
+        answer += c.toString('latin1');
+        if (answer.includes('\r\n\r\n')) resolve();
+      }),
+    );
     sock.on('error', () => {});
     sock.write(`POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${total}\r\n\r\n`);
     const first = Buffer.alloc(64 * 1024, 0x20);
@@ -145,7 +175,9 @@ describe('the API under attack', () => {
     }
     await closed;
     const grewMiB = (rssKiB(d.child.pid!) - rssBefore) / 1024;
-    console.log(`64 MiB unauthenticated body: answered 401 after ${first.length} bytes, connection closed after ${(sent / 1048576).toFixed(1)} MiB written by the client; dispatcher RSS grew ${grewMiB.toFixed(1)} MiB`);
+    console.log(
+      `64 MiB unauthenticated body: answered 401 after ${first.length} bytes, connection closed after ${(sent / 1048576).toFixed(1)} MiB written by the client; dispatcher RSS grew ${grewMiB.toFixed(1)} MiB`,
+    );
     expect(sent).toBeLessThan(total);
     expect(grewMiB).toBeLessThan(16);
     expect((await call(d, 'GET', '/healthz')).status).toBe(200);
@@ -156,10 +188,13 @@ describe('the data dir', () => {
   /** The dispatcher started under umask 000 by a shell, until it is healthy or exits. */
   async function runUnderUmask0(dataDir: string): Promise<{ code: number | null; stderr: string; stop(): Promise<void> }> {
     const d = spawnDispatcher({ dataDir, prefix: ['/bin/sh', '-c', 'umask 000; exec "$@"', 'sh'] });
-    const started = await d.started().then(() => true, (err: Error) => {
-      if (d.child.exitCode === null) throw err;
-      return false;
-    });
+    const started = await d.started().then(
+      () => true,
+      (err: Error) => {
+        if (d.child.exitCode === null) throw err;
+        return false;
+      },
+    );
     const code = started ? null : (await d.exited).code;
     return { code, stderr: d.stderr(), stop: () => d.stop() };
   }
@@ -171,7 +206,8 @@ describe('the data dir', () => {
     try {
       expect(run.code, run.stderr).toBeNull();
       expect(mode(dataDir)).toBe('700');
-      for (const f of ['dispatcher.db', 'dispatcher.db-wal', 'dispatcher.db-shm', 'admin.token', 'enroll.token', 'identity.key']) expect(mode(join(dataDir, f)), f).toBe('600');
+      for (const f of ['dispatcher.db', 'dispatcher.db-wal', 'dispatcher.db-shm', 'admin.token', 'enroll.token', 'identity.key'])
+        expect(mode(join(dataDir, f)), f).toBe('600');
     } finally {
       await run.stop();
     }

@@ -40,7 +40,11 @@ function download(port: number): Promise<{ ms: number; sha: string }> {
     const req = httpRequest({ host: '127.0.0.1', port, path: '/image/vmlinuz', agent: false }, (res) => {
       const hash = createHash('sha256');
       res.on('data', (c: Buffer) => hash.update(c));
-      res.on('end', () => (res.statusCode === 200 ? resolve({ ms: performance.now() - t0, sha: hash.digest('hex') }) : reject(new Error(`status ${res.statusCode}`))));
+      res.on('end', () =>
+        res.statusCode === 200
+          ? resolve({ ms: performance.now() - t0, sha: hash.digest('hex') })
+          : reject(new Error(`status ${res.statusCode}`)),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -66,7 +70,15 @@ interface SlowReader {
 function slowReader(port: number, from: string): SlowReader {
   const sock = connect({ port, host: '127.0.0.1', localAddress: from });
   let stall = true;
-  const r: SlowReader = { sock, bytes: 0, closed: false, readOn: () => ((stall = false), sock.resume()) };
+  const r: SlowReader = {
+    sock,
+    bytes: 0,
+    closed: false,
+    readOn: () => {
+      stall = false;
+      sock.resume();
+    },
+  };
   sock.on('error', () => {});
   sock.on('close', () => (r.closed = true));
   sock.write('GET /image/vmlinuz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
@@ -127,17 +139,23 @@ describe.each([
       loaded.push(r.ms);
       return r.ms;
     });
-    console.log(`[${_via}] normal download of ${KERNEL_BYTES >> 20} MiB: idle server ${idleMs.toFixed(0)} ms (median of 5); with ${SLOW_READERS} slow readers holding connections (${held.active} active, ${held.queued} queued) ${loadedMs.toFixed(0)} ms (median of 3: ${loaded.map((x) => x.toFixed(0)).join(', ')}), ×${(loadedMs / idleMs).toFixed(2)}`);
+    console.log(
+      `[${_via}] normal download of ${KERNEL_BYTES >> 20} MiB: idle server ${idleMs.toFixed(0)} ms (median of 5); with ${SLOW_READERS} slow readers holding connections (${held.active} active, ${held.queued} queued) ${loadedMs.toFixed(0)} ms (median of 3: ${loaded.map((x) => x.toFixed(0)).join(', ')}), ×${(loadedMs / idleMs).toFixed(2)}`,
+    );
     // Measured while they held on: not one was dropped meanwhile (which would free its slot).
     expect((await downloads(d)).failed).toBe(held.failed);
     expect(loadedMs).toBeLessThanOrEqual(2 * idleMs);
 
     // The idle timeout drops the stalled ones, a few per address at a time, until none is left.
     const before = held.failed;
-    await until(async () => {
-      const c = await downloads(d);
-      return c.active === 0 && c.queued === 0;
-    }, 'every slow reader to be dropped', 60_000);
+    await until(
+      async () => {
+        const c = await downloads(d);
+        return c.active === 0 && c.queued === 0;
+      },
+      'every slow reader to be dropped',
+      60_000,
+    );
     expect((await downloads(d)).failed - before).toBe(SLOW_READERS);
     // Reading on, each finds its connection ended short of the whole kernel.
     for (const r of readers) r.readOn();

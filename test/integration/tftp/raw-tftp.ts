@@ -54,7 +54,11 @@ export class RawTftp {
   }
 
   /** RRQ with options; returns the OACK's options and the transfer port. */
-  async request(port: number, filename: string, options: Record<string, string>): Promise<{ oack: Record<string, string>; tid: number } | { error: { code: number; message: string } }> {
+  async request(
+    port: number,
+    filename: string,
+    options: Record<string, string>,
+  ): Promise<{ oack: Record<string, string>; tid: number } | { error: { code: number; message: string } }> {
     this.send(encodeRequest({ kind: 'read', filename, mode: 'octet', options }), port);
     const r = await this.next();
     if (!r) throw new Error('no answer to RRQ');

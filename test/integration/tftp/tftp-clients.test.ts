@@ -34,7 +34,9 @@ afterAll(async () => {
 
 /** tftp-hpa prints errors and exits 0: return everything it said. */
 async function tftpHpa(cmd: string): Promise<string> {
-  const r = await run('tftp', ['-m', 'binary', '-v', '127.0.0.1', String(d.tftpPort), '-c', ...cmd.split(' ')], { timeout: 30_000 }).catch((e: { stdout: string; stderr: string }) => e);
+  const r = await run('tftp', ['-m', 'binary', '-v', '127.0.0.1', String(d.tftpPort), '-c', ...cmd.split(' ')], { timeout: 30_000 }).catch(
+    (e: { stdout: string; stderr: string }) => e,
+  );
   return `${r.stdout}${r.stderr}`;
 }
 
@@ -50,7 +52,9 @@ async function atftp(args: string[]): Promise<{ code: number; text: string }> {
 
 describe('TFTP with real clients', () => {
   it('warned at start that an iPXE first stage is missing', () => {
-    expect(d.logs.some((l) => l.msg?.toString().startsWith('iPXE first stages missing') && JSON.stringify(l.missing) === '["snponly.efi"]')).toBe(true);
+    expect(
+      d.logs.some((l) => l.msg?.toString().startsWith('iPXE first stages missing') && JSON.stringify(l.missing) === '["snponly.efi"]'),
+    ).toBe(true);
   });
 
   it('tftp-hpa reads undionly.kpxe (RFC 1350, 512-byte blocks) byte for byte', async () => {
@@ -69,7 +73,20 @@ describe('TFTP with real clients', () => {
   it('atftp reads the initrd with blksize 1468, windowsize 8 and tsize', async () => {
     const file = join(out, 'initrd.img');
     const t0 = Date.now();
-    const r = await atftp(['--option', 'blksize 1468', '--option', 'windowsize 8', '--option', 'tsize 0', '--trace', '-g', '-r', 'initrd.img', '-l', file]);
+    const r = await atftp([
+      '--option',
+      'blksize 1468',
+      '--option',
+      'windowsize 8',
+      '--option',
+      'tsize 0',
+      '--trace',
+      '-g',
+      '-r',
+      'initrd.img',
+      '-l',
+      file,
+    ]);
     const ms = Date.now() - t0;
     expect(r.code, r.text.slice(0, 2000)).toBe(0);
     expect(sha(readFileSync(file))).toBe(sha(tree.files['initrd.img']!));
@@ -136,7 +153,15 @@ describe('TFTP with real clients', () => {
 
   it('drops junk on port 69 and keeps serving', async () => {
     const s = createSocket('udp4');
-    const junk = [Buffer.alloc(0), Buffer.from([0]), Buffer.from([0, 3, 0, 1, 1, 2]), Buffer.from([0, 4, 0, 0]), Buffer.from([0, 5]), Buffer.alloc(2000, 0x41), Buffer.from([0, 1])];
+    const junk = [
+      Buffer.alloc(0),
+      Buffer.from([0]),
+      Buffer.from([0, 3, 0, 1, 1, 2]),
+      Buffer.from([0, 4, 0, 0]),
+      Buffer.from([0, 5]),
+      Buffer.alloc(2000, 0x41),
+      Buffer.from([0, 1]),
+    ];
     for (let i = 0; i < 200; i++) junk.push(Buffer.from(Array.from({ length: (i * 7) % 64 }, (_, j) => (i * 31 + j * 17) & 255)));
     for (const j of junk) s.send(j, d.tftpPort, '127.0.0.1');
     await new Promise((r) => setTimeout(r, 300));
@@ -188,7 +213,15 @@ describe('TFTP with real clients', () => {
       await new Promise((r) => setTimeout(r, 100));
       // the probe is not logged as a failed transfer; the download is logged as sent
       expect(d.logs.filter((l) => l.msg === 'transfer aborted by the client' && l.file === 'ipxe.efi')).toEqual([]);
-      expect(d.logs.some((l) => l.msg === 'file sent' && l.file === 'ipxe.efi' && l.bytes === tree.files['ipxe.efi']!.length && typeof l.durationMs === 'number')).toBe(true);
+      expect(
+        d.logs.some(
+          (l) =>
+            l.msg === 'file sent' &&
+            l.file === 'ipxe.efi' &&
+            l.bytes === tree.files['ipxe.efi']!.length &&
+            typeof l.durationMs === 'number',
+        ),
+      ).toBe(true);
     } finally {
       raw.close();
       second.close();

@@ -67,7 +67,9 @@ describe.runIf(isRoot)('TFTP bound to one interface', () => {
 
   it('serves a client on the configured interface', async () => {
     const file = join(tree.dir, 'from-a');
-    await run('ip', ['netns', 'exec', NS.a, 'tftp', '-m', 'binary', '10.97.1.1', String(d!.tftpPort), '-c', 'get', 'undionly.kpxe', file], { timeout: 20_000 });
+    await run('ip', ['netns', 'exec', NS.a, 'tftp', '-m', 'binary', '10.97.1.1', String(d!.tftpPort), '-c', 'get', 'undionly.kpxe', file], {
+      timeout: 20_000,
+    });
     expect(sha(readFileSync(file))).toBe(sha(tree.files['undionly.kpxe']!));
     expect(d!.logs.some((l) => l.msg === 'TFTP listening' && l.interface === IF.srvA)).toBe(true);
   });
@@ -78,7 +80,22 @@ describe.runIf(isRoot)('TFTP bound to one interface', () => {
   ])('does not answer a client on another interface sending to %s', async (_n, target) => {
     const file = join(tree.dir, `from-b-${target}`);
     // tftp-hpa retries for 25 s; 3 s of silence is enough to know nobody answers
-    const r = await run('ip', ['netns', 'exec', NS.b, 'timeout', '3', 'tftp', '-m', 'binary', target, String(d!.tftpPort), '-c', 'get', 'undionly.kpxe', file]).catch((e: { code: number; stdout: string }) => e);
+    const r = await run('ip', [
+      'netns',
+      'exec',
+      NS.b,
+      'timeout',
+      '3',
+      'tftp',
+      '-m',
+      'binary',
+      target,
+      String(d!.tftpPort),
+      '-c',
+      'get',
+      'undionly.kpxe',
+      file,
+    ]).catch((e: { code: number; stdout: string }) => e);
     expect((r as { code?: number }).code).toBe(124);
     expect(existsSync(file) ? statSync(file).size : 0).toBe(0);
   });

@@ -32,8 +32,18 @@ afterEach(async () => {
 });
 
 async function start(tree: BootTree, opts: StartTftpOptions = {}) {
-  const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir: join(tree.dir, 'data'), imageDir: tree.imageDir, pxeDir: tree.pxeDir, tftpPort: 0 });
-  core = createCore({ config, log: silentLogger(), network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined } });
+  const config = resolveConfig({
+    dhcp: { mode: 'off' },
+    dataDir: join(tree.dir, 'data'),
+    imageDir: tree.imageDir,
+    pxeDir: tree.pxeDir,
+    tftpPort: 0,
+  });
+  core = createCore({
+    config,
+    log: silentLogger(),
+    network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined },
+  });
   const files = new BootFiles({ imageDir: tree.imageDir, pxeDir: tree.pxeDir, log: silentLogger() });
   await files.loadAll();
   tftp = await startTftp(core, { files, host: '127.0.0.1', ...opts });
@@ -55,7 +65,25 @@ describe('TFTP service', () => {
     try {
       await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
-          run('atftp', ['--option', 'blksize 1468', '--option', 'windowsize 4', '--option', 'tsize 0', '-g', '-r', 'vmlinuz', '-l', join(out, `k${i}`), '127.0.0.1', String(t.port)], { timeout: 60_000 }),
+          run(
+            'atftp',
+            [
+              '--option',
+              'blksize 1468',
+              '--option',
+              'windowsize 4',
+              '--option',
+              'tsize 0',
+              '-g',
+              '-r',
+              'vmlinuz',
+              '-l',
+              join(out, `k${i}`),
+              '127.0.0.1',
+              String(t.port),
+            ],
+            { timeout: 60_000 },
+          ),
         ),
       );
     } finally {

@@ -33,8 +33,18 @@ afterEach(async () => {
 });
 
 async function start(tree: BootTree, timeoutMs = 1000, retries = 5) {
-  const config = resolveConfig({ dhcp: { mode: 'off' }, dataDir: join(tree.dir, 'data'), imageDir: tree.imageDir, pxeDir: tree.pxeDir, tftpPort: 0 });
-  core = createCore({ config, log: silentLogger(), network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined } });
+  const config = resolveConfig({
+    dhcp: { mode: 'off' },
+    dataDir: join(tree.dir, 'data'),
+    imageDir: tree.imageDir,
+    pxeDir: tree.pxeDir,
+    tftpPort: 0,
+  });
+  core = createCore({
+    config,
+    log: silentLogger(),
+    network: { name: undefined, ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0', mac: undefined },
+  });
   const files = new BootFiles({ imageDir: tree.imageDir, pxeDir: tree.pxeDir, log: silentLogger() });
   await files.loadAll();
   tftp = await startTftp(core, { files, host: '127.0.0.1', timeoutMs, retries });
@@ -57,7 +67,25 @@ describe('TFTP transfers', () => {
     const tree = makeBootTree({ 'initrd.img': 5_000_000 });
     const t = await start(tree);
     const out = join(mkdtempSync(join(tmpdir(), 'lc-tftp-eng-')), 'initrd.img');
-    await run('atftp', ['--option', 'blksize 1468', '--option', 'windowsize 8', '--option', 'tsize 0', '-g', '-r', 'initrd.img', '-l', out, '127.0.0.1', String(t.port)], { timeout: 60_000 });
+    await run(
+      'atftp',
+      [
+        '--option',
+        'blksize 1468',
+        '--option',
+        'windowsize 8',
+        '--option',
+        'tsize 0',
+        '-g',
+        '-r',
+        'initrd.img',
+        '-l',
+        out,
+        '127.0.0.1',
+        String(t.port),
+      ],
+      { timeout: 60_000 },
+    );
     expect(sha(readFileSync(out))).toBe(sha(tree.files['initrd.img']!));
   });
 
@@ -111,7 +139,7 @@ describe('TFTP transfers', () => {
 // node-tftp alone answers every duplicate ACK with the next block again (the Sorcerer's
 // Apprentice of RFC 1123 §4.2.3.1), doubling the traffic after one delayed ACK; our adapter drops them.
 describe('duplicate ACKs', () => {
-  it('does not answer a duplicate ACK with a resend (Sorcerer\'s Apprentice)', async () => {
+  it("does not answer a duplicate ACK with a resend (Sorcerer's Apprentice)", async () => {
     const tree = makeBootTree({ 'undionly.kpxe': 10 * 512 + 7 });
     const t = await start(tree);
     const raw = await RawTftp.open();
@@ -132,5 +160,4 @@ describe('duplicate ACKs', () => {
     }
     expect(t.counters().active).toBe(1);
   });
-
 });

@@ -5,7 +5,18 @@ import type { TaskAssignment } from '../../../dispatcher/src/dispatch/contract.j
 import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
 import { decodeForAgent, type AgentInbound } from '../../../node-agent/src/task-batch.js';
 
-const task = (taskId: number, attempt = 1): TaskAssignment => ({ taskId, jobId: 1, attempt, command: ['true'], env: {}, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 1000 });
+const task = (taskId: number, attempt = 1): TaskAssignment => ({
+  taskId,
+  jobId: 1,
+  attempt,
+  command: ['true'],
+  env: {},
+  cwd: null,
+  stdinB64: null,
+  inputsPath: null,
+  inputsSha256: null,
+  timeoutMs: 1000,
+});
 const ticks = async (n = 3) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
@@ -16,7 +27,10 @@ function make(opts: { slots?: number; prefetch?: number; power?: FakePower } = {
   const reporter = new FakeReporter();
   const power = opts.power ?? new FakePower();
   const lines: string[] = [];
-  const agent = new Agent({ source, runner, reporter, inventory: new FakeInventory(), power }, { slots: opts.slots ?? 2, prefetch: opts.prefetch ?? 0, execTimeoutMs: 1000, say: (l) => lines.push(l) });
+  const agent = new Agent(
+    { source, runner, reporter, inventory: new FakeInventory(), power },
+    { slots: opts.slots ?? 2, prefetch: opts.prefetch ?? 0, execTimeoutMs: 1000, say: (l) => lines.push(l) },
+  );
   agent.start();
   return { agent, source, runner, reporter, power, lines };
 }
@@ -106,7 +120,9 @@ describe('agent core', () => {
     runner.progress(1, 0.2);
     runner.progress(1, 0.3);
     expect(source.of('progress')).toHaveLength(0);
-    await vi.waitFor(() => expect(source.of('progress')).toEqual([{ type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.3 }] }]));
+    await vi.waitFor(() =>
+      expect(source.of('progress')).toEqual([{ type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.3 }] }]),
+    );
   });
 
   it('refuses power commands when the machine says so', async () => {
@@ -151,7 +167,11 @@ describe('agent core', () => {
     source.deliver({ type: 'control', id: 5, command: { kind: 'cancel', taskId: 9 } });
     expect(source.of('control-ack')).toEqual([{ type: 'control-ack', id: 5, ok: true }]);
     await ticks();
-    expect(source.of('results')[0]!.results[0]).toMatchObject({ taskId: 9, signal: 'SIGTERM', error: 'cancelled: cancelled by the operator' });
+    expect(source.of('results')[0]!.results[0]).toMatchObject({
+      taskId: 9,
+      signal: 'SIGTERM',
+      error: 'cancelled: cancelled by the operator',
+    });
     source.deliver({ type: 'control', id: 6, command: { kind: 'cancel', taskId: 77 } });
     expect(source.of('control-ack').at(-1)).toMatchObject({ id: 6, ok: false, error: 'task 77 is not running here' });
     expect(runner.cancelled).toHaveLength(1);
@@ -178,7 +198,9 @@ describe('agent core: a batch with an assignment it cannot accept', () => {
     await ticks();
     const sent = source.of('results');
     expect(sent).toHaveLength(1);
-    expect(sent[0]!.results).toMatchObject([{ taskId: 2, attempt: 1, exitCode: null, error: expect.stringMatching(/^assignment refused by the agent: \/timeoutMs/) }]);
+    expect(sent[0]!.results).toMatchObject([
+      { taskId: 2, attempt: 1, exitCode: null, error: expect.stringMatching(/^assignment refused by the agent: \/timeoutMs/) },
+    ]);
     expect(sent[0]!.ready).toBe(1); // the refused task's slot, asked for in the same message
     expect(reporter.size).toBe(1);
   });
@@ -187,6 +209,9 @@ describe('agent core: a batch with an assignment it cannot accept', () => {
     const { source } = make({ slots: 3 });
     source.connect();
     source.handlers!.message({ type: 'tasks-partial', tasks: [], refused: [], total: null, problem: 'tasks: not an array' });
-    expect(source.of('ready')).toEqual([{ type: 'ready', n: 3 }, { type: 'ready', n: 3 }]);
+    expect(source.of('ready')).toEqual([
+      { type: 'ready', n: 3 },
+      { type: 'ready', n: 3 },
+    ]);
   });
 });

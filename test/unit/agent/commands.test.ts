@@ -15,7 +15,13 @@ describe('operator commands in flight (hub side)', () => {
   it('waits for control-done for exec, passing output on', async () => {
     const t = tracker();
     const out: string[] = [];
-    const p = t.start(2, { kind: 'exec', command: 'ls' }, 1000, (s, c) => out.push(`${s}:${c}`), () => true);
+    const p = t.start(
+      2,
+      { kind: 'exec', command: 'ls' },
+      1000,
+      (s, c) => out.push(`${s}:${c}`),
+      () => true,
+    );
     t.onReply({ type: 'control-ack', id: 2, ok: true });
     t.onReply({ type: 'control-output', id: 2, stream: 'stdout', data: 'a\n' });
     t.onReply({ type: 'control-done', id: 2, ok: true, result: { exitCode: 0 } });
@@ -30,13 +36,22 @@ describe('operator commands in flight (hub side)', () => {
     t.onReply({ type: 'control-ack', id: 3, ok: false, error: 'needs --allow-power' });
     expect(await refused).toMatchObject({ ok: false, error: 'needs --allow-power' });
     expect(t.fate).toBeUndefined();
-    await expect(t.start(4, { kind: 'inspect' }, 30, undefined, () => true)).rejects.toMatchObject({ code: 'DSP_ERR_TIMEOUT', message: 'node7 did not answer inspect within 30 ms' });
+    await expect(t.start(4, { kind: 'inspect' }, 30, undefined, () => true)).rejects.toMatchObject({
+      code: 'DSP_ERR_TIMEOUT',
+      message: 'node7 did not answer inspect within 30 ms',
+    });
     await expect(t.start(5, { kind: 'inspect' }, 1000, undefined, () => false)).rejects.toMatchObject({ code: 'DSP_ERR_NODE_OFFLINE' });
     const pending = t.start(6, { kind: 'exec', command: 'sleep 9' }, 1000, undefined, () => true);
     const rebooting = t.start(7, { kind: 'reboot' }, 1000, undefined, () => true);
     t.connectionClosed();
     await expect(pending).rejects.toMatchObject({ code: 'DSP_ERR_NODE_OFFLINE' });
-    const settled = await Promise.race([rebooting.then(() => 'settled', () => 'rejected'), new Promise((r) => setTimeout(() => r('open'), 50))]);
+    const settled = await Promise.race([
+      rebooting.then(
+        () => 'settled',
+        () => 'rejected',
+      ),
+      new Promise((r) => setTimeout(() => r('open'), 50)),
+    ]);
     expect(settled).toBe('rejected'); // not acknowledged before the close: it failed
   });
 });

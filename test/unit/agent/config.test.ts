@@ -1,16 +1,35 @@
 import { describe, expect, it } from 'vitest';
-import { AgentConfigError, defaultWorkRoot, dispatcherUrls, IMAGE_KEY_PATH, parseKernelCmdline, resolveSettings, type AgentFlags } from '../../../node-agent/src/config.js';
+import {
+  AgentConfigError,
+  defaultWorkRoot,
+  dispatcherUrls,
+  IMAGE_KEY_PATH,
+  parseKernelCmdline,
+  resolveSettings,
+  type AgentFlags,
+} from '../../../node-agent/src/config.js';
 import { backoffMs, BACKOFF_MAX_MS, macOfAddress } from '../../../node-agent/src/connection.js';
 
 const opts = (files: string[] = []) => ({ cpuCount: 8, fileExists: (p: string) => files.includes(p), tmpDir: '/tmp' });
-const resolve = (flags: AgentFlags, env: Record<string, string> = {}, cmdline = '', files: string[] = []) => resolveSettings(flags, env, parseKernelCmdline(cmdline), opts(files));
+const resolve = (flags: AgentFlags, env: Record<string, string> = {}, cmdline = '', files: string[] = []) =>
+  resolveSettings(flags, env, parseKernelCmdline(cmdline), opts(files));
 
 describe('agent settings', () => {
   it('takes flags over environment over the kernel command line', () => {
     const cmd = 'BOOT_IMAGE=/vmlinuz lc.dispatcher=http://10.0.0.1:8080 lc.token=kernel quiet';
-    expect(resolve({}, {}, cmd)).toMatchObject({ wsUrl: 'ws://10.0.0.1:8080/api/v1/agent', httpBase: 'http://10.0.0.1:8080', auth: { kind: 'boot', token: 'kernel' } });
-    expect(resolve({}, { LC_DISPATCHER: 'http://env:1', LC_TOKEN: 'env' }, cmd)).toMatchObject({ httpBase: 'http://env:1', auth: { token: 'env' } });
-    expect(resolve({ dispatcher: 'flag:2', token: 'flag' }, { LC_DISPATCHER: 'http://env:1', LC_TOKEN: 'env' }, cmd)).toMatchObject({ httpBase: 'http://flag:2', auth: { token: 'flag' } });
+    expect(resolve({}, {}, cmd)).toMatchObject({
+      wsUrl: 'ws://10.0.0.1:8080/api/v1/agent',
+      httpBase: 'http://10.0.0.1:8080',
+      auth: { kind: 'boot', token: 'kernel' },
+    });
+    expect(resolve({}, { LC_DISPATCHER: 'http://env:1', LC_TOKEN: 'env' }, cmd)).toMatchObject({
+      httpBase: 'http://env:1',
+      auth: { token: 'env' },
+    });
+    expect(resolve({ dispatcher: 'flag:2', token: 'flag' }, { LC_DISPATCHER: 'http://env:1', LC_TOKEN: 'env' }, cmd)).toMatchObject({
+      httpBase: 'http://flag:2',
+      auth: { token: 'flag' },
+    });
   });
 
   it('uses the enrollment token when given, else the boot token', () => {
@@ -30,8 +49,18 @@ describe('agent settings', () => {
 
   it('reads insecure mode, MAC, slots and defaults', () => {
     const s = resolve({ dispatcher: 'h:1', token: 't' }, {}, 'lc.insecure=1 BOOTIF=01-52-54-00-AB-CD-EF');
-    expect(s).toMatchObject({ insecure: true, mac: '52:54:00:ab:cd:ef', slots: 8, prefetch: 0, workDir: '/tmp/lc-agent-525400abcdef', allowPower: false });
-    expect(resolve({ dispatcher: 'h:1', token: 't', mac: '52-54-00-00-00-01', slots: 3 }, { LC_MAC: 'nope' })).toMatchObject({ mac: '52:54:00:00:00:01', slots: 3 });
+    expect(s).toMatchObject({
+      insecure: true,
+      mac: '52:54:00:ab:cd:ef',
+      slots: 8,
+      prefetch: 0,
+      workDir: '/tmp/lc-agent-525400abcdef',
+      allowPower: false,
+    });
+    expect(resolve({ dispatcher: 'h:1', token: 't', mac: '52-54-00-00-00-01', slots: 3 }, { LC_MAC: 'nope' })).toMatchObject({
+      mac: '52:54:00:00:00:01',
+      slots: 3,
+    });
     expect(resolve({ dispatcher: 'h:1', token: 't' }, { LC_SLOTS: '5' }).slots).toBe(5);
   });
 

@@ -4,10 +4,27 @@
  */
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
 import type { AgentMessage, DispatcherMessage, TaskRef } from '../../../dispatcher/src/protocol/messages.js';
-import type { ExecOutcome, Inventory, LiveFigures, Power, Reporter, RunningHandle, SessionInfo, SourceHandlers, TaskRunner, TaskSource } from '../../../node-agent/src/seams.js';
+import type {
+  ExecOutcome,
+  Inventory,
+  LiveFigures,
+  Power,
+  Reporter,
+  RunningHandle,
+  SessionInfo,
+  SourceHandlers,
+  TaskRunner,
+  TaskSource,
+} from '../../../node-agent/src/seams.js';
 import { FAKE_INVENTORY } from '../protocol/fixtures.js';
 
-export const SESSION: SessionInfo = { nodeName: 'node1', heartbeatMs: 60_000, missedHeartbeats: 3, maxMessageBytes: 1 << 20, verified: true };
+export const SESSION: SessionInfo = {
+  nodeName: 'node1',
+  heartbeatMs: 60_000,
+  missedHeartbeats: 3,
+  maxMessageBytes: 1 << 20,
+  verified: true,
+};
 
 export class FakeSource implements TaskSource {
   handlers: SourceHandlers | undefined;
@@ -43,8 +60,21 @@ export class FakeSource implements TaskSource {
 
 export function okResult(t: TaskRef, extra: Partial<TaskResult> = {}): TaskResult {
   return {
-    taskId: t.taskId, attempt: t.attempt, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null,
-    stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null, ...extra,
+    taskId: t.taskId,
+    attempt: t.attempt,
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    error: null,
+    startedAt: 1,
+    durationMs: 1,
+    maxRssKiB: null,
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    outputsTarGzB64: null,
+    ...extra,
   };
 }
 

@@ -11,7 +11,9 @@ import { okResult } from './fakes.js';
 
 const tmp = () => tempDir('lc-agent-files-');
 
-async function makeTar(entries: { name: string; body?: string; type?: 'file' | 'directory' | 'symlink'; linkname?: string }[]): Promise<Buffer> {
+async function makeTar(
+  entries: { name: string; body?: string; type?: 'file' | 'directory' | 'symlink'; linkname?: string }[],
+): Promise<Buffer> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
@@ -67,7 +69,12 @@ describe('task files', () => {
   });
 
   it('unpacks plain and gzip tars into the work dir', async () => {
-    const t = await makeTar([{ name: 'dir', type: 'directory' }, { name: 'dir/in.txt', body: 'input' }, { name: 'top.txt', body: 'x' }, { name: 'l', type: 'symlink', linkname: 'dir/in.txt' }]);
+    const t = await makeTar([
+      { name: 'dir', type: 'directory' },
+      { name: 'dir/in.txt', body: 'input' },
+      { name: 'top.txt', body: 'x' },
+      { name: 'l', type: 'symlink', linkname: 'dir/in.txt' },
+    ]);
     for (const data of [t, gzipSync(t)]) {
       const d = tmp();
       expect(await unpackTar(Readable.from([data]), d, 1 << 20)).toEqual({ files: 2, bytes: 6 });
@@ -101,7 +108,10 @@ describe('outbox', () => {
     expect(readdirSync(d)).toHaveLength(0); // not yet: an acknowledgement usually comes first
     await vi.waitFor(() => expect(readdirSync(d)).toHaveLength(1)); // one file per batch
     const b = new Outbox(d);
-    expect(b.unacknowledged().map((r) => [r.taskId, r.stdout])).toEqual([[1, 'one'], [2, '']]);
+    expect(b.unacknowledged().map((r) => [r.taskId, r.stdout])).toEqual([
+      [1, 'one'],
+      [2, ''],
+    ]);
     b.acknowledge([{ taskId: 1, attempt: 1 }]);
     expect(new Outbox(d).size).toBe(2); // file kept: task 2 still waits
     b.acknowledge([{ taskId: 2, attempt: 1 }]);

@@ -20,11 +20,19 @@ function parse(b: EnvBlock): Record<string, string> {
   return out;
 }
 
-const host = { PATH: '/usr/bin:/bin', HOME: '/root', LANG: 'C.UTF-8', LC_TOKEN: 'secret', LC_ENROLL_TOKEN: 'enroll', NODE_OPTIONS: '--inspect', LC_TASK_ID: 'stale' };
+const host = {
+  PATH: '/usr/bin:/bin',
+  HOME: '/root',
+  LANG: 'C.UTF-8',
+  LC_TOKEN: 'secret',
+  LC_ENROLL_TOKEN: 'enroll',
+  NODE_OPTIONS: '--inspect',
+  LC_TASK_ID: 'stale',
+};
 const perTask = { HOME: '/w/1-1', LC_TASK_ID: '1', LC_JOB_ID: '7', LC_ATTEMPT: '1', LC_WORK_DIR: '/w/1-1', LC_OUT_DIR: '/w/1-1/out' };
 
 describe('task environment', () => {
-  it('is the host\'s minus the agent\'s settings, with the task\'s variables on top', () => {
+  it("is the host's minus the agent's settings, with the task's variables on top", () => {
     const env = new InheritedEnv(host);
     const want = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...perTask };
     expect(env.object(perTask)).toEqual(want);
@@ -48,7 +56,11 @@ describe('task environment', () => {
 
   it('agrees with the object form for any host and task variables', () => {
     const name = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,8}$/);
-    const vars = fc.dictionary(name, fc.string({ maxLength: 12 }).filter((v) => !v.includes('\0')), { maxKeys: 12 });
+    const vars = fc.dictionary(
+      name,
+      fc.string({ maxLength: 12 }).filter((v) => !v.includes('\0')),
+      { maxKeys: 12 },
+    );
     fc.assert(
       fc.property(vars, vars, fc.boolean(), (hostVars, taskVars, withPerTask) => {
         const env = new InheritedEnv(hostVars);

@@ -12,7 +12,13 @@ function setup() {
   mkdirSync(join(dir, 'image'));
   let t = 0;
   const clock = { advance: (ms: number) => (t += ms) };
-  const files = new BootFiles({ imageDir: join(dir, 'image'), pxeDir: join(dir, 'pxe'), log: silentLogger(), recheckMs: 1000, now: () => t });
+  const files = new BootFiles({
+    imageDir: join(dir, 'image'),
+    pxeDir: join(dir, 'pxe'),
+    log: silentLogger(),
+    recheckMs: 1000,
+    now: () => t,
+  });
   return { dir, files, clock };
 }
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');

@@ -41,7 +41,11 @@ describe('client IP → MAC', () => {
     nodes.admit(mac('52:54:00:00:00:09'));
     nodes.setIp(mac('52:54:00:00:00:09'), '10.42.0.101');
     let t = 0;
-    const lookup = new ClientMacLookup(nodes, () => ARP, () => (t += 1000));
+    const lookup = new ClientMacLookup(
+      nodes,
+      () => ARP,
+      () => (t += 1000),
+    );
     expect(lookup.macOf('10.42.0.101')).toBe('52:54:00:00:00:09');
     nodes.setIp(mac('52:54:00:00:00:09'), '10.42.0.150');
     expect(lookup.macOf('::ffff:10.42.0.150')).toBe('52:54:00:00:00:09');

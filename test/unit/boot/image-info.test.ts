@@ -30,7 +30,10 @@ describe('image info from the manifest', () => {
     const dir = imageDir({ agent: { version: '0.1.0' }, inputs: '5cbad04e9550c066', dispatcherKey: null });
     const info = new ImageInfo(dir, OURS);
     expect(info.version()).toBe('0.1.0+5cbad04e');
-    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ agent: { version: '0.2.0' }, inputs: 'ffff0000aaaa', dispatcherKey: { fingerprint: OURS } }));
+    writeFileSync(
+      join(dir, 'manifest.json'),
+      JSON.stringify({ agent: { version: '0.2.0' }, inputs: 'ffff0000aaaa', dispatcherKey: { fingerprint: OURS } }),
+    );
     const later = new Date(Date.now() + 5000);
     utimesSync(join(dir, 'manifest.json'), later, later);
     expect(info.version()).toBe('0.2.0+ffff0000');

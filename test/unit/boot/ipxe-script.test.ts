@@ -20,7 +20,14 @@ describe('boot script', () => {
   it('loads the kernel by URL with the MAC, and the command line /init reads', () => {
     const k = line(s, 'kernel');
     expect(k).toContain('--name vmlinuz http://10.42.0.1:8080/image/vmlinuz?mac=52-54-00-12-34-56 ');
-    for (const arg of ['initrd=initrd.img', 'lc.dispatcher=http://10.42.0.1:8080', 'lc.token=tok_EN-123', 'console=tty0', 'console=ttyS0,115200', 'quiet'])
+    for (const arg of [
+      'initrd=initrd.img',
+      'lc.dispatcher=http://10.42.0.1:8080',
+      'lc.token=tok_EN-123',
+      'console=tty0',
+      'console=ttyS0,115200',
+      'quiet',
+    ])
       expect(k.split(' ')).toContain(arg);
     expect(k.endsWith('|| goto retry')).toBe(true);
   });
@@ -64,9 +71,15 @@ describe('boot script', () => {
 
 describe('scripts for machines that may not boot', () => {
   it('tells a refused machine why, waits and asks again: no kernel, no hang', () => {
-    const s = refusedScript({ mac, dispatcherUrl: 'http://10.42.0.1:8080', reason: 'unknown MAC and the cluster file says enrollment: deny' });
+    const s = refusedScript({
+      mac,
+      dispatcherUrl: 'http://10.42.0.1:8080',
+      reason: 'unknown MAC and the cluster file says enrollment: deny',
+    });
     expect(s.startsWith('#!ipxe\n')).toBe(true);
-    expect(s).toContain('echo lilcluster: this machine (52:54:00:12:34:56) may not boot: unknown MAC and the cluster file says enrollment: deny');
+    expect(s).toContain(
+      'echo lilcluster: this machine (52:54:00:12:34:56) may not boot: unknown MAC and the cluster file says enrollment: deny',
+    );
     expect(s).toMatch(/^sleep \d+$/m);
     expect(line(s, 'chain')).toBe('chain --autofree http://10.42.0.1:8080/boot.ipxe?mac=52-54-00-12-34-56');
     expect(line(s, 'kernel')).toBe('');

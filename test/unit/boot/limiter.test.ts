@@ -84,7 +84,13 @@ describe('fair limiter', () => {
     const releases = new Map<string, () => void>();
     const submit = (client: string, n: number) => {
       const out = [];
-      for (let i = 0; i < n; i++) out.push(l.submit((r) => (started.push(`${client}${i}`), releases.set(`${client}${i}`, r)), client));
+      for (let i = 0; i < n; i++)
+        out.push(
+          l.submit((r) => {
+            started.push(`${client}${i}`);
+            releases.set(`${client}${i}`, r);
+          }, client),
+        );
       return out;
     };
     return { started, release: (k: string) => releases.get(k)!(), submit };

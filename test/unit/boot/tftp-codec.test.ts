@@ -1,14 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  TftpDecodeError, TftpErrorCode, TftpOpcode, ackBlockOf, decodeError, decodeRequest, encodeError, encodeRequest, opcodeOf,
+  TftpDecodeError,
+  TftpErrorCode,
+  TftpOpcode,
+  ackBlockOf,
+  decodeError,
+  decodeRequest,
+  encodeError,
+  encodeRequest,
+  opcodeOf,
 } from '../../../dispatcher/src/tftp/codec.js';
 
 const bytes = (s: string) => Buffer.from(s, 'latin1');
 
 // Requests as the clients we meet send them (byte layouts from RFC 1350/2347 captures).
 const GOLDEN: [string, Buffer, ReturnType<typeof decodeRequest>][] = [
-  ['tftp-hpa, plain octet read', bytes('\x00\x01undionly.kpxe\x00octet\x00'), { kind: 'read', filename: 'undionly.kpxe', mode: 'octet', options: {} }],
+  [
+    'tftp-hpa, plain octet read',
+    bytes('\x00\x01undionly.kpxe\x00octet\x00'),
+    { kind: 'read', filename: 'undionly.kpxe', mode: 'octet', options: {} },
+  ],
   [
     'atftp with blksize, windowsize and tsize',
     bytes('\x00\x01initrd.img\x00octet\x00blksize\x001468\x00windowsize\x008\x00tsize\x000\x00'),

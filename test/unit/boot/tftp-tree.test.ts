@@ -39,20 +39,26 @@ describe('TFTP virtual tree', () => {
   });
 
   it('refuses mail mode', () => {
-    expect(decideRequest({ kind: 'read', filename: 'ipxe.efi', mode: 'mail', options: {} }, SERVED)).toMatchObject({ kind: 'refuse', code: TftpErrorCode.ILLEGAL_OPERATION });
+    expect(decideRequest({ kind: 'read', filename: 'ipxe.efi', mode: 'mail', options: {} }, SERVED)).toMatchObject({
+      kind: 'refuse',
+      code: TftpErrorCode.ILLEGAL_OPERATION,
+    });
   });
 
   it('never maps a name containing ".." or a nested path to a served file', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom('..', '.', 'etc', 'ipxe.efi', '', 'a\\b', 'vmlinuz'), { minLength: 2, maxLength: 6 }), (segs) => {
-        const name = segs.join('/');
-        const r = treeName(name);
-        if (r.kind === 'name') {
-          expect(SERVED.has(r.name) || !r.name.includes('/')).toBe(true);
-          expect(r.name).not.toMatch(/[/\\]|^\.\.?$/);
-          expect(segs.filter((s) => s !== '').length).toBe(1);
-        }
-      }),
+      fc.property(
+        fc.array(fc.constantFrom('..', '.', 'etc', 'ipxe.efi', '', 'a\\b', 'vmlinuz'), { minLength: 2, maxLength: 6 }),
+        (segs) => {
+          const name = segs.join('/');
+          const r = treeName(name);
+          if (r.kind === 'name') {
+            expect(SERVED.has(r.name) || !r.name.includes('/')).toBe(true);
+            expect(r.name).not.toMatch(/[/\\]|^\.\.?$/);
+            expect(segs.filter((s) => s !== '').length).toBe(1);
+          }
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -60,7 +66,12 @@ describe('TFTP virtual tree', () => {
 
 describe('TFTP option negotiation (RFC 2347 §4: ignore what is invalid)', () => {
   it.each([
-    ['valid blksize, windowsize and tsize', { blksize: '1468', windowsize: '8', tsize: '0' }, { blksize: 1468, windowsize: 8, tsize: 0 }, []],
+    [
+      'valid blksize, windowsize and tsize',
+      { blksize: '1468', windowsize: '8', tsize: '0' },
+      { blksize: 1468, windowsize: 8, tsize: 0 },
+      [],
+    ],
     ['blksize above the RFC maximum (clamped)', { blksize: '99999' }, { blksize: 65464 }, []],
     ['blksize below 8 (ignored)', { blksize: '4' }, {}, ['blksize']],
     ['non-numeric values (ignored)', { blksize: '1e3', windowsize: '-1', tsize: 'x' }, {}, ['blksize', 'windowsize', 'tsize']],

@@ -42,7 +42,8 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
 async function writeRows(gc: GroupCommit, db: Db, n: number): Promise<void> {
   const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
   const pad = 'x'.repeat(400);
-  for (let b = 0; b < n; b += 500) await Promise.all(Array.from({ length: Math.min(500, n - b) }, (_, i) => gc.run(() => insert.run(`${b + i}${pad}`))));
+  for (let b = 0; b < n; b += 500)
+    await Promise.all(Array.from({ length: Math.min(500, n - b) }, (_, i) => gc.run(() => insert.run(`${b + i}${pad}`))));
 }
 
 describe('WAL checkpoints on a worker thread', () => {
@@ -92,7 +93,7 @@ describe('WAL checkpoints on a worker thread', () => {
     // second to start on a loaded machine, and the bound is its to report).
     const b = start(20, 300);
     await writeRows(b.gc, b.db, 100);
-    await until('the worker\'s first checkpoint', () => b.cp.stats.framesCopied > 0);
+    await until("the worker's first checkpoint", () => b.cp.stats.framesCopied > 0);
     await writeRows(b.gc, b.db, 13_900);
     await until('a forced checkpoint', () => b.cp.stats.forced > 0);
     await writeRows(b.gc, b.db, 2000);

@@ -7,12 +7,17 @@ const base = { interface: 'lab0' };
 describe('resolveConfig', () => {
   it('defaults lease caching to Kea’s threshold and lets a later layer change it, 0 included', () => {
     expect(resolveConfig(base).dhcp.leaseCacheThreshold).toBe(DEFAULT_LEASE_CACHE_THRESHOLD);
-    expect(resolveConfig(base, { dhcp: { leaseCacheThreshold: 0.5 } }, { dhcp: { leaseCacheThreshold: 0 } }).dhcp).toMatchObject({ leaseCacheThreshold: 0, leaseSeconds: 3600 });
+    expect(resolveConfig(base, { dhcp: { leaseCacheThreshold: 0.5 } }, { dhcp: { leaseCacheThreshold: 0 } }).dhcp).toMatchObject({
+      leaseCacheThreshold: 0,
+      leaseSeconds: 3600,
+    });
   });
 
   it('refuses a cache threshold outside [0, 1), a short lease and an unknown key, naming the field', () => {
     for (const bad of [-0.1, 1, 2, '0.5'])
-      expect(() => resolveConfig(base, { dhcp: { leaseCacheThreshold: bad as number } })).toThrow(/dhcp\.leaseCacheThreshold: must be a number from 0/);
+      expect(() => resolveConfig(base, { dhcp: { leaseCacheThreshold: bad as number } })).toThrow(
+        /dhcp\.leaseCacheThreshold: must be a number from 0/,
+      );
     expect(() => resolveConfig(base, { dhcp: { leaseSeconds: 30 } })).toThrow(/dhcp\.leaseSeconds: must be an integer ≥ 60/);
     expect(() => resolveConfig(base, { dhcp: { leaseCache: 0.1 } as never })).toThrow(/unknown configuration key "dhcp\.leaseCache"/);
   });

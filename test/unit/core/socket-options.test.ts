@@ -6,7 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
 import { createRequire } from 'node:module';
-import { bindToIfindex, setSocketOption, SOL_SOCKET, SO_BINDTOIFINDEX, SO_RCVBUFFORCE } from '../../../dispatcher/src/net/socket-options.js';
+import {
+  bindToIfindex,
+  setSocketOption,
+  SOL_SOCKET,
+  SO_BINDTOIFINDEX,
+  SO_RCVBUFFORCE,
+} from '../../../dispatcher/src/net/socket-options.js';
 
 const { getsockopt } = createRequire(import.meta.url)('sockopt') as { getsockopt(s: unknown, level: number, name: number): number };
 

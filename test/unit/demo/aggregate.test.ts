@@ -22,12 +22,19 @@ describe('summarize', () => {
     expect(s.hits).toBe(2356);
     expect(s.samples).toBe(3000);
     expect(s.estimate).toBeCloseTo((4 * 2356) / 3000, 12);
-    expect([...s.perNode]).toEqual([['node1', 2], ['node2', 1]]);
+    expect([...s.perNode]).toEqual([
+      ['node1', 2],
+      ['node2', 1],
+    ]);
     expect(problems(s, expectation)).toEqual([]);
   });
 
   it.each([
-    ['a failed task', { taskId: 3, state: 'failed', result: { node: 'node1', exitCode: 1, stdout: '' } }, /1 tasks failed or gave no count \(first: task 3: state failed\)/],
+    [
+      'a failed task',
+      { taskId: 3, state: 'failed', result: { node: 'node1', exitCode: 1, stdout: '' } },
+      /1 tasks failed or gave no count \(first: task 3: state failed\)/,
+    ],
     ['a task with no result', { taskId: 3, state: 'queued', result: null }, /task 3: state queued/],
     ['a task whose last line is not a count', done(3, 'node1', '785 1000\nsomething else'), /task 3: no "<hits> <samples>" line/],
     ['more hits than samples', done(3, 'node1', '1001 1000'), /more hits than samples/],
@@ -95,7 +102,8 @@ describe('demo settings', () => {
 
 describe('the task script (test/demo/job/pi.js)', () => {
   const PI_JS = 'test/demo/job/pi.js';
-  const run = (seed: number, samples: number) => execFileSync(process.execPath, [PI_JS, String(seed), String(samples)], { encoding: 'utf8' });
+  const run = (seed: number, samples: number) =>
+    execFileSync(process.execPath, [PI_JS, String(seed), String(samples)], { encoding: 'utf8' });
 
   it('prints PROGRESS lines, then "<hits> <samples>", the same for the same seed and different for another', () => {
     const out = run(7, 40_000);

@@ -2,7 +2,14 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodePacket, DecodeError, encodePacket, EncodeError, type DhcpPacket, type ReceivedPacket } from '../../../dispatcher/src/dhcp/codec.js';
+import {
+  decodePacket,
+  DecodeError,
+  encodePacket,
+  EncodeError,
+  type DhcpPacket,
+  type ReceivedPacket,
+} from '../../../dispatcher/src/dhcp/codec.js';
 import { IPXE_NO_PXEDHCP, MESSAGE_TYPES, type MessageType } from '../../../dispatcher/src/dhcp/options.js';
 import { formatWithDhcpPackage } from './dhcp-package.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
@@ -27,7 +34,9 @@ function model(p: ReceivedPacket): DhcpPacket {
 }
 
 function bytesOf(...parts: (number | number[] | string)[]): Buffer {
-  return Buffer.concat(parts.map((p) => (typeof p === 'number' ? Buffer.of(p) : typeof p === 'string' ? Buffer.from(p, 'latin1') : Buffer.from(p))));
+  return Buffer.concat(
+    parts.map((p) => (typeof p === 'number' ? Buffer.of(p) : typeof p === 'string' ? Buffer.from(p, 'latin1') : Buffer.from(p))),
+  );
 }
 
 /** A minimal DHCP client message with the given option bytes after the cookie. */
@@ -46,11 +55,30 @@ function rawRequest(options: number[], fill: (b: Buffer) => void = () => {}): Bu
 
 describe('golden packets from real clients', () => {
   it.each([
-    ['seabios-ipxe-discover', { type: 'discover', mac: '52:54:00:99:00:01', clientArch: 0, vendorClass: 'PXEClient:Arch:00000:UNDI:002001', userClass: 'iPXE', isIPXE: true }],
-    ['seabios-ipxe-request', { type: 'request', mac: '52:54:00:99:00:01', isIPXE: true, serverId: '10.99.0.1', requestedIp: '10.99.0.100' }],
-    ['ovmf-discover', { type: 'discover', mac: '52:54:00:99:00:02', clientArch: 7, vendorClass: 'PXEClient:Arch:00007:UNDI:003000', isIPXE: false }],
+    [
+      'seabios-ipxe-discover',
+      {
+        type: 'discover',
+        mac: '52:54:00:99:00:01',
+        clientArch: 0,
+        vendorClass: 'PXEClient:Arch:00000:UNDI:002001',
+        userClass: 'iPXE',
+        isIPXE: true,
+      },
+    ],
+    [
+      'seabios-ipxe-request',
+      { type: 'request', mac: '52:54:00:99:00:01', isIPXE: true, serverId: '10.99.0.1', requestedIp: '10.99.0.100' },
+    ],
+    [
+      'ovmf-discover',
+      { type: 'discover', mac: '52:54:00:99:00:02', clientArch: 7, vendorClass: 'PXEClient:Arch:00007:UNDI:003000', isIPXE: false },
+    ],
     ['ovmf-request', { type: 'request', mac: '52:54:00:99:00:02', clientArch: 7, isIPXE: false, serverId: '10.99.0.1' }],
-    ['ovmf-ipxe-discover', { type: 'discover', mac: '52:54:00:99:00:02', clientArch: 7, vendorClass: 'PXEClient:Arch:00007:UNDI:003010', isIPXE: true }],
+    [
+      'ovmf-ipxe-discover',
+      { type: 'discover', mac: '52:54:00:99:00:02', clientArch: 7, vendorClass: 'PXEClient:Arch:00007:UNDI:003010', isIPXE: true },
+    ],
     ['udhcpc-discover', { type: 'discover', mac: '02:00:00:99:00:03', vendorClass: 'udhcp 1.35.0', isIPXE: false, clientArch: undefined }],
     ['udhcpc-renew', { type: 'request', ciaddr: '10.99.0.102', requestedIp: undefined, serverId: undefined }],
     ['udhcpc-release', { type: 'release', ciaddr: '10.99.0.102', serverId: '10.99.0.1' }],
@@ -74,17 +102,34 @@ describe('golden packets from real clients', () => {
     ['ovmf-ipxe-ack', 'ack'],
   ] as const)('our %s tells iPXE the boot script URL and not to wait for ProxyDHCP', (name, type) => {
     const p = decoded(golden(name));
-    expect(p).toMatchObject({ op: 'reply', type, siaddr: '10.99.0.1', serverId: '10.99.0.1', bootFile: 'http://10.99.0.1:8080/boot.ipxe?mac=${net0/mac}' });
+    expect(p).toMatchObject({
+      op: 'reply',
+      type,
+      siaddr: '10.99.0.1',
+      serverId: '10.99.0.1',
+      bootFile: 'http://10.99.0.1:8080/boot.ipxe?mac=${net0/mac}',
+    });
     // The same name in the BOOTP header, which some firmware reads instead of option 67.
     const url = 'http://10.99.0.1:8080/boot.ipxe?mac=${net0/mac}';
-    expect(golden(name).subarray(108, 108 + url.length + 1).toString('latin1')).toBe(`${url}\0`);
+    expect(
+      golden(name)
+        .subarray(108, 108 + url.length + 1)
+        .toString('latin1'),
+    ).toBe(`${url}\0`);
     expect(Array.from(p.ipxeOptions ?? [])).toEqual([IPXE_NO_PXEDHCP, 1, 1]);
   });
 
   it('our reply to OVMF names ipxe.efi in option 67 and the file header, next-server in siaddr and option 66', () => {
     const b = golden('ovmf-ack');
     const p = decoded(b);
-    expect(p).toMatchObject({ type: 'ack', yiaddr: '10.99.0.101', siaddr: '10.99.0.1', tftpServer: '10.99.0.1', bootFile: 'ipxe.efi', hostname: 'node2' });
+    expect(p).toMatchObject({
+      type: 'ack',
+      yiaddr: '10.99.0.101',
+      siaddr: '10.99.0.1',
+      tftpServer: '10.99.0.1',
+      bootFile: 'ipxe.efi',
+      hostname: 'node2',
+    });
     expect(b.subarray(108, 117).toString('latin1')).toBe('ipxe.efi\0');
     expect(p.ipxeOptions).toBeUndefined();
   });
@@ -123,7 +168,10 @@ describe('decoding is total', () => {
   });
 
   it('gives a packet or a DecodeError for any options after a valid header', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (opts) => check(rawRequest(Array.from(opts)))), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), (opts) => check(rawRequest(Array.from(opts)))),
+      { numRuns: 3000 },
+    );
   });
 
   it('gives a packet or a DecodeError for mutated real packets (flipped, truncated, extended)', () => {
@@ -164,12 +212,22 @@ describe('decode errors name the field and the byte counts', () => {
     ['a bad op', rawRequest([53, 1, 1, 255], (b) => (b[0] = 7)), 'op', /got 7/],
     ['a non-Ethernet hardware type', rawRequest([53, 1, 1, 255], (b) => (b[1] = 32)), 'chaddr', /htype 32/],
     ['a wrong magic cookie', rawRequest([53, 1, 1, 255], (b) => b.writeUInt32BE(0x01020304, 236)), 'magic cookie', /1\.2\.3\.4/],
-    ['an option longer than the packet', rawRequest([53, 1, 1, 50, 9, 10, 0]), 'option 50 (requested IP address)', /9 bytes but only 2 remain/],
+    [
+      'an option longer than the packet',
+      rawRequest([53, 1, 1, 50, 9, 10, 0]),
+      'option 50 (requested IP address)',
+      /9 bytes but only 2 remain/,
+    ],
     ['a length byte cut off', rawRequest([53, 1, 1, 50]), 'option 50 (requested IP address)', /length byte missing/],
     ['a 3-byte address', rawRequest([53, 1, 1, 50, 3, 10, 0, 0, 255]), 'option 50 (requested IP address)', /4 bytes, got 3/],
     ['a 2-byte message type', rawRequest([53, 2, 1, 1, 255]), 'option 53 (DHCP message type)', /1 byte, got 2/],
     ['an unknown message type', rawRequest([53, 1, 42, 255]), 'option 53 (DHCP message type)', /unknown message type 42/],
-    ['an odd-length architecture list', rawRequest([53, 1, 1, 93, 3, 0, 7, 0, 255]), 'option 93 (client system architecture)', /multiple of 2/],
+    [
+      'an odd-length architecture list',
+      rawRequest([53, 1, 1, 93, 3, 0, 7, 0, 255]),
+      'option 93 (client system architecture)',
+      /multiple of 2/,
+    ],
     ['a bad overload value', rawRequest([53, 1, 1, 52, 1, 9, 255]), 'option 52 (option overload)', /value 1-3/],
   ])('%s', (_what, bytes, field, message) => {
     const r = decodePacket(bytes);
@@ -303,7 +361,10 @@ describe('encoding', () => {
       siaddr: ip,
       giaddr: ip,
       mac: fc.uint8Array({ minLength: 6, maxLength: 6 }).map((b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':') as Mac),
-      serverName: fc.option(ascii.map((s) => s.slice(0, 63)), { nil: '' }),
+      serverName: fc.option(
+        ascii.map((s) => s.slice(0, 63)),
+        { nil: '' },
+      ),
       bootFile: opt(ascii),
       subnetMask: opt(ip),
       routers: opt(fc.array(ip, { minLength: 1, maxLength: 3 })),
@@ -365,7 +426,8 @@ function normalise(p: DhcpPacket): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(p)) {
     if (v instanceof Uint8Array) out[k] = Array.from(v);
-    else if (v instanceof Map) out[k] = [...v].map(([c, b]) => [c, Array.from(b as Uint8Array)]).sort((a, b) => (a[0] as number) - (b[0] as number));
+    else if (v instanceof Map)
+      out[k] = [...v].map(([c, b]) => [c, Array.from(b as Uint8Array)]).sort((a, b) => (a[0] as number) - (b[0] as number));
     else out[k] = v;
   }
   return out;

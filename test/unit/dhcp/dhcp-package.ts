@@ -8,7 +8,18 @@
  */
 import { createRequire } from 'node:module';
 import type { DhcpPacket } from '../../../dispatcher/src/dhcp/codec.js';
-import { BOOTREPLY, BOOTREQUEST, ETHERNET_HLEN, FLAG_BROADCAST, HTYPE_ETHERNET, MESSAGE_TYPES, MIN_BOOTP_LEN, OPT, OPTION_TYPES, type WireType } from '../../../dispatcher/src/dhcp/options.js';
+import {
+  BOOTREPLY,
+  BOOTREQUEST,
+  ETHERNET_HLEN,
+  FLAG_BROADCAST,
+  HTYPE_ETHERNET,
+  MESSAGE_TYPES,
+  MIN_BOOTP_LEN,
+  OPT,
+  OPTION_TYPES,
+  type WireType,
+} from '../../../dispatcher/src/dhcp/options.js';
 
 interface PkgOptionDef {
   name: string;
@@ -42,7 +53,16 @@ const require = createRequire(import.meta.url);
 const pkgProtocol = require('dhcp/lib/protocol.js') as { format(p: PkgPacket): PkgSeqBuffer };
 const pkgOptions = require('dhcp/lib/options.js') as { addOption(code: number, def: PkgOptionDef): void };
 
-const PKG_TYPE: Record<WireType, PkgOptionDef['type']> = { ip: 'IP', ips: 'IPs', u8: 'UInt8', u16: 'UInt16', u32: 'UInt32', u16s: 'UInt16s', string: 'ASCII', bytes: 'UInt8s' };
+const PKG_TYPE: Record<WireType, PkgOptionDef['type']> = {
+  ip: 'IP',
+  ips: 'IPs',
+  u8: 'UInt8',
+  u16: 'UInt16',
+  u32: 'UInt32',
+  u16s: 'UInt16s',
+  string: 'ASCII',
+  bytes: 'UInt8s',
+};
 
 for (let code = 1; code < OPT.END; code++) {
   const known = OPTION_TYPES.get(code);

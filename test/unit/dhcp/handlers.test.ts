@@ -30,7 +30,12 @@ function setup(opts: { cluster?: string; config?: ConfigOverrides } = {}) {
   const clock = { now: () => t, advance: (ms: number) => (t += ms) };
   const dataDir = opts.config?.dataDir ?? mkdtempSync(join(tmpdir(), 'lc-dhcp-handlers-'));
   dirs.push(dataDir);
-  const config = resolveConfig({ interface: 'lab0', dataDir, ...opts.config, dhcp: { mode: 'full', rangeStart: '10.42.0.100', rangeEnd: '10.42.0.102', ...opts.config?.dhcp } });
+  const config = resolveConfig({
+    interface: 'lab0',
+    dataDir,
+    ...opts.config,
+    dhcp: { mode: 'full', rangeStart: '10.42.0.100', rangeEnd: '10.42.0.102', ...opts.config?.dhcp },
+  });
   const core = createCore({
     config,
     log: silentLogger(),
@@ -49,8 +54,18 @@ function setup(opts: { cluster?: string; config?: ConfigOverrides } = {}) {
 /** A client packet as it comes off the wire (encoded, then decoded). */
 function wire(p: Partial<DhcpPacket> & { type: DhcpPacket['type'] }): ReceivedPacket {
   const full: DhcpPacket = {
-    op: 'request', xid: 7, secs: 0, hops: 0, broadcast: false, ciaddr: '0.0.0.0', yiaddr: '0.0.0.0', siaddr: '0.0.0.0',
-    giaddr: '0.0.0.0', mac: '52:54:00:00:00:01' as Mac, serverName: '', ...p,
+    op: 'request',
+    xid: 7,
+    secs: 0,
+    hops: 0,
+    broadcast: false,
+    ciaddr: '0.0.0.0',
+    yiaddr: '0.0.0.0',
+    siaddr: '0.0.0.0',
+    giaddr: '0.0.0.0',
+    mac: '52:54:00:00:00:01' as Mac,
+    serverName: '',
+    ...p,
   };
   const d = decodePacket(encodePacket(full, { maxLength: 1500 }));
   if (d instanceof DecodeError) throw new Error(d.toString());
@@ -75,8 +90,17 @@ describe('full mode', () => {
   it('takes a BIOS PXE ROM through DISCOVER → OFFER → REQUEST → ACK, registers and names it, and records the boot', async () => {
     const { core, full, counters } = setup();
     const offer = replyOf(await full.handler.handle(wire({ type: 'discover', mac: A, ...BIOS })));
-    expect(offer).toMatchObject({ type: 'offer', yiaddr: '10.42.0.100', bootFile: 'undionly.kpxe', siaddr: '10.42.0.1', tftpServer: '10.42.0.1', hostname: 'node1' });
-    const ackAnswer = await full.handler.handle(wire({ type: 'request', mac: A, serverId: '10.42.0.1', requestedIp: offer.yiaddr, ...BIOS }));
+    expect(offer).toMatchObject({
+      type: 'offer',
+      yiaddr: '10.42.0.100',
+      bootFile: 'undionly.kpxe',
+      siaddr: '10.42.0.1',
+      tftpServer: '10.42.0.1',
+      hostname: 'node1',
+    });
+    const ackAnswer = await full.handler.handle(
+      wire({ type: 'request', mac: A, serverId: '10.42.0.1', requestedIp: offer.yiaddr, ...BIOS }),
+    );
     expect(replyOf(ackAnswer)).toMatchObject({ type: 'ack', yiaddr: '10.42.0.100', bootFile: 'undionly.kpxe', leaseSeconds: 3600 });
     expect(ackAnswer!.to).toEqual({ address: '255.255.255.255', port: 68 });
     expect(core.nodes.byMac(A)).toMatchObject({ name: 'node1', ip: '10.42.0.100', bootCount: 1, state: 'booting' });
@@ -101,8 +125,15 @@ describe('full mode', () => {
 
   it('gives UEFI ipxe.efi, or snponly.efi to a node whose cluster entry asks, and its fixed address', async () => {
     const { full } = setup({ cluster: `nodes:\n  - {name: gpu1, mac: "${B}", ip: 10.42.0.20, firstStage: snponly.efi}\n` });
-    expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: A, ...UEFI })))).toMatchObject({ bootFile: 'ipxe.efi', yiaddr: '10.42.0.100' });
-    expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: B, ...UEFI })))).toMatchObject({ bootFile: 'snponly.efi', yiaddr: '10.42.0.20', hostname: 'gpu1' });
+    expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: A, ...UEFI })))).toMatchObject({
+      bootFile: 'ipxe.efi',
+      yiaddr: '10.42.0.100',
+    });
+    expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: B, ...UEFI })))).toMatchObject({
+      bootFile: 'snponly.efi',
+      yiaddr: '10.42.0.20',
+      hostname: 'gpu1',
+    });
   });
 
   it('serves an OS DHCP client an address without registering it as a node', async () => {
@@ -130,7 +161,9 @@ describe('full mode', () => {
     expect(await full.handler.handle(wire({ type: 'discover', mac: A, ...OS }))).toBeNull();
     expect(core.nodes.denied().map((d) => d.mac)).toEqual([A]);
     const open = setup();
-    expect(await open.full.handler.handle(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 }))).toBeNull();
+    expect(
+      await open.full.handler.handle(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 })),
+    ).toBeNull();
     expect(open.core.nodes.byMac(B)).toBeUndefined();
     expect(counters.dropped).toBe(2);
     expect(open.counters.dropped).toBe(1);
@@ -138,8 +171,12 @@ describe('full mode', () => {
 
   it('shows on a known machine’s timeline why its boot request was ignored', async () => {
     const { core, full } = setup({ cluster: `nodes:\n  - {name: arm1, mac: "${B}"}\n` });
-    expect(await full.handler.handle(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 }))).toBeNull();
-    expect(core.timeline.list(B)).toMatchObject([{ stage: 'dhcp.ignored', detail: { arch: 11, reason: expect.stringContaining('arm64') } }]);
+    expect(
+      await full.handler.handle(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 })),
+    ).toBeNull();
+    expect(core.timeline.list(B)).toMatchObject([
+      { stage: 'dhcp.ignored', detail: { arch: 11, reason: expect.stringContaining('arm64') } },
+    ]);
   });
 
   it('boots a pending machine (enrollment: approve): its agent waits for approval', async () => {
@@ -152,7 +189,9 @@ describe('full mode', () => {
     const { full } = setup({ config: { dhcp: { rangeEnd: '10.42.0.100' } } });
     await full.handler.handle(wire({ type: 'discover', mac: A, ...OS }));
     expect(full.pool.offeredTo(A)).toBeDefined();
-    expect(await full.handler.handle(wire({ type: 'request', mac: A, serverId: '10.42.0.254', requestedIp: '10.42.0.77', ...OS }))).toBeNull();
+    expect(
+      await full.handler.handle(wire({ type: 'request', mac: A, serverId: '10.42.0.254', requestedIp: '10.42.0.77', ...OS })),
+    ).toBeNull();
     expect(full.pool.offeredTo(A)).toBeUndefined();
     expect(replyOf(await full.handler.handle(wire({ type: 'discover', mac: B, ...OS })))).toMatchObject({ yiaddr: '10.42.0.100' });
   });
@@ -163,13 +202,19 @@ describe('full mode', () => {
     const other = await full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '10.42.0.100', ...OS }));
     expect(replyOf(other)).toMatchObject({ type: 'nak', message: 'requested address is not available to this client' });
     expect(other!.to).toEqual({ address: '255.255.255.255', port: 68 });
-    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '192.168.1.9', ...OS })))).toMatchObject({ type: 'nak', message: 'requested address is not on this network' });
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '192.168.1.9', ...OS })))).toMatchObject({
+      type: 'nak',
+      message: 'requested address is not on this network',
+    });
     expect(counters.nak).toBe(2);
   });
 
   it('ACKs an INIT-REBOOT for a free address of the range: the dispatcher is authoritative on the node network', async () => {
     const { full } = setup();
-    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.101', ...OS })))).toMatchObject({ type: 'ack', yiaddr: '10.42.0.101' });
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.101', ...OS })))).toMatchObject({
+      type: 'ack',
+      yiaddr: '10.42.0.101',
+    });
   });
 
   it('renews by unicast to ciaddr, extends the lease in the store, and NAKs a renewal of an address that is not the client’s', async () => {
@@ -181,7 +226,9 @@ describe('full mode', () => {
     expect(renew!.to).toEqual({ address: '10.42.0.100', port: 68 });
     const row = core.db.prepare('SELECT expires_at FROM dhcp_leases WHERE mac = ?').get(A) as { expires_at: number };
     expect(row.expires_at).toBe(clock.now() + 3600_000);
-    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({ type: 'nak' });
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({
+      type: 'nak',
+    });
   });
 
   it('confirms a young lease as stored (lease caching): no write, its remaining lifetime, T1/T2 from it', async () => {
@@ -195,7 +242,10 @@ describe('full mode', () => {
     expect(updatedAt()).toBe(written);
     expect(counters).toMatchObject({ ack: 2, ackCached: 1 });
     clock.advance(600_000); // 20 minutes: past the threshold, written anew with a full lifetime
-    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: A, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({ type: 'ack', leaseSeconds: 3600 });
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: A, ciaddr: '10.42.0.100', ...OS })))).toMatchObject({
+      type: 'ack',
+      leaseSeconds: 3600,
+    });
     expect(updatedAt()).toBe(clock.now());
     expect(counters).toMatchObject({ ack: 3, ackCached: 1 });
   });
@@ -203,14 +253,19 @@ describe('full mode', () => {
   it('never confirms a cached lease before its own write is durable, and writes every lease with caching off', async () => {
     const failing = setup();
     failing.core.db.exec("CREATE TRIGGER no_inserts BEFORE INSERT ON dhcp_leases BEGIN SELECT RAISE(ABORT, 'disk full'); END;");
-    const both = await Promise.all([0, 1].map(() => failing.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }))));
+    const both = await Promise.all(
+      [0, 1].map(() => failing.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }))),
+    );
     expect(both).toEqual([null, null]);
     expect(failing.counters).toMatchObject({ ack: 0, ackCached: 0, storeErrors: 2 });
 
     const off = setup({ config: { dhcp: { leaseCacheThreshold: 0 } } });
     await off.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...BIOS }));
     off.clock.advance(1000);
-    expect(replyOf(await off.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...IPXE })))).toMatchObject({ type: 'ack', leaseSeconds: 3600 });
+    expect(replyOf(await off.full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...IPXE })))).toMatchObject({
+      type: 'ack',
+      leaseSeconds: 3600,
+    });
     expect(off.core.db.prepare('SELECT updated_at FROM dhcp_leases WHERE mac = ?').pluck().get(A)).toBe(off.clock.now());
     expect(off.counters.ackCached).toBe(0);
   });
@@ -249,7 +304,9 @@ describe('full mode', () => {
     const { full, counters } = setup({ config: { dhcp: { rangeEnd: '10.42.0.100' } } });
     await full.handler.handle(wire({ type: 'request', mac: A, requestedIp: '10.42.0.100', ...OS }));
     expect(await full.handler.handle(wire({ type: 'discover', mac: B, ...OS }))).toBeNull();
-    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '10.42.0.100', ...OS })))).toMatchObject({ type: 'nak' });
+    expect(replyOf(await full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '10.42.0.100', ...OS })))).toMatchObject({
+      type: 'nak',
+    });
     expect(counters.dropped).toBe(1);
   });
 
@@ -263,7 +320,9 @@ describe('full mode', () => {
 
   it('answers through a relay: unicast to giaddr:67, the relay as router, option 82 echoed', async () => {
     const { full } = setup();
-    const a = await full.handler.handle(wire({ type: 'discover', mac: A, giaddr: '10.42.0.254', hops: 1, relayAgentInfo: Uint8Array.of(1, 3, 0x65, 0x74, 0x68), ...OS }));
+    const a = await full.handler.handle(
+      wire({ type: 'discover', mac: A, giaddr: '10.42.0.254', hops: 1, relayAgentInfo: Uint8Array.of(1, 3, 0x65, 0x74, 0x68), ...OS }),
+    );
     expect(a!.to).toEqual({ address: '10.42.0.254', port: 67 });
     expect(replyOf(a)).toMatchObject({ giaddr: '10.42.0.254', routers: ['10.42.0.254'] });
     expect(Array.from(a!.reply.relayAgentInfo ?? [])).toEqual([1, 3, 0x65, 0x74, 0x68]);
@@ -284,7 +343,9 @@ describe('full mode', () => {
     closeCore(cores.splice(cores.indexOf(first.core), 1)[0]!);
     const again = setup({ config: { dataDir } });
     expect(replyOf(await again.full.handler.handle(wire({ type: 'discover', mac: A, ...OS })))).toMatchObject({ yiaddr: '10.42.0.102' });
-    expect(replyOf(await again.full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '10.42.0.102', ...OS })))).toMatchObject({ type: 'nak' });
+    expect(replyOf(await again.full.handler.handle(wire({ type: 'request', mac: B, requestedIp: '10.42.0.102', ...OS })))).toMatchObject({
+      type: 'nak',
+    });
   });
 
   it('does not ACK when the lease cannot be stored', async () => {
@@ -297,7 +358,9 @@ describe('full mode', () => {
 
   it('replies in golden-packet shape to a real SeaBIOS iPXE DISCOVER', async () => {
     const { full } = setup();
-    const req = decodePacket(Buffer.from(readFileSync(join(import.meta.dirname, 'testdata/seabios-ipxe-discover.hex'), 'utf8').trim(), 'hex')) as ReceivedPacket;
+    const req = decodePacket(
+      Buffer.from(readFileSync(join(import.meta.dirname, 'testdata/seabios-ipxe-discover.hex'), 'utf8').trim(), 'hex'),
+    ) as ReceivedPacket;
     const offer = replyOf(await full.handler.handle(req));
     expect(offer).toMatchObject({ xid: req.xid, mac: req.mac, bootFile: 'http://10.42.0.1:8080/boot.ipxe?mac=${net0/mac}' });
   });
@@ -307,7 +370,13 @@ describe('proxy mode', () => {
   it('offers a BIOS PXE ROM boot information only, broadcast, and records it', () => {
     const { core, proxy, counters } = setup();
     const a = proxy.handleDhcpPort(wire({ type: 'discover', mac: A, ...BIOS }));
-    expect(replyOf(a)).toMatchObject({ type: 'offer', yiaddr: '0.0.0.0', vendorClass: 'PXEClient', bootFile: 'undionly.kpxe', serverId: '10.42.0.1' });
+    expect(replyOf(a)).toMatchObject({
+      type: 'offer',
+      yiaddr: '0.0.0.0',
+      vendorClass: 'PXEClient',
+      bootFile: 'undionly.kpxe',
+      serverId: '10.42.0.1',
+    });
     expect(a!.to).toEqual({ address: '255.255.255.255', port: 68 });
     expect(core.timeline.list(A).map((s) => s.stage)).toEqual(['dhcp.discover', 'proxy.offer']);
     expect(core.nodes.byMac(A)?.bootCount).toBe(1);
@@ -316,7 +385,10 @@ describe('proxy mode', () => {
 
   it('answers the UEFI boot-server REQUEST on port 4011 back to where it came from', () => {
     const { core, proxy } = setup();
-    const a = proxy.handlePxePort(wire({ type: 'request', mac: A, ciaddr: '192.168.1.50', ...UEFI }), { address: '192.168.1.50', port: 4011 });
+    const a = proxy.handlePxePort(wire({ type: 'request', mac: A, ciaddr: '192.168.1.50', ...UEFI }), {
+      address: '192.168.1.50',
+      port: 4011,
+    });
     expect(replyOf(a)).toMatchObject({ type: 'ack', bootFile: 'ipxe.efi', ciaddr: '192.168.1.50' });
     expect(a!.to).toEqual({ address: '192.168.1.50', port: 4011 });
     expect(core.timeline.list(A).map((s) => s.stage)).toEqual(['proxy.ack']);
@@ -324,15 +396,22 @@ describe('proxy mode', () => {
 
   it('sends iPXE to the boot script, whatever the address server said', () => {
     const { proxy } = setup();
-    expect(replyOf(proxy.handleDhcpPort(wire({ type: 'discover', mac: A, ...IPXE })))).toMatchObject({ bootFile: 'http://10.42.0.1:8080/boot.ipxe?mac=${net0/mac}', vendorClass: 'PXEClient' });
+    expect(replyOf(proxy.handleDhcpPort(wire({ type: 'discover', mac: A, ...IPXE })))).toMatchObject({
+      bootFile: 'http://10.42.0.1:8080/boot.ipxe?mac=${net0/mac}',
+      vendorClass: 'PXEClient',
+    });
   });
 
   it('ignores OS DHCP clients, REQUESTs on port 67 (the address server’s business) and unsupported architectures', () => {
     const { core, proxy } = setup();
     expect(proxy.handleDhcpPort(wire({ type: 'discover', mac: A, ...OS }))).toBeNull();
     expect(proxy.handleDhcpPort(wire({ type: 'request', mac: A, serverId: '10.42.0.254', requestedIp: '10.42.0.9', ...BIOS }))).toBeNull();
-    expect(proxy.handleDhcpPort(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 }))).toBeNull();
-    expect(proxy.handlePxePort(wire({ type: 'request', mac: A, ciaddr: '10.42.0.9', ...OS }), { address: '10.42.0.9', port: 68 })).toBeNull();
+    expect(
+      proxy.handleDhcpPort(wire({ type: 'discover', mac: B, vendorClass: 'PXEClient:Arch:00011:UNDI:003000', clientArch: 11 })),
+    ).toBeNull();
+    expect(
+      proxy.handlePxePort(wire({ type: 'request', mac: A, ciaddr: '10.42.0.9', ...OS }), { address: '10.42.0.9', port: 68 }),
+    ).toBeNull();
     expect(core.nodes.size).toBe(0);
   });
 

@@ -44,7 +44,13 @@ function poolConfig(over: Partial<PoolConfig> = {}, reservations: [Mac, string][
   };
 }
 
-const rows = (db: Db) => db.prepare('SELECT ip, mac, state, expires_at FROM dhcp_leases ORDER BY ip').all() as { ip: string; mac: string | null; state: string; expires_at: number }[];
+const rows = (db: Db) =>
+  db.prepare('SELECT ip, mac, state, expires_at FROM dhcp_leases ORDER BY ip').all() as {
+    ip: string;
+    mac: string | null;
+    state: string;
+    expires_at: number;
+  }[];
 
 describe('lease store', () => {
   it('resolves a bind only once the lease is in the database', async () => {
@@ -128,7 +134,13 @@ describe('address pool', () => {
 
   it('gives a reserved MAC its fixed address (outside the range too) and never gives it to anyone else', () => {
     const { leases } = open();
-    const pool = new AddressPool(poolConfig({}, [[mac(9), '10.42.0.20'], [mac(8), '10.42.0.100']]), leases);
+    const pool = new AddressPool(
+      poolConfig({}, [
+        [mac(9), '10.42.0.20'],
+        [mac(8), '10.42.0.100'],
+      ]),
+      leases,
+    );
     expect(pool.pick(mac(9), undefined, 0)).toBe(ip('10.42.0.20'));
     expect(pool.acceptable(mac(9), ip('10.42.0.101'), 0)).toBe(false); // must take its reservation
     expect(pool.pick(mac(1), ip('10.42.0.100'), 0)).toBe(ip('10.42.0.101')); // .100 is mac(8)'s
@@ -176,7 +188,10 @@ describe('address pool', () => {
 
   it('never hands out the network, broadcast or excluded addresses', () => {
     const { leases } = open();
-    const pool = new AddressPool(poolConfig({ rangeStart: ip('10.42.0.0'), rangeEnd: ip('10.42.0.2'), excluded: new Set([ip('10.42.0.1')]) }), leases);
+    const pool = new AddressPool(
+      poolConfig({ rangeStart: ip('10.42.0.0'), rangeEnd: ip('10.42.0.2'), excluded: new Set([ip('10.42.0.1')]) }),
+      leases,
+    );
     expect(pool.pick(mac(1), ip('10.42.0.0'), 0)).toBe(ip('10.42.0.2'));
     pool.holdOffer(mac(1), ip('10.42.0.2'), 0);
     expect(pool.pick(mac(2), ip('10.42.0.1'), 0)).toBeUndefined();
@@ -193,7 +208,13 @@ describe('address pool', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 60 }), async (ops: Op[]) => {
         const { leases } = open(':memory:');
-        const pool = new AddressPool(poolConfig({}, [[mac(9), '10.42.0.50'], [mac(8), '10.42.0.104']]), leases);
+        const pool = new AddressPool(
+          poolConfig({}, [
+            [mac(9), '10.42.0.50'],
+            [mac(8), '10.42.0.104'],
+          ]),
+          leases,
+        );
         let now = 0;
         const leaseMs = 30_000;
         const bound = new Map<number, { mac: Mac; until: number }>();
@@ -228,7 +249,11 @@ describe('address pool', () => {
             bound.set(l.ip, { mac: l.mac!, until: l.expiresAt });
           }
           // An address bound to one MAC is not acceptable to another while the lease lives.
-          for (const [a, b] of bound) if (b.until > now) for (let k = 1; k <= 9; k++) if (mac(k) !== b.mac && leases.byIp(a)?.mac === b.mac && leases.byIp(a)?.state === 'bound') expect(pool.acceptable(mac(k), a, now)).toBe(false);
+          for (const [a, b] of bound)
+            if (b.until > now)
+              for (let k = 1; k <= 9; k++)
+                if (mac(k) !== b.mac && leases.byIp(a)?.mac === b.mac && leases.byIp(a)?.state === 'bound')
+                  expect(pool.acceptable(mac(k), a, now)).toBe(false);
         }
       }),
       { numRuns: 150 },

@@ -68,11 +68,30 @@ describe('DHCPREQUEST states (RFC 2131 §4.3.2)', () => {
 
 describe('full-mode replies', () => {
   it('an OFFER to a BIOS PXE ROM carries the lease, the node name and the TFTP boot file (header and option 67, siaddr and option 66)', () => {
-    const r = leaseReply('offer', req({ vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0 }), '10.42.0.100', params, bios, 'node1');
+    const r = leaseReply(
+      'offer',
+      req({ vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0 }),
+      '10.42.0.100',
+      params,
+      bios,
+      'node1',
+    );
     expect(r).toMatchObject({
-      op: 'reply', type: 'offer', xid: 42, yiaddr: '10.42.0.100', ciaddr: '0.0.0.0', serverId: '10.42.0.1', leaseSeconds: 3600,
-      renewalSeconds: 1800, rebindingSeconds: 3150, subnetMask: '255.255.255.0', dns: ['10.42.0.53'], hostname: 'node1',
-      siaddr: '10.42.0.1', tftpServer: '10.42.0.1', bootFile: 'undionly.kpxe',
+      op: 'reply',
+      type: 'offer',
+      xid: 42,
+      yiaddr: '10.42.0.100',
+      ciaddr: '0.0.0.0',
+      serverId: '10.42.0.1',
+      leaseSeconds: 3600,
+      renewalSeconds: 1800,
+      rebindingSeconds: 3150,
+      subnetMask: '255.255.255.0',
+      dns: ['10.42.0.53'],
+      hostname: 'node1',
+      siaddr: '10.42.0.1',
+      tftpServer: '10.42.0.1',
+      bootFile: 'undionly.kpxe',
     });
     expect(r.vendorClass).toBeUndefined(); // full mode does not echo PXEClient: EDK2 would then look for a boot server on 4011
     expect(r.ipxeOptions).toBeUndefined();
@@ -88,13 +107,33 @@ describe('full-mode replies', () => {
   });
 
   it('an OFFER to a UEFI HTTP boot client echoes HTTPClient and gives the iPXE binary as a URL', () => {
-    const r = leaseReply('offer', req({ vendorClass: 'HTTPClient:Arch:00016:UNDI:003001', clientArch: 16 }), '10.42.0.100', params, httpBoot, undefined);
+    const r = leaseReply(
+      'offer',
+      req({ vendorClass: 'HTTPClient:Arch:00016:UNDI:003001', clientArch: 16 }),
+      '10.42.0.100',
+      params,
+      httpBoot,
+      undefined,
+    );
     expect(r).toMatchObject({ vendorClass: 'HTTPClient', bootFile: 'http://10.42.0.1:8080/pxe/ipxe.efi' });
     expect(r.hostname).toBeUndefined();
   });
 
   it('an ACK to a renewing client keeps its ciaddr; relay information (82) and client id (61) are echoed', () => {
-    const r = leaseReply('ack', req({ type: 'request', ciaddr: '10.42.0.100', giaddr: '10.42.0.254', relayAgentInfo: Uint8Array.of(1, 2, 0, 1), clientId: Uint8Array.of(1, 9) }), '10.42.0.100', params, { kind: 'none' }, undefined);
+    const r = leaseReply(
+      'ack',
+      req({
+        type: 'request',
+        ciaddr: '10.42.0.100',
+        giaddr: '10.42.0.254',
+        relayAgentInfo: Uint8Array.of(1, 2, 0, 1),
+        clientId: Uint8Array.of(1, 9),
+      }),
+      '10.42.0.100',
+      params,
+      { kind: 'none' },
+      undefined,
+    );
     expect(r).toMatchObject({ ciaddr: '10.42.0.100', giaddr: '10.42.0.254' });
     expect(Array.from(r.relayAgentInfo ?? [])).toEqual([1, 2, 0, 1]);
     expect(Array.from(r.clientId ?? [])).toEqual([1, 9]);
@@ -103,7 +142,13 @@ describe('full-mode replies', () => {
 
   it('a NAK says why, has no address, and sets the BROADCAST bit when relayed', () => {
     const n = nakReply(req({ type: 'request', giaddr: '10.42.7.1' }), '10.42.0.1', 'requested address is not available');
-    expect(n).toMatchObject({ type: 'nak', yiaddr: '0.0.0.0', serverId: '10.42.0.1', message: 'requested address is not available', broadcast: true });
+    expect(n).toMatchObject({
+      type: 'nak',
+      yiaddr: '0.0.0.0',
+      serverId: '10.42.0.1',
+      message: 'requested address is not available',
+      broadcast: true,
+    });
     expect(n.leaseSeconds).toBeUndefined();
   });
 });
@@ -111,8 +156,20 @@ describe('full-mode replies', () => {
 describe('ProxyDHCP replies', () => {
   it('offers a BIOS PXE ROM the boot file with discovery control "use the boot file", no address, PXEClient and its GUID echoed', () => {
     const guid = Uint8Array.of(0, ...Array(16).fill(7));
-    const r = proxyReply(req({ vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0, clientUuid: guid }), 'offer', bios, '10.42.0.1');
-    expect(r).toMatchObject({ type: 'offer', yiaddr: '0.0.0.0', siaddr: '10.42.0.1', serverId: '10.42.0.1', vendorClass: 'PXEClient', bootFile: 'undionly.kpxe' });
+    const r = proxyReply(
+      req({ vendorClass: 'PXEClient:Arch:00000:UNDI:002001', clientArch: 0, clientUuid: guid }),
+      'offer',
+      bios,
+      '10.42.0.1',
+    );
+    expect(r).toMatchObject({
+      type: 'offer',
+      yiaddr: '0.0.0.0',
+      siaddr: '10.42.0.1',
+      serverId: '10.42.0.1',
+      vendorClass: 'PXEClient',
+      bootFile: 'undionly.kpxe',
+    });
     expect(Array.from(r.vendorOptions ?? [])).toEqual([6, 1, 8, 255]);
     expect(Array.from(r.clientUuid ?? [])).toEqual(Array.from(guid));
     expect(r.leaseSeconds).toBeUndefined();
@@ -126,7 +183,11 @@ describe('ProxyDHCP replies', () => {
 
   it('offers iPXE the boot script as a PXE offer with a file, which iPXE takes over the DHCP server settings', () => {
     const r = proxyReply(req({ isIPXE: true }), 'offer', script, '10.42.0.1');
-    expect(r).toMatchObject({ vendorClass: 'PXEClient', serverId: '10.42.0.1', bootFile: 'http://10.42.0.1:8080/boot.ipxe?mac=${net0/mac}' });
+    expect(r).toMatchObject({
+      vendorClass: 'PXEClient',
+      serverId: '10.42.0.1',
+      bootFile: 'http://10.42.0.1:8080/boot.ipxe?mac=${net0/mac}',
+    });
     expect(r.ipxeOptions).toBeUndefined(); // no-pxedhcp belongs to the address server, not to us
   });
 

@@ -26,7 +26,12 @@ describe('address plan', () => {
   });
 
   it.each([
-    ['a range outside the interface subnet', dhcp({ rangeStart: '10.43.0.10', rangeEnd: '10.43.0.20' }), net24, /not inside the node network 10\.42\.0\.0\/24/],
+    [
+      'a range outside the interface subnet',
+      dhcp({ rangeStart: '10.43.0.10', rangeEnd: '10.43.0.20' }),
+      net24,
+      /not inside the node network 10\.42\.0\.0\/24/,
+    ],
     ['a reversed range', dhcp({ rangeStart: '10.42.0.20', rangeEnd: '10.42.0.10' }), net24, /comes after/],
     ['a subnet with no room', dhcp(), { address: '10.42.0.1', netmask: '255.255.255.254' }, /no room for a range/],
     ['a non-contiguous netmask', dhcp({ netmask: '255.0.255.0' }), net24, /not a netmask/],
@@ -36,13 +41,17 @@ describe('address plan', () => {
   });
 
   it('turns cluster-file fixed IPs into reservations, and skips unusable ones with a reason', () => {
-    const p = planAddresses(dhcp(), net24, src([
-      { mac: m('52:54:00:00:00:01'), fixedIp: '10.42.0.11' },
-      { mac: m('52:54:00:00:00:02'), fixedIp: '10.42.1.11' },
-      { mac: m('52:54:00:00:00:03'), fixedIp: '10.42.0.11' },
-      { mac: m('52:54:00:00:00:04'), fixedIp: '10.42.0.1' },
-      { mac: m('52:54:00:00:00:05'), fixedIp: null },
-    ]));
+    const p = planAddresses(
+      dhcp(),
+      net24,
+      src([
+        { mac: m('52:54:00:00:00:01'), fixedIp: '10.42.0.11' },
+        { mac: m('52:54:00:00:00:02'), fixedIp: '10.42.1.11' },
+        { mac: m('52:54:00:00:00:03'), fixedIp: '10.42.0.11' },
+        { mac: m('52:54:00:00:00:04'), fixedIp: '10.42.0.1' },
+        { mac: m('52:54:00:00:00:05'), fixedIp: null },
+      ]),
+    );
     expect(p.pool.reservationOf(m('52:54:00:00:00:01'))).toBe(ipToInt('10.42.0.11'));
     expect(p.pool.reservedFor(ipToInt('10.42.0.11')!)).toBe('52:54:00:00:00:01');
     expect(p.reservations.warnings().map((w) => [w.mac, w.reason])).toEqual([
@@ -55,7 +64,11 @@ describe('address plan', () => {
   it('follows reservations changed at run time (PATCH /api/v1/nodes) within a second, and reports each bad one once', () => {
     let t = 0;
     const nodes = [{ mac: m('52:54:00:00:00:01'), fixedIp: '10.42.0.11' as string | null }];
-    const p = planAddresses(dhcp(), net24, src(nodes, () => t));
+    const p = planAddresses(
+      dhcp(),
+      net24,
+      src(nodes, () => t),
+    );
     const seen: string[] = [];
     p.reservations.onWarning = (w) => seen.push(w.ip);
     expect(p.pool.reservationOf(m('52:54:00:00:00:01'))).toBe(ipToInt('10.42.0.11'));

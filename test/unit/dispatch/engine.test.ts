@@ -26,7 +26,15 @@ const lines = (text: string) => Readable.from([text]);
 describe('dispatch engine', () => {
   it('runs a sweep: one task per row, placeholders substituted, results durable and counted', async () => {
     const h = engine();
-    const job = await h.engine.submitJob({ command: ['echo', '{x}', 'and {y}'], env: { Y: '{y}' }, stdin: 'in {x}', params: [{ x: 1, y: 'a' }, { x: 2, y: 'b' }] });
+    const job = await h.engine.submitJob({
+      command: ['echo', '{x}', 'and {y}'],
+      env: { Y: '{y}' },
+      stdin: 'in {x}',
+      params: [
+        { x: 1, y: 'a' },
+        { x: 2, y: 'b' },
+      ],
+    });
     expect(job.counts).toMatchObject({ total: 2, queued: 2 });
     const tasks = h.engine.takeTasks(node(1), 10);
     expect(tasks.map((t) => [t.command, t.env, Buffer.from(t.stdinB64!, 'base64').toString()])).toEqual([
@@ -34,7 +42,10 @@ describe('dispatch engine', () => {
       [['echo', '2', 'and b'], { Y: 'b' }, 'in 2'],
     ]);
     expect(h.engine.getJob(job.id).counts).toMatchObject({ running: 2, queued: 0 });
-    expect(await h.engine.submitResults(node(1), [okResult(tasks[0]!), okResult(tasks[1]!, { exitCode: 3 })])).toEqual(['recorded', 'recorded']);
+    expect(await h.engine.submitResults(node(1), [okResult(tasks[0]!), okResult(tasks[1]!, { exitCode: 3 })])).toEqual([
+      'recorded',
+      'recorded',
+    ]);
     expect(h.engine.getJob(job.id)).toMatchObject({ state: 'done', counts: { done: 1, failed: 1, running: 0, queued: 0 } });
     // Durable: a fresh look at the database sees the results.
     expect(h.db.prepare('SELECT count(*) FROM results').pluck().get()).toBe(2);
@@ -56,7 +67,9 @@ describe('dispatch engine', () => {
     const h = engine();
     const job = await h.engine.submitJob({ command: ['sleep', '100'], timeoutSeconds: 1, maxAttempts: 2 });
     const [a1] = h.engine.takeTasks(node(1), 1);
-    expect(await h.engine.submitResults(node(1), [okResult(a1!, { exitCode: null, signal: 'SIGKILL', timedOut: true })])).toEqual(['recorded']);
+    expect(await h.engine.submitResults(node(1), [okResult(a1!, { exitCode: null, signal: 'SIGKILL', timedOut: true })])).toEqual([
+      'recorded',
+    ]);
     expect(h.engine.getJob(job.id).counts).toMatchObject({ queued: 1, failed: 0 });
     const [a2] = h.engine.takeTasks(node(2), 1);
     expect(a2!.attempt).toBe(2);
@@ -102,7 +115,10 @@ describe('dispatch engine', () => {
     h.engine.onCancel((mac, ref, reason) => cancels.push({ mac, ref, reason }));
     const fast = h.engine.takeTasks(node(1), 3);
     const [slow] = h.engine.takeTasks(node(2), 1);
-    await h.engine.submitResults(node(1), fast.map((t) => okResult(t, { durationMs: 1000 })));
+    await h.engine.submitResults(
+      node(1),
+      fast.map((t) => okResult(t, { durationMs: 1000 })),
+    );
     clock.t += 2001;
     h.engine.tick();
     const [copy] = h.engine.takeTasks(node(3), 1);
@@ -120,7 +136,10 @@ describe('dispatch engine', () => {
     await h.engine.submitJob({ command: ['w', '{i}'], speculative: false, params: [0, 1, 2, 3].map((i) => ({ i })) });
     const fast = h.engine.takeTasks(node(1), 3);
     h.engine.takeTasks(node(2), 1);
-    await h.engine.submitResults(node(1), fast.map((t) => okResult(t, { durationMs: 1000 })));
+    await h.engine.submitResults(
+      node(1),
+      fast.map((t) => okResult(t, { durationMs: 1000 })),
+    );
     clock.t += 100_000;
     expect(h.engine.takeTasks(node(3), 1)).toHaveLength(0);
   });
@@ -144,7 +163,12 @@ describe('dispatch engine', () => {
 
   it('applies per-task overrides over the template', async () => {
     const h = engine();
-    await h.engine.submitJob({ command: ['default'], env: { A: '1', B: '2' }, stdin: 'x', tasks: [{}, { command: 'echo over', env: { B: '3' }, cwd: 'sub', stdinB64: 'AAE=' }] });
+    await h.engine.submitJob({
+      command: ['default'],
+      env: { A: '1', B: '2' },
+      stdin: 'x',
+      tasks: [{}, { command: 'echo over', env: { B: '3' }, cwd: 'sub', stdinB64: 'AAE=' }],
+    });
     const [a, b] = h.engine.takeTasks(node(1), 2);
     expect(a).toMatchObject({ command: ['default'], env: { A: '1', B: '2' }, cwd: null, stdinB64: Buffer.from('x').toString('base64') });
     expect(b).toMatchObject({ command: 'echo over', env: { A: '1', B: '3' }, cwd: 'sub', stdinB64: 'AAE=' });
@@ -178,7 +202,10 @@ describe('dispatch engine', () => {
     expect((await h.engine.cancelTask(job.firstTaskId + 2)).state).toBe('cancelled');
     const rest = h.engine.takeTasks(node(1), 10);
     expect(rest.map((t) => t.taskId)).toEqual([job.firstTaskId + 1]);
-    await h.engine.submitResults(node(1), rest.map((t) => okResult(t)));
+    await h.engine.submitResults(
+      node(1),
+      rest.map((t) => okResult(t)),
+    );
     expect(h.engine.getJob(job.id)).toMatchObject({ state: 'done', counts: { done: 1, cancelled: 2 } });
     await expect(h.engine.cancelTask(424242)).rejects.toMatchObject({ code: 'DSP_ERR_TASK_NOT_FOUND' });
   });
@@ -187,7 +214,10 @@ describe('dispatch engine', () => {
     const h = engine();
     const job = await h.engine.submitJob({ command: ['x', '{i}'], params: Array.from({ length: 25 }, (_, i) => ({ i })) });
     const out = h.engine.takeTasks(node(1), 5);
-    await h.engine.submitResults(node(1), out.slice(0, 2).map((t) => okResult(t)));
+    await h.engine.submitResults(
+      node(1),
+      out.slice(0, 2).map((t) => okResult(t)),
+    );
     const ids: number[] = [];
     let after: number | undefined;
     for (;;) {
@@ -225,7 +255,11 @@ describe('dispatch engine', () => {
   describe('streamed sweeps', () => {
     it('queues one task per CSV row and keeps the columns', async () => {
       const h = engine();
-      const job = await h.engine.submitJobStream({ command: ['run', '{a}', '{b}'] }, 'csv', lines('a,b,note\n1,x,first\n2,"y, z",second\n'));
+      const job = await h.engine.submitJobStream(
+        { command: ['run', '{a}', '{b}'] },
+        'csv',
+        lines('a,b,note\n1,x,first\n2,"y, z",second\n'),
+      );
       expect(job).toMatchObject({ columns: ['a', 'b', 'note'], counts: { total: 2 } });
       expect(h.engine.takeTasks(node(1), 5).map((t) => t.command)).toEqual([
         ['run', '1', 'x'],
@@ -270,9 +304,17 @@ describe('dispatch engine', () => {
       await b.engine.ready;
       // Task 3 was never handed out: it is queued; 1 and 2 wait for node 1.
       expect(b.engine.takeTasks(node(2), 5).map((t) => t.taskId)).toEqual([held[1]!.taskId + 1]);
-      const r = b.engine.readopt(node(1), held.map((t) => ({ taskId: t.taskId, attempt: t.attempt })));
+      const r = b.engine.readopt(
+        node(1),
+        held.map((t) => ({ taskId: t.taskId, attempt: t.attempt })),
+      );
       expect(r.keep).toHaveLength(2);
-      expect(await b.engine.submitResults(node(1), held.map((t) => okResult(t)))).toEqual(['recorded', 'recorded']);
+      expect(
+        await b.engine.submitResults(
+          node(1),
+          held.map((t) => okResult(t)),
+        ),
+      ).toEqual(['recorded', 'recorded']);
       expect(b.db.prepare('SELECT max(attempt) FROM results').pluck().get()).toBe(1);
     });
 
@@ -326,7 +368,11 @@ describe('dispatch engine', () => {
       const dir = tempDir();
       const a = engine(dir);
       // What a crash during staging leaves: a staging job and some of its rows.
-      a.db.prepare(`INSERT INTO jobs (id, name, spec, state, priority, first_task_id, task_count, submitted_at) VALUES (7, NULL, '{}', 'staging', 0, 1, 0, 0)`).run();
+      a.db
+        .prepare(
+          `INSERT INTO jobs (id, name, spec, state, priority, first_task_id, task_count, submitted_at) VALUES (7, NULL, '{}', 'staging', 0, 1, 0, 0)`,
+        )
+        .run();
       a.db.prepare('INSERT INTO tasks (id, job_id, vars) VALUES (1, 7, NULL), (2, 7, NULL)').run();
       a.close();
       const b = engine(dir);

@@ -27,7 +27,10 @@ export function tempDir(prefix = 'lc-dispatch-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export function openEngine(dir: string = tempDir(), opts: EngineOptions & { clock?: { t: number }; leaseGraceSeconds?: number; speculativeK?: number } = {}): Harness {
+export function openEngine(
+  dir: string = tempDir(),
+  opts: EngineOptions & { clock?: { t: number }; leaseGraceSeconds?: number; speculativeK?: number } = {},
+): Harness {
   const db = openStore({ dataDir: dir, migrations: allMigrations });
   const commits = new GroupCommit(db);
   const clock = opts.clock ?? { t: Date.now() };
@@ -35,7 +38,15 @@ export function openEngine(dir: string = tempDir(), opts: EngineOptions & { cloc
   const events = new EventLog(db, commits, now);
   const metrics = new MetricsRegistry();
   const engine = new TaskDispatcher(
-    { config: { dataDir: dir, leaseGraceSeconds: opts.leaseGraceSeconds ?? 10, speculativeK: opts.speculativeK ?? 2 }, log: silentLogger(), db, commits, events, metrics, now },
+    {
+      config: { dataDir: dir, leaseGraceSeconds: opts.leaseGraceSeconds ?? 10, speculativeK: opts.speculativeK ?? 2 },
+      log: silentLogger(),
+      db,
+      commits,
+      events,
+      metrics,
+      now,
+    },
     { timer: false, ...opts },
   );
   return {

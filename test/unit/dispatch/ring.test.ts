@@ -352,7 +352,15 @@ type Op =
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ kind: fc.constant('take' as const), node: fc.nat(3), max: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 5, arbitrary: fc.record({ kind: fc.constant('finish' as const), node: fc.nat(3), pick: fc.nat(), outcome: fc.constantFrom('final' as const, 'retryable' as const) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant('finish' as const),
+      node: fc.nat(3),
+      pick: fc.nat(),
+      outcome: fc.constantFrom('final' as const, 'retryable' as const),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose' as const), node: fc.nat(3) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('reconnect' as const), node: fc.nat(3) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('tick' as const), ms: fc.integer({ min: 1, max: 40_000 }) }) },
@@ -459,7 +467,11 @@ describe('task ring properties', () => {
             case 'late': {
               if (ended.length === 0) break;
               const [e] = ended.splice(op.pick % ended.length, 1);
-              deliver(nodes.findIndex((n) => n.mac === e!.mac), e!.ref, 'final');
+              deliver(
+                nodes.findIndex((n) => n.mac === e!.mac),
+                e!.ref,
+                'final',
+              );
               break;
             }
           }
@@ -486,21 +498,28 @@ describe('task ring properties', () => {
 
   it('hands fresh tasks out in priority order, FIFO within a priority, whatever the submission order', () => {
     fc.assert(
-      fc.property(fc.array(fc.record({ priority: fc.integer({ min: -3, max: 3 }), tasks: fc.integer({ min: 1, max: 5 }) }), { minLength: 1, maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1 }), (jobs, takes) => {
-        const { ring } = setup();
-        const prio = new Map<number, number>();
-        let next = 1;
-        jobs.forEach((j, i) => {
-          addJob(ring, jobSpec(i + 1, { priority: j.priority }), next, next + j.tasks - 1);
-          for (let id = next; id < next + j.tasks; id++) prio.set(id, j.priority);
-          next += j.tasks;
-        });
-        const order: number[] = [];
-        let k = 0;
-        while (order.length < next - 1) order.push(...ids(ring.take(node(k % 3), takes[k++ % takes.length]!)));
-        const expected = [...prio.keys()].sort((a, b) => prio.get(b)! - prio.get(a)! || a - b);
-        expect(order).toEqual(expected);
-      }),
+      fc.property(
+        fc.array(fc.record({ priority: fc.integer({ min: -3, max: 3 }), tasks: fc.integer({ min: 1, max: 5 }) }), {
+          minLength: 1,
+          maxLength: 8,
+        }),
+        fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1 }),
+        (jobs, takes) => {
+          const { ring } = setup();
+          const prio = new Map<number, number>();
+          let next = 1;
+          jobs.forEach((j, i) => {
+            addJob(ring, jobSpec(i + 1, { priority: j.priority }), next, next + j.tasks - 1);
+            for (let id = next; id < next + j.tasks; id++) prio.set(id, j.priority);
+            next += j.tasks;
+          });
+          const order: number[] = [];
+          let k = 0;
+          while (order.length < next - 1) order.push(...ids(ring.take(node(k % 3), takes[k++ % takes.length]!)));
+          const expected = [...prio.keys()].sort((a, b) => prio.get(b)! - prio.get(a)! || a - b);
+          expect(order).toEqual(expected);
+        },
+      ),
     );
   });
 });
@@ -532,7 +551,8 @@ describe('task ring properties: the list and the laggers', () => {
           } else if (s.kind === 'finish' && running.length) {
             const [r] = running.splice(s.pick % running.length, 1);
             const before = ring.order();
-            if (ring.complete(r!.id, r!.attempt, r!.mac, 'final').kind === 'accepted') expect(ring.order()).toEqual(before.filter((id) => id !== r!.id));
+            if (ring.complete(r!.id, r!.attempt, r!.mac, 'final').kind === 'accepted')
+              expect(ring.order()).toEqual(before.filter((id) => id !== r!.id));
           } else if (s.kind === 'tick') {
             clock.t += s.ms;
             ring.expire();

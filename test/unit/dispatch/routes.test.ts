@@ -74,18 +74,33 @@ describe('job API', () => {
 
   it('submits, lists, shows and exports a sweep streamed as CSV', async () => {
     const body = JSON.stringify({ name: 'sweep', command: ['echo', '{x}'] }) + '\nx,label\n1,one\n2,"two, too"\n';
-    const r = await app.inject({ method: 'POST', url: '/api/v1/jobs?format=csv', headers: { ...auth, 'content-type': SWEEP_CONTENT_TYPE }, payload: body });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/api/v1/jobs?format=csv',
+      headers: { ...auth, 'content-type': SWEEP_CONTENT_TYPE },
+      payload: body,
+    });
     expect(r.statusCode).toBe(201);
     const job = r.json();
     expect(job).toMatchObject({ name: 'sweep', state: 'active', columns: ['x', 'label'], counts: { total: 2, queued: 2 } });
 
     const tasks = dispatch.engine.takeTasks(node(1), 2);
-    await dispatch.engine.submitResults(node(1), [okResult(tasks[0]!, { stdout: 'line1\nline2' }), okResult(tasks[1]!, { exitCode: 1, stderr: 'bad "thing"' })]);
+    await dispatch.engine.submitResults(node(1), [
+      okResult(tasks[0]!, { stdout: 'line1\nline2' }),
+      okResult(tasks[1]!, { exitCode: 1, stderr: 'bad "thing"' }),
+    ]);
 
-    expect((await app.inject({ url: '/api/v1/jobs' })).json().jobs[0]).toMatchObject({ id: job.id, state: 'done', counts: { done: 1, failed: 1 } });
+    expect((await app.inject({ url: '/api/v1/jobs' })).json().jobs[0]).toMatchObject({
+      id: job.id,
+      state: 'done',
+      counts: { done: 1, failed: 1 },
+    });
     expect((await app.inject({ url: `/api/v1/jobs/${job.id}` })).json().counts).toMatchObject({ done: 1, failed: 1 });
     const page = (await app.inject({ url: `/api/v1/jobs/${job.id}/tasks?state=failed` })).json();
-    expect(page).toMatchObject({ tasks: [{ id: tasks[1]!.taskId, state: 'failed', exitCode: 1, params: { x: '2', label: 'two, too' } }], nextAfterId: null });
+    expect(page).toMatchObject({
+      tasks: [{ id: tasks[1]!.taskId, state: 'failed', exitCode: 1, params: { x: '2', label: 'two, too' } }],
+      nextAfterId: null,
+    });
     // A task's environment and output, and the results export, need the admin token.
     expect((await app.inject({ url: `/api/v1/tasks/${tasks[0]!.taskId}` })).statusCode).toBe(401);
     expect((await app.inject({ url: `/api/v1/jobs/${job.id}/results` })).statusCode).toBe(401);
@@ -95,11 +110,16 @@ describe('job API', () => {
     const csv = await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=csv`, headers: auth });
     expect(csv.headers['content-type']).toMatch(/^text\/csv/);
     const csvLines = csv.body.split('\n');
-    expect(csvLines[0]).toBe('task_id,index,x,label,state,exit_code,signal,timed_out,error,attempt,node,started_at,duration_ms,max_rss_kib,outputs_bytes,stdout_truncated,stderr_truncated,stdout,stderr');
+    expect(csvLines[0]).toBe(
+      'task_id,index,x,label,state,exit_code,signal,timed_out,error,attempt,node,started_at,duration_ms,max_rss_kib,outputs_bytes,stdout_truncated,stderr_truncated,stdout,stderr',
+    );
     expect(csv.body).toContain(`${tasks[1]!.taskId},1,2,"two, too",failed,1,,0,,1,`);
     expect(csv.body).toContain('"bad ""thing"""');
     expect(csv.body).toContain('"line1\nline2"');
-    const jsonl = (await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=jsonl`, headers: auth })).body.trim().split('\n').map((l) => JSON.parse(l));
+    const jsonl = (await app.inject({ url: `/api/v1/jobs/${job.id}/results?format=jsonl`, headers: auth })).body
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(jsonl).toHaveLength(2);
     expect(jsonl[1]).toMatchObject({ index: 1, state: 'failed', params: { x: '2' }, result: { exitCode: 1, stderr: 'bad "thing"' } });
   });
@@ -107,7 +127,12 @@ describe('job API', () => {
   it('names the line of a params file with a missing column and queues nothing', async () => {
     const before = (await app.inject({ url: '/api/v1/jobs' })).json().jobs.length;
     const body = JSON.stringify({ command: ['e', '{x}', '{y}'] }) + '\nx\n1\n';
-    const r = await app.inject({ method: 'POST', url: '/api/v1/jobs?format=csv', headers: { ...auth, 'content-type': SWEEP_CONTENT_TYPE }, payload: body });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/api/v1/jobs?format=csv',
+      headers: { ...auth, 'content-type': SWEEP_CONTENT_TYPE },
+      payload: body,
+    });
     expect(r.statusCode).toBe(400);
     expect(r.json().error.message).toMatch(/^params line 1, column "y": missing column "y"/);
     expect((await app.inject({ url: '/api/v1/jobs' })).json().jobs.length).toBe(before);
@@ -115,10 +140,20 @@ describe('job API', () => {
 
   it('serves inputs to agents by the key in inputsPath, and returns outputs as one tar with safe names', async () => {
     const inputs = await tarOf({ 'data.txt': 'hello' });
-    const up = await app.inject({ method: 'POST', url: '/api/v1/blobs', headers: { ...auth, 'content-type': 'application/x-tar' }, payload: inputs });
+    const up = await app.inject({
+      method: 'POST',
+      url: '/api/v1/blobs',
+      headers: { ...auth, 'content-type': 'application/x-tar' },
+      payload: inputs,
+    });
     expect(up.statusCode).toBe(201);
     const { id } = up.json();
-    const r = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: auth, payload: { command: 'cat data.txt > out/copy', inputs: id } });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/api/v1/jobs',
+      headers: auth,
+      payload: { command: 'cat data.txt > out/copy', inputs: id },
+    });
     expect(r.statusCode).toBe(201);
     const [t] = dispatch.engine.takeTasks(node(2), 1);
     expect(t!.inputsPath).toMatch(/^\/api\/v1\/jobs\/\d+\/inputs\.tar\?key=/);
@@ -128,7 +163,7 @@ describe('job API', () => {
     expect((await app.inject({ url: t!.inputsPath!.replace(/key=.*/, 'key=wrong') })).statusCode).toBe(404);
     expect((await app.inject({ url: t!.inputsPath!.replace(/\?key=.*/, '') })).statusCode).toBe(401);
 
-    const outputs = gzipSync(await tarOf({ 'copy': 'hello', '../../etc/evil': 'no', 'sub/deep.txt': 'deep' }));
+    const outputs = gzipSync(await tarOf({ copy: 'hello', '../../etc/evil': 'no', 'sub/deep.txt': 'deep' }));
     await dispatch.engine.submitResults(node(2), [okResult(t!, { outputsTarGzB64: outputs.toString('base64') })]);
     const anonymous = await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar` });
     expect([anonymous.statusCode, anonymous.json().error.code]).toEqual([401, 'DSP_ERR_UNAUTHORIZED']);
@@ -144,9 +179,18 @@ describe('job API', () => {
     // half-way, one whose header alone claims more than the cap.
     const cut = gzipSync(await tarOf({ 'first.txt': 'x'.repeat(600_000), 'second.bin': 'y'.repeat(600_000) }));
     const huge = gzipSync(await tarOf({ 'small.txt': 'ok', 'huge.bin': '\0'.repeat(3 << 20) }));
-    await dispatch.engine.submitResults(node(2), [okResult(a!, { outputsTarGzB64: cut.toString('base64') }), okResult(b!, { outputsTarGzB64: huge.toString('base64') })]);
+    await dispatch.engine.submitResults(node(2), [
+      okResult(a!, { outputsTarGzB64: cut.toString('base64') }),
+      okResult(b!, { outputsTarGzB64: huge.toString('base64') }),
+    ]);
     const got = await untar((await app.inject({ url: `/api/v1/jobs/${r.json().id}/outputs.tar`, headers: auth })).rawPayload);
-    expect(Object.keys(got).sort()).toEqual([`task-${a!.taskId}/.outputs-error.txt`, `task-${a!.taskId}/first.txt`, `task-${a!.taskId}/second.bin`, `task-${b!.taskId}/.outputs-error.txt`, `task-${b!.taskId}/small.txt`]);
+    expect(Object.keys(got).sort()).toEqual([
+      `task-${a!.taskId}/.outputs-error.txt`,
+      `task-${a!.taskId}/first.txt`,
+      `task-${a!.taskId}/second.bin`,
+      `task-${b!.taskId}/.outputs-error.txt`,
+      `task-${b!.taskId}/small.txt`,
+    ]);
     expect(got[`task-${a!.taskId}/first.txt`]).toBe('x'.repeat(600_000));
     expect(got[`task-${a!.taskId}/second.bin`]!.length).toBe(600_000);
     expect(got[`task-${a!.taskId}/.outputs-error.txt`]).toMatch(/the outputs tar inflates to more than 1048576 bytes/);
@@ -157,7 +201,9 @@ describe('job API', () => {
     const r = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: auth, payload: { command: ['x'], tasks: [{}, {}] } });
     const job = r.json();
     expect((await app.inject({ method: 'POST', url: `/api/v1/tasks/${job.firstTaskId}/cancel` })).statusCode).toBe(401);
-    expect((await app.inject({ method: 'POST', url: `/api/v1/tasks/${job.firstTaskId}/cancel`, headers: auth })).json().state).toBe('cancelled');
+    expect((await app.inject({ method: 'POST', url: `/api/v1/tasks/${job.firstTaskId}/cancel`, headers: auth })).json().state).toBe(
+      'cancelled',
+    );
     const c = await app.inject({ method: 'POST', url: `/api/v1/jobs/${job.id}/cancel`, headers: auth });
     expect(c.json()).toMatchObject({ state: 'cancelled', counts: { cancelled: 2 } });
   });

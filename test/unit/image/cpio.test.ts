@@ -1,7 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpioFormatError, CpioWriter, cpioChunks, padLength, type CpioEntry } from '../../../image/src/cpio.js';
@@ -18,7 +29,10 @@ function gnuList(buf: Buffer): string[] {
   return execFileSync('cpio', ['-t', '--quiet'], { input: buf }).toString('utf8').split('\n').filter(Boolean);
 }
 function gnuListVerbose(buf: Buffer): string[] {
-  return execFileSync('cpio', ['-tv', '--quiet'], { input: buf, env: { ...process.env, TZ: 'UTC', LC_ALL: 'C' } }).toString('utf8').split('\n').filter(Boolean);
+  return execFileSync('cpio', ['-tv', '--quiet'], { input: buf, env: { ...process.env, TZ: 'UTC', LC_ALL: 'C' } })
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean);
 }
 function gnuExtract(buf: Buffer, into: string): void {
   execFileSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: buf, cwd: into });
@@ -132,7 +146,10 @@ describe('cpio newc writer, checked by GNU cpio', () => {
   it('extracts any generated tree exactly (property, GNU cpio as oracle)', () => {
     const name = fc.stringMatching(/^[a-zA-Z0-9_][a-zA-Z0-9_.+-]{0,11}$/).filter((s) => s !== '.' && s !== '..');
     const file = fc.record({ name, mode: fc.constantFrom(0o644, 0o755, 0o600, 0o444, 0o4755), data: fc.uint8Array({ maxLength: 300 }) });
-    const tree = fc.record({ dirs: fc.uniqueArray(name, { maxLength: 3 }), files: fc.uniqueArray(file, { maxLength: 8, selector: (f) => f.name }) });
+    const tree = fc.record({
+      dirs: fc.uniqueArray(name, { maxLength: 3 }),
+      files: fc.uniqueArray(file, { maxLength: 8, selector: (f) => f.name }),
+    });
     fc.assert(
       fc.property(tree, ({ dirs, files }) => {
         const fs = new Rootfs();
@@ -150,7 +167,8 @@ describe('cpio newc writer, checked by GNU cpio', () => {
           expect([...got.keys()].sort()).toEqual(entries.map((e) => e.path).sort());
           for (const e of entries) {
             const g = got.get(e.path)!;
-            if (e.type === 'file') expect(g).toMatchObject({ type: 'file', mode: e.mode, size: e.data.length, content: Buffer.from(e.data).toString('base64') });
+            if (e.type === 'file')
+              expect(g).toMatchObject({ type: 'file', mode: e.mode, size: e.data.length, content: Buffer.from(e.data).toString('base64') });
             if (e.type === 'directory') expect(g).toMatchObject({ type: 'directory', mode: e.mode });
           }
         } finally {
@@ -198,7 +216,9 @@ describe('cpio newc writer, format details', () => {
   });
 
   it('refuses mode bits beyond permissions and mtimes that do not fit 8 hex digits', () => {
-    expect(() => new CpioWriter({ mtime: 0 }).entry({ type: 'file', path: 'x', mode: 0o100644, data: new Uint8Array(0) })).toThrow(CpioFormatError);
+    expect(() => new CpioWriter({ mtime: 0 }).entry({ type: 'file', path: 'x', mode: 0o100644, data: new Uint8Array(0) })).toThrow(
+      CpioFormatError,
+    );
     expect(() => new CpioWriter({ mtime: 2 ** 32 })).toThrow(CpioFormatError);
   });
 });

@@ -26,7 +26,8 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 /** What readelf -d says a file needs, and its RUNPATH/RPATH. */
 function readelfDynamic(path: string): { needed: string[]; runpath: string[]; rpath: string[] } {
   const text = execFileSync('readelf', ['-dW', path], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
-  const field = (tag: string) => [...text.matchAll(new RegExp(`\\(${tag}\\)\\s+\\S+ \\S+: \\[([^\\]]*)\\]`, 'g'))].flatMap((m) => m[1]!.split(':')).filter(Boolean);
+  const field = (tag: string) =>
+    [...text.matchAll(new RegExp(`\\(${tag}\\)\\s+\\S+ \\S+: \\[([^\\]]*)\\]`, 'g'))].flatMap((m) => m[1]!.split(':')).filter(Boolean);
   return { needed: field('NEEDED'), runpath: field('RUNPATH'), rpath: field('RPATH') };
 }
 
@@ -53,7 +54,10 @@ beforeAll(() => {
   const cc = (...args: string[]) => execFileSync('cc', args, { cwd: cdir, stdio: 'pipe' });
   writeFileSync(join(cdir, 'bar.c'), 'int bar(int x) { return x + 1; }\n');
   writeFileSync(join(cdir, 'foo.c'), '#include <math.h>\nint bar(int);\nint foo(double x) { return bar((int)sqrt(x)); }\n');
-  writeFileSync(join(cdir, 'prog.c'), 'int foo(double);\nint main(int argc, char **argv) { (void)argv; return foo(argc * 41.0) == 7 ? 0 : 1; }\n');
+  writeFileSync(
+    join(cdir, 'prog.c'),
+    'int foo(double);\nint main(int argc, char **argv) { (void)argv; return foo(argc * 41.0) == 7 ? 0 : 1; }\n',
+  );
   cc('-shared', '-fPIC', '-Wl,-soname,libbar.so.2', '-o', 'libbar.so.2', 'bar.c');
   cc('-shared', '-fPIC', '-Wl,-soname,libfoo.so.1', '-o', 'libfoo.so.1', 'foo.c', './libbar.so.2', '-Wl,--no-as-needed', '-lm');
   const link = ['prog.c', './libfoo.so.1', '-Wl,-rpath-link,.'];
@@ -61,7 +65,11 @@ beforeAll(() => {
   cc('-o', 'prog-runpath', ...link, '-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib/foo');
   cc('-o', 'prog-rpath', ...link, '-Wl,--disable-new-dtags,-rpath,$ORIGIN/../lib/foo');
   Object.assign(built, {
-    prog: join(cdir, 'prog'), libfoo: join(cdir, 'libfoo.so.1'), libbar: join(cdir, 'libbar.so.2'), runpath: join(cdir, 'prog-runpath'), rpath: join(cdir, 'prog-rpath'),
+    prog: join(cdir, 'prog'),
+    libfoo: join(cdir, 'libfoo.so.1'),
+    libbar: join(cdir, 'libbar.so.2'),
+    runpath: join(cdir, 'prog-runpath'),
+    rpath: join(cdir, 'prog-rpath'),
   });
 });
 
@@ -95,8 +103,15 @@ describe('ELF dynamic section', () => {
   it('gives a result or an ElfError for any mutation of a real executable, nothing else', () => {
     const valid = host(built.prog);
     // Mutations aimed at the headers, the program headers and the dynamic section, where the reader looks.
-    const dynOff = parseInt(/Dynamic section at offset 0x([0-9a-f]+)/.exec(execFileSync('readelf', ['-d', built.prog], { encoding: 'utf8' }))![1]!, 16);
-    const hot = fc.oneof(fc.integer({ min: 0, max: 0x400 }), fc.integer({ min: dynOff, max: Math.min(dynOff + 0x200, valid.length - 1) }), fc.nat(valid.length - 1));
+    const dynOff = parseInt(
+      /Dynamic section at offset 0x([0-9a-f]+)/.exec(execFileSync('readelf', ['-d', built.prog], { encoding: 'utf8' }))![1]!,
+      16,
+    );
+    const hot = fc.oneof(
+      fc.integer({ min: 0, max: 0x400 }),
+      fc.integer({ min: dynOff, max: Math.min(dynOff + 0x200, valid.length - 1) }),
+      fc.nat(valid.length - 1),
+    );
     fc.assert(
       fc.property(fc.array(fc.tuple(hot, fc.integer({ min: 0, max: 255 })), { maxLength: 16 }), fc.nat(valid.length), (edits, cut) => {
         const b = Buffer.from(valid);
@@ -144,7 +159,10 @@ describe('finding libraries inside the image', () => {
 
   it('names the sonames nobody provides, with who needs them, until the packages holding them are there', () => {
     const fs = image();
-    const files = [{ path: '/usr/bin/prog', data: host(built.prog) }, { path: LIBC, data: host(LIBC) }];
+    const files = [
+      { path: '/usr/bin/prog', data: host(built.prog) },
+      { path: LIBC, data: host(LIBC) },
+    ];
     // libc needs ld-linux-x86-64.so.2: the loader already running, found at PT_INTERP's path.
     expect(missingLibraries(fs, files)).toEqual([{ soname: 'libfoo.so.1', neededBy: ['/usr/bin/prog'] }]);
 
@@ -161,10 +179,15 @@ describe('finding libraries inside the image', () => {
     expect(missingLibraries(fs, withLib)).toEqual([{ soname: 'libm.so.6', neededBy: ['/usr/lib/x86_64-linux-gnu/libfoo.so.1.0'] }]);
     expect(missingLibraries(fs, withLib, ['/opt/node-libs'])).toEqual([]);
     // Not ELF, or an ELF this reader does not take: not checked.
-    expect(missingLibraries(fs, [{ path: '/usr/bin/script', data: Buffer.from('#!/bin/sh\n') }, { path: '/x', data: Buffer.from([0x7f, 0x45, 0x4c, 0x46, 1]) }])).toEqual([]);
+    expect(
+      missingLibraries(fs, [
+        { path: '/usr/bin/script', data: Buffer.from('#!/bin/sh\n') },
+        { path: '/x', data: Buffer.from([0x7f, 0x45, 0x4c, 0x46, 1]) },
+      ]),
+    ).toEqual([]);
   });
 
-  it.each(['runpath', 'rpath'] as const)('searches the %s folder, $ORIGIN being the file\'s own folder', (which) => {
+  it.each(['runpath', 'rpath'] as const)("searches the %s folder, $ORIGIN being the file's own folder", (which) => {
     const fs = image();
     const prog = host(built[which]);
     fs.addFile('opt/app/bin/prog', prog, 0o755);
@@ -199,7 +222,19 @@ describe('extra layers over the image', () => {
 
   it('adds into existing folders without changing their modes, and EXTRA_ROOTFS replaces files', () => {
     const fs = base();
-    const r = addLayer(fs, layer([{ type: 'directory', path: 'tmp', mode: 0o755 }, file('tmp/x', 'x'), file('etc/lilcluster/udhcpc.script', 'mine', 0o700), { type: 'symlink', path: 'etc/localtime', target: '/usr/share/zoneinfo/UTC' }], true), protect);
+    const r = addLayer(
+      fs,
+      layer(
+        [
+          { type: 'directory', path: 'tmp', mode: 0o755 },
+          file('tmp/x', 'x'),
+          file('etc/lilcluster/udhcpc.script', 'mine', 0o700),
+          { type: 'symlink', path: 'etc/localtime', target: '/usr/share/zoneinfo/UTC' },
+        ],
+        true,
+      ),
+      protect,
+    );
     expect(r).toEqual({ added: 2, replaced: ['/etc/lilcluster/udhcpc.script'] });
     expect(fs.get('tmp')).toEqual({ type: 'directory', path: 'tmp', mode: 0o1777 });
     expect(fs.get('etc/lilcluster/udhcpc.script')).toMatchObject({ mode: 0o700, data: Buffer.from('mine') });
@@ -208,7 +243,10 @@ describe('extra layers over the image', () => {
 
   it('lets a package bring what the image has byte for byte, and nothing different', () => {
     const fs = base();
-    expect(addLayer(fs, layer([file('etc/lilcluster/udhcpc.script', 'original', 0o755)], false), protect)).toEqual({ added: 0, replaced: [] });
+    expect(addLayer(fs, layer([file('etc/lilcluster/udhcpc.script', 'original', 0o755)], false), protect)).toEqual({
+      added: 0,
+      replaced: [],
+    });
     const e = err(() => addLayer(fs, layer([file('etc/lilcluster/udhcpc.script', 'other', 0o755)], false), protect));
     expect(e.code).toBe('IMG_ERR_INPUT');
     expect(e.message).toBe('TEST: /etc/lilcluster/udhcpc.script is already in the image (a different file)');
@@ -217,11 +255,19 @@ describe('extra layers over the image', () => {
 
   it.each<[string, LayerItem, RegExp]>([
     ['a file over a folder', file('etc/lilcluster', 'x'), /\/etc\/lilcluster is a file here but a directory in the image/],
-    ['a folder over a file', { type: 'directory', path: 'etc/lilcluster/udhcpc.script', mode: 0o755 }, /is a directory here but a file in the image/],
+    [
+      'a folder over a file',
+      { type: 'directory', path: 'etc/lilcluster/udhcpc.script', mode: 0o755 },
+      /is a directory here but a file in the image/,
+    ],
     ['a file under a symlink', file('var/run/x.pid', '1'), /\/var\/run\/x\.pid lies under \/var\/run, which is a symlink in the image/],
     ['/init', file('init', 'mine', 0o755), /\/init would replace \/init/],
     ['the agent', file('usr/lib/lilcluster/node-agent.mjs', 'mine'), /would replace \/usr\/lib\/lilcluster\/node-agent\.mjs/],
-    ['a symlink where the agent\'s folder is', { type: 'symlink', path: 'usr/lib', target: '/opt/lib' }, /\/usr\/lib would replace \/usr\/lib\/lilcluster\/node-agent\.mjs/],
+    [
+      "a symlink where the agent's folder is",
+      { type: 'symlink', path: 'usr/lib', target: '/opt/lib' },
+      /\/usr\/lib would replace \/usr\/lib\/lilcluster\/node-agent\.mjs/,
+    ],
   ])('refuses %s, even where it may replace', (_what, item, message) => {
     const e = err(() => addLayer(base(), layer([item], true), protect));
     expect(e.code).toBe('IMG_ERR_INPUT');
@@ -263,7 +309,7 @@ describe('EXTRA_ROOTFS', () => {
     expect(readExtraRootfs(root, PROTECTED_PATHS).digest).not.toBe(before);
   });
 
-  it('reads the built-in overlay with git\'s modes only', () => {
+  it("reads the built-in overlay with git's modes only", () => {
     const t = readOverlay('image/rootfs', 'git');
     expect(t.items.find((i) => i.path === 'init')).toMatchObject({ type: 'file', mode: 0o755 });
     for (const i of t.items) if (i.type !== 'symlink') expect([0o644, 0o755]).toContain(i.mode);
@@ -271,18 +317,33 @@ describe('EXTRA_ROOTFS', () => {
 
   it.each<[string, (r: string) => void, RegExp, RegExp]>([
     ['/init', (r) => writeFileSync(join(r, 'init'), '#!/bin/sh\n'), /: init would replace \/init$/, /image\/rootfs\/init/],
-    ['the agent', (r) => {
-      mkdirSync(join(r, 'usr/lib/lilcluster'), { recursive: true });
-      writeFileSync(join(r, 'usr/lib/lilcluster/node-agent.mjs'), '');
-    }, /node-agent\.mjs would replace \/usr\/lib\/lilcluster\/node-agent\.mjs$/, /AGENT=/],
-    ['a symlink over the agent\'s folder', (r) => {
-      mkdirSync(join(r, 'usr/lib'), { recursive: true });
-      symlinkSync('/srv/agent', join(r, 'usr/lib/lilcluster'));
-    }, /usr\/lib\/lilcluster would replace \/usr\/lib\/lilcluster\/node-agent\.mjs$/, /AGENT=/],
-    ['Node', (r) => {
-      mkdirSync(join(r, 'usr/bin'), { recursive: true });
-      writeFileSync(join(r, 'usr/bin/node'), '');
-    }, /would replace \/usr\/bin\/node$/, /NODE_BINARY=/],
+    [
+      'the agent',
+      (r) => {
+        mkdirSync(join(r, 'usr/lib/lilcluster'), { recursive: true });
+        writeFileSync(join(r, 'usr/lib/lilcluster/node-agent.mjs'), '');
+      },
+      /node-agent\.mjs would replace \/usr\/lib\/lilcluster\/node-agent\.mjs$/,
+      /AGENT=/,
+    ],
+    [
+      "a symlink over the agent's folder",
+      (r) => {
+        mkdirSync(join(r, 'usr/lib'), { recursive: true });
+        symlinkSync('/srv/agent', join(r, 'usr/lib/lilcluster'));
+      },
+      /usr\/lib\/lilcluster would replace \/usr\/lib\/lilcluster\/node-agent\.mjs$/,
+      /AGENT=/,
+    ],
+    [
+      'Node',
+      (r) => {
+        mkdirSync(join(r, 'usr/bin'), { recursive: true });
+        writeFileSync(join(r, 'usr/bin/node'), '');
+      },
+      /would replace \/usr\/bin\/node$/,
+      /NODE_BINARY=/,
+    ],
     ['a FIFO', (r) => execFileSync('mkfifo', [join(r, 'pipe')]), /pipe is a FIFO, which the image cannot carry/, /remove it/],
   ])('refuses a tree holding %s, naming the entry, with a hint', (what, build, message, hint) => {
     const root = tree(`bad-${what.replace(/\W+/g, '-')}`, build);
@@ -328,10 +389,13 @@ describe('EXTRA_DEBS', () => {
     expect(isSkippedDebPath(path)).toBe(skipped);
   });
 
-  it('reads a package\'s files, symlinks, folders and hard links, without its documentation', async () => {
+  it("reads a package's files, symlinks, folders and hard links, without its documentation", async () => {
     const src = join(work, 'pkg');
     mkdirSync(join(src, 'DEBIAN'), { recursive: true });
-    writeFileSync(join(src, 'DEBIAN/control'), 'Package: lc-test\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n');
+    writeFileSync(
+      join(src, 'DEBIAN/control'),
+      'Package: lc-test\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n',
+    );
     mkdirSync(join(src, 'usr/bin'), { recursive: true });
     mkdirSync(join(src, 'usr/share/doc/lc-test'), { recursive: true });
     mkdirSync(join(src, 'usr/share/locale/fr'), { recursive: true });
@@ -346,7 +410,12 @@ describe('EXTRA_DEBS', () => {
 
     const layer = await readDebLayer(new DebTree(deb));
     const byPath = new Map(layer.items.map((i) => [i.path, i]));
-    expect(byPath.get('usr/bin/tool')).toEqual({ type: 'file', path: 'usr/bin/tool', mode: 0o755, data: Buffer.from('#!/bin/sh\necho tool\n') });
+    expect(byPath.get('usr/bin/tool')).toEqual({
+      type: 'file',
+      path: 'usr/bin/tool',
+      mode: 0o755,
+      data: Buffer.from('#!/bin/sh\necho tool\n'),
+    });
     expect(byPath.get('usr/bin/tool2')).toEqual({ ...byPath.get('usr/bin/tool'), path: 'usr/bin/tool2' });
     expect(byPath.get('usr/bin/tool-link')).toEqual({ type: 'symlink', path: 'usr/bin/tool-link', target: 'tool' });
     expect(byPath.get('usr/bin')).toMatchObject({ type: 'directory', mode: 0o755 });

@@ -30,7 +30,11 @@ describe('the pinned Node', () => {
   it('is the exact version package.json names, from node_modules, and it is the Node running the tests', () => {
     expect(pin).toMatch(/^\d+\.\d+\.\d+$/);
     const p = pinnedNode(process.cwd());
-    expect(p).toEqual({ label: `${NODE_PACKAGE}@${pin}`, version: pin, binary: join(process.cwd(), 'node_modules', NODE_PACKAGE, 'bin', 'node') });
+    expect(p).toEqual({
+      label: `${NODE_PACKAGE}@${pin}`,
+      version: pin,
+      binary: join(process.cwd(), 'node_modules', NODE_PACKAGE, 'bin', 'node'),
+    });
     expect(process.version).toBe(`v${pin}`);
   });
 
@@ -99,7 +103,9 @@ describe('apt metadata', () => {
   });
 
   it('names a downloaded package as apt-get download does (epoch colon encoded)', () => {
-    expect(debFileName({ name: 'busybox-static', version: '1:1.35.0-4+deb12u1+b1', arch: 'amd64' })).toBe('busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb');
+    expect(debFileName({ name: 'busybox-static', version: '1:1.35.0-4+deb12u1+b1', arch: 'amd64' })).toBe(
+      'busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb',
+    );
   });
 });
 

@@ -3,7 +3,15 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { ElfError, elfInterpreter, elfSection } from '../../../image/src/elf.js';
 import {
-  describeModule, loadOrder, moduleName, modulesAlias, modulesDep, modulesSoftdep, parseModinfo, selectModules, type KernelModule,
+  describeModule,
+  loadOrder,
+  moduleName,
+  modulesAlias,
+  modulesDep,
+  modulesSoftdep,
+  parseModinfo,
+  selectModules,
+  type KernelModule,
 } from '../../../image/src/modules.js';
 
 /** A minimal ELF64 LE relocatable with the given sections (what a .ko looks like to our reader). */
@@ -41,7 +49,18 @@ function elfWithSections(sections: Record<string, Uint8Array>): Buffer {
 const modinfo = (...kv: string[]) => Buffer.from(kv.map((s) => s + '\0').join(''));
 
 function mod(module: string, depends: string[] = [], extra: Partial<KernelModule> = {}): KernelModule {
-  return { name: module, module, path: `kernel/${module}.ko`, depends, aliases: [], firmware: [], softdepPre: [], softdepPost: [], size: 1, ...extra };
+  return {
+    name: module,
+    module,
+    path: `kernel/${module}.ko`,
+    depends,
+    aliases: [],
+    firmware: [],
+    softdepPre: [],
+    softdepPost: [],
+    size: 1,
+    ...extra,
+  };
 }
 
 describe('ELF reader', () => {
@@ -67,18 +86,22 @@ describe('ELF reader', () => {
   it('gives a section or an ElfError for any mutation of a valid file, nothing else', () => {
     const valid = elfWithSections({ '.text': Buffer.alloc(16, 0x90), '.modinfo': modinfo('alias=pci:v*d*', 'depends=a,b') });
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 })), { maxLength: 12 }), fc.nat(valid.length), (edits, cut) => {
-        const b = Buffer.from(valid);
-        for (const [at, v] of edits) b[at] = v;
-        const bytes = b.subarray(0, Math.max(cut, 1));
-        try {
-          const s = elfSection(bytes, '.modinfo');
-          if (s) expect(s.byteOffset + s.length).toBeLessThanOrEqual(bytes.byteOffset + bytes.length);
-          elfInterpreter(bytes);
-        } catch (err) {
-          expect(err).toBeInstanceOf(ElfError);
-        }
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 })), { maxLength: 12 }),
+        fc.nat(valid.length),
+        (edits, cut) => {
+          const b = Buffer.from(valid);
+          for (const [at, v] of edits) b[at] = v;
+          const bytes = b.subarray(0, Math.max(cut, 1));
+          try {
+            const s = elfSection(bytes, '.modinfo');
+            if (s) expect(s.byteOffset + s.length).toBeLessThanOrEqual(bytes.byteOffset + bytes.length);
+            elfInterpreter(bytes);
+          } catch (err) {
+            expect(err).toBeInstanceOf(ElfError);
+          }
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -88,8 +111,15 @@ describe('.modinfo', () => {
   it('parses depends, aliases, firmware and softdeps as the kernel writes them', () => {
     const info = parseModinfo(
       modinfo(
-        'license=GPL', 'firmware=rtl_nic/rtl8168d-1.fw', 'firmware=rtl_nic/rtl8168e-1.fw', 'alias=pci:v000010ECd00008168sv*sd*bc*sc*i*',
-        'alias=pci:v000010ECd00008161sv*sd*bc*sc*i*', 'softdep=pre: realtek', 'depends=mii,libphy', 'name=r8169', 'vermagic=6.1.0-56-amd64 SMP mod_unload',
+        'license=GPL',
+        'firmware=rtl_nic/rtl8168d-1.fw',
+        'firmware=rtl_nic/rtl8168e-1.fw',
+        'alias=pci:v000010ECd00008168sv*sd*bc*sc*i*',
+        'alias=pci:v000010ECd00008161sv*sd*bc*sc*i*',
+        'softdep=pre: realtek',
+        'depends=mii,libphy',
+        'name=r8169',
+        'vermagic=6.1.0-56-amd64 SMP mod_unload',
       ),
     );
     expect(info).toEqual({
@@ -111,7 +141,10 @@ describe('.modinfo', () => {
   });
 
   it('describes a module file from its ELF .modinfo section', () => {
-    const m = describeModule('kernel/drivers/net/virtio_net.ko', elfWithSections({ '.modinfo': modinfo('depends=net_failover,virtio', 'alias=virtio:d00000001v*', 'name=virtio_net') }));
+    const m = describeModule(
+      'kernel/drivers/net/virtio_net.ko',
+      elfWithSections({ '.modinfo': modinfo('depends=net_failover,virtio', 'alias=virtio:d00000001v*', 'name=virtio_net') }),
+    );
     expect(m).toMatchObject({ module: 'virtio_net', depends: ['net_failover', 'virtio'], aliases: ['virtio:d00000001v*'] });
   });
 });
@@ -119,7 +152,15 @@ describe('.modinfo', () => {
 describe('module selection and depmod files', () => {
   // a → b → c, a → c, d alone, e soft-depends on f; g is built in
   const index = new Map(
-    [mod('a', ['b', 'c']), mod('b', ['c']), mod('c'), mod('d'), mod('e', [], { softdepPre: ['f', 'nothere'] }), mod('f'), mod('unused')].map((m) => [m.module, m]),
+    [
+      mod('a', ['b', 'c']),
+      mod('b', ['c']),
+      mod('c'),
+      mod('d'),
+      mod('e', [], { softdepPre: ['f', 'nothere'] }),
+      mod('f'),
+      mod('unused'),
+    ].map((m) => [m.module, m]),
   );
 
   it('takes the closure of hard and soft dependencies, reports built-in and missing names', () => {
@@ -141,7 +182,12 @@ describe('module selection and depmod files', () => {
     const graph = fc.integer({ min: 1, max: 12 }).chain((n) =>
       fc.array(fc.uniqueArray(fc.nat(n - 1), { maxLength: 4 }), { minLength: n, maxLength: n }).map((deps) =>
         // only edges to lower numbers: a DAG, like real module dependencies
-        deps.map((d, i) => mod(`m${i}`, d.filter((j) => j < i).map((j) => `m${j}`))),
+        deps.map((d, i) =>
+          mod(
+            `m${i}`,
+            d.filter((j) => j < i).map((j) => `m${j}`),
+          ),
+        ),
       ),
     );
     fc.assert(
@@ -169,8 +215,13 @@ describe('module selection and depmod files', () => {
   });
 
   it('writes modules.alias and modules.softdep in depmod syntax', () => {
-    const mods = [mod('virtio_net', [], { aliases: ['virtio:d00000001v*'] }), mod('r8169', [], { aliases: ['pci:v000010ECd00008168sv*sd*bc*sc*i*'], softdepPre: ['realtek'] })];
-    expect(modulesAlias(mods)).toBe('# Aliases extracted from modules themselves.\nalias pci:v000010ECd00008168sv*sd*bc*sc*i* r8169\nalias virtio:d00000001v* virtio_net\n');
+    const mods = [
+      mod('virtio_net', [], { aliases: ['virtio:d00000001v*'] }),
+      mod('r8169', [], { aliases: ['pci:v000010ECd00008168sv*sd*bc*sc*i*'], softdepPre: ['realtek'] }),
+    ];
+    expect(modulesAlias(mods)).toBe(
+      '# Aliases extracted from modules themselves.\nalias pci:v000010ECd00008168sv*sd*bc*sc*i* r8169\nalias virtio:d00000001v* virtio_net\n',
+    );
     expect(modulesSoftdep(mods)).toBe('# Soft dependencies extracted from modules themselves.\nsoftdep r8169 pre: realtek\n');
   });
 });

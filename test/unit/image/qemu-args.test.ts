@@ -14,7 +14,7 @@ function values(args: string[], flag: string): string[] {
 }
 
 describe('QEMU command line', () => {
-  it('direct kernel boot under BIOS: TCG, no default devices, console to a file, QEMU\'s NIC ROM kept', () => {
+  it("direct kernel boot under BIOS: TCG, no default devices, console to a file, QEMU's NIC ROM kept", () => {
     const args = qemuArgs(base);
     expect(values(args, '-machine')).toEqual(['pc,accel=tcg']);
     expect(args).toContain('-nodefaults');
@@ -26,14 +26,28 @@ describe('QEMU command line', () => {
     expect(args).not.toContain('-drive');
   });
 
-  it('PXE under UEFI: OVMF flash, the NIC\'s option ROM removed, boot from the first NIC', () => {
+  it("PXE under UEFI: OVMF flash, the NIC's option ROM removed, boot from the first NIC", () => {
     const args = qemuArgs(
-      { ...base, firmware: 'uefi', boot: { kind: 'pxe' }, nics: [{ net: { kind: 'tap', ifname: 'lc-tap0' }, mac: '52:54:00:00:00:01' }, { net: { kind: 'user' }, model: 'e1000' }] },
+      {
+        ...base,
+        firmware: 'uefi',
+        boot: { kind: 'pxe' },
+        nics: [
+          { net: { kind: 'tap', ifname: 'lc-tap0' }, mac: '52:54:00:00:00:01' },
+          { net: { kind: 'user' }, model: 'e1000' },
+        ],
+      },
       '/tmp/vars.fd',
     );
-    expect(values(args, '-drive')).toEqual([`if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, 'if=pflash,format=raw,unit=1,file=/tmp/vars.fd']);
+    expect(values(args, '-drive')).toEqual([
+      `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      'if=pflash,format=raw,unit=1,file=/tmp/vars.fd',
+    ]);
     expect(values(args, '-netdev')).toEqual(['tap,id=lc-net0,ifname=lc-tap0,script=no,downscript=no', 'user,id=lc-net1']);
-    expect(values(args, '-device')).toEqual(['virtio-net-pci,netdev=lc-net0,mac=52:54:00:00:00:01,romfile=,bootindex=1', 'e1000,netdev=lc-net1,romfile=']);
+    expect(values(args, '-device')).toEqual([
+      'virtio-net-pci,netdev=lc-net0,mac=52:54:00:00:00:01,romfile=,bootindex=1',
+      'e1000,netdev=lc-net1,romfile=',
+    ]);
     expect(args).not.toContain('-kernel');
   });
 
@@ -44,9 +58,22 @@ describe('QEMU command line', () => {
       cpus: 2,
       pidFile: '/run/n1.pid',
       qmpSocket: '/run/n1.qmp',
-      nics: [{ net: { kind: 'user', hostname: 'node1', hostForwards: [{ hostPort: 2222, guestPort: 22 }], tftp: '/srv/tftp', bootfile: 'undionly.kpxe' }, rom: '/usr/lib/ipxe/qemu/pxe-virtio.rom' }],
+      nics: [
+        {
+          net: {
+            kind: 'user',
+            hostname: 'node1',
+            hostForwards: [{ hostPort: 2222, guestPort: 22 }],
+            tftp: '/srv/tftp',
+            bootfile: 'undionly.kpxe',
+          },
+          rom: '/usr/lib/ipxe/qemu/pxe-virtio.rom',
+        },
+      ],
     });
-    expect(values(args, '-netdev')).toEqual(['user,id=lc-net0,hostname=node1,hostfwd=tcp:127.0.0.1:2222-:22,tftp=/srv/tftp,bootfile=undionly.kpxe']);
+    expect(values(args, '-netdev')).toEqual([
+      'user,id=lc-net0,hostname=node1,hostfwd=tcp:127.0.0.1:2222-:22,tftp=/srv/tftp,bootfile=undionly.kpxe',
+    ]);
     expect(values(args, '-device')).toEqual(['virtio-net-pci,netdev=lc-net0,romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom']);
     expect(values(args, '-m')).toEqual(['512']);
     expect(values(args, '-smp')).toEqual(['2']);

@@ -1,15 +1,44 @@
 /** The page's live feed: what a flush sends, coalescing, and slow clients. */
 import { describe, expect, it } from 'vitest';
-import { LiveFeed, FIGURES_EVERY_MS, MAX_EVENTS_PER_FLUSH, MAX_CLIENT_BACKLOG, type FeedSources } from '../../../dispatcher/src/api/live/feed.js';
+import {
+  LiveFeed,
+  FIGURES_EVERY_MS,
+  MAX_EVENTS_PER_FLUSH,
+  MAX_CLIENT_BACKLOG,
+  type FeedSources,
+} from '../../../dispatcher/src/api/live/feed.js';
 import type { NodeView, StatusView } from '../../../dispatcher/src/api/schemas.js';
 import type { ClusterEvent } from '../../../dispatcher/src/events/event-log.js';
 import type { SseSink } from '../../../dispatcher/src/api/streams.js';
 
 function view(i: number, over: Partial<NodeView> = {}): NodeView {
   return {
-    name: `node${i}`, mac: `m${i}`, uuid: null, state: 'ready', stateSince: 0, enrollment: 'admitted', labels: [], ip: null, imageVersion: null, agentVersion: null,
-    bootCount: 1, firstSeen: 0, lastSeen: 0, connected: true, draining: false, cpu: null, cores: 4, memoryMiB: 1024, load1: 0.1, memUsedMiB: 100, uptimeS: 10,
-    lastHeartbeat: 0, slots: 4, tasks: [], bootStage: null, ...over,
+    name: `node${i}`,
+    mac: `m${i}`,
+    uuid: null,
+    state: 'ready',
+    stateSince: 0,
+    enrollment: 'admitted',
+    labels: [],
+    ip: null,
+    imageVersion: null,
+    agentVersion: null,
+    bootCount: 1,
+    firstSeen: 0,
+    lastSeen: 0,
+    connected: true,
+    draining: false,
+    cpu: null,
+    cores: 4,
+    memoryMiB: 1024,
+    load1: 0.1,
+    memUsedMiB: 100,
+    uptimeS: 10,
+    lastHeartbeat: 0,
+    slots: 4,
+    tasks: [],
+    bootStage: null,
+    ...over,
   };
 }
 
@@ -42,14 +71,27 @@ function setup(n: number) {
       sent.push({ event, data });
       return true;
     },
-    get closed() { return closed; },
+    get closed() {
+      return closed;
+    },
     onClose: (fn) => void closers.push(fn),
-    close: () => { closed = true; closers.forEach((f) => f()); },
+    close: () => {
+      closed = true;
+      closers.forEach((f) => f());
+    },
   };
   feed.add({ sink, backlog: () => backlog });
   return {
-    feed, nodes, sent, emit: (e: Partial<ClusterEvent>) => listeners.forEach((l) => l({ id: 1, ts: t, kind: 'x', node: null, message: 'm', data: null, ...e })),
-    advance: (ms: number) => (t += ms), setBacklog: (b: number) => (backlog = b), closed: () => closed, listeners, summaries: () => summaries,
+    feed,
+    nodes,
+    sent,
+    emit: (e: Partial<ClusterEvent>) =>
+      listeners.forEach((l) => l({ id: 1, ts: t, kind: 'x', node: null, message: 'm', data: null, ...e })),
+    advance: (ms: number) => (t += ms),
+    setBacklog: (b: number) => (backlog = b),
+    closed: () => closed,
+    listeners,
+    summaries: () => summaries,
   };
 }
 

@@ -10,7 +10,13 @@ describe('metrics registry', () => {
     c.inc({ type: 'ack' });
     const g = m.gauge({ name: 'lc_up', help: 'up' });
     g.set(1);
-    m.collect({ name: 'lc_nodes', help: 'nodes by state', type: 'gauge', labelNames: ['state'], collect: () => [{ labels: { state: 'ready' }, value: 3 }] });
+    m.collect({
+      name: 'lc_nodes',
+      help: 'nodes by state',
+      type: 'gauge',
+      labelNames: ['state'],
+      collect: () => [{ labels: { state: 'ready' }, value: 3 }],
+    });
     m.collect({ name: 'lc_plain', help: 'a number', type: 'counter', collect: () => 7 });
     expect(m.render()).toBe(
       [
@@ -56,7 +62,10 @@ describe('metrics registry', () => {
   it('reads values back, summing the samples whose labels match', () => {
     const m = new MetricsRegistry();
     m.collect({
-      name: 'lc_tasks', help: 't', type: 'gauge', labelNames: ['state', 'job'],
+      name: 'lc_tasks',
+      help: 't',
+      type: 'gauge',
+      labelNames: ['state', 'job'],
       collect: () => [
         { labels: { state: 'done', job: 1 }, value: 2 },
         { labels: { state: 'done', job: 2 }, value: 3 },
@@ -71,7 +80,14 @@ describe('metrics registry', () => {
   it.each([
     ['a bad metric name', () => new MetricsRegistry().counter({ name: '1bad', help: '' })],
     ['a bad label name', () => new MetricsRegistry().counter({ name: 'ok', help: '', labelNames: ['a-b'] })],
-    ['a duplicate name', () => { const m = new MetricsRegistry(); m.gauge({ name: 'a', help: '' }); m.gauge({ name: 'a', help: '' }); }],
+    [
+      'a duplicate name',
+      () => {
+        const m = new MetricsRegistry();
+        m.gauge({ name: 'a', help: '' });
+        m.gauge({ name: 'a', help: '' });
+      },
+    ],
     ['a counter going down', () => new MetricsRegistry().counter({ name: 'a', help: '' }).inc(-1)],
     ['a missing label', () => new MetricsRegistry().counter({ name: 'a', help: '', labelNames: ['x'] }).inc()],
   ])('refuses %s', (_what, f) => {
@@ -80,12 +96,25 @@ describe('metrics registry', () => {
 
   it('keeps scraping when one collector throws', () => {
     const m = new MetricsRegistry();
-    m.collect({ name: 'lc_bad', help: 'b', type: 'gauge', collect: () => { throw new Error('boom'); } });
+    m.collect({
+      name: 'lc_bad',
+      help: 'b',
+      type: 'gauge',
+      collect: () => {
+        throw new Error('boom');
+      },
+    });
     m.gauge({ name: 'lc_good', help: 'g' }).set(2);
     expect(m.render()).toContain('lc_good 2');
   });
 
-  it.each([[NaN, 'NaN'], [Infinity, '+Inf'], [-Infinity, '-Inf'], [1.5, '1.5'], [0, '0']])('formats %s as %s', (v, s) => {
+  it.each([
+    [NaN, 'NaN'],
+    [Infinity, '+Inf'],
+    [-Infinity, '-Inf'],
+    [1.5, '1.5'],
+    [0, '0'],
+  ])('formats %s as %s', (v, s) => {
     expect(formatValue(v)).toBe(s);
   });
 });

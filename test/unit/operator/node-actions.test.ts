@@ -23,7 +23,14 @@ function setup() {
     control.connect(testMac(i));
   }
   nodes.admit(testMac(3)); // pending
-  const actions = new NodeActions({ nodes, events, log: silentLogger(), control: () => control, wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }), wakeOptions: { destination: '127.0.0.1', port: 9 } });
+  const actions = new NodeActions({
+    nodes,
+    events,
+    log: silentLogger(),
+    control: () => control,
+    wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }),
+    wakeOptions: { destination: '127.0.0.1', port: 9 },
+  });
   return { nodes, events, control, actions };
 }
 
@@ -114,7 +121,13 @@ describe('node actions', () => {
     const events = new EventLog(db, commits);
     const nodes = new NodeRegistry(db, commits, events, { enrollment: 'auto', nodes: [] });
     nodes.admit(testMac(1));
-    const actions = new NodeActions({ nodes, events, log: silentLogger(), control: () => NO_AGENTS, wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }) });
+    const actions = new NodeActions({
+      nodes,
+      events,
+      log: silentLogger(),
+      control: () => NO_AGENTS,
+      wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }),
+    });
     await refused(actions.reboot('node1'), 'DSP_ERR_NODE_OFFLINE');
   });
 });

@@ -30,12 +30,17 @@ describe('node state policy', () => {
   });
 
   it('lets the operator make any change, and no one a change to the same state', () => {
-    for (const from of NODE_STATES)
-      for (const to of NODE_STATES) expect(transitionApplies(from, to, 'operator')).toBe(from !== to);
+    for (const from of NODE_STATES) for (const to of NODE_STATES) expect(transitionApplies(from, to, 'operator')).toBe(from !== to);
   });
 
   it.each<[NodeState, NodeState | undefined]>([
-    ['booting', 'ready'], ['rebooting', 'ready'], ['lost', 'ready'], ['off', 'ready'], ['draining', undefined], ['busy', undefined], ['ready', undefined],
+    ['booting', 'ready'],
+    ['rebooting', 'ready'],
+    ['lost', 'ready'],
+    ['off', 'ready'],
+    ['draining', undefined],
+    ['busy', undefined],
+    ['ready', undefined],
   ])('a hello moves a %s node to %s', (from, to) => {
     expect(helloState(from)).toBe(to);
   });
@@ -60,7 +65,11 @@ describe('node registry with the state policy', () => {
     expect(nodes.byMac(mac)!.state).toBe('rebooting');
     nodes.recordHello(mac, {});
     expect(nodes.byMac(mac)!.state).toBe('ready');
-    expect(events.list({ kind: 'node.state' }).map((e) => `${e.data!.from}→${e.data!.to}`)).toEqual(['booting→ready', 'ready→rebooting', 'rebooting→ready']);
+    expect(events.list({ kind: 'node.state' }).map((e) => `${e.data!.from}→${e.data!.to}`)).toEqual([
+      'booting→ready',
+      'ready→rebooting',
+      'rebooting→ready',
+    ]);
   });
 
   it('keeps a draining node draining while tasks start and end', () => {

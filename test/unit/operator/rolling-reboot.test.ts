@@ -22,7 +22,13 @@ function setup(n: number) {
   const control = new FakeControl(nodes);
   control.rebootMs = 30;
   for (let i = 1; i <= n; i++) control.connect(testMac(i));
-  const actions = new NodeActions({ nodes, events, log: silentLogger(), control: () => control, wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }) });
+  const actions = new NodeActions({
+    nodes,
+    events,
+    log: silentLogger(),
+    control: () => control,
+    wakeTarget: () => ({ ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }),
+  });
   const ops = new Operations({ actions, nodes, events, log: silentLogger(), pollMs: 5, drainSettleMs: 20 });
   return { nodes, events, control, actions, ops };
 }
@@ -99,7 +105,10 @@ describe('rolling reboot', () => {
     control.live.get(testMac(1))!.running = [{ taskId: 1, attempt: 1, progress: null, startedAt: Date.now() }];
     const op = ops.startRollingReboot({ drainTimeoutMs: 100 });
     const done = await finish(ops, op.id);
-    expect(done.nodes.map((n) => [n.name, n.phase])).toEqual([['node1', 'skipped'], ['node2', 'back']]);
+    expect(done.nodes.map((n) => [n.name, n.phase])).toEqual([
+      ['node1', 'skipped'],
+      ['node2', 'back'],
+    ]);
     expect(done.state).toBe('failed');
     expect(nodes.byName('node1')!.state).toBe('busy');
     expect(control.isDraining(testMac(1))).toBe(false);

@@ -24,7 +24,9 @@ describe('server-sent events codec', () => {
   });
 
   it('gives the same events however the stream is cut into chunks', () => {
-    const events = fc.array(fc.record({ event: fc.constantFrom('event', 'update', 'snapshot'), data: fc.json(), id: fc.nat() }), { maxLength: 8 });
+    const events = fc.array(fc.record({ event: fc.constantFrom('event', 'update', 'snapshot'), data: fc.json(), id: fc.nat() }), {
+      maxLength: 8,
+    });
     fc.assert(
       fc.property(events, fc.array(fc.nat(), { maxLength: 10 }), (evs, cuts) => {
         const text = evs.map((e) => formatSse(e)).join('');
@@ -37,15 +39,19 @@ describe('server-sent events codec', () => {
         }
         chunks.push(text.slice(at));
         const got = parseAll(chunks);
-        expect(got.map((g) => ({ event: g.event, data: g.data, id: Number(g.id) }))).toEqual(evs.map((e) => ({ event: e.event, data: e.data.replace(/\r\n|\r/g, '\n'), id: e.id })));
+        expect(got.map((g) => ({ event: g.event, data: g.data, id: Number(g.id) }))).toEqual(
+          evs.map((e) => ({ event: e.event, data: e.data.replace(/\r\n|\r/g, '\n'), id: e.id })),
+        );
       }),
     );
   });
 
   it('never throws on arbitrary text', () => {
-    fc.assert(fc.property(fc.array(fc.string({ maxLength: 200 })), (chunks) => {
-      const out = parseAll(chunks);
-      expect(Array.isArray(out)).toBe(true);
-    }));
+    fc.assert(
+      fc.property(fc.array(fc.string({ maxLength: 200 })), (chunks) => {
+        const out = parseAll(chunks);
+        expect(Array.isArray(out)).toBe(true);
+      }),
+    );
   });
 });

@@ -26,10 +26,12 @@ describe('Wake-on-LAN magic packet', () => {
   });
 
   it('parsing arbitrary bytes gives a MAC or nothing, never an exception', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
-      const r = parseMagicPacket(b);
-      expect(r === undefined || typeof r === 'string').toBe(true);
-    }));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
+        const r = parseMagicPacket(b);
+        expect(r === undefined || typeof r === 'string').toBe(true);
+      }),
+    );
     const broken = magicPacket(mac);
     broken[50] = broken[50]! ^ 1;
     expect(parseMagicPacket(broken)).toBeUndefined();
@@ -50,7 +52,11 @@ describe('Wake-on-LAN magic packet', () => {
     await new Promise<void>((r) => rx.bind(0, '127.0.0.1', () => r()));
     rx.on('message', (m) => got.push(m));
     const port = rx.address().port;
-    const sent = await sendWake(mac, { ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' }, { port, destination: '127.0.0.1', repeat: 3 });
+    const sent = await sendWake(
+      mac,
+      { ifindex: undefined, address: '127.0.0.1', netmask: '255.0.0.0' },
+      { port, destination: '127.0.0.1', repeat: 3 },
+    );
     expect(sent).toEqual({ destination: '127.0.0.1', port, packets: 3 });
     for (let i = 0; i < 50 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
     rx.close();

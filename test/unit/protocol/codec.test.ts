@@ -1,9 +1,23 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  decodeAgentMessage, decodeDispatcherMessage, decodeFrame, encodeFrame, encodeMessage, FRAME_PLAIN, FRAME_SEALED, ProtocolError, TAG_BYTES,
+  decodeAgentMessage,
+  decodeDispatcherMessage,
+  decodeFrame,
+  encodeFrame,
+  encodeMessage,
+  FRAME_PLAIN,
+  FRAME_SEALED,
+  ProtocolError,
+  TAG_BYTES,
 } from '../../../dispatcher/src/protocol/codec.js';
-import { PROTOCOL_VERSION, type AgentMessage, type DispatcherMessage, type TaskAssignment as WireAssignment, type ControlCommand as WireControl } from '../../../dispatcher/src/protocol/messages.js';
+import {
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type DispatcherMessage,
+  type TaskAssignment as WireAssignment,
+  type ControlCommand as WireControl,
+} from '../../../dispatcher/src/protocol/messages.js';
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
 import type { ControlCommand } from '../../../dispatcher/src/agents/control-contract.js';
 import { FAKE_INVENTORY } from './fixtures.js';
@@ -12,20 +26,55 @@ const KEY = Buffer.alloc(32, 7).toString('base64');
 const SIG = Buffer.alloc(64, 9).toString('base64');
 
 const result: TaskResult = {
-  taskId: 7, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1_700_000_000_000, durationMs: 12, maxRssKiB: 2048,
-  stdout: 'ok\n', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+  taskId: 7,
+  attempt: 1,
+  exitCode: 0,
+  signal: null,
+  timedOut: false,
+  error: null,
+  startedAt: 1_700_000_000_000,
+  durationMs: 12,
+  maxRssKiB: 2048,
+  stdout: 'ok\n',
+  stderr: '',
+  stdoutTruncated: false,
+  stderrTruncated: false,
+  outputsTarGzB64: null,
 };
-const assignment: TaskAssignment = { taskId: 7, jobId: 3, attempt: 1, command: ['echo', 'hi'], env: { X: '1' }, cwd: null, stdinB64: null, inputsPath: null, inputsSha256: null, timeoutMs: 1000 };
+const assignment: TaskAssignment = {
+  taskId: 7,
+  jobId: 3,
+  attempt: 1,
+  command: ['echo', 'hi'],
+  env: { X: '1' },
+  cwd: null,
+  stdinB64: null,
+  inputsPath: null,
+  inputsSha256: null,
+  timeoutMs: 1000,
+};
 
 const agentMessages: AgentMessage[] = [
   {
-    type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: '1.0', mac: '52:54:00:12:34:56', auth: { kind: 'boot', token: 'tok' }, nonce: KEY, ephemeralKey: KEY, slots: 4,
-    inventory: FAKE_INVENTORY, running: [{ taskId: 1, attempt: 2, startedAt: 5, progress: 0.5 }], undelivered: [{ taskId: 3, attempt: 1 }],
+    type: 'hello',
+    protocol: PROTOCOL_VERSION,
+    agentVersion: '1.0',
+    mac: '52:54:00:12:34:56',
+    auth: { kind: 'boot', token: 'tok' },
+    nonce: KEY,
+    ephemeralKey: KEY,
+    slots: 4,
+    inventory: FAKE_INVENTORY,
+    running: [{ taskId: 1, attempt: 2, startedAt: 5, progress: 0.5 }],
+    undelivered: [{ taskId: 3, attempt: 1 }],
   },
   { type: 'heartbeat', ts: 1, load1: 0.5, memUsedMiB: 100, memTotalMiB: 1000, uptimeS: 10, running: [] },
   { type: 'ready', n: 8 },
   { type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.42 }] },
-  { type: 'results', results: [result, { ...result, taskId: 8, stdout: { gz: 'H4sIAAAAAAAAA8vPBwCrpJ1kAQAAAA==' }, exitCode: null, signal: 'SIGKILL' }] },
+  {
+    type: 'results',
+    results: [result, { ...result, taskId: 8, stdout: { gz: 'H4sIAAAAAAAAA8vPBwCrpJ1kAQAAAA==' }, exitCode: null, signal: 'SIGKILL' }],
+  },
   { type: 'results', results: [result], ready: 2 },
   { type: 'control-ack', id: 1, ok: false, error: 'nope' },
   { type: 'control-output', id: 1, stream: 'stderr', data: 'x' },
@@ -33,10 +82,26 @@ const agentMessages: AgentMessage[] = [
   { type: 'error', code: 'malformed', message: 'bad', field: '/x', about: 'tasks' },
 ];
 const dispatcherMessages: DispatcherMessage[] = [
-  { type: 'welcome', protocol: 1, dispatcherVersion: '1', nodeName: 'node1', ephemeralKey: KEY, signature: SIG, heartbeatMs: 5000, missedHeartbeats: 3, maxMessageBytes: 1 << 20 },
+  {
+    type: 'welcome',
+    protocol: 1,
+    dispatcherVersion: '1',
+    nodeName: 'node1',
+    ephemeralKey: KEY,
+    signature: SIG,
+    heartbeatMs: 5000,
+    missedHeartbeats: 3,
+    maxMessageBytes: 1 << 20,
+  },
   { type: 'refused', reason: 'pending', message: 'wait', retryAfterMs: 10_000 },
   { type: 'heartbeat', ts: 5 },
-  { type: 'tasks', tasks: [assignment, { ...assignment, taskId: 8, command: 'echo $X', stdinB64: 'aGk=', cwd: 'sub', inputsPath: '/api/v1/tasks/8/inputs' }] },
+  {
+    type: 'tasks',
+    tasks: [
+      assignment,
+      { ...assignment, taskId: 8, command: 'echo $X', stdinB64: 'aGk=', cwd: 'sub', inputsPath: '/api/v1/tasks/8/inputs' },
+    ],
+  },
   { type: 'ack', refs: [{ taskId: 7, attempt: 1 }] },
   { type: 'cancel', refs: [{ taskId: 7, attempt: 2 }], reason: 'other copy won', report: false },
   { type: 'control', id: 3, command: { kind: 'exec', command: ['uname', '-a'], timeoutMs: 1000 } },
@@ -70,7 +135,12 @@ describe('protocol codec', () => {
     ['ready with a string n', { type: 'ready', n: '3' }, 'malformed', '/n'],
     ['an unknown field', { type: 'ready', n: 1, extra: true }, 'malformed', '/extra'],
     ['a negative exit code type', { type: 'results', results: [{ ...result, exitCode: 1.5 }] }, 'malformed', '/results/0/exitCode'],
-    ['a progress fraction above 1', { type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 1.5 }] }, 'malformed', '/items/0/fraction'],
+    [
+      'a progress fraction above 1',
+      { type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 1.5 }] },
+      'malformed',
+      '/items/0/fraction',
+    ],
     ['an empty results batch', { type: 'results', results: [] }, 'malformed', '/results'],
     ['a hello with a bad MAC', { ...agentMessages[0], mac: 'zz:54:00:12:34:56' }, 'malformed', '/mac'],
     ['a hello with a short nonce', { ...agentMessages[0], nonce: 'AAAA' }, 'malformed', '/nonce'],
@@ -115,7 +185,8 @@ describe('protocol codec', () => {
     if (f instanceof ProtocolError) return f;
     return [decodeAgentMessage(f.body), decodeDispatcherMessage(f.body)];
   };
-  const isMessageOrError = (r: unknown) => r instanceof ProtocolError || (typeof r === 'object' && r !== null && typeof (r as { type?: unknown }).type === 'string');
+  const isMessageOrError = (r: unknown) =>
+    r instanceof ProtocolError || (typeof r === 'object' && r !== null && typeof (r as { type?: unknown }).type === 'string');
 
   it('fuzz: random bytes decode to a message or a ProtocolError, never an exception', () => {
     fc.assert(
@@ -149,11 +220,16 @@ describe('protocol codec', () => {
 
   it('fuzz: any JSON value decodes to a message or a ProtocolError', () => {
     fc.assert(
-      fc.property(fc.jsonValue(), fc.constantFrom('ready', 'results', 'hello', 'progress', 'control-done', 'error'), fc.boolean(), (v, type, withType) => {
-        const value = withType && typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...v, type } : v;
-        const r = decodeAgentMessage(JSON.stringify(value) ?? 'null');
-        expect(isMessageOrError(r)).toBe(true);
-      }),
+      fc.property(
+        fc.jsonValue(),
+        fc.constantFrom('ready', 'results', 'hello', 'progress', 'control-done', 'error'),
+        fc.boolean(),
+        (v, type, withType) => {
+          const value = withType && typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...v, type } : v;
+          const r = decodeAgentMessage(JSON.stringify(value) ?? 'null');
+          expect(isMessageOrError(r)).toBe(true);
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -161,11 +237,20 @@ describe('protocol codec', () => {
   it('fuzz: generated task batches round-trip exactly', () => {
     const str = fc.string({ maxLength: 40 });
     const task = fc.record({
-      taskId: fc.nat(), jobId: fc.nat(), attempt: fc.integer({ min: 1, max: 99 }),
+      taskId: fc.nat(),
+      jobId: fc.nat(),
+      attempt: fc.integer({ min: 1, max: 99 }),
       command: fc.oneof(fc.array(str, { minLength: 1, maxLength: 5 }), fc.string({ minLength: 1, maxLength: 80 })),
-      env: fc.dictionary(fc.string({ maxLength: 10 }).filter((k) => k !== '__proto__'), str, { maxKeys: 4 }),
-      cwd: fc.option(str, { nil: null }), stdinB64: fc.option(fc.base64String({ maxLength: 40 }), { nil: null }),
-      inputsPath: fc.option(str, { nil: null }), inputsSha256: fc.option(fc.stringMatching(/^[0-9a-f]{64}$/), { nil: null }), timeoutMs: fc.integer({ min: 1, max: 2 ** 31 }),
+      env: fc.dictionary(
+        fc.string({ maxLength: 10 }).filter((k) => k !== '__proto__'),
+        str,
+        { maxKeys: 4 },
+      ),
+      cwd: fc.option(str, { nil: null }),
+      stdinB64: fc.option(fc.base64String({ maxLength: 40 }), { nil: null }),
+      inputsPath: fc.option(str, { nil: null }),
+      inputsSha256: fc.option(fc.stringMatching(/^[0-9a-f]{64}$/), { nil: null }),
+      timeoutMs: fc.integer({ min: 1, max: 2 ** 31 }),
     });
     fc.assert(
       fc.property(fc.array(task, { minLength: 1, maxLength: 20 }), (tasks) => {

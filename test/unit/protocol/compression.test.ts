@@ -6,8 +6,20 @@ import { fromWireResults, toWireResult, type ResultLimits } from '../../../dispa
 import type { TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
 
 const base: TaskResult = {
-  taskId: 1, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null,
-  stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null,
+  taskId: 1,
+  attempt: 1,
+  exitCode: 0,
+  signal: null,
+  timedOut: false,
+  error: null,
+  startedAt: 1,
+  durationMs: 1,
+  maxRssKiB: null,
+  stdout: '',
+  stderr: '',
+  stdoutTruncated: false,
+  stderrTruncated: false,
+  outputsTarGzB64: null,
 };
 
 describe('result compression', () => {
@@ -21,7 +33,9 @@ describe('result compression', () => {
   });
 
   it('sends incompressible text plain', async () => {
-    const random = Buffer.from(Array.from({ length: COMPRESS_MIN_BYTES * 2 }, () => 33 + Math.floor(Math.random() * 90))).toString('latin1');
+    const random = Buffer.from(Array.from({ length: COMPRESS_MIN_BYTES * 2 }, () => 33 + Math.floor(Math.random() * 90))).toString(
+      'latin1',
+    );
     expect(await packText(random)).toBe(random);
   });
 
@@ -32,7 +46,11 @@ describe('result compression', () => {
 
   it('inflates a stream only up to its cap, keeping the first bytes or only counting', async () => {
     const gz = gzipSync(Buffer.from('a'.repeat(3 * 1024 * 1024)));
-    expect(await inflateBounded(gz, 10_000, { keep: true })).toMatchObject({ bytes: 10_000, over: true, data: Buffer.from('a'.repeat(10_000)) });
+    expect(await inflateBounded(gz, 10_000, { keep: true })).toMatchObject({
+      bytes: 10_000,
+      over: true,
+      data: Buffer.from('a'.repeat(10_000)),
+    });
     expect(await inflateBounded(gz, 8 << 20, { keep: false })).toEqual({ bytes: 3 * 1024 * 1024, over: false });
     await expect(inflateBounded(Buffer.from('not gzip'), 1024, { keep: false })).rejects.toThrow();
   });
@@ -56,21 +74,43 @@ describe('unpacking results within limits', () => {
     const [r] = u.results;
     expect(r!.stdout.length + r!.stderr.length).toBe(1 << 20);
     expect(r).toMatchObject({ stdoutTruncated: false, stderrTruncated: true, error: null });
-    expect(u.refusals).toEqual([{ taskId: 1, attempt: 1, field: 'stderr', why: expect.stringMatching(/more than 1048576 bytes \(the dispatcher's resultTextMaxBytes\)/) }]);
+    expect(u.refusals).toEqual([
+      {
+        taskId: 1,
+        attempt: 1,
+        field: 'stderr',
+        why: expect.stringMatching(/more than 1048576 bytes \(the dispatcher's resultTextMaxBytes\)/),
+      },
+    ]);
   });
 
   it('refuses outputs too big as sent or once inflated, or not gzip, and keeps the rest of the result', async () => {
     const big = randomBytes(100_000).toString('base64');
     const bomb = gzipSync(Buffer.alloc(2 << 20)).toString('base64');
-    const u = await fromWireResults([
-      { ...base, taskId: 1, outputsTarGzB64: big },
-      { ...base, taskId: 2, outputsTarGzB64: bomb, stdout: 'kept' },
-      { ...base, taskId: 3, outputsTarGzB64: Buffer.from('plain').toString('base64') },
-      { ...base, taskId: 4, outputsTarGzB64: gzipSync(Buffer.alloc(10_000)).toString('base64') },
-    ], limits);
-    expect(u.results.map((r) => [r.taskId, r.outputsTarGzB64 !== null])).toEqual([[1, false], [2, false], [3, false], [4, true]]);
-    expect(u.results[1]).toMatchObject({ stdout: 'kept', error: expect.stringMatching(/^outputs refused: the outputs tar inflates to more than 1048576 bytes/) });
-    expect(u.refusals.map((r) => [r.taskId, r.field])).toEqual([[1, 'outputs'], [2, 'outputs'], [3, 'outputs']]);
+    const u = await fromWireResults(
+      [
+        { ...base, taskId: 1, outputsTarGzB64: big },
+        { ...base, taskId: 2, outputsTarGzB64: bomb, stdout: 'kept' },
+        { ...base, taskId: 3, outputsTarGzB64: Buffer.from('plain').toString('base64') },
+        { ...base, taskId: 4, outputsTarGzB64: gzipSync(Buffer.alloc(10_000)).toString('base64') },
+      ],
+      limits,
+    );
+    expect(u.results.map((r) => [r.taskId, r.outputsTarGzB64 !== null])).toEqual([
+      [1, false],
+      [2, false],
+      [3, false],
+      [4, true],
+    ]);
+    expect(u.results[1]).toMatchObject({
+      stdout: 'kept',
+      error: expect.stringMatching(/^outputs refused: the outputs tar inflates to more than 1048576 bytes/),
+    });
+    expect(u.refusals.map((r) => [r.taskId, r.field])).toEqual([
+      [1, 'outputs'],
+      [2, 'outputs'],
+      [3, 'outputs'],
+    ]);
     expect(u.refusals[0]!.why).toMatch(/more than the 65536 allowed \(outputsMaxBytes\)/);
   });
 

@@ -12,10 +12,17 @@ describe('progress lines', () => {
     ['PROGRESS 0.25\r', 0.25],
   ])('reads %j as %d', (line, f) => expect(parseProgressLine(line)).toBe(f));
 
-  it.each(['PROGRESS 1.5', 'PROGRESS -0.1', 'PROGRESS 42%', 'progress 0.5', 'PROGRESS', 'PROGRESS 0.5 done', ' PROGRESS 0.5', 'PROGRESS 0x1', `PROGRESS 0.${'1'.repeat(80)}`])(
-    'ignores %j',
-    (line) => expect(parseProgressLine(line)).toBeUndefined(),
-  );
+  it.each([
+    'PROGRESS 1.5',
+    'PROGRESS -0.1',
+    'PROGRESS 42%',
+    'progress 0.5',
+    'PROGRESS',
+    'PROGRESS 0.5 done',
+    ' PROGRESS 0.5',
+    'PROGRESS 0x1',
+    `PROGRESS 0.${'1'.repeat(80)}`,
+  ])('ignores %j', (line) => expect(parseProgressLine(line)).toBeUndefined());
 
   it('finds progress lines across chunk boundaries and skips overlong lines', () => {
     const seen: number[] = [];
@@ -31,20 +38,24 @@ describe('progress lines', () => {
 
   it('fuzz: any split of a stream yields the same progress values', () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.constantFrom('PROGRESS 0.5', 'PROGRESS 1', 'noise', ''), fc.string({ maxLength: 100 })), { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 10 }), (lines, cuts) => {
-        const text = Buffer.from(lines.join('\n') + '\n');
-        const whole: number[] = [];
-        new ProgressScanner((f) => whole.push(f)).push(text);
-        const parts: number[] = [];
-        const s = new ProgressScanner((f) => parts.push(f));
-        const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
-        let prev = 0;
-        for (const p of [...points, text.length]) {
-          s.push(text.subarray(prev, p));
-          prev = p;
-        }
-        expect(parts).toEqual(whole);
-      }),
+      fc.property(
+        fc.array(fc.oneof(fc.constantFrom('PROGRESS 0.5', 'PROGRESS 1', 'noise', ''), fc.string({ maxLength: 100 })), { maxLength: 20 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (lines, cuts) => {
+          const text = Buffer.from(lines.join('\n') + '\n');
+          const whole: number[] = [];
+          new ProgressScanner((f) => whole.push(f)).push(text);
+          const parts: number[] = [];
+          const s = new ProgressScanner((f) => parts.push(f));
+          const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
+          let prev = 0;
+          for (const p of [...points, text.length]) {
+            s.push(text.subarray(prev, p));
+            prev = p;
+          }
+          expect(parts).toEqual(whole);
+        },
+      ),
     );
   });
 });

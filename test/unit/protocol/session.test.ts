@@ -4,7 +4,13 @@ import fc from 'fast-check';
 import { agentChannel, dispatcherChannel } from '../../../dispatcher/src/protocol/channel.js';
 import { encodeFrame, encodeMessage, ProtocolError, TAG_BYTES } from '../../../dispatcher/src/protocol/codec.js';
 import {
-  deriveSessionKeys, newEphemeralKey, newNonce, parseDispatcherPublicKey, signTranscript, transcript, verifyTranscript,
+  deriveSessionKeys,
+  newEphemeralKey,
+  newNonce,
+  parseDispatcherPublicKey,
+  signTranscript,
+  transcript,
+  verifyTranscript,
 } from '../../../dispatcher/src/protocol/session.js';
 import { rawPublicKey } from '../../../dispatcher/src/trust/secrets.js';
 import type { AgentMessage } from '../../../dispatcher/src/protocol/messages.js';
@@ -76,7 +82,7 @@ describe('handshake and sealed frames', () => {
     expect(disp.decode(f2)).toEqual({ type: 'ready', n: 2 });
   });
 
-  it('rejects a frame sealed with another session\'s key', () => {
+  it("rejects a frame sealed with another session's key", () => {
     const a = handshake();
     const b = handshake();
     expect(b.disp.decode(a.agent.encode(ready))).toMatchObject({ code: 'unauthenticated' });
@@ -94,7 +100,17 @@ describe('handshake and sealed frames', () => {
     const { agent, disp } = handshake();
     const hello = agent.encode({ type: 'ready', n: 1 });
     expect(disp.decode(hello)).toEqual({ type: 'ready', n: 1 });
-    const welcome = disp.encode({ type: 'welcome', protocol: 1, dispatcherVersion: 'x', nodeName: 'n', ephemeralKey: Buffer.alloc(32).toString('base64'), signature: Buffer.alloc(64).toString('base64'), heartbeatMs: 1000, missedHeartbeats: 3, maxMessageBytes: 4096 });
+    const welcome = disp.encode({
+      type: 'welcome',
+      protocol: 1,
+      dispatcherVersion: 'x',
+      nodeName: 'n',
+      ephemeralKey: Buffer.alloc(32).toString('base64'),
+      signature: Buffer.alloc(64).toString('base64'),
+      heartbeatMs: 1000,
+      missedHeartbeats: 3,
+      maxMessageBytes: 4096,
+    });
     expect(agent.decode(welcome)).toMatchObject({ code: 'out-of-order', about: 'welcome' });
   });
 
@@ -102,7 +118,29 @@ describe('handshake and sealed frames', () => {
     fc.assert(
       fc.property(fc.nat(), fc.integer({ min: 0, max: 7 }), (pos, bit) => {
         const { agent, disp } = handshake();
-        const frame = Buffer.from(agent.encode({ type: 'results', results: [{ taskId: 1, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 1, maxRssKiB: null, stdout: 'x', stderr: '', stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }] }));
+        const frame = Buffer.from(
+          agent.encode({
+            type: 'results',
+            results: [
+              {
+                taskId: 1,
+                attempt: 1,
+                exitCode: 0,
+                signal: null,
+                timedOut: false,
+                error: null,
+                startedAt: 1,
+                durationMs: 1,
+                maxRssKiB: null,
+                stdout: 'x',
+                stderr: '',
+                stdoutTruncated: false,
+                stderrTruncated: false,
+                outputsTarGzB64: null,
+              },
+            ],
+          }),
+        );
         frame[pos % frame.length]! ^= 1 << bit;
         const r = disp.decode(frame);
         expect(r).toBeInstanceOf(ProtocolError);

@@ -10,31 +10,92 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { agentChannel, dispatcherChannel, type Channel } from '../../../dispatcher/src/protocol/channel.js';
-import { decodeAgentMessage, decodeDispatcherMessage, decodeFrame, encodeFrame, encodeMessage, ProtocolError } from '../../../dispatcher/src/protocol/codec.js';
-import { AGENT_MESSAGES, DISPATCHER_MESSAGES, PROTOCOL_VERSION, TaskAssignment, type AgentMessage, type DispatcherMessage } from '../../../dispatcher/src/protocol/messages.js';
+import {
+  decodeAgentMessage,
+  decodeDispatcherMessage,
+  decodeFrame,
+  encodeFrame,
+  encodeMessage,
+  ProtocolError,
+} from '../../../dispatcher/src/protocol/codec.js';
+import {
+  AGENT_MESSAGES,
+  DISPATCHER_MESSAGES,
+  PROTOCOL_VERSION,
+  TaskAssignment,
+  type AgentMessage,
+  type DispatcherMessage,
+} from '../../../dispatcher/src/protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, newNonce } from '../../../dispatcher/src/protocol/session.js';
 import { agentInboundChannel, decodeForAgent, type AgentInbound } from '../../../node-agent/src/task-batch.js';
 import { FAKE_INVENTORY } from '../protocol/fixtures.js';
 
 const KEY = Buffer.alloc(32, 7).toString('base64');
 const SHA = 'ab'.repeat(32);
-const assignment = { taskId: 7, jobId: 3, attempt: 1, command: ['echo', 'hi'], env: { X: '1' }, cwd: null, stdinB64: null, inputsPath: '/in', inputsSha256: SHA, timeoutMs: 1000 };
+const assignment = {
+  taskId: 7,
+  jobId: 3,
+  attempt: 1,
+  command: ['echo', 'hi'],
+  env: { X: '1' },
+  cwd: null,
+  stdinB64: null,
+  inputsPath: '/in',
+  inputsSha256: SHA,
+  timeoutMs: 1000,
+};
 const SAMPLES: (AgentMessage | DispatcherMessage)[] = [
   {
-    type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: '1', mac: '52:54:00:12:34:56', auth: { kind: 'boot', token: 't' }, nonce: KEY, ephemeralKey: KEY, slots: 2,
-    inventory: FAKE_INVENTORY, running: [], undelivered: [],
+    type: 'hello',
+    protocol: PROTOCOL_VERSION,
+    agentVersion: '1',
+    mac: '52:54:00:12:34:56',
+    auth: { kind: 'boot', token: 't' },
+    nonce: KEY,
+    ephemeralKey: KEY,
+    slots: 2,
+    inventory: FAKE_INVENTORY,
+    running: [],
+    undelivered: [],
   },
   { type: 'ready', n: 4 },
   { type: 'progress', items: [{ taskId: 1, attempt: 1, fraction: 0.5 }] },
   {
-    type: 'results', results: [{ taskId: 7, attempt: 1, exitCode: 0, signal: null, timedOut: false, error: null, startedAt: 1, durationMs: 2, maxRssKiB: null, stdout: 'ok', stderr: { gz: 'H4sIAAAAAAAAA8vPBwCrpJ1kAQAAAA==' }, stdoutTruncated: false, stderrTruncated: false, outputsTarGzB64: null }],
+    type: 'results',
+    results: [
+      {
+        taskId: 7,
+        attempt: 1,
+        exitCode: 0,
+        signal: null,
+        timedOut: false,
+        error: null,
+        startedAt: 1,
+        durationMs: 2,
+        maxRssKiB: null,
+        stdout: 'ok',
+        stderr: { gz: 'H4sIAAAAAAAAA8vPBwCrpJ1kAQAAAA==' },
+        stdoutTruncated: false,
+        stderrTruncated: false,
+        outputsTarGzB64: null,
+      },
+    ],
   },
   { type: 'tasks', tasks: [assignment, { ...assignment, taskId: 8, command: 'echo $X', inputsPath: null, inputsSha256: null }] },
   { type: 'cancel', refs: [{ taskId: 7, attempt: 1 }], reason: 'x', report: true },
   { type: 'control', id: 1, command: { kind: 'exec', command: ['true'] } },
   { type: 'error', code: 'malformed', message: 'm', about: 'tasks' },
 ];
-const TYPES = [...new Set([...Object.keys(AGENT_MESSAGES), ...Object.keys(DISPATCHER_MESSAGES), 'tasks-partial', 'constructor', '__proto__', 'toString'])];
+const TYPES = [
+  ...new Set([
+    ...Object.keys(AGENT_MESSAGES),
+    ...Object.keys(DISPATCHER_MESSAGES),
+    'tasks-partial',
+    'constructor',
+    '__proto__',
+    'toString',
+  ]),
+];
 const checkAssignment = TypeCompiler.Compile(TaskAssignment);
 
 /** Runs a decoder and checks what it gave: a ProtocolError, or an object with a string type. */
@@ -55,12 +116,17 @@ function decodeAll(body: Buffer): void {
   const salvaged = outcome(() => decodeForAgent(body));
   if (!(salvaged instanceof ProtocolError) && salvaged.type === 'tasks-partial') {
     for (const t of salvaged.tasks) expect(checkAssignment.Check(t)).toBe(true);
-    for (const r of salvaged.refused) expect(Number.isSafeInteger(r.taskId) && Number.isSafeInteger(r.attempt) && r.attempt >= 1).toBe(true);
+    for (const r of salvaged.refused)
+      expect(Number.isSafeInteger(r.taskId) && Number.isSafeInteger(r.attempt) && r.attempt >= 1).toBe(true);
     if (salvaged.total !== null) expect(salvaged.tasks.length + salvaged.refused.length).toBeLessThanOrEqual(salvaged.total);
   }
 }
 
-function sealedPair(): { agent: Channel<AgentInbound, AgentMessage>; disp: Channel<AgentMessage, DispatcherMessage>; agentSide: Channel<DispatcherMessage, AgentMessage> } {
+function sealedPair(): {
+  agent: Channel<AgentInbound, AgentMessage>;
+  disp: Channel<AgentMessage, DispatcherMessage>;
+  agentSide: Channel<DispatcherMessage, AgentMessage>;
+} {
   const nonce = newNonce();
   const a = newEphemeralKey();
   const d = newEphemeralKey();
@@ -96,7 +162,10 @@ describe('agent message codec: fuzzing (fast-check)', () => {
         fc.constantFrom(...bodies),
         fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
         fc.option(fc.nat(), { nil: undefined }),
-        fc.option(fc.tuple(fc.nat(), fc.constantFrom('"', '{', '}', '[', ']', ',', ':', '\\', '\\u0000', 'null', '-1', '1e999', '"__proto__"')), { nil: undefined }),
+        fc.option(
+          fc.tuple(fc.nat(), fc.constantFrom('"', '{', '}', '[', ']', ',', ':', '\\', '\\u0000', 'null', '-1', '1e999', '"__proto__"')),
+          { nil: undefined },
+        ),
         (body, flips, cut, splice) => {
           let b = Buffer.from(body);
           for (const [pos, v] of flips) b[pos % b.length] = v;
@@ -115,30 +184,46 @@ describe('agent message codec: fuzzing (fast-check)', () => {
   it('any JSON under any message type gives a message or a ProtocolError; a salvaged batch holds only valid assignments', () => {
     const task = fc.oneof(
       fc.constant(assignment),
-      fc.record({ taskId: fc.oneof(fc.nat(), fc.double(), fc.string()), attempt: fc.oneof(fc.integer({ min: -2, max: 3 }), fc.constant(null)), timeoutMs: fc.oneof(fc.nat(), fc.double()) }).map((over) => ({ ...assignment, ...over })),
+      fc
+        .record({
+          taskId: fc.oneof(fc.nat(), fc.double(), fc.string()),
+          attempt: fc.oneof(fc.integer({ min: -2, max: 3 }), fc.constant(null)),
+          timeoutMs: fc.oneof(fc.nat(), fc.double()),
+        })
+        .map((over) => ({ ...assignment, ...over })),
       fc.jsonValue({ maxDepth: 3 }),
     );
     fc.assert(
-      fc.property(fc.constantFrom(...TYPES), fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }), fc.array(task, { maxLength: 6 }), (type, extra, tasks) => {
-        decodeAll(Buffer.from(JSON.stringify({ type, ...extra })));
-        decodeAll(Buffer.from(JSON.stringify({ type: 'tasks', tasks })));
-        decodeAll(Buffer.from(JSON.stringify({ ...extra, type })));
-      }),
+      fc.property(
+        fc.constantFrom(...TYPES),
+        fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }),
+        fc.array(task, { maxLength: 6 }),
+        (type, extra, tasks) => {
+          decodeAll(Buffer.from(JSON.stringify({ type, ...extra })));
+          decodeAll(Buffer.from(JSON.stringify({ type: 'tasks', tasks })));
+          decodeAll(Buffer.from(JSON.stringify({ ...extra, type })));
+        },
+      ),
       { numRuns: 400 },
     );
   });
 
   it('sealed frames a peer sends mutated give a ProtocolError, never a throw', () => {
     fc.assert(
-      fc.property(fc.constantFrom(...SAMPLES.filter((m) => ['ready', 'results', 'progress', 'tasks', 'cancel', 'control'].includes(m.type))), fc.nat(), fc.integer({ min: 0, max: 255 }), (msg, pos, v) => {
-        const { agent, disp, agentSide } = sealedPair();
-        const toAgent = ['tasks', 'cancel', 'control'].includes(msg.type);
-        const frame = Buffer.from(toAgent ? disp.encode(msg as DispatcherMessage) : agentSide.encode(msg as AgentMessage));
-        const before = frame[pos % frame.length];
-        frame[pos % frame.length] = v;
-        const r = outcome(() => (toAgent ? agent.decode(frame) : disp.decode(frame)));
-        if (before !== v) expect(r).toBeInstanceOf(ProtocolError);
-      }),
+      fc.property(
+        fc.constantFrom(...SAMPLES.filter((m) => ['ready', 'results', 'progress', 'tasks', 'cancel', 'control'].includes(m.type))),
+        fc.nat(),
+        fc.integer({ min: 0, max: 255 }),
+        (msg, pos, v) => {
+          const { agent, disp, agentSide } = sealedPair();
+          const toAgent = ['tasks', 'cancel', 'control'].includes(msg.type);
+          const frame = Buffer.from(toAgent ? disp.encode(msg as DispatcherMessage) : agentSide.encode(msg as AgentMessage));
+          const before = frame[pos % frame.length];
+          frame[pos % frame.length] = v;
+          const r = outcome(() => (toAgent ? agent.decode(frame) : disp.decode(frame)));
+          if (before !== v) expect(r).toBeInstanceOf(ProtocolError);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -166,6 +251,11 @@ describe('agent message codec: hostile shapes', () => {
   it('salvages a batch with one bad assignment: the valid ones kept, the bad one refused by its ref', () => {
     const bad = { ...assignment, taskId: 9, timeoutMs: 0 };
     const r = decodeForAgent(JSON.stringify({ type: 'tasks', tasks: [assignment, bad, { nonsense: true }] }));
-    expect(r).toMatchObject({ type: 'tasks-partial', tasks: [assignment], refused: [{ taskId: 9, attempt: 1, reason: expect.stringMatching(/timeoutMs/) }], total: 3 });
+    expect(r).toMatchObject({
+      type: 'tasks-partial',
+      tasks: [assignment],
+      refused: [{ taskId: 9, attempt: 1, reason: expect.stringMatching(/timeoutMs/) }],
+      total: 3,
+    });
   });
 });

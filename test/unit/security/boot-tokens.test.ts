@@ -57,7 +57,7 @@ describe('boot tokens', () => {
     expect(tokens.check(A, second)).toBe('ok');
   });
 
-  it('a pending node\'s token restarts its clock while the agent keeps asking', () => {
+  it("a pending node's token restarts its clock while the agent keeps asking", () => {
     const { db, clock } = store();
     const tokens = new BootTokens(db, clock.now, 60_000);
     const t = tokens.issue(A);
@@ -120,15 +120,43 @@ describe('hello admission', () => {
     ['an expired boot token', hello('boot'), { bootToken: () => 'expired' as const }, 'bad-token', /expired/],
     ['an unknown session credential', hello('session'), { session: () => false }, 'bad-token', /session credential/],
     ['an enrollment token for a PXE-booted MAC', hello('enroll'), { enrollBlocked: () => 'it booted by PXE' }, 'denied', /cannot claim/],
-    ['an enrollment token for another MAC', hello('enroll'), { enrollToken: () => ({ ok: false as const, why: 'other-mac' as const }) }, 'bad-token', /another MAC/],
+    [
+      'an enrollment token for another MAC',
+      hello('enroll'),
+      { enrollToken: () => ({ ok: false as const, why: 'other-mac' as const }) },
+      'bad-token',
+      /another MAC/,
+    ],
   ])('refuses %s', (_name, h, over, reason, message) => {
-    expect(decideAdmission(h, A, checks(over as Partial<AdmissionChecks>))).toMatchObject({ kind: 'refused', reason, message: expect.stringMatching(message) });
+    expect(decideAdmission(h, A, checks(over as Partial<AdmissionChecks>))).toMatchObject({
+      kind: 'refused',
+      reason,
+      message: expect.stringMatching(message),
+    });
   });
   it('does not let an enrollment token pass the auto-enrolment cap check silently: it is exempt, strangers are not', () => {
     let seen: boolean | undefined;
-    decideAdmission(hello('enroll'), A, checks({ admit: (_m, o) => ((seen = o.enrolled), { kind: 'boot', node }) }));
+    decideAdmission(
+      hello('enroll'),
+      A,
+      checks({
+        admit: (_m, o) => {
+          seen = o.enrolled;
+          return { kind: 'boot', node };
+        },
+      }),
+    );
     expect(seen).toBe(true);
-    decideAdmission(hello('boot'), A, checks({ admit: (_m, o) => ((seen = o.enrolled), { kind: 'boot', node }) }));
+    decideAdmission(
+      hello('boot'),
+      A,
+      checks({
+        admit: (_m, o) => {
+          seen = o.enrolled;
+          return { kind: 'boot', node };
+        },
+      }),
+    );
     expect(seen).toBe(false);
   });
 });
@@ -137,7 +165,13 @@ describe('auto-enrolment caps', () => {
   it('register new machines up to the per-minute and total caps; forget frees room', async () => {
     const { db, clock } = store();
     const commits = new GroupCommit(db);
-    const nodes = new NodeRegistry(db, commits, new EventLog(db, commits, clock.now), parseClusterFile('autoEnroll: { perMinute: 3, total: 5 }\n'), clock.now);
+    const nodes = new NodeRegistry(
+      db,
+      commits,
+      new EventLog(db, commits, clock.now),
+      parseClusterFile('autoEnroll: { perMinute: 3, total: 5 }\n'),
+      clock.now,
+    );
     const m = (i: number) => mac(`02:00:00:00:00:${i.toString(16).padStart(2, '0')}`);
     const kinds = Array.from({ length: 5 }, (_, i) => nodes.admit(m(i)).kind);
     expect(kinds).toEqual(['boot', 'boot', 'boot', 'deny', 'deny']);
@@ -170,11 +204,15 @@ describe('boot origin', () => {
   ] as const)('%s', (_n, local, peer, mode, status) => {
     expect(bootOriginRefusal({ localAddress: local, peer, mac: A }, gate, { mode, seen: seen.of(A) })?.status).toBe(status);
   });
-  it('a relayed client: any address in the relay\'s subnet', () => {
+  it("a relayed client: any address in the relay's subnet", () => {
     const s = new BootAddresses();
     s.remember(B, { kind: 'subnet', subnet: { network: 0x0a2b0000, mask: 0xffffff00 }, relay: '10.43.0.1' });
-    expect(bootOriginRefusal({ localAddress: '10.42.0.1', peer: '10.43.0.77', mac: B }, gate, { mode: 'full', seen: s.of(B) })).toBeUndefined();
-    expect(bootOriginRefusal({ localAddress: '10.42.0.1', peer: '10.44.0.77', mac: B }, gate, { mode: 'full', seen: s.of(B) })?.status).toBe(403);
+    expect(
+      bootOriginRefusal({ localAddress: '10.42.0.1', peer: '10.43.0.77', mac: B }, gate, { mode: 'full', seen: s.of(B) }),
+    ).toBeUndefined();
+    expect(
+      bootOriginRefusal({ localAddress: '10.42.0.1', peer: '10.44.0.77', mac: B }, gate, { mode: 'full', seen: s.of(B) })?.status,
+    ).toBe(403);
   });
   it('a loopback node network (tests, --dhcp off on one host) takes local requests', () => {
     expect(new NodeNetworkGate({ name: undefined, address: '127.0.0.1' }).admits('::ffff:127.0.0.1')).toBe(true);

@@ -8,7 +8,18 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { Readable } from 'node:stream';
@@ -68,12 +79,13 @@ function escapes(base: string, root: string, scaffold: Set<string>): string[] {
       const p = join(dir, name);
       const st = lstatSync(p);
       const inside = realpathSync(dirname(p)) + sep + name;
-      if (!scaffold.has(p) && !(inside.startsWith(root + sep))) found.push(p);
+      if (!scaffold.has(p) && !inside.startsWith(root + sep)) found.push(p);
       if (st.isDirectory()) walk(p);
     }
   };
   walk(base);
-  if (readFileSync(join(base, 'secret'), 'utf8') !== 'secret' || statSync(join(base, 'secret')).nlink !== 1) found.push(`${base}/secret (changed or linked)`);
+  if (readFileSync(join(base, 'secret'), 'utf8') !== 'secret' || statSync(join(base, 'secret')).nlink !== 1)
+    found.push(`${base}/secret (changed or linked)`);
   return found;
 }
 
@@ -89,34 +101,62 @@ async function unpack(root: string, entries: Entry[]): Promise<'ok' | TarError> 
 
 describe('inputs unpacker: known attacks', () => {
   it.each<[string, (base: string) => Entry[], RegExp]>([
-    ['a symlink chain (a -> .., a/b -> ..) then a write through a/b/c', () => [
-      { type: 'directory', name: 'a' },
-      { type: 'symlink', name: 'a/b', linkname: '..' },
-      { type: 'symlink', name: 'a/b/c', linkname: '..' },
-      { type: 'file', name: 'a/b/c/pwned', body: 'x' },
-    ], /"a\/b\/c".*symlink|symlink.*"a\/b"/],
-    ['a symlink to a parent, written through', () => [
-      { type: 'symlink', name: 'up', linkname: '.' },
-      { type: 'file', name: 'up/../../escape', body: 'x' },
-    ], /\.\./],
-    ['a symlink then a file of the same name', () => [
-      { type: 'symlink', name: 'f', linkname: '../'.repeat(DEPTH + 1) + 'secret' },
-      { type: 'file', name: 'f', body: 'overwritten' },
-    ], /"f"/],
-    ['a symlink inside, then a file of the same name', () => [
-      { type: 'file', name: 'inner', body: 'x' },
-      { type: 'symlink', name: 'f', linkname: 'inner' },
-      { type: 'file', name: 'f', body: 'through the link' },
-    ], /"f".*symlink/],
-    ['a hard link to a file outside', (base) => [
-      { type: 'link', name: 'h', linkname: `${base}/secret` },
-      { type: 'file', name: 'h', body: 'overwritten' },
-    ], /hard link "h"/],
-    ['a hard link through .. to a file outside', () => [{ type: 'link', name: 'h', linkname: '../'.repeat(DEPTH + 1) + 'secret' }], /hard link "h"/],
-    ['a hard link through a symlinked dir', () => [
-      { type: 'symlink', name: 'top', linkname: '.' },
-      { type: 'link', name: 'h', linkname: 'top/x' },
-    ], /symlink/],
+    [
+      'a symlink chain (a -> .., a/b -> ..) then a write through a/b/c',
+      () => [
+        { type: 'directory', name: 'a' },
+        { type: 'symlink', name: 'a/b', linkname: '..' },
+        { type: 'symlink', name: 'a/b/c', linkname: '..' },
+        { type: 'file', name: 'a/b/c/pwned', body: 'x' },
+      ],
+      /"a\/b\/c".*symlink|symlink.*"a\/b"/,
+    ],
+    [
+      'a symlink to a parent, written through',
+      () => [
+        { type: 'symlink', name: 'up', linkname: '.' },
+        { type: 'file', name: 'up/../../escape', body: 'x' },
+      ],
+      /\.\./,
+    ],
+    [
+      'a symlink then a file of the same name',
+      () => [
+        { type: 'symlink', name: 'f', linkname: '../'.repeat(DEPTH + 1) + 'secret' },
+        { type: 'file', name: 'f', body: 'overwritten' },
+      ],
+      /"f"/,
+    ],
+    [
+      'a symlink inside, then a file of the same name',
+      () => [
+        { type: 'file', name: 'inner', body: 'x' },
+        { type: 'symlink', name: 'f', linkname: 'inner' },
+        { type: 'file', name: 'f', body: 'through the link' },
+      ],
+      /"f".*symlink/,
+    ],
+    [
+      'a hard link to a file outside',
+      (base) => [
+        { type: 'link', name: 'h', linkname: `${base}/secret` },
+        { type: 'file', name: 'h', body: 'overwritten' },
+      ],
+      /hard link "h"/,
+    ],
+    [
+      'a hard link through .. to a file outside',
+      () => [{ type: 'link', name: 'h', linkname: '../'.repeat(DEPTH + 1) + 'secret' }],
+      /hard link "h"/,
+    ],
+    [
+      'a hard link through a symlinked dir',
+      () => [
+        { type: 'symlink', name: 'top', linkname: '.' },
+        { type: 'link', name: 'h', linkname: 'top/x' },
+      ],
+      /symlink/,
+    ],
     ['an absolute name', (base) => [{ type: 'file', name: `${base}/outside/abs`, body: 'x' }], /absolute/],
     ['a .. name', () => [{ type: 'file', name: '../escape', body: 'x' }], /\.\./],
   ])('refuses %s, naming the entry, and writes nothing outside', async (_what, make, re) => {
@@ -166,7 +206,10 @@ describe('inputs unpacker: random entry sequences (fast-check)', () => {
     const rel = fc.array(component, { minLength: 1, maxLength: 4 }).map((cs) => cs.join('/'));
     // Absolute names and targets point into the sandbox (base is filled in per run), so a
     // broken unpacker writes where the walk sees it, not somewhere on the machine.
-    const path = fc.oneof({ weight: 5, arbitrary: rel.map((p) => ({ abs: false, p })) }, { weight: 1, arbitrary: fc.constantFrom('outside/x', 'secret').map((p) => ({ abs: true, p })) });
+    const path = fc.oneof(
+      { weight: 5, arbitrary: rel.map((p) => ({ abs: false, p })) },
+      { weight: 1, arbitrary: fc.constantFrom('outside/x', 'secret').map((p) => ({ abs: true, p })) },
+    );
     const entry = fc.record({ type: fc.constantFrom('file', 'directory', 'symlink', 'link', 'fifo'), name: path, target: path });
     await fc.assert(
       fc.asyncProperty(fc.array(entry, { minLength: 1, maxLength: 8 }), async (spec) => {
@@ -174,10 +217,13 @@ describe('inputs unpacker: random entry sequences (fast-check)', () => {
         try {
           const at = (x: { abs: boolean; p: string }) => (x.abs ? `${base}/${x.p}` : x.p);
           const entries: Entry[] = spec.map((e) =>
-            e.type === 'file' ? { type: 'file', name: at(e.name), body: 'data' }
-            : e.type === 'directory' ? { type: 'directory', name: at(e.name) }
-            : e.type === 'fifo' ? { type: 'fifo', name: at(e.name) }
-            : { type: e.type as 'symlink' | 'link', name: at(e.name), linkname: at(e.target) },
+            e.type === 'file'
+              ? { type: 'file', name: at(e.name), body: 'data' }
+              : e.type === 'directory'
+                ? { type: 'directory', name: at(e.name) }
+                : e.type === 'fifo'
+                  ? { type: 'fifo', name: at(e.name) }
+                  : { type: e.type as 'symlink' | 'link', name: at(e.name), linkname: at(e.target) },
           );
           await unpack(root, entries);
           expect(escapes(base, root, scaffold)).toEqual([]);

@@ -79,7 +79,12 @@ export function eventRoutes(api: OperatorApi): FastifyPluginAsync {
         const unsubscribe = core.events.subscribe((e) => (replaying ? pending.push(e) : send(e)));
         sse.onClose(unsubscribe);
         while (replaying && !sse.closed) {
-          const batch = core.events.list({ ...(node ? { node } : {}), ...(q.kind ? { kind: q.kind } : {}), afterId: sentUpTo, limit: 1000 });
+          const batch = core.events.list({
+            ...(node ? { node } : {}),
+            ...(q.kind ? { kind: q.kind } : {}),
+            afterId: sentUpTo,
+            limit: 1000,
+          });
           for (const e of batch) send(e);
           if (batch.length < 1000) replaying = false;
         }

@@ -136,7 +136,11 @@ export class LiveFeed {
     this.#sent.clear();
     const now = this.src.now();
     for (const v of this.src.nodes()) {
-      this.#sent.set(v.mac, { full: JSON.stringify(v), key: JSON.stringify({ ...v, load1: 0, memUsedMiB: 0, uptimeS: 0, lastHeartbeat: 0 }), at: now });
+      this.#sent.set(v.mac, {
+        full: JSON.stringify(v),
+        key: JSON.stringify({ ...v, load1: 0, memUsedMiB: 0, uptimeS: 0, lastHeartbeat: 0 }),
+        at: now,
+      });
     }
     this.#lastSummary = now;
     this.#unsubscribe = this.src.subscribeEvents((e) => {

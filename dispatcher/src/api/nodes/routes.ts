@@ -7,7 +7,19 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { requireAdmin } from '../../http/app.js';
 import { DispatcherError } from '../../errors.js';
-import { ActionResult, ErrorBody, ExecRequest, InspectResult, NodeDetail, NodeList, NodeListQuery, NodeRef, Nullable, errorResponses, type ExecLine } from '../schemas.js';
+import {
+  ActionResult,
+  ErrorBody,
+  ExecRequest,
+  InspectResult,
+  NodeDetail,
+  NodeList,
+  NodeListQuery,
+  NodeRef,
+  Nullable,
+  errorResponses,
+  type ExecLine,
+} from '../schemas.js';
 import { ADMIN_SECURITY, EXEC_BODY_LIMIT, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
 import { nodeDetail, nodeView } from './view.js';
 import { forgetNode } from '../../nodes/forget.js';
@@ -115,7 +127,14 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
             {
               labels: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }), { maxItems: 64 })),
               firstStage: Type.Optional(Nullable(Type.Union([Type.Literal('ipxe.efi'), Type.Literal('snponly.efi')]))),
-              fixedIp: Type.Optional(Nullable(Type.String({ pattern: '^(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}$', description: 'IPv4 address' }))),
+              fixedIp: Type.Optional(
+                Nullable(
+                  Type.String({
+                    pattern: '^(25[0-5]|2[0-4]\\d|1?\\d?\\d)(\\.(25[0-5]|2[0-4]\\d|1?\\d?\\d)){3}$',
+                    description: 'IPv4 address',
+                  }),
+                ),
+              ),
             },
             { additionalProperties: false },
           ),
@@ -140,7 +159,8 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
         onRequest: admin,
         schema: {
           summary: 'forget a node that is not connected: its record, DHCP lease, boot stages, tokens and session credentials',
-          description: 'A forgotten machine that boots again is a new machine under the enrollment policy; one listed in the cluster file comes back at the next start.',
+          description:
+            'A forgotten machine that boots again is a new machine under the enrollment policy; one listed in the cluster file comes back at the next start.',
           tags: ['nodes'],
           security: ADMIN_SECURITY,
           params: NodeRef,
@@ -167,18 +187,28 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
           security: ADMIN_SECURITY,
           params: NodeRef,
           body: ExecRequest,
-          response: { 200: Type.Object({ type: Type.String() }, { additionalProperties: true, 'x-content-type': 'application/x-ndjson', description: 'JSON lines' }), ...errorResponses },
+          response: {
+            200: Type.Object(
+              { type: Type.String() },
+              { additionalProperties: true, 'x-content-type': 'application/x-ndjson', description: 'JSON lines' },
+            ),
+            ...errorResponses,
+          },
         },
       },
       async (req, reply) => {
         const { argv, shell } = req.body;
         if ((argv === undefined) === (shell === undefined))
-          throw new DispatcherError('DSP_ERR_BAD_REQUEST', 'give exactly one of argv (an array) or shell (a string)', { hint: '{"argv": ["uname", "-a"]} or {"shell": "dmesg | tail"}' });
+          throw new DispatcherError('DSP_ERR_BAD_REQUEST', 'give exactly one of argv (an array) or shell (a string)', {
+            hint: '{"argv": ["uname", "-a"]} or {"shell": "dmesg | tail"}',
+          });
         const n: NodeRecord = actions.execTarget(req.params.node);
         const out = openNdjson(req, reply);
         out.write({ type: 'started', node: n.name, ackMs: null } satisfies ExecLine);
         try {
-          const r = await actions.exec(n, argv ?? shell!, req.body.timeoutMs, (stream, data) => out.write({ type: 'output', stream, data } satisfies ExecLine));
+          const r = await actions.exec(n, argv ?? shell!, req.body.timeoutMs, (stream, data) =>
+            out.write({ type: 'output', stream, data } satisfies ExecLine),
+          );
           out.write({ type: 'exit', exitCode: r.exitCode, signal: r.signal, durationMs: r.durationMs } satisfies ExecLine);
         } catch (err) {
           const e = err instanceof DispatcherError ? err : new DispatcherError('DSP_ERR_INTERNAL', (err as Error).message);

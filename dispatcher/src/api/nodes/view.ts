@@ -42,7 +42,9 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
     uptimeS: connected && live?.uptimeS != null ? live.uptimeS : null,
     lastHeartbeat: live?.lastHeartbeat ?? null,
     slots: connected ? (live?.slots ?? null) : null,
-    tasks: connected ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt })) : [],
+    tasks: connected
+      ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt }))
+      : [],
     bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
   };
 }
@@ -59,7 +61,11 @@ export function nodeDetail(n: NodeRecord, src: ViewSources, lastInspect: { at: n
 }
 
 /** CPU model, cores and memory from the agent's hello inventory (protocol/messages.ts Inventory). */
-export function inventorySummary(inv: Record<string, unknown> | null): { cpu: string | null; cores: number | null; memoryMiB: number | null } {
+export function inventorySummary(inv: Record<string, unknown> | null): {
+  cpu: string | null;
+  cores: number | null;
+  memoryMiB: number | null;
+} {
   if (!inv) return { cpu: null, cores: null, memoryMiB: null };
   const cpu = (inv.cpu ?? {}) as { model?: unknown; brand?: unknown; cores?: unknown };
   const model = typeof cpu.model === 'string' ? cpu.model : typeof cpu.brand === 'string' ? cpu.brand : null;

@@ -45,16 +45,30 @@ export function operationRoutes(api: OperatorApi): FastifyPluginAsync {
 
     app.get(
       '/api/v1/operations',
-      { schema: { summary: 'running and recent operations', tags: ['operations'], response: { 200: Type.Object({ operations: Type.Array(OperationView) }) } } },
+      {
+        schema: {
+          summary: 'running and recent operations',
+          tags: ['operations'],
+          response: { 200: Type.Object({ operations: Type.Array(OperationView) }) },
+        },
+      },
       async () => ({ operations: operations.list() }),
     );
 
     app.get(
       '/api/v1/operations/:id',
-      { schema: { summary: 'one operation and the phase of each of its nodes', tags: ['operations'], params: OperationId, response: { 200: OperationView, 400: ErrorBody, 404: ErrorBody } } },
+      {
+        schema: {
+          summary: 'one operation and the phase of each of its nodes',
+          tags: ['operations'],
+          params: OperationId,
+          response: { 200: OperationView, 400: ErrorBody, 404: ErrorBody },
+        },
+      },
       async (req) => {
         const op = operations.get(req.params.id);
-        if (!op) throw new DispatcherError('DSP_ERR_NOT_FOUND', `no operation #${req.params.id}`, { hint: 'list them: GET /api/v1/operations' });
+        if (!op)
+          throw new DispatcherError('DSP_ERR_NOT_FOUND', `no operation #${req.params.id}`, { hint: 'list them: GET /api/v1/operations' });
         return op;
       },
     );

@@ -86,8 +86,12 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const image = new ImageInfo(core.config.imageDir, core.secrets.identity.fingerprint);
   const keyStatus = image.keyStatus();
   if (keyStatus === 'other')
-    log.warn({ imageDir: core.config.imageDir }, 'the image carries another dispatcher\'s key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub');
-  else if (keyStatus === 'none') log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
+    log.warn(
+      { imageDir: core.config.imageDir },
+      "the image carries another dispatcher's key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub",
+    );
+  else if (keyStatus === 'none')
+    log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
   const limiter = new FairLimiter({
     max: opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS,
     maxQueue: opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE,
@@ -127,8 +131,18 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     if (!nodeNetwork.admits(localAddress)) {
       // Not on the node network: boot scripts do not exist here.
       c.refusedScripts++;
-      noisy.warn(`offnet:${ip}`, { ip, mac: String(macText ?? '').slice(0, 40), localAddress }, 'boot script asked for off the node network: 404');
-      return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: 'no boot scripts on this address', hint: `boot scripts are served on the node network (${core.network.address})` } });
+      noisy.warn(
+        `offnet:${ip}`,
+        { ip, mac: String(macText ?? '').slice(0, 40), localAddress },
+        'boot script asked for off the node network: 404',
+      );
+      return reply.code(404).send({
+        error: {
+          code: 'DSP_ERR_NOT_FOUND',
+          message: 'no boot scripts on this address',
+          hint: `boot scripts are served on the node network (${core.network.address})`,
+        },
+      });
     }
     const base = dispatcherUrl(req);
     reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store');
@@ -139,7 +153,10 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       noisy.warn(`nomac:${ip}`, { ip, mac: String(macText ?? '').slice(0, 40) }, 'boot script without a usable MAC');
       return reply.send(unidentifiedScript({ dispatcherUrl: base, reason: `${why}; expected /boot.ipxe?mac=<mac>` }));
     }
-    const origin = bootOriginRefusal({ localAddress, peer: ip, mac }, nodeNetwork, { mode: core.config.dhcp.mode, seen: core.bootAddresses.of(mac) });
+    const origin = bootOriginRefusal({ localAddress, peer: ip, mac }, nodeNetwork, {
+      mode: core.config.dhcp.mode,
+      seen: core.bootAddresses.of(mac),
+    });
     if (origin) {
       c.refusedScripts++;
       noisy.warn(`origin:${ip}`, { mac, ip, why: origin.why }, 'boot script refused: not where this MAC booted');
@@ -150,7 +167,9 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       // that node's session; a node that really rebooted is lost within seconds and served then.
       c.refusedScripts++;
       noisy.warn(`live:${ip}`, { mac, ip, node: core.nodes.byMac(mac)?.name }, 'boot script refused: the node of this MAC is connected');
-      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: 'its node is connected; asking again shortly', retrySeconds: liveRetrySeconds }));
+      return reply.send(
+        refusedScript({ mac, dispatcherUrl: base, reason: 'its node is connected; asking again shortly', retrySeconds: liveRetrySeconds }),
+      );
     }
     const decision = core.nodes.admit(mac);
     if (decision.kind === 'deny') {
@@ -175,14 +194,22 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     const bytes = Buffer.byteLength(text);
     const durationMs = Math.round(performance.now() - t0);
     log.info({ mac, node: node.name, ip, pending: decision.kind === 'pending' }, 'boot script served');
-    recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, bytes, durationMs, ...(decision.kind === 'pending' ? { pending: true } : {}) });
+    recordStage(core.timeline, log, mac, 'http.script', {
+      ip,
+      node: node.name,
+      bytes,
+      durationMs,
+      ...(decision.kind === 'pending' ? { pending: true } : {}),
+    });
     return reply.send(text);
   };
 
   const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName) => {
     const file = await opts.files.get(name);
     if (!file) {
-      const hint = (PXE_FILES as readonly string[]).includes(name) ? 'run `make pxe` on the dispatcher' : 'run `make image` on the dispatcher';
+      const hint = (PXE_FILES as readonly string[]).includes(name)
+        ? 'run `make pxe` on the dispatcher'
+        : 'run `make image` on the dispatcher';
       noisy.warn(`missing:${name}`, { file: name, path: opts.files.pathOf(name) }, 'boot file requested but missing');
       return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `${name} is not available`, hint } });
     }
@@ -212,7 +239,11 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
         });
       }, ip);
       if (!submitted) {
-        noisy.warn(`busy:${ip}`, { file: name, ip, mac, queued: limiter.queued }, 'HTTP boot queue full (or this client\'s line); client told to retry');
+        noisy.warn(
+          `busy:${ip}`,
+          { file: name, ip, mac, queued: limiter.queued },
+          "HTTP boot queue full (or this client's line); client told to retry",
+        );
         res.writeHead(503, { 'retry-after': '5', 'content-length': 0 });
         res.end();
         return resolve();
@@ -224,7 +255,13 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     });
   };
 
-  const account = (name: BootFileName, mac: Mac | undefined, ip: string, r: Awaited<ReturnType<typeof serveBootFile>>, queuedMs: number) => {
+  const account = (
+    name: BootFileName,
+    mac: Mac | undefined,
+    ip: string,
+    r: Awaited<ReturnType<typeof serveBootFile>>,
+    queuedMs: number,
+  ) => {
     const stage = STAGE_OF[name] ?? 'http.firststage';
     if (r.status === 304) c.notModified++;
     if (r.status !== 200 && r.status !== 206) return; // 304/412/416: nothing was downloaded
@@ -233,28 +270,56 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       c.completed++;
       c.bytesSent += r.bodyBytes;
       log.info({ file: name, mac, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs, queuedMs, via: r.via }, 'file sent');
-      if (mac) recordStage(core.timeline, log, mac, stage, { file: name, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs });
+      if (mac)
+        recordStage(core.timeline, log, mac, stage, { file: name, ip, status: r.status, bytes: r.bodyBytes, durationMs: r.durationMs });
     } else {
       // How much of the body reached the client is not known here (the whole slice was
       // queued on the socket at once): the size and the time say how far it got. Keyed by
       // client: a crowd of stalled readers from one address must not flood the log.
       c.failed++;
       const stalled = r.error === 'ETIMEDOUT';
-      noisy.warn(`aborted:${ip}`, { file: name, mac, ip, size: r.bodyBytes, durationMs: r.durationMs, via: r.via, error: r.error, ...(stalled ? { idleTimeoutMs } : {}) },
-        stalled ? 'download dropped: the client read nothing for the idle timeout' : 'download aborted by the client');
-      if (mac) recordStage(core.timeline, log, mac, 'http.failed', { file: name, ip, size: r.bodyBytes, durationMs: r.durationMs, reason: 'connection closed before the end' });
+      noisy.warn(
+        `aborted:${ip}`,
+        {
+          file: name,
+          mac,
+          ip,
+          size: r.bodyBytes,
+          durationMs: r.durationMs,
+          via: r.via,
+          error: r.error,
+          ...(stalled ? { idleTimeoutMs } : {}),
+        },
+        stalled ? 'download dropped: the client read nothing for the idle timeout' : 'download aborted by the client',
+      );
+      if (mac)
+        recordStage(core.timeline, log, mac, 'http.failed', {
+          file: name,
+          ip,
+          size: r.bodyBytes,
+          durationMs: r.durationMs,
+          reason: 'connection closed before the end',
+        });
     }
   };
 
   async function plugin(app: FastifyInstance): Promise<void> {
     // A HEAD of a script would issue (and so revoke) a token: scripts are GET only.
     app.get('/boot.ipxe', { exposeHeadRoute: false }, (req, reply) => serveScript(req, reply, queryMac(req)));
-    app.get('/boot/:ref', { exposeHeadRoute: false }, (req, reply) => serveScript(req, reply, (req.params as { ref: string }).ref.replace(/\.ipxe$/, '')));
+    app.get('/boot/:ref', { exposeHeadRoute: false }, (req, reply) =>
+      serveScript(req, reply, (req.params as { ref: string }).ref.replace(/\.ipxe$/, '')),
+    );
     for (const name of IMAGE_FILES) app.get(`/image/${name}`, (req, reply) => serveFile(req, reply, name));
     app.get('/pxe/:file', (req, reply) => {
       const file = (req.params as { file: string }).file;
       if (!(PXE_FILES as readonly string[]).includes(file))
-        return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `no first stage named ${file.slice(0, 40)}`, hint: `one of ${PXE_FILES.join(', ')}` } });
+        return reply.code(404).send({
+          error: {
+            code: 'DSP_ERR_NOT_FOUND',
+            message: `no first stage named ${file.slice(0, 40)}`,
+            hint: `one of ${PXE_FILES.join(', ')}`,
+          },
+        });
       return serveFile(req, reply, file as BootFileName);
     });
   }
@@ -279,4 +344,3 @@ function queryMac(req: FastifyRequest): string | undefined {
   const q = (req.query as Record<string, unknown> | undefined)?.mac;
   return typeof q === 'string' ? q : Array.isArray(q) && typeof q[0] === 'string' ? q[0] : undefined;
 }
-

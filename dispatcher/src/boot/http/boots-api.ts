@@ -77,7 +77,13 @@ export function groupBoots(records: readonly BootStageRecord[]): BootsReply['boo
         durationMs: last.ts - t0,
         reachedAgent: stages.some((s) => s.stage === 'agent.hello'),
         failures: stages.filter((s) => s.stage === 'tftp.failed' || s.stage === 'http.failed').length,
-        stages: stages.map((s) => ({ stage: s.stage, ts: s.ts, at: new Date(s.ts).toISOString(), sinceStartMs: s.ts - t0, detail: s.detail })),
+        stages: stages.map((s) => ({
+          stage: s.stage,
+          ts: s.ts,
+          at: new Date(s.ts).toISOString(),
+          sinceStartMs: s.ts - t0,
+          detail: s.detail,
+        })),
       };
     });
 }
@@ -92,10 +98,12 @@ export function bootsApiPlugin(core: Core): AppPlugin {
         let mac: Mac | undefined;
         if (macText !== undefined) {
           mac = parseMac(macText);
-          if (!mac) throw new DispatcherError('DSP_ERR_BAD_REQUEST', `"${macText}" is not a MAC address`, { hint: 'e.g. ?mac=52:54:00:12:34:56' });
+          if (!mac)
+            throw new DispatcherError('DSP_ERR_BAD_REQUEST', `"${macText}" is not a MAC address`, { hint: 'e.g. ?mac=52:54:00:12:34:56' });
         } else if (nodeRef !== undefined) {
           const n = core.nodes.find(nodeRef);
-          if (!n) throw new DispatcherError('DSP_ERR_NODE_NOT_FOUND', `no node ${nodeRef}`, { hint: 'list them with `dispatcherctl nodes`' });
+          if (!n)
+            throw new DispatcherError('DSP_ERR_NODE_NOT_FOUND', `no node ${nodeRef}`, { hint: 'list them with `dispatcherctl nodes`' });
           mac = n.mac;
         } else {
           throw new DispatcherError('DSP_ERR_BAD_REQUEST', 'give ?mac=<mac> or ?node=<name>');

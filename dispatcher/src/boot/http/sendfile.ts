@@ -17,7 +17,14 @@ import type { ServerResponse } from 'node:http';
 interface Addon {
   memfd(name: string, bytes: Buffer): object;
   /** cb(errno, bytesSent) once, on this thread; errno 0 = every byte is in the kernel. */
-  start(fd: number, image: object, offset: number, length: number, idleTimeoutMs: number, cb: (errno: number, sent: number) => void): object;
+  start(
+    fd: number,
+    image: object,
+    offset: number,
+    length: number,
+    idleTimeoutMs: number,
+    cb: (errno: number, sent: number) => void,
+  ): object;
   abort(transfer: object): void;
 }
 
@@ -54,7 +61,14 @@ export class ZeroCopySender {
    */
   usable(res: ServerResponse): boolean {
     const socket = res.socket as (Socket & { _httpMessage?: unknown; _handle?: { fd?: number }; encrypted?: boolean }) | null;
-    return !!socket && !socket.destroyed && !socket.encrypted && socket._httpMessage === res && typeof socket._handle?.fd === 'number' && socket._handle.fd >= 0;
+    return (
+      !!socket &&
+      !socket.destroyed &&
+      !socket.encrypted &&
+      socket._httpMessage === res &&
+      typeof socket._handle?.fd === 'number' &&
+      socket._handle.fd >= 0
+    );
   }
 
   /**
@@ -78,13 +92,21 @@ export class ZeroCopySender {
       // The head must be in the kernel before the body goes around Node: an empty write's
       // callback runs once every earlier write on this socket has completed.
       socket.write(EMPTY, (err) => {
-        if (err || socket.destroyed) return resolve({ ok: false, sentBytes: 0, error: err ? (err as NodeJS.ErrnoException).code ?? 'write' : 'ECANCELED' });
+        if (err || socket.destroyed)
+          return resolve({ ok: false, sentBytes: 0, error: err ? ((err as NodeJS.ErrnoException).code ?? 'write') : 'ECANCELED' });
         this.#body(res, socket, image, start, length, resolve);
       });
     });
   }
 
-  #body(res: ServerResponse, socket: Socket & { _handle: StreamHandle }, image: object, start: number, length: number, resolve: (o: SendfileOutcome) => void): void {
+  #body(
+    res: ServerResponse,
+    socket: Socket & { _handle: StreamHandle },
+    image: object,
+    start: number,
+    length: number,
+    resolve: (o: SendfileOutcome) => void,
+  ): void {
     const handle = socket._handle;
     // Node reads nothing while the body is out of its hands: a pipelined request or a
     // half-close (FIN) is seen once the response is over, as on the JS path.
@@ -145,6 +167,12 @@ export type SendfileLoad = { sender: ZeroCopySender; path: string } | { sender: 
 /** The addon, if it can be used here (where it is looked for: node-agent/src/native-addon.ts). */
 export function loadSendfile(opts: { idleTimeoutMs?: number; env?: NodeJS.ProcessEnv; paths?: string[] } = {}): SendfileLoad {
   const { idleTimeoutMs, ...where } = opts;
-  const loaded = loadAddon<Addon>('sendfile', (m) => typeof m.start === 'function' && typeof m.memfd === 'function' && typeof m.abort === 'function', where);
-  return loaded.addon ? { sender: new ZeroCopySender(loaded.addon, idleTimeoutMs), path: loaded.path } : { sender: undefined, reason: loaded.reason };
+  const loaded = loadAddon<Addon>(
+    'sendfile',
+    (m) => typeof m.start === 'function' && typeof m.memfd === 'function' && typeof m.abort === 'function',
+    where,
+  );
+  return loaded.addon
+    ? { sender: new ZeroCopySender(loaded.addon, idleTimeoutMs), path: loaded.path }
+    : { sender: undefined, reason: loaded.reason };
 }

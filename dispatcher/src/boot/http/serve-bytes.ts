@@ -100,7 +100,14 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
     const settle = (completed: boolean) => {
       if (done) return;
       done = true;
-      resolve({ status: decision.status, bodyBytes: body?.length ?? 0, completed, durationMs: Math.round(performance.now() - t0), ...(body ? { via: 'write' as const } : {}), ...(error ? { error } : {}) });
+      resolve({
+        status: decision.status,
+        bodyBytes: body?.length ?? 0,
+        completed,
+        durationMs: Math.round(performance.now() - t0),
+        ...(body ? { via: 'write' as const } : {}),
+        ...(error ? { error } : {}),
+      });
     };
     // Node emits 'finish' (and writableFinished reads true) even when the client reset the
     // connection mid-body; only the socket, captured now (it is detached by then), tells.
@@ -188,7 +195,13 @@ class WriteScheduler {
 
 const scheduler = new WriteScheduler();
 
-function writeInSlices(res: ServerResponse, body: Buffer | undefined, slice: number, idleTimeoutMs: number | undefined, onIdle: () => void): void {
+function writeInSlices(
+  res: ServerResponse,
+  body: Buffer | undefined,
+  slice: number,
+  idleTimeoutMs: number | undefined,
+  onIdle: () => void,
+): void {
   if (!body || slice <= 0 || body.length <= slice) return void res.end(body);
   scheduler.add(res, body, idleTimeoutMs, onIdle);
 }

@@ -27,18 +27,29 @@ export const controlCommands: CommandModule = {
       .option('--no-wait', 'rolling: start the operation and return (follow it with `dispatcherctl events --follow`)')
       .addHelpText('after', '\nA plain reboot does not drain: tasks running on the node are handed out again elsewhere.')
       .action(
-        ctl.action(async (ctx, nodes: string[], opts: { all?: boolean; rolling?: boolean; batch?: number; backTimeout?: number; drainTimeout?: number; wait: boolean }) => {
-          if (opts.all && nodes.length) throw usageError('give node names or --all, not both');
-          if (!opts.all && !nodes.length) throw usageError('which nodes? give node names, or --all', 'e.g. dispatcherctl reboot node3, or dispatcherctl reboot --all --rolling');
-          if (!opts.rolling && (opts.batch || opts.backTimeout || opts.drainTimeout)) throw usageError('--batch, --back-timeout and --drain-timeout go with --rolling');
-          if (opts.rolling) return rollingReboot(ctx, opts.all ? undefined : nodes, opts);
-          const targets = opts.all ? await connectedNodes(ctx) : nodes;
-          if (!targets.length) {
-            ctx.print({ results: [], failures: [] }, () => 'no node has its agent connected: nothing to reboot\n');
-            return EXIT.OK;
-          }
-          return perNode(ctx, targets, 'reboot');
-        }),
+        ctl.action(
+          async (
+            ctx,
+            nodes: string[],
+            opts: { all?: boolean; rolling?: boolean; batch?: number; backTimeout?: number; drainTimeout?: number; wait: boolean },
+          ) => {
+            if (opts.all && nodes.length) throw usageError('give node names or --all, not both');
+            if (!opts.all && !nodes.length)
+              throw usageError(
+                'which nodes? give node names, or --all',
+                'e.g. dispatcherctl reboot node3, or dispatcherctl reboot --all --rolling',
+              );
+            if (!opts.rolling && (opts.batch || opts.backTimeout || opts.drainTimeout))
+              throw usageError('--batch, --back-timeout and --drain-timeout go with --rolling');
+            if (opts.rolling) return rollingReboot(ctx, opts.all ? undefined : nodes, opts);
+            const targets = opts.all ? await connectedNodes(ctx) : nodes;
+            if (!targets.length) {
+              ctx.print({ results: [], failures: [] }, () => 'no node has its agent connected: nothing to reboot\n');
+              return EXIT.OK;
+            }
+            return perNode(ctx, targets, 'reboot');
+          },
+        ),
       );
 
     nodeAction(program, ctl.action.bind(ctl), 'poweroff', 'power nodes off through their agents (wake them again with `wake`)');
@@ -49,7 +60,11 @@ export const controlCommands: CommandModule = {
     program
       .command('operations')
       .description('running and recent operations (rolling reboots) and the phase of each node; --cancel stops one')
-      .option('--cancel <id>', 'stop this operation: no new node starts, draining nodes are released, rebooting ones are still waited for', positiveInt)
+      .option(
+        '--cancel <id>',
+        'stop this operation: no new node starts, draining nodes are released, rebooting ones are still waited for',
+        positiveInt,
+      )
       .action(
         ctl.action(async (ctx, opts: { cancel?: number }) => {
           if (opts.cancel !== undefined) {
@@ -61,7 +76,11 @@ export const controlCommands: CommandModule = {
           ctx.print(list, (l) =>
             l.operations.length
               ? l.operations
-                  .map((o) => `#${o.id} ${o.kind} ${o.state} (${o.batch} at a time): ${o.message}\n` + o.nodes.map((n) => `  ${n.name}: ${n.phase}${n.error ? `: ${n.error}` : ''}`).join('\n'))
+                  .map(
+                    (o) =>
+                      `#${o.id} ${o.kind} ${o.state} (${o.batch} at a time): ${o.message}\n` +
+                      o.nodes.map((n) => `  ${n.name}: ${n.phase}${n.error ? `: ${n.error}` : ''}`).join('\n'),
+                  )
                   .join('\n') + '\n'
               : 'no operations since the dispatcher started\n',
           );
@@ -70,15 +89,18 @@ export const controlCommands: CommandModule = {
 
     program
       .command('exec')
-      .description("run a command on a node now, outside the task queue; streams its output and exits with its exit code")
+      .description('run a command on a node now, outside the task queue; streams its output and exits with its exit code')
       .argument('<node>', 'node name, MAC or UUID')
       .argument('<command...>', 'after --: argv run directly; a single argument is run by /bin/sh -c')
-      .option('--timeout <seconds>', 'kill the command after this long (default: the agent\'s)', positiveInt)
+      .option('--timeout <seconds>', "kill the command after this long (default: the agent's)", positiveInt)
       .usage('[options] <node> -- <command...>')
       .addHelpText('after', "\nExamples:\n  dispatcherctl exec node3 -- uname -a\n  dispatcherctl exec node3 -- 'dmesg | tail -5'")
       .action(
         ctl.action(async (ctx, node: string, command: string[], opts: { timeout?: number }) => {
-          const body = { ...(command.length === 1 ? { shell: command[0]! } : { argv: command }), ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}) };
+          const body = {
+            ...(command.length === 1 ? { shell: command[0]! } : { argv: command }),
+            ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}),
+          };
           return exec(ctx, node, body);
         }),
       );
@@ -130,7 +152,9 @@ async function rollingReboot(
     try {
       await sleep(OPERATION_POLL_MS, undefined, ctx.signal ? { signal: ctx.signal } : {});
     } catch {
-      ctx.err(`dispatcherctl: stopped following; the rolling reboot #${cur.id} goes on in the dispatcher (watch it: dispatcherctl operations; stop it: dispatcherctl operations --cancel ${cur.id})`);
+      ctx.err(
+        `dispatcherctl: stopped following; the rolling reboot #${cur.id} goes on in the dispatcher (watch it: dispatcherctl operations; stop it: dispatcherctl operations --cancel ${cur.id})`,
+      );
       return EXIT.FAILED;
     }
     cur = await ctx.api.get<OperationView>(`/api/v1/operations/${cur.id}`);
@@ -140,12 +164,24 @@ async function rollingReboot(
   return cur.state === 'done' ? EXIT.OK : EXIT.FAILED;
 }
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGSEGV: 11,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
 
 async function exec(ctx: CtlContext, node: string, body: { argv?: string[]; shell?: string; timeoutMs?: number }): Promise<number> {
   let exit: number = EXIT.FAILED;
   let ended = false;
-  for await (const line of ctx.api.ndjson<ExecLine>('POST', `/api/v1/nodes/${encodeURIComponent(node)}/exec`, { body, ...(ctx.signal ? { signal: ctx.signal } : {}) })) {
+  for await (const line of ctx.api.ndjson<ExecLine>('POST', `/api/v1/nodes/${encodeURIComponent(node)}/exec`, {
+    body,
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  })) {
     if (ctx.json) ctx.out(JSON.stringify(line));
     switch (line.type) {
       case 'started':
@@ -162,7 +198,10 @@ async function exec(ctx: CtlContext, node: string, body: { argv?: string[]; shel
         throw new CtlError(line.error.code, line.error.message, line.error.hint ? { hint: line.error.hint } : {});
     }
   }
-  if (!ended) throw new CtlError('CTL_STREAM_CUT', `the output of the command on ${node} stopped before its exit code came`, { hint: 'the node or the dispatcher may have gone; see `dispatcherctl events --node ' + node + '`' });
+  if (!ended)
+    throw new CtlError('CTL_STREAM_CUT', `the output of the command on ${node} stopped before its exit code came`, {
+      hint: 'the node or the dispatcher may have gone; see `dispatcherctl events --node ' + node + '`',
+    });
   return exit;
 }
 

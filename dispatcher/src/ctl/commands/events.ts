@@ -24,7 +24,8 @@ export const eventCommands: CommandModule = {
       .action(
         ctl.action(async (ctx, opts: { follow?: boolean; node?: string; kind?: string; limit?: number }) => {
           const limit = opts.limit ?? DEFAULT_LIMIT;
-          const list = limit > 0 ? await ctx.api.get<EventList>('/api/v1/events', { node: opts.node, kind: opts.kind, limit }) : { events: [] };
+          const list =
+            limit > 0 ? await ctx.api.get<EventList>('/api/v1/events', { node: opts.node, kind: opts.kind, limit }) : { events: [] };
           if (!opts.follow) {
             ctx.print(list, (l) => (l.events.length ? l.events.map((e) => eventLine(e, ctx.now())).join('\n') + '\n' : 'no events\n'));
             return EXIT.OK;
@@ -47,7 +48,9 @@ export const eventCommands: CommandModule = {
             throw err;
           }
           if (ctx.signal?.aborted) return EXIT.OK;
-          throw new CtlError('CTL_STREAM_CUT', 'the dispatcher closed the event stream', { hint: 'it may have restarted; run the command again' });
+          throw new CtlError('CTL_STREAM_CUT', 'the dispatcher closed the event stream', {
+            hint: 'it may have restarted; run the command again',
+          });
         }),
       );
 
@@ -112,7 +115,15 @@ export function renderBoots(r: BootsAnswer, node: string, ctx: Pick<CtlContext, 
       table(b.stages, [
         { header: '  +TIME', value: (s) => `  +${((s.ts - t0) / 1000).toFixed(3)}s`, right: true },
         { header: 'STAGE', value: (s) => s.stage },
-        { header: 'DETAIL', value: (s) => (s.detail ? Object.entries(s.detail).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ') : '') },
+        {
+          header: 'DETAIL',
+          value: (s) =>
+            s.detail
+              ? Object.entries(s.detail)
+                  .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+                  .join(' ')
+              : '',
+        },
       ]).trimEnd(),
     );
   }

@@ -11,4 +11,12 @@ import { eventCommands } from './events.js';
 import { completionCommands } from './completion.js';
 import { enrollmentCommands } from './enrollment.js';
 
-export const commandModules: readonly CommandModule[] = [statusCommands, nodeCommands, controlCommands, jobCommands, eventCommands, enrollmentCommands, completionCommands];
+export const commandModules: readonly CommandModule[] = [
+  statusCommands,
+  nodeCommands,
+  controlCommands,
+  jobCommands,
+  eventCommands,
+  enrollmentCommands,
+  completionCommands,
+];

@@ -49,8 +49,13 @@ export const jobCommands: CommandModule = {
       .command('submit')
       .description('submit a job: one task, or one task per row of a params file with {column} substituted; prints the job id')
       .argument('<command...>', 'the command and its arguments (after --)')
-      .option('-p, --params <file>', 'CSV with a header line, or JSON lines: one task per row, {name} in the command replaced by the row\'s name')
-      .addOption(new Option('--format <format>', 'format of the params file (default: from its extension, else csv)').choices(['csv', 'jsonl']))
+      .option(
+        '-p, --params <file>',
+        "CSV with a header line, or JSON lines: one task per row, {name} in the command replaced by the row's name",
+      )
+      .addOption(
+        new Option('--format <format>', 'format of the params file (default: from its extension, else csv)').choices(['csv', 'jsonl']),
+      )
       .option('--name <name>', 'a name for the job')
       .option('-t, --timeout <seconds>', 'kill a task after this long, and retry it (1 s to 30 days; default 3600)')
       .option('--priority <n>', 'higher runs first (default 0)')
@@ -60,7 +65,7 @@ export const jobCommands: CommandModule = {
       .option('--min-mem <MiB>', 'run only on nodes with at least this much memory')
       .option('-e, --env <K=V>', 'environment variable for the task (repeatable; {name} substituted)', collect, [])
       .option('--cwd <dir>', "working directory, relative to the task's work dir")
-      .option('--stdin <file>', 'feed this file to each task\'s stdin')
+      .option('--stdin <file>', "feed this file to each task's stdin")
       .option('--inputs <dir|tar>', "files unpacked into each task's work dir: a directory or a .tar")
       .option('--no-speculative', 'never run a second copy of a slow task')
       .option('--shell', 'run the command as one /bin/sh -c string (its words joined by spaces)')
@@ -86,14 +91,17 @@ A line "PROGRESS 0.42" printed by a task is shown as its progress.`,
       .option('--limit <n>', 'at most this many (default 50)', '50')
       .action(
         ctl.action(async (ctx, opts: { state?: string; limit: string }) => {
-          const r = await ctx.api.get<{ jobs: JobView[] }>('/api/v1/jobs', { state: opts.state, limit: positiveInt(opts.limit, '--limit') });
+          const r = await ctx.api.get<{ jobs: JobView[] }>('/api/v1/jobs', {
+            state: opts.state,
+            limit: positiveInt(opts.limit, '--limit'),
+          });
           ctx.print(r, (x) => (x.jobs.length ? jobTable(x.jobs, ctx.now()) : 'no jobs yet: dispatcherctl submit -- CMD\n'));
         }),
       );
 
     program
       .command('tasks')
-      .description("list tasks (of one job, or of every job): state, attempts, node, exit code, duration")
+      .description('list tasks (of one job, or of every job): state, attempts, node, exit code, duration')
       .argument('[job]', 'job id')
       .addOption(new Option('--state <state>', 'only tasks in this state').choices([...TASK_STATES]))
       .option('--limit <n>', 'at most this many (default 100)', '100')
@@ -154,13 +162,17 @@ A line "PROGRESS 0.42" printed by a task is shown as its progress.`,
       .option('--task <id>', 'cancel this task only')
       .action(
         ctl.action(async (ctx, job: string | undefined, opts: { task?: string }) => {
-          if ((job === undefined) === (opts.task === undefined)) throw usageError('give a job id, or --task ID', 'dispatcherctl cancel 12   or   dispatcherctl cancel --task 3401');
+          if ((job === undefined) === (opts.task === undefined))
+            throw usageError('give a job id, or --task ID', 'dispatcherctl cancel 12   or   dispatcherctl cancel --task 3401');
           if (opts.task !== undefined) {
             const t = await ctx.api.post<TaskDetail>(`/api/v1/tasks/${positiveInt(opts.task, '--task')}/cancel`);
             ctx.print(t, (x) => `task ${x.id}: ${x.state}\n`);
           } else {
             const j = await ctx.api.post<JobView>(`/api/v1/jobs/${positiveInt(job!, 'job id')}/cancel`);
-            ctx.print(j, (x) => `job ${x.id}: ${x.state} (${x.counts.done} done, ${x.counts.failed} failed, ${x.counts.cancelled} cancelled)\n`);
+            ctx.print(
+              j,
+              (x) => `job ${x.id}: ${x.state} (${x.counts.done} done, ${x.counts.failed} failed, ${x.counts.cancelled} cancelled)\n`,
+            );
           }
         }),
       );
@@ -204,7 +216,9 @@ async function submit(ctx: CtlContext, words: string[], opts: SubmitOpts): Promi
     try {
       statSync(opts.params);
     } catch (err) {
-      throw usageError(`--params ${opts.params}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+      throw usageError(
+        `--params ${opts.params}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      );
     }
     const file = createReadStream(opts.params);
     const stream = Readable.from(
@@ -296,7 +310,9 @@ function packDir(dir: string): Readable {
         await entry(pack, { name: r, type: 'symlink', linkname: await readlink(full), mtime: st.mtime });
       } else if (st.isFile()) {
         await new Promise<void>((resolve, reject) => {
-          const sink = pack.entry({ name: r, size: st.size, mode: st.mode & 0o777, mtime: st.mtime }, (err) => (err ? reject(err) : resolve()));
+          const sink = pack.entry({ name: r, size: st.size, mode: st.mode & 0o777, mtime: st.mtime }, (err) =>
+            err ? reject(err) : resolve(),
+          );
           createReadStream(full).on('error', reject).pipe(sink);
         });
       }
@@ -334,18 +350,22 @@ async function raw(ctx: CtlContext, method: string, path: string, opts: { body?:
     res = await fetch(new URL(path, target.url), {
       method,
       headers,
-      body: opts.body ? (Readable.toWeb(opts.body) as unknown as RequestInit["body"]) : undefined,
+      body: opts.body ? (Readable.toWeb(opts.body) as unknown as RequestInit['body']) : undefined,
       ...(opts.body ? { duplex: 'half' } : {}),
       signal: ctx.signal ?? null,
     } as RequestInit);
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     if (e.name === 'AbortError') throw new CtlError('CTL_ABORTED', 'interrupted', { cause: err });
-    throw new CtlError('CTL_UNREACHABLE', `cannot reach the dispatcher at ${target.url} (${e.cause?.code ?? e.cause?.message ?? e.message})`, {
-      exitCode: EXIT.UNREACHABLE,
-      hint: 'is the dispatcher running? Point at it with --url URL or LILCLUSTER_URL (default http://127.0.0.1:8080)',
-      cause: err,
-    });
+    throw new CtlError(
+      'CTL_UNREACHABLE',
+      `cannot reach the dispatcher at ${target.url} (${e.cause?.code ?? e.cause?.message ?? e.message})`,
+      {
+        exitCode: EXIT.UNREACHABLE,
+        hint: 'is the dispatcher running? Point at it with --url URL or LILCLUSTER_URL (default http://127.0.0.1:8080)',
+        cause: err,
+      },
+    );
   }
   if (res.ok) return res;
   let code = `HTTP_${res.status}`;
@@ -361,7 +381,11 @@ async function raw(ctx: CtlContext, method: string, path: string, opts: { body?:
     hint = target.token
       ? `the token from ${target.tokenSource} was refused; the right one is in <data-dir>/admin.token on the dispatcher`
       : `no admin token (${target.tokenSource}): pass --token TOKEN, set LILCLUSTER_TOKEN, or run where <data-dir>/admin.token is readable`;
-  throw new CtlError(code, message, { exitCode: res.status === 401 ? EXIT.UNAUTHORIZED : EXIT.FAILED, status: res.status, ...(hint ? { hint } : {}) });
+  throw new CtlError(code, message, {
+    exitCode: res.status === 401 ? EXIT.UNAUTHORIZED : EXIT.FAILED,
+    status: res.status,
+    ...(hint ? { hint } : {}),
+  });
 }
 
 function webBody(res: Response): Readable {
@@ -398,7 +422,18 @@ function taskTable(tasks: readonly TaskSummary[]): string {
     { header: 'NODE', value: (t) => t.nodes.join(',') },
     { header: 'EXIT', value: (t) => t.exitCode, right: true },
     { header: 'DURATION', value: (t) => formatMs(t.durationMs) },
-    { header: 'PARAMS', value: (t) => (t.params ? clip(Object.entries(t.params).map(([k, v]) => `${k}=${v}`).join(' '), 50) : null) },
+    {
+      header: 'PARAMS',
+      value: (t) =>
+        t.params
+          ? clip(
+              Object.entries(t.params)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(' '),
+              50,
+            )
+          : null,
+    },
   ];
   return table(tasks, cols);
 }
@@ -410,12 +445,29 @@ function taskDetail(t: TaskDetail, now: number): string {
     ['job', `${t.jobId} (index ${t.index})`],
     ['state', t.state + (t.progress !== null ? ` (${Math.round(t.progress * 100)}%)` : '')],
     ['command', commandText(t.command)],
-    ['params', t.params ? Object.entries(t.params).map(([k, v]) => `${k}=${v}`).join(' ') : null],
+    [
+      'params',
+      t.params
+        ? Object.entries(t.params)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')
+        : null,
+    ],
     ['cwd', t.cwd],
-    ['env', Object.keys(t.env).length ? Object.entries(t.env).map(([k, v]) => `${k}=${v}`).join(' ') : null],
+    [
+      'env',
+      Object.keys(t.env).length
+        ? Object.entries(t.env)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')
+        : null,
+    ],
     ['timeout', formatDuration(t.timeoutSeconds * 1000)],
     ['attempts', `${t.attempts} of ${t.maxAttempts}`],
-    ...t.copies.map((c): [string, string] => [`running`, `attempt ${c.attempt} on ${c.mac}${c.speculative ? ' (speculative copy)' : ''} since ${formatTime(c.startedAt, now)}`]),
+    ...t.copies.map((c): [string, string] => [
+      `running`,
+      `attempt ${c.attempt} on ${c.mac}${c.speculative ? ' (speculative copy)' : ''} since ${formatTime(c.startedAt, now)}`,
+    ]),
     ...t.failures.map((f): [string, string] => [`attempt ${f.attempt}`, `${f.reason}${f.mac ? ` on ${f.mac}` : ''}`]),
   ]);
   if (r) {

@@ -22,7 +22,9 @@ export const nodeCommands: CommandModule = {
         ctl.action(async (ctx, opts: { state?: string; label?: string; quiet?: boolean; wide?: boolean }) => {
           const list = await ctx.api.get<NodeList>('/api/v1/nodes', { state: opts.state, label: opts.label });
           if (opts.quiet && !ctx.json) return ctx.out(list.nodes.map((x) => x.name).join('\n'));
-          ctx.print(list, (l) => (l.nodes.length ? nodeTable(l.nodes, ctx.now(), opts.wide === true) : 'no nodes yet: power a machine on in the node network\n'));
+          ctx.print(list, (l) =>
+            l.nodes.length ? nodeTable(l.nodes, ctx.now(), opts.wide === true) : 'no nodes yet: power a machine on in the node network\n',
+          );
         }),
       );
 
@@ -33,22 +35,41 @@ export const nodeCommands: CommandModule = {
       .action(
         ctl.action(async (ctx, node: string) => {
           // The agent gathers a full systeminformation snapshot: seconds on a busy machine.
-          const r = await ctx.api.request<InspectResult>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/inspect`, { timeoutMs: INSPECT_TIMEOUT_MS });
-          ctx.print(r, (x) => `${x.node} (answered in ${x.ackMs} ms)\n${flatten(x.snapshot).map(([k, v]) => `${k}: ${v}`).join('\n')}\n`);
+          const r = await ctx.api.request<InspectResult>('GET', `/api/v1/nodes/${encodeURIComponent(node)}/inspect`, {
+            timeoutMs: INSPECT_TIMEOUT_MS,
+          });
+          ctx.print(
+            r,
+            (x) =>
+              `${x.node} (answered in ${x.ackMs} ms)\n${flatten(x.snapshot)
+                .map(([k, v]) => `${k}: ${v}`)
+                .join('\n')}\n`,
+          );
         }),
       );
 
     program
       .command('set')
-      .description('change per-node settings: labels, UEFI first stage, fixed address (cluster-file nodes: the file wins at the next start)')
+      .description(
+        'change per-node settings: labels, UEFI first stage, fixed address (cluster-file nodes: the file wins at the next start)',
+      )
       .argument('<node>', 'node name, MAC or UUID')
       .option('--labels <list>', 'comma-separated labels, replacing the current ones ("" for none)')
-      .addOption(new Option('--first-stage <file>', 'UEFI first stage: snponly.efi for NICs whose UEFI driver needs it; "default" for ipxe.efi').choices(['ipxe.efi', 'snponly.efi', 'default']))
+      .addOption(
+        new Option(
+          '--first-stage <file>',
+          'UEFI first stage: snponly.efi for NICs whose UEFI driver needs it; "default" for ipxe.efi',
+        ).choices(['ipxe.efi', 'snponly.efi', 'default']),
+      )
       .option('--ip <address>', 'fixed address (a DHCP reservation), or "none"')
       .action(
         ctl.action(async (ctx, node: string, opts: { labels?: string; firstStage?: string; ip?: string }) => {
           const body: Record<string, unknown> = {};
-          if (opts.labels !== undefined) body.labels = opts.labels.split(',').map((l) => l.trim()).filter((l) => l.length > 0);
+          if (opts.labels !== undefined)
+            body.labels = opts.labels
+              .split(',')
+              .map((l) => l.trim())
+              .filter((l) => l.length > 0);
           if (opts.firstStage !== undefined) body.firstStage = opts.firstStage === 'default' ? null : opts.firstStage;
           if (opts.ip !== undefined) body.fixedIp = opts.ip === 'none' ? null : opts.ip;
           if (Object.keys(body).length === 0) throw usageError('nothing to change', 'give --labels, --first-stage or --ip');
@@ -74,7 +95,9 @@ export const nodeCommands: CommandModule = {
 
 /** Runs one node action on each node (in parallel), prints each outcome; exit 1 if any failed. */
 export async function perNode(ctx: CtlContext, nodes: readonly string[], action: string, body: unknown = {}): Promise<number> {
-  const settled = await Promise.allSettled(nodes.map((node) => ctx.api.post<ActionResult>(`/api/v1/nodes/${encodeURIComponent(node)}/${action}`, body)));
+  const settled = await Promise.allSettled(
+    nodes.map((node) => ctx.api.post<ActionResult>(`/api/v1/nodes/${encodeURIComponent(node)}/${action}`, body)),
+  );
   const results: ActionResult[] = [];
   const failures: { node: string; error: { code: string; message: string; hint?: string } }[] = [];
   let exit: number = EXIT.OK;
@@ -82,7 +105,10 @@ export async function perNode(ctx: CtlContext, nodes: readonly string[], action:
     if (s.status === 'fulfilled') results.push(s.value);
     else {
       const e = s.reason as { code?: string; message?: string; hint?: string; exitCode?: number };
-      failures.push({ node: nodes[i]!, error: { code: e.code ?? 'CTL_INTERNAL', message: e.message ?? String(e), ...(e.hint ? { hint: e.hint } : {}) } });
+      failures.push({
+        node: nodes[i]!,
+        error: { code: e.code ?? 'CTL_INTERNAL', message: e.message ?? String(e), ...(e.hint ? { hint: e.hint } : {}) },
+      });
       // Unreachable or unauthorized is the same for every node: keep the most specific exit code.
       exit = Math.max(exit, e.exitCode ?? EXIT.FAILED);
     }
@@ -104,7 +130,11 @@ export function nodeTable(nodes: readonly NodeView[], now: number, wide = false)
     { header: 'IMAGE', value: (x) => x.imageVersion },
     { header: 'CPU', value: (x) => (x.cpu && x.cpu.length > 28 ? x.cpu.slice(0, 27) + '…' : x.cpu) },
     { header: 'CORES', value: (x) => x.cores, right: true },
-    { header: 'MEM', value: (x) => (x.memUsedMiB !== null && x.memoryMiB ? `${formatMiB(x.memUsedMiB)}/${formatMiB(x.memoryMiB)}` : formatMiB(x.memoryMiB)) },
+    {
+      header: 'MEM',
+      value: (x) =>
+        x.memUsedMiB !== null && x.memoryMiB ? `${formatMiB(x.memUsedMiB)}/${formatMiB(x.memoryMiB)}` : formatMiB(x.memoryMiB),
+    },
     { header: 'LOAD', value: (x) => (x.load1 === null ? null : x.load1.toFixed(2)), right: true },
     { header: 'TASKS', value: (x) => (x.connected ? `${x.tasks.length}/${x.slots ?? '?'}` : null), right: true },
     { header: 'UPTIME', value: (x) => (x.uptimeS === null ? null : formatDuration(x.uptimeS * 1000)) },

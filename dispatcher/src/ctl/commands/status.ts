@@ -34,14 +34,18 @@ export function renderStatus(s: StatusView): string {
   );
   if (s.tasks) {
     const t = s.tasks;
-    lines.push(`tasks       ${n(t.queued)} queued, ${n(t.running)} running, ${n(t.done)} done, ${n(t.failed)} failed${t.cancelled ? `, ${n(t.cancelled)} cancelled` : ''}`);
+    lines.push(
+      `tasks       ${n(t.queued)} queued, ${n(t.running)} running, ${n(t.done)} done, ${n(t.failed)} failed${t.cancelled ? `, ${n(t.cancelled)} cancelled` : ''}`,
+    );
   } else lines.push('tasks       (the dispatch engine reports no figures)');
   const pts = s.throughput.points;
   if (pts.length) {
     const recent = pts.slice(-Math.max(1, Math.round(300 / s.throughput.intervalS)));
     const total = recent.reduce((a, p) => a + p.completed, 0);
     const minutes = (recent.length * s.throughput.intervalS) / 60;
-    lines.push(`throughput  ${n(Math.round(total / minutes))} tasks/min over the last ${formatDuration(recent.length * s.throughput.intervalS * 1000)}`);
+    lines.push(
+      `throughput  ${n(Math.round(total / minutes))} tasks/min over the last ${formatDuration(recent.length * s.throughput.intervalS * 1000)}`,
+    );
   }
   lines.push(
     `store       ${n(s.store.commits)} commits, ${n(s.store.writes)} writes, ${formatMs(s.store.avgCommitMs)} per commit on average` +

@@ -82,16 +82,23 @@
   /** @param {NodeView} v */
   function cells(v) {
     const name = el('td', { class: 'name' }, v.name, v.enrollment === 'pending' ? el('span', { class: 'pending' }, 'pending') : null);
-    const state = el('td', {}, el('span', { class: 'state ' + v.state, title: 'since ' + new Date(v.stateSince).toLocaleString() }, v.state));
+    const state = el(
+      'td',
+      {},
+      el('span', { class: 'state ' + v.state, title: 'since ' + new Date(v.stateSince).toLocaleString() }, v.state),
+    );
     const mem = v.memUsedMiB !== null && v.memoryMiB ? mib(v.memUsedMiB) + ' / ' + mib(v.memoryMiB) : mib(v.memoryMiB);
     const tasks = el('td', {}, v.connected ? v.tasks.length + '/' + dash(v.slots) : '–');
     const progress = v.tasks.filter((t) => t.progress !== null);
     if (progress.length) {
       const avg = progress.reduce((a, t) => a + /** @type {number} */ (t.progress), 0) / progress.length;
-      tasks.append(el('span', { class: 'prog', title: Math.round(avg * 100) + '%' }, el('i', { style: 'width:' + Math.round(avg * 100) + '%' })));
+      tasks.append(
+        el('span', { class: 'prog', title: Math.round(avg * 100) + '%' }, el('i', { style: 'width:' + Math.round(avg * 100) + '%' })),
+      );
     }
     return [
-      name, state,
+      name,
+      state,
       el('td', { class: 'opt' }, v.mac),
       el('td', { class: 'opt' }, dash(v.ip)),
       el('td', { class: 'opt' }, dash(v.imageVersion)),
@@ -112,7 +119,9 @@
   /** @param {NodeView} v */
   function matches(v) {
     if (!st.filter) return true;
-    const hay = [v.name, v.state, v.mac, v.ip, v.imageVersion, v.cpu, ...(v.labels || []), v.enrollment === 'pending' ? 'pending' : ''].join(' ').toLowerCase();
+    const hay = [v.name, v.state, v.mac, v.ip, v.imageVersion, v.cpu, ...(v.labels || []), v.enrollment === 'pending' ? 'pending' : '']
+      .join(' ')
+      .toLowerCase();
     return st.filter.split(/\s+/).every((w) => hay.includes(w));
   }
   /** @param {NodeView} v */
@@ -139,7 +148,11 @@
     st.rows.set(v.mac, tr);
     // Keep the table sorted by name: insert before the first row that sorts after it.
     let before = null;
-    for (const r of /** @type {HTMLCollectionOf<HTMLTableRowElement>} */ (tbody.children)) if (byName({ name: /** @type {string} */ (r.dataset.name) }, v) > 0) { before = r; break; }
+    for (const r of /** @type {HTMLCollectionOf<HTMLTableRowElement>} */ (tbody.children))
+      if (byName({ name: /** @type {string} */ (r.dataset.name) }, v) > 0) {
+        before = r;
+        break;
+      }
     tbody.insertBefore(tr, before);
   }
   /** @param {string} mac */
@@ -188,13 +201,17 @@
     st.skew = s.now - Date.now();
     const counts = $('#node-counts');
     counts.replaceChildren();
-    for (const [state, n] of Object.entries(s.nodes.byState)) if (n) counts.append(el('span', {}, el('b', {}, n), ' ', el('span', { class: 'state ' + state }, state)));
+    for (const [state, n] of Object.entries(s.nodes.byState))
+      if (n) counts.append(el('span', {}, el('b', {}, n), ' ', el('span', { class: 'state ' + state }, state)));
     if (!s.nodes.total) counts.append(el('span', { class: 'muted' }, 'none yet'));
     if (s.nodes.pending) counts.append(el('span', {}, el('b', {}, s.nodes.pending), ' waiting for approval'));
-    if (s.nodes.denied) counts.append(el('span', { title: 'unknown machines refused (enrollment: deny)' }, el('b', {}, s.nodes.denied), ' refused'));
+    if (s.nodes.denied)
+      counts.append(el('span', { title: 'unknown machines refused (enrollment: deny)' }, el('b', {}, s.nodes.denied), ' refused'));
     const tc = $('#task-counts');
     tc.replaceChildren();
-    if (s.tasks) for (const k of /** @type {const} */ (['queued', 'running', 'done', 'failed'])) tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
+    if (s.tasks)
+      for (const k of /** @type {const} */ (['queued', 'running', 'done', 'failed']))
+        tc.append(el('span', {}, el('b', {}, s.tasks[k].toLocaleString()), ' ' + k));
     else tc.append(el('span', { class: 'muted' }, 'no figures from the dispatch engine'));
     const disp = [
       el('span', {}, 'v' + s.version),
@@ -211,7 +228,10 @@
     op.classList.toggle('hidden', !running);
     if (running) {
       const busy = running.nodes.filter((n) => n.phase === 'draining' || n.phase === 'rebooting').map((n) => n.name + ' ' + n.phase);
-      op.replaceChildren(el('h2', {}, 'Rolling reboot #' + running.id), el('div', {}, running.message + (busy.length ? ' — ' + busy.join(', ') : '')));
+      op.replaceChildren(
+        el('h2', {}, 'Rolling reboot #' + running.id),
+        el('div', {}, running.message + (busy.length ? ' — ' + busy.join(', ') : '')),
+      );
     }
   }
   /** @param {Throughput} tp */
@@ -224,7 +244,10 @@
       return;
     }
     const max = Math.max(1, ...pts.map((p) => p.completed));
-    const W = 300, H = 48, n = Math.max(pts.length, 30), bw = W / n;
+    const W = 300,
+      H = 48,
+      n = Math.max(pts.length, 30),
+      bw = W / n;
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
@@ -251,7 +274,15 @@
     const list = $('#events');
     if (replace) list.replaceChildren();
     for (const e of events) {
-      list.prepend(el('li', { 'data-kind': e.kind }, el('time', { datetime: new Date(e.ts).toISOString() }, time(e.ts)), el('span', { class: 'k' }, e.kind), el('span', {}, e.message)));
+      list.prepend(
+        el(
+          'li',
+          { 'data-kind': e.kind },
+          el('time', { datetime: new Date(e.ts).toISOString() }, time(e.ts)),
+          el('span', { class: 'k' }, e.kind),
+          el('span', {}, e.message),
+        ),
+      );
     }
     while (list.children.length > MAX_EVENTS) /** @type {ChildNode} */ (list.lastChild).remove();
   }
@@ -292,9 +323,21 @@
   // ---------------------------------------------------------------- session and actions
   function renderWho() {
     const who = $('#who');
-    who.replaceChildren(st.admin ? el('span', {}, 'admin · ', el('a', { href: '/logout' }, 'log out')) : el('span', { title: 'the dispatcher prints a log-in link when it starts' }, 'read-only (actions need the log-in link)'));
+    who.replaceChildren(
+      st.admin
+        ? el('span', {}, 'admin · ', el('a', { href: '/logout' }, 'log out'))
+        : el('span', { title: 'the dispatcher prints a log-in link when it starts' }, 'read-only (actions need the log-in link)'),
+    );
   }
-  fetch('/api/v1/session').then((r) => r.json()).then((s) => { st.admin = !!s.admin; renderWho(); }, () => renderWho());
+  fetch('/api/v1/session')
+    .then((r) => r.json())
+    .then(
+      (s) => {
+        st.admin = !!s.admin;
+        renderWho();
+      },
+      () => renderWho(),
+    );
 
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let toastTimer;
@@ -313,13 +356,20 @@
     msg.className = 'msg';
     msg.textContent = action + '…';
     try {
-      const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/' + action, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/' + action, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
       /** @type {Partial<ActionResult> & Partial<ErrorBody>} */
       const body = await r.json().catch(() => ({}));
       if (!r.ok) {
         /** @type {{ message: string, hint?: string }} */
         const e = body.error || { message: r.status + ' ' + r.statusText };
-        const text = r.status === 401 ? 'This needs the admin token: open the log-in link the dispatcher printed when it started (…/login?token=…).' : e.message + (e.hint ? ' — ' + e.hint : '');
+        const text =
+          r.status === 401
+            ? 'This needs the admin token: open the log-in link the dispatcher printed when it started (…/login?token=…).'
+            : e.message + (e.hint ? ' — ' + e.hint : '');
         msg.className = 'msg err';
         msg.textContent = text;
         toast(text, true);
@@ -352,7 +402,9 @@
       if (st.detail !== mac) return;
       addFields(d);
       if (d.lastInspect) showSnapshot(d.lastInspect.snapshot, d.lastInspect.at);
-    } catch { /* the live row is enough */ }
+    } catch {
+      /* the live row is enough */
+    }
     loadBoots(v);
   }
   /** @param {NodeView} v */
@@ -361,7 +413,8 @@
     const a = $('#d-actions');
     a.replaceChildren();
     /** @type {(action: string, label: string, cls?: string) => void} */
-    const add = (action, label, cls) => a.append(el('button', { type: 'button', class: cls || '', 'data-action': action, onclick: () => act(v, action) }, label));
+    const add = (action, label, cls) =>
+      a.append(el('button', { type: 'button', class: cls || '', 'data-action': action, onclick: () => act(v, action) }, label));
     if (v.enrollment === 'pending') add('approve', 'Approve');
     if (v.connected) add('reboot', 'Reboot', 'danger');
     if (v.state === 'ready' || v.state === 'busy') add('drain', 'Drain');
@@ -381,7 +434,14 @@
     row('CPU', v.cpu && v.cores ? v.cpu + ' × ' + v.cores : v.cpu);
     row('memory', v.memUsedMiB !== null && v.memoryMiB ? mib(v.memUsedMiB) + ' used of ' + mib(v.memoryMiB) : mib(v.memoryMiB));
     row('load', v.load1 === null ? null : v.load1.toFixed(2));
-    row('tasks', v.tasks.length ? v.tasks.map((t) => '#' + t.taskId + (t.progress !== null ? ' ' + Math.round(t.progress * 100) + '%' : '')).join(', ') : v.connected ? 'none' : null);
+    row(
+      'tasks',
+      v.tasks.length
+        ? v.tasks.map((t) => '#' + t.taskId + (t.progress !== null ? ' ' + Math.round(t.progress * 100) + '%' : '')).join(', ')
+        : v.connected
+          ? 'none'
+          : null,
+    );
     row('boots', v.bootCount);
     row('last boot stage', v.bootStage ? v.bootStage.stage + ' at ' + time(v.bootStage.ts) : null);
     row('labels', v.labels.join(', '));
@@ -409,20 +469,48 @@
       if (!boots && d.stages) {
         /** @type {Map<number, BootStage[]>} */
         const by = new Map();
-        for (const s of d.stages) { if (!by.has(s.boot)) by.set(s.boot, []); /** @type {BootStage[]} */ (by.get(s.boot)).push(s); }
+        for (const s of d.stages) {
+          if (!by.has(s.boot)) by.set(s.boot, []);
+          /** @type {BootStage[]} */
+          (by.get(s.boot)).push(s);
+        }
         boots = [...by].map(([boot, stages]) => ({ boot, stages }));
       }
-      if (!boots?.length) { box.textContent = 'no boot recorded yet'; return; }
+      if (!boots?.length) {
+        box.textContent = 'no boot recorded yet';
+        return;
+      }
       box.className = 'boots';
-      box.replaceChildren(...boots.slice(-3).reverse().map((b) => {
-        const t0 = b.stages.length ? /** @type {BootStage} */ (b.stages[0]).ts : 0;
-        const t = el('table', {}, el('caption', { class: 'muted' }, 'boot #' + b.boot + (t0 ? ' · ' + new Date(t0).toLocaleString() : '')));
-        for (const s of b.stages) {
-          const detail = s.detail ? Object.entries(s.detail).map(([k, x]) => k + '=' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(' ') : '';
-          t.append(el('tr', {}, el('td', { class: 'num' }, '+' + ((s.ts - t0) / 1000).toFixed(3) + 's'), el('td', {}, s.stage), el('td', { class: 'muted' }, detail)));
-        }
-        return t;
-      }));
+      box.replaceChildren(
+        ...boots
+          .slice(-3)
+          .reverse()
+          .map((b) => {
+            const t0 = b.stages.length ? /** @type {BootStage} */ (b.stages[0]).ts : 0;
+            const t = el(
+              'table',
+              {},
+              el('caption', { class: 'muted' }, 'boot #' + b.boot + (t0 ? ' · ' + new Date(t0).toLocaleString() : '')),
+            );
+            for (const s of b.stages) {
+              const detail = s.detail
+                ? Object.entries(s.detail)
+                    .map(([k, x]) => k + '=' + (typeof x === 'object' ? JSON.stringify(x) : x))
+                    .join(' ')
+                : '';
+              t.append(
+                el(
+                  'tr',
+                  {},
+                  el('td', { class: 'num' }, '+' + ((s.ts - t0) / 1000).toFixed(3) + 's'),
+                  el('td', {}, s.stage),
+                  el('td', { class: 'muted' }, detail),
+                ),
+              );
+            }
+            return t;
+          }),
+      );
     } catch (err) {
       box.className = 'muted';
       box.textContent = 'boot timeline unavailable (' + /** @type {Error} */ (err).message + ')';
