@@ -47,8 +47,6 @@ export interface ActiveJobsDeps {
   events: EventLog;
   now: () => number;
   counters: DispatchCounters;
-  /** Tasks finished with a result (done or failed), for the throughput chart. */
-  completed: (n: number) => void;
   /** A job left (finished or cancelled): forget what else refers to it. */
   retired: (job: ActiveJob) => void;
 }
@@ -159,7 +157,6 @@ export class ActiveJobs {
       this.totals.cancelled += dCancelled;
       this.#d.counters.done += dDone;
       this.#d.counters.failed += dFailed;
-      this.#d.completed(dDone + dFailed);
       if (c.finished) {
         this.retire(job);
         this.#d.events.append({

@@ -40,7 +40,6 @@ import { TaskRing } from './ring.js';
 import { DispatchStore, TaskRowState, type NewLease, type ResultRow } from './store.js';
 import { BlobStore } from './blobs.js';
 import type { ParamsFormat } from './params-file.js';
-import { Throughput, type ThroughputView } from './throughput.js';
 import type { JobSpec, JobState, JobView, TaskDetail, TaskState, TaskSummary } from './model.js';
 import { ActiveJobs, type DispatchCounters } from './active-jobs.js';
 import { AssignmentBuilder } from './assignments.js';
@@ -53,7 +52,7 @@ import { registerDispatchMetrics } from './dispatch-metrics.js';
 export type { EngineStats, ListTasksQuery } from './read-views.js';
 export { classify } from './result-recorder.js';
 
-/** Housekeeping: lease expiry, lagger watch, throughput buckets. */
+/** Housekeeping: lease expiry, lagger watch. */
 export const TICK_MS = 250;
 
 export interface EngineDeps {
@@ -90,7 +89,6 @@ export class TaskDispatcher implements DispatchEngine {
   readonly #views: DispatchViews;
   readonly #available = new Set<() => void>();
   readonly #cancelListeners = new Set<(mac: Mac, ref: RunningTaskRef, reason: string) => void>();
-  readonly #throughput: Throughput;
   #pendingLeases: NewLease[] = [];
   #leaseWriteQueued = false;
   #availableScheduled = false;
@@ -114,7 +112,6 @@ export class TaskDispatcher implements DispatchEngine {
       opts.blobDir ??
         (deps.config.dataDir === ':memory:' ? mkdtempSync(join(tmpdir(), 'lilcluster-blobs-')) : join(deps.config.dataDir, 'blobs')),
     );
-    this.#throughput = new Throughput(this.#now);
     this.#ring = new TaskRing({
       now: this.#now,
       leaseGraceMs: deps.config.leaseGraceSeconds * 1000,
@@ -135,7 +132,6 @@ export class TaskDispatcher implements DispatchEngine {
       events: this.#events,
       now,
       counters,
-      completed: (n) => this.#throughput.completed(n),
       retired: (job) => this.#readBack.forget(job),
     });
     const jobs = this.#jobs;
@@ -218,7 +214,6 @@ export class TaskDispatcher implements DispatchEngine {
     }
     this.#queueLeaseWrite();
     this.#counters.dispatched += out.length;
-    this.#throughput.dispatched(out.length);
     return out;
   }
 
@@ -417,11 +412,6 @@ export class TaskDispatcher implements DispatchEngine {
 
   stats(): EngineStats {
     return this.#views.stats();
-  }
-
-  /** Tasks finished and handed out per second over the last minutes (for the web chart). */
-  throughput(seconds = 600, stepSeconds = 10): ThroughputView {
-    return this.#throughput.view(seconds, stepSeconds);
   }
 
   getJob(id: number): JobView {

@@ -19,7 +19,7 @@
  *        inputsPath is the credential (a per-job random capability, only ever sent to agents
  *        over their authenticated connection); the admin token works too
  *   POST /api/v1/jobs/:id/cancel, POST /api/v1/tasks/:id/cancel   (admin)
- *   GET  /api/v1/dispatch              engine counts and per-second throughput (the page's chart is /api/v1/status)
+ *   GET  /api/v1/dispatch              engine counts (throughput over time: /api/v1/status)
  */
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -324,18 +324,11 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
         '/api/v1/dispatch',
         {
           schema: {
-            summary: 'dispatch engine: tasks by state, totals, throughput over the last minutes',
+            summary: 'dispatch engine: tasks by state and totals (throughput over time: /api/v1/status)',
             tags: ['jobs'],
-            querystring: Type.Object({
-              seconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 899 })),
-              step: Type.Optional(Type.Integer({ minimum: 1, maximum: 300 })),
-            }),
-          },
+          } as object,
         },
-        async (req) => {
-          const q = req.query as { seconds?: number; step?: number };
-          return { stats: engine.stats(), throughput: engine.throughput(q.seconds, q.step) };
-        },
+        async () => ({ stats: engine.stats() }),
       );
     },
   };

@@ -214,10 +214,8 @@ describe('job API', () => {
     expect((await app.inject({ url: '/api/v1/jobs/9999/results', headers: auth })).statusCode).toBe(404);
   });
 
-  it('reports counts and throughput for the page', async () => {
-    const r = (await app.inject({ url: '/api/v1/dispatch?seconds=60&step=10' })).json();
+  it('reports the engine counts', async () => {
+    const r = (await app.inject({ url: '/api/v1/dispatch' })).json();
     expect(r.stats).toMatchObject({ done: expect.any(Number), queued: expect.any(Number) });
-    expect(r.throughput.stepSeconds).toBe(10);
-    expect(r.throughput.points.length).toBeGreaterThanOrEqual(5);
   });
 });
