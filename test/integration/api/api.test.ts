@@ -4,10 +4,10 @@
  * Prometheus text; event streams resume where they left off; the live feed pushes changes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestDispatcher, testMac, type TestDispatcher } from './dispatcher.js';
-import { FakeControl } from './fake-control.js';
+import { startTestDispatcher, testMac, type TestDispatcher } from '../operator/dispatcher.js';
+import { FakeControl } from '../operator/fake-control.js';
 import { SseParser, type SseMessage } from '../../../dispatcher/src/events/sse.js';
-import { waitUntil } from './run-ctl.js';
+import { waitUntil } from '../operator/run-ctl.js';
 
 let d: TestDispatcher;
 let control: FakeControl;

@@ -1,6 +1,6 @@
 /** The dispatcher's configuration: layers merge, and a bad value is refused naming its field. */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_LEASE_CACHE_THRESHOLD, resolveConfig } from '../../../dispatcher/src/config.js';
+import { DEFAULT_LEASE_CACHE_THRESHOLD, resolveConfig } from '../../dispatcher/src/config.js';
 
 const base = { interface: 'lab0' };
 

@@ -2,9 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCodes, DispatcherError, type ErrorCode } from '../../../dispatcher/src/errors.js';
+import { ErrorCodes, DispatcherError, type ErrorCode } from '../../dispatcher/src/errors.js';
 
-const README = readFileSync(join(import.meta.dirname, '../../../dispatcher/README.md'), 'utf8');
+const README = readFileSync(join(import.meta.dirname, '../../dispatcher/README.md'), 'utf8');
 
 describe('error codes', () => {
   it('are documented in dispatcher/README.md with their HTTP status', () => {

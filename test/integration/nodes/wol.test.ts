@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createLab, type Lab, type Netns, type LabProcess } from '../../lab/netns.js';
-import { ROOT } from './dispatcher.js';
+import { ROOT } from '../operator/dispatcher.js';
 
 const SENDER = join(ROOT, 'test/artifacts/lc-op-wol-sender.mjs');
 const MAC = '52:54:00:12:34:56';
@@ -33,7 +33,7 @@ describe('Wake-on-LAN on a real interface', () => {
   beforeAll(async () => {
     mkdirSync(join(ROOT, 'test/artifacts'), { recursive: true });
     execFileSync(join(ROOT, 'node_modules/.bin/esbuild'), [
-      join(ROOT, 'test/integration/operator/wol-sender.ts'),
+      join(ROOT, 'test/integration/nodes/wol-sender.ts'),
       '--bundle',
       '--platform=node',
       '--format=esm',
