@@ -22,46 +22,15 @@ const RING = '^dispatcher/src/dispatch/ring\\.ts$';
 const API_SCHEMAS = '^dispatcher/src/api/(schemas|[^/]+/schemas)\\.ts$';
 
 /**
- * TEMPORARY: the imports that break the ctl/ and node-agent/ rules today, each allowed only from
- * the file that has it, so any new one fails. Remove an entry when its schema moves into the
- * API schema module (issue 12, point 3): dispatcherctl and the page import request/response
- * schemas from the API schema modules (API_SCHEMAS), the agent its wire types from protocol/.
+ * What dispatcherctl may import besides the API schema modules: api/sse.ts, the framing of the
+ * API's event streams (pure: the dispatcher writes it, the CLI parses it), and version.ts, the
+ * product's version (one build-time constant with no imports, shared by every program of the
+ * package; it is not dispatcher internals, and the version rule below keeps it a leaf).
  */
-const ALLOWED_TODAY = [
-  // dispatcherctl → dispatch, nodes and events internals
-  { from: 'dispatcher/src/ctl/commands/jobs.ts', to: 'dispatcher/src/dispatch/model.ts' }, // JobSubmission, JobView, TaskDetail, TaskSummary, TASK_STATES, timeouts
-  { from: 'dispatcher/src/ctl/commands/jobs.ts', to: 'dispatcher/src/dispatch/submission.ts' }, // commandText
-  { from: 'dispatcher/src/ctl/commands/nodes.ts', to: 'dispatcher/src/nodes/states.ts' }, // NODE_STATES
-  { from: 'dispatcher/src/ctl/commands/events.ts', to: 'dispatcher/src/events/event-log.ts' }, // ClusterEvent
-  { from: 'dispatcher/src/ctl/client.ts', to: 'dispatcher/src/events/sse.ts' }, // SseParser: the stream's wire format
-  { from: 'dispatcher/src/ctl/program.ts', to: 'dispatcher/src/version.ts' }, // VERSION
-  // the agent → dispatch/contract.ts (TaskAssignment, TaskResult) instead of protocol/
-  { from: 'node-agent/src/agent.ts', to: 'dispatcher/src/dispatch/contract.ts' },
-  { from: 'node-agent/src/outbox.ts', to: 'dispatcher/src/dispatch/contract.ts' },
-  { from: 'node-agent/src/runner.ts', to: 'dispatcher/src/dispatch/contract.ts' },
-  { from: 'node-agent/src/seams.ts', to: 'dispatcher/src/dispatch/contract.ts' },
-  { from: 'node-agent/src/task-batch.ts', to: 'dispatcher/src/dispatch/contract.ts' },
-];
+const CTL_ALSO = ['^dispatcher/src/api/sse\\.ts$', '^dispatcher/src/version\\.ts$'];
 
-const exact = (p) => `^${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`;
-const allowedTargets = (fromPrefix) => ALLOWED_TODAY.filter((a) => a.from.startsWith(fromPrefix)).map((a) => exact(a.to));
-
-/** One rule per allowed target: importing it is still forbidden from every other file. */
-function temporaryExceptions(name, fromPrefix, why) {
-  const targets = [...new Set(ALLOWED_TODAY.filter((a) => a.from.startsWith(fromPrefix)).map((a) => a.to))];
-  return targets.map((to) => ({
-    name,
-    severity: 'error',
-    comment: `${why} (${to} is allowed, for now, only where it is imported today)`,
-    from: {
-      path: `^${fromPrefix}`,
-      pathNot: ALLOWED_TODAY.filter((a) => a.to === to && a.from.startsWith(fromPrefix)).map((a) => exact(a.from)),
-    },
-    to: { path: exact(to) },
-  }));
-}
-
-const CTL_WHY = 'dispatcherctl talks to the dispatcher over HTTP only: it imports the API schema modules and its own code';
+const CTL_WHY =
+  'dispatcherctl talks to the dispatcher over HTTP only: it imports the API schema modules, api/sse.ts, version.ts and its own code';
 const AGENT_WHY = 'the agent ships alone in the RAM image and speaks the wire protocol: of dispatcher/ it imports protocol/ only';
 
 module.exports = {
@@ -100,9 +69,8 @@ module.exports = {
       severity: 'error',
       comment: AGENT_WHY,
       from: { path: '^node-agent/' },
-      to: { path: '^dispatcher/', pathNot: ['^dispatcher/src/protocol/', ...allowedTargets('node-agent/')] },
+      to: { path: '^dispatcher/', pathNot: ['^dispatcher/src/protocol/'] },
     },
-    ...temporaryExceptions('agent-only-protocol', 'node-agent/', AGENT_WHY),
     {
       name: 'agent-no-dispatcher-io',
       severity: 'error',
@@ -117,10 +85,25 @@ module.exports = {
       from: { path: '^dispatcher/src/ctl/' },
       to: {
         path: '^dispatcher/src/',
-        pathNot: ['^dispatcher/src/ctl/', API_SCHEMAS, ...allowedTargets('dispatcher/src/ctl/')],
+        pathNot: ['^dispatcher/src/ctl/', API_SCHEMAS, ...CTL_ALSO],
       },
     },
-    ...temporaryExceptions('ctl-only-api-schemas', 'dispatcher/src/ctl/', CTL_WHY),
+    {
+      name: 'version-leaf',
+      severity: 'error',
+      comment: 'version.ts is imported by dispatcherctl (CTL_ALSO), so it must stay one constant that imports nothing',
+      from: { path: '^dispatcher/src/version\\.ts$' },
+      to: {},
+    },
+    {
+      name: 'api-schemas-leaf',
+      severity: 'error',
+      comment:
+        'the API schema modules (and api/sse.ts) are what dispatcherctl and the page import, so they import only TypeBox and each other: ' +
+        'no dispatch, nodes, events or store code comes along',
+      from: { path: [API_SCHEMAS, '^dispatcher/src/api/sse\\.ts$'] },
+      to: { pathNot: [API_SCHEMAS, '^node_modules/@sinclair/typebox/'] },
+    },
     {
       name: 'page-only-api-schemas',
       severity: 'error',

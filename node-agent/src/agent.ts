@@ -10,7 +10,7 @@
  * Heartbeats run on their own timer in this process's event loop; tasks are child processes,
  * so a node busy on every core still answers on time.
  */
-import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
 import type { ControlCommand, RunningTask, TaskRef, WireTaskResult } from '../../dispatcher/src/protocol/messages.js';
 import { MAX_BATCH, MAX_UNDELIVERED_IN_HELLO } from '../../dispatcher/src/protocol/messages.js';
 import { PROGRESS_THROTTLE_MS } from '../../dispatcher/src/protocol/progress.js';

@@ -13,7 +13,7 @@
 import { mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TaskResult } from '../../dispatcher/src/dispatch/contract.js';
+import type { TaskResult } from '../../dispatcher/src/protocol/messages.js';
 import type { TaskRef } from '../../dispatcher/src/protocol/messages.js';
 import type { Reporter } from './seams.js';
 

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
-import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
 import { ProgressScanner } from '../../dispatcher/src/protocol/progress.js';
 import type { ExecOutcome, RunningHandle, TaskRunner } from './seams.js';
 import { ChildProcessLauncher, type Launcher } from './launcher.js';

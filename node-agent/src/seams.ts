@@ -9,7 +9,7 @@
  *   Inventory   — what the machine is (hello), how it is doing (heartbeats), full inspect
  *   Power       — reboot and poweroff
  */
-import type { TaskAssignment, TaskResult } from '../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
 import type { AgentMessage, Inventory as InventoryInfo, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
 import type { AgentInbound } from './task-batch.js';
 

@@ -15,7 +15,7 @@ import {
   type AgentMessage,
   type DispatcherMessage,
 } from '../../dispatcher/src/protocol/messages.js';
-import type { TaskAssignment } from '../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment } from '../../dispatcher/src/protocol/messages.js';
 
 export interface RefusedAssignment {
   taskId: number;

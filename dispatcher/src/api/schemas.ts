@@ -3,7 +3,6 @@
  * the API (OpenAPI at /api/v1/openapi.json) and type the CLI and page's view of it.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { NODE_STATES } from '../nodes/states.js';
 
 export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -26,6 +25,9 @@ export const errorResponses = {
   409: ErrorBody,
 } as const;
 
+/** A node's states (who may move a node between them: nodes/states.ts). */
+export const NODE_STATES = ['booting', 'ready', 'busy', 'draining', 'rebooting', 'lost', 'off'] as const;
+export type NodeState = (typeof NODE_STATES)[number];
 export const NodeState = Type.Union(NODE_STATES.map((s) => Type.Literal(s)));
 
 export const NodeRef = Type.Object({
@@ -166,6 +168,18 @@ export const RollingRebootRequest = Type.Object(
   },
   { additionalProperties: false },
 );
+
+export interface ClusterEvent {
+  id: number;
+  /** Unix time, ms. */
+  ts: number;
+  /** Dotted kind: `node.state`, `node.command`, `boot.stage`, `job.done`, ... */
+  kind: string;
+  /** Node name, when the event concerns one node. */
+  node: string | null;
+  message: string;
+  data: Record<string, unknown> | null;
+}
 
 export const ClusterEventSchema = Type.Object({
   id: Type.Integer(),

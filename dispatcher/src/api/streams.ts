@@ -4,7 +4,7 @@
  * every check has passed, so errors before that point are ordinary JSON error answers.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { formatSse } from '../events/sse.js';
+import { formatSse } from './sse.js';
 
 /** A comment line this often keeps proxies and browsers from closing an idle stream. */
 export const SSE_KEEPALIVE_MS = 15_000;

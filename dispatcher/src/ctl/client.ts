@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CtlError, EXIT, usageError } from './errors.js';
-import { SseParser, type SseMessage } from '../events/sse.js';
+import { SseParser, type SseMessage } from '../api/sse.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 export const DEFAULT_DATA_DIR = '/var/lib/lilcluster';

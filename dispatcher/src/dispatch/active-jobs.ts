@@ -6,8 +6,9 @@
 import type { EventLog } from '../events/event-log.js';
 import type { TaskRing, RingJob } from './ring.js';
 import type { CommittedJob, JobRow } from './store.js';
-import { commandText } from './submission.js';
-import { MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, type JobSpec } from './model.js';
+import { commandText } from '../api/jobs/schemas.js';
+import { MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS } from '../api/jobs/schemas.js';
+import type { JobSpec } from './model.js';
 
 export interface ActiveJob {
   id: number;

@@ -8,7 +8,8 @@ import type { Handout } from './ring.js';
 import type { DispatchStore } from './store.js';
 import type { ActiveJob, ActiveJobs } from './active-jobs.js';
 import { substituteTemplate } from './template.js';
-import type { TaskOverride, TaskTemplate } from './model.js';
+import type { TaskOverride } from '../api/jobs/schemas.js';
+import type { TaskTemplate } from './model.js';
 
 /** Task rows read ahead at a hand-out (fresh tasks go out in id order). */
 export const ROW_READ_AHEAD = 256;

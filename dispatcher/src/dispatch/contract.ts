@@ -7,6 +7,10 @@
  *   hub  <--onTasksAvailable/onCancel--  engine
  */
 import type { Mac } from '../nodes/mac.js';
+import type { TaskAssignment, TaskResult } from '../protocol/messages.js';
+
+/** The wire types the agent shares (protocol/messages.ts), re-exported for the engine's side. */
+export type { TaskAssignment, TaskResult };
 
 /** What the engine needs to know of a node to match tasks against it. */
 export interface NodeCapacity {
@@ -15,48 +19,6 @@ export interface NodeCapacity {
   labels: readonly string[];
   cores: number;
   memoryMiB: number;
-}
-
-/** A task as handed to an agent: everything it needs to run it. */
-export interface TaskAssignment {
-  taskId: number;
-  jobId: number;
-  /** 1 for the first hand-out, 2 for the next... A speculative copy has its own attempt number. */
-  attempt: number;
-  /** argv (run directly) or a shell string (run by /bin/sh -c). */
-  command: string[] | string;
-  env: Record<string, string>;
-  /** Relative to the task's work dir. */
-  cwd: string | null;
-  /** Bytes fed to the task's stdin, base64. */
-  stdinB64: string | null;
-  /** URL path (on the dispatcher) of a tar to unpack into the work dir before running, or null. */
-  inputsPath: string | null;
-  /** sha256 (hex) of that tar, checked by the agent before it unpacks anything; null without inputs. */
-  inputsSha256: string | null;
-  timeoutMs: number;
-}
-
-/** What an agent reports when a task ends. */
-export interface TaskResult {
-  taskId: number;
-  attempt: number;
-  /** Exit code, or null when killed by a signal. */
-  exitCode: number | null;
-  signal: string | null;
-  /** The agent killed it at its timeout. */
-  timedOut: boolean;
-  /** The runner could not start it (bad command, missing cwd...), with why. */
-  error: string | null;
-  startedAt: number;
-  durationMs: number;
-  maxRssKiB: number | null;
-  stdout: string;
-  stderr: string;
-  stdoutTruncated: boolean;
-  stderrTruncated: boolean;
-  /** Files the task wrote under out/, as a gzip-compressed tar, base64; null if none. */
-  outputsTarGzB64: string | null;
 }
 
 /**

@@ -11,7 +11,8 @@ import type { ActiveJob, ActiveJobs, DispatchCounters } from './active-jobs.js';
 import type { QueuedReadBack } from './recovery.js';
 import { applyOverride } from './assignments.js';
 import { substituteTemplate } from './template.js';
-import type { JobCounts, JobSpec, JobState, JobView, TaskDetail, TaskOverride, TaskState, TaskSummary } from './model.js';
+import type { JobCounts, JobState, JobView, TaskDetail, TaskOverride, TaskState, TaskSummary } from '../api/jobs/schemas.js';
+import type { JobSpec } from './model.js';
 
 /** Largest page of a task listing. */
 export const MAX_PAGE = 1000;

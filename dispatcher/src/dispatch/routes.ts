@@ -38,7 +38,7 @@ import {
   JOB_STATES,
   type TaskState,
   type JobState,
-} from './model.js';
+} from '../api/jobs/schemas.js';
 import type { TaskDispatcher } from './engine.js';
 import { badSubmission } from './submission.js';
 import { PARAMS_FORMATS, type ParamsFormat } from './params-file.js';

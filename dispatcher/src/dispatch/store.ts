@@ -10,7 +10,8 @@
  * `results.task_id` is the primary key: one task, one result, whatever arrives twice.
  */
 import type { Db, Migration } from '../store/database.js';
-import type { JobSpec, JobState } from './model.js';
+import type { JobState } from '../api/jobs/schemas.js';
+import type { JobSpec } from './model.js';
 
 export const dispatchMigrations: Migration[] = [
   {

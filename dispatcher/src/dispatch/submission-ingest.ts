@@ -11,7 +11,8 @@ import type { DispatchStore, NewTaskRow } from './store.js';
 import type { BlobStore } from './blobs.js';
 import { badSubmission, paramsFileProblem, validateSubmission } from './submission.js';
 import { createParamsParser, ParamsFileError, type ParamsFormat } from './params-file.js';
-import { MAX_TASKS_PER_JOB, type JobSpec, type JobView } from './model.js';
+import { MAX_TASKS_PER_JOB, type JobView } from '../api/jobs/schemas.js';
+import type { JobSpec } from './model.js';
 
 /** Rows per staged chunk of a streamed sweep (one commit each). */
 export const STAGE_ROWS = 50_000;

@@ -14,13 +14,10 @@ import {
   MAX_TASKS_PER_JOB,
   MAX_TIMEOUT_SECONDS,
   MIN_TIMEOUT_SECONDS,
-  type Command,
-  type JobSpec,
   type JobSubmission,
-  type NormalRequirements,
   type TaskOverride,
-  type TaskTemplate,
-} from './model.js';
+} from '../api/jobs/schemas.js';
+import type { JobSpec, NormalRequirements, TaskTemplate } from './model.js';
 import { templatePlaceholders } from './template.js';
 import type { ParamsFileError } from './params-file.js';
 
@@ -222,9 +219,4 @@ export function pathToField(path: string): string {
 
 function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
-}
-
-/** A short human form of a command, for lists. */
-export function commandText(cmd: Command): string {
-  return typeof cmd === 'string' ? cmd : cmd.map((a) => (/^[\w@%+=:,./{}-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
 }

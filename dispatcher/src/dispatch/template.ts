@@ -5,7 +5,8 @@
  * snippets such as `awk '{print $1}'` pass through unchanged. Jobs without params are not
  * substituted at all. Pure functions.
  */
-import type { Command, TaskTemplate } from './model.js';
+import type { Command } from '../api/jobs/schemas.js';
+import type { TaskTemplate } from './model.js';
 
 const TOKEN_RE = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 

@@ -4,6 +4,7 @@
  * the newest in memory (for the web page), and pushed to live subscribers (SSE, --follow).
  */
 import { EventEmitter } from 'node:events';
+import type { ClusterEvent } from '../api/schemas.js';
 import type { Db, Migration } from '../store/database.js';
 import type { GroupCommit } from '../store/group-commit.js';
 
@@ -22,17 +23,8 @@ export const eventMigrations: Migration[] = [
   },
 ];
 
-export interface ClusterEvent {
-  id: number;
-  /** Unix time, ms. */
-  ts: number;
-  /** Dotted kind: `node.state`, `node.command`, `boot.stage`, `job.done`, ... */
-  kind: string;
-  /** Node name, when the event concerns one node. */
-  node: string | null;
-  message: string;
-  data: Record<string, unknown> | null;
-}
+/** An event as the API shows it (api/schemas.ts). */
+export type { ClusterEvent };
 
 export type NewEvent = Omit<ClusterEvent, 'id' | 'ts' | 'node' | 'data'> & {
   node?: string | null;

@@ -6,7 +6,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Core } from '../core.js';
 import type { NodeControl } from '../agents/control-contract.js';
-import { NODE_STATES } from '../nodes/states.js';
+import { NODE_STATES } from '../api/schemas.js';
 import { NODES_BY_STATE } from './names.js';
 import { VERSION } from '../version.js';
 

@@ -17,8 +17,10 @@
  * boots again (booting) or its agent says hello (ready).
  */
 
-export const NODE_STATES = ['booting', 'ready', 'busy', 'draining', 'rebooting', 'lost', 'off'] as const;
-export type NodeState = (typeof NODE_STATES)[number];
+import type { NodeState } from '../api/schemas.js';
+
+/** The states are part of the API (api/schemas.ts); re-exported for the node code's own use. */
+export { NODE_STATES, type NodeState } from '../api/schemas.js';
 
 export type TransitionSource = 'activity' | 'operator';
 

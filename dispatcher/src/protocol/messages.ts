@@ -41,7 +41,7 @@ const Fraction = Type.Number({ minimum: 0, maximum: 1 });
 export const TaskRef = Type.Object({ taskId: Int(), attempt: Int(1) }, Closed);
 export type TaskRef = Static<typeof TaskRef>;
 
-/** A task as handed to an agent (mirrors dispatch/contract.ts TaskAssignment; a type test keeps them in step). */
+/** A task as handed to an agent: everything it needs to run it (the engine hands these out, dispatch/contract.ts). */
 export const TaskAssignment = Type.Object(
   {
     taskId: Int(),
@@ -67,7 +67,29 @@ export type TaskAssignment = Static<typeof TaskAssignment>;
 export const WireText = Type.Union([Type.String(), Type.Object({ gz: Type.String() }, Closed)]);
 export type WireText = Static<typeof WireText>;
 
-/** A task's result on the wire (dispatch/contract.ts TaskResult with stdout/stderr as WireText). */
+/** What an agent reports when a task ends, in the runner's form (plain texts); WireTaskResult is its wire form. */
+export interface TaskResult {
+  taskId: number;
+  attempt: number;
+  /** Exit code, or null when killed by a signal. */
+  exitCode: number | null;
+  signal: string | null;
+  /** The agent killed it at its timeout. */
+  timedOut: boolean;
+  /** The runner could not start it (bad command, missing cwd...), with why. */
+  error: string | null;
+  startedAt: number;
+  durationMs: number;
+  maxRssKiB: number | null;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  /** Files the task wrote under out/, as a gzip-compressed tar, base64; null if none. */
+  outputsTarGzB64: string | null;
+}
+
+/** A task's result on the wire (TaskResult with stdout/stderr as WireText). */
 export const WireTaskResult = Type.Object(
   {
     taskId: Int(),

@@ -1,5 +1,5 @@
 /**
- * Task results between the runner's form (dispatch/contract.ts TaskResult: plain texts) and
+ * Task results between the runner's form (messages.ts TaskResult: plain texts) and
  * the wire form (long texts gzip-compressed, compression.ts). The agent packs, the hub unpacks.
  *
  * Unpacking is bounded (ResultLimits): texts are inflated through a stream up to a cap per
@@ -8,9 +8,8 @@
  * as the agent does with long output. Results past the message's budget are deferred whole:
  * the hub leaves them unacknowledged and the agent sends them again.
  */
-import type { TaskResult } from '../dispatch/contract.js';
 import { inflateBounded, isPacked, packText, type Inflated } from './compression.js';
-import type { WireTaskResult } from './messages.js';
+import type { TaskResult, WireTaskResult } from './messages.js';
 
 export async function toWireResult(r: TaskResult): Promise<WireTaskResult> {
   const [stdout, stderr] = await Promise.all([packText(r.stdout), packText(r.stderr)]);

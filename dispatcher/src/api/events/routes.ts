@@ -5,10 +5,9 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { ErrorBody, EventList, EventQuery } from '../schemas.js';
+import { ErrorBody, EventList, EventQuery, type ClusterEvent } from '../schemas.js';
 import type { OperatorApi } from '../context.js';
 import { openSse } from '../streams.js';
-import type { ClusterEvent } from '../../events/event-log.js';
 
 /** Events a slow stream client may fall behind by before it is cut off (it reconnects with Last-Event-ID). */
 const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;

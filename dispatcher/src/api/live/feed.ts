@@ -11,8 +11,7 @@
  * SUMMARY_EVERY_MS. A client that cannot keep up is cut off; its EventSource reconnects and
  * gets a fresh snapshot.
  */
-import type { NodeView, StatusView } from '../schemas.js';
-import type { ClusterEvent } from '../../events/event-log.js';
+import type { ClusterEvent, NodeView, StatusView } from '../schemas.js';
 import type { SseSink } from '../streams.js';
 
 export const FLUSH_MS = 500;

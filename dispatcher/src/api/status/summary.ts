@@ -2,13 +2,12 @@
  * The cluster summary behind GET /api/v1/status, `dispatcherctl status` and the page's header:
  * nodes by state, task queue (from the dispatch engine's metrics), throughput, store health.
  */
-import { NODE_STATES } from '../../nodes/states.js';
-import { TASK_STATES } from '../../dispatch/model.js';
+import { NODE_STATES, type StatusView } from '../schemas.js';
+import { TASK_STATES } from '../jobs/schemas.js';
 import { TASKS_BY_STATE, TASKS_COMPLETED_TOTAL, TASKS_DISPATCHED_TOTAL } from '../../metrics/names.js';
 import type { MetricsRegistry } from '../../metrics/registry.js';
 import { VERSION } from '../../version.js';
 import type { OperatorApi } from '../context.js';
-import type { StatusView } from '../schemas.js';
 
 export function statusSummary(api: OperatorApi): StatusView {
   const { core } = api;

@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import type { CommandModule, CtlContext } from '../command.js';
 import type { EventList } from '../../api/schemas.js';
-import type { ClusterEvent } from '../../events/event-log.js';
+import type { ClusterEvent } from '../../api/schemas.js';
 import { formatTime, table } from '../output.js';
 import { CtlError, EXIT } from '../errors.js';
 

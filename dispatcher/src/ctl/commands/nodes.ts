@@ -2,7 +2,7 @@
 import { Option } from 'commander';
 import type { CommandModule, CtlContext } from '../command.js';
 import type { ActionResult, InspectResult, NodeDetail, NodeList, NodeView } from '../../api/schemas.js';
-import { NODE_STATES } from '../../nodes/states.js';
+import { NODE_STATES } from '../../api/schemas.js';
 import { formatAgo, formatDuration, formatMiB, keyValues, table, type Column } from '../output.js';
 import { EXIT, usageError } from '../errors.js';
 
