@@ -166,11 +166,11 @@ bench-operator: build
 
 # demo.sh installs what is missing (Debian packages, npm ci) before building, so no prerequisites here.
 demo:
-	bash test/demo/demo.sh
+	bash demo/demo.sh
 demo-stop:
-	bash test/demo/demo.sh stop
-$(DIST)/demo/demo.mjs: $(wildcard test/demo/*.ts) test/lab/qemu.ts package.json
-	$(ESBUILD) test/demo/main.ts $(HOST_FLAGS) --outfile=$@
+	bash demo/demo.sh stop
+$(DIST)/demo/demo.mjs: $(wildcard demo/*.ts) test/lab/qemu.ts package.json
+	$(ESBUILD) demo/main.ts $(HOST_FLAGS) --outfile=$@
 
 # The dispatcher on a real host (/opt/lilcluster, /etc/lilcluster, systemd unit); DESTDIR= works.
 install: build pxe image

@@ -1,5 +1,5 @@
 /**
- * How `make demo-stop` finds what to stop (test/demo/processes.ts): by pid file, or by a scan
+ * How `make demo-stop` finds what to stop (demo/processes.ts): by pid file, or by a scan
  * of /proc for the demo's own command lines naming its state dir — and never anything else,
  * such as a user's `tail -f` of a demo log. Real processes; their argv[0] is set to what QEMU
  * or Node would show.
@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isDemoCommand, isOurs, ownProcesses, pidFile, stopAll } from '../../demo/processes.js';
+import { isDemoCommand, isOurs, ownProcesses, pidFile, stopAll } from '../../../demo/processes.js';
 
 const stateDir = mkdtempSync(join(tmpdir(), 'lc-demo-procs-'));
 const children: ChildProcess[] = [];

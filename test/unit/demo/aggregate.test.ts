@@ -1,11 +1,11 @@
 /**
- * The demo's reduction of the π job (test/demo/aggregate.ts) and its settings: what
+ * The demo's reduction of the π job (demo/aggregate.ts) and its settings: what
  * `DEMO_EXIT=1 make demo` passes or fails on.
  */
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { parseResults, problems, summarize, type TaskLine } from '../../demo/aggregate.js';
-import { clusterFileText, demoNodes, demoSettings, SettingsError } from '../../demo/settings.js';
+import { parseResults, problems, summarize, type TaskLine } from '../../../demo/aggregate.js';
+import { clusterFileText, demoNodes, demoSettings, SettingsError } from '../../../demo/settings.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 
 const done = (taskId: number, node: string, stdout: string): TaskLine => ({ taskId, state: 'done', result: { node, exitCode: 0, stdout } });
@@ -100,8 +100,8 @@ describe('demo settings', () => {
   });
 });
 
-describe('the task script (test/demo/job/pi.js)', () => {
-  const PI_JS = 'test/demo/job/pi.js';
+describe('the task script (demo/job/pi.js)', () => {
+  const PI_JS = 'demo/job/pi.js';
   const run = (seed: number, samples: number) =>
     execFileSync(process.execPath, [PI_JS, String(seed), String(samples)], { encoding: 'utf8' });
 

@@ -3,7 +3,7 @@
  * environment may change (DEMO_*). Pure: `demoSettings(env, repoRoot)`.
  */
 import { isAbsolute, join, resolve } from 'node:path';
-import type { Firmware } from '../lab/qemu.js';
+import type { Firmware } from '../test/lab/qemu.js';
 
 /** Every interface the demo creates starts with this; `stop` removes whatever matches it. */
 export const IFACE_PREFIX = 'lcdemo';

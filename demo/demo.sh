@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # `make demo` / `make demo-stop`: a virtual diskless cluster on this machine.
 #
-#   bash test/demo/demo.sh          install what is missing, build, boot the cluster, run the π job
-#   bash test/demo/demo.sh stop     stop everything the demo started and remove its network
+#   bash demo/demo.sh          install what is missing, build, boot the cluster, run the π job
+#   bash demo/demo.sh stop     stop everything the demo started and remove its network
 #
 # This script does what must happen before Node code can run (root check, Debian packages,
-# npm ci, build); test/demo/main.ts does the rest. Settings (environment): DEMO_NODES (3),
+# npm ci, build); demo/main.ts does the rest. Settings (environment): DEMO_NODES (3),
 # DEMO_EXIT=1 (check the result, tear down and exit with its status: CI), DEMO_DIR
 # (.cache/demo), DEMO_ACCEL (auto|kvm|tcg), DEMO_MEMORY_MIB, DEMO_PORT (8080), DEMO_TASKS
 # (300), DEMO_SAMPLES (per task), DEMO_BOOT_TIMEOUT (seconds).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 # Elapsed times the demo prints count from here (build included).
 export DEMO_T0=${DEMO_T0:-$(date +%s%3N)}
 

@@ -1,7 +1,7 @@
 /**
  * `make demo`: a virtual diskless cluster on this machine, end to end.
  *
- *   node dist/demo/demo.mjs up      (test/demo/demo.sh runs it after the build)
+ *   node dist/demo/demo.mjs up      (demo/demo.sh runs it after the build)
  *   node dist/demo/demo.mjs stop    (`make demo-stop`)
  *
  * `up`: removes what an earlier run left, picks KVM or TCG, creates the private network
@@ -25,7 +25,7 @@ import { createServer } from 'node:net';
 import { dirname, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { OVMF_VARS, qemuArgs } from '../lab/qemu.js';
+import { OVMF_VARS, qemuArgs } from '../test/lab/qemu.js';
 import { chooseAccel } from './accel.js';
 import { parseResults, problems, summarize } from './aggregate.js';
 import { FORWARD_READY, forward } from './forward.js';
@@ -334,7 +334,7 @@ function dispatcherctl(s: DemoSettings, args: string[]): Promise<{ code: number 
 async function runJob(s: DemoSettings): Promise<{ jobId: number; seconds: number; jsonl: string }> {
   const params = join(s.stateDir, 'seeds.csv');
   writeFileSync(params, ['seed', ...Array.from({ length: s.tasks }, (_, i) => String(i + 1))].join('\n') + '\n');
-  const jobDir = join(s.repoRoot, 'test/demo/job');
+  const jobDir = join(s.repoRoot, 'demo/job');
   const args = [
     'submit',
     '--params',
