@@ -5,7 +5,7 @@
  */
 
 /**
- * Gauge, label `state` = one of TASK_STATES (dispatch/model.ts): tasks by state.
+ * Gauge, label `state` = one of TASK_STATES (api/jobs/schemas.ts): tasks by state.
  * Registered by the dispatch engine (collect() from its own counts).
  */
 export const TASKS_BY_STATE = 'lilcluster_tasks';
