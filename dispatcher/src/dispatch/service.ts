@@ -5,7 +5,7 @@
 import type { Core } from '../core.js';
 import type { AppPlugin } from '../http/app.js';
 import { TaskDispatcher } from './engine.js';
-import { dispatchRoutes } from './routes.js';
+import { dispatchRoutes } from '../api/jobs/routes.js';
 
 export interface DispatchService {
   engine: TaskDispatcher;

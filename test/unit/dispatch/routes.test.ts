@@ -7,7 +7,7 @@ import { resolveConfig } from '../../../dispatcher/src/config.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { buildApp } from '../../../dispatcher/src/http/app.js';
 import { startDispatch, type DispatchService } from '../../../dispatcher/src/dispatch/service.js';
-import { SWEEP_CONTENT_TYPE } from '../../../dispatcher/src/dispatch/routes.js';
+import { SWEEP_CONTENT_TYPE } from '../../../dispatcher/src/api/jobs/schemas.js';
 import { node, okResult, tempDir } from './helpers.js';
 
 let core: Core;

@@ -1,6 +1,6 @@
 /**
  * The jobs API's schemas (TypeBox): what a submission looks like, what /api/v1/jobs and
- * /api/v1/tasks return. The routes (dispatch/routes.ts), the engine and dispatcherctl share
+ * /api/v1/tasks return. The routes (api/jobs/routes.ts), the engine and dispatcherctl share
  * these definitions, so the types, the validation and the OpenAPI docs come from one place.
  * The engine's own normalised forms (JobSpec...) live in dispatch/model.ts.
  *
@@ -27,6 +27,9 @@ export const MAX_STDIN_BYTES = 1024 * 1024;
 export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
 export const LABEL_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$';
 export const SHA256_PATTERN = '^[0-9a-f]{64}$';
+
+/** Content-type of a streamed sweep submission (POST /api/v1/jobs): the JobSubmission's line, then the params file. */
+export const SWEEP_CONTENT_TYPE = 'application/x-lilcluster-sweep';
 
 /** argv (run directly, argv[0] looked up in PATH) or a shell string (run by /bin/sh -c). */
 export const CommandSchema = Type.Union(

@@ -24,11 +24,11 @@
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Readable } from 'node:stream';
-import type { Core } from '../core.js';
-import { requireAdmin, adminTokenOf, type AppPlugin } from '../http/app.js';
-import { tokensEqual } from '../trust/secrets.js';
-import { DispatcherError } from '../errors.js';
-import type { Mac } from '../nodes/mac.js';
+import type { Core } from '../../core.js';
+import { requireAdmin, adminTokenOf, type AppPlugin } from '../../http/app.js';
+import { tokensEqual } from '../../trust/secrets.js';
+import { DispatcherError } from '../../errors.js';
+import type { Mac } from '../../nodes/mac.js';
 import {
   JobSubmissionSchema,
   JobViewSchema,
@@ -38,13 +38,13 @@ import {
   JOB_STATES,
   type TaskState,
   type JobState,
-} from '../api/jobs/schemas.js';
-import type { TaskDispatcher } from './engine.js';
-import { badSubmission } from './submission.js';
-import { PARAMS_FORMATS, type ParamsFormat } from './params-file.js';
-import { exportOutputs, exportResults } from './export.js';
+  SWEEP_CONTENT_TYPE,
+} from './schemas.js';
+import type { TaskDispatcher } from '../../dispatch/engine.js';
+import { badSubmission } from '../../dispatch/submission.js';
+import { PARAMS_FORMATS, type ParamsFormat } from '../../dispatch/params-file.js';
+import { exportOutputs, exportResults } from '../../dispatch/export.js';
 
-export const SWEEP_CONTENT_TYPE = 'application/x-lilcluster-sweep';
 /** Largest streamed sweep body (a million rows of a few columns is ~20 MB). */
 export const MAX_SWEEP_BYTES = 2 * 1024 * 1024 * 1024;
 /** Largest first line (the job spec) of a streamed sweep. */
