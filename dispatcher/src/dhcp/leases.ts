@@ -49,6 +49,16 @@ export function holdsAddress(l: Lease, now: number): boolean {
 }
 
 /**
+ * Deletes a MAC's lease rows in any DHCP mode (a forgotten node): the rows may be there from an
+ * earlier run in full mode even when no LeaseStore runs now. A running LeaseStore drops its own
+ * copy (`forget`).
+ */
+export async function forgetLeaseRows(db: Db, commits: GroupCommit, mac: Mac): Promise<void> {
+  const del = db.prepare('DELETE FROM dhcp_leases WHERE mac = ?');
+  await commits.run(() => del.run(mac));
+}
+
+/**
  * Lease writes go to group commit together, at most once per this interval. A commit blocks
  * the event loop for its fsync (~3 ms here); committing after every loop turn, i.e. every
  * ≤ 32 datagrams libuv reads, would leave a storm waiting on fsyncs. Under light load the

@@ -5,6 +5,7 @@
  * a forgotten machine that boots again is a new machine under the enrollment policy.
  */
 import type { Core } from '../core.js';
+import { forgetLeaseRows } from '../dhcp/leases.js';
 import { DispatcherError } from '../errors.js';
 import type { Mac } from './mac.js';
 import type { NodeRecord } from './registry.js';
@@ -24,7 +25,7 @@ export async function forgetNode(core: Core, live: { isConnected(mac: Mac): bool
   await Promise.all([
     core.timeline.forget(mac),
     // The running DHCP server drops the lease from memory itself (onForget); the rows go here in any mode.
-    core.commits.run(() => core.db.prepare('DELETE FROM dhcp_leases WHERE mac = ?').run(mac)),
+    forgetLeaseRows(core.db, core.commits, mac),
   ]);
   await core.nodes.forget(mac);
   return n;
