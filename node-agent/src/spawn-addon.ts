@@ -1,8 +1,8 @@
 /**
  * The native spawner (node-agent/native/spawn.c, built by `make build` into
  * dist/native/spawn.node, shipped in the RAM image beside the agent). posix_spawn instead of
- * Node's fork of the whole agent: a task costs the agent a fraction of a millisecond of CPU
- * instead of ~1.3 ms, and the child another ~0.6 ms less (no page tables to copy and drop).
+ * Node's fork of the whole agent: a task costs the agent a fraction of the CPU of a fork, and
+ * the child less too (no page tables to copy and drop); `make bench-dispatch` measures it.
  *
  * When the addon is missing (not built, no Node headers, an old kernel without pidfd_open,
  * another platform) or LC_SPAWN=0, `loadSpawnAddon` says why and the runner keeps Node's

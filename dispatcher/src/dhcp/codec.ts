@@ -7,9 +7,9 @@
  *   the wrong offsets, rejects any non-Ethernet `htype` with a bare Error, and writes "Option
  *   N not known" to stderr for every option it does not know. `decodePacket` below is total:
  *   any byte string gives a packet or a DecodeError naming the field.
- * - its encoder is correct but costs ~15 µs a packet (a zero-filled 1500-byte buffer, string
- *   splitting of every address) against ~1.5 µs here — a fifth of the CPU of a 4-way exchange,
- *   which the lease-rate target cannot spare. It stays the reference: a differential test
+ * - its encoder is correct but costs about ten times this one per packet (a zero-filled
+ *   1500-byte buffer, string splitting of every address), a large share of the CPU of a 4-way
+ *   exchange, which the lease-rate target cannot spare (bench/dhcp-rate.sh). It stays the reference: a differential test
  *   checks that `encodePacket` writes exactly the bytes Protocol.format writes.
  */
 import { macFromBytes, type Mac } from '../nodes/mac.js';

@@ -72,7 +72,7 @@ export class ZeroCopySender {
   }
 
   /**
-   * Seals `bytes` into their memfd now (a copy of the whole file: ~20 ms for a 30 MB initrd),
+   * Seals `bytes` into their memfd now (a copy of the whole file, tens of ms for an initrd),
    * so the first download of a storm does not pay for it on the event loop.
    */
   prepare(bytes: Buffer): void {

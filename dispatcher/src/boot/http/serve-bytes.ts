@@ -120,7 +120,7 @@ export function serveBootFile(req: IncomingMessage, res: ServerResponse, file: B
 
 /**
  * How image bodies are written during a boot storm. Over a fast link the kernel takes a
- * whole 44 MB write at once, so a body written in one go holds the event loop for the full
+ * whole image-sized write at once, so a body written in one go holds the event loop for the full
  * copy; with a hundred downloads a turn of the loop takes hundreds of milliseconds, and
  * libuv accepts one new connection per turn, so boot scripts and TFTP ACKs queue for
  * seconds. Instead, all downloads share one scheduler: each turn writes at most
