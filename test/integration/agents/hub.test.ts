@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDispatcherPublicKey } from '../../../dispatcher/src/protocol/session.js';
 import { encodeFrame, encodeMessage } from '../../../dispatcher/src/protocol/codec.js';
-import { PROTOCOL_VERSION } from '../../../dispatcher/src/protocol/messages.js';
+import { PROTOCOL_VERSION, type WireTaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { DispatcherError } from '../../../dispatcher/src/errors.js';
 import { FakeEngine } from './fake-engine.js';
@@ -25,6 +25,27 @@ afterEach(async () => {
   await hub?.stop();
   hub = undefined;
 });
+
+/** A successful result as an agent sends it. */
+function wireResult(taskId: number, over: Partial<WireTaskResult> = {}): WireTaskResult {
+  return {
+    taskId,
+    attempt: 1,
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    error: null,
+    startedAt: 1,
+    durationMs: 1,
+    maxRssKiB: null,
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    outputsTarGzB64: null,
+    ...over,
+  };
+}
 
 async function setup(opts: Parameters<typeof startHub>[1] = {}) {
   const engine = new FakeEngine();
@@ -165,24 +186,7 @@ describe('agent hub: bad input', () => {
       encodeFrame(
         encodeMessage({
           type: 'results',
-          results: [
-            {
-              taskId: 1,
-              attempt: 1,
-              exitCode: 0,
-              signal: null,
-              timedOut: false,
-              error: null,
-              startedAt: 1,
-              durationMs: 1,
-              maxRssKiB: null,
-              stdout: '',
-              stderr: '',
-              stdoutTruncated: false,
-              stderrTruncated: false,
-              outputsTarGzB64: null,
-            },
-          ],
+          results: [wireResult(1)],
         }),
       ),
     );
@@ -318,24 +322,7 @@ describe('agent hub: tasks, results and liveness', () => {
     c.send({
       type: 'results',
       ready: 2,
-      results: [
-        {
-          taskId: t!.taskId,
-          attempt: 1,
-          exitCode: 0,
-          signal: null,
-          timedOut: false,
-          error: null,
-          startedAt: 1,
-          durationMs: 1,
-          maxRssKiB: null,
-          stdout: '',
-          stderr: '',
-          stdoutTruncated: false,
-          stderrTruncated: false,
-          outputsTarGzB64: null,
-        },
-      ],
+      results: [wireResult(t!.taskId)],
     });
     await c.waitFor('ack');
     const batches = await c.waitFor('tasks', 2);
@@ -351,24 +338,7 @@ describe('agent hub: tasks, results and liveness', () => {
     const [t] = (await c.waitFor('tasks'))[0]!.tasks;
     c.send({
       type: 'results',
-      results: [
-        {
-          taskId: t!.taskId,
-          attempt: 1,
-          exitCode: 0,
-          signal: null,
-          timedOut: false,
-          error: null,
-          startedAt: 1,
-          durationMs: 1,
-          maxRssKiB: null,
-          stdout: '',
-          stderr: '',
-          stdoutTruncated: false,
-          stderrTruncated: false,
-          outputsTarGzB64: null,
-        },
-      ],
+      results: [wireResult(t!.taskId)],
     });
     const [err] = await c.waitFor('error');
     expect(err).toMatchObject({ code: 'unavailable', about: 'results' });
