@@ -5,6 +5,7 @@
  *
  *   setting          flag                  environment       kernel command line
  *   dispatcher URL   --dispatcher URL      LC_DISPATCHER     lc.dispatcher=
+ *     (or, first of all, the text of --dispatcher-file FILE / LC_DISPATCHER_FILE once it exists: main.ts)
  *   boot token       --token T             LC_TOKEN          lc.token=
  *   enrollment token --enroll-token T      LC_ENROLL_TOKEN   —
  *   dispatcher key   --dispatcher-key FILE LC_PUBKEY_FILE    /etc/lilcluster/dispatcher.pub, then lc.pubkey=<base64>

@@ -16,8 +16,10 @@ import { DispatcherConnection, SESSION_CREDENTIAL_FILE } from './connection.js';
 import { ProcessRunner, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUTS_BYTES, defaultLauncher } from './runner.js';
 import { Outbox } from './outbox.js';
 import { SystemInventory } from './inventory.js';
+import { rootIsInRam } from './hardware.js';
 import { SystemPower } from './power.js';
 import { killOrphanTasks } from './proc.js';
+import { waitForFile } from './wait-file.js';
 
 declare const __LILCLUSTER_VERSION__: string | undefined;
 const VERSION = typeof __LILCLUSTER_VERSION__ === 'string' ? __LILCLUSTER_VERSION__ : '0.1.0-dev';
@@ -78,11 +80,20 @@ const program = new Command('node-agent')
   .option('--max-output <bytes>', 'stdout and stderr kept per task, each (default 1 MiB)', int)
   .option('--mac <mac>', "this node's MAC, when the NIC that reaches the dispatcher is not the one to report (env LC_MAC)")
   .option('--allow-power', 'obey reboot/poweroff on a host that is not a RAM-booted node')
+  .option(
+    '--dispatcher-file <file>',
+    'wait for this file, then take the dispatcher URL from it (env LC_DISPATCHER_FILE; the RAM image starts the agent before its network is up)',
+  )
   .option('--kill-grace <ms>', 'SIGTERM→SIGKILL grace at a task timeout or cancel (default 3000)', int);
 
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts();
+  const dispatcherFile: string | undefined = o.dispatcherFile ?? process.env.LC_DISPATCHER_FILE;
+  if (dispatcherFile) {
+    say(`waiting for the network: the dispatcher's URL comes in ${dispatcherFile}`);
+    o.dispatcher = (await waitForFile(dispatcherFile)).trim();
+  }
   const addrs = Object.entries(networkInterfaces()).flatMap(([name, list]) =>
     (list ?? []).filter((a) => !a.internal).map((a) => `${name} ${a.address} ${a.mac}`),
   );
@@ -150,8 +161,7 @@ async function main(): Promise<void> {
     inventory: () => inventory.collect(),
     say,
   });
-  const ramRoot = (await inventory.collect()).ramRoot;
-  const power = new SystemPower({ ramRoot, allowPower: settings.allowPower });
+  const power = new SystemPower({ ramRoot: rootIsInRam(readMounts()), allowPower: settings.allowPower });
   const agent = new Agent(
     { source, runner, reporter, inventory, power },
     { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say },
