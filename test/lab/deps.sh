@@ -13,7 +13,8 @@ what=${1:-test}
 # Keep this list in step with README.md ("Tests").
 DEMO_PACKAGES=(ca-certificates make g++ python3 busybox-static cpio zstd binutils file kmod
   qemu-system-x86 ipxe ipxe-qemu ovmf iproute2)
-TEST_PACKAGES=("${DEMO_PACKAGES[@]}" qemu-utils udhcpc dnsmasq-base tftp-hpa atftp chromium)
+TEST_PACKAGES=("${DEMO_PACKAGES[@]}" qemu-utils udhcpc dnsmasq-base tftp-hpa atftp chromium
+  squashfs-tools skopeo umoci mmdebstrap docker-registry)
 case "$what" in
   demo) packages=("${DEMO_PACKAGES[@]}") ;;
   test) packages=("${TEST_PACKAGES[@]}") ;;

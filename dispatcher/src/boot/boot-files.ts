@@ -13,8 +13,13 @@ import type { Logger } from '../log.js';
 
 /** iPXE first stages (`make pxe` copies them from Debian's ipxe package). */
 export const PXE_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'] as const;
-/** The RAM image (`make image`). */
-export const IMAGE_FILES = ['vmlinuz', 'initrd.img'] as const;
+/**
+ * The RAM image (`make image`): kernel, base initrd, and for an image with its own root
+ * (`make image FROM=... | PACKAGES=...`) root.cpio, loaded as a second initrd.
+ */
+export const IMAGE_FILES = ['vmlinuz', 'initrd.img', 'root.cpio'] as const;
+/** Image files only some images have: their absence is not worth a warning. */
+export const OPTIONAL_IMAGE_FILES: readonly ImageFileName[] = ['root.cpio'];
 export type PxeFileName = (typeof PXE_FILES)[number];
 export type ImageFileName = (typeof IMAGE_FILES)[number];
 export type BootFileName = PxeFileName | ImageFileName;

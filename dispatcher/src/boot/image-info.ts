@@ -16,9 +16,17 @@ import { join } from 'node:path';
 
 export type ImageKeyStatus = 'ours' | 'none' | 'other' | 'no-manifest';
 
+/** The image's own root (manifest `root`, from `make image FROM=... | PACKAGES=...`). */
+export interface ImageRoot {
+  image: string;
+  version: string;
+  size: number;
+}
+
 interface ManifestFacts {
   keyStatus: ImageKeyStatus;
   version: string | null;
+  root: ImageRoot | null;
 }
 
 export class ImageInfo {
@@ -36,25 +44,36 @@ export class ImageInfo {
     return this.#facts().version;
   }
 
+  /** The image's own root, or null for the base image alone. */
+  root(): ImageRoot | null {
+    return this.#facts().root;
+  }
+
   #facts(): ManifestFacts {
     const path = join(this.imageDir, 'manifest.json');
     let mtimeMs: number;
     try {
       mtimeMs = statSync(path).mtimeMs;
     } catch {
-      return { keyStatus: 'no-manifest', version: null };
+      return { keyStatus: 'no-manifest', version: null, root: null };
     }
     if (this.#cache?.mtimeMs === mtimeMs) return this.#cache.facts;
-    let facts: ManifestFacts = { keyStatus: 'no-manifest', version: null };
+    let facts: ManifestFacts = { keyStatus: 'no-manifest', version: null, root: null };
     try {
       const m = JSON.parse(readFileSync(path, 'utf8')) as {
         dispatcherKey?: { fingerprint?: string } | null;
         agent?: { version?: string };
         inputs?: string;
+        root?: { image?: unknown; version?: unknown; size?: unknown } | null;
       };
       const fp = m.dispatcherKey?.fingerprint;
       const version = m.agent?.version ? `${m.agent.version}${m.inputs ? `+${m.inputs.slice(0, 8)}` : ''}` : null;
-      facts = { keyStatus: !fp ? 'none' : fp === this.ourFingerprint ? 'ours' : 'other', version };
+      const r = m.root;
+      const root =
+        r && typeof r.image === 'string' && typeof r.version === 'string' && typeof r.size === 'number'
+          ? { image: r.image, version: r.version, size: r.size }
+          : null;
+      facts = { keyStatus: !fp ? 'none' : fp === this.ourFingerprint ? 'ours' : 'other', version, root };
     } catch {
       /* a manifest being rewritten: try again next time */
     }

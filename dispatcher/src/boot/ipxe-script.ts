@@ -31,15 +31,20 @@ export interface BootScriptInput {
   pubkeyB64?: string | null;
   /** The machine waits for approval: it boots, and the agent is held until approved. */
   pending: boolean;
+  /** The image has its own root (root.cpio), loaded as a second initrd on top of the base one. */
+  withRoot?: boolean;
 }
 
 /** Kernel command line: what /init reads (`lc.dispatcher`, `lc.token`) plus consoles and extras. */
-export function kernelCommandLine(input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64'>): string {
-  // Under UEFI, iPXE hands the initrd to Linux by name: the kernel needs `initrd=<name>`
-  // (harmless under BIOS, where iPXE loads it the legacy way).
+export function kernelCommandLine(
+  input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot'>,
+): string {
+  // Under UEFI, iPXE hands the initrds to Linux by name: the kernel needs one `initrd=<name>`
+  // each, in load order (harmless under BIOS, where iPXE loads them the legacy way).
   const pubkey = input.pubkeyB64 ? `lc.pubkey=${input.pubkeyB64}` : '';
   return [
     'initrd=initrd.img',
+    input.withRoot ? 'initrd=root.cpio' : '',
     `lc.dispatcher=${input.dispatcherUrl}`,
     `lc.token=${input.token}`,
     pubkey,
@@ -61,6 +66,7 @@ export function bootScript(input: BootScriptInput): string {
     // --name: the initrd's name is what `initrd=` refers to, whatever the URL looks like.
     `kernel --name vmlinuz ${base}/image/vmlinuz?mac=${m} ${kernelCommandLine(input)} || goto retry`,
     `initrd --name initrd.img ${base}/image/initrd.img?mac=${m} || goto retry`,
+    ...(input.withRoot ? [`initrd --name root.cpio ${base}/image/root.cpio?mac=${m} || goto retry`] : []),
     'boot || goto retry',
     ':retry',
     `echo lilcluster: could not load the image from ${base}; retrying in ${DOWNLOAD_RETRY_SECONDS} s`,

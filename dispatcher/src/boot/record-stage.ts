@@ -8,8 +8,15 @@ import type { BootStage, BootStageRecord, BootTimeline } from './timeline.js';
 import type { Logger } from '../log.js';
 import type { Mac } from '../nodes/mac.js';
 
-const AFTER_SCRIPT: ReadonlySet<BootStage> = new Set(['http.kernel', 'http.initrd', 'agent.hello']);
-const AFTER_FIRST_STAGE: ReadonlySet<BootStage> = new Set(['http.script', 'http.kernel', 'http.initrd', 'http.failed', 'agent.hello']);
+const AFTER_SCRIPT: ReadonlySet<BootStage> = new Set(['http.kernel', 'http.initrd', 'http.root', 'agent.hello']);
+const AFTER_FIRST_STAGE: ReadonlySet<BootStage> = new Set([
+  'http.script',
+  'http.kernel',
+  'http.initrd',
+  'http.root',
+  'http.failed',
+  'agent.hello',
+]);
 
 /** Pure: does `stage`, following `latest` of the current boot, start a new boot? */
 export function startsNewBoot(stage: BootStage, latest: BootStage | undefined): boolean {

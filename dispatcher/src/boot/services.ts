@@ -4,7 +4,7 @@
  */
 import type { Core } from '../core.js';
 import type { AppPlugin } from '../http/app.js';
-import { BootFiles, IMAGE_FILES, PXE_FILES } from './boot-files.js';
+import { BootFiles, IMAGE_FILES, OPTIONAL_IMAGE_FILES, PXE_FILES } from './boot-files.js';
 import { ClientMacLookup } from './client-mac.js';
 import { bootHttpPlugin, type BootHttp, type BootHttpOptions } from './http/boot-routes.js';
 import { bootsApiPlugin } from './http/boots-api.js';
@@ -24,7 +24,9 @@ export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 
   const files = new BootFiles({ imageDir: core.config.imageDir, pxeDir: core.config.pxeDir, log });
   const { missing } = await files.loadAll();
   const pxeMissing = missing.filter((n) => (PXE_FILES as readonly string[]).includes(n));
-  const imageMissing = missing.filter((n) => (IMAGE_FILES as readonly string[]).includes(n));
+  const imageMissing = missing.filter(
+    (n) => (IMAGE_FILES as readonly string[]).includes(n) && !(OPTIONAL_IMAGE_FILES as readonly string[]).includes(n),
+  );
   if (pxeMissing.length)
     log.warn(
       { missing: pxeMissing, pxeDir: core.config.pxeDir },

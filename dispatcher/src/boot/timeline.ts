@@ -39,6 +39,7 @@ export const BOOT_STAGES = [
   'http.script',
   'http.kernel',
   'http.initrd',
+  'http.root',
   'http.failed',
   'agent.hello',
 ] as const;

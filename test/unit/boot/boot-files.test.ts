@@ -30,7 +30,7 @@ describe('boot files in memory', () => {
     writeFileSync(join(dir, 'pxe/undionly.kpxe'), 'kpxe');
     writeFileSync(join(dir, 'image/vmlinuz'), 'kernel');
     const { missing } = await files.loadAll();
-    expect(missing.sort()).toEqual(['initrd.img', 'ipxe.efi', 'snponly.efi']);
+    expect(missing.sort()).toEqual(['initrd.img', 'ipxe.efi', 'root.cpio', 'snponly.efi']);
     const k = await files.get('vmlinuz');
     expect(k?.bytes.toString()).toBe('kernel');
     expect(k?.etag).toBe(`"${sha('kernel')}"`);

@@ -22,6 +22,13 @@ describe('image info from the manifest', () => {
     expect(new ImageInfo(imageDir(manifest), OURS).keyStatus()).toBe(status);
   });
 
+  it('tells an image with its own root from the base image alone, ignoring a malformed root', () => {
+    expect(new ImageInfo(imageDir({ dispatcherKey: null }), OURS).root()).toBeNull();
+    const root = { image: 'ml', version: '3f2a9c1d0b7e', size: 123456, source: 'docker://x/y:1' };
+    expect(new ImageInfo(imageDir({ root }), OURS).root()).toEqual({ image: 'ml', version: '3f2a9c1d0b7e', size: 123456 });
+    expect(new ImageInfo(imageDir({ root: { image: 'ml', version: 7, size: '1' } }), OURS).root()).toBeNull();
+  });
+
   it('reports no manifest when the image dir has none', () => {
     expect(new ImageInfo(mkdtempSync(join(tmpdir(), 'lc-image-info-')), OURS).keyStatus()).toBe('no-manifest');
   });

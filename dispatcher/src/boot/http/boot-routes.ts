@@ -4,11 +4,12 @@
  *   GET /boot.ipxe?mac=<mac>       iPXE script for that machine (also /boot/<mac>[.ipxe])
  *   GET|HEAD /image/vmlinuz        the RAM image's kernel   } from memory, with Range,
  *   GET|HEAD /image/initrd.img     the RAM image's initrd   } ETag, If-None-Match, If-Range
+ *   GET|HEAD /image/root.cpio      its root, when it has one }
  *   GET|HEAD /pxe/<ipxe binary>    first stages for UEFI HTTP boot clients
  *
  * The boot script registers the machine (enrollment policy), issues a fresh per-boot token
  * bound to its MAC and records `http.script`; image downloads record `http.kernel` /
- * `http.initrd` (or `http.failed`) with bytes and duration. Image transfers are bounded
+ * `http.initrd` / `http.root` (or `http.failed`) with bytes and duration. Image transfers are bounded
  * (a fair queue: a few at once per client address, the rest of its requests wait their turn)
  * so a boot storm waits rather than failing, and a download that makes no progress for
  * `bootHttpIdleSeconds` is dropped, so stalled readers cannot hold the slots. Bodies go by
@@ -77,7 +78,11 @@ export interface BootHttp extends AppPlugin {
   counters(): BootHttpCounters;
 }
 
-const STAGE_OF: Partial<Record<BootFileName, BootStage>> = { vmlinuz: 'http.kernel', 'initrd.img': 'http.initrd' };
+const STAGE_OF: Partial<Record<BootFileName, BootStage>> = {
+  vmlinuz: 'http.kernel',
+  'initrd.img': 'http.initrd',
+  'root.cpio': 'http.root',
+};
 
 export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const log = core.log.child({ svc: 'http-boot' });
@@ -189,6 +194,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       kernelArgs: core.config.kernelArgs,
       pubkeyB64: image.keyStatus() === 'ours' ? null : core.secrets.identity.publicKeyB64,
       pending: decision.kind === 'pending',
+      withRoot: image.root() !== null,
     });
     c.scripts++;
     const bytes = Buffer.byteLength(text);
