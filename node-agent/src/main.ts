@@ -20,6 +20,7 @@ import { rootIsInRam } from './hardware.js';
 import { SystemPower } from './power.js';
 import { killOrphanTasks } from './proc.js';
 import { waitForFile } from './wait-file.js';
+import { describeTaskRoot, loadTaskRoot, parseTaskRootEnv, defaultChroot } from './task-root.js';
 
 declare const __LILCLUSTER_VERSION__: string | undefined;
 const VERSION = typeof __LILCLUSTER_VERSION__ === 'string' ? __LILCLUSTER_VERSION__ : '0.1.0-dev';
@@ -130,10 +131,15 @@ async function main(): Promise<void> {
   }
 
   const tasksDir = join(settings.workDir, 'tasks');
-  const orphans = killOrphanTasks(tasksDir);
+  const chroot = defaultChroot();
+  const fromEnv = parseTaskRootEnv(process.env, chroot);
+  const orphans = killOrphanTasks(tasksDir, fromEnv.kind === 'root' ? fromEnv.root.dir : undefined);
   if (orphans.length) say(`killed ${orphans.length} task(s) left running by a previous agent`);
   rmSync(tasksDir, { recursive: true, force: true }); // work dirs of a previous run: their tasks are gone
   mkdirSync(tasksDir, { recursive: true });
+  // After the tasks dir exists: the check looks for it inside the root.
+  const taskRoot = loadTaskRoot(process.env, tasksDir, chroot);
+  say(describeTaskRoot(taskRoot));
   const inventory = new SystemInventory();
   const { launcher, note } = defaultLauncher();
   say(note);
@@ -146,6 +152,7 @@ async function main(): Promise<void> {
     httpBase: settings.httpBase,
     userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`,
     launcher,
+    taskRoot,
   });
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);

@@ -89,8 +89,11 @@ export function sampleTreeKiB(rootPid: number): number | undefined {
  * live on as orphans (Node has no PR_SET_PDEATHSIG). A task is its own session and process
  * group (spawned detached) working under the tasks dir, so: every process whose cwd is under
  * `tasksDir` and whose group is also its session gets its group killed. Returns the groups.
+ * A task inside a task root (task-root.ts) works in the same dir seen through the root's bind
+ * mount: its cwd reads `<root><tasksDir>/…` from out here.
  */
-export function killOrphanTasks(tasksDir: string): number[] {
+export function killOrphanTasks(tasksDir: string, rootDir?: string): number[] {
+  const under = rootDir ? [tasksDir, `${rootDir}${tasksDir}`] : [tasksDir];
   const groups = new Set<number>();
   let names: string[];
   try {
@@ -106,7 +109,7 @@ export function killOrphanTasks(tasksDir: string): number[] {
     } catch {
       continue;
     }
-    if (cwd !== tasksDir && !cwd.startsWith(`${tasksDir}/`)) continue;
+    if (!under.some((d) => cwd === d || cwd.startsWith(`${d}/`))) continue;
     const st = readStat(Number(name));
     if (st && st.pgrp === st.session && st.pgrp > 1 && st.pgrp !== process.pid) groups.add(st.pgrp);
   }

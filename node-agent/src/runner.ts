@@ -12,7 +12,8 @@
  *   - files under out/ come back as a gzip-compressed tar
  *
  * The processes are started by a Launcher (launcher.ts): the native spawner when its addon
- * loads, else Node's child_process. The environment: task-env.ts.
+ * loads, else Node's child_process. The environment: task-env.ts. With a task root (the
+ * image's root file system, task-root.ts), tasks and `exec` commands run inside it.
  *
  * Per task, the common case costs two mkdirs and two rmdirs, done synchronously: on a tmpfs
  * they take microseconds, less than a round trip through libuv's threadpool.
@@ -31,6 +32,7 @@ import { ChildProcessLauncher, type Launcher } from './launcher.js';
 import { NativeLauncher } from './native-launcher.js';
 import { loadSpawnAddon } from './spawn-addon.js';
 import { InheritedEnv } from './task-env.js';
+import { enterRoot, rootEnv, type Command, type TaskRootConfig } from './task-root.js';
 import { packDirTarGz, safeJoin, TarError, unpackTar } from './tarball.js';
 
 /** Per stream (stdout, stderr); `--max-output` overrides. */
@@ -56,6 +58,8 @@ export interface RunnerOptions {
   keepWorkDirs?: boolean;
   /** How tasks are started; default: `defaultLauncher()`. */
   launcher?: Launcher;
+  /** Where tasks run (task-root.ts: `loadTaskRoot`); default: the agent's own file system. */
+  taskRoot?: TaskRootConfig;
 }
 
 /** The native launcher if its addon loads, else child_process; `note` says which and why. */
@@ -95,10 +99,21 @@ export class ProcessRunner implements TaskRunner {
   readonly launcher: Launcher;
   /** Operator commands stream their output as it comes: always through child_process's pipes. */
   readonly #execLauncher = new ChildProcessLauncher();
-  readonly #env = new InheritedEnv();
+  readonly #env: InheritedEnv;
+  readonly #root: TaskRootConfig;
 
   constructor(private readonly opts: RunnerOptions) {
     this.launcher = opts.launcher ?? defaultLauncher().launcher;
+    this.#root = opts.taskRoot ?? { kind: 'none' };
+    this.#env = new InheritedEnv(this.#root.kind === 'root' ? rootEnv(process.env, this.#root.root) : process.env);
+  }
+
+  /** The command as started: inside the task root when there is one; a string says why it cannot start. */
+  #placed(cmd: Command): Command | string {
+    if (this.#root.kind === 'none') return cmd;
+    if (this.#root.kind === 'refused') return this.#root.reason;
+    const c = enterRoot(cmd, this.#root.root);
+    return 'refused' in c ? c.refused : c;
   }
 
   start(task: TaskAssignment, onProgress: (fraction: number) => void): RunningHandle {
@@ -130,6 +145,7 @@ export class ProcessRunner implements TaskRunner {
     cancelled: () => string | undefined,
   ): Promise<TaskResult> {
     const startedAt = Date.now();
+    if (this.#root.kind === 'refused') return failed(task, startedAt, this.#root.reason);
     const dir = join(this.opts.tasksDir, `${task.taskId}-${task.attempt}`);
     const outDir = join(dir, 'out');
     let outEmpty = false;
@@ -150,6 +166,8 @@ export class ProcessRunner implements TaskRunner {
       if (cancelled() !== undefined) return failed(task, startedAt, 'cancelled before it started');
 
       const [file, args] = typeof task.command === 'string' ? ['/bin/sh', ['-c', task.command]] : [task.command[0]!, task.command.slice(1)];
+      const placed = this.#placed({ file, args, cwd });
+      if (typeof placed === 'string') return failed(task, startedAt, placed);
       const stdout = new Capture(this.opts.maxOutputBytes);
       const stderr = new Capture(this.opts.maxOutputBytes);
       let scanner = new ProgressScanner(onProgress);
@@ -163,9 +181,7 @@ export class ProcessRunner implements TaskRunner {
         ...task.env,
       };
       const proc = this.launcher.launch({
-        file,
-        args,
-        cwd,
+        ...placed,
         env: { inherited: this.#env, set },
         stdin: task.stdinB64 ? Buffer.from(task.stdinB64, 'base64') : null,
         timeoutMs: task.timeoutMs,
@@ -265,11 +281,11 @@ export class ProcessRunner implements TaskRunner {
     onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void,
   ): Promise<ExecOutcome> {
     const [file, args] = typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0]!, command.slice(1)];
+    const placed = this.#placed({ file, args, cwd: '/' });
+    if (typeof placed === 'string') return Promise.resolve({ exitCode: null, signal: null, timedOut: false, durationMs: 0, error: placed });
     const dec = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     const proc = this.#execLauncher.launch({
-      file,
-      args,
-      cwd: '/',
+      ...placed,
       env: { inherited: this.#env, set: { HOME: process.env.HOME || '/root' } },
       stdin: null,
       timeoutMs,

@@ -18,6 +18,9 @@ export const AGENT_ONLY_ENV: ReadonlySet<string> = new Set([
   'LC_INSECURE',
   'LC_MAC',
   'LC_SLOTS',
+  'LC_TASK_ROOT',
+  'LC_TASK_PATH',
+  'LC_TASK_ROOT_ERROR',
   'NODE_OPTIONS',
 ]);
 /** Set for every task by the runner: left out of the shared block. */

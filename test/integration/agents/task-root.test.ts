@@ -1,0 +1,241 @@
+/**
+ * Tasks inside a task root (node-agent/src/task-root.ts), with real processes and real mounts
+ * (needs root): a small root made here — busybox and a marker file — with /tmp and /proc
+ * bind-mounted into it as /init does on the node, and the real ProcessRunner over both launchers.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import tar from 'tar-stream';
+import { ProcessRunner } from '../../../node-agent/src/runner.js';
+import { ChildProcessLauncher, type Launcher } from '../../../node-agent/src/launcher.js';
+import { NativeLauncher } from '../../../node-agent/src/native-launcher.js';
+import { loadSpawnAddon } from '../../../node-agent/src/spawn-addon.js';
+import { groupMembers, killGroup, killOrphanTasks } from '../../../node-agent/src/proc.js';
+import { loadTaskRoot, enterRoot, type TaskRootConfig, type TaskRoot, type Command } from '../../../node-agent/src/task-root.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
+
+const CHROOT = ['/bin/busybox', 'chroot'];
+const APPLETS = ['sh', 'cat', 'pwd', 'sleep', 'echo', 'env', 'test', 'mkdir', 'kill', 'true'];
+const MARKER = 'inside the task root\n';
+// On the host, not in the root: the test's own source file.
+const HOST_ONLY = import.meta.filename;
+
+process.env.LD_LIBRARY_PATH = '/host/libs'; // the agent's libraries: never passed into the root
+process.env.LC_TOKEN = 'secret-agent-token';
+
+const base = mkdtempSync('/tmp/lc-task-root-'); // under /tmp: the roots see it through their /tmp bind
+const rootDir = join(base, 'root');
+const noShell = join(base, 'no-shell');
+const unbound = join(base, 'unbound'); // a shell, but /tmp not bound inside
+const tasksDir = join(base, 'tasks');
+const mounted: string[] = [];
+
+function makeRoot(dir: string, shell: boolean): void {
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(dir, 'etc'));
+  mkdirSync(join(dir, 'tmp'));
+  mkdirSync(join(dir, 'proc'));
+  writeFileSync(join(dir, 'etc/marker'), MARKER);
+  if (!shell) return;
+  copyFileSync('/bin/busybox', join(dir, 'bin/busybox')); // static: needs no library in the root
+  for (const a of APPLETS) symlinkSync('busybox', join(dir, 'bin', a));
+}
+
+function bind(from: string, to: string): void {
+  execFileSync('mount', ['--bind', from, to]);
+  mounted.push(to);
+}
+
+beforeAll(() => {
+  mkdirSync(tasksDir);
+  makeRoot(rootDir, true);
+  makeRoot(noShell, false);
+  makeRoot(unbound, true);
+  for (const r of [rootDir, noShell]) {
+    bind('/tmp', join(r, 'tmp'));
+    bind('/proc', join(r, 'proc'));
+  }
+});
+
+afterAll(() => {
+  for (const m of mounted.reverse()) execFileSync('umount', ['-l', m]);
+  // Never a recursive rm through a bind mount (it would reach the host's /tmp).
+  const left = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => l.split(' ')[1]?.startsWith(base));
+  if (left.length) throw new Error(`mounts left under ${base}: ${left.join('; ')}`);
+  rmSync(base, { recursive: true, force: true });
+});
+
+function rootConfig(dir: string): TaskRootConfig {
+  return loadTaskRoot({ LC_TASK_ROOT: dir, LC_TASK_PATH: '/bin', LC_ROOT_IMAGE: 'test', LC_ROOT_VERSION: '0123' }, tasksDir, CHROOT);
+}
+
+function nativeLauncher(): Launcher {
+  const loaded = loadSpawnAddon({ env: {} });
+  if (!loaded.addon) throw new Error(`the spawn addon is needed for this suite (make build): ${loaded.reason}`);
+  return new NativeLauncher(loaded.addon);
+}
+const LAUNCHERS: [string, () => Launcher][] = [
+  ['native', nativeLauncher],
+  ['child_process', () => new ChildProcessLauncher()],
+];
+
+let nextId = 1;
+function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
+  return {
+    taskId: nextId++,
+    jobId: 1,
+    attempt: 1,
+    command,
+    env: {},
+    cwd: null,
+    stdinB64: null,
+    inputsPath: null,
+    inputsSha256: null,
+    timeoutMs: 10_000,
+    ...over,
+  };
+}
+
+async function outputs(r: TaskResult): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  const ex = tar.extract();
+  const reading = (async () => {
+    for await (const e of ex) {
+      const parts: Buffer[] = [];
+      for await (const c of e) parts.push(c as Buffer);
+      if (e.header.type === 'file') files[e.header.name] = Buffer.concat(parts).toString();
+    }
+  })();
+  ex.end(gunzipSync(Buffer.from(r.outputsTarGzB64!, 'base64')));
+  await reading;
+  return files;
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
+describe.each(LAUNCHERS)('tasks in a task root (%s)', (_kind, makeLauncher) => {
+  const launcher = makeLauncher();
+  const runner = (taskRoot: TaskRootConfig = rootConfig(rootDir)) =>
+    new ProcessRunner({
+      tasksDir,
+      maxOutputBytes: 1 << 20,
+      maxOutputsBytes: 1 << 20,
+      maxInputBytes: 1 << 20,
+      killGraceMs: 300,
+      httpBase: null,
+      userAgent: 'test',
+      launcher,
+      taskRoot,
+    });
+  const run = (t: TaskAssignment, r = runner()) => r.start(t, () => {}).result;
+
+  it('runs the task inside the root, in its work dir, with the root PATH; its out/ files come back', async () => {
+    const t = task(
+      `cat /etc/marker; test -e '${HOST_ONLY}' && echo host-visible; pwd; echo "$PATH|$LD_LIBRARY_PATH|$LC_TOKEN|$LC_ROOT_IMAGE"; echo result > out/r.txt; exit 3`,
+    );
+    const r = await run(t);
+    expect(r).toMatchObject({ exitCode: 3, signal: null, timedOut: false, error: null, stderr: '' });
+    expect(r.stdout).toBe(`${MARKER}${join(tasksDir, `${t.taskId}-1`)}\n/bin|||\n`);
+    expect(await outputs(r)).toEqual({ 'r.txt': 'result\n' });
+  });
+
+  it('finds an argv command on the root PATH and keeps hostile arguments whole', async () => {
+    const args = ['-n', 'two  spaces', "it's", '"q"', 'new\nline', '--', '$HOME', '-e'];
+    const r = await run(task(['echo', ...args]));
+    expect(r).toMatchObject({ exitCode: 0, error: null });
+    // busybox echo takes the leading -n as its option (as on a host), the rest as words.
+    expect(r.stdout).toBe(args.slice(1).join(' '));
+  });
+
+  it('reports the exit of a command the root does not have', async () => {
+    const r = await run(task(['python3', '-c', 'print(1)']));
+    expect(r.exitCode).toBe(127);
+    expect(r.stderr).toMatch(/python3/);
+  });
+
+  it("reports the task's own signal", async () => {
+    expect(await run(task('kill -9 $$'))).toMatchObject({ exitCode: null, signal: 'SIGKILL', timedOut: false });
+  });
+
+  it('kills the whole process group at the timeout, background children included', async () => {
+    const t0 = Date.now();
+    const r = await run(task('sleep 30 & echo $$ $!; sleep 30', { timeoutMs: 300 }));
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(r).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGTERM' });
+    const [pgid, bg] = r.stdout.trim().split(' ').map(Number);
+    expect(groupMembers(pgid!)).toEqual([]);
+    expect(alive(bg!)).toBe(false);
+  });
+
+  it('runs operator exec commands inside the root', async () => {
+    let out = '';
+    const o = await runner().exec('cat /etc/marker; pwd', 5000, (_s, c) => {
+      out += c;
+    });
+    expect(o).toMatchObject({ exitCode: 0, signal: null, timedOut: false });
+    expect(o.error).toBeUndefined();
+    expect(out).toBe(`${MARKER}/\n`);
+  });
+
+  it('refuses tasks and exec commands in a root without /bin/sh, saying why', async () => {
+    const c = rootConfig(noShell);
+    expect(c).toEqual({
+      kind: 'refused',
+      reason: expect.stringMatching(
+        /task root .*no-shell \(image test version 0123\): its \/bin\/sh does not run \(.*\/bin\/sh.*\); tasks are refused/,
+      ),
+    });
+    const reason = (c as { reason: string }).reason;
+    const r = await run(task('echo should not run'), runner(c));
+    expect(r).toMatchObject({ exitCode: null, signal: null, error: reason, stdout: '' });
+    expect(await runner(c).exec('true', 1000, () => {})).toMatchObject({ exitCode: null, error: reason });
+  });
+});
+
+describe('task root checks', () => {
+  it('refuses a root in which the work dir is not at the same path', () => {
+    expect(rootConfig(unbound)).toEqual({
+      kind: 'refused',
+      reason: expect.stringMatching(/the work dir .* is not at the same path inside it/),
+    });
+  });
+
+  it('refuses a root that is not a directory, and a missing chroot program', () => {
+    expect(rootConfig(join(base, 'nothing'))).toMatchObject({ reason: expect.stringMatching(/not a directory/) });
+    expect(loadTaskRoot({ LC_TASK_ROOT: rootDir }, tasksDir, ['/nonexistent/chroot'])).toMatchObject({
+      reason: expect.stringMatching(/cannot run \/nonexistent\/chroot: ENOENT/),
+    });
+  });
+
+  it("finds a task left running inside the root by a previous agent (its cwd reads through the root's mount)", async () => {
+    const root = (rootConfig(rootDir) as { root: TaskRoot }).root;
+    const work = join(tasksDir, 'orphan-1');
+    mkdirSync(work);
+    const c = enterRoot({ file: 'sleep', args: ['30'], cwd: work }, root) as Command;
+    const child = spawn(c.file, c.args, { cwd: c.cwd, detached: true, stdio: 'ignore', env: { PATH: '/bin' } });
+    const pid = child.pid!;
+    try {
+      const inside = join(rootDir, work);
+      const deadline = Date.now() + 5000;
+      while (readlinkSync(`/proc/${pid}/cwd`) !== inside && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(readlinkSync(`/proc/${pid}/cwd`)).toBe(inside);
+      expect(killOrphanTasks(tasksDir)).toEqual([]);
+      expect(killOrphanTasks(tasksDir, rootDir)).toEqual([pid]);
+      await new Promise((r) => child.once('exit', r));
+      expect(groupMembers(pid)).toEqual([]);
+    } finally {
+      killGroup(pid, 'SIGKILL');
+    }
+  });
+});
