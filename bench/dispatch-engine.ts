@@ -33,7 +33,8 @@ import { allMigrations } from '../dispatcher/src/store/migrations.js';
 import { EventLog } from '../dispatcher/src/events/event-log.js';
 import { silentLogger } from '../dispatcher/src/log.js';
 import { TaskDispatcher } from '../dispatcher/src/dispatch/engine.js';
-import type { NodeCapacity, TaskAssignment, TaskResult } from '../dispatcher/src/dispatch/contract.js';
+import type { NodeCapacity } from '../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../dispatcher/src/protocol/messages.js';
 import type { Mac } from '../dispatcher/src/nodes/mac.js';
 
 export interface BenchEngine {

@@ -24,7 +24,7 @@ import { createServer } from 'node:net';
 import { runSimAgents } from './sim-agents.js';
 import { parseDispatcherPublicKey } from '../dispatcher/src/protocol/session.js';
 import { SimulatedMachine } from '../test/integration/operator/machine.js';
-import { SseParser } from '../dispatcher/src/events/sse.js';
+import { SseParser } from '../dispatcher/src/api/sse.js';
 
 const NODES = Number(process.env.NODES ?? 1000);
 const REQUESTS = Number(process.env.REQUESTS ?? 200);

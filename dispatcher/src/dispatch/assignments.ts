@@ -3,7 +3,7 @@
  * params applied. Fresh tasks are handed out in id order, so task rows are read ahead a page
  * at a time in one range scan instead of one lookup per hand-out.
  */
-import type { TaskAssignment } from './contract.js';
+import type { TaskAssignment } from '../protocol/messages.js';
 import type { Handout } from './ring.js';
 import type { DispatchStore } from './store.js';
 import type { ActiveJob, ActiveJobs } from './active-jobs.js';

@@ -9,9 +9,6 @@
 import type { Mac } from '../nodes/mac.js';
 import type { TaskAssignment, TaskResult } from '../protocol/messages.js';
 
-/** The wire types the agent shares (protocol/messages.ts), re-exported for the engine's side. */
-export type { TaskAssignment, TaskResult };
-
 /** What the engine needs to know of a node to match tasks against it. */
 export interface NodeCapacity {
   mac: Mac;

@@ -24,7 +24,6 @@ export const eventMigrations: Migration[] = [
 ];
 
 /** An event as the API shows it (api/schemas.ts). */
-export type { ClusterEvent };
 
 export type NewEvent = Omit<ClusterEvent, 'id' | 'ts' | 'node' | 'data'> & {
   node?: string | null;

@@ -19,7 +19,8 @@ import type { GroupCommit } from '../store/group-commit.js';
 import type { EventLog } from '../events/event-log.js';
 import { DEFAULT_AUTO_ENROLL, type AutoEnrollCaps, type ClusterFile, type EnrollmentPolicy, type FirstStage } from './cluster-file.js';
 import { parseMac, type Mac } from './mac.js';
-import { helloState, transitionApplies, type NodeState, type TransitionSource } from './states.js';
+import { helloState, transitionApplies, type TransitionSource } from './states.js';
+import type { NodeState } from '../api/schemas.js';
 
 export const nodeMigrations: Migration[] = [
   {
@@ -47,7 +48,6 @@ export const nodeMigrations: Migration[] = [
   },
 ];
 
-export { NODE_STATES, type NodeState, type TransitionSource } from './states.js';
 export type Enrollment = 'admitted' | 'pending';
 
 export interface NodeRecord {

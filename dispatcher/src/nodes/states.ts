@@ -19,9 +19,6 @@
 
 import type { NodeState } from '../api/schemas.js';
 
-/** The states are part of the API (api/schemas.ts); re-exported for the node code's own use. */
-export { NODE_STATES, type NodeState } from '../api/schemas.js';
-
 export type TransitionSource = 'activity' | 'operator';
 
 /** Whether a requested transition applies (pure; the registry records it as an event when it does). */

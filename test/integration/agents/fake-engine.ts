@@ -3,14 +3,8 @@
  * ring). FIFO queue, leases per node, first result wins, lost nodes' tasks go back with the
  * next attempt, timed-out or failed tasks retried up to `maxAttempts`.
  */
-import type {
-  DispatchEngine,
-  NodeCapacity,
-  ResultOutcome,
-  RunningTaskRef,
-  TaskAssignment,
-  TaskResult,
-} from '../../../dispatcher/src/dispatch/contract.js';
+import type { DispatchEngine, NodeCapacity, ResultOutcome, RunningTaskRef } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 export interface FakeTask extends TaskAssignment {

@@ -11,7 +11,7 @@ import { ChildProcessLauncher, type Launcher } from '../../../node-agent/src/lau
 import { NativeLauncher } from '../../../node-agent/src/native-launcher.js';
 import { loadSpawnAddon } from '../../../node-agent/src/spawn-addon.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
-import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 
 // Set before the runner reads the environment (once): what a host passes on, and the agent's secrets.
 process.env.LC_TOKEN = 'secret-agent-token';

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDispatcher, testMac, type TestDispatcher } from '../operator/dispatcher.js';
 import { FakeControl } from '../operator/fake-control.js';
-import { SseParser, type SseMessage } from '../../../dispatcher/src/events/sse.js';
+import { SseParser, type SseMessage } from '../../../dispatcher/src/api/sse.js';
 import { waitUntil } from '../operator/run-ctl.js';
 
 let d: TestDispatcher;

@@ -19,7 +19,8 @@ import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 import { EventLog } from '../../../dispatcher/src/events/event-log.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { TaskDispatcher } from '../../../dispatcher/src/dispatch/engine.js';
-import type { NodeCapacity, RunningTaskRef, TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { NodeCapacity, RunningTaskRef } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 const [dir, mode = 'run', skipArg = ''] = process.argv.slice(2);

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, POWER_DELAY_MS } from '../../../node-agent/src/agent.js';
-import type { TaskAssignment } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment } from '../../../dispatcher/src/protocol/messages.js';
 import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
 import { decodeForAgent, type AgentInbound } from '../../../node-agent/src/task-batch.js';
 

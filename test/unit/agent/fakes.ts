@@ -2,7 +2,7 @@
  * Fakes of the agent's seams (node-agent/src/seams.ts), for driving the agent core without
  * sockets, processes or a real machine.
  */
-import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import type { AgentMessage, DispatcherMessage, TaskRef } from '../../../dispatcher/src/protocol/messages.js';
 import type {
   ExecOutcome,

@@ -8,7 +8,7 @@ import {
   type FeedSources,
 } from '../../../dispatcher/src/api/live/feed.js';
 import type { NodeView, StatusView } from '../../../dispatcher/src/api/schemas.js';
-import type { ClusterEvent } from '../../../dispatcher/src/events/event-log.js';
+import type { ClusterEvent } from '../../../dispatcher/src/api/schemas.js';
 import type { SseSink } from '../../../dispatcher/src/api/streams.js';
 
 function view(i: number, over: Partial<NodeView> = {}): NodeView {

@@ -9,7 +9,8 @@ import { EventLog } from '../../../dispatcher/src/events/event-log.js';
 import { MetricsRegistry } from '../../../dispatcher/src/metrics/registry.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { TaskDispatcher, type EngineOptions } from '../../../dispatcher/src/dispatch/engine.js';
-import type { NodeCapacity, TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { NodeCapacity } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 export interface Harness {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { SseParser, formatSse, type SseMessage } from '../../../dispatcher/src/events/sse.js';
+import { SseParser, formatSse, type SseMessage } from '../../../dispatcher/src/api/sse.js';
 
 function parseAll(chunks: string[]): SseMessage[] {
   const p = new SseParser();

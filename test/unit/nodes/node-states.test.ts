@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { helloState, transitionApplies, NODE_STATES, type NodeState } from '../../../dispatcher/src/nodes/states.js';
+import { helloState, transitionApplies } from '../../../dispatcher/src/nodes/states.js';
+import { NODE_STATES, type NodeState } from '../../../dispatcher/src/api/schemas.js';
 import { openStore } from '../../../dispatcher/src/store/database.js';
 import { GroupCommit } from '../../../dispatcher/src/store/group-commit.js';
 import { allMigrations } from '../../../dispatcher/src/store/migrations.js';

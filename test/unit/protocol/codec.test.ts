@@ -18,7 +18,7 @@ import {
   type TaskAssignment as WireAssignment,
   type ControlCommand as WireControl,
 } from '../../../dispatcher/src/protocol/messages.js';
-import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 import type { ControlCommand } from '../../../dispatcher/src/agents/control-contract.js';
 import { FAKE_INVENTORY } from './fixtures.js';
 

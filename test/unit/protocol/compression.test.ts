@@ -3,7 +3,7 @@ import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { COMPRESS_MIN_BYTES, inflateBounded, packText, unpackText } from '../../../dispatcher/src/protocol/compression.js';
 import { fromWireResults, toWireResult, type ResultLimits } from '../../../dispatcher/src/protocol/results.js';
-import type { TaskResult } from '../../../dispatcher/src/dispatch/contract.js';
+import type { TaskResult } from '../../../dispatcher/src/protocol/messages.js';
 
 const base: TaskResult = {
   taskId: 1,
