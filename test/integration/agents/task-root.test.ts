@@ -239,3 +239,127 @@ describe('task root checks', () => {
     }
   });
 });
+
+/**
+ * /init's own code for the root (image/rootfs/init, from `ROOT_ENV=` to its call), run by busybox
+ * in a sandbox: a chroot holding busybox, the root.cpio files (/root.img, root.env) and the
+ * kernel's views, in a private mount namespace (every mount goes with it).
+ */
+describe("/init's root setup", () => {
+  const initText = readFileSync(new URL('../../../image/rootfs/init', import.meta.url), 'utf8');
+  const start = initText.indexOf('ROOT_ENV=/etc/lilcluster/root.env');
+  const end = initText.indexOf('[ -f /root.img ] && setup_root');
+  const rootCode = initText.slice(start, end);
+
+  /** A tree for root.img: busybox as /bin/sh, a marker, and what a hostile or sloppy image holds. */
+  function imageTree(dir: string): void {
+    makeRoot(dir, true);
+    rmSync(join(dir, 'tmp'), { recursive: true });
+    symlinkSync('/', join(dir, 'tmp')); // mount would follow it out of the root
+    rmSync(join(dir, 'proc'), { recursive: true }); // missing mount point
+    mkdirSync(join(dir, 'run/systemd'), { recursive: true });
+    symlinkSync('/run/systemd/resolve/stub-resolv.conf', join(dir, 'etc/resolv.conf')); // written through, it lands out here
+  }
+
+  function sandbox(opts: { image: 'good' | 'corrupt'; cmdline?: string; memAvailableKiB?: number }): string {
+    const s = mkdtempSync('/tmp/lc-init-root-');
+    for (const d of ['bin', 'etc/lilcluster', 'proc', 'sys', 'dev', 'run', 'tmp']) mkdirSync(join(s, d), { recursive: true });
+    copyFileSync('/bin/busybox', join(s, 'bin/busybox'));
+    writeFileSync(join(s, 'etc/resolv.conf'), 'nameserver 10.0.0.1\n');
+    writeFileSync(join(s, 'etc/hosts'), '127.0.0.1 localhost\n');
+    writeFileSync(
+      join(s, 'etc/lilcluster/root.env'),
+      'LC_ROOT_IMAGE=tiny\nLC_ROOT_VERSION=0123456789ab\nLC_ROOT_SOURCE=packages: none\nLC_ROOT_PATH=/bin:/usr/bin\nLC_ROOT_HEALTH=\nLC_ROOT_BYTES=2500000\n',
+    );
+    if (opts.image === 'good') {
+      const tree = join(s, '.tree');
+      imageTree(tree);
+      execFileSync('mksquashfs', [tree, join(s, 'root.img'), '-quiet', '-no-progress', '-comp', 'zstd', '-all-root'], { stdio: 'ignore' });
+      rmSync(tree, { recursive: true });
+    } else writeFileSync(join(s, 'root.img'), Buffer.alloc(256 * 1024, 0x5a));
+    const meminfo =
+      opts.memAvailableKiB === undefined
+        ? ''
+        : `echo 'MemAvailable: ${opts.memAvailableKiB} kB' > /tmp/meminfo; mount --bind /tmp/meminfo /proc/meminfo`;
+    writeFileSync(
+      join(s, 'harness.sh'),
+      `/bin/busybox --install -s /bin
+export PATH=/bin
+${meminfo}
+RUN=/run/lilcluster
+mkdir -p $RUN
+say() { echo "lc-init: $*"; }
+cmdline_arg() {
+  for a in ${opts.cmdline ?? ''}; do case "$a" in "$1"=*) echo "\${a#*=}"; return 0 ;; esac; done
+  return 1
+}
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+lease_get() { echo 10.0.0.5; }
+hostname node-test
+${rootCode}
+[ -f /root.img ] && setup_root
+root_etc
+echo "TASK_ROOT=$TASK_ROOT|ROOT_ERROR=$ROOT_ERROR|ROOT_PATH=$ROOT_PATH|IMAGE=$ROOT_IMAGE $ROOT_VERSION"
+[ -f /harness.sh ] && echo "sandbox root intact"
+[ -f /root.img ] && echo "root.img kept"
+if [ -n "$TASK_ROOT" ]; then
+  chroot "$TASK_ROOT" /bin/sh -c 'cat /etc/marker; cat /etc/resolv.conf /etc/hostname; tail -n1 /etc/hosts; test -d /proc/self && echo proc; test -c /dev/null && echo dev; echo w > /written && echo writable'
+  test -L "$TASK_ROOT/tmp" || echo "tmp is a directory"
+fi
+`,
+    );
+    // Mounts made here (proc on the sandbox, /init's loop, overlay and binds) die with the namespace.
+    const out = execFileSync(
+      'unshare',
+      [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        `set -e; mount -t proc proc "$1/proc"; mount --bind /sys "$1/sys"; mount --bind /dev "$1/dev"; mount -t tmpfs tmpfs "$1/run"; mount -t tmpfs tmpfs "$1/tmp"; chroot "$1" /bin/busybox sh /harness.sh 2>&1`,
+        'sh',
+        s,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    rmSync(s, { recursive: true, force: true });
+    return out;
+  }
+
+  it('mounts the squashfs under a tmpfs overlay with the node views bound, keeping /root.img', () => {
+    const out = sandbox({ image: 'good' });
+    expect(out).toMatch(
+      /lc-init: root: image tiny 0123456789ab \(packages: none\), root.img 0 MiB, unpacked 2 MiB, squashfs \+ tmpfs overlay at \/run\/lilcluster\/root/,
+    );
+    expect(out).toMatch(/lc-init: root: the image's \/tmp is not a directory: replaced by one/);
+    expect(out).toContain('TASK_ROOT=/run/lilcluster/root|ROOT_ERROR=|ROOT_PATH=/bin:/usr/bin|IMAGE=tiny 0123456789ab');
+    expect(out).toContain('sandbox root intact\nroot.img kept\n');
+    expect(out).toContain(`${MARKER}nameserver 10.0.0.1\nnode-test\n10.0.0.5 node-test\nproc\ndev\nwritable\ntmp is a directory\n`);
+  });
+
+  it('copies the tree into tmpfs with lc.root=unpack, and drops /root.img', () => {
+    const out = sandbox({ image: 'good', cmdline: 'quiet lc.root=unpack' });
+    expect(out).toMatch(/root: image tiny .*, copied into tmpfs \(lc.root=unpack\), \d+ MiB at \/run\/lilcluster\/root/);
+    expect(out).toContain('TASK_ROOT=/run/lilcluster/root|ROOT_ERROR=|');
+    expect(out).not.toContain('root.img kept');
+    expect(out).toContain(`${MARKER}nameserver 10.0.0.1\n`);
+  });
+
+  it('says why a corrupt image does not mount, and carries on without a root', () => {
+    const out = sandbox({ image: 'corrupt' });
+    expect(out).toMatch(/lc-init: root: NOT MOUNTED: image tiny 0123456789ab: \/root.img does not mount: /);
+    expect(out).toMatch(
+      /TASK_ROOT=\|ROOT_ERROR=image tiny 0123456789ab: \/root.img does not mount: [^|]+ \(not a valid squashfs image: rebuild the image\)\|/,
+    );
+    expect(out).toContain('sandbox root intact');
+  });
+
+  it('refuses a root the memory cannot hold, with the figures and what to do', () => {
+    const out = sandbox({ image: 'good', cmdline: 'lc.root=unpack', memAvailableKiB: 100 * 1024 });
+    expect(out).toContain(
+      'lc-init: root: NOT MOUNTED: not enough memory for image tiny 0123456789ab: 100 MiB available, 130 MiB needed (the unpacked tree + 128 MiB for the agent and tasks; root.img 0 MiB, unpacked 2 MiB): give this node more memory or assign it a smaller image, or boot it without lc.root=unpack',
+    );
+    expect(out).toMatch(/TASK_ROOT=\|ROOT_ERROR=not enough memory/);
+  });
+});
