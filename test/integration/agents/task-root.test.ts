@@ -240,6 +240,49 @@ describe('task root checks', () => {
   });
 });
 
+describe('the agent process', () => {
+  const AGENT_BIN = new URL('../../../dist/bin/node-agent.mjs', import.meta.url).pathname;
+
+  /** Starts dist/bin/node-agent.mjs (make build) with a root and returns its line about it. */
+  async function rootLine(env: Record<string, string>): Promise<string> {
+    const workDir = mkdtempSync(join(tasksDir, 'agent-'));
+    const child = spawn(
+      process.execPath,
+      [AGENT_BIN, '--dispatcher', 'http://127.0.0.1:9', '--enroll-token', 'x', '--insecure', '--work-dir', workDir],
+      { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!/tasks (run|are refused)|task root|not usable/.test(out) && child.exitCode === null && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      return out.split('\n').find((l) => /tasks (run|are refused)|task root|not usable/.test(l)) ?? out;
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }
+
+  it('says where tasks run, and why they are refused', async () => {
+    const image = { LC_TASK_PATH: '/bin', LC_ROOT_IMAGE: 'test', LC_ROOT_VERSION: '0123' };
+    expect(await rootLine({ ...image, LC_TASK_ROOT: rootDir })).toBe(
+      `node-agent: tasks run inside image test version 0123 at ${rootDir} (PATH=/bin)`,
+    );
+    expect(await rootLine({ ...image, LC_TASK_ROOT: noShell })).toMatch(
+      /^node-agent: !!! task root .*no-shell .*its \/bin\/sh does not run/,
+    );
+    expect(await rootLine({ ...image, LC_TASK_ROOT: '', LC_TASK_ROOT_ERROR: 'not enough memory: …' })).toBe(
+      'node-agent: !!! image test version 0123 is not usable on this node: not enough memory: …',
+    );
+    expect(await rootLine({})).toBe("node-agent: tasks run in the agent's own file system (no task root)");
+  });
+});
+
 /**
  * /init's own code for the root (image/rootfs/init, from `ROOT_ENV=` to its call), run by busybox
  * in a sandbox: a chroot holding busybox, the root.cpio files (/root.img, root.env) and the
