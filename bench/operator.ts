@@ -7,7 +7,7 @@
  *   live_feed      the page's live feed with those nodes: time from a change (PATCH a node's
  *                  labels) to the `update` event that carries it. Coalesced: ≤ 500 ms by design.
  *   control_ack    `reboot` to the agent's acknowledgement, on loopback, with real agents on
- *                  simulated machines (test/integration/operator/machine.ts: real node-agent,
+ *                  simulated machines (test/lab/simulated-machine.ts: real node-agent,
  *                  real power path, fake reboot in a PID/mount namespace; needs root). The
  *                  dispatcher's own measure (send → ack, ackMs in the answer) and the whole
  *                  HTTP round trip of `POST /reboot`. Target: median < 100 ms.
@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { runSimAgents } from './sim-agents.js';
 import { parseDispatcherPublicKey } from '../dispatcher/src/protocol/session.js';
-import { SimulatedMachine } from '../test/integration/operator/machine.js';
+import { SimulatedMachine } from '../test/lab/simulated-machine.js';
 import { SseParser } from '../dispatcher/src/api/sse.js';
 
 const NODES = Number(process.env.NODES ?? 1000);

@@ -9,8 +9,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startTestDispatcher, testMac, ROOT, type TestDispatcher } from '../integration/operator/dispatcher.js';
-import { FakeControl } from '../integration/operator/fake-control.js';
+import { startTestDispatcher, testMac, type TestDispatcher } from '../lab/in-process-dispatcher.js';
+import { ROOT } from '../lab/paths.js';
+import { FakeControl } from '../lab/fake-control.js';
 
 const ARTIFACTS = join(ROOT, 'test/artifacts');
 const CHROMIUM_ARGS = [

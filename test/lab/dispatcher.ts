@@ -18,15 +18,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import Database from 'better-sqlite3';
 import { BIND_SETTLE_MS } from '../../dispatcher/src/dhcp/server.js';
 import { tempDir } from '../unit/agent/temp-dirs.js';
 import type { Netns } from './netns.js';
-
-export const ROOT = resolve(import.meta.dirname, '../..');
-export const DISPATCHER_BIN = join(ROOT, 'dist/bin/dispatcher.mjs');
+import { DISPATCHER_BIN, ROOT } from './paths.js';
 
 /** SIGTERM (or the signal given to stop), then SIGKILL after this long. */
 const STOP_GRACE_MS = 5_000;

@@ -14,7 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { rawPublicKey } from '../../../dispatcher/src/trust/secrets.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
 import { AGENT_BIN, agentFor, ROOT, startAgent, waitFor, type AgentProcess } from './harness.js';
-import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
+import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
+import { DISPATCHER_BIN } from '../../lab/paths.js';
 
 let disp: DispatcherProcess | undefined;
 const agents: AgentProcess[] = [];

@@ -4,10 +4,10 @@
  * Prometheus text; event streams resume where they left off; the live feed pushes changes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestDispatcher, testMac, type TestDispatcher } from '../operator/dispatcher.js';
-import { FakeControl } from '../operator/fake-control.js';
+import { startTestDispatcher, testMac, type TestDispatcher } from '../../lab/in-process-dispatcher.js';
+import { FakeControl } from '../../lab/fake-control.js';
 import { SseParser, type SseMessage } from '../../../dispatcher/src/api/sse.js';
-import { waitUntil } from '../operator/run-ctl.js';
+import { waitUntil } from '../../lab/run-ctl.js';
 
 let d: TestDispatcher;
 let control: FakeControl;

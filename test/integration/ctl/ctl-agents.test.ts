@@ -8,8 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
-import { SimulatedMachine } from '../operator/machine.js';
-import { baseEnv, runCtl, startCtl, waitUntil } from '../operator/run-ctl.js';
+import { SimulatedMachine } from '../../lab/simulated-machine.js';
+import { baseEnv, runCtl, startCtl, waitUntil } from '../../lab/run-ctl.js';
 import { EXIT } from '../../../dispatcher/src/ctl/errors.js';
 import { parseMagicPacket } from '../../../dispatcher/src/nodes/wol.js';
 import type { NodeList, NodeView } from '../../../dispatcher/src/api/schemas.js';

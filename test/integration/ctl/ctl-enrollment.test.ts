@@ -3,9 +3,9 @@
  * bundle, as a process) against a dispatcher whose agents are the in-memory NodeControl fake.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestDispatcher, testMac, type TestDispatcher } from '../operator/dispatcher.js';
-import { FakeControl } from '../operator/fake-control.js';
-import { baseEnv, runCtl } from '../operator/run-ctl.js';
+import { startTestDispatcher, testMac, type TestDispatcher } from '../../lab/in-process-dispatcher.js';
+import { FakeControl } from '../../lab/fake-control.js';
+import { baseEnv, runCtl } from '../../lab/run-ctl.js';
 import { EXIT } from '../../../dispatcher/src/ctl/errors.js';
 import type { EnrollTokenCreated, EnrollTokenList } from '../../../dispatcher/src/api/enrollment/schemas.js';
 

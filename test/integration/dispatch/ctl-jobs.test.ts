@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
-import { DISPATCHER_BIN, startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
+import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
+import { DISPATCHER_BIN } from '../../lab/paths.js';
 
 const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 let work: string;

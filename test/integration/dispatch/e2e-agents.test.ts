@@ -18,7 +18,8 @@ import Database from 'better-sqlite3';
 import { parseParamsText } from '../../../dispatcher/src/dispatch/params-file.js';
 import tar from 'tar-stream';
 import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
-import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
+import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
+import { DISPATCHER_BIN } from '../../lab/paths.js';
 
 const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 const TASKS = 500;

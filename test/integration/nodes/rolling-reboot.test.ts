@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
-import { SimulatedMachine } from '../operator/machine.js';
-import { baseEnv, runCtl } from '../operator/run-ctl.js';
+import { SimulatedMachine } from '../../lab/simulated-machine.js';
+import { baseEnv, runCtl } from '../../lab/run-ctl.js';
 import type { NodeList, OperationView } from '../../../dispatcher/src/api/schemas.js';
 
 const MACS = ['52:54:00:bb:00:01', '52:54:00:bb:00:02', '52:54:00:bb:00:03'];

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createLab, type Lab, type Netns, type LabProcess } from '../../lab/netns.js';
-import { ROOT } from '../operator/dispatcher.js';
+import { ROOT } from '../../lab/paths.js';
 
 const SENDER = join(ROOT, 'test/artifacts/lc-op-wol-sender.mjs');
 const MAC = '52:54:00:12:34:56';

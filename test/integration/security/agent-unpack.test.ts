@@ -14,7 +14,8 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { AGENT_BIN, ROOT, startAgent, startHub, waitFor, type AgentProcess, type TestHub } from '../agents/harness.js';
-import { DISPATCHER_BIN, resultsOf, startDispatcher, type DispatcherProcess, type JobView, type ResultLine } from '../../lab/dispatcher.js';
+import { resultsOf, startDispatcher, type DispatcherProcess, type JobView, type ResultLine } from '../../lab/dispatcher.js';
+import { DISPATCHER_BIN } from '../../lab/paths.js';
 import { FakeEngine } from '../agents/fake-engine.js';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 

@@ -21,7 +21,7 @@ import { createLab, type Lab, type LabProcess, type Netns } from '../../lab/netn
 import { buildProbe, probeDora, removeTempDirs } from '../dhcp/harness.js';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { RawClient } from '../agents/harness.js';
-import { AGENT_BIN } from '../operator/paths.js';
+import { AGENT_BIN } from '../../lab/paths.js';
 import { parseDispatcherPublicKey } from '../../../dispatcher/src/protocol/session.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -8,8 +8,8 @@ import { NodeRegistry } from '../../../dispatcher/src/nodes/registry.js';
 import { NodeActions, NO_AGENTS } from '../../../dispatcher/src/nodes/actions.js';
 import { DispatcherError } from '../../../dispatcher/src/errors.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
-import { FakeControl } from '../../integration/operator/fake-control.js';
-import { testMac } from '../../integration/operator/dispatcher.js';
+import { FakeControl } from '../../lab/fake-control.js';
+import { testMac } from '../../lab/in-process-dispatcher.js';
 
 function setup() {
   const db = openStore({ dataDir: ':memory:', migrations: allMigrations });

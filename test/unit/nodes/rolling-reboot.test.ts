@@ -11,8 +11,8 @@ import { NodeRegistry } from '../../../dispatcher/src/nodes/registry.js';
 import { NodeActions } from '../../../dispatcher/src/nodes/actions.js';
 import { Operations, type OperationView } from '../../../dispatcher/src/nodes/rolling-reboot.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
-import { FakeControl } from '../../integration/operator/fake-control.js';
-import { testMac } from '../../integration/operator/dispatcher.js';
+import { FakeControl } from '../../lab/fake-control.js';
+import { testMac } from '../../lab/in-process-dispatcher.js';
 
 function setup(n: number) {
   const db = openStore({ dataDir: ':memory:', migrations: allMigrations });

@@ -5,8 +5,8 @@ import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 import { EventLog } from '../../../dispatcher/src/events/event-log.js';
 import { NodeRegistry } from '../../../dispatcher/src/nodes/registry.js';
 import { NodeWatchdog } from '../../../dispatcher/src/nodes/watchdog.js';
-import { FakeControl } from '../../integration/operator/fake-control.js';
-import { testMac } from '../../integration/operator/dispatcher.js';
+import { FakeControl } from '../../lab/fake-control.js';
+import { testMac } from '../../lab/in-process-dispatcher.js';
 
 function setup() {
   let t = 1_000_000;

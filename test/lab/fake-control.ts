@@ -4,10 +4,10 @@
  * stream exec output, and on reboot drop their connection and come back (a hello through the
  * registry, as the hub does) after `rebootMs`. The real AgentHub is tested with real agents.
  */
-import type { AgentLiveStatus, ControlCommand, ControlOutcome, NodeControl } from '../../../dispatcher/src/agents/control-contract.js';
-import { DispatcherError } from '../../../dispatcher/src/errors.js';
-import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
-import type { NodeRegistry } from '../../../dispatcher/src/nodes/registry.js';
+import type { AgentLiveStatus, ControlCommand, ControlOutcome, NodeControl } from '../../dispatcher/src/agents/control-contract.js';
+import { DispatcherError } from '../../dispatcher/src/errors.js';
+import type { Mac } from '../../dispatcher/src/nodes/mac.js';
+import type { NodeRegistry } from '../../dispatcher/src/nodes/registry.js';
 
 export interface FakeAgentOptions {
   load1?: number;

@@ -1,6 +1,6 @@
 /** Runs the built `dispatcherctl` (dist/bin/dispatcherctl.mjs) as a process and collects what it said. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { CTL_BIN } from './dispatcher.js';
+import { CTL_BIN } from './paths.js';
 
 export interface CtlRun {
   code: number | null;

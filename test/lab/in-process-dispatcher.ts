@@ -5,12 +5,10 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDispatcher, type RunningDispatcher } from '../../../dispatcher/src/server.js';
-import { resolveConfig, type ConfigOverrides } from '../../../dispatcher/src/config.js';
-import { silentLogger } from '../../../dispatcher/src/log.js';
-import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
-
-export { ROOT, CTL_BIN, AGENT_BIN } from './paths.js';
+import { startDispatcher, type RunningDispatcher } from '../../dispatcher/src/server.js';
+import { resolveConfig, type ConfigOverrides } from '../../dispatcher/src/config.js';
+import { silentLogger } from '../../dispatcher/src/log.js';
+import { parseMac, type Mac } from '../../dispatcher/src/nodes/mac.js';
 
 export interface TestDispatcher extends RunningDispatcher {
   url: string;
