@@ -179,7 +179,8 @@ export class Agent {
 
   /** How many more tasks to ask for now. */
   #wanted(): number {
-    if (!this.#session || this.#stopped) return 0;
+    // A node that cannot start tasks asks for none: handed out, they would fail here and use up their attempts.
+    if (!this.#session || this.#stopped || this.#deps.runner.refusal() !== null) return 0;
     return Math.min(MAX_BATCH, this.#opts.slots + this.#opts.prefetch - this.#running.size - this.#queue.length - this.#requested);
   }
 

@@ -108,6 +108,10 @@ export class ProcessRunner implements TaskRunner {
     this.#env = new InheritedEnv(this.#root.kind === 'root' ? rootEnv(process.env, this.#root.root) : process.env);
   }
 
+  refusal(): string | null {
+    return this.#root.kind === 'refused' ? this.#root.reason : null;
+  }
+
   /** The command as started: inside the task root when there is one; a string says why it cannot start. */
   #placed(cmd: Command): Command | string {
     if (this.#root.kind === 'none') return cmd;

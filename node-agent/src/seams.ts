@@ -57,6 +57,8 @@ export interface ExecOutcome {
 }
 
 export interface TaskRunner {
+  /** Why no task can start here (a broken task root), or null: the agent asks for none while it says so. */
+  refusal(): string | null;
   start(task: TaskAssignment, onProgress: (fraction: number) => void): RunningHandle;
   /** An operator's command, outside the queue; output streams through onOutput. */
   exec(command: string[] | string, timeoutMs: number, onOutput: (stream: 'stdout' | 'stderr', chunk: string) => void): Promise<ExecOutcome>;

@@ -57,6 +57,14 @@ describe('agent core', () => {
     expect(agent.counts).toMatchObject({ started: 2, finished: 1, acked: 1 });
   });
 
+  it('asks for no task while its runner cannot start any (a broken task root)', async () => {
+    const { source, runner } = make({ slots: 2 });
+    runner.refused = 'the task root is broken: /run/lilcluster/root/bin/sh is missing';
+    source.connect();
+    expect(source.of('heartbeat')).toHaveLength(1);
+    expect(source.of('ready')).toEqual([]);
+  });
+
   it('batches results that finish together into one message', async () => {
     const { source, runner } = make({ slots: 4 });
     source.connect();

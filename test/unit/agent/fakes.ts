@@ -83,6 +83,11 @@ export class FakeRunner implements TaskRunner {
   readonly cancelled: { taskId: number; reason: string }[] = [];
   readonly #pending = new Map<number, { task: TaskAssignment; resolve: (r: TaskResult) => void; progress: (f: number) => void }>();
   execOutcome: ExecOutcome = { exitCode: 0, signal: null, timedOut: false, durationMs: 3 };
+  refused: string | null = null;
+
+  refusal(): string | null {
+    return this.refused;
+  }
 
   start(task: TaskAssignment, onProgress: (f: number) => void): RunningHandle {
     this.started.push(task);
