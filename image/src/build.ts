@@ -1,11 +1,13 @@
 /**
  * `make image`: Debian kernel + initramfs (busybox, Node, the agent, NIC drivers) into
- * dist/image/{vmlinuz,initrd.img,manifest.json}. One progress line per stage.
+ * dist/image/{vmlinuz,initrd.img,manifest.json}, and with FROM= or PACKAGES= the image's own
+ * root as root.cpio (root-image.ts). One progress line per stage.
  *
- *   tools → kernel package → busybox package → node runtime → agent → [EXTRA_DEBS packages]
- *   → [EXTRA_ROOTFS tree] → (up to date? stop) → modules (index, select, read) → firmware
- *   (optional) → [EXTRA_DEBS unpacked] → assemble, extra layers, library check → initramfs
- *   (cpio | zstd) → write
+ *   tools → [root: source digest or package versions] → kernel package → busybox package → node
+ *   runtime → agent → [EXTRA_DEBS packages] → [EXTRA_ROOTFS tree] → (up to date? stop) → [root:
+ *   fetch/unpack or mmdebstrap, check, squashfs, root.cpio] → modules (index, select, read) →
+ *   firmware (optional) → [EXTRA_DEBS unpacked] → assemble, extra layers, library check →
+ *   initramfs (cpio | zstd) → write
  *
  * Files are written into a temporary folder beside the outputs and renamed into place
  * (manifest last), so dist/image never holds a half-written image.
@@ -21,7 +23,17 @@ import { ImageBuildError } from './errors.js';
 import { parseDebNames, readDebLayer, type DebLayer } from './extra-debs.js';
 import { DebTree, DirectoryTree, type FileTree } from './file-tree.js';
 import { addLayer, type LayerItem, type ProtectedPaths } from './layers.js';
-import { INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, imageMatchesManifest, readManifest, sha256, type ImageManifest } from './manifest.js';
+import {
+  INITRD_FILE,
+  KERNEL_FILE,
+  MANIFEST_FILE,
+  ROOT_FILE,
+  imageMatchesManifest,
+  readManifest,
+  sha256,
+  type ImageManifest,
+  type RootManifest,
+} from './manifest.js';
 import {
   describeModule,
   loadOrder,
@@ -36,6 +48,7 @@ import { missingLibraries, type MissingLibrary } from './needed-libs.js';
 import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
 import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
+import { buildRoot, resolveRoot, type ResolvedRoot } from './root-image.js';
 import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
 
@@ -96,6 +109,10 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
   progress('tools', tools.join(' '));
   // Read (and refused, if it must be) before anything is downloaded; reported after the packages.
   const extraRootfs = opts.extraRootfs ? readExtraRootfs(opts.extraRootfs, PROTECTED_PATHS) : undefined;
+  // A FROM that does not exist or a package apt does not know stops the build before the base image's work.
+  const root = opts.root
+    ? await resolveRoot({ ...opts.root, mtime: opts.mtime, cacheDir: opts.cacheDir, force: opts.force }, progress)
+    : undefined;
 
   const kernel = await kernelInput(opts, progress);
   const busybox = opts.busyboxDeb ? await localDeb(opts.busyboxDeb) : await aptPackage(BUSYBOX_PACKAGE, opts.cacheDir, /^busybox-static$/);
@@ -138,17 +155,19 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
     const overlay = readBuiltinOverlay(join(opts.imageDir, 'rootfs'));
 
-    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay, extraDebs, extraRootfs });
+    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay, extraDebs, extraRootfs, root });
     const previous = readManifest(opts.outDir);
     if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
       const missing = previous.extra?.missingLibraries ?? [];
       if (missing.length) progress('warning', missingLibrariesLine(missing));
       progress(
         'done',
-        `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}`,
+        `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}${previous.root ? `, ${ROOT_FILE} ${mib(previous.root.size)}` : ''}`,
       );
       return { manifest: previous, upToDate: true };
     }
+
+    const rootManifest: RootManifest | undefined = root ? await buildRoot(root, work, progress) : undefined;
 
     const mods = await readKernelModules(kernel, opts.modules, opts.cacheDir);
     progress(
@@ -250,6 +269,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       modules: { requested: [...opts.modules], builtin: mods.builtin, shipped: loadOrder(mods.selection).map((m) => m.module) },
       firmware: [...firmware.keys()].sort(),
       dispatcherKey: key ? { path: IMAGE_PATHS.dispatcherKey, fingerprint: key.fingerprint } : null,
+      root: rootManifest ?? null,
       extra: {
         debs: extraDebs.map((d) => ({ package: d.name ?? '?', version: d.version, sha256: d.sha256 })),
         rootfs: extraRootfs
@@ -267,10 +287,13 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     };
     writeFileSync(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     // Manifest last: a crash between renames leaves files the manifest does not describe, which the next build redoes.
-    for (const f of [KERNEL_FILE, INITRD_FILE, MANIFEST_FILE]) renameSync(join(work, f), join(opts.outDir, f));
+    for (const f of [KERNEL_FILE, INITRD_FILE, ...(rootManifest ? [ROOT_FILE] : [])]) renameSync(join(work, f), join(opts.outDir, f));
+    // An image that had a root and now has none: the old root.cpio goes before the manifest that no longer names it.
+    if (!rootManifest) rmSync(join(opts.outDir, ROOT_FILE), { force: true });
+    renameSync(join(work, MANIFEST_FILE), join(opts.outDir, MANIFEST_FILE));
     progress(
       'done',
-      `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}`,
+      `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}${rootManifest ? `, ${join(opts.outDir, ROOT_FILE)} ${mib(rootManifest.size)}` : ''}`,
     );
     return { manifest, upToDate: false };
   } finally {
@@ -426,6 +449,7 @@ function fingerprint(x: {
   overlay: OverlayTree;
   extraDebs: PackageRef[];
   extraRootfs: OverlayTree | undefined;
+  root: ResolvedRoot | undefined;
 }): string {
   const h = createHash('sha256');
   const part = (label: string, value: string | Uint8Array) => h.update(`${label}\0`).update(value).update('\0');
@@ -440,6 +464,7 @@ function fingerprint(x: {
   part('overlay', x.overlay.digest);
   for (const d of x.extraDebs) part(`deb:${d.name ?? d.path}`, d.sha256);
   part('extra-rootfs', x.extraRootfs ? `${x.extraRootfs.root}\0${x.extraRootfs.digest}` : '');
+  part('root', x.root?.inputs ?? '');
   const o = x.opts;
   part(
     'options',

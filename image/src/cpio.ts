@@ -157,6 +157,26 @@ export class CpioWriter {
     }
   }
 
+  /**
+   * The header of a file whose `size` bytes the caller writes itself (one too large to hold in
+   * memory, streamed from disk), to be followed by those bytes and padLength(size) zero bytes.
+   */
+  fileHeader(path: string, mode: number, size: number): Uint8Array {
+    if (this.#finished) throw new CpioFormatError('entry after trailer');
+    checkPath(path);
+    const ino = this.#nextIno++;
+    return encodeHeader({
+      ino,
+      mtime: this.#mtime,
+      rdevMajor: 0,
+      rdevMinor: 0,
+      name: path,
+      mode: S_IFREG | checkMode(mode, path),
+      nlink: 1,
+      fileSize: size,
+    });
+  }
+
   /** The end-of-archive marker; nothing may follow it. */
   trailer(): Uint8Array {
     this.#finished = true;

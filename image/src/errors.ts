@@ -10,6 +10,10 @@ export const ImageErrorCodes = {
   IMG_ERR_MODULE: 'a requested kernel module is not in the kernel package',
   IMG_ERR_TOOL_FAILED: 'a program the build runs failed',
   IMG_ERR_OPTION: 'an option has a bad value',
+  IMG_ERR_FROM: 'the FROM image cannot be found or its registry cannot be reached',
+  IMG_ERR_REGISTRY_AUTH: 'the registry refuses the FROM image without (other) credentials',
+  IMG_ERR_DIGEST: 'a layer or manifest of the FROM image does not match its digest',
+  IMG_ERR_ROOT: 'the root built from FROM or PACKAGES cannot run tasks (empty, or no /bin/sh)',
 } as const satisfies Record<string, string>;
 
 export type ImageErrorCode = keyof typeof ImageErrorCodes;

@@ -10,13 +10,53 @@ import { buildImage } from './build.js';
 import { ImageBuildError } from './errors.js';
 import { parseDebNames } from './extra-debs.js';
 import { pinnedNode } from './node-runtime.js';
-import { DEFAULT_MODULES, DEFAULT_MTIME, DEFAULT_ZSTD_LEVEL, parseBool, parseInteger, parseList, type BuildOptions } from './options.js';
+import {
+  DEFAULT_MODULES,
+  DEFAULT_MTIME,
+  DEFAULT_ZSTD_LEVEL,
+  parseBool,
+  parseInteger,
+  parseList,
+  type BuildOptions,
+  type RootBuildOptions,
+} from './options.js';
+import { parseFrom, parseImageName, parsePackages } from './root-source.js';
+import { parseSquashfsOptions } from './squashfs.js';
 
 /** image/ holds rootfs/; found beside this file (image/src/main.ts) or from the bundle (dist/tools/). */
 function findImageDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [resolve(here, '..'), resolve(here, '../../image'), resolve('image')];
   return candidates.find((d) => existsSync(join(d, 'rootfs', 'init'))) ?? candidates[0]!;
+}
+
+/** FROM= or PACKAGES= (not both), with IMAGE=, HEALTH_CHECK=, SQUASHFS_*; undefined for the default image. */
+function rootOptions(pick: (flag: string, envName: string) => string | undefined): RootBuildOptions | undefined {
+  const from = pick('from', 'FROM');
+  const packages = pick('packages', 'PACKAGES');
+  const image = pick('image', 'IMAGE');
+  const health = pick('healthCheck', 'HEALTH_CHECK') ?? '';
+  const compression = pick('squashfsCompression', 'SQUASHFS_COMPRESSION');
+  const level = pick('squashfsLevel', 'SQUASHFS_LEVEL');
+  if (from && packages)
+    throw new ImageBuildError('IMG_ERR_OPTION', 'FROM= and PACKAGES= both given', {
+      hint: 'an image has one root: a container image (FROM=) or a Debian package set (PACKAGES=)',
+    });
+  if (!from && !packages) {
+    const stray = [health && 'HEALTH_CHECK', compression && 'SQUASHFS_COMPRESSION', level && 'SQUASHFS_LEVEL'].filter(Boolean);
+    if (stray.length)
+      throw new ImageBuildError('IMG_ERR_OPTION', `${stray.join(', ')} without FROM= or PACKAGES=`, {
+        hint: 'they describe an image root: give FROM=<image> or PACKAGES="names"',
+      });
+    return undefined;
+  }
+  const source = from ? parseFrom(from, (p) => resolve(p)) : parsePackages(packages!);
+  return {
+    source,
+    name: image ? parseImageName(image) : source.defaultName,
+    health: health.trim(),
+    squashfs: parseSquashfsOptions(compression, level),
+  };
 }
 
 function optionsFrom(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): BuildOptions {
@@ -28,8 +68,10 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
   const packageJson = resolve('package.json');
   const nodeBinary = pick('node', 'NODE_BINARY');
   const pinned = nodeBinary ? undefined : pinnedNode(dirname(packageJson));
+  const image = pick('image', 'IMAGE');
   return {
-    outDir: resolve(pick('out', 'IMAGE_OUT') ?? 'dist/image'),
+    // A named image has its own folder, so that several can be built and served side by side.
+    outDir: resolve(pick('out', 'IMAGE_OUT') ?? (image ? join('dist/images', parseImageName(image)) : 'dist/image')),
     cacheDir: resolve(pick('cache', 'IMAGE_CACHE') ?? '.cache/image'),
     kernelDeb: pick('kernelDeb', 'KERNEL_DEB'),
     kernel: pick('kernel', 'KERNEL'),
@@ -49,13 +91,14 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
     zstdLevel: level ? parseInteger('ZSTD_LEVEL', level, 1, 22) : DEFAULT_ZSTD_LEVEL,
     zstdThreads: threads ? parseInteger('ZSTD_THREADS', threads, 1, 256) : undefined,
     mtime: epoch ? parseInteger('SOURCE_DATE_EPOCH', epoch, 0, 0xffff_ffff) : DEFAULT_MTIME,
+    root: rootOptions(pick),
     force: flags.force === true || parseBool(env.FORCE),
     imageDir: findImageDir(),
   };
 }
 
 const program = new Command('build-image')
-  .description('Build the RAM-boot image: vmlinuz, initrd.img and manifest.json')
+  .description('Build the RAM-boot image: vmlinuz, initrd.img and manifest.json (and root.cpio with FROM or PACKAGES)')
   .option('--out <dir>', 'output folder (IMAGE_OUT)', undefined)
   .option('--cache <dir>', 'download cache (IMAGE_CACHE)')
   .option('--kernel-deb <file>', "kernel .deb instead of apt's linux-image-amd64 (KERNEL_DEB)")
@@ -73,6 +116,12 @@ const program = new Command('build-image')
   .option('--firmware', 'ship the firmware the NIC drivers name, from non-free-firmware (FIRMWARE=1)')
   .option('--zstd-level <n>', `zstd level, default ${DEFAULT_ZSTD_LEVEL} (ZSTD_LEVEL)`)
   .option('--zstd-threads <n>', 'zstd workers; does not change the output (ZSTD_THREADS)')
+  .option('--from <ref>', 'the root from a container image: docker://, oci:, oci-archive:, docker-archive:, containers-storage: (FROM)')
+  .option('--packages <names>', 'the root from Debian packages, dependencies resolved (PACKAGES)')
+  .option('--image <name>', 'the image name; output in dist/images/<name> (IMAGE)')
+  .option('--health-check <command>', 'command the node runs to check the image works (HEALTH_CHECK)')
+  .option('--squashfs-compression <c>', 'zstd (default), xz, gzip, lz4 (SQUASHFS_COMPRESSION)')
+  .option('--squashfs-level <n>', 'zstd 1-22 (default 15), gzip 1-9 (SQUASHFS_LEVEL)')
   .option('--force', 'rebuild even if up to date (FORCE=1)');
 
 program.parse();

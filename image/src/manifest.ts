@@ -10,10 +10,30 @@ import { join } from 'node:path';
 export const MANIFEST_FILE = 'manifest.json';
 export const KERNEL_FILE = 'vmlinuz';
 export const INITRD_FILE = 'initrd.img';
+/** The image's own root (FROM=/PACKAGES=), a second initrd: see root-image.ts. */
+export const ROOT_FILE = 'root.cpio';
 
 export interface FileInfo {
   size: number;
   sha256: string;
+}
+
+export interface RootManifest {
+  image: string;
+  version: string;
+  source: string;
+  digest: string;
+  /** PACKAGES=: every package in the root as "name=version". */
+  packages?: string[];
+  path: 'root.cpio';
+  size: number;
+  sha256: string;
+  squashfs: { compression: string; level: number | null; size: number };
+  unpackedBytes: number;
+  health: string;
+  /** LC_ROOT_PATH: PATH for tasks (the OCI config's, else Debian's). */
+  taskPath: string;
+  rootless: boolean;
 }
 
 export interface ImageManifest {
@@ -46,6 +66,12 @@ export interface ImageManifest {
     rootfs: { path: string; sha256: string; files: number; symlinks: number; directories: number } | null;
     missingLibraries: { soname: string; neededBy: string[] }[];
   };
+  /**
+   * The image's own root (FROM= or PACKAGES=): root.cpio beside initrd.img, its source and
+   * digest, version, size and sha256, squashfs compression, unpacked size, health check.
+   * null (or absent, in older manifests) for the default image.
+   */
+  root?: RootManifest | null;
   /** sha256 over every input (packages, Node, agent, rootfs files, options): unchanged inputs, unchanged image. */
   inputs: string;
 }
@@ -65,7 +91,7 @@ export function readManifest(outDir: string): ImageManifest | undefined {
   }
 }
 
-/** True when both image files exist and match the manifest's sizes and digests. */
+/** True when the image files (and root.cpio, when the manifest has a root) exist and match the manifest's sizes and digests. */
 export function imageMatchesManifest(outDir: string, m: ImageManifest): boolean {
   const check = (name: string, info: FileInfo) => {
     const path = join(outDir, name);
@@ -73,5 +99,5 @@ export function imageMatchesManifest(outDir: string, m: ImageManifest): boolean 
     const data = readFileSync(path);
     return data.length === info.size && sha256(data) === info.sha256;
   };
-  return check(KERNEL_FILE, m.files.vmlinuz) && check(INITRD_FILE, m.files['initrd.img']);
+  return check(KERNEL_FILE, m.files.vmlinuz) && check(INITRD_FILE, m.files['initrd.img']) && (!m.root || check(ROOT_FILE, m.root));
 }

@@ -4,6 +4,8 @@
  */
 import { ImageBuildError } from './errors.js';
 import type { PinnedNode } from './node-runtime.js';
+import type { RootSource } from './root-source.js';
+import type { SquashfsOptions } from './squashfs.js';
 
 /** Debian's metapackage that depends on the current generic amd64 kernel. */
 export const KERNEL_METAPACKAGE = 'linux-image-amd64';
@@ -34,6 +36,11 @@ export const DEFAULT_MODULES: readonly string[] = [
   // Mellanox / NVIDIA
   'mlx4_en',
   'mlx5_core',
+  // An image's own root (root.cpio): squashfs on a loop device under an overlay. Debian's
+  // kernel builds squashfs's decompressors (zstd, xz, zlib, lz4) in.
+  'loop',
+  'squashfs',
+  'overlay',
 ];
 
 /** Debian non-free-firmware packages searched for the firmware files the shipped modules name (FIRMWARE=1). */
@@ -92,10 +99,24 @@ export interface BuildOptions {
   zstdThreads: number | undefined;
   /** mtime of every entry (SOURCE_DATE_EPOCH). */
   mtime: number;
+  /**
+   * The image's own root, packed into root.cpio beside the base initrd (FROM= or PACKAGES=,
+   * with IMAGE=, HEALTH_CHECK=, SQUASHFS_COMPRESSION=, SQUASHFS_LEVEL=); none for the default image.
+   */
+  root?: RootBuildOptions | undefined;
   /** Rebuild even when manifest.json says the inputs are unchanged (FORCE=1). */
   force: boolean;
   /** The image/ source folder (holds rootfs/, the files copied as they are). */
   imageDir: string;
+}
+
+export interface RootBuildOptions {
+  source: RootSource;
+  /** IMAGE=, else derived from FROM/PACKAGES. */
+  name: string;
+  /** HEALTH_CHECK=, may be empty. */
+  health: string;
+  squashfs: SquashfsOptions;
 }
 
 export function parseInteger(name: string, value: string, min: number, max: number): number {

@@ -15,6 +15,11 @@ export const TOOL_HINTS = {
   zstd: 'apt-get install zstd',
   strip: 'apt-get install binutils',
   ldd: 'apt-get install libc-bin',
+  skopeo: 'apt-get install skopeo (FROM= fetches container images with it)',
+  umoci: 'apt-get install umoci (FROM= unpacks OCI layers with it)',
+  mmdebstrap: 'apt-get install mmdebstrap (PACKAGES= builds Debian roots with it)',
+  mksquashfs: 'apt-get install squashfs-tools (FROM= and PACKAGES= pack the root with it)',
+  flock: 'apt-get install util-linux (FROM= locks the shared OCI cache with it)',
 } as const;
 export type Tool = keyof typeof TOOL_HINTS;
 
@@ -54,7 +59,14 @@ export interface RunResult {
 export function run(
   cmd: string,
   args: readonly string[],
-  opts: { cwd?: string; input?: Uint8Array; env?: NodeJS.ProcessEnv; hint?: string } = {},
+  opts: {
+    cwd?: string;
+    input?: Uint8Array;
+    env?: NodeJS.ProcessEnv;
+    hint?: string;
+    /** Called with each complete line of stdout and stderr as it comes (progress of long steps). */
+    onLine?: (line: string) => void;
+  } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
@@ -64,8 +76,15 @@ export function run(
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout!.on('data', (c: Buffer) => out.push(c));
-    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    const lines = opts.onLine ? lineSplitter(opts.onLine) : undefined;
+    child.stdout!.on('data', (c: Buffer) => {
+      out.push(c);
+      lines?.out(c);
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      err.push(c);
+      lines?.err(c);
+    });
     child.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT')
         reject(
@@ -80,6 +99,19 @@ export function run(
       else reject(toolFailed(cmd, args, code, signal, stderr, opts.hint));
     });
   });
+}
+
+/** Splits two byte streams into lines (each stream keeps its own partial line). */
+function lineSplitter(onLine: (line: string) => void): { out: (c: Buffer) => void; err: (c: Buffer) => void } {
+  const feed = () => {
+    let rest = '';
+    return (c: Buffer) => {
+      const parts = (rest + c.toString('utf8')).split(/\r?\n|\r/);
+      rest = parts.pop() ?? '';
+      for (const p of parts) if (p.trim()) onLine(p);
+    };
+  };
+  return { out: feed(), err: feed() };
 }
 
 export function toolFailed(
