@@ -162,7 +162,10 @@ describe('the RAM image under QEMU', () => {
     // ...and tries again rather than stopping there.
     await vm.waitForConsole(/no network interface found[\s\S]*no network interface found/, 60_000);
     expect(vm.running).toBe(true);
-    expect(vm.console()).not.toMatch(/Kernel panic|node-agent/);
+    expect(vm.console()).not.toMatch(/Kernel panic/);
+    // The agent starts at once but waits for the network: it never tries a dispatcher.
+    expect(vm.console()).toMatch(/node-agent: waiting for the network/);
+    expect(vm.console()).not.toMatch(/node-agent: dispatcher /);
   });
 
   it('on a network without DHCP, says which NIC got no answer and which has no driver, and retries', async () => {
