@@ -21,6 +21,20 @@ export const APT_SOURCES_LIST = '/etc/apt/sources.list';
 export const APT_SOURCES_DIR = '/etc/apt/sources.list.d';
 export const APT_LISTS = '/var/lib/apt/lists';
 
+/**
+ * What dpkg leaves out while installing (dpkg.cfg(5) path-exclude), as EXTRA_DEBS does: manual
+ * pages, info, documentation (not the copyright files) and message translations. With
+ * python3-numpy: 222 MiB unpacked, 67.7 MiB packed without these; see image/README.md.
+ */
+export const DPKG_EXCLUDES: readonly string[] = [
+  'path-exclude=/usr/share/man/*',
+  'path-exclude=/usr/share/info/*',
+  'path-exclude=/usr/share/doc/*',
+  'path-include=/usr/share/doc/*/copyright',
+  'path-exclude=/usr/share/locale/*',
+  'path-exclude=/usr/share/lintian/*',
+];
+
 export interface PackageVersion {
   name: string;
   version: string;
@@ -166,6 +180,7 @@ export async function buildDebianRoot(
         '--mode=root',
         '--format=directory',
         '--skip=update',
+        ...DPKG_EXCLUDES.map((o) => `--dpkgopt=${o}`),
         `--setup-hook=${copyLists}`,
         // The node writes its own (/init); the build host's would only make the root differ between hosts.
         '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
@@ -173,7 +188,11 @@ export async function buildDebianRoot(
         target,
         ...set.sources,
       ],
-      { env: { ...env, SOURCE_DATE_EPOCH: String(epoch) }, onLine: (l) => /^[IWE]: /.test(l) && progress(l) },
+      {
+        env: { ...env, SOURCE_DATE_EPOCH: String(epoch) },
+        // Its own progress lines, without the hooks' shell text.
+        onLine: (l) => /^[IWE]: /.test(l) && !/-hook in shell:/.test(l) && progress(l),
+      },
     );
   } catch (err) {
     if (!(err instanceof ImageBuildError) || err.code !== 'IMG_ERR_TOOL_FAILED') throw err;

@@ -38,7 +38,7 @@ import { requireTools, type Tool } from './tools.js';
 export const ROOT_IMG = 'root.img';
 export const ROOT_ENV = 'etc/lilcluster/root.env';
 /** Bump when the way a root is packed changes (the bytes change for the same inputs). */
-const ROOT_FORMAT = 1;
+const ROOT_FORMAT = 2;
 /** Where PACKAGES= roots are kept once packed, by their inputs: mmdebstrap takes a minute, the cache a second. */
 const ROOTS_CACHE = 'roots';
 

@@ -33,7 +33,6 @@ import { DEFAULT_MODULES, type BuildOptions, type RootBuildOptions } from '../..
 import { buildRoot, resolveRoot, ROOT_IMG } from '../../../image/src/root-image.js';
 import { parseFrom, parsePackages, parseRootEnv } from '../../../image/src/root-source.js';
 import { resolveInRoot } from '../../../image/src/root-tree.js';
-import { DEFAULT_SQUASHFS } from '../../../image/src/squashfs.js';
 import { pushImage, startRegistry, type Registry } from '../../lab/registry.js';
 
 const BUILD_TIMEOUT = 240_000;
@@ -169,6 +168,7 @@ beforeAll(async () => {
   umoci('gc', '--layout', layout);
 
   execFileSync('skopeo', ['copy', '--quiet', `oci:${layout}:v1`, `oci-archive:${join(work, 'root.tar')}:v1`]);
+  execFileSync('skopeo', ['copy', '--quiet', `oci:${layout}:v1`, `docker-archive:${join(work, 'root-docker.tar')}:lc/root:1`]);
   registry = await startRegistry();
   locked = await startRegistry({ auth: true });
   await pushImage(registry, `oci:${layout}:v1`, 'lc/root:1');
@@ -275,10 +275,14 @@ describe('FROM= a container image', () => {
   );
 
   it(
-    'takes oci: and oci-archive: as well, giving the same squashfs',
+    'takes oci:, oci-archive: and docker-archive: as well, giving the same squashfs',
     async () => {
       const want = sha256(readFileSync(join(unpackCpio(join(b, 'root.cpio')), ROOT_IMG)));
-      for (const ref of [`oci:${layout}:v1`, `oci-archive:${join(work, 'root.tar')}:v1`]) {
+      for (const ref of [
+        `oci:${layout}:v1`,
+        `oci-archive:${join(work, 'root.tar')}:v1`,
+        `docker-archive:${join(work, 'root-docker.tar')}`,
+      ]) {
         const dir = mkdtempSync(join(work, 'root-'));
         const r = await resolveRoot({ ...from(ref), mtime: 0, cacheDir, force: false }, () => {});
         const m = await buildRoot(r, dir, () => {});
@@ -365,7 +369,7 @@ describe('PACKAGES= a Debian package set', () => {
   const out = join(work, 'out-jq');
   const pkgs = (v: string): RootBuildOptions => {
     const source = parsePackages(v);
-    return { source, name: source.defaultName, health: 'jq --version', squashfs: DEFAULT_SQUASHFS };
+    return { source, name: source.defaultName, health: 'jq --version', squashfs: { compression: 'zstd', level: 3 } };
   };
 
   it(
