@@ -73,6 +73,12 @@ export function redact(text: string): string {
   return text.replace(/(\/\/)[^/@\s]+:[^/@\s]+@/g, '$1***@').replace(/((?:token|password|secret)=)[^&\s"]+/gi, '$1***');
 }
 
+/** skopeo's logrus lines (`time="…" level=fatal msg="…"`) as their message alone. */
+function logMessage(line: string): string {
+  const m = /\blevel=\w+ msg="((?:[^"\\]|\\.)*)"/.exec(line);
+  return (m ? m[1]!.replace(/\\(.)/g, '$1') : line).trim();
+}
+
 export interface SourceFailure {
   code: ImageErrorCode;
   message: string;
@@ -88,7 +94,8 @@ export function classifyFetchFailure(
     stderr
       .trim()
       .split('\n')
-      .filter((l) => l.trim())
+      .map(logMessage)
+      .filter((l) => l)
       .slice(-3)
       .join(' / '),
   );
@@ -136,7 +143,8 @@ async function fetchStep<T>(src: ContainerSource, step: () => Promise<T>): Promi
     return await step();
   } catch (err) {
     if (err instanceof ImageBuildError && err.code === 'IMG_ERR_TOOL_FAILED') {
-      const f = classifyFetchFailure(err.message, src);
+      // The tool's stderr tail follows the command line (toolFailed); the command names nothing wrong.
+      const f = classifyFetchFailure(err.message.slice(err.message.indexOf(':\n') + 1), src);
       if (f) throw new ImageBuildError(f.code, f.message, { hint: f.hint, cause: err });
       throw new ImageBuildError('IMG_ERR_TOOL_FAILED', redact(err.message), { cause: err });
     }

@@ -246,6 +246,14 @@ describe("skopeo's failures, in our words", () => {
     expect(f.hint).toMatch(hint);
   });
 
+  it("quotes skopeo's log line by its message", () => {
+    const f = classifyFetchFailure(
+      'time="2026-12-07T03:04:15Z" level=fatal msg="Error reading manifest 1 in 127.0.0.1:5000/ml: manifest unknown: \\"x\\""',
+      reg,
+    )!;
+    expect(f.message).toBe('no image docker://127.0.0.1:5000/ml:1 (Error reading manifest 1 in 127.0.0.1:5000/ml: manifest unknown: "x")');
+  });
+
   it('leaves what it does not know to the generic tool failure', () => {
     expect(classifyFetchFailure('something else entirely', reg)).toBeUndefined();
   });
