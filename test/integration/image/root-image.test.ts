@@ -365,6 +365,28 @@ describe('FROM= refusals: a clear error, nothing written', () => {
   });
 });
 
+describe('missing programs', () => {
+  it.each([
+    ['FROM=', () => from(`oci:${layout}:v1`), /skopeo: apt-get install skopeo/],
+    [
+      'PACKAGES=',
+      () => ({ source: parsePackages('jq'), name: 'jq', health: '', squashfs: { compression: 'zstd' as const, level: 3 } }),
+      /mmdebstrap: apt-get install mmdebstrap/,
+    ],
+  ])('%s names what to install', async (_what, root, hint) => {
+    const saved = process.env.PATH;
+    process.env.PATH = join(work, 'no-programs-here');
+    try {
+      const err = await rejection(resolveRoot({ ...root(), mtime: 0, cacheDir, force: false }, () => {}));
+      expect(err.code).toBe('IMG_ERR_MISSING_TOOL');
+      expect(err.hint).toMatch(hint);
+      expect(err.hint).toMatch(/mksquashfs: apt-get install squashfs-tools/);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+});
+
 describe('PACKAGES= a Debian package set', () => {
   const out = join(work, 'out-jq');
   const pkgs = (v: string): RootBuildOptions => {
