@@ -1,8 +1,9 @@
 /**
  * What the dispatcher needs to know of the RAM image it serves, from dist/image/manifest.json:
  *
- * - Its version, shown per node (`<agent version>+<first 8 hex of the inputs digest>`), so an
- *   operator sees which nodes still run an older image after a rollout.
+ * - Its version, shown per node (`<agent version>+<first 8 hex of the inputs digest>`, prefixed
+ *   by `<image>/` when it has a root of its own), so an operator sees which nodes still run an
+ *   older image after a rollout.
  * - Whether it carries this dispatcher's public key. `make image DISPATCHER_KEY=...` bakes it in
  *   (the strong way: the agent trusts only what came in its image). When the image carries no
  *   key, the boot script passes it as `lc.pubkey=` on the kernel command line: weaker, since the
@@ -67,12 +68,14 @@ export class ImageInfo {
         root?: { image?: unknown; version?: unknown; size?: unknown } | null;
       };
       const fp = m.dispatcherKey?.fingerprint;
-      const version = m.agent?.version ? `${m.agent.version}${m.inputs ? `+${m.inputs.slice(0, 8)}` : ''}` : null;
       const r = m.root;
       const root =
         r && typeof r.image === 'string' && typeof r.version === 'string' && typeof r.size === 'number'
           ? { image: r.image, version: r.version, size: r.size }
           : null;
+      // An image with its own root is named by it: `numpy/0.1.0+5cbad04e` (the digest covers the root too).
+      const base = m.agent?.version ? `${m.agent.version}${m.inputs ? `+${m.inputs.slice(0, 8)}` : ''}` : null;
+      const version = base && root ? `${root.image}/${base}` : base;
       facts = { keyStatus: !fp ? 'none' : fp === this.ourFingerprint ? 'ours' : 'other', version, root };
     } catch {
       /* a manifest being rewritten: try again next time */

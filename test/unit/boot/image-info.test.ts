@@ -25,7 +25,9 @@ describe('image info from the manifest', () => {
   it('tells an image with its own root from the base image alone, ignoring a malformed root', () => {
     expect(new ImageInfo(imageDir({ dispatcherKey: null }), OURS).root()).toBeNull();
     const root = { image: 'ml', version: '3f2a9c1d0b7e', size: 123456, source: 'docker://x/y:1' };
-    expect(new ImageInfo(imageDir({ root }), OURS).root()).toEqual({ image: 'ml', version: '3f2a9c1d0b7e', size: 123456 });
+    const info = new ImageInfo(imageDir({ root, agent: { version: '0.1.0' }, inputs: '5cbad04e9550c066' }), OURS);
+    expect(info.root()).toEqual({ image: 'ml', version: '3f2a9c1d0b7e', size: 123456 });
+    expect(info.version()).toBe('ml/0.1.0+5cbad04e');
     expect(new ImageInfo(imageDir({ root: { image: 'ml', version: 7, size: '1' } }), OURS).root()).toBeNull();
   });
 
