@@ -7,7 +7,7 @@ import type { AppPlugin } from '../http/app.js';
 import { BootFiles, IMAGE_FILES, OPTIONAL_IMAGE_FILES, PXE_FILES } from './boot-files.js';
 import { ClientMacLookup } from './client-mac.js';
 import { bootHttpPlugin, type BootHttp, type BootHttpOptions } from './http/boot-routes.js';
-import { bootsApiPlugin } from './http/boots-api.js';
+import { bootsApiPlugin } from '../api/boots/routes.js';
 import { startTftp, type RunningTftp } from '../tftp/server.js';
 
 export interface BootServices {

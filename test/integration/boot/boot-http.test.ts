@@ -17,7 +17,7 @@ import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 import { BootFiles } from '../../../dispatcher/src/boot/boot-files.js';
 import { bootHttpPlugin, type BootHttp } from '../../../dispatcher/src/boot/http/boot-routes.js';
-import { bootsApiPlugin } from '../../../dispatcher/src/boot/http/boots-api.js';
+import { bootsApiPlugin } from '../../../dispatcher/src/api/boots/routes.js';
 import { makeBootTree, type BootTree } from '../../lab/boot-tree.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

@@ -4,7 +4,7 @@ import { GroupCommit } from '../../../dispatcher/src/store/group-commit.js';
 import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 import { BootTimeline, type BootStage } from '../../../dispatcher/src/boot/timeline.js';
 import { recordStage, startsNewBoot } from '../../../dispatcher/src/boot/record-stage.js';
-import { groupBoots } from '../../../dispatcher/src/boot/http/boots-api.js';
+import { groupBoots } from '../../../dispatcher/src/api/boots/routes.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 

@@ -1,8 +1,8 @@
 /** `dispatcherctl events [--follow]` and `boot-log NODE` (the boot timeline). */
 import { InvalidArgumentError } from 'commander';
 import type { CommandModule, CtlContext } from '../command.js';
-import type { EventList } from '../../api/schemas.js';
-import type { ClusterEvent } from '../../api/schemas.js';
+import type { ClusterEvent, EventList } from '../../api/schemas.js';
+import type { BootsReply } from '../../api/boots/schemas.js';
 import { formatTime, table } from '../output.js';
 import { CtlError, EXIT } from '../errors.js';
 
@@ -65,7 +65,7 @@ export const eventCommands: CommandModule = {
       })
       .action(
         ctl.action(async (ctx, node: string, opts: { boots?: number }) => {
-          const r = await ctx.api.get<BootsAnswer>('/api/v1/boots', { node, boots: opts.boots ?? 3 });
+          const r = await ctx.api.get<BootsReply>('/api/v1/boots', { node, boots: opts.boots ?? 3 });
           ctx.print(r, (x) => renderBoots(x, node, ctx));
         }),
       );
@@ -76,37 +76,9 @@ export function eventLine(e: ClusterEvent, now: number): string {
   return `${formatTime(e.ts, now)}  ${(e.node ?? '-').padEnd(10)}  ${e.kind.padEnd(14)}  ${e.message}`;
 }
 
-/**
- * GET /api/v1/boots (the boot service's route): either boots with their stages, or a flat
- * list of stage records carrying their boot number. Both are read.
- */
-interface BootStageLike {
-  stage: string;
-  ts: number;
-  boot?: number;
-  detail?: Record<string, unknown> | null;
-  [k: string]: unknown;
-}
-interface BootsAnswer {
-  node?: string | { name?: string };
-  mac?: string;
-  boots?: { boot: number; stages: BootStageLike[]; [k: string]: unknown }[];
-  stages?: BootStageLike[];
-  [k: string]: unknown;
-}
-
-export function renderBoots(r: BootsAnswer, node: string, ctx: Pick<CtlContext, 'now'>): string {
-  let boots = r.boots;
-  if (!boots && r.stages) {
-    const by = new Map<number, BootStageLike[]>();
-    for (const s of r.stages) {
-      const b = s.boot ?? 0;
-      if (!by.has(b)) by.set(b, []);
-      by.get(b)!.push(s);
-    }
-    boots = [...by].map(([boot, stages]) => ({ boot, stages }));
-  }
-  if (!boots?.length) return `${node}: no boot recorded yet\n`;
+export function renderBoots(r: BootsReply, node: string, ctx: Pick<CtlContext, 'now'>): string {
+  const boots = r.boots;
+  if (!boots.length) return `${node}: no boot recorded yet\n`;
   const out: string[] = [];
   for (const b of boots) {
     const t0 = b.stages[0]?.ts ?? 0;

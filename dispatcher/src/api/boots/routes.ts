@@ -8,54 +8,13 @@
  * by boot, oldest boot first, each stage with its time since the boot's first stage.
  */
 import type { FastifyInstance } from 'fastify';
-import { Type, type Static, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Core } from '../../core.js';
 import type { AppPlugin } from '../../http/app.js';
 import { DispatcherError } from '../../errors.js';
 import { parseMac, type Mac } from '../../nodes/mac.js';
-import type { BootStageRecord } from '../timeline.js';
-
-/** Boots returned when `boots` is not given, and the most that may be asked for. */
-export const DEFAULT_BOOTS = 5;
-export const MAX_BOOTS = 50;
-
-export const BootsQuery = Type.Object(
-  {
-    mac: Type.Optional(Type.String({ maxLength: 64, description: 'MAC address, any usual spelling' })),
-    node: Type.Optional(Type.String({ maxLength: 128, description: 'node name (or MAC, or system UUID)' })),
-    boots: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BOOTS, default: DEFAULT_BOOTS })),
-  },
-  { additionalProperties: false },
-);
-
-export const BootStageView = Type.Object({
-  stage: Type.String(),
-  /** Unix time, ms. */
-  ts: Type.Integer(),
-  at: Type.String({ description: 'ISO 8601' }),
-  /** ms since the first stage of this boot. */
-  sinceStartMs: Type.Integer(),
-  detail: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()]),
-});
-
-export const BootView = Type.Object({
-  boot: Type.Integer({ description: 'boot number of this MAC: 1, 2, ...' }),
-  startedAt: Type.String(),
-  lastStage: Type.String(),
-  /** ms from the first to the last stage recorded. */
-  durationMs: Type.Integer(),
-  /** The agent said hello: the machine booted all the way. */
-  reachedAgent: Type.Boolean(),
-  failures: Type.Integer({ description: 'tftp.failed and http.failed stages' }),
-  stages: Type.Array(BootStageView),
-});
-
-export const BootsReply = Type.Object({
-  mac: Type.String(),
-  node: Type.Union([Type.String(), Type.Null()]),
-  boots: Type.Array(BootView),
-});
-export type BootsReply = Static<typeof BootsReply>;
+import type { BootStageRecord } from '../../boot/timeline.js';
+import { BootsQuery, BootsReply, DEFAULT_BOOTS } from './schemas.js';
 
 /** Pure: timeline records (newest boot last) → the API's view. */
 export function groupBoots(records: readonly BootStageRecord[]): BootsReply['boots'] {
