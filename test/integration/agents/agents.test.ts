@@ -12,7 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
 import { FakeEngine } from './fake-engine.js';
-import { AGENT_BIN, ROOT, startAgent, startHub, waitFor, type AgentProcess, type TestHub } from './harness.js';
+import { startAgent, startHub, waitFor, type AgentProcess, type TestHub } from './harness.js';
+import { AGENT_BIN, ROOT } from '../../lab/paths.js';
 
 const mac = (s: string) => parseMac(s) as Mac;
 let hub: TestHub | undefined;

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rawPublicKey } from '../../../dispatcher/src/trust/secrets.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
-import { AGENT_BIN, agentFor, ROOT, startAgent, waitFor, type AgentProcess } from './harness.js';
+import { agentFor, startAgent, waitFor, type AgentProcess } from './harness.js';
+import { AGENT_BIN, ROOT } from '../../lab/paths.js';
 import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 import { DISPATCHER_BIN } from '../../lab/paths.js';
 

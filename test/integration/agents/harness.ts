@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import WebSocket from 'ws';
@@ -31,9 +31,7 @@ import {
 } from '../../../dispatcher/src/protocol/session.js';
 import type { FastifyInstance } from 'fastify';
 import { FAKE_INVENTORY } from '../../unit/protocol/fixtures.js';
-
-export const ROOT = resolve(import.meta.dirname, '../../..');
-export const AGENT_BIN = join(ROOT, 'dist/bin/node-agent.mjs');
+import { AGENT_BIN } from '../../lab/paths.js';
 
 export interface TestHub {
   core: Core;

@@ -8,7 +8,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
+import { agentFor, waitFor, type AgentProcess } from '../agents/harness.js';
+import { ROOT } from '../../lab/paths.js';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { DISPATCHER_BIN } from '../../lab/paths.js';
 

@@ -17,7 +17,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { parseParamsText } from '../../../dispatcher/src/dispatch/params-file.js';
 import tar from 'tar-stream';
-import { agentFor, ROOT, waitFor, type AgentProcess } from '../agents/harness.js';
+import { agentFor, waitFor, type AgentProcess } from '../agents/harness.js';
+import { ROOT } from '../../lab/paths.js';
 import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 import { DISPATCHER_BIN } from '../../lab/paths.js';
 
