@@ -27,6 +27,8 @@ export interface TaskRoot {
   chroot: readonly string[];
   /** "image ml version 0123abcd…", for the log and refusals. */
   label: string;
+  /** The image's health check (LC_ROOT_HEALTH, from `make image HEALTH_CHECK=`): a /bin/sh command, or ''. */
+  health: string;
 }
 
 export type TaskRootConfig = { kind: 'none' } | { kind: 'root'; root: TaskRoot } | { kind: 'refused'; reason: string };
@@ -41,6 +43,8 @@ export interface Command {
 export const ENTER_SCRIPT = 'cd -- "$1" && shift && exec "$@"';
 /** $0 of that shell: its error messages start with it. */
 export const ENTER_NAME = 'lc-task';
+/** How long the image's health check may take (it may import a large library on a slow node). */
+export const HEALTH_TIMEOUT_MS = 300_000;
 /** The agent's libraries, not the root's: never passed into the root. */
 const HOST_ONLY_ENV = ['LD_LIBRARY_PATH', 'LD_PRELOAD'];
 
@@ -51,7 +55,8 @@ export function defaultChroot(exists: (p: string) => boolean = existsSync): read
 
 /**
  * LC_TASK_ROOT, LC_TASK_PATH, LC_TASK_ROOT_ERROR (set by /init when the image's root could not
- * be mounted), LC_ROOT_IMAGE and LC_ROOT_VERSION (for the log). Empty values count as unset:
+ * be mounted), LC_ROOT_IMAGE and LC_ROOT_VERSION (for the log), LC_ROOT_HEALTH (the image's
+ * health check). Empty values count as unset:
  * /init always passes them all.
  */
 export function parseTaskRootEnv(env: Record<string, string | undefined>, chroot: readonly string[]): TaskRootConfig {
@@ -62,7 +67,8 @@ export function parseTaskRootEnv(env: Record<string, string | undefined>, chroot
   if (!dir) return { kind: 'none' };
   if (!dir.startsWith('/') || dir.replace(/\/+$/, '') === '')
     return { kind: 'refused', reason: `LC_TASK_ROOT="${dir}": the task root must be an absolute path other than /` };
-  return { kind: 'root', root: { dir: dir.replace(/\/+$/, ''), path: env.LC_TASK_PATH || DEFAULT_PATH, chroot, label } };
+  const root = { dir: dir.replace(/\/+$/, ''), path: env.LC_TASK_PATH || DEFAULT_PATH, chroot, label, health: env.LC_ROOT_HEALTH || '' };
+  return { kind: 'root', root };
 }
 
 /**
@@ -113,7 +119,30 @@ export function checkTaskRoot(root: TaskRoot, tasksDir: string): string | null {
   const inside = statSync(join(root.dir, tasksDir), { throwIfNoEntry: false });
   if (!outside || !inside || outside.dev !== inside.dev || outside.ino !== inside.ino)
     return why(`the work dir ${tasksDir} is not at the same path inside it (bind-mount its file system there)`);
-  return null;
+  return root.health ? checkHealth(root, why) : null;
+}
+
+/** The image's own health check, run once inside the root as tasks run: an image that fails it runs no task. */
+function checkHealth(root: TaskRoot, why: (s: string) => string): string | null {
+  const cmd = enterRoot({ file: '/bin/sh', args: ['-c', root.health], cwd: '/' }, root) as Command;
+  const r = spawnSync(cmd.file, cmd.args, {
+    cwd: cmd.cwd,
+    env: new InheritedEnv(rootEnv(process.env, root)).object({}),
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: HEALTH_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+    encoding: 'utf8',
+  });
+  if (r.status === 0) return null;
+  const said = r.stderr?.trim().split('\n').pop()?.trim();
+  const how = r.error
+    ? (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT'
+      ? `did not finish in ${HEALTH_TIMEOUT_MS / 1000} s`
+      : `could not start (${r.error.message})`
+    : r.signal
+      ? `was killed by ${r.signal}`
+      : `exited with status ${r.status}`;
+  return why(`its health check \`${root.health}\` ${how}${said ? `: ${said}` : ''} (rebuild the image, or fix HEALTH_CHECK=)`);
 }
 
 /** parseTaskRootEnv, then checkTaskRoot: what the agent runs tasks with. */
@@ -128,5 +157,6 @@ export function loadTaskRoot(env: Record<string, string | undefined>, tasksDir: 
 export function describeTaskRoot(c: TaskRootConfig): string {
   if (c.kind === 'none') return "tasks run in the agent's own file system (no task root)";
   if (c.kind === 'refused') return `!!! ${c.reason}`;
-  return `tasks run inside ${c.root.label} at ${c.root.dir} (PATH=${c.root.path})`;
+  const health = c.root.health ? `, health check \`${c.root.health}\` passed` : '';
+  return `tasks run inside ${c.root.label} at ${c.root.dir} (PATH=${c.root.path})${health}`;
 }

@@ -211,6 +211,19 @@ describe('task root checks', () => {
     });
   });
 
+  it("runs the image's health check once inside the root: a passing one lets tasks run, a failing one refuses them, saying why", () => {
+    const env = { LC_TASK_ROOT: rootDir, LC_TASK_PATH: '/bin', LC_ROOT_IMAGE: 'test' };
+    // Passes only inside the root, where /etc/marker exists.
+    expect(loadTaskRoot({ ...env, LC_ROOT_HEALTH: 'grep -q "inside the task root" /etc/marker' }, tasksDir, CHROOT)).toMatchObject({
+      kind: 'root',
+    });
+    expect(loadTaskRoot({ ...env, LC_ROOT_HEALTH: 'echo numpy is missing >&2; exit 3' }, tasksDir, CHROOT)).toEqual({
+      kind: 'refused',
+      reason: expect.stringMatching(/health check `echo numpy is missing >&2; exit 3` exited with status 3: numpy is missing/),
+    });
+    expect(loadTaskRoot({ ...env, LC_ROOT_HEALTH: `test -e '${HOST_ONLY}'` }, tasksDir, CHROOT)).toMatchObject({ kind: 'refused' });
+  });
+
   it('refuses a root that is not a directory, and a missing chroot program', () => {
     expect(rootConfig(join(base, 'nothing'))).toMatchObject({ reason: expect.stringMatching(/not a directory/) });
     expect(loadTaskRoot({ LC_TASK_ROOT: rootDir }, tasksDir, ['/nonexistent/chroot'])).toMatchObject({

@@ -18,7 +18,13 @@ import { DEFAULT_PATH, InheritedEnv } from '../../../node-agent/src/task-env.js'
 import { tempDir } from './temp-dirs.js';
 
 const BUSYBOX = ['/bin/busybox', 'chroot'];
-const root: TaskRoot = { dir: '/run/lilcluster/root', path: '/usr/bin:/bin', chroot: BUSYBOX, label: 'image ml version 0123456789ab' };
+const root: TaskRoot = {
+  dir: '/run/lilcluster/root',
+  path: '/usr/bin:/bin',
+  chroot: BUSYBOX,
+  label: 'image ml version 0123456789ab',
+  health: '',
+};
 
 function entered(cmd: Command, r: TaskRoot = root): Command {
   const c = enterRoot(cmd, r);
@@ -100,12 +106,24 @@ describe('task root settings', () => {
   it('takes the root, its PATH and its name', () => {
     expect(
       parseTaskRootEnv(
-        { LC_TASK_ROOT: '/run/lilcluster/root/', LC_TASK_PATH: '/opt/x/bin:/usr/bin', LC_ROOT_IMAGE: 'ml', LC_ROOT_VERSION: 'abc' },
+        {
+          LC_TASK_ROOT: '/run/lilcluster/root/',
+          LC_TASK_PATH: '/opt/x/bin:/usr/bin',
+          LC_ROOT_IMAGE: 'ml',
+          LC_ROOT_VERSION: 'abc',
+          LC_ROOT_HEALTH: 'python3 -c "import numpy"',
+        },
         BUSYBOX,
       ),
     ).toEqual({
       kind: 'root',
-      root: { dir: '/run/lilcluster/root', path: '/opt/x/bin:/usr/bin', chroot: BUSYBOX, label: 'image ml version abc' },
+      root: {
+        dir: '/run/lilcluster/root',
+        path: '/opt/x/bin:/usr/bin',
+        chroot: BUSYBOX,
+        label: 'image ml version abc',
+        health: 'python3 -c "import numpy"',
+      },
     });
     expect(parseTaskRootEnv({ LC_TASK_ROOT: '/r' }, BUSYBOX)).toMatchObject({ root: { path: DEFAULT_PATH, label: 'the root image' } });
   });
