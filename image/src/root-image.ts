@@ -1,7 +1,7 @@
 /**
  * root.cpio: the image's own root (FROM= a container, or PACKAGES= a Debian package set) as an
  * uncompressed cpio "newc" holding `root.img` (a squashfs of the root tree) and
- * `etc/lilcluster/root.env`. The kernel unpacks it on top of the base initrd (a second initrd);
+ * `etc/lilcluster/root.env`. The kernel unpacks it with the base initrd (loaded before it);
  * /init mounts root.img read-only under a tmpfs overlay and the agent runs tasks inside it.
  *
  *   resolve: FROM → the source manifest's digest (skopeo inspect) | PACKAGES → the versions apt picks
@@ -215,7 +215,8 @@ export async function buildRoot(r: ResolvedRoot, work: string, progress: Progres
 const MAX_CPIO_FILE = 0xffff_ffff;
 
 /**
- * root.cpio: root.img (0400) then etc/lilcluster/root.env (0644), through the image's cpio
+ * root.cpio: the directories etc and etc/lilcluster (0755), root.img (0400), then
+ * etc/lilcluster/root.env (0644), through the image's cpio
  * writer (fixed mtime, inode numbers in order: the same inputs give the same bytes), the
  * squashfs streamed from disk. Returns its size and sha256.
  */
@@ -236,6 +237,9 @@ export function writeRootCpio(out: string, img: string, env: Uint8Array, mtime: 
     total += b.length;
   };
   try {
+    // Loaded before the base initrd (the kernel finds a following archive only at a 4-byte
+    // boundary, which root.cpio's length is and a compressed base's is not): it makes its own folders.
+    for (const path of ['etc', 'etc/lilcluster']) for (const chunk of w.entry({ type: 'directory', path, mode: 0o755 })) put(chunk);
     put(w.fileHeader(ROOT_IMG, 0o400, size));
     const inFd = openSync(img, 'r');
     try {

@@ -4,9 +4,10 @@
  *   - `make image PACKAGES=python3-numpy`: a Debian root with numpy, no dependency named by hand.
  *   - The same root made into a two-layer OCI image (the second layer deletes a file of the
  *     first), pushed to a registry on loopback, and `make image FROM=docker://…` of it.
- *   - Two bare machines PXE-boot, each from its own dispatcher (a namespace each): the docker://
- *     image with its root kept compressed in RAM (squashfs under an overlay), the PACKAGES image
- *     with `lc.root=unpack` (the root copied into tmpfs, Warewulf's way). Both run
+ *   - Two bare machines PXE-boot, each from its own dispatcher (a namespace each): a SeaBIOS one
+ *     the docker:// image with its root kept compressed in RAM (squashfs under an overlay), an
+ *     OVMF UEFI one the PACKAGES image with `lc.root=unpack` (the root copied into tmpfs,
+ *     Warewulf's way). Both run
  *     `python3 -c 'import numpy; print(numpy.arange(4).sum())'` → 6 as a task.
  *   - The deleted file is absent on the node, a file of the first layer is there.
  *   - Memory through the agent (`dispatcherctl exec … cat /proc/meminfo`): the compressed root
@@ -109,7 +110,13 @@ async function memoryUsedMiB(site: Site, node: string): Promise<number> {
   return (kib('MemTotal') - kib('MemAvailable')) / 1024;
 }
 
-async function startSite(name: 'compressed' | 'unpacked', index: number, image: string, kernelArgs: string): Promise<Site> {
+async function startSite(
+  name: 'compressed' | 'unpacked',
+  index: number,
+  image: string,
+  kernelArgs: string,
+  firmware: 'bios' | 'uefi',
+): Promise<Site> {
   const ns = await lab.namespace(name);
   const server = `10.6${index}.0.1`;
   const bridge = await lab.bridge(ns, { address: `${server}/24` });
@@ -138,7 +145,7 @@ async function startSite(name: 'compressed' | 'unpacked', index: number, image: 
   const site: Site = { ns, server, dispatcher, dataDir, mac };
   site.vm = await QemuMachine.start({
     name: `root-${name}`,
-    firmware: 'bios',
+    firmware,
     boot: { kind: 'pxe' },
     nics: [{ net: { kind: 'tap', ifname: tap.name }, mac }],
     memoryMiB: 2048,
@@ -192,8 +199,9 @@ beforeAll(async () => {
   const from = await pushAsOciImage();
   sh('make', ['-s', 'image', `FROM=${from}`, `IMAGE_OUT=${OCI_IMAGE}`, fast, `HEALTH_CHECK=python3 -c "import numpy"`]);
   lab = await createLab('rootimg');
-  sites.compressed = await startSite('compressed', 4, OCI_IMAGE, '');
-  sites.unpacked = await startSite('unpacked', 5, PACKAGES_IMAGE, 'lc.root=unpack');
+  // One machine per firmware: under UEFI the kernel loads both initrds by name (initrd=…).
+  sites.compressed = await startSite('compressed', 4, OCI_IMAGE, '', 'bios');
+  sites.unpacked = await startSite('unpacked', 5, PACKAGES_IMAGE, 'lc.root=unpack', 'uefi');
 }, 3_600_000);
 
 afterAll(async () => {

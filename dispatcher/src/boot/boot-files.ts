@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 export const PXE_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'] as const;
 /**
  * The RAM image (`make image`): kernel, base initrd, and for an image with its own root
- * (`make image FROM=... | PACKAGES=...`) root.cpio, loaded as a second initrd.
+ * (`make image FROM=... | PACKAGES=...`) root.cpio, loaded as an initrd before the base one.
  */
 export const IMAGE_FILES = ['vmlinuz', 'initrd.img', 'root.cpio'] as const;
 /** Image files only some images have: their absence is not worth a warning. */

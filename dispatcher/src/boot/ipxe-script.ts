@@ -31,7 +31,7 @@ export interface BootScriptInput {
   pubkeyB64?: string | null;
   /** The machine waits for approval: it boots, and the agent is held until approved. */
   pending: boolean;
-  /** The image has its own root (root.cpio), loaded as a second initrd on top of the base one. */
+  /** The image has its own root (root.cpio), loaded as an initrd before the base one. */
   withRoot?: boolean;
 }
 
@@ -40,11 +40,13 @@ export function kernelCommandLine(
   input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot'>,
 ): string {
   // Under UEFI, iPXE hands the initrds to Linux by name: the kernel needs one `initrd=<name>`
-  // each, in load order (harmless under BIOS, where iPXE loads them the legacy way).
+  // each, in load order (harmless under BIOS, where iPXE loads them the legacy way). An image's
+  // root.cpio comes first: UEFI's stub concatenates the files as they are, and the kernel finds
+  // an archive after a compressed one only at a 4-byte boundary (root.cpio's length is one).
   const pubkey = input.pubkeyB64 ? `lc.pubkey=${input.pubkeyB64}` : '';
   return [
-    'initrd=initrd.img',
     input.withRoot ? 'initrd=root.cpio' : '',
+    'initrd=initrd.img',
     `lc.dispatcher=${input.dispatcherUrl}`,
     `lc.token=${input.token}`,
     pubkey,
@@ -65,8 +67,8 @@ export function bootScript(input: BootScriptInput): string {
     `echo lilcluster: booting ${scriptSafe(input.nodeName)} (${input.mac}) from ${base}${input.pending ? ' - waiting for approval' : ''}`,
     // --name: the initrd's name is what `initrd=` refers to, whatever the URL looks like.
     `kernel --name vmlinuz ${base}/image/vmlinuz?mac=${m} ${kernelCommandLine(input)} || goto retry`,
-    `initrd --name initrd.img ${base}/image/initrd.img?mac=${m} || goto retry`,
     ...(input.withRoot ? [`initrd --name root.cpio ${base}/image/root.cpio?mac=${m} || goto retry`] : []),
+    `initrd --name initrd.img ${base}/image/initrd.img?mac=${m} || goto retry`,
     'boot || goto retry',
     ':retry',
     `echo lilcluster: could not load the image from ${base}; retrying in ${DOWNLOAD_RETRY_SECONDS} s`,

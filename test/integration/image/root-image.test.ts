@@ -20,6 +20,7 @@ import {
   readFileSync,
   readdirSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -220,9 +221,13 @@ describe('FROM= a container image', () => {
         .toString()
         .trim()
         .split('\n');
-      expect(listing).toHaveLength(2);
-      expect(listing[0]).toMatch(/^-r-------- +1 root +root +\d+ Jan  1  1970 root\.img$/);
-      expect(listing[1]).toMatch(/^-rw-r--r-- +1 root +root +\d+ Jan  1  1970 etc\/lilcluster\/root\.env$/);
+      expect(listing).toHaveLength(4);
+      expect(listing[0]).toMatch(/^drwxr-xr-x +\d+ root +root +0 Jan  1  1970 etc$/);
+      expect(listing[1]).toMatch(/^drwxr-xr-x +\d+ root +root +0 Jan  1  1970 etc\/lilcluster$/);
+      expect(listing[2]).toMatch(/^-r-------- +1 root +root +\d+ Jan  1  1970 root\.img$/);
+      expect(listing[3]).toMatch(/^-rw-r--r-- +1 root +root +\d+ Jan  1  1970 etc\/lilcluster\/root\.env$/);
+      // Loaded before the compressed base initrd: the kernel finds the next archive only at a 4-byte boundary.
+      expect(statSync(join(a, 'root.cpio')).size % 4).toBe(0);
 
       const dir = unpackCpio(join(a, 'root.cpio'));
       expect(parseRootEnv(readFileSync(join(dir, 'etc/lilcluster/root.env'), 'utf8'))).toEqual({

@@ -68,15 +68,15 @@ describe('boot script', () => {
     expect(cl.filter((a) => a.startsWith('lc.token=')).length).toBe(1);
   });
 
-  it('loads an image root as a second initrd after the base one, named on the command line in that order', () => {
+  it("loads an image's root.cpio before the compressed base initrd, named on the command line in that order", () => {
     const r = bootScript({ ...input, withRoot: true });
     const initrds = lines(r).filter((l) => l.startsWith('initrd '));
     expect(initrds).toEqual([
-      'initrd --name initrd.img http://10.42.0.1:8080/image/initrd.img?mac=52-54-00-12-34-56 || goto retry',
       'initrd --name root.cpio http://10.42.0.1:8080/image/root.cpio?mac=52-54-00-12-34-56 || goto retry',
+      'initrd --name initrd.img http://10.42.0.1:8080/image/initrd.img?mac=52-54-00-12-34-56 || goto retry',
     ]);
     const cl = line(r, 'kernel').split(' ');
-    expect(cl.filter((a) => a.startsWith('initrd='))).toEqual(['initrd=initrd.img', 'initrd=root.cpio']);
+    expect(cl.filter((a) => a.startsWith('initrd='))).toEqual(['initrd=root.cpio', 'initrd=initrd.img']);
     expect(lines(s).some((l) => l.includes('root.cpio'))).toBe(false);
   });
 });
