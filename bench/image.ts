@@ -9,17 +9,22 @@
  * kernel's printk timestamp is an upper bound of the host time the kernel's clock started;
  * the smallest of them (a line printed live, not replayed from the log buffer) is taken.
  * Memory is the line /init prints 15 s after the agent starts: MemTotal − MemAvailable.
+ * An image with its own root (root.cpio beside initrd.img) boots with both, root.cpio first, as
+ * the boot script loads them: `IMAGE_OUT=dist/images/numpy make bench-image`.
  *
  * Prints `RESULT name=... key=value ...` lines.
  */
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QemuMachine, type ConsoleLine } from '../test/lab/qemu.js';
 import type { ImageManifest } from '../image/src/manifest.js';
 
 const IMAGE = process.env.IMAGE_OUT ?? 'dist/image';
+const ROOT_CPIO = `${IMAGE}/root.cpio`;
+/** QEMU takes one initrd file: an image's root.cpio and the base initrd, concatenated in boot order. */
+const INITRD = existsSync(ROOT_CPIO) ? 'test/artifacts/bench-image-initrds.img' : `${IMAGE}/initrd.img`;
 const BOOTS = Number(process.env.BOOTS ?? 5);
 const MEMORY_MIB = Number(process.env.MEMORY_MIB ?? 1024);
 const BOOT_TIMEOUT_MS = 180_000;
@@ -97,7 +102,7 @@ async function bootOnce(run: number, manifest: ImageManifest): Promise<Boot> {
     boot: {
       kind: 'kernel',
       kernel: `${IMAGE}/vmlinuz`,
-      initrd: `${IMAGE}/initrd.img`,
+      initrd: INITRD,
       append: `${CONSOLES} lc.dispatcher=http://10.0.2.2:${port} lc.token=bench-${run}`,
     },
     nics: [{ net: { kind: 'user' } }],
@@ -136,6 +141,10 @@ async function bootOnce(run: number, manifest: ImageManifest): Promise<Boot> {
 
 async function main(): Promise<void> {
   const manifest = JSON.parse(readFileSync(`${IMAGE}/manifest.json`, 'utf8')) as ImageManifest;
+  if (INITRD !== `${IMAGE}/initrd.img`) {
+    mkdirSync('test/artifacts', { recursive: true });
+    writeFileSync(INITRD, Buffer.concat([readFileSync(ROOT_CPIO), readFileSync(`${IMAGE}/initrd.img`)]));
+  }
   const initrd = manifest.files['initrd.img'];
   result('image-size', {
     initrd_mib: fixed(mib(initrd.size)),
@@ -148,6 +157,13 @@ async function main(): Promise<void> {
     modules: manifest.modules.shipped.length,
     node_mib: fixed(mib(manifest.node.size)),
   });
+  if (manifest.root)
+    result('image-root', {
+      image: manifest.root.image,
+      root_cpio_mib: fixed(mib(manifest.root.size)),
+      unpacked_mib: fixed(mib(manifest.root.unpackedBytes)),
+      download_per_boot_mib: fixed(mib(manifest.root.size + initrd.size + manifest.files.vmlinuz.size)),
+    });
 
   const boots: Boot[] = [];
   for (let run = 1; run <= BOOTS; run++) {
