@@ -7,11 +7,9 @@ import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { ProcessRunner, type RunnerOptions } from '../../../node-agent/src/runner.js';
-import { ChildProcessLauncher, type Launcher } from '../../../node-agent/src/launcher.js';
-import { NativeLauncher } from '../../../node-agent/src/native-launcher.js';
-import { loadSpawnAddon } from '../../../node-agent/src/spawn-addon.js';
 import { groupMembers } from '../../../node-agent/src/proc.js';
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
+import { LAUNCHERS, nativeLauncher, task } from './launchers.js';
 
 // Set before the runner reads the environment (once): what a host passes on, and the agent's secrets.
 process.env.LC_TOKEN = 'secret-agent-token';
@@ -46,35 +44,6 @@ beforeAll(async () => {
   httpBase = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 });
 afterAll(() => server?.close());
-
-function nativeLauncher(): Launcher {
-  const loaded = loadSpawnAddon({ env: {} });
-  if (!loaded.addon) throw new Error(`the spawn addon is needed for this suite (make build): ${loaded.reason}`);
-  return new NativeLauncher(loaded.addon);
-}
-
-/** Both ways of starting tasks pass the same suite. */
-const LAUNCHERS: [string, () => Launcher][] = [
-  ['native', nativeLauncher],
-  ['child_process', () => new ChildProcessLauncher()],
-];
-
-let nextId = 1;
-function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
-  return {
-    taskId: nextId++,
-    jobId: 1,
-    attempt: 1,
-    command,
-    env: {},
-    cwd: null,
-    stdinB64: null,
-    inputsPath: null,
-    inputsSha256: null,
-    timeoutMs: 10_000,
-    ...over,
-  };
-}
 
 /** The pids a task printed (`echo $$ $!`), all of which must be gone with its group. */
 function pidsOf(r: TaskResult): number[] {

@@ -10,12 +10,10 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { ProcessRunner } from '../../../node-agent/src/runner.js';
-import { ChildProcessLauncher, type Launcher } from '../../../node-agent/src/launcher.js';
-import { NativeLauncher } from '../../../node-agent/src/native-launcher.js';
-import { loadSpawnAddon } from '../../../node-agent/src/spawn-addon.js';
 import { groupMembers, killGroup, killOrphanTasks } from '../../../node-agent/src/proc.js';
 import { loadTaskRoot, enterRoot, type TaskRootConfig, type TaskRoot, type Command } from '../../../node-agent/src/task-root.js';
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
+import { LAUNCHERS, task } from './launchers.js';
 
 const CHROOT = ['/bin/busybox', 'chroot'];
 const APPLETS = ['sh', 'cat', 'pwd', 'sleep', 'echo', 'env', 'test', 'mkdir', 'kill', 'true'];
@@ -72,33 +70,6 @@ afterAll(() => {
 
 function rootConfig(dir: string): TaskRootConfig {
   return loadTaskRoot({ LC_TASK_ROOT: dir, LC_TASK_PATH: '/bin', LC_ROOT_IMAGE: 'test', LC_ROOT_VERSION: '0123' }, tasksDir, CHROOT);
-}
-
-function nativeLauncher(): Launcher {
-  const loaded = loadSpawnAddon({ env: {} });
-  if (!loaded.addon) throw new Error(`the spawn addon is needed for this suite (make build): ${loaded.reason}`);
-  return new NativeLauncher(loaded.addon);
-}
-const LAUNCHERS: [string, () => Launcher][] = [
-  ['native', nativeLauncher],
-  ['child_process', () => new ChildProcessLauncher()],
-];
-
-let nextId = 1;
-function task(command: string | string[], over: Partial<TaskAssignment> = {}): TaskAssignment {
-  return {
-    taskId: nextId++,
-    jobId: 1,
-    attempt: 1,
-    command,
-    env: {},
-    cwd: null,
-    stdinB64: null,
-    inputsPath: null,
-    inputsSha256: null,
-    timeoutMs: 10_000,
-    ...over,
-  };
 }
 
 async function outputs(r: TaskResult): Promise<Record<string, string>> {
