@@ -66,7 +66,8 @@ export class CommandTracker {
         p.ackMs = msSince(p.sentAt);
         if (msg.ok && p.cmd.kind === 'reboot') this.fate = 'rebooting';
         if (msg.ok && p.cmd.kind === 'poweroff') this.fate = 'off';
-        if (!msg.ok || DONE_ON_ACK.has(p.cmd.kind))
+        // A reboot with a kexec plan is done when the agent says which path it takes.
+        if (!msg.ok || (DONE_ON_ACK.has(p.cmd.kind) && !(p.cmd.kind === 'reboot' && p.cmd.kexec)))
           this.#settle(msg.id, p, { ok: msg.ok, ackMs: p.ackMs, ...(msg.error ? { error: msg.error } : {}) });
         return;
       case 'control-output':
@@ -90,7 +91,11 @@ export class CommandTracker {
     for (const [id, p] of this.#pending) {
       clearTimeout(p.timer);
       this.#pending.delete(id);
-      if (p.ackMs !== undefined && DONE_ON_ACK.has(p.cmd.kind)) continue;
+      if (p.ackMs !== undefined && DONE_ON_ACK.has(p.cmd.kind)) {
+        // A kexec reboot may leave before its control-done: it is rebooting, by which path unknown.
+        if (p.cmd.kind === 'reboot' && p.cmd.kexec) p.resolve({ ok: true, ackMs: p.ackMs });
+        continue;
+      }
       p.reject(new DispatcherError('DSP_ERR_NODE_OFFLINE', `the agent of ${this.nodeLabel()} disconnected before finishing the command`));
     }
   }

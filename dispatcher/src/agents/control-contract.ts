@@ -4,9 +4,11 @@
  * No SSH and no inbound port on the node: every command rides the agent's own WebSocket.
  */
 import type { Mac } from '../nodes/mac.js';
+import type { KexecPlan } from '../protocol/messages.js';
 
 export type ControlCommand =
-  | { kind: 'reboot' }
+  /** `kexec`: boot that plan without the firmware (done when the agent says which path it takes); `firmware`: never kexec. */
+  | { kind: 'reboot'; kexec?: KexecPlan; firmware?: boolean }
   | { kind: 'poweroff' }
   /** Full systeminformation snapshot plus live load, memory, temperatures. */
   | { kind: 'inspect' }

@@ -137,9 +137,58 @@ export type Inventory = Static<typeof Inventory>;
 export const RunningTask = Type.Object({ taskId: Int(), attempt: Int(1), startedAt: Int(), progress: Nullable(Fraction) }, Closed);
 export type RunningTask = Static<typeof RunningTask>;
 
+/** A file the agent fetches over HTTP and checks before using it (kexec). */
+export const FileRef = Type.Object(
+  { url: Type.String({ minLength: 1, maxLength: 2048, pattern: '^https?://' }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }), size: Int() },
+  Closed,
+);
+export type FileRef = Static<typeof FileRef>;
+
+/**
+ * Boot another kernel without the firmware: the agent fetches the kernel and the initrds,
+ * checks each sha256, concatenates the initrds in order (the image's root.cpio first, as the
+ * boot script loads them) and kexecs with this command line.
+ */
+export const KexecPlan = Type.Object(
+  { kernel: FileRef, initrds: Type.Array(FileRef, { minItems: 1, maxItems: 4 }), cmdline: Str(4096) },
+  Closed,
+);
+export type KexecPlan = Static<typeof KexecPlan>;
+
+/**
+ * What a `reboot` with a kexec plan reports in its `control-done` (sent before the machine
+ * goes): the way it is rebooting, and why the firmware when kexec was asked for.
+ */
+export const RebootPath = Type.Object(
+  { path: Type.Union([Type.Literal('kexec'), Type.Literal('firmware')]), reason: Type.Optional(Str(4096)) },
+  Closed,
+);
+export type RebootPath = Static<typeof RebootPath>;
+
+/**
+ * The image a node booted, from its kernel command line (`lc.image=<name>@<version>`,
+ * `lc.via=kexec`), and the image's health check as the agent ran it at start.
+ */
+export const BootedImage = Type.Object(
+  {
+    name: Str(64),
+    version: Str(64),
+    via: Type.Union([Type.Literal('firmware'), Type.Literal('kexec')]),
+    health: Type.Union([Type.Literal('none'), Type.Literal('passed'), Type.Literal('failed')]),
+    /** Why it failed (the check's output, bounded). */
+    healthDetail: Type.Optional(Str(4096)),
+  },
+  Closed,
+);
+export type BootedImage = Static<typeof BootedImage>;
+
 /** Operator commands (mirrors agents/control-contract.ts ControlCommand). */
 export const ControlCommand = Type.Union([
-  Type.Object({ kind: Type.Literal('reboot') }, Closed),
+  /**
+   * With `kexec` (and not `firmware`), the agent acknowledges, loads the plan, reports the path
+   * in `control-done` (RebootPath) and then reboots; any failure falls back to the firmware.
+   */
+  Type.Object({ kind: Type.Literal('reboot'), kexec: Type.Optional(KexecPlan), firmware: Type.Optional(Type.Boolean()) }, Closed),
   Type.Object({ kind: Type.Literal('poweroff') }, Closed),
   Type.Object({ kind: Type.Literal('inspect') }, Closed),
   Type.Object(
@@ -210,6 +259,8 @@ export const Hello = Type.Object(
     running: Type.Array(RunningTask, { maxItems: MAX_BATCH }),
     /** Tasks whose results the agent holds but the dispatcher has not acknowledged; they follow as `results`. */
     undelivered: Type.Array(TaskRef, { maxItems: MAX_UNDELIVERED_IN_HELLO }),
+    /** The image this boot came from (absent on hosts not booted by the dispatcher). */
+    image: Type.Optional(BootedImage),
   },
   Closed,
 );
