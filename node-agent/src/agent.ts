@@ -11,7 +11,14 @@
  * so a node busy on every core still answers on time.
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
-import type { ControlCommand, RunningTask, TaskRef, WireTaskResult } from '../../dispatcher/src/protocol/messages.js';
+import type {
+  ControlCommand,
+  KexecPlan,
+  RebootPath,
+  RunningTask,
+  TaskRef,
+  WireTaskResult,
+} from '../../dispatcher/src/protocol/messages.js';
 import { MAX_BATCH, MAX_UNDELIVERED_IN_HELLO } from '../../dispatcher/src/protocol/messages.js';
 import { PROGRESS_THROTTLE_MS } from '../../dispatcher/src/protocol/progress.js';
 import { toWireResult } from '../../dispatcher/src/protocol/results.js';
@@ -24,6 +31,8 @@ export const RESEND_AFTER_MS = 30_000;
 export const POWER_DELAY_MS = 300;
 /** A control-output message carries at most this much text. */
 const OUTPUT_CHUNK = 64 * 1024;
+/** RebootPath.reason's bound in the protocol. */
+const MAX_REASON = 4096;
 
 export interface AgentOptions {
   slots: number;
@@ -66,6 +75,8 @@ export class Agent {
   #toSend: TaskResult[] = [];
   #flushScheduled = false;
   #stopped = false;
+  /** A kexec reboot is loading or jumping: a second one would race it for the same files. */
+  #rebooting = false;
   /** Counters for tests and the console. */
   readonly counts = { started: 0, finished: 0, acked: 0, cancelled: 0 };
 
@@ -368,6 +379,7 @@ export class Agent {
       case 'poweroff': {
         const refusal = this.#deps.power.refusal();
         if (refusal) return void ack(false, refusal);
+        if (cmd.kind === 'reboot' && cmd.kexec && !cmd.firmware) return this.#rebootByKexec(cmd.kexec, ack, done);
         ack(true);
         this.#opts.say(`${cmd.kind} requested by the dispatcher`);
         setTimeout(() => {
@@ -407,6 +419,43 @@ export class Agent {
       default:
         return assertNever(cmd);
     }
+  }
+
+  /**
+   * Loads the plan, says which way the node reboots (control-done's RebootPath), then jumps.
+   * Any failure — a refused file, kexec unable to load, or `kexec -e` coming back — ends in a
+   * firmware reboot: the node must go down either way.
+   */
+  #rebootByKexec(plan: KexecPlan, ack: (ok: boolean, error?: string) => void, done: (ok: boolean, result: RebootPath) => void): void {
+    if (this.#rebooting) return void ack(false, 'a reboot is already under way');
+    this.#rebooting = true;
+    ack(true);
+    const power = this.#deps.power;
+    const say = this.#opts.say;
+    const byFirmware = (why: string) => {
+      say(`rebooting by the firmware: ${why}`);
+      setTimeout(() => power.reboot().catch((err: Error) => say(`reboot failed: ${err.message}`)), POWER_DELAY_MS);
+    };
+    say('reboot by kexec requested by the dispatcher: fetching the kernel and initrds');
+    const started = Date.now();
+    power.loadKexec(plan).then(
+      () => {
+        say(`kexec plan loaded in ${Date.now() - started} ms; jumping into the new kernel`);
+        done(true, { path: 'kexec' });
+        setTimeout(() => {
+          const failed = (why: string) => byFirmware(`kexec failed: ${why}`);
+          power.execKexec().then(
+            () => failed('kexec -e returned'),
+            (err: Error) => failed(err.message),
+          );
+        }, POWER_DELAY_MS);
+      },
+      (err: Error) => {
+        const reason = err.message.length > MAX_REASON ? `${err.message.slice(0, MAX_REASON - 1)}…` : err.message;
+        done(true, { path: 'firmware', reason });
+        byFirmware(reason);
+      },
+    );
   }
 }
 

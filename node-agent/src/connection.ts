@@ -25,6 +25,7 @@ import {
   AGENT_USER_AGENT_PREFIX,
   PROTOCOL_VERSION,
   type AgentMessage,
+  type BootedImage,
   type Inventory as InventoryInfo,
   type WelcomeMessage,
 } from '../../dispatcher/src/protocol/messages.js';
@@ -62,6 +63,8 @@ export interface ConnectionOptions {
   insecure: boolean;
   slots: number;
   agentVersion: string;
+  /** The image this boot came from (booted-image.ts); absent on hosts the dispatcher did not boot. */
+  image?: BootedImage;
   inventory: () => Promise<InventoryInfo>;
   say: (line: string) => void;
 }
@@ -200,6 +203,7 @@ export class DispatcherConnection implements TaskSource {
         inventory,
         running,
         undelivered,
+        ...(this.#o.image ? { image: this.#o.image } : {}),
       }),
     );
     this.#state = 'hello-sent';

@@ -18,6 +18,8 @@ import { Outbox } from './outbox.js';
 import { SystemInventory } from './inventory.js';
 import { rootIsInRam } from './hardware.js';
 import { SystemPower } from './power.js';
+import { DEFAULT_KEXEC } from './kexec.js';
+import { bootedImage, healthOf, readCmdline } from './booted-image.js';
 import { killOrphanTasks } from './proc.js';
 import { waitForFile } from './wait-file.js';
 import { describeTaskRoot, loadTaskRoot, parseTaskRootEnv, defaultChroot } from './task-root.js';
@@ -30,14 +32,6 @@ const EXEC_TIMEOUT_MS = 60_000;
 
 function say(line: string): void {
   process.stdout.write(`node-agent: ${line}\n`);
-}
-
-function readKernelCmdline(): string {
-  try {
-    return readFileSync('/proc/cmdline', 'utf8');
-  } catch {
-    return ''; // not Linux, or /proc not mounted
-  }
 }
 
 function readMounts(): string {
@@ -115,7 +109,8 @@ async function main(): Promise<void> {
     allowPower: o.allowPower,
     killGraceMs: o.killGrace,
   };
-  const settings = resolveSettings(flags, process.env, parseKernelCmdline(readKernelCmdline()), {
+  const cmdline = readCmdline();
+  const settings = resolveSettings(flags, process.env, parseKernelCmdline(cmdline), {
     cpuCount: availableParallelism(),
     fileExists: existsSync,
     tmpDir: defaultWorkRoot(readMounts(), tmpdir()),
@@ -140,8 +135,12 @@ async function main(): Promise<void> {
   // After the tasks dir exists: the check looks for it inside the root.
   const taskRoot = loadTaskRoot(process.env, tasksDir, chroot);
   say(describeTaskRoot(taskRoot));
+  const booted = bootedImage(cmdline, healthOf(taskRoot));
+  if (booted.problem) say(`!!! ${booted.problem}`);
+  if (booted.image) say(`booted image ${booted.image.name}@${booted.image.version} by ${booted.image.via}`);
   const inventory = new SystemInventory();
   const { launcher, note } = defaultLauncher();
+  const userAgent = `${AGENT_USER_AGENT_PREFIX}${VERSION}`;
   say(note);
   const runner = new ProcessRunner({
     tasksDir,
@@ -150,7 +149,7 @@ async function main(): Promise<void> {
     maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
     killGraceMs: settings.killGraceMs,
     httpBase: settings.httpBase,
-    userAgent: `${AGENT_USER_AGENT_PREFIX}${VERSION}`,
+    userAgent,
     launcher,
     taskRoot,
   });
@@ -165,10 +164,15 @@ async function main(): Promise<void> {
     insecure: settings.insecure,
     slots: settings.slots,
     agentVersion: VERSION,
+    ...(booted.image ? { image: booted.image } : {}),
     inventory: () => inventory.collect(),
     say,
   });
-  const power = new SystemPower({ ramRoot: rootIsInRam(readMounts()), allowPower: settings.allowPower });
+  const power = new SystemPower({
+    ramRoot: rootIsInRam(readMounts()),
+    allowPower: settings.allowPower,
+    kexec: { ...DEFAULT_KEXEC, userAgent },
+  });
   const agent = new Agent(
     { source, runner, reporter, inventory, power },
     { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say },

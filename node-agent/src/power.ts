@@ -6,13 +6,17 @@
  * `reboot -f` / `poweroff -f` (busybox and systemd both take -f: no init shutdown, which a
  * RAM node does not need); if that fails, the magic SysRq key (b: reboot, o: power off) as
  * the last resort — it does not sync disks, which a diskless node does not have.
+ *
+ * kexec (kexec.ts) boots another kernel without the firmware; the same refusal applies.
  */
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import type { KexecPlan } from '../../dispatcher/src/protocol/messages.js';
+import { execLoaded, loadPlan, unloadKexec, type KexecOptions } from './kexec.js';
 import type { Power } from './seams.js';
 
 export class SystemPower implements Power {
-  constructor(private readonly opts: { ramRoot: boolean; allowPower: boolean }) {}
+  constructor(private readonly opts: { ramRoot: boolean; allowPower: boolean; kexec: KexecOptions }) {}
 
   refusal(): string | null {
     if (this.opts.ramRoot || this.opts.allowPower) return null;
@@ -25,6 +29,20 @@ export class SystemPower implements Power {
 
   poweroff(): Promise<void> {
     return this.#act(['poweroff', '-f'], 'o');
+  }
+
+  async loadKexec(plan: KexecPlan): Promise<void> {
+    const refusal = this.refusal();
+    if (refusal) throw new Error(refusal);
+    await loadPlan(plan, this.opts.kexec);
+  }
+
+  async execKexec(): Promise<void> {
+    const refusal = this.refusal();
+    if (refusal) throw new Error(refusal);
+    const why = await execLoaded(this.opts.kexec);
+    await unloadKexec(this.opts.kexec);
+    throw new Error(why);
   }
 
   async #act(argv: string[], sysrq: string): Promise<void> {

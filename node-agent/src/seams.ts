@@ -7,10 +7,10 @@
  *   TaskRunner  — runs one task (or an operator's exec) in its own process group
  *   Reporter    — keeps finished results until the dispatcher acknowledges them
  *   Inventory   — what the machine is (hello), how it is doing (heartbeats), full inspect
- *   Power       — reboot and poweroff
+ *   Power       — reboot (by the firmware or kexec) and poweroff
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
-import type { AgentMessage, Inventory as InventoryInfo, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
+import type { AgentMessage, Inventory as InventoryInfo, KexecPlan, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
 import type { AgentInbound } from './task-batch.js';
 
 export interface SessionInfo {
@@ -91,4 +91,8 @@ export interface Power {
   refusal(): string | null;
   reboot(): Promise<void>;
   poweroff(): Promise<void>;
+  /** Fetches, checks and loads the plan's kernel (kexec.ts); rejects naming the file and what was wrong. */
+  loadKexec(plan: KexecPlan): Promise<void>;
+  /** Jumps into the loaded kernel. It never settles when it works: settling (either way) means it failed. */
+  execKexec(): Promise<void>;
 }

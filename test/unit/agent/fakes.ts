@@ -3,7 +3,7 @@
  * sockets, processes or a real machine.
  */
 import type { TaskAssignment, TaskResult } from '../../../dispatcher/src/protocol/messages.js';
-import type { AgentMessage, DispatcherMessage, TaskRef } from '../../../dispatcher/src/protocol/messages.js';
+import type { AgentMessage, DispatcherMessage, KexecPlan, TaskRef } from '../../../dispatcher/src/protocol/messages.js';
 import type {
   ExecOutcome,
   Inventory,
@@ -160,5 +160,16 @@ export class FakePower implements Power {
   }
   async poweroff(): Promise<void> {
     this.calls.push('poweroff');
+  }
+  /** What loadKexec does: resolve (loaded) by default, or the test's own (a real SystemPower's kexec with a stand-in program). */
+  load: (plan: KexecPlan) => Promise<void> = async () => {};
+  async loadKexec(plan: KexecPlan): Promise<void> {
+    this.calls.push('loadKexec');
+    await this.load(plan);
+  }
+  /** Like a real `kexec -e` that failed: it returns. */
+  async execKexec(): Promise<void> {
+    this.calls.push('execKexec');
+    throw new Error('kexec -e returned: exit status 1');
   }
 }
