@@ -11,6 +11,8 @@ export type DhcpMode = 'full' | 'proxy' | 'off';
 export const DEFAULT_HTTP_PORT = 8080;
 export const DEFAULT_DATA_DIR = '/var/lib/lilcluster';
 export const DEFAULT_IMAGE_DIR = 'dist/image';
+/** The library of named images (`make image IMAGE=<name>` builds dist/images/<name>). */
+export const DEFAULT_IMAGES_DIR = 'dist/images';
 export const DEFAULT_PXE_DIR = 'pxe/bin';
 export const DEFAULT_LEASE_SECONDS = 3600;
 /** Kea's default `cache-threshold`: a lease younger than a quarter of its lifetime is confirmed as stored. */
@@ -71,7 +73,10 @@ export interface DispatcherConfig {
   /** Set to false to not serve TFTP (for example with `--dhcp off` and another TFTP server). */
   tftp: boolean;
   dataDir: string;
+  /** The image named `default`. */
   imageDir: string;
+  /** Named images, one folder each (images/catalog.ts). */
+  imagesDir: string;
   pxeDir: string;
   clusterFile?: string;
   heartbeatSeconds: number;
@@ -104,6 +109,7 @@ export function defaultConfig(): DispatcherConfig {
     tftp: true,
     dataDir: DEFAULT_DATA_DIR,
     imageDir: DEFAULT_IMAGE_DIR,
+    imagesDir: DEFAULT_IMAGES_DIR,
     pxeDir: DEFAULT_PXE_DIR,
     heartbeatSeconds: DEFAULT_HEARTBEAT_SECONDS,
     missedHeartbeats: DEFAULT_MISSED_HEARTBEATS,

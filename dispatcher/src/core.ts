@@ -19,6 +19,9 @@ import { loadOrCreateSecrets, type Secrets } from './trust/secrets.js';
 import type { NodeNetwork } from './net/interfaces.js';
 import { BootTimeline } from './boot/timeline.js';
 import { MetricsRegistry } from './metrics/registry.js';
+import { ImageCatalog } from './images/catalog.js';
+import { ImageReleases } from './images/releases.js';
+import { ImageAssignments } from './images/assignment.js';
 
 export interface Core {
   config: DispatcherConfig;
@@ -39,6 +42,8 @@ export interface Core {
   timeline: BootTimeline;
   /** Counters and gauges for /metrics: every service registers its own (see metrics/registry.ts). */
   metrics: MetricsRegistry;
+  /** The images served (catalog), which version of each nodes boot (releases), and which image each node boots. */
+  images: { catalog: ImageCatalog; releases: ImageReleases; assignments: ImageAssignments };
   network: NodeNetwork;
   now: () => number;
   startedAt: number;
@@ -68,6 +73,15 @@ export function createCore(opts: CoreOptions): Core {
   const bootAddresses = new BootAddresses(now);
   const timeline = new BootTimeline(db, commits, now);
   const metrics = new MetricsRegistry();
+  const catalog = new ImageCatalog({
+    defaultDir: config.imageDir,
+    libraryDir: config.imagesDir,
+    fingerprint: secrets.identity.fingerprint,
+    log: log.child({ svc: 'images' }),
+    now,
+  });
+  const releases = new ImageReleases(db, commits, now);
+  const images = { catalog, releases, assignments: new ImageAssignments(catalog, releases, cluster) };
   return {
     config,
     log,
@@ -83,6 +97,7 @@ export function createCore(opts: CoreOptions): Core {
     bootAddresses,
     timeline,
     metrics,
+    images,
     network: opts.network,
     now,
     startedAt: now(),

@@ -11,6 +11,7 @@ import {
   DEFAULT_DATA_DIR,
   DEFAULT_HTTP_PORT,
   DEFAULT_IMAGE_DIR,
+  DEFAULT_IMAGES_DIR,
   DEFAULT_PXE_DIR,
 } from './config.js';
 import { DispatcherError } from './errors.js';
@@ -40,7 +41,8 @@ const program = new Command('dispatcher')
   .option('--tftp-port <port>', 'TFTP port (default 69)', toInt)
   .option('--no-tftp', 'do not serve TFTP')
   .option('--data-dir <dir>', `state: database, tokens, keys (default ${DEFAULT_DATA_DIR})`)
-  .option('--image <dir>', `RAM image: vmlinuz, initrd.img, manifest.json (default ${DEFAULT_IMAGE_DIR})`)
+  .option('--image <dir>', `the image named default: vmlinuz, initrd.img, manifest.json (default ${DEFAULT_IMAGE_DIR})`)
+  .option('--images <dir>', `named images, a folder each (default ${DEFAULT_IMAGES_DIR}; make image IMAGE=<name>)`)
   .option('--pxe-dir <dir>', `iPXE first-stage binaries (default ${DEFAULT_PXE_DIR}; \`make pxe\` fills it)`)
   .option('--cluster <file>', 'cluster definition file (YAML): known nodes, labels, enrollment policy')
   .option('--lease-seconds <n>', 'DHCP lease time (default 3600)', toInt)
@@ -55,7 +57,7 @@ Examples:
   dispatcher --dhcp proxy --interface eth0          # beside an existing DHCP server
   dispatcher --config /etc/lilcluster/dispatcher.yaml
 
-The YAML file takes the same settings in camelCase (interface, httpPort, dataDir, imageDir,
+The YAML file takes the same settings in camelCase (interface, httpPort, dataDir, imageDir, imagesDir,
 dhcp: {mode, range, leaseSeconds, leaseCacheThreshold, router, dns}, clusterFile, ...).`,
   );
 
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
     tftp: o.tftp === false ? false : undefined,
     dataDir: o.dataDir,
     imageDir: o.image,
+    imagesDir: o.images,
     pxeDir: o.pxeDir,
     clusterFile: o.cluster,
     heartbeatSeconds: o.heartbeat,

@@ -20,6 +20,7 @@ import type { Mac } from '../nodes/mac.js';
 import type { NodeCapacity } from '../dispatch/contract.js';
 import type { BootTokenCheck } from '../trust/boot-tokens.js';
 import type { EnrollCheck } from '../trust/enroll-tokens.js';
+import type { BootedImage } from '../protocol/messages.js';
 import { PROTOCOL_VERSION, type HelloMessage, type RefusalReason, type Inventory } from '../protocol/messages.js';
 
 /** An agent waiting for approval asks again this often. */
@@ -91,6 +92,13 @@ export function decideAdmission(hello: HelloMessage, mac: Mac, checks: Admission
 }
 
 /** What the engine matches tasks against: the registry's name and labels, the agent's inventory. */
-export function capacityOf(node: NodeRecord, inventory: Inventory): NodeCapacity {
-  return { mac: node.mac, name: node.name, labels: node.labels, cores: inventory.cpu.cores, memoryMiB: inventory.memoryMiB };
+export function capacityOf(node: NodeRecord, inventory: Inventory, image: BootedImage | undefined): NodeCapacity {
+  return {
+    mac: node.mac,
+    name: node.name,
+    labels: node.labels,
+    cores: inventory.cpu.cores,
+    memoryMiB: inventory.memoryMiB,
+    image: image?.name ?? null,
+  };
 }

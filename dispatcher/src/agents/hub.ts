@@ -354,7 +354,7 @@ export class AgentHub implements NodeControl {
     conn.mac = mac;
     conn.node = node;
     conn.log = this.#log.child({ mac, node: node.name });
-    conn.capacity = capacityOf(node, hello.inventory);
+    conn.capacity = capacityOf(node, hello.inventory, hello.image);
     conn.live = {
       connectedAt: now,
       lastHeartbeat: now,
@@ -372,9 +372,11 @@ export class AgentHub implements NodeControl {
       ip: conn.ip || null,
       agentVersion: hello.agentVersion,
       inventory: hello.inventory as unknown as Record<string, unknown>,
+      bootedImage: hello.image ?? null,
     });
     this.#core.timeline.record(mac, 'agent.hello', {
       agentVersion: hello.agentVersion,
+      ...(hello.image ? { image: `${hello.image.name}@${hello.image.version}`, via: hello.image.via, health: hello.image.health } : {}),
       ip: conn.ip,
       auth: hello.auth.kind,
       slots: hello.slots,

@@ -43,6 +43,8 @@ export interface BootFile {
 export interface BootFilesOptions {
   imageDir: string;
   pxeDir: string;
+  /** The files this instance serves (default every boot file; an image version: IMAGE_FILES). */
+  names?: readonly BootFileName[];
   log: Logger;
   recheckMs?: number;
   now?: () => number;
@@ -61,11 +63,13 @@ export class BootFiles {
   readonly #loadListeners: ((file: BootFile) => void)[] = [];
   readonly #recheckMs: number;
   readonly #now: () => number;
+  readonly #names: readonly BootFileName[];
 
   constructor(private readonly opts: BootFilesOptions) {
     this.#recheckMs = opts.recheckMs ?? DEFAULT_RECHECK_MS;
     this.#now = opts.now ?? Date.now;
-    for (const n of BOOT_FILES) this.#slots.set(n, { file: undefined, key: undefined, checkedAt: -Infinity, loading: undefined });
+    this.#names = opts.names ?? BOOT_FILES;
+    for (const n of this.#names) this.#slots.set(n, { file: undefined, key: undefined, checkedAt: -Infinity, loading: undefined });
   }
 
   static isBootFile(name: string): name is BootFileName {
@@ -78,8 +82,8 @@ export class BootFiles {
 
   /** Loads every file that exists; the missing ones are listed (and loaded when they appear). */
   async loadAll(): Promise<{ missing: BootFileName[] }> {
-    await Promise.all(BOOT_FILES.map((n) => this.#refresh(n, true)));
-    return { missing: BOOT_FILES.filter((n) => !this.#slots.get(n)!.file) };
+    await Promise.all(this.#names.map((n) => this.#refresh(n, true)));
+    return { missing: this.#names.filter((n) => !this.#slots.get(n)!.file) };
   }
 
   /** Names present on disk right now (synchronous; for start-up warnings). */
@@ -93,7 +97,8 @@ export class BootFiles {
    * Undefined when the file does not exist (checked again at most once per interval).
    */
   async get(name: BootFileName): Promise<BootFile | undefined> {
-    const slot = this.#slots.get(name)!;
+    const slot = this.#slots.get(name);
+    if (!slot) return undefined;
     if (slot.file) {
       // Serve what is loaded; a due change check (and reload) runs beside it.
       if (this.#now() - slot.checkedAt >= this.#recheckMs) void this.#refresh(name, false);
@@ -126,7 +131,7 @@ export class BootFiles {
 
   /** The loaded version without touching the disk (tests, status). */
   peek(name: BootFileName): BootFile | undefined {
-    return this.#slots.get(name)!.file;
+    return this.#slots.get(name)?.file;
   }
 
   #refresh(name: BootFileName, force: boolean): Promise<void> {

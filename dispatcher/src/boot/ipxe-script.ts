@@ -33,22 +33,32 @@ export interface BootScriptInput {
   pending: boolean;
   /** The image has its own root (root.cpio), loaded as an initrd before the base one. */
   withRoot?: boolean;
+  /** `name@version` of the image this boot gets (`lc.image=`: the agent reports it in its hello). */
+  image?: string;
+  /** Where the image's files are: `<dispatcherUrl>/image/<name>/<version>` (default `<dispatcherUrl>/image`). */
+  imageUrl?: string;
+  /** Set when the kernel is started by kexec rather than the firmware (`lc.via=kexec`; no `initrd=` names). */
+  via?: 'kexec';
 }
 
 /** Kernel command line: what /init reads (`lc.dispatcher`, `lc.token`) plus consoles and extras. */
 export function kernelCommandLine(
-  input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot'>,
+  input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot' | 'image' | 'via'>,
 ): string {
   // Under UEFI, iPXE hands the initrds to Linux by name: the kernel needs one `initrd=<name>`
   // each, in load order (harmless under BIOS, where iPXE loads them the legacy way). An image's
   // root.cpio comes first: UEFI's stub concatenates the files as they are, and the kernel finds
   // an archive after a compressed one only at a 4-byte boundary (root.cpio's length is one).
+  // kexec hands the kernel one initrd itself: no names to give.
   const pubkey = input.pubkeyB64 ? `lc.pubkey=${input.pubkeyB64}` : '';
+  const byName = input.via !== 'kexec';
   return [
-    input.withRoot ? 'initrd=root.cpio' : '',
-    'initrd=initrd.img',
+    byName && input.withRoot ? 'initrd=root.cpio' : '',
+    byName ? 'initrd=initrd.img' : '',
     `lc.dispatcher=${input.dispatcherUrl}`,
     `lc.token=${input.token}`,
+    input.image ? `lc.image=${scriptSafe(input.image)}` : '',
+    input.via ? `lc.via=${input.via}` : '',
     pubkey,
     CONSOLE_ARGS,
     scriptSafe(input.kernelArgs),
@@ -61,14 +71,16 @@ export function bootScript(input: BootScriptInput): string {
   const m = macHyphenated(input.mac);
   const base = input.dispatcherUrl;
   const self = `${base}/boot.ipxe?mac=${m}`;
+  const files = input.imageUrl ?? `${base}/image`;
   return [
     '#!ipxe',
     `# lilcluster: boot script for ${input.nodeName} (${input.mac})`,
     `echo lilcluster: booting ${scriptSafe(input.nodeName)} (${input.mac}) from ${base}${input.pending ? ' - waiting for approval' : ''}`,
     // --name: the initrd's name is what `initrd=` refers to, whatever the URL looks like.
-    `kernel --name vmlinuz ${base}/image/vmlinuz?mac=${m} ${kernelCommandLine(input)} || goto retry`,
-    ...(input.withRoot ? [`initrd --name root.cpio ${base}/image/root.cpio?mac=${m} || goto retry`] : []),
-    `initrd --name initrd.img ${base}/image/initrd.img?mac=${m} || goto retry`,
+    ...(input.image ? [`echo lilcluster: image ${scriptSafe(input.image)}`] : []),
+    `kernel --name vmlinuz ${files}/vmlinuz?mac=${m} ${kernelCommandLine(input)} || goto retry`,
+    ...(input.withRoot ? [`initrd --name root.cpio ${files}/root.cpio?mac=${m} || goto retry`] : []),
+    `initrd --name initrd.img ${files}/initrd.img?mac=${m} || goto retry`,
     'boot || goto retry',
     ':retry',
     `echo lilcluster: could not load the image from ${base}; retrying in ${DOWNLOAD_RETRY_SECONDS} s`,

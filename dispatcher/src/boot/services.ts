@@ -9,9 +9,12 @@ import { ClientMacLookup } from './client-mac.js';
 import { bootHttpPlugin, type BootHttp, type BootHttpOptions } from './http/boot-routes.js';
 import { bootsApiPlugin } from '../api/boots/routes.js';
 import { startTftp, type RunningTftp } from '../tftp/server.js';
+import { ImageFiles } from './image-files.js';
 
 export interface BootServices {
   files: BootFiles;
+  /** Every image version's files (boot scripts and kexec plans point at them). */
+  imageFiles: ImageFiles;
   tftp: RunningTftp | undefined;
   http: BootHttp;
   /** Fastify plugins to register on the app. */
@@ -39,10 +42,12 @@ export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 
     );
   const macs = new ClientMacLookup(core.nodes);
   const tftp = core.config.tftp ? await startTftp(core, { files, macs }) : undefined;
-  const http = bootHttpPlugin(core, { files, macs, ...opts });
+  const imageFiles = new ImageFiles({ pxeDir: core.config.pxeDir, log });
+  const http = bootHttpPlugin(core, { files, imageFiles, macs, ...opts });
   registerMetrics(core, tftp, http);
   return {
     files,
+    imageFiles,
     tftp,
     http,
     plugins: [http, bootsApiPlugin(core)],

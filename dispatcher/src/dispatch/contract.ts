@@ -16,6 +16,8 @@ export interface NodeCapacity {
   labels: readonly string[];
   cores: number;
   memoryMiB: number;
+  /** The image the node booted (its agent's hello); absent or null when it did not say. */
+  image?: string | null;
 }
 
 /**

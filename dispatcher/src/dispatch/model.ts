@@ -35,4 +35,6 @@ export interface NormalRequirements {
   labels: string[];
   minCores: number;
   minMemoryMiB: number;
+  /** Only nodes that booted this image (`submit --image`); null (or absent, in jobs stored before images): any. */
+  image?: string | null;
 }

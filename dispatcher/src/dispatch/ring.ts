@@ -257,12 +257,14 @@ export class ReqClass {
 
 export function fits(req: NormalRequirements, node: NodeCapacity): boolean {
   if (node.cores < req.minCores || node.memoryMiB < req.minMemoryMiB) return false;
+  // Jobs stored before images existed have no `image`: any node.
+  if (req.image && node.image !== req.image) return false;
   for (const l of req.labels) if (!node.labels.includes(l)) return false;
   return true;
 }
 
 export function requirementsKey(req: NormalRequirements): string {
-  return `${req.minCores}|${req.minMemoryMiB}|${[...req.labels].sort().join(',')}`;
+  return `${req.minCores}|${req.minMemoryMiB}|${[...req.labels].sort().join(',')}|${req.image ?? ''}`;
 }
 
 interface LeaseEntry {
@@ -652,7 +654,7 @@ export class TaskRing {
   // ---- internals ------------------------------------------------------------------------
 
   #fitting(node: NodeCapacity): readonly ReqClass[] {
-    const key = `${node.cores}|${node.memoryMiB}|${node.labels.join(',')}`;
+    const key = `${node.cores}|${node.memoryMiB}|${node.labels.join(',')}|${node.image ?? ''}`;
     let list = this.#fitCache.get(key);
     if (!list) {
       list = [...this.#classes.values()].filter((c) => c.fits(node));

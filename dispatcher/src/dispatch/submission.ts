@@ -117,6 +117,7 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
     labels: [...new Set(s.requirements?.labels ?? [])].sort(),
     minCores: s.requirements?.minCores ?? 0,
     minMemoryMiB: s.requirements?.minMemoryMiB ?? 0,
+    image: s.requirements?.image ?? null,
   };
   const spec: JobSpec = {
     name: s.name ?? null,

@@ -6,12 +6,16 @@
  *     perMinute: 60
  *     total: 1024             # nodes not from this file, counted over the registry
  *   bootTokenMinutes: 10      # how long a boot script's token admits its agent's hello
+ *   image: default            # the image nodes boot unless a line below says otherwise
+ *   labelImages:              # per label group: the first of a node's labels listed here wins
+ *     gpu: ml
  *   nodes:
  *     - name: node1
  *       mac: 52:54:00:00:00:01
  *       labels: [gpu, bigmem]
  *       ip: 10.42.0.11        # optional fixed address (a DHCP reservation)
  *       firstStage: snponly.efi   # optional: UEFI first stage for NICs that need SNP-only iPXE
+ *       image: ml             # optional: this node's image (over labelImages and image)
  *
  * In the spirit of the design notes' "cluster definition" (seeds/000), minus users and
  * passwords: nodes are RAM-booted and trust comes from boot tokens, not logins.
@@ -20,6 +24,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { DispatcherError } from '../errors.js';
 import { parseMac, type Mac } from './mac.js';
+import { IMAGE_NAME_RE } from '../images/catalog.js';
 
 export type EnrollmentPolicy = 'auto' | 'approve' | 'deny';
 export type FirstStage = 'ipxe.efi' | 'snponly.efi';
@@ -30,6 +35,7 @@ export interface ClusterNodeSpec {
   labels: string[];
   ip?: string;
   firstStage?: FirstStage;
+  image?: string;
 }
 
 export interface AutoEnrollCaps {
@@ -45,6 +51,10 @@ export interface ClusterFile {
   autoEnroll?: AutoEnrollCaps;
   /** How long a boot script's token admits its agent's hello; default DEFAULT_BOOT_TOKEN_MINUTES. */
   bootTokenMinutes?: number;
+  /** The image of nodes nothing else places (default `default`: the --image folder). */
+  image?: string;
+  /** Label → image; a node takes the image of the first of its labels listed here. */
+  labelImages?: Record<string, string>;
   nodes: ClusterNodeSpec[];
 }
 
@@ -80,7 +90,22 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
-  for (const k of Object.keys(d)) if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'nodes'].includes(k)) fail(k, 'unknown field');
+  for (const k of Object.keys(d))
+    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'nodes'].includes(k)) fail(k, 'unknown field');
+  const imageName = (field: string, v: unknown): string => {
+    if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
+      fail(field, 'must be an image name (a-z, 0-9, . _ -), as in make image IMAGE=<name>');
+    return v as string;
+  };
+  const image = d.image === undefined ? undefined : imageName('image', d.image);
+  let labelImages: Record<string, string> | undefined;
+  if (d.labelImages !== undefined) {
+    if (typeof d.labelImages !== 'object' || d.labelImages === null || Array.isArray(d.labelImages))
+      fail('labelImages', 'expected a mapping of label to image name');
+    labelImages = {};
+    for (const [label, v] of Object.entries(d.labelImages as Record<string, unknown>))
+      labelImages[label] = imageName(`labelImages.${label}`, v);
+  }
   const enrollment = (d.enrollment ?? 'auto') as EnrollmentPolicy;
   if (!['auto', 'approve', 'deny'].includes(enrollment)) fail('enrollment', 'must be auto, approve or deny');
   const rawCaps = d.autoEnroll ?? {};
@@ -113,7 +138,8 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     const at = `nodes[${i}]`;
     if (typeof raw !== 'object' || raw === null) return fail(at, 'expected a mapping');
     const n = raw as Record<string, unknown>;
-    for (const k of Object.keys(n)) if (!['name', 'mac', 'labels', 'ip', 'firstStage'].includes(k)) fail(`${at}.${k}`, 'unknown field');
+    for (const k of Object.keys(n))
+      if (!['name', 'mac', 'labels', 'ip', 'firstStage', 'image'].includes(k)) fail(`${at}.${k}`, 'unknown field');
     if (typeof n.name !== 'string' || !NAME_RE.test(n.name)) fail(`${at}.name`, 'must be a host name (a-z, 0-9, -)');
     const mac = typeof n.mac === 'string' ? parseMac(n.mac) : undefined;
     if (!mac) return fail(`${at}.mac`, 'must be a MAC address like 52:54:00:12:34:56');
@@ -132,12 +158,15 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
       labels: labels as string[],
       ...(n.ip ? { ip: n.ip as string } : {}),
       ...(n.firstStage ? { firstStage: n.firstStage as FirstStage } : {}),
+      ...(n.image !== undefined ? { image: imageName(`${at}.image`, n.image) } : {}),
     };
   });
   return {
     enrollment,
     ...(given.autoEnroll ? { autoEnroll } : {}),
     ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),
+    ...(image ? { image } : {}),
+    ...(labelImages ? { labelImages } : {}),
     nodes,
   };
 }

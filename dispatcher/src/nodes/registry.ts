@@ -21,6 +21,7 @@ import { DEFAULT_AUTO_ENROLL, type AutoEnrollCaps, type ClusterFile, type Enroll
 import { parseMac, type Mac } from './mac.js';
 import { helloState, transitionApplies, type TransitionSource } from './states.js';
 import type { NodeState } from '../api/schemas.js';
+import type { BootedImage } from '../protocol/messages.js';
 
 export const nodeMigrations: Migration[] = [
   {
@@ -46,6 +47,12 @@ export const nodeMigrations: Migration[] = [
       inventory TEXT
     );`,
   },
+  {
+    // image: the image this node boots (set --image, cluster file); booted_image: what its agent said it booted.
+    name: 'nodes/002-images',
+    sql: `ALTER TABLE nodes ADD COLUMN image TEXT;
+      ALTER TABLE nodes ADD COLUMN booted_image TEXT;`,
+  },
 ];
 
 export type Enrollment = 'admitted' | 'pending';
@@ -65,10 +72,15 @@ export interface NodeRecord {
   lastSeen: number | null;
   bootCount: number;
   ip: string | null;
+  /** `name@version` of the image this node booted (from its boot script, then its agent's hello). */
   imageVersion: string | null;
   agentVersion: string | null;
   /** The inventory the agent reported in its hello (systeminformation snapshot). */
   inventory: Record<string, unknown> | null;
+  /** The image this node boots, when set for it (cluster file, `set --image`); null: by its labels or the default. */
+  image: string | null;
+  /** What its agent said it booted, with the image's health check (hello). */
+  bootedImage: BootedImage | null;
 }
 
 /** What to do with a machine that asks to boot. */
@@ -114,14 +126,15 @@ export class NodeRegistry {
     this.#stmts = {
       remove: db.prepare('DELETE FROM nodes WHERE mac = ?'),
       upsert: db.prepare(`INSERT INTO nodes (mac, name, auto_seq, uuid, labels, fixed_ip, first_stage, from_cluster_file, enrollment,
-          state, state_since, first_seen, last_seen, boot_count, ip, image_version, agent_version, inventory)
+          state, state_since, first_seen, last_seen, boot_count, ip, image_version, agent_version, inventory, image, booted_image)
         VALUES (@mac, @name, @autoSeq, @uuid, @labels, @fixedIp, @firstStage, @fromClusterFile, @enrollment,
-          @state, @stateSince, @firstSeen, @lastSeen, @bootCount, @ip, @imageVersion, @agentVersion, @inventory)
+          @state, @stateSince, @firstSeen, @lastSeen, @bootCount, @ip, @imageVersion, @agentVersion, @inventory, @image, @bootedImage)
         ON CONFLICT(mac) DO UPDATE SET name=excluded.name, auto_seq=excluded.auto_seq, uuid=excluded.uuid, labels=excluded.labels,
           fixed_ip=excluded.fixed_ip, first_stage=excluded.first_stage, from_cluster_file=excluded.from_cluster_file,
           enrollment=excluded.enrollment, state=excluded.state, state_since=excluded.state_since, last_seen=excluded.last_seen,
           boot_count=excluded.boot_count, ip=excluded.ip, image_version=excluded.image_version,
-          agent_version=excluded.agent_version, inventory=excluded.inventory`),
+          agent_version=excluded.agent_version, inventory=excluded.inventory, image=excluded.image,
+          booted_image=excluded.booted_image`),
     };
     const rows = db.prepare('SELECT * FROM nodes').all() as NodeRow[];
     for (const r of rows) {
@@ -309,6 +322,7 @@ export class NodeRegistry {
       imageVersion?: string | null;
       agentVersion?: string | null;
       inventory?: Record<string, unknown> | null;
+      bootedImage?: BootedImage | null;
     },
   ): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
@@ -318,6 +332,10 @@ export class NodeRegistry {
     if (info.imageVersion !== undefined) n.imageVersion = info.imageVersion;
     if (info.agentVersion !== undefined) n.agentVersion = info.agentVersion;
     if (info.inventory !== undefined) n.inventory = info.inventory;
+    if (info.bootedImage !== undefined) {
+      n.bootedImage = info.bootedImage;
+      if (info.bootedImage) n.imageVersion = `${info.bootedImage.name}@${info.bootedImage.version}`;
+    }
     n.lastSeen = this.now();
     this.#persist(n);
     // A hello means the machine is up: it ends booting, rebooting, lost and off.
@@ -332,7 +350,7 @@ export class NodeRegistry {
    */
   updateSettings(
     mac: Mac,
-    settings: { labels?: string[]; firstStage?: FirstStage | null; fixedIp?: string | null },
+    settings: { labels?: string[]; firstStage?: FirstStage | null; fixedIp?: string | null; image?: string | null },
   ): NodeRecord | undefined {
     const n = this.#byMac.get(mac);
     if (!n) return undefined;
@@ -348,6 +366,10 @@ export class NodeRegistry {
     if (settings.fixedIp !== undefined && settings.fixedIp !== n.fixedIp) {
       n.fixedIp = settings.fixedIp;
       changed.push(`fixedIp=${settings.fixedIp ?? 'none'}`);
+    }
+    if (settings.image !== undefined && settings.image !== n.image) {
+      n.image = settings.image;
+      changed.push(`image=${settings.image ?? '(by labels)'} (next boot)`);
     }
     if (changed.length) {
       this.#persist(n);
@@ -400,6 +422,8 @@ export class NodeRegistry {
       imageVersion: null,
       agentVersion: null,
       inventory: null,
+      image: null,
+      bootedImage: null,
     };
     this.#index(n);
     this.#persist(n, seq);
@@ -448,6 +472,8 @@ export class NodeRegistry {
           imageVersion: null,
           agentVersion: null,
           inventory: null,
+          image: null,
+          bootedImage: null,
         };
       } else if (n.name !== spec.name) {
         this.#byName.delete(n.name);
@@ -456,6 +482,7 @@ export class NodeRegistry {
       n.labels = spec.labels;
       n.fixedIp = spec.ip ?? null;
       n.firstStage = spec.firstStage ?? null;
+      n.image = spec.image ?? null;
       n.fromClusterFile = true;
       n.enrollment = 'admitted';
       this.#index(n);
@@ -489,6 +516,8 @@ export class NodeRegistry {
       imageVersion: n.imageVersion,
       agentVersion: n.agentVersion,
       inventory: n.inventory ? JSON.stringify(n.inventory) : null,
+      image: n.image,
+      bootedImage: n.bootedImage ? JSON.stringify(n.bootedImage) : null,
     };
   }
 
@@ -536,6 +565,8 @@ interface NodeRow {
   image_version: string | null;
   agent_version: string | null;
   inventory: string | null;
+  image: string | null;
+  booted_image: string | null;
 }
 
 function fromRow(r: NodeRow): NodeRecord {
@@ -557,5 +588,7 @@ function fromRow(r: NodeRow): NodeRecord {
     imageVersion: r.image_version,
     agentVersion: r.agent_version,
     inventory: r.inventory ? (JSON.parse(r.inventory) as Record<string, unknown>) : null,
+    image: r.image,
+    bootedImage: r.booted_image ? (JSON.parse(r.booted_image) as BootedImage) : null,
   };
 }

@@ -7,6 +7,7 @@ import { enrollTokenMigrations } from '../trust/enroll-tokens.js';
 import { timelineMigrations } from '../boot/timeline.js';
 import { leaseMigrations } from '../dhcp/leases.js';
 import { dispatchMigrations } from '../dispatch/store.js';
+import { imageMigrations } from '../images/releases.js';
 
 export const allMigrations: Migration[] = [
   ...eventMigrations,
@@ -16,4 +17,5 @@ export const allMigrations: Migration[] = [
   ...leaseMigrations,
   ...dispatchMigrations,
   ...enrollTokenMigrations,
+  ...imageMigrations,
 ];

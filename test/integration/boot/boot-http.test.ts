@@ -81,7 +81,21 @@ describe('boot script', () => {
     expect(r.headers['content-type']).toMatch(/^text\/plain/);
     expect(r.headers['cache-control']).toBe('no-store');
     expect(r.body.startsWith('#!ipxe\n')).toBe(true);
-    expect(r.body).toContain('kernel --name vmlinuz http://10.42.0.1:8080/image/vmlinuz?mac=52-54-00-12-34-56 ');
+    // The image and version it boots: a folder without a manifest is versioned by its bytes.
+    const version = /lc\.image=default@([0-9a-f]{12}) /.exec(r.body)?.[1];
+    expect(version).toBeDefined();
+    expect(r.body).toContain(`kernel --name vmlinuz http://10.42.0.1:8080/image/default/${version}/vmlinuz?mac=52-54-00-12-34-56 `);
+    expect(r.body).toContain(`initrd --name initrd.img http://10.42.0.1:8080/image/default/${version}/initrd.img?mac=52-54-00-12-34-56 `);
+    const initrd = await s.app.inject({ url: `/image/default/${version}/initrd.img` });
+    expect(initrd.statusCode).toBe(200);
+    expect(Buffer.compare(initrd.rawPayload, s.tree.files['initrd.img']!)).toBe(0);
+    for (const bad of [
+      `/image/default/${'0'.repeat(12)}/vmlinuz`,
+      `/image/default/${version}/manifest.json`,
+      `/image/Nope/${version}/vmlinuz`,
+      `/image/default/..%2f..%2fetc/passwd`,
+    ])
+      expect((await s.app.inject({ url: bad })).statusCode, bad).toBe(404);
     expect(r.body).toContain('lc.dispatcher=http://10.42.0.1:8080 ');
     expect(r.body).toContain(' initrd=initrd.img ');
     expect(r.body).toContain(' console=tty0 console=ttyS0,115200 quiet ');

@@ -104,7 +104,7 @@ describe('submission validation', () => {
       timeoutSeconds: 3600,
       priority: 0,
       maxAttempts: 3,
-      requirements: { labels: [], minCores: 0, minMemoryMiB: 0 },
+      requirements: { labels: [], minCores: 0, minMemoryMiB: 0, image: null },
       speculative: true,
       inputs: null,
       placeholders: [],

@@ -26,6 +26,8 @@ export const MAX_STDIN_BYTES = 1024 * 1024;
 
 export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
 export const LABEL_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$';
+/** images/catalog.ts IMAGE_NAME_RE, as a schema pattern. */
+export const IMAGE_NAME_PATTERN = '^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$';
 export const SHA256_PATTERN = '^[0-9a-f]{64}$';
 
 /** Content-type of a streamed sweep submission (POST /api/v1/jobs): the JobSubmission's line, then the params file. */
@@ -51,6 +53,13 @@ export const RequirementsSchema = Type.Object(
     ),
     minCores: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
     minMemoryMiB: Type.Optional(Type.Integer({ minimum: 1, maximum: 1 << 30 })),
+    image: Type.Optional(
+      Type.String({
+        pattern: IMAGE_NAME_PATTERN,
+        maxLength: 64,
+        description: 'only nodes that booted this image (`dispatcherctl images`)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -140,7 +149,12 @@ export const JobViewSchema = Type.Object({
   timeoutSeconds: Type.Number(),
   maxAttempts: Type.Integer(),
   speculative: Type.Boolean(),
-  requirements: Type.Object({ labels: Type.Array(Type.String()), minCores: Type.Integer(), minMemoryMiB: Type.Integer() }),
+  requirements: Type.Object({
+    labels: Type.Array(Type.String()),
+    minCores: Type.Integer(),
+    minMemoryMiB: Type.Integer(),
+    image: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  }),
   command: CommandSchema,
   columns: Type.Union([Type.Array(Type.String()), Type.Null()]),
   firstTaskId: Type.Integer(),

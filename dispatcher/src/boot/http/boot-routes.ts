@@ -2,11 +2,15 @@
  * HTTP boot on :8080, the second half of the boot chain:
  *
  *   GET /boot.ipxe?mac=<mac>       iPXE script for that machine (also /boot/<mac>[.ipxe])
- *   GET|HEAD /image/vmlinuz        the RAM image's kernel   } from memory, with Range,
- *   GET|HEAD /image/initrd.img     the RAM image's initrd   } ETag, If-None-Match, If-Range
- *   GET|HEAD /image/root.cpio      its root, when it has one }
+ *   GET|HEAD /image/<name>/<version>/vmlinuz     an image version's kernel  } from memory, with
+ *   GET|HEAD /image/<name>/<version>/initrd.img  its base initrd            } Range, ETag,
+ *   GET|HEAD /image/<name>/<version>/root.cpio   its root, when it has one  } If-None-Match, If-Range
+ *   GET|HEAD /image/<file>         the newest build of the default image (tools, benchmarks)
  *   GET|HEAD /pxe/<ipxe binary>    first stages for UEFI HTTP boot clients
  *
+ * The script boots the image and version the node is given (images/assignment.ts: its image,
+ * that image's release or the node's rollout pin) and names it on the kernel command line
+ * (`lc.image=`), so the agent's hello says what really booted.
  * The boot script registers the machine (enrollment policy), issues a fresh per-boot token
  * bound to its MAC and records `http.script`; image downloads record `http.kernel` /
  * `http.initrd` / `http.root` (or `http.failed`) with bytes and duration. Image transfers are bounded
@@ -16,7 +20,6 @@
  * sendfile(2) through the native addon when it is built (sendfile.ts), else through Node
  * (said once at start).
  */
-import { ImageInfo } from '../image-info.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core.js';
 import type { AppPlugin } from '../../http/app.js';
@@ -30,6 +33,9 @@ import { recordStage } from '../record-stage.js';
 import { bootScript, refusedScript, unidentifiedScript } from '../ipxe-script.js';
 import { bootOriginRefusal, NodeNetworkGate } from '../../trust/boot-origin.js';
 import { serveBootFile } from './serve-bytes.js';
+import { IMAGE_NAME_RE, VERSION_RE, versionLabel, type ImageVersion } from '../../images/catalog.js';
+import { ImageFiles } from '../image-files.js';
+import { imageUrl } from '../kexec-plan.js';
 import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
 /** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
@@ -40,7 +46,10 @@ export const DEFAULT_HTTP_MAX_QUEUE = 4096;
 export const DEFAULT_HTTP_PER_CLIENT_QUEUE = 64;
 
 export interface BootHttpOptions {
+  /** The PXE first stages and the default image's newest build (flat /image/<file>). */
   files: BootFiles;
+  /** Every image version's files (/image/<name>/<version>/<file>); default: its own. */
+  imageFiles?: ImageFiles;
   /**
    * Whether a request came in on the node network (by the socket's local address); default
    * the node network's addresses (trust/boot-origin.ts). Boot scripts are 404 elsewhere.
@@ -88,15 +97,16 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const log = core.log.child({ svc: 'http-boot' });
   const noisy = new RateLimitedLog(log);
   const macs = opts.macs ?? new ClientMacLookup(core.nodes);
-  const image = new ImageInfo(core.config.imageDir, core.secrets.identity.fingerprint);
-  const keyStatus = image.keyStatus();
-  if (keyStatus === 'other')
-    log.warn(
-      { imageDir: core.config.imageDir },
-      "the image carries another dispatcher's key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub",
-    );
-  else if (keyStatus === 'none')
-    log.info({}, 'the image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
+  for (const img of core.images.catalog.list()) {
+    const newest = img.versions.at(-1)!;
+    if (newest.keyStatus === 'other')
+      log.warn(
+        { image: img.name, dir: newest.dir },
+        `image ${img.name} carries another dispatcher's key: its agents will refuse this dispatcher; rebuild it with make image DISPATCHER_KEY=<data-dir>/identity.pub`,
+      );
+  }
+  if (core.images.catalog.list().some((img) => img.versions.at(-1)!.keyStatus === 'none'))
+    log.info({}, 'an image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
   const limiter = new FairLimiter({
     max: opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS,
     maxQueue: opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE,
@@ -106,11 +116,15 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const idleTimeoutMs = Math.round(core.config.bootHttpIdleSeconds * 1000);
   const c = { scripts: 0, refusedScripts: 0, downloads: 0, completed: 0, failed: 0, notModified: 0, bytesSent: 0, sentZeroCopy: 0 };
   const zeroCopy = pickZeroCopy(opts.zeroCopy, log, idleTimeoutMs);
+  const imageFiles = opts.imageFiles ?? new ImageFiles({ pxeDir: core.config.pxeDir, log });
   // Each file's memfd is made when its version loads, not by the first download of a storm.
-  if (zeroCopy)
-    opts.files.onLoaded((f) => {
+  if (zeroCopy) {
+    const prepare = (f: { size: number; bytes: Buffer }) => {
       if (f.size >= SENDFILE_MIN_BYTES) zeroCopy.prepare(f.bytes);
-    });
+    };
+    opts.files.onLoaded(prepare);
+    imageFiles.onLoaded(prepare);
+  }
 
   const dispatcherUrl = (req: FastifyRequest): string => {
     const port = core.config.httpPort || req.raw.socket?.localPort || 80;
@@ -183,18 +197,32 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: decision.reason }));
     }
     const node = decision.node;
+    const next = core.images.assignments.next(node);
+    if (!next.ok) {
+      c.refusedScripts++;
+      noisy.warn(
+        `noimage:${next.image}`,
+        { mac, node: node.name, image: next.image, reason: next.reason },
+        'boot refused: no image to give',
+      );
+      recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, refused: `${next.reason}; ${next.hint}` });
+      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: `${next.reason}: ${next.hint}` }));
+    }
+    const v = next.version;
     // Durable before the script leaves, sharing one commit with the other scripts of a storm.
     const token = await core.bootTokens.issueGrouped(mac, core.commits);
-    core.nodes.recordBoot(mac, { imageVersion: image.version() });
+    core.nodes.recordBoot(mac, { imageVersion: versionLabel(v) });
     const text = bootScript({
       mac,
       nodeName: node.name,
       dispatcherUrl: base,
       token,
       kernelArgs: core.config.kernelArgs,
-      pubkeyB64: image.keyStatus() === 'ours' ? null : core.secrets.identity.publicKeyB64,
+      pubkeyB64: v.keyStatus === 'ours' ? null : core.secrets.identity.publicKeyB64,
       pending: decision.kind === 'pending',
-      withRoot: image.root() !== null,
+      withRoot: v.hasRoot,
+      image: versionLabel(v),
+      imageUrl: imageUrl(base, v),
     });
     c.scripts++;
     const bytes = Buffer.byteLength(text);
@@ -203,6 +231,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     recordStage(core.timeline, log, mac, 'http.script', {
       ip,
       node: node.name,
+      image: versionLabel(v),
       bytes,
       durationMs,
       ...(decision.kind === 'pending' ? { pending: true } : {}),
@@ -210,13 +239,13 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     return reply.send(text);
   };
 
-  const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName) => {
-    const file = await opts.files.get(name);
+  const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName, from: BootFiles = opts.files) => {
+    const file = await from.get(name);
     if (!file) {
       const hint = (PXE_FILES as readonly string[]).includes(name)
         ? 'run `make pxe` on the dispatcher'
         : 'run `make image` on the dispatcher';
-      noisy.warn(`missing:${name}`, { file: name, path: opts.files.pathOf(name) }, 'boot file requested but missing');
+      noisy.warn(`missing:${name}`, { file: name, path: from.pathOf(name) }, 'boot file requested but missing');
       return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `${name} is not available`, hint } });
     }
     reply.hijack();
@@ -309,6 +338,9 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     }
   };
 
+  const versionOf = (image: string, version: string): ImageVersion | undefined =>
+    IMAGE_NAME_RE.test(image) && VERSION_RE.test(version) ? core.images.catalog.version(image, version) : undefined;
+
   async function plugin(app: FastifyInstance): Promise<void> {
     // A HEAD of a script would issue (and so revoke) a token: scripts are GET only.
     app.get('/boot.ipxe', { exposeHeadRoute: false }, (req, reply) => serveScript(req, reply, queryMac(req)));
@@ -316,6 +348,19 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       serveScript(req, reply, (req.params as { ref: string }).ref.replace(/\.ipxe$/, '')),
     );
     for (const name of IMAGE_FILES) app.get(`/image/${name}`, (req, reply) => serveFile(req, reply, name));
+    app.get('/image/:image/:version/:file', (req, reply) => {
+      const p = req.params as { image: string; version: string; file: string };
+      const v = versionOf(p.image, p.version);
+      if (!v || !(IMAGE_FILES as readonly string[]).includes(p.file))
+        return reply.code(404).send({
+          error: {
+            code: 'DSP_ERR_NOT_FOUND',
+            message: `no image file ${p.image.slice(0, 64)}/${p.version.slice(0, 64)}/${p.file.slice(0, 64)}`,
+            hint: 'dispatcherctl images lists the images and versions served',
+          },
+        });
+      return serveFile(req, reply, p.file as BootFileName, imageFiles.of(v));
+    });
     app.get('/pxe/:file', (req, reply) => {
       const file = (req.params as { file: string }).file;
       if (!(PXE_FILES as readonly string[]).includes(file))
