@@ -9,8 +9,9 @@
  *   firmware (optional) → [EXTRA_DEBS unpacked] → assemble, extra layers, library check →
  *   initramfs (cpio | zstd) → write
  *
- * Files are written into a temporary folder beside the outputs and renamed into place
- * (manifest last), so dist/image never holds a half-written image.
+ * Files are written into a temporary folder beside the outputs, which is renamed into
+ * versions/<version> when complete; the flat files then point at it (versions.ts), so dist/image
+ * never holds a half-written image, and keeps the last IMAGE_KEEP versions for rollbacks.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +30,6 @@ import {
   MANIFEST_FILE,
   ROOT_FILE,
   imageMatchesManifest,
-  readManifest,
   sha256,
   type ImageManifest,
   type RootManifest,
@@ -51,6 +51,18 @@ import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
 import { buildRoot, resolveRoot, type ResolvedRoot } from './root-image.js';
 import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
+import {
+  DEFAULT_KEEP,
+  VERSIONS_DIR,
+  adoptFlat,
+  placeVersion,
+  readVersions,
+  removeStaleWork,
+  selectVersion,
+  versionManifest,
+  versionOf,
+  writeOrder,
+} from './versions.js';
 
 /** Where things live inside the image (documented in image/README.md). */
 export const IMAGE_PATHS = {
@@ -75,7 +87,13 @@ export type Progress = (stage: string, detail: string) => void;
 
 export interface BuildResult {
   manifest: ImageManifest;
+  /** Nothing was built: a kept version had these inputs and is the newest again. */
   upToDate: boolean;
+  /** versions/<version>: the first 12 hex characters of the manifest's inputs. */
+  version: string;
+  /** The versions kept, oldest first (this one last), and those this build removed. */
+  kept: string[];
+  removed: string[];
 }
 
 interface PackageRef {
@@ -119,10 +137,12 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
   progress('busybox', `${busybox.name ?? '?'} ${busybox.version ?? ''} (${busybox.note})`);
 
   mkdirSync(opts.outDir, { recursive: true });
+  for (const name of removeStaleWork(opts.outDir)) progress('versions', `removed ${name}, left by a build that was stopped`);
   const work = join(opts.outDir, `.build-${process.pid}`);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   try {
+    const kept = keptVersions(opts.outDir, work, progress);
     const node = await collectNodeRuntime(opts.nodePath, work, opts.stripNode, opts.nodePackage);
     progress(
       'node',
@@ -156,15 +176,19 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     const overlay = readBuiltinOverlay(join(opts.imageDir, 'rootfs'));
 
     const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay, extraDebs, extraRootfs, root });
-    const previous = readManifest(opts.outDir);
-    if (!opts.force && previous?.inputs === inputs && imageMatchesManifest(opts.outDir, previous)) {
+    const version = versionOf(inputs);
+    const keep = opts.keep ?? DEFAULT_KEEP;
+    const previous = opts.force ? undefined : versionManifest(opts.outDir, version);
+    if (previous?.inputs === inputs && imageMatchesManifest(join(opts.outDir, VERSIONS_DIR, version), previous)) {
       const missing = previous.extra?.missingLibraries ?? [];
       if (missing.length) progress('warning', missingLibrariesLine(missing));
+      const selected = selectVersion(opts.outDir, version, previous, kept, keep);
+      progress('versions', versionsLine(kept.at(-1) === version ? 'kept' : 'reused', version, selected, keep));
       progress(
         'done',
         `up to date: ${KERNEL_FILE} ${mib(previous.files.vmlinuz.size)}, ${INITRD_FILE} ${mib(previous.files['initrd.img'].size)}${previous.root ? `, ${ROOT_FILE} ${mib(previous.root.size)}` : ''}`,
       );
-      return { manifest: previous, upToDate: true };
+      return { manifest: previous, upToDate: true, version, kept: selected.order, removed: selected.removed };
     }
 
     const rootManifest: RootManifest | undefined = root ? await buildRoot(root, work, progress) : undefined;
@@ -238,6 +262,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     writeFileSync(kernelTmp, mods.vmlinuz, { mode: 0o644 });
     const manifest: ImageManifest = {
       format: 1,
+      name: opts.name ?? DEFAULT_IMAGE_NAME,
       kernel: {
         version: mods.version,
         package: kernel.package?.name ?? null,
@@ -285,20 +310,46 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       },
       inputs,
     };
-    writeFileSync(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-    // Manifest last: a crash between renames leaves files the manifest does not describe, which the next build redoes.
-    for (const f of [KERNEL_FILE, INITRD_FILE, ...(rootManifest ? [ROOT_FILE] : [])]) renameSync(join(work, f), join(opts.outDir, f));
-    // An image that had a root and now has none: the old root.cpio goes before the manifest that no longer names it.
-    if (!rootManifest) rmSync(join(opts.outDir, ROOT_FILE), { force: true });
-    renameSync(join(work, MANIFEST_FILE), join(opts.outDir, MANIFEST_FILE));
+    // The version's folder is filled beside the work files, then renamed into versions/ whole.
+    const staged = join(work, 'version');
+    mkdirSync(staged);
+    for (const f of [KERNEL_FILE, INITRD_FILE, ...(rootManifest ? [ROOT_FILE] : [])]) renameSync(join(work, f), join(staged, f));
+    writeFileSync(join(staged, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    placeVersion(opts.outDir, staged, version);
+    const selected = selectVersion(opts.outDir, version, manifest, kept, keep);
+    progress('versions', versionsLine('made', version, selected, keep));
     progress(
       'done',
       `${join(opts.outDir, KERNEL_FILE)} ${mib(mods.vmlinuz.length)}, ${join(opts.outDir, INITRD_FILE)} ${mib(initrd.length)}${rootManifest ? `, ${join(opts.outDir, ROOT_FILE)} ${mib(rootManifest.size)}` : ''}`,
     );
-    return { manifest, upToDate: false };
+    return { manifest, upToDate: false, version, kept: selected.order, removed: selected.removed };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+// ---------------------------------------------------------------- versions
+
+/** The manifest's `name` when IMAGE= is not given (the image in dist/image). */
+export const DEFAULT_IMAGE_NAME = 'default';
+
+/** The versions kept so far, oldest first, with flat files from before versions/ adopted as the newest. */
+function keptVersions(outDir: string, work: string, progress: Progress): string[] {
+  const state = readVersions(outDir);
+  for (const w of state.warnings) progress('warning', w);
+  const adopted = adoptFlat(outDir, join(work, 'adopt'), state.order);
+  if (adopted.warning) progress('warning', adopted.warning);
+  if (!adopted.version) return state.order;
+  const kept = [...state.order, adopted.version];
+  writeOrder(outDir, kept);
+  progress('versions', `kept the image already in ${outDir} as version ${adopted.version}`);
+  return kept;
+}
+
+function versionsLine(what: 'made' | 'reused' | 'kept', version: string, s: { order: string[]; removed: string[] }, keep: number): string {
+  const verb = what === 'kept' ? `${version} is still the newest` : `${what} ${version}`;
+  const removed = s.removed.length ? `; removed ${s.removed.join(' ')}` : '';
+  return `${verb}; kept ${s.order.join(' ')} (newest last, IMAGE_KEEP=${keep})${removed}`;
 }
 
 // ---------------------------------------------------------------- inputs
@@ -474,6 +525,7 @@ function fingerprint(x: {
       level: o.zstdLevel,
       mtime: o.mtime,
       strip: o.stripNode,
+      name: o.name ?? DEFAULT_IMAGE_NAME,
       version: packageVersion(o.packageJson),
     }),
   );

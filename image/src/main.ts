@@ -22,6 +22,7 @@ import {
 } from './options.js';
 import { parseFrom, parseImageName, parsePackages } from './root-source.js';
 import { parseSquashfsOptions } from './squashfs.js';
+import { DEFAULT_KEEP } from './versions.js';
 
 /** image/ holds rootfs/; found beside this file (image/src/main.ts) or from the bundle (dist/tools/). */
 function findImageDir(): string {
@@ -69,9 +70,12 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
   const nodeBinary = pick('node', 'NODE_BINARY');
   const pinned = nodeBinary ? undefined : pinnedNode(dirname(packageJson));
   const image = pick('image', 'IMAGE');
+  const keep = pick('keep', 'IMAGE_KEEP');
   return {
     // A named image has its own folder, so that several can be built and served side by side.
     outDir: resolve(pick('out', 'IMAGE_OUT') ?? (image ? join('dist/images', parseImageName(image)) : 'dist/image')),
+    name: image ? parseImageName(image) : undefined,
+    keep: keep ? parseInteger('IMAGE_KEEP', keep, 1, 1000) : DEFAULT_KEEP,
     cacheDir: resolve(pick('cache', 'IMAGE_CACHE') ?? '.cache/image'),
     kernelDeb: pick('kernelDeb', 'KERNEL_DEB'),
     kernel: pick('kernel', 'KERNEL'),
@@ -100,6 +104,7 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
 const program = new Command('build-image')
   .description('Build the RAM-boot image: vmlinuz, initrd.img and manifest.json (and root.cpio with FROM or PACKAGES)')
   .option('--out <dir>', 'output folder (IMAGE_OUT)', undefined)
+  .option('--keep <n>', `versions the output folder keeps in versions/, default ${DEFAULT_KEEP} (IMAGE_KEEP)`)
   .option('--cache <dir>', 'download cache (IMAGE_CACHE)')
   .option('--kernel-deb <file>', "kernel .deb instead of apt's linux-image-amd64 (KERNEL_DEB)")
   .option('--kernel <file>', 'kernel image file, with --modules (KERNEL)')

@@ -1,7 +1,8 @@
 /**
  * dist/image/manifest.json: what the image is made of. Written last, after vmlinuz and
  * initrd.img are in place, so a manifest always describes complete files; `inputs` (a digest
- * of every input) lets the next build see that nothing changed and stop early.
+ * of every input) lets the next build see that nothing changed and stop early, and names the
+ * version (its first 12 hex characters: versions/<version>/, see versions.ts).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -38,6 +39,8 @@ export interface RootManifest {
 
 export interface ImageManifest {
   format: 1;
+  /** The image's name: IMAGE=, or 'default' (dist/image). Absent from manifests written before names existed. */
+  name?: string;
   kernel: { version: string; package: string | null; packageVersion: string | null; source: string };
   node: {
     version: string;

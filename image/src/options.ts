@@ -53,8 +53,12 @@ export const DEFAULT_ZSTD_LEVEL = 19;
 export const DEFAULT_MTIME = 0;
 
 export interface BuildOptions {
-  /** Where vmlinuz, initrd.img and manifest.json go (IMAGE_OUT, default dist/image). */
+  /** Where vmlinuz, initrd.img and manifest.json go (IMAGE_OUT, default dist/image, or dist/images/<IMAGE>). */
   outDir: string;
+  /** The image's name in its manifest (IMAGE=, default 'default'). */
+  name?: string | undefined;
+  /** How many versions outDir/versions/ keeps, at least 1 (IMAGE_KEEP, default DEFAULT_KEEP in versions.ts). */
+  keep?: number | undefined;
   /** Downloaded .debs (IMAGE_CACHE, default .cache/image). */
   cacheDir: string;
   /** A kernel .deb instead of apt's current one (KERNEL_DEB). */

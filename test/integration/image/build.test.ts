@@ -117,7 +117,9 @@ describe('make image, built for real', () => {
       expect(fileSum(b, 'initrd.img')).toBe(fileSum(a, 'initrd.img'));
       expect(fileSum(b, 'vmlinuz')).toBe(fileSum(a, 'vmlinuz'));
       expect(second.manifest).toEqual(first.manifest);
-      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'vmlinuz']); // no temporary folder left behind
+      // No temporary folder left behind; the flat files are the newest of versions/.
+      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'versions', 'vmlinuz']);
+      expect(readdirSync(join(a, 'versions')).sort()).toEqual([first.version, 'order']);
     },
     BUILD_TIMEOUT,
   );
@@ -274,7 +276,8 @@ describe('make image, when something is wrong', () => {
     async () => {
       const out = join(work, 'failing-zstd');
       cpSync(join(work, 'b'), out, { recursive: true });
-      const before = Object.fromEntries(readdirSync(out).map((f) => [f, sha256(readFileSync(join(out, f)))]));
+      const files = () => readdirSync(out, { recursive: true, encoding: 'utf8' }).filter((f) => lstatSync(join(out, f)).isFile());
+      const before = Object.fromEntries(files().map((f) => [f, sha256(readFileSync(join(out, f)))]));
       // A zstd that reads a little, writes garbage and dies, like a full disk or a crash.
       const fake =
         '#!/bin/sh\nhead -c 100000 >/dev/null\necho "zstd: error 70 : Write error : cannot write block : No space left on device" >&2\nexit 1\n';
@@ -287,7 +290,7 @@ describe('make image, when something is wrong', () => {
       } finally {
         process.env.PATH = saved;
       }
-      const after = Object.fromEntries(readdirSync(out).map((f) => [f, sha256(readFileSync(join(out, f)))]));
+      const after = Object.fromEntries(files().map((f) => [f, sha256(readFileSync(join(out, f)))]));
       expect(after).toEqual(before);
     },
     BUILD_TIMEOUT,

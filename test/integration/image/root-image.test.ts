@@ -198,7 +198,7 @@ describe('FROM= a container image', () => {
       expect(lines.some((l) => /^from Copying blob/.test(l))).toBe(false);
       expect(sha256(readFileSync(join(b, 'root.cpio')))).toBe(sha256(readFileSync(join(a, 'root.cpio'))));
       expect(second.manifest.root).toEqual(first.root);
-      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'root.cpio', 'vmlinuz']);
+      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'root.cpio', 'versions', 'vmlinuz']);
 
       const r = first.root!;
       const digest = execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', ref]).toString().trim();
@@ -274,7 +274,8 @@ describe('FROM= a container image', () => {
       expect((await build(a, from(`docker://${registry.host}/lc/root:1`, { name: 'lcroot', health: 'true' }))).upToDate).toBe(false);
       const plain = await build(a, undefined);
       expect(plain.manifest.root).toBeNull();
-      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'vmlinuz']);
+      expect(readdirSync(a).sort()).toEqual(['initrd.img', 'manifest.json', 'versions', 'vmlinuz']);
+      expect(readdirSync(join(a, 'versions', plain.version)).sort()).toEqual(['initrd.img', 'manifest.json', 'vmlinuz']);
     },
     BUILD_TIMEOUT,
   );
