@@ -2,9 +2,9 @@
  * The versions folder of an image output (image/src/versions.ts): the order file read as
  * hostile text (fuzzed), and the folder operations on small stand-in versions.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,10 @@ import {
   selectVersion,
   versionOf,
 } from '../../../image/src/versions.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'lc-versions-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+const folder = (what: string) => mkdtempSync(join(scratch, `${what}-`));
 
 const A = 'aaaaaaaaaaaa';
 const B = 'bbbbbbbbbbbb';
@@ -101,7 +105,7 @@ function writeFiles(dir: string, seed: string, m: ImageManifest): void {
 
 /** An output folder holding the given versions (oldest first) as a build leaves it. */
 function outputWith(seeds: string[], opts: { root?: string[] } = {}): { out: string; versions: string[] } {
-  const out = mkdtempSync(join(tmpdir(), 'lc-versions-'));
+  const out = folder('out');
   const versions: string[] = [];
   for (const seed of seeds) {
     const m = manifestFor(seed, opts.root?.includes(seed));
@@ -151,7 +155,7 @@ describe('the versions folder', () => {
 
   it('ignores what is not a version: a symlinked folder, a damaged manifest, an order file too big or not a file', () => {
     const { out, versions } = outputWith(['a']);
-    const elsewhere = mkdtempSync(join(tmpdir(), 'lc-versions-elsewhere-'));
+    const elsewhere = folder('elsewhere');
     const m = manifestFor('evil');
     writeFiles(elsewhere, 'evil', m);
     symlinkSync(elsewhere, join(out, 'versions', versionOf(m.inputs)));
@@ -168,14 +172,14 @@ describe('the versions folder', () => {
   });
 
   it('adopts flat files from before versions/ when their manifest describes them, and not otherwise', () => {
-    const out = mkdtempSync(join(tmpdir(), 'lc-versions-flat-'));
+    const out = folder('flat');
     const m = manifestFor('old');
     writeFiles(out, 'old', m);
     const adopted = adoptFlat(out, join(out, '.build-1/adopt'), []);
     expect(adopted).toEqual({ version: versionOf(m.inputs) });
     expect(statSync(join(out, 'versions', adopted.version!, 'initrd.img')).ino).toBe(statSync(join(out, 'initrd.img')).ino);
 
-    const damaged = mkdtempSync(join(tmpdir(), 'lc-versions-damaged-'));
+    const damaged = folder('damaged');
     writeFiles(damaged, 'old', m);
     writeFileSync(join(damaged, 'initrd.img'), 'truncated');
     expect(adoptFlat(damaged, join(damaged, '.build-1/adopt'), [])).toEqual({ warning: expect.stringMatching(/do not match/) });
@@ -183,7 +187,7 @@ describe('the versions folder', () => {
   });
 
   it("removes stopped builds' work folders, and not a running build's", () => {
-    const out = mkdtempSync(join(tmpdir(), 'lc-versions-stale-'));
+    const out = folder('stale');
     const dead = 2 ** 22 + 1; // above Linux's pid_max limit: no process has it
     for (const d of [`.build-${dead}`, `.build-${process.pid}`, `.build-${process.ppid}`, 'versions/.old-aaaaaaaaaaaa-' + dead])
       mkdirSync(join(out, d), { recursive: true });
