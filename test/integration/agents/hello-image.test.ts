@@ -24,7 +24,8 @@ afterEach(async () => {
 
 describe('hello with the booted image', () => {
   it('is admitted by the hub with every BootedImage field, the failed health check with its detail', async () => {
-    const h = (hub = await startHub(new FakeEngine()));
+    hub = await startHub(new FakeEngine());
+    const h = hub;
     const { image } = bootedImage(
       'console=ttyS0 lc.image=ml@2026-12-07.1 lc.via=kexec',
       healthOf({ kind: 'refused', reason: 'its health check `python3 -c "import torch"` exited with status 1' }),
