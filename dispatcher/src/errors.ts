@@ -11,6 +11,7 @@ export const ErrorCodes = {
   DSP_ERR_NODE_NOT_FOUND: { status: 404, message: 'no such node' },
   DSP_ERR_TASK_NOT_FOUND: { status: 404, message: 'no such task' },
   DSP_ERR_JOB_NOT_FOUND: { status: 404, message: 'no such job' },
+  DSP_ERR_IMAGE_NOT_FOUND: { status: 404, message: 'no such image' },
   DSP_ERR_NOT_FOUND: { status: 404, message: 'not found' },
   DSP_ERR_BAD_REQUEST: { status: 400, message: 'malformed request' },
   DSP_ERR_BAD_SUBMISSION: { status: 400, message: 'malformed submission' },

@@ -10,6 +10,7 @@ import { buildApp, type AppPlugin } from './http/app.js';
 import { resolveNodeNetwork } from './net/interfaces.js';
 import { createOperatorSurface, type OperatorSurface } from './api/surface.js';
 import { startBootServices } from './boot/services.js';
+import { planKexec } from './boot/kexec-plan.js';
 import { startDhcp } from './dhcp/server.js';
 import { startDispatch } from './dispatch/service.js';
 import type { TaskDispatcher } from './dispatch/engine.js';
@@ -80,6 +81,9 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     throw err;
   });
   stoppables.push(dhcp);
+  // Reboots by kexec boot the same files at the same URLs as the boot scripts.
+  const dispatcherUrl = `http://${network.address}:${httpPort}`;
+  operator.attachKexec((n) => planKexec(core, boot.imageFiles, n, dispatcherUrl));
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
   log.info(

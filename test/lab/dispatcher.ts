@@ -9,7 +9,8 @@
  *
  * Flags, before `args` (commander keeps an option's last value, so `args` can override them):
  * `--data-dir`, `--http-port 0` (or `port`), `--heartbeat 1`, `--log-level info`, `--image` and
- * `--pxe-dir` (`boot`, else an empty dir: no test depends on what `make image` left in dist/),
+ * `--pxe-dir` (`boot`, else a stand-in image: a few bytes of kernel and initrd, so machines are
+ * given boot scripts; no test depends on what `make image` left in dist/), `--images` (an empty dir),
  * `--no-tftp` or `--tftp-port 0`, `--cluster` (`cluster`); with `loopback` (the default outside a namespace) also
  * `--dhcp off --http-host 127.0.0.1 --advertise-address 127.0.0.1`.
  *
@@ -25,6 +26,18 @@ import { BIND_SETTLE_MS } from '../../dispatcher/src/dhcp/server.js';
 import { tempDir } from '../unit/agent/temp-dirs.js';
 import type { Netns } from './netns.js';
 import { DISPATCHER_BIN, ROOT } from './paths.js';
+
+/**
+ * An image folder with a few bytes of kernel and initrd and no manifest (versioned by its
+ * bytes): enough for the dispatcher to give machines boot scripts, which simulated machines
+ * (simulated-machine.ts) read their boot tokens from.
+ */
+export function standInImage(): string {
+  const dir = tempDir('lc-disp-image-');
+  writeFileSync(join(dir, 'vmlinuz'), 'stand-in kernel\n');
+  writeFileSync(join(dir, 'initrd.img'), 'stand-in initrd\n');
+  return dir;
+}
 
 /** SIGTERM (or the signal given to stop), then SIGKILL after this long. */
 const STOP_GRACE_MS = 5_000;
@@ -45,7 +58,7 @@ export interface DispatcherOptions {
   tftp?: boolean;
   /** A cluster definition (YAML text), written into the data dir and passed as --cluster. */
   cluster?: string;
-  /** Boot files (--image, --pxe-dir); default an empty dir for both. */
+  /** Boot files (--image, --pxe-dir); default a stand-in image (standInImage) and no first stages. */
   boot?: { imageDir: string; pxeDir: string };
   /** info or finer: the harness reads the log. */
   logLevel?: 'info' | 'debug' | 'trace';
@@ -84,12 +97,7 @@ export class DispatcherProcess {
     this.#opts = opts;
     this.dataDir = opts.dataDir ?? tempDir('lc-disp-');
     const loopback = opts.loopback ?? opts.ns === undefined;
-    const boot =
-      opts.boot ??
-      (() => {
-        const empty = tempDir('lc-disp-boot-');
-        return { imageDir: empty, pxeDir: empty };
-      })();
+    const boot = opts.boot ?? { imageDir: standInImage(), pxeDir: tempDir('lc-disp-pxe-') };
     const args = [
       '--data-dir',
       this.dataDir,
@@ -103,6 +111,8 @@ export class DispatcherProcess {
       boot.imageDir,
       '--pxe-dir',
       boot.pxeDir,
+      '--images',
+      tempDir('lc-disp-images-'),
       ...(opts.tftp ? ['--tftp-port', '0'] : ['--no-tftp']),
       ...(loopback ? ['--dhcp', 'off', '--http-host', '127.0.0.1', '--advertise-address', '127.0.0.1'] : []),
       ...(opts.cluster !== undefined ? ['--cluster', join(this.dataDir, 'cluster.yaml')] : []),

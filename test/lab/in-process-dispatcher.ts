@@ -9,6 +9,7 @@ import { startDispatcher, type RunningDispatcher } from '../../dispatcher/src/se
 import { resolveConfig, type ConfigOverrides } from '../../dispatcher/src/config.js';
 import { silentLogger } from '../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../dispatcher/src/nodes/mac.js';
+import { standInImage } from './dispatcher.js';
 
 export interface TestDispatcher extends RunningDispatcher {
   url: string;
@@ -26,7 +27,8 @@ export async function startTestDispatcher(overrides: ConfigOverrides = {}): Prom
       httpHost: '127.0.0.1',
       tftp: false,
       advertiseAddress: '127.0.0.1',
-      imageDir: join(dataDir, 'no-image'),
+      imageDir: standInImage(),
+      imagesDir: join(dataDir, 'no-images'),
       pxeDir: join(dataDir, 'no-pxe'),
     },
     overrides,

@@ -3,6 +3,7 @@ import type { Core } from '../core.js';
 import type { NodeControl } from '../agents/control-contract.js';
 import type { NodeActions } from '../nodes/actions.js';
 import type { Operations } from '../nodes/rolling-reboot.js';
+import type { Rollouts } from '../images/rollout.js';
 import type { ThroughputSampler } from './status/throughput.js';
 import type { LiveFeed } from './live/feed.js';
 import type { SseSink } from './streams.js';
@@ -11,6 +12,8 @@ export interface OperatorApi {
   core: Core;
   actions: NodeActions;
   operations: Operations;
+  /** Image rollouts and rollbacks. */
+  rollouts: Rollouts;
   /** The agent hub, or NO_AGENTS until one is attached. */
   control(): NodeControl;
   throughput: ThroughputSampler;

@@ -51,7 +51,19 @@ export const NodeView = Type.Object({
   enrollment: Type.Union([Type.Literal('admitted'), Type.Literal('pending')]),
   labels: Type.Array(Type.String()),
   ip: Nullable(Type.String()),
-  imageVersion: Nullable(Type.String()),
+  imageVersion: Nullable(Type.String({ description: '`name@version` of the image it booted' })),
+  image: Type.Object({
+    image: Type.String({ description: "the image it boots (its own, its labels', or the default)" }),
+    next: Nullable(Type.String({ description: '`name@version` its next boot gets (null: that image is not built)' })),
+    stale: Type.Boolean({ description: "it runs an older version than its image's newest build" }),
+    health: Nullable(
+      Type.Union([Type.Literal('none'), Type.Literal('passed'), Type.Literal('failed')], {
+        description: "the image's health check as its agent ran it at start",
+      }),
+    ),
+    healthDetail: Nullable(Type.String()),
+    via: Nullable(Type.Union([Type.Literal('firmware'), Type.Literal('kexec')], { description: 'how its current boot started' })),
+  }),
   agentVersion: Nullable(Type.String()),
   bootCount: Type.Integer(),
   firstSeen: Type.Number(),
@@ -144,7 +156,7 @@ export const OperationNode = Type.Object({
 
 export const OperationView = Type.Object({
   id: Type.Integer(),
-  kind: Type.Literal('rolling-reboot'),
+  kind: Type.Union([Type.Literal('rolling-reboot'), Type.Literal('rollout'), Type.Literal('rollback')]),
   state: Type.Union(['running', 'done', 'failed', 'cancelled'].map((p) => Type.Literal(p))),
   startedAt: Type.Number(),
   finishedAt: Nullable(Type.Number()),
@@ -165,6 +177,7 @@ export const RollingRebootRequest = Type.Object(
     batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'nodes rebooted at a time (default 1)' })),
     drainTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node whose tasks run longer (default: wait)' })),
     backTimeoutS: Type.Optional(Type.Integer({ minimum: 1, description: 'give up on a node not back after this long (default 600)' })),
+    firmware: Type.Optional(Type.Boolean({ description: 'reboot through the firmware, not kexec' })),
   },
   { additionalProperties: false },
 );

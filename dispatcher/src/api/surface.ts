@@ -21,6 +21,8 @@ import { nodeRoutes } from './nodes/routes.js';
 import { eventRoutes } from './events/routes.js';
 import { statusRoutes } from './status/routes.js';
 import { operationRoutes } from './operations/routes.js';
+import { imageRoutes } from './images/routes.js';
+import { Rollouts } from '../images/rollout.js';
 import { liveRoutes } from './live/routes.js';
 import { enrollmentRoutes } from './enrollment/routes.js';
 import { metricsRoutes } from '../metrics/routes.js';
@@ -28,6 +30,8 @@ import { registerCoreMetrics } from '../metrics/core-metrics.js';
 import { registerAgentMetrics, type AgentHubCounters } from '../metrics/agent-metrics.js';
 import { webRoutes } from '../web/routes.js';
 import type { OperatorApi } from './context.js';
+import type { NodeRecord } from '../nodes/registry.js';
+import type { PlannedKexec } from '../boot/kexec-plan.js';
 
 export interface OperatorSurface {
   /** In this order, before every other plugin. */
@@ -38,6 +42,8 @@ export interface OperatorSurface {
    * /metrics when it has them (`stats`).
    */
   attachControl(control: NodeControl & { stats?: AgentHubCounters }): void;
+  /** Plugs in kexec plans (the boot services, once HTTP listens): reboots then skip the firmware. */
+  attachKexec(planner: (n: NodeRecord) => Promise<PlannedKexec>): void;
   stop(): Promise<void>;
 }
 
@@ -52,6 +58,7 @@ export interface OperatorSurfaceOptions {
 export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions = {}): OperatorSurface {
   let control: NodeControl = NO_AGENTS;
   const getControl = () => control;
+  let kexec: ((n: NodeRecord) => Promise<PlannedKexec>) | undefined;
   const log = core.log.child({ svc: 'operator' });
   const actions = new NodeActions({
     nodes: core.nodes,
@@ -61,6 +68,8 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     wakeTarget: () => ({ ifindex: core.network.ifindex, address: core.network.address, netmask: core.network.netmask }),
     ...(opts.wake ? { wakeOptions: opts.wake } : {}),
     now: core.now,
+    kexec: () => kexec,
+    timeline: core.timeline,
   });
   const operations = new Operations({
     actions,
@@ -76,6 +85,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
     core,
     actions,
     operations,
+    rollouts: new Rollouts(core, operations, getControl),
     control: getControl,
     throughput,
     feed: undefined as unknown as LiveFeed,
@@ -83,7 +93,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
   };
   api.feed = new LiveFeed({
     nodes: () => {
-      const src = { control: getControl(), timeline: core.timeline };
+      const src = { control: getControl(), timeline: core.timeline, images: core.images.assignments };
       return core.nodes.list().map((n) => nodeView(n, src));
     },
     summary: () => statusSummary(api),
@@ -113,6 +123,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
           await app.register(nodeRoutes(api));
           await app.register(eventRoutes(api));
           await app.register(operationRoutes(api));
+          await app.register(imageRoutes(api));
           await app.register(liveRoutes(api));
           await app.register(enrollmentRoutes(api));
         },
@@ -121,6 +132,9 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
       { name: 'web', plugin: webRoutes(core) },
     ],
     api,
+    attachKexec(planner) {
+      kexec = planner;
+    },
     attachControl(c) {
       control = c;
       if (c.stats) registerAgentMetrics(core.metrics, () => c.stats!);

@@ -7,9 +7,14 @@
  * types first (`?limit=5` → 5); bodies are JSON and are checked as they are.
  */
 import type { FastifySchemaCompiler } from 'fastify';
-import type { TSchema } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
+
+/** A body a route takes but does not need (a POST with no body at all is `{}`'s equal). */
+export function OptionalBody<T extends TSchema>(schema: T) {
+  return Type.Union([schema, Type.Null(), Type.Undefined()]);
+}
 
 export const strictValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
   const check = TypeCompiler.Compile(schema);

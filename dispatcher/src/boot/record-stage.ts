@@ -8,13 +8,14 @@ import type { BootStage, BootStageRecord, BootTimeline } from './timeline.js';
 import type { Logger } from '../log.js';
 import type { Mac } from '../nodes/mac.js';
 
-const AFTER_SCRIPT: ReadonlySet<BootStage> = new Set(['http.kernel', 'http.initrd', 'http.root', 'agent.hello']);
+const AFTER_SCRIPT: ReadonlySet<BootStage> = new Set(['http.kernel', 'http.initrd', 'http.root', 'reboot.firmware', 'agent.hello']);
 const AFTER_FIRST_STAGE: ReadonlySet<BootStage> = new Set([
   'http.script',
   'http.kernel',
   'http.initrd',
   'http.root',
   'http.failed',
+  'reboot.firmware',
   'agent.hello',
 ]);
 

@@ -41,6 +41,10 @@ export const BOOT_STAGES = [
   'http.initrd',
   'http.root',
   'http.failed',
+  /** The node's agent was told to reboot by the firmware: the last stage of its boot (reason: why not kexec). */
+  'reboot.firmware',
+  /** The first stage of a boot started by kexec from the previous one (no firmware, no PXE). */
+  'reboot.kexec',
   'agent.hello',
 ] as const;
 export type BootStage = (typeof BOOT_STAGES)[number];

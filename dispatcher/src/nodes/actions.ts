@@ -12,9 +12,14 @@ import type { NodeControl, ControlOutcome, AgentLiveStatus } from '../agents/con
 import type { NodeRegistry, NodeRecord } from './registry.js';
 import type { Mac } from './mac.js';
 import { sendWake, type WakeTarget, type WakeOptions } from './wol.js';
+import type { BootTimeline } from '../boot/timeline.js';
+import type { PlannedKexec } from '../boot/kexec-plan.js';
+import type { RebootPath } from '../protocol/messages.js';
 
 /** How long a reboot/poweroff/drain waits for the agent's acknowledgement. */
 export const DEFAULT_ACK_TIMEOUT_MS = 10_000;
+/** A kexec reboot is done when the agent has fetched and loaded the next image (tens of MiB). */
+export const KEXEC_LOAD_TIMEOUT_MS = 5 * 60_000;
 /** How long inspect waits for the snapshot (systeminformation can take a few seconds). */
 export const DEFAULT_INSPECT_TIMEOUT_MS = 30_000;
 /** exec without its own timeout: the agent kills the command after this long. */
@@ -63,6 +68,17 @@ export interface NodeActionsDeps {
   wakeTarget: () => WakeTarget;
   wakeOptions?: WakeOptions;
   now?: () => number;
+  /** The next boot of a node as a kexec plan (late-bound: the boot services come after the API). */
+  kexec?: () => ((n: NodeRecord) => Promise<PlannedKexec>) | undefined;
+  /** Where reboots record the path they took. */
+  timeline?: BootTimeline;
+}
+
+export interface RebootOptions {
+  /** Rolling reboot: the hub hands the node no task until the operation says it is back. */
+  keepDraining?: boolean;
+  /** Through the firmware (POST, PXE) even when kexec could do it. */
+  firmware?: boolean;
 }
 
 export class NodeActions {
@@ -96,20 +112,38 @@ export class NodeActions {
   }
 
   /**
-   * Reboots a node. `keepDraining` (rolling reboot): the hub hands the node no task until the
-   * operation says it is back; otherwise the drain, if any, ends with the reboot.
+   * Reboots a node into the image and version it boots next: by kexec when its agent can (it
+   * reported its image in its hello, so it knows kexec plans) and `firmware` is not asked,
+   * else through the firmware. The timeline records which path was taken, and why not kexec.
+   * Without `keepDraining` the drain, if any, ends with the reboot.
    */
-  async reboot(ref: string, opts: { keepDraining?: boolean } = {}): Promise<ActionOutcome> {
+  async reboot(ref: string, opts: RebootOptions = {}): Promise<ActionOutcome> {
     const n = this.#connected(this.resolve(ref), 'reboot');
     const running = this.live(n)?.running.length ?? 0;
-    const out = await this.#command(n, 'reboot', { kind: 'reboot' }, DEFAULT_ACK_TIMEOUT_MS);
+    let why = opts.firmware ? 'asked for (--firmware)' : undefined;
+    let planned: PlannedKexec | undefined;
+    const planner = this.deps.kexec?.();
+    if (!why && !planner) why = 'no kexec in this dispatcher';
+    if (!why && !n.bootedImage) why = "its agent did not report its image (an older agent, or a host not booted by us): it can't kexec";
+    if (!why && planner) {
+      planned = await planner(n);
+      if (!planned.ok) why = planned.reason;
+    }
+    const cmd = planned?.ok ? { kind: 'reboot' as const, kexec: planned.plan } : { kind: 'reboot' as const };
+    const out = await this.#command(n, 'reboot', cmd, planned?.ok ? KEXEC_LOAD_TIMEOUT_MS : DEFAULT_ACK_TIMEOUT_MS);
+    const said = out.result as Partial<RebootPath> | undefined;
+    const path = planned?.ok ? (said?.path ?? 'kexec') : 'firmware';
+    if (planned?.ok && path === 'firmware') why = `kexec failed on the node: ${said?.reason ?? 'no reason given'}`;
     if (!opts.keepDraining) this.control.setDraining(n.mac, false);
     this.deps.nodes.setState(n.mac, 'rebooting', 'operator reboot', { by: 'operator' });
+    const target = planned?.ok ? `${planned.version.image}@${planned.version.version}` : undefined;
+    if (path === 'kexec') this.deps.timeline?.record(n.mac, 'reboot.kexec', { image: target }, { newBoot: true });
+    else this.deps.timeline?.record(n.mac, 'reboot.firmware', { reason: why ?? null });
     return this.#result(
       n,
       'reboot',
       out.ackMs,
-      `reboot acknowledged in ${fmtMs(out.ackMs)}${running ? `; its ${running} running tasks go back to the queue` : ''}`,
+      `reboot acknowledged in ${fmtMs(out.ackMs)}, by ${path}${target && path === 'kexec' ? ` into ${target}` : ''}${path === 'firmware' && why ? ` (not kexec: ${why})` : ''}${running ? `; its ${running} running tasks go back to the queue` : ''}`,
     );
   }
 

@@ -14,6 +14,11 @@
  * others go on. The operation runs in the dispatcher (the CLI only starts and watches it);
  * every phase change is an event (kind `operation.node`). It lives in memory: after a
  * dispatcher restart, a node left draining shows as draining and `undrain` releases it.
+ *
+ * Image rollouts and rollbacks (images/rollout.ts) are rolling reboots with two hooks: one
+ * before each reboot (pin the node to the new version) and a check once it is back (did it
+ * boot that version, and pass the image's health check?); a failed check fails the node and
+ * stops the operation, like a node that does not come back.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { DispatcherError } from '../errors.js';
@@ -46,9 +51,11 @@ export interface OperationNode {
   error: string | null;
 }
 
+export type OperationKind = 'rolling-reboot' | 'rollout' | 'rollback';
+
 export interface OperationView {
   id: number;
-  kind: 'rolling-reboot';
+  kind: OperationKind;
   state: OperationState;
   startedAt: number;
   finishedAt: number | null;
@@ -63,6 +70,15 @@ export interface RollingRebootRequest {
   batch?: number;
   drainTimeoutMs?: number;
   backTimeoutMs?: number;
+  kind?: OperationKind;
+  /** Shown in events and the operation's message (`rollout of ml to 3f2a…`). */
+  title?: string;
+  /** Reboot through the firmware even where kexec could. */
+  firmware?: boolean;
+  /** Runs before a node is rebooted. */
+  beforeReboot?: (node: NodeRecord) => Promise<void>;
+  /** Once a node is back: null when it is fine, else why it is not (the node fails, the operation stops). */
+  checkBack?: (node: NodeRecord) => string | null;
 }
 
 export interface OperationsDeps {
@@ -85,7 +101,7 @@ export class Operations {
   startRollingReboot(req: RollingRebootRequest): OperationView {
     for (const op of this.#ops.values())
       if (op.view.state === 'running')
-        throw new DispatcherError('DSP_ERR_NODE_STATE', `rolling reboot #${op.view.id} is still running`, {
+        throw new DispatcherError('DSP_ERR_NODE_STATE', `${op.view.kind} #${op.view.id} is still running`, {
           hint: `wait for it (dispatcherctl events --follow) or cancel it: POST /api/v1/operations/${op.view.id}/cancel`,
         });
     const { actions } = this.deps;
@@ -123,6 +139,14 @@ export class Operations {
 
   get(id: number): OperationView | undefined {
     return this.#ops.get(id)?.snapshot();
+  }
+
+  /** Resolves with the operation's final view once it has finished. */
+  async wait(id: number): Promise<OperationView> {
+    const op = this.#ops.get(id);
+    if (!op) throw new DispatcherError('DSP_ERR_NOT_FOUND', `no operation #${id}`);
+    await op.done;
+    return op.snapshot();
   }
 
   list(): OperationView[] {
@@ -163,6 +187,8 @@ class RollingReboot {
   readonly #backTimeoutMs: number;
   readonly #drainTimeoutMs: number | undefined;
   readonly #targets: NodeRecord[];
+  readonly #req: RollingRebootRequest;
+  readonly #title: string;
   #stopping: string | undefined;
   done: Promise<void> = Promise.resolve();
 
@@ -178,10 +204,12 @@ class RollingReboot {
     this.#backTimeoutMs = req.backTimeoutMs ?? DEFAULT_BACK_TIMEOUT_MS;
     this.#drainTimeoutMs = req.drainTimeoutMs;
     this.#targets = targets;
+    this.#req = req;
+    this.#title = `${req.title ?? req.kind ?? 'rolling reboot'} #${id}`;
     const t = this.#now();
     this.view = {
       id,
-      kind: 'rolling-reboot',
+      kind: req.kind ?? 'rolling-reboot',
       state: 'running',
       startedAt: t,
       finishedAt: null,
@@ -202,7 +230,7 @@ class RollingReboot {
 
   run(): Promise<void> {
     this.done = this.#run().catch((err: unknown) => {
-      this.deps.log.error({ err, op: this.view.id }, 'rolling reboot failed');
+      this.deps.log.error({ err, op: this.view.id }, `${this.#title} failed`);
       this.#stopping ??= `internal error: ${(err as Error).message}`;
       this.#finish();
     });
@@ -213,7 +241,7 @@ class RollingReboot {
     const { events } = this.deps;
     events.append({
       kind: 'operation.started',
-      message: `rolling reboot #${this.view.id} of ${this.#targets.length} nodes, ${this.view.batch} at a time`,
+      message: `${this.#title} of ${this.#targets.length} nodes, ${this.view.batch} at a time`,
       data: { op: this.view.id, nodes: this.view.nodes.map((n) => n.name), batch: this.view.batch },
     });
     // A sliding window: a new node starts as soon as one in flight is back.
@@ -256,7 +284,7 @@ class RollingReboot {
           : '');
     this.deps.events.append({
       kind: 'operation.done',
-      message: `rolling reboot #${this.view.id} ${this.view.state}: ${this.view.message}`,
+      message: `${this.#title} ${this.view.state}: ${this.view.message}`,
       data: { op: this.view.id, state: this.view.state },
     });
   }
@@ -270,7 +298,7 @@ class RollingReboot {
       // 1. Drain and wait for its running tasks.
       this.#phase(entry, 'draining');
       control().setDraining(node.mac, true);
-      nodes.setState(node.mac, 'draining', `rolling reboot #${this.view.id}`, { by: 'operator' });
+      nodes.setState(node.mac, 'draining', this.#title, { by: 'operator' });
       const drainStart = this.#now();
       for (;;) {
         if (!control().isConnected(node.mac)) return this.#skip(node, entry, 'lost while draining');
@@ -283,8 +311,9 @@ class RollingReboot {
         await this.#sleep();
       }
       // 2. Reboot (the drain flag stays until the node is back).
+      await this.#req.beforeReboot?.(node);
       const sentAt = this.#now();
-      await actions.reboot(node.name, { keepDraining: true });
+      await actions.reboot(node.name, { keepDraining: true, ...(this.#req.firmware ? { firmware: true } : {}) });
       this.#phase(entry, 'rebooting');
       // 3. Wait for a new connection of its agent, made after the reboot was acknowledged.
       for (;;) {
@@ -297,18 +326,24 @@ class RollingReboot {
         }
         await this.#sleep(true);
       }
+      const wrong = this.#req.checkBack?.(node) ?? null;
+      if (wrong) {
+        // Back, but not as it should be: it keeps the drain (no task runs on a bad image) and the operation stops.
+        this.#stopping ??= `${node.name}: ${wrong}`;
+        return this.#fail(entry, wrong);
+      }
       control().setDraining(node.mac, false);
       // The hello normally made it ready already (registry.recordHello); make sure the hold is gone.
       if (node.state === 'draining' || node.state === 'rebooting') {
         const running = actions.live(node)?.running.length ?? 0;
-        nodes.setState(node.mac, running ? 'busy' : 'ready', `rolling reboot #${this.view.id}: back`, { by: 'operator' });
+        nodes.setState(node.mac, running ? 'busy' : 'ready', `${this.#title}: back`, { by: 'operator' });
       }
       this.#phase(entry, 'back', null, `boot #${node.bootCount}`);
       this.view.message = `${this.view.nodes.filter((n) => n.phase === 'back').length}/${this.view.nodes.length} nodes back`;
     } catch (err) {
       control().setDraining(node.mac, false);
       if (node.state === 'draining')
-        nodes.setState(node.mac, control().isConnected(node.mac) ? 'ready' : 'lost', `rolling reboot #${this.view.id} gave up`, {
+        nodes.setState(node.mac, control().isConnected(node.mac) ? 'ready' : 'lost', `${this.#title} gave up`, {
           by: 'operator',
         });
       this.#stopping ??= `${node.name}: ${(err as Error).message}`;
@@ -321,12 +356,9 @@ class RollingReboot {
     actions.control.setDraining(node.mac, false);
     if (node.state === 'draining') {
       const running = actions.live(node)?.running.length ?? 0;
-      nodes.setState(
-        node.mac,
-        !actions.control.isConnected(node.mac) ? 'lost' : running ? 'busy' : 'ready',
-        `rolling reboot #${this.view.id}: skipped`,
-        { by: 'operator' },
-      );
+      nodes.setState(node.mac, !actions.control.isConnected(node.mac) ? 'lost' : running ? 'busy' : 'ready', `${this.#title}: skipped`, {
+        by: 'operator',
+      });
     }
     this.#phase(entry, 'skipped', why);
   }
@@ -343,7 +375,7 @@ class RollingReboot {
     this.deps.events.append({
       kind: 'operation.node',
       node: entry.name,
-      message: `rolling reboot #${this.view.id}: ${entry.name} ${phase}${error ? `: ${error}` : detail ? ` (${detail})` : ''}`,
+      message: `${this.#title}: ${entry.name} ${phase}${error ? `: ${error}` : detail ? ` (${detail})` : ''}`,
       data: { op: this.view.id, phase, ...(error ? { error } : {}) },
     });
   }

@@ -139,7 +139,11 @@ export type RunningTask = Static<typeof RunningTask>;
 
 /** A file the agent fetches over HTTP and checks before using it (kexec). */
 export const FileRef = Type.Object(
-  { url: Type.String({ minLength: 1, maxLength: 2048, pattern: '^https?://' }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }), size: Int() },
+  {
+    url: Type.String({ minLength: 1, maxLength: 2048, pattern: '^https?://' }),
+    sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+    size: Int(),
+  },
   Closed,
 );
 export type FileRef = Static<typeof FileRef>;

@@ -218,7 +218,7 @@ describe('dispatcherctl actions', () => {
   it('reboot: acknowledged, recorded as an event, the node comes back under its name', async () => {
     const r = await runCtl(['reboot', 'node2'], admin);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^node2: reboot acknowledged in [\d.]+ ms$/m);
+    expect(r.stdout).toMatch(/^node2: reboot acknowledged in [\d.]+ ms, by firmware \(not kexec: its agent did not report its image/m);
     expect(control.sent.at(-1)).toMatchObject({ mac: testMac(2), cmd: { kind: 'reboot' } });
     await waitUntil('node2 back', () => control.isConnected(testMac(2)) && d.core.nodes.byName('node2')!.state === 'ready');
     const ev = await runCtl(['events', '--node', 'node2', '--kind', 'node', '--json'], env);

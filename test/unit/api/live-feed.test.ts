@@ -22,6 +22,7 @@ function view(i: number, over: Partial<NodeView> = {}): NodeView {
     labels: [],
     ip: null,
     imageVersion: null,
+    image: { image: 'default', next: null, stale: false, health: null, healthDetail: null, via: null },
     agentVersion: null,
     bootCount: 1,
     firstSeen: 0,

@@ -66,6 +66,25 @@ const TasksQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
 });
 
+/**
+ * A job that requires an image (`submit --image`) must name one that is built and that some
+ * node runs or boots, else its tasks would wait forever: refused, naming what to do.
+ */
+function checkImage(core: Core, spec: unknown): void {
+  const image = (spec as { requirements?: { image?: unknown } } | null)?.requirements?.image;
+  if (typeof image !== 'string') return; // absent, or submission.ts refuses it with the field named
+  if (!core.images.catalog.get(image))
+    throw new DispatcherError('DSP_ERR_IMAGE_NOT_FOUND', `requirements.image: no image named "${image}" is built`, {
+      hint: `dispatcherctl images lists them; build it with make image IMAGE=${image} FROM=... (or PACKAGES=...)`,
+    });
+  const { assignments } = core.images;
+  const nodes = core.nodes.list().filter((n) => n.enrollment === 'admitted');
+  if (!nodes.some((n) => assignments.imageOf(n) === image || n.bootedImage?.name === image))
+    throw new DispatcherError('DSP_ERR_BAD_SUBMISSION', `requirements.image: no node runs or boots image "${image}"`, {
+      hint: `give nodes that image: dispatcherctl set NODE --image ${image} (then reboot them), or labelImages in the cluster file`,
+    });
+}
+
 export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
   return {
     name: 'dispatch',
@@ -130,8 +149,10 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
             } catch (err) {
               throw badSubmission(`line 1 of the body must be the job as JSON: ${(err as Error).message}`);
             }
+            checkImage(core, spec);
             job = await engine.submitJobStream(spec, format as ParamsFormat, rest);
           } else {
+            checkImage(core, req.body);
             job = await engine.submitJob(req.body);
           }
           req.log.info({ job: job.id, tasks: job.counts.total }, 'job submitted');

@@ -23,11 +23,14 @@ import {
 import { ADMIN_SECURITY, EXEC_BODY_LIMIT, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
 import { nodeDetail, nodeView } from './view.js';
 import { forgetNode } from '../../nodes/forget.js';
+import { IMAGE_NAME_PATTERN } from '../jobs/schemas.js';
+import { OptionalBody } from '../validation.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 
 const SIMPLE_ACTIONS = {
-  reboot: 'reboot the node through its agent (running tasks go back to the queue; a rolling reboot drains first)',
+  reboot:
+    'reboot the node through its agent into the image and version it boots next: by kexec where it can (no firmware, no PXE), else the firmware (body {"firmware": true} forces it); running tasks go back to the queue, a rolling reboot drains first',
   poweroff: 'power the node off through its agent',
   drain: 'let running tasks finish and hand the node no new ones',
   undrain: 'hand tasks to a drained node again',
@@ -41,7 +44,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
     const app = plain.withTypeProvider<TypeBoxTypeProvider>();
     const { core, actions } = api;
     const admin = requireAdmin(core);
-    const sources = () => ({ control: api.control(), timeline: core.timeline });
+    const sources = () => ({ control: api.control(), timeline: core.timeline, images: core.images.assignments });
 
     app.get(
       '/api/v1/nodes',
@@ -105,10 +108,13 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
             tags: ['nodes'],
             security: ADMIN_SECURITY,
             params: NodeRef,
+            ...(action === 'reboot'
+              ? { body: OptionalBody(Type.Object({ firmware: Type.Optional(Type.Boolean()) }, { additionalProperties: false })) }
+              : {}),
             response: { 200: ActionResult, ...errorResponses, 504: ErrorBody },
           },
         },
-        async (req) => runAction(action, req.params.node),
+        async (req) => runAction(action, req.params.node, (req.body as { firmware?: boolean } | undefined)?.firmware === true),
       );
     }
 
@@ -118,7 +124,8 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
         bodyLimit: OPERATOR_BODY_LIMIT,
         onRequest: admin,
         schema: {
-          summary: 'change per-node settings: labels, UEFI first stage (snponly.efi for NICs that need it), fixed address',
+          summary:
+            'change per-node settings: labels, UEFI first stage (snponly.efi for NICs that need it), fixed address, image (from its next boot)',
           description: 'For a node listed in the cluster file, the file wins again at the next start.',
           tags: ['nodes'],
           security: ADMIN_SECURITY,
@@ -135,6 +142,15 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
                   }),
                 ),
               ),
+              image: Type.Optional(
+                Nullable(
+                  Type.String({
+                    pattern: IMAGE_NAME_PATTERN,
+                    maxLength: 64,
+                    description: 'the image it boots from its next boot (null: by its labels, else the default)',
+                  }),
+                ),
+              ),
             },
             { additionalProperties: false },
           ),
@@ -144,7 +160,12 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       async (req) => {
         const n = actions.resolve(req.params.node);
         const b = req.body;
+        if (b.image && !core.images.catalog.get(b.image))
+          throw new DispatcherError('DSP_ERR_IMAGE_NOT_FOUND', `no image named "${b.image}" is built`, {
+            hint: `dispatcherctl images lists them; build it with make image IMAGE=${b.image} FROM=... (or PACKAGES=...)`,
+          });
         core.nodes.updateSettings(n.mac, {
+          ...(b.image !== undefined ? { image: b.image } : {}),
           ...(b.labels !== undefined ? { labels: b.labels } : {}),
           ...(b.firstStage !== undefined ? { firstStage: b.firstStage } : {}),
           ...(b.fixedIp !== undefined ? { fixedIp: b.fixedIp } : {}),
@@ -218,10 +239,10 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       },
     );
 
-    function runAction(action: SimpleAction, ref: string) {
+    function runAction(action: SimpleAction, ref: string, firmware: boolean) {
       switch (action) {
         case 'reboot':
-          return actions.reboot(ref);
+          return actions.reboot(ref, firmware ? { firmware } : {});
         case 'poweroff':
           return actions.poweroff(ref);
         case 'drain':

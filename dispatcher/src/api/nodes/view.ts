@@ -7,10 +7,12 @@ import type { NodeRecord } from '../../nodes/registry.js';
 import type { NodeControl } from '../../agents/control-contract.js';
 import type { BootTimeline } from '../../boot/timeline.js';
 import type { NodeDetail, NodeView } from '../schemas.js';
+import type { ImageAssignments } from '../../images/assignment.js';
 
 export interface ViewSources {
   control: NodeControl;
   timeline: BootTimeline;
+  images: ImageAssignments;
 }
 
 export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
@@ -28,6 +30,7 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
     labels: n.labels,
     ip: n.ip,
     imageVersion: n.imageVersion,
+    image: imageView(n, src.images),
     agentVersion: n.agentVersion,
     bootCount: n.bootCount,
     firstSeen: n.firstSeen,
@@ -46,6 +49,19 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
       ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt }))
       : [],
     bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
+  };
+}
+
+function imageView(n: NodeRecord, images: ImageAssignments): NodeView['image'] {
+  const s = images.status(n);
+  const b = n.bootedImage;
+  return {
+    image: s.image,
+    next: s.next,
+    stale: s.stale,
+    health: b?.health ?? null,
+    healthDetail: b?.healthDetail ?? null,
+    via: b?.via ?? null,
   };
 }
 

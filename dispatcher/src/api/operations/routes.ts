@@ -38,6 +38,7 @@ export function operationRoutes(api: OperatorApi): FastifyPluginAsync {
           ...(b.batch ? { batch: b.batch } : {}),
           ...(b.drainTimeoutS ? { drainTimeoutMs: b.drainTimeoutS * 1000 } : {}),
           ...(b.backTimeoutS ? { backTimeoutMs: b.backTimeoutS * 1000 } : {}),
+          ...(b.firmware ? { firmware: true } : {}),
         });
         return reply.code(202).send(op);
       },

@@ -25,13 +25,22 @@ export const controlCommands: CommandModule = {
       .option('--back-timeout <seconds>', 'rolling: stop if a node is not back after this long (default 600)', positiveInt)
       .option('--drain-timeout <seconds>', 'rolling: stop if running tasks take longer than this to finish (default: wait)', positiveInt)
       .option('--no-wait', 'rolling: start the operation and return (follow it with `dispatcherctl events --follow`)')
+      .option('--firmware', 'through the firmware (POST and PXE), not kexec')
       .addHelpText('after', '\nA plain reboot does not drain: tasks running on the node are handed out again elsewhere.')
       .action(
         ctl.action(
           async (
             ctx,
             nodes: string[],
-            opts: { all?: boolean; rolling?: boolean; batch?: number; backTimeout?: number; drainTimeout?: number; wait: boolean },
+            opts: {
+              all?: boolean;
+              rolling?: boolean;
+              batch?: number;
+              backTimeout?: number;
+              drainTimeout?: number;
+              wait: boolean;
+              firmware?: boolean;
+            },
           ) => {
             if (opts.all && nodes.length) throw usageError('give node names or --all, not both');
             if (!opts.all && !nodes.length)
@@ -47,7 +56,7 @@ export const controlCommands: CommandModule = {
               ctx.print({ results: [], failures: [] }, () => 'no node has its agent connected: nothing to reboot\n');
               return EXIT.OK;
             }
-            return perNode(ctx, targets, 'reboot');
+            return perNode(ctx, targets, 'reboot', opts.firmware ? { firmware: true } : {});
           },
         ),
       );
@@ -124,9 +133,10 @@ async function connectedNodes(ctx: CtlContext): Promise<string[]> {
 async function rollingReboot(
   ctx: CtlContext,
   nodes: string[] | undefined,
-  opts: { batch?: number; backTimeout?: number; drainTimeout?: number; wait: boolean },
+  opts: { batch?: number; backTimeout?: number; drainTimeout?: number; wait: boolean; firmware?: boolean },
 ): Promise<number> {
   const op = await ctx.api.post<OperationView>('/api/v1/operations/rolling-reboot', {
+    ...(opts.firmware ? { firmware: true } : {}),
     ...(nodes ? { nodes } : {}),
     ...(opts.batch ? { batch: opts.batch } : {}),
     ...(opts.backTimeout ? { backTimeoutS: opts.backTimeout } : {}),

@@ -10,11 +10,13 @@ import { jobCommands } from './jobs.js';
 import { eventCommands } from './events.js';
 import { completionCommands } from './completion.js';
 import { enrollmentCommands } from './enrollment.js';
+import { imageCommands } from './images.js';
 
 export const commandModules: readonly CommandModule[] = [
   statusCommands,
   nodeCommands,
   controlCommands,
+  imageCommands,
   jobCommands,
   eventCommands,
   enrollmentCommands,

@@ -32,6 +32,7 @@ interface SubmitOpts {
   label?: string[];
   minCores?: string;
   minMem?: string;
+  image?: string;
   env?: string[];
   cwd?: string;
   stdin?: string;
@@ -61,6 +62,7 @@ export const jobCommands: CommandModule = {
       .option('-l, --label <label>', 'run only on nodes with this label (repeatable)', collect, [])
       .option('--min-cores <n>', 'run only on nodes with at least this many cores')
       .option('--min-mem <MiB>', 'run only on nodes with at least this much memory')
+      .option('--image <name>', 'run only on nodes that booted this image (`dispatcherctl images`)')
       .option('-e, --env <K=V>', 'environment variable for the task (repeatable; {name} substituted)', collect, [])
       .option('--cwd <dir>', "working directory, relative to the task's work dir")
       .option('--stdin <file>', "feed this file to each task's stdin")
@@ -194,6 +196,7 @@ async function submit(ctx: CtlContext, words: string[], opts: SubmitOpts): Promi
   if (opts.label?.length) req.labels = opts.label;
   if (opts.minCores !== undefined) req.minCores = positiveInt(opts.minCores, '--min-cores');
   if (opts.minMem !== undefined) req.minMemoryMiB = positiveInt(opts.minMem, '--min-mem');
+  if (opts.image !== undefined) req.image = opts.image;
   if (Object.keys(req).length) body.requirements = req;
   if (opts.env?.length) {
     body.env = {};

@@ -51,7 +51,7 @@ export const nodeCommands: CommandModule = {
     program
       .command('set')
       .description(
-        'change per-node settings: labels, UEFI first stage, fixed address (cluster-file nodes: the file wins at the next start)',
+        'change per-node settings: labels, UEFI first stage, fixed address, image (cluster-file nodes: the file wins at the next start)',
       )
       .argument('<node>', 'node name, MAC or UUID')
       .option('--labels <list>', 'comma-separated labels, replacing the current ones ("" for none)')
@@ -62,8 +62,9 @@ export const nodeCommands: CommandModule = {
         ).choices(['ipxe.efi', 'snponly.efi', 'default']),
       )
       .option('--ip <address>', 'fixed address (a DHCP reservation), or "none"')
+      .option('--image <name>', 'the image it boots from its next boot (`dispatcherctl images`), or "none" for its labels\' or the default')
       .action(
-        ctl.action(async (ctx, node: string, opts: { labels?: string; firstStage?: string; ip?: string }) => {
+        ctl.action(async (ctx, node: string, opts: { labels?: string; firstStage?: string; ip?: string; image?: string }) => {
           const body: Record<string, unknown> = {};
           if (opts.labels !== undefined)
             body.labels = opts.labels
@@ -72,7 +73,8 @@ export const nodeCommands: CommandModule = {
               .filter((l) => l.length > 0);
           if (opts.firstStage !== undefined) body.firstStage = opts.firstStage === 'default' ? null : opts.firstStage;
           if (opts.ip !== undefined) body.fixedIp = opts.ip === 'none' ? null : opts.ip;
-          if (Object.keys(body).length === 0) throw usageError('nothing to change', 'give --labels, --first-stage or --ip');
+          if (opts.image !== undefined) body.image = opts.image === 'none' ? null : opts.image;
+          if (Object.keys(body).length === 0) throw usageError('nothing to change', 'give --labels, --first-stage, --ip or --image');
           const n = await ctx.api.patch<NodeDetail>(`/api/v1/nodes/${encodeURIComponent(node)}`, body);
           ctx.print(n, (x) =>
             keyValues([
@@ -80,6 +82,7 @@ export const nodeCommands: CommandModule = {
               ['labels', x.labels.join(',') || '-'],
               ['first stage', x.firstStage ?? 'default'],
               ['fixed ip', x.fixedIp ?? '-'],
+              ['image', `${x.image.image} (next boot: ${x.image.next ?? 'not built'})`],
             ]),
           );
         }),
@@ -127,7 +130,14 @@ export function nodeTable(nodes: readonly NodeView[], now: number, wide = false)
     { header: 'STATE', value: (x) => x.state },
     { header: 'MAC', value: (x) => x.mac },
     { header: 'IP', value: (x) => x.ip },
-    { header: 'IMAGE', value: (x) => x.imageVersion },
+    // `*`: a newer build of its image exists (stale); `→ next`: its next boot gets another image or version.
+    {
+      header: 'IMAGE',
+      value: (x) =>
+        x.imageVersion === null
+          ? null
+          : `${x.imageVersion}${x.image.stale ? '*' : ''}${x.image.next && x.imageVersion.includes('@') && x.image.next !== x.imageVersion ? ` → ${x.image.next}` : ''}`,
+    },
     { header: 'CPU', value: (x) => (x.cpu && x.cpu.length > 28 ? x.cpu.slice(0, 27) + '…' : x.cpu) },
     { header: 'CORES', value: (x) => x.cores, right: true },
     {
