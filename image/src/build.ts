@@ -49,6 +49,7 @@ import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
 import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
 import { buildRoot, resolveRoot, type ResolvedRoot } from './root-image.js';
+import { addKexecTools, collectKexecTools, kexecToolsSize, type KexecTools } from './kexec-tools.js';
 import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
 import {
@@ -159,6 +160,8 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
         ? ` (no ${opts.spawnAddonPath}: tasks will start through child_process; make build builds it)`
         : '';
     progress('agent', `${opts.agentPath} ${agentVersion} ${(agent.length / 1024).toFixed(0)} KiB${addonNote}`);
+    const kexec = await collectKexecTools();
+    progress('kexec', `${kexec.version}, ${kexec.files.length} libraries, ${(kexecToolsSize(kexec) / 1024).toFixed(0)} KiB`);
 
     const extraDebs: PackageRef[] = [];
     for (const name of extraDebNames)
@@ -175,7 +178,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
     const key = opts.dispatcherKey ? readDispatcherKey(opts.dispatcherKey) : undefined;
     const overlay = readBuiltinOverlay(join(opts.imageDir, 'rootfs'));
 
-    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, key, overlay, extraDebs, extraRootfs, root });
+    const inputs = fingerprint({ opts, kernel, busybox, node, agent, spawnAddon, kexec, key, overlay, extraDebs, extraRootfs, root });
     const version = versionOf(inputs);
     const keep = opts.keep ?? DEFAULT_KEEP;
     const previous = opts.force ? undefined : versionManifest(opts.outDir, version);
@@ -227,6 +230,7 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       node,
       agent,
       spawnAddon,
+      kexec,
       key,
       mods,
       firmware,
@@ -496,6 +500,7 @@ function fingerprint(x: {
   node: NodeRuntime;
   agent: Buffer;
   spawnAddon: Buffer | undefined;
+  kexec: KexecTools;
   key: DispatcherKey | undefined;
   overlay: OverlayTree;
   extraDebs: PackageRef[];
@@ -511,6 +516,7 @@ function fingerprint(x: {
   for (const f of x.node.files) part(`lib:${f.path}`, f.data);
   part('agent', x.agent);
   part('spawn-addon', x.spawnAddon ?? '');
+  part('kexec', x.kexec.digest);
   part('key', x.key?.b64 ?? '');
   part('overlay', x.overlay.digest);
   for (const d of x.extraDebs) part(`deb:${d.name ?? d.path}`, d.sha256);
@@ -723,6 +729,7 @@ function assembleRootfs(
     node: NodeRuntime;
     agent: Buffer;
     spawnAddon: Buffer | undefined;
+    kexec: KexecTools;
     key: DispatcherKey | undefined;
     mods: KernelModules;
     firmware: Map<string, Buffer>;
@@ -751,6 +758,8 @@ function assembleRootfs(
   for (const f of x.node.files) fs.addFile(f.path, f.data, /\/ld-linux/.test(f.path) ? 0o755 : 0o644);
   fs.addFile(IMAGE_PATHS.agent, x.agent, 0o644);
   if (x.spawnAddon) fs.addFile(IMAGE_PATHS.spawnAddon, x.spawnAddon, 0o755);
+  // After Node's libraries: the libc both need is the same host file.
+  addKexecTools(fs, x.kexec, nodeLibraryDirs(x.node));
   if (x.key) fs.addFile(IMAGE_PATHS.dispatcherKey, Buffer.from(x.key.b64 + '\n'), 0o644);
 
   const libDirs = nodeLibraryDirs(x.node);

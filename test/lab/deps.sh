@@ -12,7 +12,7 @@ what=${1:-test}
 
 # Keep this list in step with README.md ("Tests").
 DEMO_PACKAGES=(ca-certificates make g++ python3 busybox-static cpio zstd binutils file kmod
-  qemu-system-x86 ipxe ipxe-qemu ovmf iproute2)
+  qemu-system-x86 ipxe ipxe-qemu ovmf iproute2 kexec-tools)
 TEST_PACKAGES=("${DEMO_PACKAGES[@]}" qemu-utils udhcpc dnsmasq-base tftp-hpa atftp chromium
   squashfs-tools skopeo umoci mmdebstrap docker-registry)
 case "$what" in
