@@ -11,6 +11,7 @@ import { resolveNodeNetwork } from './net/interfaces.js';
 import { createOperatorSurface, type OperatorSurface } from './api/surface.js';
 import { startBootServices } from './boot/services.js';
 import { planKexec } from './boot/kexec-plan.js';
+import { OnDemandImages } from './images/on-demand.js';
 import { startDhcp } from './dhcp/server.js';
 import { startDispatch } from './dispatch/service.js';
 import type { TaskDispatcher } from './dispatch/engine.js';
@@ -84,6 +85,17 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   // Reboots by kexec boot the same files at the same URLs as the boot scripts.
   const dispatcherUrl = `http://${network.address}:${httpPort}`;
   operator.attachKexec((n) => planKexec(core, boot.imageFiles, n, dispatcherUrl));
+  if (core.cluster.onDemand) {
+    const onDemand = new OnDemandImages({
+      core,
+      hasWorkFor: (c) => dispatch.engine.hasWorkFor(c),
+      control: () => agents,
+      actions: operator.api.actions,
+      policy: core.cluster.onDemand,
+    });
+    onDemand.start();
+    stoppables.push({ stop: async () => onDemand.stop() });
+  }
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
   log.info(

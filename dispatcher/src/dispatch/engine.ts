@@ -188,6 +188,11 @@ export class TaskDispatcher implements DispatchEngine {
 
   // ======================================================================= DispatchEngine
 
+  /** Whether some queued task fits a node of this capacity, without taking it (on-demand images). */
+  hasWorkFor(node: NodeCapacity): boolean {
+    return this.#ring.hasWorkFor(node);
+  }
+
   takeTasks(node: NodeCapacity, max: number): TaskAssignment[] {
     if (max <= 0 || this.#stopped) return [];
     if (this.#readBack.pending) this.#readBack.topUp(RECOVERY_STEP_BUDGET);

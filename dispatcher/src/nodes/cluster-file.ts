@@ -9,6 +9,9 @@
  *   image: default            # the image nodes boot unless a line below says otherwise
  *   labelImages:              # per label group: the first of a node's labels listed here wins
  *     gpu: ml
+ *   onDemand:                 # off unless given: move idle nodes to images queued tasks need
+ *     images: [default, ml]   # images nodes may be moved between
+ *     keep: {default: 1}      # at least this many nodes stay on an image
  *   nodes:
  *     - name: node1
  *       mac: 52:54:00:00:00:01
@@ -55,7 +58,16 @@ export interface ClusterFile {
   image?: string;
   /** Label → image; a node takes the image of the first of its labels listed here. */
   labelImages?: Record<string, string>;
+  /** On-demand images (images/on-demand.ts); absent: off. */
+  onDemand?: OnDemandPolicy;
   nodes: ClusterNodeSpec[];
+}
+
+export interface OnDemandPolicy {
+  /** Images nodes may be moved between. */
+  images: string[];
+  /** Image → nodes kept on it at least. */
+  keep: Record<string, number>;
 }
 
 /** Auto-enrolment caps when the cluster file names none: a storm of real machines fits, a script's flood does not. */
@@ -91,7 +103,7 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
   for (const k of Object.keys(d))
-    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'nodes'].includes(k)) fail(k, 'unknown field');
+    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'nodes'].includes(k)) fail(k, 'unknown field');
   const imageName = (field: string, v: unknown): string => {
     if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
       fail(field, 'must be an image name (a-z, 0-9, . _ -), as in make image IMAGE=<name>');
@@ -130,6 +142,22 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   const bootTokenMinutes = d.bootTokenMinutes ?? DEFAULT_BOOT_TOKEN_MINUTES;
   if (typeof bootTokenMinutes !== 'number' || !(bootTokenMinutes > 0) || bootTokenMinutes > 24 * 60)
     fail('bootTokenMinutes', 'must be a number of minutes above 0, at most 1440');
+  let onDemand: OnDemandPolicy | undefined;
+  if (d.onDemand !== undefined) {
+    const o = d.onDemand as Record<string, unknown>;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return fail('onDemand', 'expected a mapping (images, keep)');
+    for (const k of Object.keys(o)) if (k !== 'images' && k !== 'keep') fail(`onDemand.${k}`, 'unknown field');
+    if (!Array.isArray(o.images) || o.images.length < 2) fail('onDemand.images', 'expected a list of at least two image names');
+    const images = (o.images as unknown[]).map((v, i) => imageName(`onDemand.images[${i}]`, v));
+    const keep: Record<string, number> = {};
+    const rawKeep = o.keep ?? {};
+    if (typeof rawKeep !== 'object' || rawKeep === null || Array.isArray(rawKeep)) fail('onDemand.keep', 'expected a mapping of image to a count');
+    for (const [img, v] of Object.entries(rawKeep as Record<string, unknown>)) {
+      if (!images.includes(img)) fail(`onDemand.keep.${img}`, 'not one of onDemand.images');
+      keep[img] = count(`onDemand.keep.${img}`, v, 0);
+    }
+    onDemand = { images, keep };
+  }
   const rawNodes = d.nodes ?? [];
   if (!Array.isArray(rawNodes)) return fail('nodes', 'expected a list');
   const names = new Set<string>();
@@ -167,6 +195,7 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),
     ...(image ? { image } : {}),
     ...(labelImages ? { labelImages } : {}),
+    ...(onDemand ? { onDemand } : {}),
     nodes,
   };
 }

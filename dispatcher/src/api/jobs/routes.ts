@@ -79,7 +79,10 @@ function checkImage(core: Core, spec: unknown): void {
     });
   const { assignments } = core.images;
   const nodes = core.nodes.list().filter((n) => n.enrollment === 'admitted');
-  if (!nodes.some((n) => assignments.imageOf(n) === image || n.bootedImage?.name === image))
+  const switchable = core.cluster.onDemand?.images ?? [];
+  // With on-demand images, a node on one of its images may be moved to this one.
+  const onDemand = switchable.includes(image) && nodes.some((n) => switchable.includes(n.bootedImage?.name ?? assignments.imageOf(n)));
+  if (!onDemand && !nodes.some((n) => assignments.imageOf(n) === image || n.bootedImage?.name === image))
     throw new DispatcherError('DSP_ERR_BAD_SUBMISSION', `requirements.image: no node runs or boots image "${image}"`, {
       hint: `give nodes that image: dispatcherctl set NODE --image ${image} (then reboot them), or labelImages in the cluster file`,
     });
