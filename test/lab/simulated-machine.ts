@@ -22,7 +22,7 @@
  * command line bound: any failure stops the boot before the agent starts (`set -e`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_BIN } from './paths.js';
@@ -75,6 +75,9 @@ mv "$LC_KEXEC_FILE.tmp" "$LC_KEXEC_FILE"
 exit 0
 `;
 
+/** The machine's task root (rootHealth): a mount point inside the namespace, an empty dir outside. */
+const TASK_ROOT_DIR = 'root';
+
 /** Exit status of the namespace's setup when /usr/sbin/kexec could not be made the fake. */
 const UNSAFE_EXIT = 97;
 
@@ -113,6 +116,8 @@ export interface MachineOptions {
    * same paths, so the agent's checks hold), and the agent runs the check in it for real.
    */
   rootHealth?: (image: string) => string | undefined;
+  /** The fake kexec's script (default FAKE_KEXEC): tests of the machine's own safety check give a broken one. */
+  fakeKexec?: string;
 }
 
 export class SimulatedMachine {
@@ -144,7 +149,7 @@ export class SimulatedMachine {
     this.#fakeBin = join(this.#dir, 'bin');
     mkdirSync(this.#fakeBin);
     for (const name of ['reboot', 'poweroff', 'halt']) writeFileSync(join(this.#fakeBin, name), FAKE_POWER, { mode: 0o755 });
-    writeFileSync(join(this.#fakeBin, 'kexec'), FAKE_KEXEC, { mode: 0o755 });
+    writeFileSync(join(this.#fakeBin, 'kexec'), opts.fakeKexec ?? FAKE_KEXEC, { mode: 0o755 });
     this.#powerFile = join(this.#dir, 'power-request');
     this.#kexecFile = join(this.#dir, 'kexec-load');
     this.#cmdlineFile = join(this.#dir, 'cmdline');
@@ -179,6 +184,10 @@ export class SimulatedMachine {
   }
 
   cleanup(): void {
+    // The task root is the host's / bound there inside the namespace only; should it ever be
+    // bound here too, rmdir fails on it (busy, not empty) instead of deleting through it.
+    const root = join(this.#dir, TASK_ROOT_DIR);
+    if (existsSync(root)) rmdirSync(root);
     rmSync(this.#dir, { recursive: true, force: true });
   }
 
@@ -337,7 +346,7 @@ export class SimulatedMachine {
     if (!spec || health === undefined) return {};
     const at = spec.lastIndexOf('@');
     return {
-      LC_TASK_ROOT: join(this.#dir, 'root'),
+      LC_TASK_ROOT: join(this.#dir, TASK_ROOT_DIR),
       LC_ROOT_IMAGE: spec.slice(0, at),
       LC_ROOT_VERSION: spec.slice(at + 1),
       LC_ROOT_HEALTH: health,

@@ -219,6 +219,8 @@ describe('several images on simulated machines: kexec, rollout, rollback', () =>
     expect(load.cmdline).toMatch(/(^| )lc\.via=kexec( |$)/);
     expect(load.kernel).toBe(sha256Of('alpha', v.v1, 'vmlinuz'));
     expect(load.initrd).toBe(sha256Of('alpha', v.v1, 'initrd.img'));
+    // Only the machine's namespace saw that command line: the host's has no image, and its kexec never ran.
+    expect(readFileSync('/proc/cmdline', 'utf8')).not.toMatch(/lc\.image=/);
     const last = (await bootLog('node3')).at(-1)!.stages.map((s) => s.stage);
     expect(last[0]).toBe('reboot.kexec');
     expect(last).toContain('agent.hello');
