@@ -12,6 +12,7 @@ import { createOperatorSurface, type OperatorSurface } from './api/surface.js';
 import { startBootServices } from './boot/services.js';
 import { planKexec } from './boot/kexec-plan.js';
 import { OnDemandImages } from './images/on-demand.js';
+import { missingClusterImages } from './images/assignment.js';
 import { startDhcp } from './dhcp/server.js';
 import { startDispatch } from './dispatch/service.js';
 import type { TaskDispatcher } from './dispatch/engine.js';
@@ -42,6 +43,11 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const network = resolveNodeNetwork(config.interface, config.advertiseAddress);
   const core = createCore({ config, log, network });
   const stoppables: Stoppable[] = [];
+  for (const image of missingClusterImages(core.cluster, core.images.catalog)) {
+    const message = `the cluster file names image "${image}", which is not built: its nodes get no boot script until \`make image IMAGE=${image} FROM=... (or PACKAGES=...)\` builds it`;
+    log.error({ image, clusterFile: config.clusterFile }, message);
+    core.events.append({ kind: 'image.missing', message, data: { image } });
+  }
 
   // Services: each area adds its own here (boot protocols, dispatch, operator surface).
   const plugins: AppPlugin[] = [];

@@ -12,6 +12,7 @@ import { versionLabel, type ImageVersion } from '../images/catalog.js';
 import type { BootFile } from './boot-files.js';
 import type { ImageFiles } from './image-files.js';
 import { kernelCommandLine } from './ipxe-script.js';
+import { memoryRefusal } from './http/boot-routes.js';
 
 export type PlannedKexec = { ok: true; plan: KexecPlan; version: ImageVersion } | { ok: false; reason: string };
 
@@ -29,6 +30,8 @@ export async function planKexec(
   const next = core.images.assignments.next(node);
   if (!next.ok) return { ok: false, reason: `${next.reason}; ${next.hint}` };
   const v = next.version;
+  const tooBig = memoryRefusal(v, core.nodes.byMac(node.mac) ?? { name: node.mac, inventory: null }, core.config.kernelArgs);
+  if (tooBig) return { ok: false, reason: tooBig };
   const served = files.of(v);
   const names = v.hasRoot ? (['vmlinuz', 'root.cpio', 'initrd.img'] as const) : (['vmlinuz', 'initrd.img'] as const);
   const loaded: BootFile[] = [];

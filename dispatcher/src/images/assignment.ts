@@ -89,6 +89,20 @@ export class ImageAssignments {
   }
 }
 
+/**
+ * Images the cluster file names that are not built: said at start (the nodes placed on them
+ * are refused a boot script, with the same message, until they are built).
+ */
+export function missingClusterImages(cluster: ClusterFile, catalog: ImageCatalog): string[] {
+  const named = new Set<string>([
+    ...(cluster.image ? [cluster.image] : []),
+    ...Object.values(cluster.labelImages ?? {}),
+    ...cluster.nodes.flatMap((n) => (n.image ? [n.image] : [])),
+    ...(cluster.onDemand?.images ?? []),
+  ]);
+  return [...named].filter((name) => !catalog.get(name));
+}
+
 /** The image name of a `name@version` label. */
 export function runningImage(label: string | null): string | null {
   if (!label) return null;

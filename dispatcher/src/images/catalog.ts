@@ -37,13 +37,16 @@ const ManifestFacts = Type.Object({
   inputs: Type.String({ pattern: '^[0-9a-f]{64}$' }),
   agent: Type.Optional(Type.Object({ version: Type.Optional(Type.String({ maxLength: 64 })) })),
   dispatcherKey: Type.Optional(Type.Union([Type.Null(), Type.Object({ fingerprint: Type.Optional(Type.String({ maxLength: 256 })) })])),
-  files: Type.Optional(Type.Record(Type.String(), Type.Object({ size: Type.Optional(Type.Number()) }))),
+  files: Type.Optional(
+    Type.Record(Type.String(), Type.Object({ size: Type.Optional(Type.Number()), uncompressedSize: Type.Optional(Type.Number()) })),
+  ),
   root: Type.Optional(
     Type.Union([
       Type.Null(),
       Type.Object({
         source: Type.Optional(Type.String({ maxLength: 4096 })),
         size: Type.Optional(Type.Number()),
+        unpackedBytes: Type.Optional(Type.Number()),
         health: Type.Optional(Type.Union([Type.String({ maxLength: 4096 }), Type.Null()])),
       }),
     ]),
@@ -62,6 +65,12 @@ export interface ImageVersion {
   hasRoot: boolean;
   /** Bytes a boot downloads (kernel, initrd, root). */
   bytes: number;
+  /**
+   * RAM a node needs at least to boot it, when the manifest says: the kernel, the base initrd
+   * unpacked, the root as carried (compressed; `unpacked` when copied into tmpfs by
+   * `lc.root=unpack`). Null when not known (a folder without a manifest).
+   */
+  memoryBytes: { compressed: number; unpacked: number } | null;
   /** Where its root came from (`docker://…`, `packages:…`), or `base` for the small default image. */
   source: string;
   /** The health check baked in at build time (HEALTH_CHECK=), or null. */
@@ -250,12 +259,16 @@ export class ImageCatalog {
     }
     const fp = m.dispatcherKey?.fingerprint;
     const fileSize = (name: string) => m.files?.[name]?.size ?? 0;
+    const initrdUnpacked = m.files?.['initrd.img']?.uncompressedSize;
+    const rootSize = hasRoot ? (m.root?.size ?? fileSize('root.cpio')) : 0;
+    const base = initrdUnpacked === undefined ? null : fileSize('vmlinuz') + initrdUnpacked;
     return {
       image,
       version,
       dir,
       hasRoot,
-      bytes: fileSize('vmlinuz') + fileSize('initrd.img') + (hasRoot ? (m.root?.size ?? fileSize('root.cpio')) : 0),
+      bytes: fileSize('vmlinuz') + fileSize('initrd.img') + rootSize,
+      memoryBytes: base === null ? null : { compressed: base + rootSize, unpacked: base + rootSize + (m.root?.unpackedBytes ?? 0) },
       source: m.root?.source ?? 'base',
       health: m.root?.health || null,
       agentVersion: m.agent?.version ?? null,
@@ -294,6 +307,7 @@ export class ImageCatalog {
       dir,
       hasRoot: stats[2] !== null,
       bytes,
+      memoryBytes: null,
       source: 'files',
       health: null,
       agentVersion: null,

@@ -103,7 +103,8 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
   for (const k of Object.keys(d))
-    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'nodes'].includes(k)) fail(k, 'unknown field');
+    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'nodes'].includes(k))
+      fail(k, 'unknown field');
   const imageName = (field: string, v: unknown): string => {
     if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
       fail(field, 'must be an image name (a-z, 0-9, . _ -), as in make image IMAGE=<name>');
@@ -151,7 +152,8 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     const images = (o.images as unknown[]).map((v, i) => imageName(`onDemand.images[${i}]`, v));
     const keep: Record<string, number> = {};
     const rawKeep = o.keep ?? {};
-    if (typeof rawKeep !== 'object' || rawKeep === null || Array.isArray(rawKeep)) fail('onDemand.keep', 'expected a mapping of image to a count');
+    if (typeof rawKeep !== 'object' || rawKeep === null || Array.isArray(rawKeep))
+      fail('onDemand.keep', 'expected a mapping of image to a count');
     for (const [img, v] of Object.entries(rawKeep as Record<string, unknown>)) {
       if (!images.includes(img)) fail(`onDemand.keep.${img}`, 'not one of onDemand.images');
       keep[img] = count(`onDemand.keep.${img}`, v, 0);

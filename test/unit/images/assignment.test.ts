@@ -7,7 +7,7 @@ import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 import { GroupCommit } from '../../../dispatcher/src/store/group-commit.js';
 import { ImageCatalog } from '../../../dispatcher/src/images/catalog.js';
 import { ImageReleases } from '../../../dispatcher/src/images/releases.js';
-import { ImageAssignments } from '../../../dispatcher/src/images/assignment.js';
+import { ImageAssignments, missingClusterImages } from '../../../dispatcher/src/images/assignment.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 import { createLogger } from '../../../dispatcher/src/log.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
@@ -112,5 +112,17 @@ describe('cluster file images', () => {
     expect(() => parseClusterFile('image: "Bad Name"\n')).toThrow(/image: must be an image name/);
     expect(() => parseClusterFile('labelImages: {gpu: "../x"}\n')).toThrow(/labelImages.gpu: must be an image name/);
     expect(() => parseClusterFile('nodes:\n  - {name: n1, mac: "52:54:00:00:00:01", image: 7}\n')).toThrow(/nodes\[0\]\.image/);
+  });
+
+  it('names the images it refers to that are not built', () => {
+    const { catalog } = setup('');
+    const c = parseClusterFile(
+      'image: ml\nlabelImages: {gpu: cuda}\nonDemand: {images: [default, r], keep: {default: 1}}\nnodes:\n  - {name: n1, mac: "52:54:00:00:00:01", image: sim}\n',
+    );
+    expect(missingClusterImages(c, catalog).sort()).toEqual(['cuda', 'r', 'sim']);
+    expect(() => parseClusterFile('onDemand: {images: [default], keep: {}}\n')).toThrow(/onDemand.images: expected a list of at least two/);
+    expect(() => parseClusterFile('onDemand: {images: [default, ml], keep: {r: 1}}\n')).toThrow(
+      /onDemand.keep.r: not one of onDemand.images/,
+    );
   });
 });

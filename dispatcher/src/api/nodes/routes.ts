@@ -25,6 +25,7 @@ import { nodeDetail, nodeView } from './view.js';
 import { forgetNode } from '../../nodes/forget.js';
 import { IMAGE_NAME_PATTERN } from '../jobs/schemas.js';
 import { OptionalBody } from '../validation.js';
+import { memoryRefusal } from '../../boot/http/boot-routes.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 
@@ -164,6 +165,11 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
           throw new DispatcherError('DSP_ERR_IMAGE_NOT_FOUND', `no image named "${b.image}" is built`, {
             hint: `dispatcherctl images lists them; build it with make image IMAGE=${b.image} FROM=... (or PACKAGES=...)`,
           });
+        if (b.image) {
+          const next = core.images.assignments.versionFor(b.image, core.images.releases.pinOf(n.mac));
+          const tooBig = next.ok ? memoryRefusal(next.version, n, core.config.kernelArgs) : null;
+          if (tooBig) throw new DispatcherError('DSP_ERR_NODE_STATE', tooBig, { hint: "dispatcherctl images shows each version's size" });
+        }
         core.nodes.updateSettings(n.mac, {
           ...(b.image !== undefined ? { image: b.image } : {}),
           ...(b.labels !== undefined ? { labels: b.labels } : {}),
