@@ -101,7 +101,11 @@
       state,
       el('td', { class: 'opt' }, v.mac),
       el('td', { class: 'opt' }, dash(v.ip)),
-      el('td', { class: 'opt' }, dash(v.imageVersion)),
+      el(
+        'td',
+        { class: 'opt', title: v.image && v.image.stale ? 'a newer build of its image exists (dispatcherctl images rollout)' : '' },
+        dash(v.imageVersion) + (v.image && v.image.stale ? ' *' : ''),
+      ),
       el('td', { class: 'opt2 cpu', title: dash(v.cpu) }, dash(v.cpu)),
       el('td', { class: 'num opt' }, dash(v.cores)),
       el('td', { class: 'opt' }, mem),
@@ -430,6 +434,12 @@
     row('UUID', v.uuid);
     row('state since', new Date(v.stateSince).toLocaleString());
     row('image', v.imageVersion);
+    if (v.image) {
+      row('image next boot', v.image.next && v.image.next !== v.imageVersion ? v.image.next : null);
+      row('image state', v.image.stale ? 'stale: a newer build exists' : 'current');
+      row('booted by', v.image.via);
+      row('health check', v.image.health === 'failed' ? 'failed: ' + (v.image.healthDetail || '') : v.image.health);
+    }
     row('agent', v.agentVersion);
     row('CPU', v.cpu && v.cores ? v.cpu + ' × ' + v.cores : v.cpu);
     row('memory', v.memUsedMiB !== null && v.memoryMiB ? mib(v.memUsedMiB) + ' used of ' + mib(v.memoryMiB) : mib(v.memoryMiB));
