@@ -13,6 +13,7 @@ import type { BootFile } from './boot-files.js';
 import type { ImageFiles } from './image-files.js';
 import { kernelCommandLine } from './ipxe-script.js';
 import { memoryRefusal } from './http/boot-routes.js';
+import { macHyphenated } from '../nodes/mac.js';
 
 export type PlannedKexec = { ok: true; plan: KexecPlan; version: ImageVersion } | { ok: false; reason: string };
 
@@ -41,7 +42,8 @@ export async function planKexec(
     loaded.push(f);
   }
   const base = imageUrl(dispatcherUrl, v);
-  const ref = (f: BootFile): FileRef => ({ url: `${base}/${f.name}`, sha256: f.sha256, size: f.size });
+  // ?mac= as in boot scripts: the downloads land on this node's timeline whatever its address.
+  const ref = (f: BootFile): FileRef => ({ url: `${base}/${f.name}?mac=${macHyphenated(node.mac)}`, sha256: f.sha256, size: f.size });
   const token = await core.bootTokens.issueGrouped(node.mac, core.commits);
   const cmdline = kernelCommandLine({
     dispatcherUrl,

@@ -65,10 +65,14 @@ export class ImageReleases {
     return this.#releases.get(image);
   }
 
-  /** Releases `version` of `image` (the one released before becomes `previous`). */
-  async setRelease(image: string, version: string, reason: string): Promise<Release> {
+  /**
+   * Releases `version` of `image`: the one released before becomes `previous`, except after a
+   * rollback (going back to `previous`), which leaves none: a second rollback must not go
+   * forward again to the version just left.
+   */
+  async setRelease(image: string, version: string, reason: string, opts: { rollback?: boolean } = {}): Promise<Release> {
     const cur = this.#releases.get(image);
-    const previous = cur && cur.version !== version ? cur.version : (cur?.previous ?? null);
+    const previous = opts.rollback ? null : cur && cur.version !== version ? cur.version : (cur?.previous ?? null);
     const r: Release = { image, version, previous, since: this.now(), reason };
     this.#releases.set(image, r);
     await this.commits.run(() => this.#upsert.run(image, version, previous, r.since, reason));

@@ -46,6 +46,12 @@ export interface RolloutRequest {
   backTimeoutMs?: number;
 }
 
+/** What went wrong in a rolling reboot, once: its failed nodes and why, else its message. */
+function failureOf(op: OperationView): string {
+  const failed = op.nodes.filter((n) => n.phase === 'failed');
+  return failed.length ? failed.map((n) => `${n.name}: ${n.error}`).join('; ') : op.message;
+}
+
 export class Rollouts {
   readonly #byImage = new Map<string, RolloutView>();
 
@@ -109,7 +115,7 @@ export class Rollouts {
     if (canaries.length) {
       const op = await this.#reboot(view, canaries, to, req, `rollout of ${versionLabel(to)} (canary)`, 1, true);
       if (op.state !== 'done') {
-        const why = op.message;
+        const why = failureOf(op);
         this.#say(view, 'reverting', `canary failed, ${image} stays on ${view.from}: ${why}`);
         for (const n of canaries) await releases.unpin(n.mac);
         const back = canaries.filter((n) => this.control().isConnected(n.mac) && n.imageVersion !== view.from);
@@ -123,19 +129,19 @@ export class Rollouts {
     const rest = this.#nodesOf(image).filter((n) => this.control().isConnected(n.mac) && n.imageVersion !== versionLabel(to));
     if (rest.length) {
       const op = await this.#reboot(view, rest, to, req, `rollout of ${versionLabel(to)}`, req.batch ?? 1, false);
-      if (op.state !== 'done') return this.#end(view, 'failed', `released, but not every node followed: ${op.message}`);
+      if (op.state !== 'done') return this.#end(view, 'failed', `released, but not every node followed: ${failureOf(op)}`);
     }
     this.#end(view, 'done', `${image} is on ${versionLabel(to)}`);
   }
 
   async #runRollback(view: RolloutView, to: ImageVersion, req: RolloutRequest): Promise<void> {
     const { releases } = this.core.images;
-    await releases.setRelease(view.image, to.version, `rollback from ${view.from}`);
+    await releases.setRelease(view.image, to.version, `rollback from ${view.from}`, { rollback: true });
     for (const mac of releases.pinned(view.image)) await releases.unpin(mac);
     const nodes = this.#nodesOf(view.image).filter((n) => this.control().isConnected(n.mac) && n.imageVersion !== versionLabel(to));
     if (nodes.length) {
       const op = await this.#reboot(view, nodes, to, req, `rollback of ${view.image} to ${versionLabel(to)}`, req.batch ?? 1, false);
-      if (op.state !== 'done') return this.#end(view, 'failed', `released, but not every node followed: ${op.message}`);
+      if (op.state !== 'done') return this.#end(view, 'failed', `released, but not every node followed: ${failureOf(op)}`);
     }
     this.#end(view, 'done', `${view.image} is back on ${versionLabel(to)}`);
   }

@@ -120,7 +120,7 @@ export class NodeActions {
   async reboot(ref: string, opts: RebootOptions = {}): Promise<ActionOutcome> {
     const n = this.#connected(this.resolve(ref), 'reboot');
     const running = this.live(n)?.running.length ?? 0;
-    let why = opts.firmware ? 'asked for (--firmware)' : undefined;
+    let why = opts.firmware ? 'the firmware path was asked for' : undefined;
     let planned: PlannedKexec | undefined;
     const planner = this.deps.kexec?.();
     if (!why && !planner) why = 'no kexec in this dispatcher';

@@ -230,7 +230,11 @@ describe('several images on simulated machines: kexec, rollout, rollback', () =>
   it('--firmware, and a kexec that fails on the node, reboot through a boot script; the timeline says why', async () => {
     const m3 = machines[2]!;
     const cases: { args: string[]; said: RegExp; reason: RegExp }[] = [
-      { args: ['reboot', 'node3', '--firmware'], said: /by firmware \(not kexec: asked for/, reason: /--firmware/ },
+      {
+        args: ['reboot', 'node3', '--firmware'],
+        said: /by firmware \(not kexec: the firmware path was asked for/,
+        reason: /firmware path was asked for/,
+      },
       { args: ['reboot', 'node3'], said: /by firmware \(not kexec: kexec failed on the node: /, reason: /LC_FAKE_KEXEC_FAIL/ },
     ];
     for (const [i, c] of cases.entries()) {
@@ -293,6 +297,11 @@ describe('several images on simulated machines: kexec, rollout, rollback', () =>
     alpha = (await images()).find((i) => i.name === 'alpha')!;
     expect(alpha.released).toBe(v.v1);
     expect(alpha.rollout).toMatchObject({ kind: 'rollback', state: 'done' });
+    // A second rollback has nothing to go back to (it must not go forward to the version just left).
+    expect(alpha.previous).toBeNull();
+    const again = await ctl('images', 'rollback', 'alpha');
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/no earlier release to go back to/);
     // The background job ran through every reboot above (else it proved nothing about them).
     expect((await results(backgroundJob)).filter((r) => r.state === 'done').length).toBeLessThan(BACKGROUND_TASKS);
   });
