@@ -12,7 +12,9 @@
  * version's inputs makes it the newest again in seconds (image/src/versions.ts), which is
  * how each rollout picks its target.
  *
- *   reboot:   `dispatcherctl reboot node1 [--firmware]`: the command sent (host clock) → the
+ *   reboot:   `dispatcherctl reboot node1 [--firmware]` into its released version (a kexec
+ *             fetches the kernel and initrd anew every time, so this is the path of a new
+ *             version's files, without a rollout between runs): the command sent (host clock) → the
  *             `agent.hello` stage of the new boot on node1's timeline (the dispatcher's clock,
  *             the same host). Also from the dispatcher's reboot stage (reboot.kexec opens the
  *             new boot; reboot.firmware closes the old one) to the hello.
@@ -142,6 +144,8 @@ interface RebootRun {
   helloS: number;
   /** The dispatcher's reboot stage → agent.hello (s). */
   stageS: number;
+  /** Command sent → the dispatcher's reboot stage (s): for kexec, fetching and loading the files. */
+  toStageS: number;
   /** The reply's "acknowledged in" (ms), as printed. */
   ack: string;
 }
@@ -169,6 +173,7 @@ async function rebootOnce(node: string, via: Via, version: string, run: number):
     via,
     helloS: (hello.ts - t0) / 1000,
     stageS: rebootStage ? (hello.ts - rebootStage.ts) / 1000 : NaN,
+    toStageS: rebootStage ? (rebootStage.ts - t0) / 1000 : NaN,
     ack: /acknowledged in ([\d.]+) ms/.exec(reply)?.[1] ?? '?',
   };
 }
@@ -270,6 +275,7 @@ async function main(): Promise<void> {
           run,
           via,
           cmd_to_hello_s: fixed(r.helloS, 2),
+          cmd_to_reboot_stage_s: fixed(r.toStageS, 2),
           reboot_stage_to_hello_s: fixed(r.stageS, 2),
           ack_ms: r.ack,
           load1: loadavg()[0]!.toFixed(2),
@@ -283,6 +289,7 @@ async function main(): Promise<void> {
         cmd_to_hello_median_s: fixed(rebootMedian[via], 2),
         min_s: fixed(Math.min(...rs.map((r) => r.helloS)), 2),
         max_s: fixed(Math.max(...rs.map((r) => r.helloS)), 2),
+        cmd_to_reboot_stage_median_s: fixed(median(rs.map((r) => r.toStageS)), 2),
         reboot_stage_to_hello_median_s: fixed(median(rs.map((r) => r.stageS)), 2),
         runs: rs.length,
         accel: 'tcg',
