@@ -14,9 +14,11 @@
  * never holds a half-written image, and keeps the last IMAGE_KEEP versions for rollbacks.
  */
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync, zstdDecompressSync } from 'node:zlib';
 import { aptCandidate, fetchPackage, newestCached, parseControl, resolveKernelPackage, sha256File } from './apt.js';
 import { cpioChunks } from './cpio.js';
 import { zstdToFile } from './compress.js';
@@ -49,6 +51,7 @@ import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
 import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
 import { buildRoot, resolveRoot, type ResolvedRoot } from './root-image.js';
+import { findRootKernel, rootKernelCandidates } from './root-kernel.js';
 import { addKexecTools, collectKexecTools, kexecToolsSize, type KexecTools } from './kexec-tools.js';
 import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
@@ -114,6 +117,8 @@ interface KernelInput {
   /** Digest of the kernel input for the up-to-date check. */
   digest: string;
   source: string;
+  /** The root's kernel: its path inside the root (errors then say what to install or KERNEL_FROM=debian). */
+  rootPath?: string;
 }
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
@@ -194,9 +199,30 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       return { manifest: previous, upToDate: true, version, kept: selected.order, removed: selected.removed };
     }
 
-    const rootManifest: RootManifest | undefined = root ? await buildRoot(root, work, progress) : undefined;
+    // The root's own kernel is read from its unpacked tree, before the tree is packed and removed.
+    let rootMods: KernelModules | undefined;
+    const kernelFrom = opts.kernelFrom ?? 'auto';
+    const rootManifest: RootManifest | undefined = root
+      ? await buildRoot(
+          root,
+          work,
+          progress,
+          kernelFrom === 'debian'
+            ? undefined
+            : async (tree) => {
+                rootMods = await rootKernelModules(tree, opts, progress);
+                return rootMods !== undefined;
+              },
+        )
+      : undefined;
+    if (!rootMods && (kernelFrom === 'root' || opts.kernelVersion))
+      throw new ImageBuildError(
+        'IMG_ERR_OPTION',
+        opts.root ? 'KERNEL_FROM=root: the root has no kernel' : 'KERNEL_FROM=root and KERNEL_VERSION= need FROM= or PACKAGES=',
+        { hint: 'KERNEL_FROM=auto (the default) uses the Debian kernel when the root has none' },
+      );
 
-    const mods = await readKernelModules(kernel, opts.modules, opts.cacheDir);
+    const mods = rootMods ?? (await readKernelModules(kernel, opts.modules, opts.cacheDir));
     progress(
       'modules',
       `${mods.version}: ${mods.selection.length} modules (${opts.modules.length} requested${mods.builtin.length ? `, built in: ${mods.builtin.join(' ')}` : ''}), ${mib(mods.selection.reduce((n, m) => n + m.size, 0))}`,
@@ -269,9 +295,9 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
       name: opts.name ?? DEFAULT_IMAGE_NAME,
       kernel: {
         version: mods.version,
-        package: kernel.package?.name ?? null,
-        packageVersion: kernel.package?.version ?? null,
-        source: kernel.source,
+        package: rootMods ? null : (kernel.package?.name ?? null),
+        packageVersion: rootMods ? null : (kernel.package?.version ?? null),
+        source: rootMods ? rootMods.source : kernel.source,
       },
       node: {
         version: node.version,
@@ -527,6 +553,9 @@ function fingerprint(x: {
     'options',
     JSON.stringify({
       modules: o.modules,
+      // With a root, these decide which kernel boots; the root's inputs fix its kernel's bytes.
+      kernelFrom: x.root ? (o.kernelFrom ?? 'auto') : null,
+      kernelVersion: x.root ? (o.kernelVersion ?? null) : null,
       firmware: o.firmware,
       level: o.zstdLevel,
       mtime: o.mtime,
@@ -551,6 +580,8 @@ function builderDigest(): string {
 
 interface KernelModules {
   version: string;
+  /** Where vmlinuz and the modules came from (manifest kernel.source). */
+  source: string;
   vmlinuz: Buffer;
   selection: KernelModule[];
   builtin: string[];
@@ -568,6 +599,64 @@ interface ModuleIndex {
 }
 
 const MODULES_PREFIX = /^(?:usr\/)?lib\/modules\/([^/]+)\//;
+const MODULE_FILE = /\.ko(?:\.(?:xz|zst|gz))?$/;
+
+/** A compressed module ships unpacked (busybox modprobe reads plain .ko): kernel/fs/x.ko.xz → kernel/fs/x.ko. */
+const shippedPath = (rel: string) => rel.replace(/\.ko\.(?:xz|zst|gz)$/, '.ko');
+
+/** The module's ELF bytes: .ko as is, .ko.zst/.ko.gz through Node's zlib, .ko.xz through xz (Fedora/RHEL kernels). */
+function decompressModule(path: string, data: Buffer, source: string): Buffer {
+  try {
+    if (path.endsWith('.ko.zst')) return zstdDecompressSync(data);
+    if (path.endsWith('.ko.gz')) return gunzipSync(data);
+    if (path.endsWith('.ko.xz')) return execFileSync('xz', ['-dc'], { input: data, maxBuffer: 1 << 30 });
+  } catch (err) {
+    throw new ImageBuildError('IMG_ERR_INPUT', `${source}: cannot decompress ${path}: ${(err as Error).message}`, {
+      hint: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'apt-get install xz-utils' : 'the kernel modules are damaged',
+      cause: err,
+    });
+  }
+  return data;
+}
+
+/**
+ * The root's own kernel (KERNEL_FROM auto/root, KERNEL_VERSION), read from the unpacked root
+ * `tree`: vmlinuz and the requested modules from its /lib/modules/<version>. Undefined when
+ * the root has no kernel; a kernel without its modules, or without a module the base initrd
+ * needs, stops the build.
+ */
+async function rootKernelModules(tree: string, opts: BuildOptions, progress: Progress): Promise<KernelModules | undefined> {
+  const found = findRootKernel(tree, opts.kernelVersion);
+  if (!found) {
+    if (opts.kernelVersion)
+      throw new ImageBuildError(
+        'IMG_ERR_ROOT',
+        `KERNEL_VERSION=${opts.kernelVersion}: the root has no such kernel (it has ${
+          rootKernelCandidates(tree)
+            .map((k) => k.path)
+            .join(', ') || 'none'
+        })`,
+        { hint: 'name one of its /boot/vmlinuz-<version>, or leave KERNEL_VERSION unset for the highest' },
+      );
+    return undefined;
+  }
+  const others = found.all.filter((k) => k.version !== found.version).map((k) => k.version);
+  if (!found.modulesDir)
+    throw new ImageBuildError('IMG_ERR_MODULE', `the root has ${found.path} but no /lib/modules/${found.version}`, {
+      hint: `install that kernel's modules in the image (the base initrd needs its NIC drivers, loop, squashfs and overlay), or KERNEL_FROM=debian to boot the builder's Debian kernel`,
+    });
+  const source = `root:${found.path}`;
+  progress('kernel', `${source} with its modules${others.length ? ` (the highest; also in the root: ${others.join(' ')})` : ''}`);
+  const input: KernelInput = {
+    tree: new DirectoryTree(found.modulesDir, `lib/modules/${found.version}`),
+    kernelFile: found.file,
+    package: undefined,
+    digest: sha256File(found.file),
+    source,
+    rootPath: found.path,
+  };
+  return readKernelModules(input, opts.modules, opts.cacheDir);
+}
 
 /**
  * Pass 1: every module's .modinfo (the kernel tree is 400 MB; we keep only the metadata).
@@ -585,32 +674,29 @@ async function indexModules(kernel: KernelInput, cacheFile: string | undefined):
   const index = new Map<string, KernelModule>();
   let version: string | undefined;
   let builtin = '';
-  let compressed = 0;
   await kernel.tree.scan(
     (e) => {
       if (e.type !== 'file' || !MODULES_PREFIX.test(e.path)) return false;
-      if (/\.ko\.(xz|zst|gz)$/.test(e.path)) compressed++;
-      return e.path.endsWith('.ko') || e.path.endsWith('/modules.builtin');
+      return MODULE_FILE.test(e.path) || e.path.endsWith('/modules.builtin');
     },
-    (e, data) => {
+    (e, raw) => {
       const [prefix, v] = MODULES_PREFIX.exec(e.path)!;
       if (version && v !== version)
         throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds modules for two kernels: ${version} and ${v}`);
       version = v;
       const rel = e.path.slice(prefix.length);
-      if (rel === 'modules.builtin') builtin = data.toString('utf8');
+      if (rel === 'modules.builtin') builtin = raw.toString('utf8');
       else {
-        const mod = describeModule(rel, data);
+        const mod = describeModule(shippedPath(rel), decompressModule(e.path, raw, kernel.source));
         if (!index.has(mod.module)) index.set(mod.module, mod);
       }
     },
   );
   if (!version || index.size === 0) {
-    const why = compressed
-      ? `its ${compressed} modules are compressed (.ko.xz/.ko.zst), which this builder does not unpack`
-      : 'it holds no kernel modules';
-    throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: ${why}`, {
-      hint: 'use a Debian 12 kernel package (linux-image-*-amd64)',
+    throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source}: it holds no kernel modules`, {
+      hint: kernel.rootPath
+        ? `install the modules of ${kernel.rootPath} in the image, or KERNEL_FROM=debian to boot the builder's Debian kernel`
+        : 'use a Debian 12 kernel package (linux-image-*-amd64)',
     });
   }
   const result: ModuleIndex = { digest: kernel.digest, version, modules: [...index.values()], builtin };
@@ -630,9 +716,15 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[],
   const builtinNames = new Set(idx.builtin.split('\n').filter(Boolean).map(moduleName));
   const sel = selectModules(index, wanted, builtinNames);
   if (sel.missing.length) {
-    throw new ImageBuildError('IMG_ERR_MODULE', `kernel ${idx.version} has no module ${sel.missing.join(', ')}`, {
-      hint: 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES',
-    });
+    throw new ImageBuildError(
+      'IMG_ERR_MODULE',
+      `kernel ${idx.version}${kernel.rootPath ? ` (the root's ${kernel.rootPath})` : ''} has no module ${sel.missing.join(', ')}`,
+      {
+        hint: kernel.rootPath
+          ? "install the image's kernel modules package that holds them (the base initrd needs the NIC drivers, loop, squashfs and overlay), or KERNEL_FROM=debian to boot the builder's Debian kernel"
+          : 'check the names (modinfo NAME on a Debian machine) or remove them from EXTRA_MODULES',
+      },
+    );
   }
   if (sel.unresolved.length)
     throw new ImageBuildError(
@@ -649,11 +741,11 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[],
       if (e.type !== 'file') return false;
       if (e.path === vmlinuzPath) return !kernel.kernelFile;
       const m = MODULES_PREFIX.exec(e.path);
-      return m?.[1] === idx.version && chosen.has(e.path.slice(m[0].length));
+      return m?.[1] === idx.version && chosen.has(shippedPath(e.path.slice(m[0].length)));
     },
     (e, buf) => {
       if (e.path === vmlinuzPath) vmlinuz = buf;
-      else data.set(e.path.slice(MODULES_PREFIX.exec(e.path)![0].length), buf);
+      else data.set(shippedPath(e.path.slice(MODULES_PREFIX.exec(e.path)![0].length)), decompressModule(e.path, buf, kernel.source));
     },
   );
   if (!vmlinuz) throw new ImageBuildError('IMG_ERR_INPUT', `${kernel.source} holds no ${vmlinuzPath}`);
@@ -665,6 +757,7 @@ async function readKernelModules(kernel: KernelInput, wanted: readonly string[],
       );
   return {
     version: idx.version,
+    source: kernel.source,
     vmlinuz,
     selection: sel.modules,
     builtin: sel.builtin,

