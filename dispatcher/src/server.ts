@@ -18,6 +18,7 @@ import { startDispatch } from './dispatch/service.js';
 import type { TaskDispatcher } from './dispatch/engine.js';
 import { AgentHub } from './agents/hub.js';
 import { agentHubPlugin } from './agents/plugin.js';
+import { startNetconsole } from './console/netconsole.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -88,6 +89,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     throw err;
   });
   stoppables.push(dhcp);
+  // Kernel messages of the nodes (netconsole, UDP): not fatal when its port is taken.
+  stoppables.push(await startNetconsole(core));
   // Reboots by kexec boot the same files at the same URLs as the boot scripts.
   const dispatcherUrl = `http://${network.address}:${httpPort}`;
   operator.attachKexec((n) => planKexec(core, boot.imageFiles, n, dispatcherUrl));

@@ -25,6 +25,7 @@ import { imageRoutes } from './images/routes.js';
 import { Rollouts } from '../images/rollout.js';
 import { liveRoutes } from './live/routes.js';
 import { enrollmentRoutes } from './enrollment/routes.js';
+import { consoleRoutes } from './console/routes.js';
 import { metricsRoutes } from '../metrics/routes.js';
 import { registerCoreMetrics } from '../metrics/core-metrics.js';
 import { registerAgentMetrics, type AgentHubCounters } from '../metrics/agent-metrics.js';
@@ -126,6 +127,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
           await app.register(imageRoutes(api));
           await app.register(liveRoutes(api));
           await app.register(enrollmentRoutes(api));
+          await app.register(consoleRoutes(api));
         },
       },
       { name: 'metrics', plugin: metricsRoutes(core.metrics) },

@@ -8,6 +8,7 @@ import { timelineMigrations } from '../boot/timeline.js';
 import { leaseMigrations } from '../dhcp/leases.js';
 import { dispatchMigrations } from '../dispatch/store.js';
 import { imageMigrations } from '../images/releases.js';
+import { consoleMigrations } from '../console/store.js';
 
 export const allMigrations: Migration[] = [
   ...eventMigrations,
@@ -18,4 +19,5 @@ export const allMigrations: Migration[] = [
   ...dispatchMigrations,
   ...enrollTokenMigrations,
   ...imageMigrations,
+  ...consoleMigrations,
 ];

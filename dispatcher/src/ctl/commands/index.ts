@@ -11,6 +11,7 @@ import { eventCommands } from './events.js';
 import { completionCommands } from './completion.js';
 import { enrollmentCommands } from './enrollment.js';
 import { imageCommands } from './images.js';
+import { consoleCommands } from './console.js';
 
 export const commandModules: readonly CommandModule[] = [
   statusCommands,
@@ -19,6 +20,7 @@ export const commandModules: readonly CommandModule[] = [
   imageCommands,
   jobCommands,
   eventCommands,
+  consoleCommands,
   enrollmentCommands,
   completionCommands,
 ];
