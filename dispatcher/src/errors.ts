@@ -22,6 +22,11 @@ export const ErrorCodes = {
   DSP_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
   DSP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'this route does not take that content-type' },
   DSP_ERR_DATA_DIR: { status: 500, message: 'the data dir cannot be written' },
+  DSP_ERR_NO_BMC: { status: 409, message: 'the node has no BMC in the cluster file' },
+  DSP_ERR_BMC: { status: 502, message: 'the BMC refused or failed' },
+  DSP_ERR_BMC_AUTH: { status: 502, message: 'the BMC refused the credentials' },
+  DSP_ERR_BMC_TIMEOUT: { status: 504, message: 'the BMC did not answer in time' },
+  DSP_ERR_BMC_BACKOFF: { status: 503, message: 'the BMC failed recently; not called again yet' },
   DSP_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

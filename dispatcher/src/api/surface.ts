@@ -25,6 +25,7 @@ import { imageRoutes } from './images/routes.js';
 import { Rollouts } from '../images/rollout.js';
 import { liveRoutes } from './live/routes.js';
 import { enrollmentRoutes } from './enrollment/routes.js';
+import { powerRoutes } from './power/routes.js';
 import { consoleRoutes } from './console/routes.js';
 import { metricsRoutes } from '../metrics/routes.js';
 import { registerCoreMetrics } from '../metrics/core-metrics.js';
@@ -127,6 +128,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
           await app.register(imageRoutes(api));
           await app.register(liveRoutes(api));
           await app.register(enrollmentRoutes(api));
+          await app.register(powerRoutes(api));
           await app.register(consoleRoutes(api));
         },
       },

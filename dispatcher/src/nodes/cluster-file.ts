@@ -19,6 +19,14 @@
  *       ip: 10.42.0.11        # optional fixed address (a DHCP reservation)
  *       firstStage: snponly.efi   # optional: UEFI first stage for NICs that need SNP-only iPXE
  *       image: ml             # optional: this node's image (over labelImages and image)
+ *       bmc: {type: ipmi, address: 10.1.0.11, user: admin, passwordFile: /etc/lilcluster/bmc.pw}
+ *   bmcs:                     # BMCs per label group, for nodes without their own bmc: (first match wins)
+ *     - labels: [rack1]
+ *       type: redfish         # ipmi (ipmitool, IPMI over LAN) | redfish (HTTPS)
+ *       address: 10.1.0.{n}:443   # {n}: the number ending the node's name; {name}: the name
+ *       user: admin
+ *       passwordFile: /etc/lilcluster/rack1.pw   # first line; mode 0600 or 0400, else refused
+ *       ca: /etc/lilcluster/bmc-ca.pem           # redfish: CA of the BMC's certificate; or verify: false
  *
  * In the spirit of the design notes' "cluster definition" (seeds/000), minus users and
  * passwords: nodes are RAM-booted and trust comes from boot tokens, not logins.
@@ -28,6 +36,7 @@ import { parse as parseYaml } from 'yaml';
 import { DispatcherError } from '../errors.js';
 import { parseMac, type Mac } from './mac.js';
 import { IMAGE_NAME_RE } from '../images/catalog.js';
+import { checkPasswordFile, type BmcGroup, type BmcSpec } from '../power/bmc.js';
 
 export type EnrollmentPolicy = 'auto' | 'approve' | 'deny';
 export type FirstStage = 'ipxe.efi' | 'snponly.efi';
@@ -39,6 +48,8 @@ export interface ClusterNodeSpec {
   ip?: string;
   firstStage?: FirstStage;
   image?: string;
+  /** Its BMC (power/): over any `bmcs` group. */
+  bmc?: BmcSpec;
 }
 
 export interface AutoEnrollCaps {
@@ -60,6 +71,8 @@ export interface ClusterFile {
   labelImages?: Record<string, string>;
   /** On-demand images (images/on-demand.ts); absent: off. */
   onDemand?: OnDemandPolicy;
+  /** BMCs per label group, for nodes without their own `bmc`; the first group one of a node's labels is in wins. */
+  bmcs?: BmcGroup[];
   nodes: ClusterNodeSpec[];
 }
 
@@ -86,7 +99,60 @@ export function loadClusterFile(path: string): ClusterFile {
   } catch (err) {
     throw new DispatcherError('DSP_ERR_CONFIG', `cannot read cluster file ${path}`, { cause: err, hint: 'check the --cluster path' });
   }
-  return parseClusterFile(text, path);
+  const cluster = parseClusterFile(text, path);
+  // The password files must exist and be private now: a wrong one is found at start, not at the first power call.
+  const bmcs: [string, BmcSpec][] = [
+    ...cluster.nodes.flatMap((n, i): [string, BmcSpec][] => (n.bmc ? [[`nodes[${i}].bmc.passwordFile`, n.bmc]] : [])),
+    ...(cluster.bmcs ?? []).map((g, i): [string, BmcSpec] => [`bmcs[${i}].passwordFile`, g]),
+  ];
+  for (const [field, b] of bmcs) {
+    const why = checkPasswordFile(b.passwordFile);
+    if (why)
+      throw new DispatcherError('DSP_ERR_CONFIG', `${path}: ${field}: ${why}`, { hint: 'the password on its first line, mode 0600' });
+  }
+  return cluster;
+}
+
+const BMC_FIELDS = ['type', 'address', 'user', 'passwordFile', 'ca', 'verify'];
+const BMC_ADDRESS_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.{}-]{1,253})(:\d{1,5})?$/;
+
+/** A `bmc` mapping (per node) or a `bmcs` entry (per label group, `labels` and a pattern address). */
+function parseBmc(field: string, raw: unknown, fail: (field: string, why: string) => never, group: boolean): BmcSpec | BmcGroup {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return fail(field, 'expected a mapping (type, address, user, passwordFile)');
+  const b = raw as Record<string, unknown>;
+  for (const k of Object.keys(b)) if (!BMC_FIELDS.includes(k) && !(group && k === 'labels')) fail(`${field}.${k}`, 'unknown field');
+  if (b.type !== 'ipmi' && b.type !== 'redfish') fail(`${field}.type`, 'must be ipmi or redfish');
+  const address = b.address;
+  if (typeof address !== 'string' || !BMC_ADDRESS_RE.test(address)) fail(`${field}.address`, 'must be host or host:port');
+  const a = address as string;
+  if (!group && /[{}]/.test(a)) fail(`${field}.address`, '{n} and {name} are for bmcs: groups');
+  if (group && /[{}]/.test(a.replaceAll('{n}', '').replaceAll('{name}', '')))
+    fail(`${field}.address`, 'only {n} and {name} may be in braces');
+  const port = /:(\d+)$/.exec(a)?.[1];
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) fail(`${field}.address`, 'port must be 1 to 65535');
+  if (typeof b.user !== 'string' || !/^[\x21-\x7e]{1,64}$/.test(b.user))
+    fail(`${field}.user`, 'must be a user name (1 to 64 printable characters, no spaces)');
+  if (typeof b.passwordFile !== 'string' || !b.passwordFile.startsWith('/')) fail(`${field}.passwordFile`, 'must be an absolute path');
+  if (b.ca !== undefined && (typeof b.ca !== 'string' || !b.ca.startsWith('/')))
+    fail(`${field}.ca`, 'must be an absolute path to a PEM file');
+  if (b.verify !== undefined && typeof b.verify !== 'boolean') fail(`${field}.verify`, 'must be true or false');
+  if (b.type === 'ipmi' && (b.ca !== undefined || b.verify !== undefined))
+    fail(`${field}.${b.ca !== undefined ? 'ca' : 'verify'}`, 'only for redfish (IPMI has no certificates)');
+  if (b.ca !== undefined && b.verify === false) fail(`${field}.verify`, 'give ca or verify: false, not both');
+  const spec: BmcSpec = {
+    type: b.type as BmcSpec['type'],
+    address: a,
+    user: b.user as string,
+    passwordFile: b.passwordFile as string,
+    ...(b.ca !== undefined ? { ca: b.ca as string } : {}),
+    ...(b.verify !== undefined ? { verify: b.verify as boolean } : {}),
+  };
+  if (!group) return spec;
+  const labels = b.labels;
+  if (!Array.isArray(labels) || !labels.length || labels.some((l) => typeof l !== 'string'))
+    fail(`${field}.labels`, 'must be a list of labels');
+  return { labels: labels as string[], ...spec };
 }
 
 /** Validates a cluster file; errors name the field (`nodes[2].mac`). */
@@ -103,7 +169,7 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
   for (const k of Object.keys(d))
-    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'nodes'].includes(k))
+    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'bmcs', 'nodes'].includes(k))
       fail(k, 'unknown field');
   const imageName = (field: string, v: unknown): string => {
     if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
@@ -169,7 +235,7 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     if (typeof raw !== 'object' || raw === null) return fail(at, 'expected a mapping');
     const n = raw as Record<string, unknown>;
     for (const k of Object.keys(n))
-      if (!['name', 'mac', 'labels', 'ip', 'firstStage', 'image'].includes(k)) fail(`${at}.${k}`, 'unknown field');
+      if (!['name', 'mac', 'labels', 'ip', 'firstStage', 'image', 'bmc'].includes(k)) fail(`${at}.${k}`, 'unknown field');
     if (typeof n.name !== 'string' || !NAME_RE.test(n.name)) fail(`${at}.name`, 'must be a host name (a-z, 0-9, -)');
     const mac = typeof n.mac === 'string' ? parseMac(n.mac) : undefined;
     if (!mac) return fail(`${at}.mac`, 'must be a MAC address like 52:54:00:12:34:56');
@@ -189,10 +255,17 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
       ...(n.ip ? { ip: n.ip as string } : {}),
       ...(n.firstStage ? { firstStage: n.firstStage as FirstStage } : {}),
       ...(n.image !== undefined ? { image: imageName(`${at}.image`, n.image) } : {}),
+      ...(n.bmc !== undefined ? { bmc: parseBmc(`${at}.bmc`, n.bmc, fail, false) } : {}),
     };
   });
+  let bmcs: BmcGroup[] | undefined;
+  if (d.bmcs !== undefined) {
+    if (!Array.isArray(d.bmcs)) fail('bmcs', 'expected a list of {labels, type, address, user, passwordFile}');
+    bmcs = (d.bmcs as unknown[]).map((g, i) => parseBmc(`bmcs[${i}]`, g, fail, true) as BmcGroup);
+  }
   return {
     enrollment,
+    ...(bmcs ? { bmcs } : {}),
     ...(given.autoEnroll ? { autoEnroll } : {}),
     ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),
     ...(image ? { image } : {}),

@@ -28,10 +28,11 @@ import { OptionalBody } from '../validation.js';
 import { memoryRefusal } from '../../boot/http/boot-routes.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
+import { powerServiceOf } from '../../power/service.js';
 
 const SIMPLE_ACTIONS = {
   reboot:
-    'reboot the node through its agent into the image and version it boots next: by kexec where it can (no firmware, no PXE), else the firmware (body {"firmware": true} forces it); running tasks go back to the queue, a rolling reboot drains first',
+    'reboot the node through its agent into the image and version it boots next: by kexec where it can (no firmware, no PXE), else the firmware (body {"firmware": true} forces it); {"hard": true}: a power cycle through its BMC, whatever its agent; running tasks go back to the queue, a rolling reboot drains first',
   poweroff: 'power the node off through its agent',
   drain: 'let running tasks finish and hand the node no new ones',
   undrain: 'hand tasks to a drained node again',
@@ -110,12 +111,28 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
             security: ADMIN_SECURITY,
             params: NodeRef,
             ...(action === 'reboot'
-              ? { body: OptionalBody(Type.Object({ firmware: Type.Optional(Type.Boolean()) }, { additionalProperties: false })) }
+              ? {
+                  body: OptionalBody(
+                    Type.Object(
+                      { firmware: Type.Optional(Type.Boolean()), hard: Type.Optional(Type.Boolean()) },
+                      { additionalProperties: false },
+                    ),
+                  ),
+                }
               : {}),
-            response: { 200: ActionResult, ...errorResponses, 504: ErrorBody },
+            response: {
+              200: ActionResult,
+              ...errorResponses,
+              ...(action === 'reboot' ? { 502: ErrorBody, 503: ErrorBody } : {}),
+              504: ErrorBody,
+            },
           },
         },
-        async (req) => runAction(action, req.params.node, (req.body as { firmware?: boolean } | undefined)?.firmware === true),
+        async (req) => {
+          const body = req.body as { firmware?: boolean; hard?: boolean } | undefined;
+          if (action === 'reboot' && body?.hard) return hardReboot(req.params.node);
+          return runAction(action, req.params.node, body?.firmware === true);
+        },
       );
     }
 
@@ -244,6 +261,13 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
         out.end();
       },
     );
+
+    /** A power cycle through the node's BMC: for a node whose agent is gone or hung. */
+    async function hardReboot(ref: string) {
+      const n = actions.resolve(ref);
+      const r = await powerServiceOf(core).run(n, 'cycle');
+      return { node: n.name, action: 'reboot', state: n.state, ackMs: null, message: `power cycled through the ${r.bmc}` };
+    }
 
     function runAction(action: SimpleAction, ref: string, firmware: boolean) {
       switch (action) {

@@ -26,6 +26,7 @@ export const controlCommands: CommandModule = {
       .option('--drain-timeout <seconds>', 'rolling: stop if running tasks take longer than this to finish (default: wait)', positiveInt)
       .option('--no-wait', 'rolling: start the operation and return (follow it with `dispatcherctl events --follow`)')
       .option('--firmware', 'through the firmware (POST and PXE), not kexec')
+      .option('--hard', "a power cycle through the node's BMC (cluster file: bmc), for a node whose agent is gone or hung")
       .addHelpText('after', '\nA plain reboot does not drain: tasks running on the node are handed out again elsewhere.')
       .action(
         ctl.action(
@@ -40,8 +41,11 @@ export const controlCommands: CommandModule = {
               drainTimeout?: number;
               wait: boolean;
               firmware?: boolean;
+              hard?: boolean;
             },
           ) => {
+            if (opts.hard && (opts.all || opts.rolling || opts.firmware))
+              throw usageError('--hard goes with node names only (not --all, --rolling or --firmware)');
             if (opts.all && nodes.length) throw usageError('give node names or --all, not both');
             if (!opts.all && !nodes.length)
               throw usageError(
@@ -56,7 +60,7 @@ export const controlCommands: CommandModule = {
               ctx.print({ results: [], failures: [] }, () => 'no node has its agent connected: nothing to reboot\n');
               return EXIT.OK;
             }
-            return perNode(ctx, targets, 'reboot', opts.firmware ? { firmware: true } : {});
+            return perNode(ctx, targets, 'reboot', opts.hard ? { hard: true } : opts.firmware ? { firmware: true } : {});
           },
         ),
       );

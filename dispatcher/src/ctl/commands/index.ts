@@ -11,12 +11,14 @@ import { eventCommands } from './events.js';
 import { completionCommands } from './completion.js';
 import { enrollmentCommands } from './enrollment.js';
 import { imageCommands } from './images.js';
+import { powerCommands } from './power.js';
 import { consoleCommands } from './console.js';
 
 export const commandModules: readonly CommandModule[] = [
   statusCommands,
   nodeCommands,
   controlCommands,
+  powerCommands,
   imageCommands,
   jobCommands,
   eventCommands,
