@@ -42,6 +42,8 @@ export const DEFAULT_MODULES: readonly string[] = [
   'loop',
   'squashfs',
   'overlay',
+  // The kernel's messages to the dispatcher (/init configures it once the network is up).
+  'netconsole',
 ];
 
 /** Debian non-free-firmware packages searched for the firmware files the shipped modules name (FIRMWARE=1). */
