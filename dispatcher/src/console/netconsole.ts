@@ -111,6 +111,16 @@ export async function startNetconsole(core: Core, opts: StartNetconsoleOptions =
   };
 
   const socket = await bindSocket(core, opts, onMessage, log);
+  // Read at scrape time; a receiver started again on this core replaces the old figures.
+  const METRIC = 'lilcluster_netconsole_total';
+  if (core.metrics.has(METRIC)) core.metrics.remove(METRIC);
+  core.metrics.collect({
+    name: METRIC,
+    help: 'netconsole input by kind: datagrams, lines stored, truncated datagrams, datagrams from no node, lines dropped over the flood budget',
+    type: 'counter',
+    labelNames: ['kind'],
+    collect: () => Object.entries(c).map(([kind, value]) => ({ labels: { kind }, value })),
+  });
   const port = socket ? (socket.address() as { port: number }).port : undefined;
   if (socket) log.info({ port, interface: core.network.name ?? null }, 'netconsole listening (kernel console lines of the nodes)');
 
@@ -119,6 +129,7 @@ export async function startNetconsole(core: Core, opts: StartNetconsoleOptions =
     counters: () => ({ ...c }),
     async stop() {
       unsubscribe();
+      core.metrics.remove(METRIC);
       if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
       store.flush();
       if (c.datagrams > 0) log.info({ counters: c }, 'netconsole stopped');

@@ -164,6 +164,13 @@ describe('netconsole receiver', () => {
       const l = (await consoleOf('--lines', '3')).lines.map((x) => x.text);
       return l.includes('after the flood') ? l : undefined;
     });
+    const metrics = await srv.exec(process.execPath, [
+      '-e',
+      `fetch(${JSON.stringify(`${d.url}/metrics`)}, { headers: { authorization: 'Bearer ${d.token}' } }).then((r) => r.text()).then((t) => process.stdout.write(t))`,
+    ]);
+    const dropped = /lilcluster_netconsole_total\{kind="floodDropped"\} (\d+)/.exec(metrics.stdout);
+    expect(Number(dropped?.[1])).toBeGreaterThan(0);
+    expect(metrics.stdout).toMatch(/lilcluster_netconsole_total\{kind="unknownSource"\} [1-9]/);
     expect(tail.join('\n')).toMatch(/\[lilcluster: \d+ kernel console lines dropped: over 200 lines\/s\]/);
   });
 
