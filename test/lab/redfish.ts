@@ -123,6 +123,8 @@ export interface RedfishBmcOptions {
   user: string;
   password: string;
   tls: { key: Buffer; cert: Buffer };
+  /** Default 127.0.0.1 (any 127.x address is loopback). */
+  host?: string;
 }
 
 const SYSTEM = '/redfish/v1/Systems/1';
@@ -146,7 +148,7 @@ export class RedfishBmc {
       bmc.#handle(req, res).catch((e: Error) => send(res, 500, { error: { code: 'Base.1.0.GeneralError', message: e.message } }));
     });
     bmc.#server = server;
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => server.listen(0, opts.host ?? '127.0.0.1', r));
     bmc.port = (server.address() as { port: number }).port;
     return bmc;
   }

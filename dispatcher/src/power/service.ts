@@ -127,7 +127,8 @@ export class PowerService {
       });
     const who = bmcLabel(bmc);
     const key = `${bmc.type} ${bmc.address}`;
-    const backoff = this.#backoffOf(key);
+    // Per BMC and credentials: one entry's wrong password does not hold up another's calls.
+    const backoff = this.#backoffOf(JSON.stringify(bmc));
     const wait = backoff.waitMs(this.#now());
     if (wait > 0) {
       const err = new DispatcherError(
@@ -168,8 +169,8 @@ export class PowerService {
         power = op === 'on' || op === 'off' ? op : null;
       }
       backoff.succeeded();
-      const message = op === 'status' ? `${node.name} is powered ${power} (${who})` : `${node.name}: power ${op} done through the ${who}`;
-      this.#record(node, who, op, true, message, { ...(power ? { power } : {}), ms: this.#now() - started });
+      const message = op === 'status' ? `powered ${power} (${who})` : `power ${op} done through the ${who}`;
+      this.#record(node, who, op, true, `${node.name}: ${message}`, { ...(power ? { power } : {}), ms: this.#now() - started });
       return { node: node.name, bmc: who, action: op, power, message };
     } catch (e) {
       const f = e instanceof BmcFailure ? e : new BmcFailure('refused', (e as Error).message);

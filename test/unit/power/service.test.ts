@@ -125,12 +125,16 @@ describe('back-off', () => {
     tick(2_000);
     await expect(service.run(node1, 'cycle')).resolves.toMatchObject({
       power: null,
-      message: 'node1: power cycle done through the ipmi BMC 10.9.9.9',
+      message: 'power cycle done through the ipmi BMC 10.9.9.9',
     });
     expect(calls).toEqual(['10.9.9.9', '10.1.0.3:8443', '10.9.9.9', '10.9.9.9']);
     const power = events.list({ kind: 'node.power', limit: 100 });
     expect(power).toHaveLength(25);
-    expect(power.at(-1)).toMatchObject({ node: 'node1', data: { action: 'cycle', ok: true, bmc: 'ipmi BMC 10.9.9.9' } });
+    expect(power.at(-1)).toMatchObject({
+      message: 'node1: power cycle done through the ipmi BMC 10.9.9.9',
+      node: 'node1',
+      data: { action: 'cycle', ok: true, bmc: 'ipmi BMC 10.9.9.9' },
+    });
     expect(power[0]).toMatchObject({ data: { action: 'off', ok: false, code: 'DSP_ERR_BMC_TIMEOUT', backoffMs: 2000 } });
     expect(JSON.stringify(power)).not.toContain('Sekr1t');
   });

@@ -56,7 +56,11 @@ async function power(ctx: CtlContext, op: Op, nodes: readonly string[]): Promise
   if (ctx.json) ctx.out(JSON.stringify({ results, failures }, null, 2));
   else {
     for (const r of results) ctx.out(op === 'status' ? `${r.node}: ${r.power} (${r.bmc})` : `${r.node}: ${r.message}`);
-    for (const f of failures) ctx.err(`dispatcherctl: ${f.node}: ${f.error.message}${f.error.hint ? `\n  hint: ${f.error.hint}` : ''}`);
+    for (const f of failures) {
+      // The dispatcher's message names the node already, unless the ref was a MAC or UUID.
+      const named = f.error.message.startsWith(`${f.node}:`) || f.error.message.startsWith(`${f.node} `);
+      ctx.err(`dispatcherctl: ${named ? '' : `${f.node}: `}${f.error.message}${f.error.hint ? `\n  hint: ${f.error.hint}` : ''}`);
+    }
   }
   return exit;
 }
