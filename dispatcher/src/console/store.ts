@@ -65,6 +65,8 @@ export class ConsoleLog {
   readonly #oldest;
   readonly #deleteUpTo;
   readonly #write;
+  readonly #listAll;
+  readonly #listSource;
 
   constructor(
     private readonly db: Db,
@@ -79,6 +81,9 @@ export class ConsoleLog {
       'SELECT id, length(CAST(text AS BLOB)) AS bytes FROM console_lines WHERE mac = ? ORDER BY id LIMIT ?',
     );
     this.#deleteUpTo = db.prepare('DELETE FROM console_lines WHERE mac = ? AND id <= ?');
+    const select = 'SELECT id, mac, source, ts, text FROM console_lines WHERE mac = ? AND id > ?';
+    this.#listAll = db.prepare<[string, number, number], ConsoleLine>(`${select} ORDER BY id DESC LIMIT ?`);
+    this.#listSource = db.prepare<[string, number, string, number], ConsoleLine>(`${select} AND source = ? ORDER BY id DESC LIMIT ?`);
     this.#write = db.transaction((batch: Omit<ConsoleLine, 'id'>[]) => {
       const out: ConsoleLine[] = [];
       const touched = new Set<Mac>();
@@ -117,11 +122,9 @@ export class ConsoleLog {
 
   /** The last `limit` lines of a node after `afterId`, oldest first. */
   list(q: { mac: Mac; source?: ConsoleSource | undefined; afterId?: number | undefined; limit: number }): ConsoleLine[] {
-    const rows = this.db
-      .prepare<unknown[], ConsoleLine>(
-        `SELECT id, mac, source, ts, text FROM console_lines WHERE mac = ? AND id > ?${q.source ? ' AND source = ?' : ''} ORDER BY id DESC LIMIT ?`,
-      )
-      .all(q.mac, q.afterId ?? 0, ...(q.source ? [q.source] : []), q.limit);
+    const rows = q.source
+      ? this.#listSource.all(q.mac, q.afterId ?? 0, q.source, q.limit)
+      : this.#listAll.all(q.mac, q.afterId ?? 0, q.limit);
     return rows.reverse();
   }
 
