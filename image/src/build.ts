@@ -51,7 +51,7 @@ import { collectNodeRuntime, type NodeRuntime } from './node-runtime.js';
 import { BUSYBOX_PACKAGE, FIRMWARE_PACKAGES, KERNEL_METAPACKAGE, type BuildOptions } from './options.js';
 import { readExtraRootfs, readOverlay, type OverlayTree } from './overlay.js';
 import { buildRoot, resolveRoot, type ResolvedRoot } from './root-image.js';
-import { findRootKernel, rootKernelCandidates } from './root-kernel.js';
+import { dropKernelFiles, findRootKernel, rootKernelCandidates } from './root-kernel.js';
 import { addKexecTools, collectKexecTools, kexecToolsSize, type KexecTools } from './kexec-tools.js';
 import { Rootfs, RootfsConflictError } from './rootfs.js';
 import { requireTools, run, type Tool } from './tools.js';
@@ -135,7 +135,16 @@ export async function buildImage(opts: BuildOptions, progress: Progress): Promis
   const extraRootfs = opts.extraRootfs ? readExtraRootfs(opts.extraRootfs, PROTECTED_PATHS) : undefined;
   // A FROM that does not exist or a package apt does not know stops the build before the base image's work.
   const root = opts.root
-    ? await resolveRoot({ ...opts.root, mtime: opts.mtime, cacheDir: opts.cacheDir, force: opts.force }, progress)
+    ? await resolveRoot(
+        {
+          ...opts.root,
+          mtime: opts.mtime,
+          cacheDir: opts.cacheDir,
+          force: opts.force,
+          kernel: { from: opts.kernelFrom ?? 'auto', version: opts.kernelVersion },
+        },
+        progress,
+      )
     : undefined;
 
   const kernel = await kernelInput(opts, progress);
@@ -553,9 +562,6 @@ function fingerprint(x: {
     'options',
     JSON.stringify({
       modules: o.modules,
-      // With a root, these decide which kernel boots; the root's inputs fix its kernel's bytes.
-      kernelFrom: x.root ? (o.kernelFrom ?? 'auto') : null,
-      kernelVersion: x.root ? (o.kernelVersion ?? null) : null,
       firmware: o.firmware,
       level: o.zstdLevel,
       mtime: o.mtime,
@@ -655,7 +661,11 @@ async function rootKernelModules(tree: string, opts: BuildOptions, progress: Pro
     source,
     rootPath: found.path,
   };
-  return readKernelModules(input, opts.modules, opts.cacheDir);
+  const mods = await readKernelModules(input, opts.modules, opts.cacheDir);
+  // The node runs vmlinuz and the base initrd's copies and never reads these: kept, they would cost RAM (README).
+  const dropped = dropKernelFiles(tree, found);
+  progress('kernel', `left out of the root: ${dropped.paths.join(' ')} (${mib(dropped.bytes)})`);
+  return mods;
 }
 
 /**

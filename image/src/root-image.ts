@@ -30,6 +30,7 @@ import { ImageBuildError } from './errors.js';
 import { ROOT_FILE, type RootManifest } from './manifest.js';
 import { configPath, fetchToCache, sourceDigest, unpackImage } from './oci.js';
 import { DEBIAN_PATH, formatRootEnv, type RootSource } from './root-source.js';
+import type { KernelFrom } from './root-kernel.js';
 import { checkRoot, scanRoot, type RootStats } from './root-tree.js';
 import { packSquashfs, type SquashfsOptions } from './squashfs.js';
 import { requireTools, type Tool } from './tools.js';
@@ -38,7 +39,7 @@ import { requireTools, type Tool } from './tools.js';
 export const ROOT_IMG = 'root.img';
 export const ROOT_ENV = 'etc/lilcluster/root.env';
 /** Bump when the way a root is packed changes (the bytes change for the same inputs). */
-const ROOT_FORMAT = 2;
+const ROOT_FORMAT = 3;
 /** Where PACKAGES= roots are kept once packed, by their inputs: mmdebstrap takes a minute, the cache a second. */
 const ROOTS_CACHE = 'roots';
 
@@ -54,6 +55,8 @@ export interface RootOptions {
   cacheDir: string;
   /** Ignore the packed-root cache (FORCE=1). */
   force: boolean;
+  /** KERNEL_FROM and KERNEL_VERSION: a kernel the image boots is left out of the root (see buildRoot's onTree). */
+  kernel?: { from: KernelFrom; version: string | undefined } | undefined;
 }
 
 export interface ResolvedRoot {
@@ -116,13 +119,22 @@ export async function resolveRoot(opts: RootOptions, progress: Progress): Promis
     squashfs: opts.squashfs,
     mtime: opts.mtime,
     rootless,
+    kernel: opts.kernel ?? null,
   });
   return { opts, sourceText, digest, packageSet, rootless, inputs, version: inputs.slice(0, 12) };
 }
 
 /** Key of a packed squashfs: what its bytes depend on (not the name or health check, which live in root.env). */
 function squashKey(r: ResolvedRoot): string {
-  return hashJson({ format: ROOT_FORMAT, digest: r.digest, squashfs: r.opts.squashfs, mtime: r.opts.mtime, rootless: r.rootless });
+  const o = r.opts;
+  return hashJson({
+    format: ROOT_FORMAT,
+    digest: r.digest,
+    squashfs: o.squashfs,
+    mtime: o.mtime,
+    rootless: r.rootless,
+    kernel: o.kernel ?? null,
+  });
 }
 
 interface PackedRoot {
@@ -135,8 +147,9 @@ interface PackedRoot {
 
 /**
  * Fetches or builds the root, packs it, and writes `work`/root.cpio. `onTree` sees the unpacked
- * root before it is packed (the root's own kernel is read there) and says whether it took
- * something from it; a cached packed root is used only when its tree gave nothing to `onTree`.
+ * root before it is scanned and packed (the root's own kernel is read there, and its files
+ * removed) and says whether it took something from it; a cached packed root is used only when
+ * its tree gave nothing to `onTree`.
  */
 export async function buildRoot(
   r: ResolvedRoot,
@@ -181,9 +194,9 @@ export async function buildRoot(
       await buildDebianRoot(o.source, r.packageSet!, rootfs, o.mtime, (line) => progress('packages', line));
       packages = parseDpkgStatus(readFileSync(join(rootfs, 'var/lib/dpkg/status'), 'utf8')).map((p) => `${p.name}=${p.version}`);
     }
+    const hasKernel = onTree ? await onTree(rootfs) : undefined;
     const stats = scanRoot(rootfs, since, o.mtime);
     checkRoot(rootfs, `${o.name} (${r.sourceText})`, stats);
-    const hasKernel = onTree ? await onTree(rootfs) : undefined;
     progress(
       'root',
       `${stats.files} files, ${stats.symlinks} symlinks, ${stats.directories} directories${stats.other ? `, ${stats.other} devices/fifos` : ''}: ${mib(stats.bytes)}`,

@@ -5,7 +5,8 @@
  * one is named), with its modules in /lib/modules/<version>. The choice is pure; finding the
  * files reads the unpacked root, following its symlinks inside it (merged /usr: /lib → usr/lib).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { relative } from 'node:path';
 import { ImageBuildError } from './errors.js';
 import { resolveInRoot } from './root-tree.js';
 
@@ -128,4 +129,33 @@ export function findRootKernel(root: string, wanted?: string): RootKernel | unde
   const file = resolveInRoot(root, chosen.path)!;
   const dir = resolveInRoot(root, `/lib/modules/${chosen.version}`);
   return { ...chosen, file, modulesDir: dir && existsSync(dir) && statSync(dir).isDirectory() ? dir : undefined, all };
+}
+
+/** What Debian's and Fedora's kernel packages and their hooks put in /boot for one version. */
+const BOOT_FILES = ['vmlinuz', 'initrd.img', 'initramfs', 'System.map', 'config'];
+
+/**
+ * Removes the booted kernel's files from the unpacked root (its /boot files and
+ * /lib/modules/<version>); returns their paths in the root and their size.
+ */
+export function dropKernelFiles(root: string, k: RootKernel): { paths: string[]; bytes: number } {
+  const hostPaths = new Set<string>([k.file]);
+  for (const name of BOOT_FILES)
+    for (const p of [`/boot/${name}-${k.version}`, `/boot/${name}-${k.version}.img`]) {
+      const host = resolveInRoot(root, p);
+      if (host && existsSync(host)) hostPaths.add(host);
+    }
+  if (k.modulesDir) hostPaths.add(k.modulesDir);
+  let bytes = 0;
+  const size = (p: string): number => {
+    const st = lstatSync(p);
+    return st.isDirectory() ? readdirSync(p).reduce((n, c) => n + size(`${p}/${c}`), 0) : st.isFile() ? st.size : 0;
+  };
+  const paths: string[] = [];
+  for (const p of [...hostPaths].sort()) {
+    bytes += size(p);
+    rmSync(p, { recursive: true, force: true });
+    paths.push(`/${relative(root, p)}`);
+  }
+  return { paths, bytes };
 }

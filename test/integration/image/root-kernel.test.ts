@@ -76,6 +76,16 @@ function unpackInitrd(initrd: string): string {
   return dir;
 }
 
+/** The paths in root.cpio's squashfs (unsquashfs -l, without the squashfs-root prefix). */
+function rootPaths(out: string): string[] {
+  const dir = mkdtempSync(join(work, 'rootcpio-'));
+  execFileSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: readFileSync(join(out, 'root.cpio')), cwd: dir });
+  return execFileSync('unsquashfs', ['-l', '-d', '', join(dir, 'root.img')], { maxBuffer: 1 << 26 })
+    .toString()
+    .split('\n')
+    .filter((l) => l.startsWith('/'));
+}
+
 /** A one-layer OCI image `tag` whose root is made by `fill`. */
 function ociImage(tag: string, fill: (rootfs: string) => void): void {
   const umoci = (...args: string[]) => execFileSync('umoci', args, { stdio: 'pipe' });
@@ -159,6 +169,13 @@ describe('a root with a kernel boots its own kernel', () => {
       expect(shipped.equals(readFileSync(join(kernelRoot, 'lib/modules', kver, CHANGED)))).toBe(true);
       expect(shipped.toString('latin1').endsWith('lilcluster root copy\n')).toBe(true);
       expect(lines).toContain(`kernel root:/boot/vmlinuz-${kver} with its modules`);
+      // The booted kernel's files are left out of the root (the node never reads them; they would cost RAM).
+      const inRoot = rootPaths(out);
+      expect(inRoot).toContain('/bin/busybox');
+      expect(inRoot.filter((p) => /^\/(boot|lib)\//.test(p) && p.includes(kver))).toEqual([]);
+      expect(lines.find((l) => l.startsWith('kernel left out of the root:'))).toContain(
+        `/boot/config-${kver} /boot/vmlinuz-${kver} /lib/modules/${kver} (`,
+      );
 
       // KERNEL_FROM=debian: the package's kernel and modules (its squashfs.ko lacks the root's change).
       const deb = join(work, 'out-debian');
@@ -166,6 +183,7 @@ describe('a root with a kernel boots its own kernel', () => {
       expect(d.manifest.kernel.source).toBe(kernelDeb);
       expect(d.manifest.kernel.package).toMatch(/^linux-image-/);
       expect(d.version).not.toBe(manifest.inputs.slice(0, 12));
+      expect(rootPaths(deb)).toEqual(expect.arrayContaining([`/boot/vmlinuz-${kver}`, `/lib/modules/${kver}/${CHANGED}`]));
       const debInitrd = unpackInitrd(join(deb, 'initrd.img'));
       const debCopy = readFileSync(join(debInitrd, 'lib/modules', kver, CHANGED));
       expect(debCopy.toString('latin1').endsWith('lilcluster root copy\n')).toBe(false);
