@@ -5,7 +5,8 @@
  *
  * Back-off, per BMC: after a failure (no answer, refused credentials, refusal) the BMC is not
  * called again for BACKOFF_BASE_MS, doubling with each failure in a row up to BACKOFF_MAX_MS;
- * a call in that window is refused at once, saying when to retry. Wrong credentials back off
+ * a call in that window is refused at once, saying when to retry (the first such refusal of a
+ * window is an event, the rest are not: a script's retry loop must not fill the log). Wrong credentials back off
  * too: many BMCs lock an account after a few bad logins. One call at a time per BMC (a BMC
  * serves few sessions); other BMCs are not held up.
  */
@@ -64,6 +65,7 @@ export interface PowerServiceDeps {
 export class BackOff {
   #failures = 0;
   #until = 0;
+  #refusalNoted = false;
   constructor(
     private readonly baseMs: number,
     private readonly maxMs: number,
@@ -76,7 +78,14 @@ export class BackOff {
     this.#failures++;
     const delay = Math.min(this.maxMs, this.baseMs * 2 ** Math.min(this.#failures - 1, 30));
     this.#until = now + delay;
+    this.#refusalNoted = false;
     return delay;
+  }
+  /** True the first time in a back-off window: a storm of refused calls is one event, not thousands. */
+  noteRefusal(): boolean {
+    const first = !this.#refusalNoted;
+    this.#refusalNoted = true;
+    return first;
   }
   succeeded(): void {
     this.#failures = 0;
@@ -136,7 +145,7 @@ export class PowerService {
         `${node.name}: the ${who} failed ${backoff.failures} time(s) in a row; not calling it again for ${Math.ceil(wait / 1000)} s`,
         { hint: 'retry after that; check the BMC is reachable and its credentials' },
       );
-      this.#record(node, who, op, false, err.message, { code: err.code });
+      if (backoff.noteRefusal()) this.#record(node, who, op, false, err.message, { code: err.code });
       throw err;
     }
     const badFile = checkPasswordFile(bmc.passwordFile);

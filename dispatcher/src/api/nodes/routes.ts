@@ -29,6 +29,7 @@ import { memoryRefusal } from '../../boot/http/boot-routes.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 import { powerServiceOf } from '../../power/service.js';
+import { afterPower } from '../power/routes.js';
 
 const SIMPLE_ACTIONS = {
   reboot:
@@ -266,6 +267,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
     async function hardReboot(ref: string) {
       const n = actions.resolve(ref);
       const r = await powerServiceOf(core).run(n, 'cycle');
+      afterPower(api, n, 'cycle');
       return { node: n.name, action: 'reboot', state: n.state, ackMs: null, message: `power cycled through the ${r.bmc}` };
     }
 

@@ -9,7 +9,8 @@ import { requireAdmin } from '../../http/app.js';
 import { ErrorBody, NodeRef, errorResponses } from '../schemas.js';
 import { ADMIN_SECURITY, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
 import { PowerRequest, PowerView } from './schemas.js';
-import { powerServiceOf } from '../../power/service.js';
+import { powerServiceOf, type PowerOp } from '../../power/service.js';
+import type { NodeRecord } from '../../nodes/registry.js';
 
 export function powerRoutes(api: OperatorApi): FastifyPluginAsync {
   return async (plain) => {
@@ -50,7 +51,25 @@ export function powerRoutes(api: OperatorApi): FastifyPluginAsync {
           response: { 200: PowerView, ...bmcErrors },
         },
       },
-      async (req): Promise<PowerView> => power.run(actions.resolve(req.params.node), req.body.action),
+      async (req): Promise<PowerView> => {
+        const n = actions.resolve(req.params.node);
+        const r = await power.run(n, req.body.action);
+        afterPower(api, n, req.body.action);
+        return r;
+      },
     );
   };
+}
+
+/**
+ * The node's state after a power action its BMC carried out, as after the agent's: off, or
+ * rebooting (until it boots again). Its agent's connection then closes without the node
+ * counting as lost.
+ */
+export function afterPower(api: OperatorApi, n: NodeRecord, op: PowerOp): void {
+  if (op === 'off') {
+    api.control().setDraining(n.mac, false);
+    api.core.nodes.setState(n.mac, 'off', 'powered off through its BMC', { by: 'operator' });
+  } else if (op === 'cycle' || op === 'reset')
+    api.core.nodes.setState(n.mac, 'rebooting', `power ${op} through its BMC`, { by: 'operator' });
 }
