@@ -2,7 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { BmcFailure } from '../../../dispatcher/src/power/bmc.js';
-import { parseFirstMember, parsePowerState, parseResetAction } from '../../../dispatcher/src/power/redfish.js';
+import { RedfishDriver, parseFirstMember, parsePowerState, parseResetAction } from '../../../dispatcher/src/power/redfish.js';
+import { createServer, type Socket } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const SYSTEM = {
   '@odata.id': '/redfish/v1/Systems/1',
@@ -72,5 +76,30 @@ describe('Redfish answers', () => {
         }
       }),
     );
+  });
+});
+
+describe('Redfish driver', () => {
+  it('gives up on a BMC that accepts the connection and says nothing, as a timeout naming it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lc-redfish-unit-'));
+    const sockets: Socket[] = [];
+    const server = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const passwordFile = join(dir, 'pw');
+      writeFileSync(passwordFile, 'x\n', { mode: 0o600 });
+      const driver = new RedfishDriver({ type: 'redfish', address: `127.0.0.1:${port}`, user: 'root', passwordFile });
+      const t0 = Date.now();
+      const err = await driver.status(AbortSignal.timeout(300)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BmcFailure);
+      expect(err).toMatchObject({ kind: 'timeout', message: `redfish BMC 127.0.0.1:${port} did not answer in time` });
+      expect(Date.now() - t0).toBeLessThan(3000);
+      expect(sockets.length).toBe(1);
+    } finally {
+      for (const s of sockets) s.destroy();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
