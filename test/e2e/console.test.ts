@@ -3,7 +3,8 @@
  * namespace, one SeaBIOS machine PXE-booting from it. The image's /init points netconsole at
  * the dispatcher; the node's kernel lines are filed under it.
  *
- *   1. The node boots; netconsole's own start line is on record (`console node1 --kernel`).
+ *   1. The node boots; netconsole's own start line is on record (`console node1 --kernel`), and
+ *      the boot log before it (the kernel replays its log to a new console).
  *   2. Latency: lines written to /dev/kmsg on the node, seen on `console --follow`: printed as
  *      RESULT lines (received → delivered by the API stream, and from the start of the exec).
  *   3. `echo c > /proc/sysrq-trigger` through `dispatcherctl exec` panics the node; the panic
@@ -115,6 +116,8 @@ describe('kernel console capture by netconsole', () => {
       (await kernelLines()).find((l) => /netconsole: network logging started/.test(l.text)),
     );
     expect(started.source).toBe('kernel');
+    // netconsole starts with the kernel's whole log replayed: the boot is on record from its first line.
+    expect((await kernelLines()).some((l) => /Linux version 6\./.test(l.text))).toBe(true);
     await until('node1 ready', async () => {
       const n = (JSON.parse(await ok('--json', 'nodes')) as { nodes: { name: string; state: string }[] }).nodes.find(
         (x) => x.name === 'node1',

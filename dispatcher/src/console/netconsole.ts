@@ -10,7 +10,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import type { Core } from '../core.js';
 import { RateLimitedLog } from '../log.js';
 import { ClientMacLookup, plainIPv4, type ClientMacSource } from '../boot/client-mac.js';
-import { bindToIfindex } from '../net/socket-options.js';
+import { bindToIfindex, setSocketOption, SOL_SOCKET, SO_RCVBUFFORCE } from '../net/socket-options.js';
 import type { Mac } from '../nodes/mac.js';
 import { LineBudget, parseDatagram } from './lines.js';
 import { consoleLogOf, type ConsoleLog } from './store.js';
@@ -20,6 +20,12 @@ export const NETCONSOLE_PORT = 6666;
 /** Lines a node may file per second on average, and at once (a panic or a boot is a few hundred). */
 export const NETCONSOLE_LINES_PER_SECOND = 200;
 export const NETCONSOLE_BURST_LINES = 2000;
+/**
+ * Receive buffer: when netconsole starts, the kernel replays its whole log at once (hundreds
+ * of datagrams within milliseconds), more than the default 208 KiB holds while the event loop
+ * is busy. SO_RCVBUFFORCE (we are root) lifts net.core.rmem_max, as for DHCP.
+ */
+export const NETCONSOLE_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface NetconsoleCounters {
   datagrams: number;
@@ -122,7 +128,11 @@ export async function startNetconsole(core: Core, opts: StartNetconsoleOptions =
     collect: () => Object.entries(c).map(([kind, value]) => ({ labels: { kind }, value })),
   });
   const port = socket ? (socket.address() as { port: number }).port : undefined;
-  if (socket) log.info({ port, interface: core.network.name ?? null }, 'netconsole listening (kernel console lines of the nodes)');
+  if (socket)
+    log.info(
+      { port, interface: core.network.name ?? null, recvBuffer: socket.getRecvBufferSize() },
+      'netconsole listening (kernel console lines of the nodes)',
+    );
 
   return {
     port,
@@ -158,6 +168,15 @@ async function bindSocket(
           s.close();
           reject(err);
           return;
+        }
+        try {
+          setSocketOption(s, SOL_SOCKET, SO_RCVBUFFORCE, NETCONSOLE_RECV_BUFFER_BYTES);
+        } catch {
+          try {
+            s.setRecvBufferSize(NETCONSOLE_RECV_BUFFER_BYTES);
+          } catch {
+            /* the default: a replayed boot log may lose lines, counted by the kernel (RcvbufErrors) */
+          }
         }
         s.on('error', (err) => log.error({ err: err.message }, 'netconsole socket error'));
         s.on('message', onMessage);

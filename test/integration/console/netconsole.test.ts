@@ -146,6 +146,21 @@ describe('netconsole receiver', () => {
     expect(all).not.toContain('hidden past the cut');
   });
 
+  it('stores a replayed boot log whole: 1,500 datagrams at once', async () => {
+    const before = (await consoleOf()).stored.lines;
+    await send(
+      NODE_IP,
+      Array.from({ length: 1500 }, (_, i) => `[    1.${String(i).padStart(6, '0')}] boot line ${i}\n`),
+    );
+    const texts = await until('the whole replay', async () => {
+      const c = await consoleOf();
+      return c.lines.some((l) => l.text.endsWith('boot line 1499')) ? c.lines.map((l) => l.text) : undefined;
+    });
+    const replay = texts.filter((t) => / boot line \d+$/.test(t));
+    expect(replay).toHaveLength(1500);
+    expect(before).toBeGreaterThan(0);
+  });
+
   it('bounds a flood: lines past the node budget are dropped and counted, the store stays within its cap', async () => {
     const before = (await consoleOf()).stored;
     // 16 lines a datagram × 1000: 16,000 lines as fast as one process sends them.
