@@ -172,13 +172,17 @@ export class PowerService {
     const started = this.#now();
     try {
       let power: PowerState | null;
-      if (op === 'status') power = await driver.status(signal);
+      // Many BMCs refuse to cycle a machine that is off ("not supported in present state"):
+      // a hard reboot of a machine that is off powers it on.
+      const act = op === 'cycle' && (await driver.status(signal)) === 'off' ? 'on' : op;
+      if (act === 'status') power = await driver.status(signal);
       else {
-        await driver.act(op, signal);
-        power = op === 'on' || op === 'off' ? op : null;
+        await driver.act(act, signal);
+        power = act === 'on' || act === 'off' ? act : null;
       }
       backoff.succeeded();
-      const message = op === 'status' ? `powered ${power} (${who})` : `power ${op} done through the ${who}`;
+      const message =
+        op === 'status' ? `powered ${power} (${who})` : `${act !== op ? 'it was off: ' : ''}power ${act} done through the ${who}`;
       this.#record(node, who, op, true, `${node.name}: ${message}`, { ...(power ? { power } : {}), ms: this.#now() - started });
       return { node: node.name, bmc: who, action: op, power, message };
     } catch (e) {

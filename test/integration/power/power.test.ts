@@ -148,6 +148,12 @@ describe('IPMI (ipmitool → ipmi_sim → QEMU)', () => {
     expect(none.stderr).toContain('hint: give it bmc:');
     await ctl('power', 'off', 'node1');
     await ipmi.waitPower('off');
+    // A hard reboot of a machine that is off powers it on (BMCs refuse to cycle it).
+    const fromOff = await ctl('reboot', '--hard', 'node1');
+    expect(fromOff.stdout).toBe(`node1: it was off: powered on through the ipmi BMC 127.0.0.1:${ipmi.opts.lanPort}\n`);
+    await ipmi.waitPower('on');
+    await ctl('power', 'off', 'node1');
+    await ipmi.waitPower('off');
   }, 60_000);
 
   it('wrong credentials: an error naming node and BMC, then back-off; the same BMC with the right ones still answers', async () => {

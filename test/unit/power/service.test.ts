@@ -15,7 +15,7 @@ import { EventLog } from '../../../dispatcher/src/events/event-log.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 import { BackOff, PowerService } from '../../../dispatcher/src/power/service.js';
-import { BmcFailure, expandAddress, type BmcDriver, type BmcSpec } from '../../../dispatcher/src/power/bmc.js';
+import { BmcFailure, expandAddress, type BmcDriver, type BmcSpec, type PowerState } from '../../../dispatcher/src/power/bmc.js';
 import type { DispatcherError } from '../../../dispatcher/src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lc-power-unit-'));
@@ -28,15 +28,17 @@ function setup(script: Record<string, () => void>) {
   const events = new EventLog(db, new GroupCommit(db));
   let now = 1_000_000;
   const calls: string[] = [];
+  const power = new Map<string, PowerState>();
   const driver = (b: BmcSpec): BmcDriver => ({
     async status() {
-      calls.push(b.address);
+      calls.push(`${b.address} status`);
       script[b.address]?.();
-      return 'on';
+      return power.get(b.address) ?? 'on';
     },
-    async act() {
-      calls.push(b.address);
+    async act(action) {
+      calls.push(`${b.address} ${action}`);
       script[b.address]?.();
+      if (action === 'on' || action === 'off') power.set(b.address, action);
     },
   });
   const service = new PowerService({
@@ -57,7 +59,7 @@ function setup(script: Record<string, () => void>) {
     now: () => now,
     driver,
   });
-  return { service, events, calls, tick: (ms: number) => (now += ms) };
+  return { service, events, calls, power, tick: (ms: number) => (now += ms) };
 }
 
 describe('BMC of a node', () => {
@@ -108,7 +110,7 @@ describe('back-off', () => {
     expect((err as Error).message).toBe('node1: power off through the ipmi BMC 10.9.9.9 failed: ipmi BMC 10.9.9.9 did not answer');
     // A storm of retries reaches the BMC not once.
     for (let i = 0; i < 20; i++) await expect(service.run(node1, 'status')).rejects.toMatchObject({ code: 'DSP_ERR_BMC_BACKOFF' });
-    expect(calls).toEqual(['10.9.9.9']);
+    expect(calls).toEqual(['10.9.9.9 off']);
     // Another node's BMC answers meanwhile.
     await expect(service.run({ name: 'node3', labels: ['rack1'] }, 'on')).resolves.toMatchObject({
       bmc: 'redfish BMC 10.1.0.3:8443',
@@ -127,7 +129,7 @@ describe('back-off', () => {
       power: null,
       message: 'power cycle done through the ipmi BMC 10.9.9.9',
     });
-    expect(calls).toEqual(['10.9.9.9', '10.1.0.3:8443', '10.9.9.9', '10.9.9.9']);
+    expect(calls).toEqual(['10.9.9.9 off', '10.1.0.3:8443 on', '10.9.9.9 status', '10.9.9.9 status', '10.9.9.9 cycle']);
     const power = events.list({ kind: 'node.power', limit: 100 });
     // The storm of refusals is one event (the first of its back-off window).
     expect(power.map((e) => (e.data as { code?: string }).code ?? 'ok')).toEqual([
@@ -158,6 +160,18 @@ describe('back-off', () => {
       hint: 'check user and passwordFile of this BMC in the cluster file',
     });
     await expect(service.run({ name: 'node1', labels: [] }, 'status')).rejects.toMatchObject({ code: 'DSP_ERR_BMC_BACKOFF' });
+  });
+});
+
+describe('cycle', () => {
+  it('of a machine that is off powers it on (BMCs refuse to cycle it)', async () => {
+    const { service, calls, power } = setup({});
+    power.set('10.9.9.9', 'off');
+    await expect(service.run({ name: 'node1', labels: [] }, 'cycle')).resolves.toMatchObject({
+      power: 'on',
+      message: 'it was off: power on done through the ipmi BMC 10.9.9.9',
+    });
+    expect(calls).toEqual(['10.9.9.9 status', '10.9.9.9 on']);
   });
 });
 

@@ -268,7 +268,8 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       const n = actions.resolve(ref);
       const r = await powerServiceOf(core).run(n, 'cycle');
       afterPower(api, n, 'cycle');
-      return { node: n.name, action: 'reboot', state: n.state, ackMs: null, message: `power cycled through the ${r.bmc}` };
+      const message = r.power === 'on' ? `it was off: powered on through the ${r.bmc}` : `power cycled through the ${r.bmc}`;
+      return { node: n.name, action: 'reboot', state: n.state, ackMs: null, message };
     }
 
     function runAction(action: SimpleAction, ref: string, firmware: boolean) {
