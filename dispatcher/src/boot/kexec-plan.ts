@@ -12,7 +12,7 @@ import { versionLabel, type ImageVersion } from '../images/catalog.js';
 import type { BootFile } from './boot-files.js';
 import type { ImageFiles } from './image-files.js';
 import { kernelCommandLine } from './ipxe-script.js';
-import { memoryRefusal } from './http/boot-routes.js';
+import { memoryRefusal } from './memory-fit.js';
 import { macHyphenated } from '../nodes/mac.js';
 
 export type PlannedKexec = { ok: true; plan: KexecPlan; version: ImageVersion } | { ok: false; reason: string };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BOOT_HEADROOM_MIB, memoryRefusal } from '../../../dispatcher/src/boot/http/boot-routes.js';
+import { BOOT_HEADROOM_MIB, memoryRefusal } from '../../../dispatcher/src/boot/memory-fit.js';
 import type { ImageVersion } from '../../../dispatcher/src/images/catalog.js';
 
 const MiB = 1048576;

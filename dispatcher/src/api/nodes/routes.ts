@@ -25,7 +25,7 @@ import { nodeDetail, nodeView } from './view.js';
 import { forgetNode } from '../../nodes/forget.js';
 import { IMAGE_NAME_PATTERN } from '../jobs/schemas.js';
 import { OptionalBody } from '../validation.js';
-import { memoryRefusal } from '../../boot/http/boot-routes.js';
+import { memoryRefusal } from '../../boot/memory-fit.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 import { powerServiceOf } from '../../power/service.js';

@@ -36,8 +36,7 @@ import { serveBootFile } from './serve-bytes.js';
 import { IMAGE_NAME_RE, VERSION_RE, versionLabel, type ImageVersion } from '../../images/catalog.js';
 import { ImageFiles } from '../image-files.js';
 import { imageUrl } from '../kexec-plan.js';
-import { inventorySummary } from '../../api/nodes/view.js';
-import type { NodeRecord } from '../../nodes/registry.js';
+import { memoryRefusal } from '../memory-fit.js';
 import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
 /** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
@@ -392,23 +391,6 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     plugin,
     counters: () => ({ ...c, active: limiter.active, queued: limiter.queued }),
   };
-}
-
-/** RAM beyond what an image's files take that a node needs to come up (kernel, agent, page cache). */
-export const BOOT_HEADROOM_MIB = 64;
-
-/**
- * Why a node cannot boot this image, when its memory (from its last hello) is known to be too
- * small for it: the kernel, the base initrd unpacked and the root as the node will carry it.
- * The first boot of a machine is not checked here (no inventory yet); /init checks then.
- */
-export function memoryRefusal(v: ImageVersion, node: Pick<NodeRecord, 'name' | 'inventory'>, kernelArgs: string): string | null {
-  const have = inventorySummary(node.inventory).memoryMiB;
-  if (!v.memoryBytes || !have) return null;
-  const unpack = /(^|\s)lc\.root=unpack(\s|$)/.test(kernelArgs);
-  const need = Math.ceil((unpack ? v.memoryBytes.unpacked : v.memoryBytes.compressed) / 1048576) + BOOT_HEADROOM_MIB;
-  if (need <= have) return null;
-  return `${versionLabel(v)} needs about ${need} MiB of RAM (kernel, base initrd, root${unpack ? ' unpacked' : ''}) and ${node.name} has ${have} MiB: give it a smaller image (dispatcherctl set ${node.name} --image NAME) or more memory`;
 }
 
 /** The sender for image bodies, said once in the log at start. */

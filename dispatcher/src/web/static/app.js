@@ -103,8 +103,8 @@
       el('td', { class: 'opt' }, dash(v.ip)),
       el(
         'td',
-        { class: 'opt', title: v.image && v.image.stale ? 'a newer build of its image exists (dispatcherctl images rollout)' : '' },
-        dash(v.imageVersion) + (v.image && v.image.stale ? ' *' : ''),
+        { class: 'opt', title: v.image?.stale ? 'a newer build of its image exists (dispatcherctl images rollout)' : '' },
+        dash(v.imageVersion) + (v.image?.stale ? ' *' : ''),
       ),
       el('td', { class: 'opt2 cpu', title: dash(v.cpu) }, dash(v.cpu)),
       el('td', { class: 'num opt' }, dash(v.cores)),
