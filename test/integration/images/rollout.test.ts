@@ -214,7 +214,7 @@ describe('several images on simulated machines: kexec, rollout, rollback', () =>
     expect(m3.history.at(-1)).toBe('kexec');
     // The agent fetched the planned files and checked them; kexec got exactly those bytes.
     const load = m3.kexecLoads.at(-1)!;
-    expect(load.argv).toMatch(/^-a -l \S+\/vmlinuz --initrd=\S+\/initrd\.img --command-line=/);
+    expect(load.argv).toMatch(/^-c -i -l \S+\/vmlinuz --initrd=\S+\/initrd\.img --command-line=/);
     expect(load.cmdline).toMatch(new RegExp(`(^| )lc\\.image=alpha@${v.v1}( |$)`));
     expect(load.cmdline).toMatch(/(^| )lc\.via=kexec( |$)/);
     expect(load.kernel).toBe(sha256Of('alpha', v.v1, 'vmlinuz'));
