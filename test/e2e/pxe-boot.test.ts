@@ -7,8 +7,9 @@
  *       ipxe.efi, then iPXE does DHCP again and HTTP.
  *
  * The test asserts on the dispatcher's own records (node registry, boot timeline) read through
- * dispatcherctl, not on console text. Then `dispatcherctl reboot node3` reboots the BIOS
- * machine through its agent: it PXE-boots again and comes back as node3 with a higher boot count.
+ * dispatcherctl, not on console text. Then `dispatcherctl reboot node3 --firmware` reboots the
+ * BIOS machine through its agent and its firmware (a plain reboot would kexec: images.test.ts):
+ * it PXE-boots again and comes back as node3 with a higher boot count.
  *
  * Everything runs in a network namespace of its own: a bridge with the dispatcher's address,
  * one tap per machine. Nothing touches the host's interfaces.
@@ -177,11 +178,15 @@ describe('PXE boot of bare QEMU machines', () => {
     for (const stage of ['dhcp.ack', 'http.script', 'http.kernel', 'http.initrd', 'agent.hello']) expect(names).toContain(stage);
   });
 
-  it('`dispatcherctl reboot node3` reboots the machine, which PXE-boots again and comes back as node3', async () => {
+  it('`dispatcherctl reboot node3 --firmware` reboots the machine, which PXE-boots again and comes back as node3', async () => {
     const before = await waitForNode(BIOS_MAC, (n) => n.state === 'ready' || n.state === 'busy', 'agent connected');
-    const r = await srv.exec(process.execPath, ['dist/bin/dispatcherctl.mjs', '--url', API, '--data-dir', dataDir, 'reboot', 'node3'], {
-      timeoutMs: 60_000,
-    });
+    const r = await srv.exec(
+      process.execPath,
+      ['dist/bin/dispatcherctl.mjs', '--url', API, '--data-dir', dataDir, 'reboot', 'node3', '--firmware'],
+      {
+        timeoutMs: 60_000,
+      },
+    );
     expect(r.code).toBe(0);
     const after = await waitForNode(
       BIOS_MAC,
@@ -191,7 +196,7 @@ describe('PXE boot of bare QEMU machines', () => {
     expect(after.name).toBe('node3');
     const stages = await bootLog('node3');
     const lastBoot = Math.max(...stages.map((s) => s.boot));
-    expect(stages.filter((s) => s.boot === lastBoot).map((s) => s.stage)).toContain('agent.hello');
+    expect(stages.filter((s) => s.boot === lastBoot).map((s) => s.stage)).toEqual(expect.arrayContaining(['http.script', 'agent.hello']));
     // The reboot went through the agent (an acknowledged command), recorded as an event.
     const events = await ctl<{ events: EventView[] } | EventView[]>('events', '--node', 'node3', '--limit', '500');
     const list = Array.isArray(events) ? events : events.events;

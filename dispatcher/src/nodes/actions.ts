@@ -135,8 +135,10 @@ export class NodeActions {
     const path = planned?.ok ? (said?.path ?? 'kexec') : 'firmware';
     if (planned?.ok && path === 'firmware') why = `kexec failed on the node: ${said?.reason ?? 'no reason given'}`;
     if (!opts.keepDraining) this.control.setDraining(n.mac, false);
-    this.deps.nodes.setState(n.mac, 'rebooting', 'operator reboot', { by: 'operator' });
     const target = planned?.ok ? `${planned.version.image}@${planned.version.version}` : undefined;
+    // A kexec is a boot that neither DHCP nor a boot script will count.
+    if (path === 'kexec') this.deps.nodes.recordBoot(n.mac, { imageVersion: target ?? null });
+    this.deps.nodes.setState(n.mac, 'rebooting', 'operator reboot', { by: 'operator' });
     if (path === 'kexec') this.deps.timeline?.record(n.mac, 'reboot.kexec', { image: target }, { newBoot: true });
     else this.deps.timeline?.record(n.mac, 'reboot.firmware', { reason: why ?? null });
     return this.#result(
