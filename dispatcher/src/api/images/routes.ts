@@ -62,55 +62,37 @@ export function imageRoutes(api: OperatorApi): FastifyPluginAsync {
       async () => ({ images: core.images.catalog.list().map(view) }),
     );
 
-    app.post(
-      '/api/v1/images/:image/rollout',
-      {
-        bodyLimit: OPERATOR_BODY_LIMIT,
-        onRequest: admin,
-        schema: {
-          summary: "move an image's nodes onto its newest build: canaries first (health-checked), then the rest; a failed canary goes back",
-          tags: ['images'],
-          security: ADMIN_SECURITY,
-          params: ImageRef,
-          body: OptionalBody(RolloutRequest),
-          response: { 202: RolloutView, ...errorResponses },
+    // Rollout and rollback take the same body (a rollback has no canaries: `canary` is unused there).
+    const summaries = {
+      rollout: "move an image's nodes onto its newest build: canaries first (health-checked), then the rest; a failed canary goes back",
+      rollback: 'release the version released before, and reboot the nodes of the image onto it',
+    } as const;
+    for (const kind of ['rollout', 'rollback'] as const) {
+      app.post(
+        `/api/v1/images/:image/${kind}`,
+        {
+          bodyLimit: OPERATOR_BODY_LIMIT,
+          onRequest: admin,
+          schema: {
+            summary: summaries[kind],
+            tags: ['images'],
+            security: ADMIN_SECURITY,
+            params: ImageRef,
+            body: OptionalBody(RolloutRequest),
+            response: { 202: RolloutView, ...errorResponses },
+          },
         },
-      },
-      async (req, reply) => {
-        const b = req.body ?? {};
-        const r = rollouts.rollout(req.params.image, {
-          ...(b.canary ? { canary: b.canary } : {}),
-          ...(b.batch ? { batch: b.batch } : {}),
-          ...(b.firmware ? { firmware: true } : {}),
-          ...(b.backTimeoutS ? { backTimeoutMs: b.backTimeoutS * 1000 } : {}),
-        });
-        return reply.code(202).send(r);
-      },
-    );
-
-    app.post(
-      '/api/v1/images/:image/rollback',
-      {
-        bodyLimit: OPERATOR_BODY_LIMIT,
-        onRequest: admin,
-        schema: {
-          summary: 'release the version released before, and reboot the nodes of the image onto it',
-          tags: ['images'],
-          security: ADMIN_SECURITY,
-          params: ImageRef,
-          body: OptionalBody(RolloutRequest),
-          response: { 202: RolloutView, ...errorResponses },
+        async (req, reply) => {
+          const b = req.body ?? {};
+          const request = {
+            ...(b.canary ? { canary: b.canary } : {}),
+            ...(b.batch ? { batch: b.batch } : {}),
+            ...(b.firmware ? { firmware: true } : {}),
+            ...(b.backTimeoutS ? { backTimeoutMs: b.backTimeoutS * 1000 } : {}),
+          };
+          return reply.code(202).send(rollouts[kind](req.params.image, request));
         },
-      },
-      async (req, reply) => {
-        const b = req.body ?? {};
-        const r = rollouts.rollback(req.params.image, {
-          ...(b.batch ? { batch: b.batch } : {}),
-          ...(b.firmware ? { firmware: true } : {}),
-          ...(b.backTimeoutS ? { backTimeoutMs: b.backTimeoutS * 1000 } : {}),
-        });
-        return reply.code(202).send(r);
-      },
-    );
+      );
+    }
   };
 }
