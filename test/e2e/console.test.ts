@@ -10,135 +10,52 @@
  *   3. `echo c > /proc/sysrq-trigger` through `dispatcherctl exec` panics the node; the panic
  *      is on record after its agent is gone.
  *
- * The image is built into its own folder (E2E_CONSOLE_IMAGE, default dist/e2e-console-image):
- * incremental, it returns at once when its inputs are unchanged.
+ * The image is the one the QEMU e2e tests share (test/lab/pxe-lab.ts, E2E_IMAGE).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLab, type Lab, type LabProcess, type Netns } from '../lab/netns.js';
-import { QemuMachine } from '../lab/qemu.js';
+import { buildForE2e, PxeLab, type LabMachine } from '../lab/pxe-lab.js';
 import type { ConsoleLineView, ConsoleReply } from '../../dispatcher/src/api/console/schemas.js';
 
-const ARTIFACTS = 'test/artifacts';
-const IMAGE_DIR = process.env.E2E_CONSOLE_IMAGE ?? 'dist/e2e-console-image';
 const BOOT_TIMEOUT_MS = 240_000;
-const SERVER = '10.68.0.1';
-const MAC = '52:54:00:68:00:01';
 const LATENCY_SAMPLES = 5;
 
-let lab: Lab;
-let ns: Netns;
-let dispatcher: LabProcess;
-let dataDir: string;
-let vm: QemuMachine | undefined;
-
-const CTL = ['dist/bin/dispatcherctl.mjs', '--url', `http://${SERVER}:8080`];
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await ns.exec(process.execPath, [...CTL, '--data-dir', dataDir, ...args], { timeoutMs: 60_000, allowFailure: true });
-  expect(r.code, `dispatcherctl ${args.join(' ')}\n${r.stdout}\n${r.stderr}`).toBe(0);
-  return r.stdout;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = BOOT_TIMEOUT_MS, everyMs = 500): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}\n${vm?.console().slice(-3000)}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`);
-    await sleep(everyMs);
-  }
-}
+let rack: PxeLab;
+let node1: LabMachine;
 
 async function kernelLines(): Promise<ConsoleLineView[]> {
-  return (JSON.parse(await ok('--json', 'console', 'node1', '--kernel', '--lines', '2000')) as ConsoleReply).lines;
+  return (await rack.json<ConsoleReply>('console', 'node1', '--kernel', '--lines', '2000')).lines;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 beforeAll(async () => {
-  execFileSync('make', ['-s', 'build', 'pxe'], { stdio: 'inherit' });
-  execFileSync('make', ['-s', 'image', `IMAGE_OUT=${IMAGE_DIR}`, 'ZSTD_LEVEL=3'], { stdio: 'inherit' });
-  mkdirSync(ARTIFACTS, { recursive: true });
-  lab = await createLab('console');
-  ns = await lab.namespace('console');
-  const bridge = await lab.bridge(ns, { address: `${SERVER}/24` });
-  dataDir = mkdtempSync(join(tmpdir(), 'lc-console-e2e-'));
-  writeFileSync(join(dataDir, 'cluster.yaml'), `nodes:\n  - name: node1\n    mac: ${MAC}\n`);
-  dispatcher = ns.spawn(process.execPath, [
-    'dist/bin/dispatcher.mjs',
-    '--interface',
-    bridge.name,
-    '--dhcp',
-    'full',
-    '--range',
-    '10.68.0.100-10.68.0.199',
-    '--data-dir',
-    dataDir,
-    '--image',
-    IMAGE_DIR,
-    '--images',
-    mkdtempSync(join(tmpdir(), 'lc-console-e2e-images-')),
-    '--cluster',
-    join(dataDir, 'cluster.yaml'),
-    '--pxe-dir',
-    'pxe/bin',
-    '--heartbeat',
-    '2',
-  ]);
-  await dispatcher.waitForOutput(/netconsole listening/, 60_000);
-  const tap = await lab.tap(ns, { bridge });
-  vm = await QemuMachine.start({
-    name: 'console-node1',
-    boot: { kind: 'pxe' },
-    nics: [{ net: { kind: 'tap', ifname: tap.name }, mac: MAC }],
-    memoryMiB: 1024,
-    consoleLog: join(ARTIFACTS, 'console-node1.console.log'),
-    netns: ns.name,
-  });
+  buildForE2e();
+  rack = await PxeLab.create({ area: 'console', subnet: 68 });
+  node1 = await rack.machine({ name: 'node1' });
+  await rack.startDispatcher({ cluster: rack.clusterNodes() });
+  await node1.powerOn();
 }, 600_000);
 
 afterAll(async () => {
-  await vm?.stop().catch(() => undefined);
-  if (dispatcher) writeFileSync(join(ARTIFACTS, 'console-dispatcher.log'), dispatcher.output());
-  await lab?.cleanup();
+  await rack?.cleanup();
 });
 
 describe('kernel console capture by netconsole', () => {
   it("files the node's kernel lines under it once /init has loaded netconsole", async () => {
-    await vm!.waitForConsole(/lc-init: netconsole: kernel messages to 10\.68\.0\.1:6666/, BOOT_TIMEOUT_MS);
-    const started = await until('netconsole start line on record', async () =>
+    await node1.waitForConsole(/lc-init: netconsole: kernel messages to 10\.68\.0\.1:6666/, BOOT_TIMEOUT_MS);
+    const started = await rack.until('netconsole start line on record', async () =>
       (await kernelLines()).find((l) => /netconsole: network logging started/.test(l.text)),
     );
     expect(started.source).toBe('kernel');
     // netconsole starts with the kernel's whole log replayed: the boot is on record from its first line.
     expect((await kernelLines()).some((l) => /Linux version 6\./.test(l.text))).toBe(true);
-    await until('node1 ready', async () => {
-      const n = (JSON.parse(await ok('--json', 'nodes')) as { nodes: { name: string; state: string }[] }).nodes.find(
-        (x) => x.name === 'node1',
-      );
-      return n && (n.state === 'ready' || n.state === 'busy') ? n : undefined;
-    });
+    await rack.nodeUp('node1');
   });
 
   it('measures capture latency: a kernel line written on the node, delivered by the console stream', async () => {
-    const follow = ns.spawn(process.execPath, [
-      ...CTL,
-      '--data-dir',
-      dataDir,
-      '--json',
-      'console',
-      'node1',
-      '--follow',
-      '--kernel',
-      '--lines',
-      '0',
-    ]);
+    const follow = rack.spawnCtl('--json', 'console', 'node1', '--follow', '--kernel', '--lines', '0');
     const seenAt = new Map<string, { at: number; ts: number }>();
     let parsed = 0;
     const scan = () => {
@@ -155,8 +72,8 @@ describe('kernel console capture by netconsole', () => {
       const fromReceipt: number[] = [];
       for (let i = 0; i < LATENCY_SAMPLES; i++) {
         const t0 = Date.now();
-        await ok('exec', 'node1', '--', 'sh', '-c', `echo lc-latency-${i} > /dev/kmsg`);
-        const seen = await until(`lc-latency-${i} on the stream`, async () => seenAt.get(String(i)), 30_000, 5);
+        await rack.ok('exec', 'node1', '--', 'sh', '-c', `echo lc-latency-${i} > /dev/kmsg`);
+        const seen = await rack.until(`lc-latency-${i} on the stream`, async () => seenAt.get(String(i)), 30_000, 5);
         fromExec.push(seen.at - t0);
         fromReceipt.push(seen.at - seen.ts);
       }
@@ -174,19 +91,9 @@ describe('kernel console capture by netconsole', () => {
 
   it('captures a kernel panic triggered through `dispatcherctl exec`, kept after the node is gone', async () => {
     // The exec never answers: the node dies under it.
-    const crash = ns.spawn(process.execPath, [
-      ...CTL,
-      '--data-dir',
-      dataDir,
-      'exec',
-      'node1',
-      '--',
-      'sh',
-      '-c',
-      'echo c > /proc/sysrq-trigger',
-    ]);
+    const crash = rack.spawnCtl('exec', 'node1', '--', 'sh', '-c', 'echo c > /proc/sysrq-trigger');
     try {
-      const lines = await until(
+      const lines = await rack.until(
         'the panic on record',
         async () => {
           const l = await kernelLines();
@@ -197,7 +104,7 @@ describe('kernel console capture by netconsole', () => {
       const texts = lines.map((l) => l.text).join('\n');
       expect(texts).toMatch(/sysrq: Trigger a crash/);
       expect(texts).toMatch(/Kernel panic - not syncing: sysrq triggered crash/);
-      const shown = await ok('console', 'node1', '--kernel', '--lines', '200');
+      const shown = await rack.ok('console', 'node1', '--kernel', '--lines', '200');
       expect(shown).toMatch(/kernel {2}.*Kernel panic - not syncing/);
     } finally {
       await crash.stop();

@@ -13,7 +13,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { qemuArgs } from './qemu.js';
+import { qemuArgs, type QemuOptions } from './qemu.js';
+import type { Netns } from './netns.js';
 import { waitUntil } from './run-ctl.js';
 
 export interface IpmiBmcOptions {
@@ -25,6 +26,15 @@ export interface IpmiBmcOptions {
   vmPort: number;
   user?: string;
   password: string;
+  /**
+   * The machine behind the BMC (merged over the default: no boot ROM, 64 MiB): a PXE node on
+   * a tap, say. Its consoleLog defaults to `<dir>/console.log`.
+   */
+  machine?: Partial<Omit<QemuOptions, 'name'>>;
+  /** Serial-over-LAN: the machine's serial port served on 127.0.0.1:solPort, which ipmi_sim's `sol` connects to. */
+  solPort?: number;
+  /** Run ipmi_sim (and so the machine it starts) inside this namespace; its ports are on the namespace's loopback. */
+  netns?: Netns;
 }
 
 export class IpmiBmc {
@@ -46,14 +56,17 @@ export class IpmiBmc {
     const qemu = [
       'qemu-system-x86_64',
       ...qemuArgs({
-        name: machineName,
         // PXE from a NIC without a boot ROM: the firmware finds nothing to boot and waits.
         boot: { kind: 'pxe' },
         nics: [{ net: { kind: 'user' }, rom: 'none' }],
         memoryMiB: 64,
         vga: false,
         consoleLog: join(dir, 'console.log'),
+        ...opts.machine,
+        name: machineName,
+        serialTcpPort: opts.solPort,
         extraArgs: [
+          ...(opts.machine?.extraArgs ?? []),
           '-chardev',
           `socket,id=ipmi0,host=127.0.0.1,port=${opts.vmPort},reconnect=10`,
           '-device',
@@ -80,6 +93,7 @@ export class IpmiBmc {
         '    guid a123456789abcdefa123456789abcdef',
         '  endlan',
         `  serial 15 127.0.0.1 ${opts.vmPort} codec VM`,
+        ...(opts.solPort === undefined ? [] : [`  sol "tcp:127.0.0.1:${opts.solPort}" 115200`]),
         `  startcmd "${esc(qemu.map(quote).join(' '))}"`,
         '  startnow false',
         `  user 2 true "${opts.user ?? 'admin'}" "${esc(opts.password)}" admin 10 none md2 md5 straight`,
@@ -90,18 +104,31 @@ export class IpmiBmc {
       join(dir, 'bmc.emu'),
       'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n',
     );
-    const child = spawn('ipmi_sim', ['-c', join(dir, 'lan.conf'), '-f', join(dir, 'bmc.emu'), '-n', '-s', join(dir, 'state')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (log += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
-    const bmc = new IpmiBmc(opts, dir, child, () => log);
+    const simArgs = ['-c', join(dir, 'lan.conf'), '-f', join(dir, 'bmc.emu'), '-n', '-s', join(dir, 'state')];
+    let child: ChildProcess;
+    let log: () => string;
+    if (opts.netns) {
+      const proc = opts.netns.spawn('ipmi_sim', simArgs);
+      child = proc.child;
+      log = () => proc.output();
+    } else {
+      child = spawn('ipmi_sim', simArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      log = () => out;
+    }
+    const bmc = new IpmiBmc(opts, dir, child, log);
     process.once('exit', () => bmc.killNow());
     // ipmi_sim binds its LAN port and then says nothing; a UDP probe would need a session, so wait for the socket.
-    await waitUntil(`ipmi_sim on udp ${opts.lanPort}`, () => udpBound(opts.lanPort) || child.exitCode !== null, 10_000);
-    if (child.exitCode !== null) throw new Error(`ipmi_sim exited at once: ${log}`);
+    await waitUntil(`ipmi_sim on udp ${opts.lanPort}`, () => udpBound(child.pid!, opts.lanPort) || child.exitCode !== null, 10_000);
+    if (child.exitCode !== null) throw new Error(`ipmi_sim exited at once: ${log()}`);
     return bmc;
+  }
+
+  /** The file the machine's serial console is written to. */
+  get consoleLog(): string {
+    return this.opts.machine?.consoleLog ?? join(this.dir, 'console.log');
   }
 
   /** The PID of the machine's QEMU process, or null when it is powered off. */
@@ -146,10 +173,14 @@ export class IpmiBmc {
   }
 }
 
-/** Whether something listens on udp 127.0.0.1:port (from /proc/net/udp). */
-function udpBound(port: number): boolean {
+/** Whether something listens on udp port in the network namespace of `pid` (from its /proc/PID/net/udp). */
+function udpBound(pid: number, port: number): boolean {
   const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/udp', 'utf8')
-    .split('\n')
-    .some((l) => l.trim().split(/\s+/)[1]?.endsWith(hex));
+  let table: string;
+  try {
+    table = readFileSync(`/proc/${pid}/net/udp`, 'utf8');
+  } catch {
+    return false; // not started yet, or gone (the caller checks the exit)
+  }
+  return table.split('\n').some((l) => l.trim().split(/\s+/)[1]?.endsWith(hex));
 }

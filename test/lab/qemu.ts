@@ -83,6 +83,11 @@ export interface QemuOptions {
   cpus?: number;
   /** File the serial console (ttyS0) is written to; created or truncated. */
   consoleLog: string;
+  /**
+   * Also serve the serial port as a TCP server on 127.0.0.1:port (for a BMC's Serial-over-LAN:
+   * ipmi_sim's `sol "tcp:…"` connects to it); consoleLog still records everything.
+   */
+  serialTcpPort?: number;
   /** Write QEMU's PID here (for `killByPidFile` from another process). */
   pidFile?: string;
   /** Open a QMP socket here (power control: system_reset, quit...). */
@@ -157,7 +162,9 @@ export function qemuArgs(opts: QemuOptions, ovmfVars?: string): string[] {
     '-display',
     'none',
     '-chardev',
-    `file,id=lc-serial,path=${opts.consoleLog}`,
+    opts.serialTcpPort === undefined
+      ? `file,id=lc-serial,path=${opts.consoleLog}`
+      : `socket,id=lc-serial,host=127.0.0.1,port=${opts.serialTcpPort},server=on,wait=off,logfile=${opts.consoleLog}`,
     '-serial',
     'chardev:lc-serial',
   ];
