@@ -46,6 +46,9 @@ interface TaskPageRow {
   vars: string | null;
   exit_code: number | null;
   duration_ms: number | null;
+  /** The result's copy: the MAC it ran on and its attempt (absent while the task has no result). */
+  ran_on?: string | null;
+  result_attempt?: number | null;
 }
 
 export interface DispatchViewsDeps {
@@ -251,10 +254,11 @@ export class DispatchViews {
       jobId: r.job_id,
       index: r.id - first,
       state: this.taskState(r.state, r.job_id, r.id),
-      attempts: out?.attempts ?? 0,
+      attempts: Math.max(out?.attempts ?? 0, r.result_attempt ?? 0),
       params: r.vars ? (JSON.parse(r.vars) as Record<string, string>) : null,
       exitCode: r.exit_code,
       durationMs: r.duration_ms,
+      ranOn: r.ran_on ?? null,
       progress: out?.copies.reduce<number | null>((m, c) => (c.progress === null ? m : Math.max(m ?? 0, c.progress)), null) ?? null,
       nodes: out?.copies.map((c) => c.mac) ?? [],
     };
@@ -297,6 +301,7 @@ export class DispatchViews {
       durationMs: result?.duration_ms ?? null,
       progress: out?.copies.reduce<number | null>((m, c) => (c.progress === null ? m : Math.max(m ?? 0, c.progress)), null) ?? null,
       nodes: out?.copies.map((c) => c.mac) ?? [],
+      ranOn: result?.mac ?? null,
       command: t.command,
       env: t.env,
       cwd: t.cwd,

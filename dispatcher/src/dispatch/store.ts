@@ -219,10 +219,12 @@ export class DispatchStore {
       task: db.prepare('SELECT id, job_id, state, vars, spec FROM tasks WHERE id = ?'),
       queuedIds: db.prepare('SELECT id FROM tasks WHERE id >= ? AND id <= ? AND state = 0 ORDER BY id LIMIT ?').pluck(),
       tasksPage:
-        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
+        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms, r.mac AS ran_on, r.attempt AS result_attempt FROM tasks t
+        LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? ORDER BY t.id LIMIT ?`),
       tasksPageByState:
-        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms FROM tasks t LEFT JOIN results r ON r.task_id = t.id
+        db.prepare(`SELECT t.id, t.job_id, t.state, t.vars, r.exit_code, r.duration_ms, r.mac AS ran_on, r.attempt AS result_attempt FROM tasks t
+        LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? AND t.state = ? ORDER BY t.id LIMIT ?`),
       leasesAll: db.prepare('SELECT * FROM task_leases ORDER BY started_at, task_id, attempt'),
       leasesOfTask: db.prepare('SELECT * FROM task_leases WHERE task_id = ? ORDER BY attempt'),

@@ -228,6 +228,9 @@ describe('dispatch engine', () => {
     }
     expect(ids).toEqual(Array.from({ length: 25 }, (_, i) => job.firstTaskId + i));
     expect(h.engine.listTasks({ jobId: job.id, state: 'done' }).tasks.map((t) => t.index)).toEqual([0, 1]);
+    // A finished task says where its result came from and after how many hand-outs (the page shows both).
+    expect(h.engine.listTasks({ jobId: job.id, state: 'done' }).tasks[0]).toMatchObject({ ranOn: node(1).mac, attempts: 1 });
+    expect(h.engine.listTasks({ jobId: job.id, state: 'queued' }).tasks[0]!.ranOn).toBeNull();
     expect(h.engine.listTasks({ jobId: job.id, state: 'running' }).tasks.map((t) => t.index)).toEqual([2, 3, 4]);
     expect(h.engine.listTasks({ jobId: job.id, state: 'queued' }).tasks).toHaveLength(20);
     expect(h.engine.listTasks({ state: 'running' }).tasks[0]).toMatchObject({ nodes: [node(1).mac], params: { i: '2' } });

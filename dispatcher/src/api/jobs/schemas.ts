@@ -209,6 +209,7 @@ export const TaskSummarySchema = Type.Object({
   durationMs: Type.Union([Type.Number(), Type.Null()]),
   progress: Type.Union([Type.Number(), Type.Null()]),
   nodes: Type.Array(Type.String(), { description: 'MACs running it now' }),
+  ranOn: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'MAC of the copy whose result was recorded' })),
 });
 export type TaskSummary = Static<typeof TaskSummarySchema>;
 
