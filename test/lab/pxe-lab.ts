@@ -11,6 +11,9 @@
  *   await rack.until('node1 ready', async () => (await rack.node('node1'))?.state === 'ready' || undefined);
  *   await rack.cleanup();
  *
+ * Serial-over-LAN: `ipmitool … sol activate` holds its output back when stdout is not a
+ * terminal; run it under a pseudo-terminal (`script -qfec "ipmitool …" /dev/null`).
+ *
  * Everything stays inside the lab's namespace: the BMCs listen on its loopback, the machines'
  * taps are on its bridge, and nothing touches the host's interfaces.
  */
