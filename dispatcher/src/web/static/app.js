@@ -17,6 +17,23 @@
 /** @typedef {{ boot: number, stages: BootStage[] }} Boot */
 /** @typedef {{ boots?: Boot[], stages?: (BootStage & { boot: number })[] }} BootsReply  /api/v1/boots (older dispatchers: flat stages) */
 /** @typedef {{ system?: { manufacturer?: string, model?: string }, os?: { distro?: string, kernel?: string, arch?: string } }} Inventory  the parts of the agent's inventory shown here */
+/** @typedef {import('../../api/jobs/schemas.js').JobView} JobView */
+/** @typedef {import('../../api/jobs/schemas.js').TaskSummary} TaskSummary */
+/** @typedef {import('../../api/jobs/schemas.js').TaskDetail} TaskDetail */
+/** @typedef {import('../../api/console/schemas.js').ConsoleReply} ConsoleReply */
+/** @typedef {import('../../api/console/schemas.js').ConsoleLineView} ConsoleLine */
+/**
+ * Node view fields that come with power control, health checks, black-hole detection and task
+ * resources: each is shown when the dispatcher sends it and hidden when it does not.
+ * @typedef {{
+ *   power?: { state: string, at: number, by?: string | null } | null,
+ *   unreachable?: unknown,
+ *   health?: { ok: boolean, output: string, at: number, checkedAt?: number } | null,
+ *   suspect?: unknown,
+ *   resources?: { cores: Alloc, memoryMiB: Alloc, gpus?: Alloc, enforced: boolean } | null,
+ * }} OpsFields
+ */
+/** @typedef {{ total: number, allocated: number }} Alloc */
 (() => {
   /** The page's elements are all in index.html, so a query never misses. @type {(sel: string) => HTMLElement} */
   const $ = (sel) => /** @type {HTMLElement} */ (document.querySelector(sel));
@@ -33,6 +50,8 @@
     filter: '',
     /** @type {string | null} mac of the node shown in the dialog */
     detail: null,
+    /** @type {{ mac: string, state: string, text: string } | null} why the node in the dialog is in its state */
+    reason: null,
     events: 0,
   };
   const MAX_EVENTS = 200;
@@ -86,6 +105,7 @@
       'td',
       {},
       el('span', { class: 'state ' + v.state, title: 'since ' + new Date(v.stateSince).toLocaleString() }, v.state),
+      ...flags(v),
     );
     const mem = v.memUsedMiB !== null && v.memoryMiB ? mib(v.memUsedMiB) + ' / ' + mib(v.memoryMiB) : mib(v.memoryMiB);
     const tasks = el('td', {}, v.connected ? v.tasks.length + '/' + dash(v.slots) : '–');
@@ -114,6 +134,26 @@
       el('td', { class: 'opt up' }, uptime(v)),
       el('td', { class: 'opt hb' }, v.connected ? ago(v.lastHeartbeat) : v.lastHeartbeat ? ago(v.lastHeartbeat) : '–'),
     ];
+  }
+  /** Short marks beside the state: what an operator must look at on this node. @param {NodeView} v */
+  function flags(v) {
+    const o = ops(v);
+    const out = [];
+    if (o.power && o.power.state !== 'on') out.push(el('span', { class: 'flag', title: 'BMC power state' }, 'power ' + o.power.state));
+    if (o.unreachable) out.push(el('span', { class: 'flag bad', title: text(o.unreachable) }, 'unreachable'));
+    if (o.suspect) out.push(el('span', { class: 'flag bad', title: text(o.suspect) }, 'suspect'));
+    if (o.health && !o.health.ok) out.push(el('span', { class: 'flag bad', title: o.health.output }, 'health failed'));
+    return out;
+  }
+  /** @param {NodeView} v @returns {OpsFields} */
+  const ops = (v) => /** @type {NodeView & OpsFields} */ (v);
+  /** A value of unknown shape as one line of text (an evidence record, a reason). @param {unknown} x */
+  function text(x) {
+    if (x === null || x === undefined) return '';
+    if (typeof x !== 'object') return String(x);
+    return Object.entries(/** @type {Record<string, unknown>} */ (x))
+      .map(([k, y]) => k + '=' + (typeof y === 'object' && y !== null ? JSON.stringify(y) : String(y)))
+      .join(' ');
   }
   /** @param {NodeView} v */
   function uptime(v) {
@@ -227,6 +267,7 @@
     if (s.store.failure) disp.push(el('span', { class: 'state lost', title: s.store.failure }, 'store failing'));
     $('#disp').replaceChildren(...disp);
     chart(s.throughput);
+    jobsMaybeMoved(s);
     const op = $('#operation');
     const running = s.operations[0];
     op.classList.toggle('hidden', !running);
@@ -289,6 +330,290 @@
       );
     }
     while (list.children.length > MAX_EVENTS) /** @type {ChildNode} */ (list.lastChild).remove();
+  }
+
+  // ---------------------------------------------------------------- jobs
+  const JOB_ROWS = 50;
+  const TASK_ROWS = 200;
+  const job = {
+    /** @type {JobView[]} */
+    list: [],
+    /** status.tasks as last seen: a change means some job moved */
+    key: '',
+    loading: false,
+    again: false,
+    /** @type {number | null} id of the job shown in its dialog */
+    open: null,
+    /** @type {Map<number, TaskDetail>} failed tasks' details (admin), by task id */
+    details: new Map(),
+  };
+  const COUNT_KINDS = /** @type {const} */ (['done', 'failed', 'running', 'queued', 'cancelled']);
+  /** A bar of a job's tasks by state, each part as wide as its share. @param {JobView['counts']} c */
+  function progressBar(c) {
+    const bar = el('span', {
+      class: 'jbar',
+      title:
+        COUNT_KINDS.filter((k) => c[k])
+          .map((k) => c[k] + ' ' + k)
+          .join(', ') || 'no tasks',
+    });
+    for (const k of COUNT_KINDS) {
+      bar.dataset[k] = String(c[k]);
+      if (!c[k]) continue;
+      const part = el('i', { class: k });
+      part.style.width = ((c[k] / Math.max(1, c.total)) * 100).toFixed(2) + '%';
+      bar.append(part);
+    }
+    return bar;
+  }
+  /** @param {JobView} j */
+  const jobTitle = (j) => j.name || commandText(j.command);
+  /** A command as one line (api/jobs/schemas.ts commandText). @param {JobView['command']} cmd */
+  function commandText(cmd) {
+    return typeof cmd === 'string'
+      ? cmd
+      : cmd.map((a) => (/^[\w@%+=:,./{}-]+$/.test(a) ? a : "'" + a.replaceAll("'", "'\\''") + "'")).join(' ');
+  }
+  /** @param {JobView} j */
+  function jobRow(j) {
+    const c = j.counts;
+    const tr = el(
+      'tr',
+      { 'data-job': j.id, 'data-state': j.state },
+      el('td', { class: 'name jname', title: commandText(j.command) }, '#' + j.id + ' ', jobTitle(j)),
+      el('td', {}, el('span', { class: 'jstate ' + j.state }, j.state)),
+      el('td', { class: 'wide' }, progressBar(c)),
+      el('td', { class: 'num' }, c.done + '/' + c.total),
+      el('td', { class: 'num' + (c.failed ? ' bad' : '') }, c.failed),
+      el('td', { class: 'num opt' }, c.running),
+      el('td', { class: 'num opt' }, c.queued),
+      el('td', { class: 'opt' }, ago(j.submittedAt)),
+    );
+    tr.addEventListener('click', () => openJob(j.id));
+    return tr;
+  }
+  function renderJobs() {
+    const tb = $('#jobs tbody');
+    tb.replaceChildren(...job.list.map(jobRow));
+    $('#jobs-empty').classList.toggle('hidden', job.list.length > 0);
+    const active = job.list.filter((j) => j.state === 'active').length;
+    $('#job-total').textContent = job.list.length ? (active ? active + ' active, ' : '') + job.list.length + ' shown' : '';
+  }
+  /** Reloads the jobs list (and the open job): one request at a time, the last ask repeated once. */
+  async function refreshJobs() {
+    if (job.loading) {
+      job.again = true;
+      return;
+    }
+    job.loading = true;
+    try {
+      const r = await fetch('/api/v1/jobs?limit=' + JOB_ROWS);
+      if (r.ok) {
+        /** @type {{ jobs: JobView[] }} */
+        const d = await r.json();
+        job.list = d.jobs;
+        renderJobs();
+      }
+      if (job.open !== null) await loadJob(job.open);
+    } catch {
+      /* the next status update asks again */
+    } finally {
+      job.loading = false;
+      if (job.again) {
+        job.again = false;
+        void refreshJobs();
+      }
+    }
+  }
+  /** Task counts move when any job moves: the summary that comes with the live feed says when. @param {StatusView} s */
+  function jobsMaybeMoved(s) {
+    const key = JSON.stringify(s.tasks);
+    if (key === job.key) return;
+    job.key = key;
+    void refreshJobs();
+  }
+  // A job submitted or finished between two summaries still shows within a few seconds.
+  setInterval(() => {
+    if (document.visibilityState === 'visible' && (job.open !== null || job.list.some((j) => j.state === 'active'))) void refreshJobs();
+  }, 5000);
+
+  const jobDialog = /** @type {HTMLDialogElement} */ ($('#job'));
+  jobDialog.addEventListener('close', () => {
+    job.open = null;
+    job.details.clear();
+  });
+  /** @param {number} id */
+  async function openJob(id) {
+    job.open = id;
+    job.details.clear();
+    $('#j-name').textContent = 'job #' + id;
+    $('#j-progress').replaceChildren();
+    $('#j-fields').replaceChildren();
+    $('#j-downloads').replaceChildren();
+    $('#j-tasks tbody').replaceChildren();
+    $('#j-note').textContent = 'loading…';
+    if (!jobDialog.open) jobDialog.showModal();
+    await loadJob(id);
+  }
+  /** @param {string} mac */
+  const nodeName = (mac) => {
+    const v = st.nodes.get(mac);
+    return v ? v.name : mac;
+  };
+  /** The open job: its figures, downloads and tasks, failures first. @param {number} id */
+  async function loadJob(id) {
+    try {
+      const jr = await fetch('/api/v1/jobs/' + id);
+      if (!jr.ok) throw new Error(await errorText(jr));
+      /** @type {JobView} */
+      const j = await jr.json();
+      // Failed tasks first (all of them up to a page), then the others in order.
+      const [failed, all] = await Promise.all(
+        ['state=failed&', ''].map(async (q) => {
+          const r = await fetch('/api/v1/jobs/' + id + '/tasks?' + q + 'limit=' + TASK_ROWS);
+          if (!r.ok) throw new Error(await errorText(r));
+          return /** @type {{ tasks: TaskSummary[] }} */ (await r.json()).tasks;
+        }),
+      );
+      if (job.open !== id) return;
+      renderJob(j, failed, all);
+      if (st.admin) await loadFailureDetails(id, failed);
+    } catch (err) {
+      if (job.open === id) $('#j-note').textContent = 'unavailable: ' + /** @type {Error} */ (err).message;
+    }
+  }
+  /** @param {Response} r */
+  async function errorText(r) {
+    /** @type {Partial<ErrorBody>} */
+    const b = await r.json().catch(() => ({}));
+    return b.error ? b.error.message + (b.error.hint ? ' — ' + b.error.hint : '') : r.status + ' ' + r.statusText;
+  }
+  /** @param {JobView} j @param {TaskSummary[]} failed @param {TaskSummary[]} all */
+  function renderJob(j, failed, all) {
+    $('#j-name').replaceChildren('job #' + j.id + ' ', el('span', { class: 'jstate ' + j.state }, j.state));
+    const c = j.counts;
+    $('#j-progress').replaceChildren(
+      progressBar(c),
+      el(
+        'div',
+        { class: 'counts jcounts' },
+        ...COUNT_KINDS.filter((k) => c[k] || k === 'done').map((k) => el('span', { 'data-count': k }, el('b', {}, c[k]), ' ' + k)),
+        el('span', { class: 'muted' }, 'of ' + c.total),
+      ),
+    );
+    const f = $('#j-fields');
+    f.replaceChildren();
+    /** @type {(k: string, val: unknown) => void} */
+    const row = (k, val) => f.append(el('dt', {}, k), el('dd', {}, dash(val)));
+    if (j.name) row('name', j.name);
+    row('command', commandText(j.command));
+    row('submitted', new Date(j.submittedAt).toLocaleString());
+    if (j.finishedAt) row('finished', new Date(j.finishedAt).toLocaleString() + ' (took ' + dur(j.finishedAt - j.submittedAt) + ')');
+    row('attempts allowed', j.maxAttempts);
+    row('timeout', dur(j.timeoutSeconds * 1000));
+    const rq = j.requirements;
+    const needs = [
+      rq.labels.length ? 'labels ' + rq.labels.join(',') : '',
+      rq.minCores > 1 ? rq.minCores + '+ cores' : '',
+      rq.minMemoryMiB ? mib(rq.minMemoryMiB) + '+ memory' : '',
+      rq.image ? 'image ' + rq.image : '',
+    ].filter(Boolean);
+    if (needs.length) row('requires', needs.join(', '));
+    const dl = $('#j-downloads');
+    if (st.admin)
+      dl.replaceChildren(
+        ...['csv', 'jsonl'].map((fmt) =>
+          el(
+            'a',
+            { class: 'button', href: '/api/v1/jobs/' + j.id + '/results?format=' + fmt, download: '', 'data-download': fmt },
+            'Results (' + fmt.toUpperCase() + ')',
+          ),
+        ),
+        el(
+          'a',
+          { class: 'button', href: '/api/v1/jobs/' + j.id + '/outputs.tar', download: '', 'data-download': 'tar' },
+          'Output files (tar)',
+        ),
+      );
+    else
+      dl.replaceChildren(
+        el(
+          'span',
+          { class: 'muted', 'data-download': 'none' },
+          'Results download: tasks’ output may hold secrets, so it needs the log-in link.',
+        ),
+      );
+    const failedIds = new Set(failed.map((t) => t.id));
+    const tasks = [...failed, ...all.filter((t) => !failedIds.has(t.id))];
+    const tb = $('#j-tasks tbody');
+    tb.replaceChildren();
+    for (const t of tasks) {
+      tb.append(taskRow(t));
+      const d = job.details.get(t.id);
+      if (d) tb.append(failureRow(d));
+    }
+    const shownOf = c.total > tasks.length ? tasks.length + ' of ' + c.total + ', ' : '';
+    $('#j-note').textContent = tasks.length ? shownOf + 'failures first' : 'none';
+  }
+  /** @param {TaskSummary} t */
+  function taskRow(t) {
+    const where = t.nodes.length ? t.nodes.map(nodeName).join(', ') : t.ranOn ? nodeName(t.ranOn) : '';
+    const params = t.params
+      ? Object.entries(t.params)
+          .map(([k, x]) => k + '=' + x)
+          .join(' ')
+      : '';
+    return el(
+      'tr',
+      { 'data-task': t.id, 'data-state': t.state },
+      el('td', { class: 'num' }, '#' + t.index, el('span', { class: 'muted' }, ' (' + t.id + ')')),
+      el(
+        'td',
+        {},
+        el('span', { class: 'tstate ' + t.state }, t.state),
+        t.progress !== null && t.state === 'running' ? ' ' + Math.round(t.progress * 100) + '%' : null,
+      ),
+      el('td', { class: 'where' }, dash(where)),
+      el('td', { class: 'num' }, t.attempts || '–'),
+      el('td', { class: 'num exit' + (t.exitCode ? ' bad' : '') }, dash(t.exitCode)),
+      el('td', { class: 'num' }, t.durationMs === null ? '–' : (t.durationMs / 1000).toFixed(2) + 's'),
+      el('td', { class: 'params', title: params }, params),
+    );
+  }
+  /** What went wrong with a failed task, attempt by attempt (admin: the detail may show output). @param {TaskDetail} d */
+  function failureRow(d) {
+    const lines = d.failures.map((f) => 'attempt ' + f.attempt + (f.mac ? ' on ' + nodeName(f.mac) : '') + ': ' + f.reason);
+    const r = d.result;
+    if (r) {
+      const how = r.timedOut ? 'timed out' : r.signal ? 'killed by ' + r.signal : r.error ? r.error : 'exit ' + dash(r.exitCode);
+      lines.push('attempt ' + r.attempt + (r.mac ? ' on ' + nodeName(r.mac) : '') + ': ' + how);
+      const tail = r.stderr.trimEnd().split('\n').slice(-3).join('\n');
+      if (tail) lines.push('stderr: ' + tail);
+    }
+    return el(
+      'tr',
+      { class: 'sub', 'data-detail': d.id },
+      el('td', {}),
+      el('td', { colspan: 6 }, el('pre', { class: 'why' }, lines.join('\n'))),
+    );
+  }
+  /** Details of the first failed tasks: each attempt, where, and the end of stderr. @param {number} id @param {TaskSummary[]} failed */
+  async function loadFailureDetails(id, failed) {
+    const want = failed.slice(0, 20).filter((t) => !job.details.has(t.id));
+    if (!want.length) return;
+    const got = await Promise.all(
+      want.map(async (t) => {
+        const r = await fetch('/api/v1/tasks/' + t.id);
+        return r.ok ? /** @type {TaskDetail} */ (await r.json()) : null;
+      }),
+    );
+    if (job.open !== id) return;
+    for (const d of got) {
+      if (!d) continue;
+      job.details.set(d.id, d);
+      const tr = $('#j-tasks tbody').querySelector('tr[data-task="' + d.id + '"]');
+      if (tr && !tr.nextElementSibling?.matches('tr.sub')) tr.after(failureRow(d));
+    }
   }
 
   // ---------------------------------------------------------------- live feed
@@ -389,7 +714,10 @@
 
   // ---------------------------------------------------------------- node detail
   const dialog = /** @type {HTMLDialogElement} */ ($('#detail'));
-  dialog.addEventListener('close', () => (st.detail = null));
+  dialog.addEventListener('close', () => {
+    st.detail = null;
+    stopConsole();
+  });
   /** @param {string} mac */
   async function openDetail(mac) {
     const v = st.nodes.get(mac);
@@ -398,8 +726,11 @@
     $('#d-msg').textContent = '';
     $('#d-boots').textContent = '…';
     $('#d-snapshot').textContent = 'not inspected yet';
+    st.reason = null;
     renderDetail(v);
     if (!dialog.open) dialog.showModal();
+    void loadConsole(v);
+    void loadReason(v);
     try {
       /** @type {NodeDetail} */
       const d = await (await fetch('/api/v1/nodes/' + encodeURIComponent(v.name))).json();
@@ -425,6 +756,7 @@
     if (v.state === 'draining') add('undrain', 'Undrain');
     if (v.connected) add('poweroff', 'Power off', 'danger');
     if (!v.connected && (v.state === 'off' || v.state === 'lost')) add('wake', 'Wake (WoL)');
+    renderOps(v);
     const f = $('#d-fields');
     f.replaceChildren();
     /** @type {(k: string, val: unknown) => void} */
@@ -456,6 +788,131 @@
     row('last boot stage', v.bootStage ? v.bootStage.stage + ' at ' + time(v.bootStage.ts) : null);
     row('labels', v.labels.join(', '));
     row('heartbeat', ago(v.lastHeartbeat));
+  }
+  /** Power, health, black-hole evidence and resources, each when the dispatcher sends it. @param {NodeView} v */
+  function renderOps(v) {
+    const o = ops(v);
+    const f = $('#d-ops');
+    f.replaceChildren();
+    /** @type {(k: string, ...val: (Node | string)[]) => void} */
+    const row = (k, ...val) => f.append(el('dt', {}, k), el('dd', { 'data-field': k }, ...val));
+    if (o.power)
+      row(
+        'power',
+        el('span', { class: 'pstate ' + o.power.state }, o.power.state),
+        ' ' + ago(o.power.at) + (o.power.by ? ' (by ' + o.power.by + ')' : ''),
+      );
+    if (o.unreachable) row('unreachable', text(o.unreachable));
+    if (o.health)
+      row(
+        'health check',
+        el('span', { class: o.health.ok ? 'ok' : 'bad' }, o.health.ok ? 'passed' : 'failed'),
+        ' ' + ago(o.health.checkedAt ?? o.health.at),
+        ...(o.health.output ? [el('pre', { class: 'why' }, o.health.output)] : []),
+      );
+    if (o.suspect) row('suspect', el('span', { class: 'bad' }, text(o.suspect)));
+    if (st.reason?.mac === v.mac && st.reason.state !== v.state) void loadReason(v);
+    // Ready and busy need no explanation; a drain, a loss, a power-off do.
+    else if (st.reason?.mac === v.mac && st.reason.text && !['ready', 'busy'].includes(v.state)) row('why ' + v.state, st.reason.text);
+    const r = o.resources;
+    if (r) {
+      /** @type {(a: Alloc, fmt: (n: number) => string) => Node} */
+      const use = (a, fmt) => {
+        const pct = a.total ? Math.min(100, (a.allocated / a.total) * 100) : 0;
+        const part = el('i', {});
+        part.style.width = pct.toFixed(1) + '%';
+        return el(
+          'span',
+          {},
+          el('span', { class: 'prog wide' }, part),
+          ' ' + fmt(a.allocated) + ' allocated, ' + fmt(Math.max(0, a.total - a.allocated)) + ' free of ' + fmt(a.total),
+        );
+      };
+      row('cores', use(r.cores, String));
+      row(
+        'memory',
+        use(r.memoryMiB, (n) => mib(n)),
+      );
+      if (r.gpus?.total) row('GPUs', use(r.gpus, String));
+      row('limits', r.enforced ? 'enforced (cgroup v2)' : 'not enforced on this node');
+    }
+  }
+  /** The reason the node is in its state now (drain, suspect, health...), from its events. @param {NodeView} v */
+  async function loadReason(v) {
+    st.reason = { mac: v.mac, state: v.state, text: '' };
+    try {
+      const r = await fetch('/api/v1/events?kind=node.state&limit=50&node=' + encodeURIComponent(v.name));
+      if (!r.ok) return;
+      /** @type {{ events: ClusterEvent[] }} */
+      const d = await r.json();
+      const last = d.events.filter((e) => e.data && e.data.to === v.state).at(-1);
+      const why = last?.data?.reason;
+      if (st.detail !== v.mac || st.reason?.state !== v.state || typeof why !== 'string') return;
+      st.reason.text = why;
+      renderOps(/** @type {NodeView} */ (st.nodes.get(v.mac) ?? v));
+    } catch {
+      /* the state alone is shown */
+    }
+  }
+
+  // Console lines come from the node's kernel and serial port: anything at all. They go in as
+  // text, with terminal escapes and control characters taken out. The dispatcher already drops
+  // control characters, ESC included, which leaves colour and erase sequences as `[31m`, `[2K`:
+  // those remnants go too.
+  const CONSOLE_LINES = 20;
+  const ESCAPES = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f]/g;
+  const REMNANTS = /\[(?:\d{1,3}(?:;\d{1,3})*)?[mKJ]/g;
+  /** @param {string} s */
+  const plain = (s) => s.replace(ESCAPES, '').replace(REMNANTS, '');
+  /** @type {EventSource | null} */
+  let consoleStream = null;
+  function stopConsole() {
+    consoleStream?.close();
+    consoleStream = null;
+  }
+  /** @param {ConsoleLine} l */
+  function consoleLine(l) {
+    return el(
+      'li',
+      { 'data-source': l.source, 'data-id': l.id },
+      el('time', { datetime: new Date(l.ts).toISOString() }, time(l.ts)),
+      el('span', { class: 'src ' + l.source }, l.source === 'kernel' ? 'kern' : 'serial'),
+      el('span', { class: 'line' }, plain(l.text)),
+    );
+  }
+  /** @param {ConsoleLine[]} lines */
+  function addConsole(lines) {
+    const box = $('#d-console');
+    if (!lines.length) return;
+    if (box.classList.contains('muted')) {
+      box.className = 'console';
+      box.replaceChildren();
+    }
+    box.append(...lines.map(consoleLine));
+    while (box.children.length > CONSOLE_LINES) /** @type {ChildNode} */ (box.firstChild).remove();
+    box.scrollTop = box.scrollHeight;
+  }
+  /** The last lines, then new ones as they arrive (the console stream, resumed after the last id). @param {NodeView} v */
+  async function loadConsole(v) {
+    stopConsole();
+    const box = $('#d-console');
+    box.className = 'console muted';
+    box.replaceChildren(el('li', {}, '…'));
+    try {
+      const r = await fetch('/api/v1/nodes/' + encodeURIComponent(v.name) + '/console?limit=' + CONSOLE_LINES);
+      if (!r.ok) throw new Error(await errorText(r));
+      /** @type {ConsoleReply} */
+      const d = await r.json();
+      if (st.detail !== v.mac) return;
+      box.replaceChildren(el('li', {}, 'nothing captured yet'));
+      addConsole(d.lines);
+      const after = d.lines.length ? /** @type {ConsoleLine} */ (d.lines.at(-1)).id : 0;
+      const es = new EventSource('/api/v1/nodes/' + encodeURIComponent(v.name) + '/console/stream?after=' + after);
+      es.addEventListener('line', (m) => addConsole([JSON.parse(/** @type {MessageEvent} */ (m).data)]));
+      consoleStream = es;
+    } catch (err) {
+      if (st.detail === v.mac) box.replaceChildren(el('li', {}, 'console unavailable (' + /** @type {Error} */ (err).message + ')'));
+    }
   }
   /** @param {NodeDetail} d */
   function addFields(d) {
@@ -495,36 +952,64 @@
         ...boots
           .slice(-3)
           .reverse()
-          .map((b) => {
-            const t0 = b.stages.length ? /** @type {BootStage} */ (b.stages[0]).ts : 0;
-            const t = el(
-              'table',
-              {},
-              el('caption', { class: 'muted' }, 'boot #' + b.boot + (t0 ? ' · ' + new Date(t0).toLocaleString() : '')),
-            );
-            for (const s of b.stages) {
-              const detail = s.detail
-                ? Object.entries(s.detail)
-                    .map(([k, x]) => k + '=' + (typeof x === 'object' ? JSON.stringify(x) : x))
-                    .join(' ')
-                : '';
-              t.append(
-                el(
-                  'tr',
-                  {},
-                  el('td', { class: 'num' }, '+' + ((s.ts - t0) / 1000).toFixed(3) + 's'),
-                  el('td', {}, s.stage),
-                  el('td', { class: 'muted' }, detail),
-                ),
-              );
-            }
-            return t;
-          }),
+          .map((b, i) => waterfall(b, i === 0)),
       );
     } catch (err) {
       box.className = 'muted';
       box.textContent = 'boot timeline unavailable (' + /** @type {Error} */ (err).message + ')';
     }
+  }
+  /**
+   * A boot as a waterfall: each stage a bar on one time axis, from when it was recorded to when
+   * the next one was (the last stage is a mark), so the slow step of a boot stands out.
+   * @param {Boot} b @param {boolean} open the newest boot is unfolded
+   */
+  function waterfall(b, open) {
+    const t0 = b.stages.length ? /** @type {BootStage} */ (b.stages[0]).ts : 0;
+    const end = b.stages.length ? /** @type {BootStage} */ (b.stages.at(-1)).ts : 0;
+    const span = Math.max(1, end - t0);
+    const box = el(
+      'details',
+      { class: 'wf', 'data-boot': b.boot },
+      el(
+        'summary',
+        {},
+        'boot #' + b.boot,
+        el('span', { class: 'muted' }, (t0 ? ' · ' + new Date(t0).toLocaleString() : '') + ' · ' + (span / 1000).toFixed(2) + ' s'),
+      ),
+    );
+    if (open) box.setAttribute('open', '');
+    b.stages.forEach((s, i) => {
+      const next = b.stages[i + 1];
+      const ms = next ? next.ts - s.ts : 0;
+      const detail = s.detail
+        ? Object.entries(s.detail)
+            .map(([k, x]) => k + '=' + (typeof x === 'object' ? JSON.stringify(x) : x))
+            .join(' ')
+        : '';
+      const bar = el('i', { class: 'wf-bar' + (/failed|nak|ignored/.test(s.stage) ? ' bad' : '') + (next ? '' : ' last') });
+      bar.style.left = (((s.ts - t0) / span) * 100).toFixed(2) + '%';
+      bar.style.width = ((ms / span) * 100).toFixed(2) + '%';
+      box.append(
+        el(
+          'div',
+          { class: 'wf-row', 'data-stage': s.stage, title: detail },
+          el('span', { class: 'wf-label' }, s.stage),
+          el('span', { class: 'wf-track' }, bar),
+          el('span', { class: 'wf-t num' }, '+' + ((s.ts - t0) / 1000).toFixed(3) + 's' + (next ? ' · ' + ms + ' ms' : '')),
+        ),
+      );
+    });
+    const axis = el('div', { class: 'wf-row wf-axis' }, el('span', { class: 'wf-label' }));
+    const track = el('span', { class: 'wf-track' });
+    for (const f of [0, 0.25, 0.5, 0.75, 1]) {
+      const tick = el('span', { class: 'wf-tick' }, ((f * span) / 1000).toFixed(span < 10_000 ? 2 : 0) + 's');
+      tick.style.left = f * 100 + '%';
+      track.append(tick);
+    }
+    axis.append(track, el('span', { class: 'wf-t' }));
+    box.append(axis);
+    return box;
   }
   /** @param {unknown} snapshot @param {number} [at] */
   function showSnapshot(snapshot, at) {
