@@ -27,13 +27,21 @@
  * resources: each is shown when the dispatcher sends it and hidden when it does not.
  * @typedef {{
  *   power?: { state: string, at: number, by?: string | null } | null,
- *   unreachable?: unknown,
+ *   unreachable?: { since: number, reason: string },
  *   health?: { ok: boolean, output: string, at: number, checkedAt?: number } | null,
- *   suspect?: unknown,
+ *   suspect?: Suspect,
  *   resources?: { cores: Alloc, memoryMiB: Alloc, gpus?: Alloc, enforced: boolean } | null,
  * }} OpsFields
  */
 /** @typedef {{ total: number, allocated: number }} Alloc */
+/**
+ * Why a node was drained as suspect: its failed attempts in a row, and where their jobs succeeded.
+ * @typedef {{
+ *   at: number,
+ *   failures: { taskId: number, attempt: number, jobId: number, exitCode: number | null, error?: string }[],
+ *   succeededElsewhere: { jobId: number, nodes: string[] }[],
+ * }} Suspect
+ */
 (() => {
   /** The page's elements are all in index.html, so a query never misses. @type {(sel: string) => HTMLElement} */
   const $ = (sel) => /** @type {HTMLElement} */ (document.querySelector(sel));
@@ -139,21 +147,30 @@
   function flags(v) {
     const o = ops(v);
     const out = [];
-    if (o.power && o.power.state !== 'on') out.push(el('span', { class: 'flag', title: 'BMC power state' }, 'power ' + o.power.state));
-    if (o.unreachable) out.push(el('span', { class: 'flag bad', title: text(o.unreachable) }, 'unreachable'));
-    if (o.suspect) out.push(el('span', { class: 'flag bad', title: text(o.suspect) }, 'suspect'));
+    // Off with a state that says otherwise (the state column already says `off`).
+    if (o.power?.state === 'off' && v.state !== 'off')
+      out.push(el('span', { class: 'flag', title: 'last known power state' }, 'power off'));
+    if (o.unreachable) out.push(el('span', { class: 'flag bad', title: o.unreachable.reason }, 'unreachable'));
+    if (o.suspect) out.push(el('span', { class: 'flag bad', title: suspectText(o.suspect) }, 'suspect'));
     if (o.health && !o.health.ok) out.push(el('span', { class: 'flag bad', title: o.health.output }, 'health failed'));
     return out;
   }
   /** @param {NodeView} v @returns {OpsFields} */
   const ops = (v) => /** @type {NodeView & OpsFields} */ (v);
-  /** A value of unknown shape as one line of text (an evidence record, a reason). @param {unknown} x */
-  function text(x) {
-    if (x === null || x === undefined) return '';
-    if (typeof x !== 'object') return String(x);
-    return Object.entries(/** @type {Record<string, unknown>} */ (x))
-      .map(([k, y]) => k + '=' + (typeof y === 'object' && y !== null ? JSON.stringify(y) : String(y)))
-      .join(' ');
+  /** The black-hole evidence in a sentence. @param {Suspect} e */
+  function suspectText(e) {
+    const f = e.failures || [];
+    const what = f
+      .slice(0, 5)
+      .map((x) => 'task ' + x.taskId + ' ' + (x.error || 'exit ' + dash(x.exitCode)))
+      .join(', ');
+    const elsewhere = [...new Set((e.succeededElsewhere || []).flatMap((j) => j.nodes))];
+    return (
+      f.length +
+      ' failed attempts in a row' +
+      (what ? ' (' + what + (f.length > 5 ? ', …' : '') + ')' : '') +
+      (elsewhere.length ? '; the same jobs succeeded on ' + elsewhere.slice(0, 8).join(', ') : '')
+    );
   }
   /** @param {NodeView} v */
   function uptime(v) {
@@ -800,9 +817,9 @@
       row(
         'power',
         el('span', { class: 'pstate ' + o.power.state }, o.power.state),
-        ' ' + ago(o.power.at) + (o.power.by ? ' (by ' + o.power.by + ')' : ''),
+        (o.power.at ? ' ' + ago(o.power.at) : '') + (o.power.by ? ' (by ' + o.power.by + ')' : ''),
       );
-    if (o.unreachable) row('unreachable', text(o.unreachable));
+    if (o.unreachable) row('unreachable', el('span', { class: 'bad' }, o.unreachable.reason), ' since ' + ago(o.unreachable.since));
     if (o.health)
       row(
         'health check',
@@ -810,7 +827,7 @@
         ' ' + ago(o.health.checkedAt ?? o.health.at),
         ...(o.health.output ? [el('pre', { class: 'why' }, o.health.output)] : []),
       );
-    if (o.suspect) row('suspect', el('span', { class: 'bad' }, text(o.suspect)));
+    if (o.suspect) row('suspect', el('span', { class: 'bad' }, suspectText(o.suspect)), ' ' + ago(o.suspect.at));
     if (st.reason?.mac === v.mac && st.reason.state !== v.state) void loadReason(v);
     // Ready and busy need no explanation; a drain, a loss, a power-off do.
     else if (st.reason?.mac === v.mac && st.reason.text && !['ready', 'busy'].includes(v.state)) row('why ' + v.state, st.reason.text);
