@@ -367,13 +367,10 @@
   const COUNT_KINDS = /** @type {const} */ (['done', 'failed', 'running', 'queued', 'cancelled']);
   /** A bar of a job's tasks by state, each part as wide as its share. @param {JobView['counts']} c */
   function progressBar(c) {
-    const bar = el('span', {
-      class: 'jbar',
-      title:
-        COUNT_KINDS.filter((k) => c[k])
-          .map((k) => c[k] + ' ' + k)
-          .join(', ') || 'no tasks',
-    });
+    const said = COUNT_KINDS.filter((k) => c[k])
+      .map((k) => c[k] + ' ' + k)
+      .join(', ');
+    const bar = el('span', { class: 'jbar', role: 'img', title: said || 'no tasks', 'aria-label': 'tasks: ' + (said || 'none') });
     for (const k of COUNT_KINDS) {
       bar.dataset[k] = String(c[k]);
       if (!c[k]) continue;
@@ -787,7 +784,7 @@
       row('image next boot', v.image.next && v.image.next !== v.imageVersion ? v.image.next : null);
       row('image state', v.image.stale ? 'stale: a newer build exists' : 'current');
       row('booted by', v.image.via);
-      row('health check', v.image.health === 'failed' ? 'failed: ' + (v.image.healthDetail || '') : v.image.health);
+      row('image health', v.image.health === 'failed' ? 'failed: ' + (v.image.healthDetail || '') : v.image.health);
     }
     row('agent', v.agentVersion);
     row('CPU', v.cpu && v.cores ? v.cpu + ' × ' + v.cores : v.cpu);
