@@ -14,37 +14,15 @@ import { ImageBuildError } from '../../../image/src/errors.js';
 import { sha256 } from '../../../image/src/manifest.js';
 import { readExtraRootfs } from '../../../image/src/overlay.js';
 import type { BuildOptions } from '../../../image/src/options.js';
+import { STAND_IN_KVER, standInBuildOptions, writeStandIns } from '../../lab/stand-in-build.js';
 import { findOnPath } from '../../../image/src/tools.js';
 
 const BUILD_TIMEOUT = 300_000;
-const KVER = '6.1.0-0-lctest';
+const KVER = STAND_IN_KVER;
 const work = mkdtempSync(join(tmpdir(), 'lc-image-extras-build-'));
 let lines: string[] = [];
 
-function options(outDir: string, extra: Partial<BuildOptions> = {}): BuildOptions {
-  return {
-    outDir,
-    cacheDir: resolve('.cache/image'),
-    kernelDeb: undefined,
-    kernel: join(work, 'vmlinuz'),
-    modulesDir: join(work, 'modules', KVER),
-    busyboxDeb: undefined,
-    nodePath: process.execPath,
-    stripNode: false,
-    agentPath: join(work, 'node-agent.mjs'),
-    spawnAddonPath: undefined,
-    packageJson: resolve('package.json'),
-    dispatcherKey: undefined,
-    modules: ['lcfake'],
-    firmware: false,
-    zstdLevel: 1,
-    zstdThreads: undefined,
-    mtime: 0,
-    force: false,
-    imageDir: resolve('image'),
-    ...extra,
-  };
-}
+const options = (outDir: string, extra: Partial<BuildOptions> = {}) => standInBuildOptions(work, outDir, extra);
 
 const build = (outDir: string, extra: Partial<BuildOptions> = {}) => {
   lines = [];
@@ -98,14 +76,7 @@ function writeTree(): void {
 }
 
 beforeAll(() => {
-  // A kernel stand-in: the builder copies vmlinuz as it is, and reads modules' .modinfo only.
-  writeFileSync(join(work, 'vmlinuz'), Buffer.alloc(4096, 0x4b));
-  const modDir = join(work, 'modules', KVER, 'kernel/drivers/net');
-  mkdirSync(modDir, { recursive: true });
-  const ko = Buffer.alloc(64);
-  ko.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
-  writeFileSync(join(modDir, 'lcfake.ko'), ko);
-  writeFileSync(join(work, 'node-agent.mjs'), 'console.log("agent stand-in");\n');
+  writeStandIns(work);
   writeTree();
   // The CLI bundle, for the tests of the make variables.
   execFileSync('make', ['-s', 'dist/tools/build-image.mjs'], { stdio: 'inherit' });

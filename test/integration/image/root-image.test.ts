@@ -31,13 +31,13 @@ import { ImageBuildError } from '../../../image/src/errors.js';
 import { sha256, type ImageManifest } from '../../../image/src/manifest.js';
 import { selectModules, type KernelModule } from '../../../image/src/modules.js';
 import { DEFAULT_MODULES, type BuildOptions, type RootBuildOptions } from '../../../image/src/options.js';
+import { standInBuildOptions, writeStandIns } from '../../lab/stand-in-build.js';
 import { buildRoot, resolveRoot, ROOT_IMG } from '../../../image/src/root-image.js';
 import { parseFrom, parsePackages, parseRootEnv } from '../../../image/src/root-source.js';
 import { resolveInRoot } from '../../../image/src/root-tree.js';
 import { pushImage, startRegistry, type Registry } from '../../lab/registry.js';
 
 const BUILD_TIMEOUT = 240_000;
-const KVER = '6.1.0-0-lctest';
 const work = mkdtempSync(join(tmpdir(), 'lc-root-image-'));
 const layout = join(work, 'layout');
 const cacheDir = resolve('.cache/image');
@@ -45,31 +45,8 @@ let lines: string[] = [];
 let registry: Registry;
 let locked: Registry;
 
-function options(outDir: string, root: RootBuildOptions | undefined, extra: Partial<BuildOptions> = {}): BuildOptions {
-  return {
-    outDir,
-    cacheDir,
-    kernelDeb: undefined,
-    kernel: join(work, 'vmlinuz'),
-    modulesDir: join(work, 'modules', KVER),
-    busyboxDeb: undefined,
-    nodePath: process.execPath,
-    stripNode: false,
-    agentPath: join(work, 'node-agent.mjs'),
-    spawnAddonPath: undefined,
-    packageJson: resolve('package.json'),
-    dispatcherKey: undefined,
-    modules: ['lcfake'],
-    firmware: false,
-    zstdLevel: 1,
-    zstdThreads: undefined,
-    mtime: 0,
-    force: false,
-    imageDir: resolve('image'),
-    root,
-    ...extra,
-  };
-}
+const options = (outDir: string, root: RootBuildOptions | undefined, extra: Partial<BuildOptions> = {}) =>
+  standInBuildOptions(work, outDir, { cacheDir, root, ...extra });
 
 const from = (ref: string, extra: Partial<RootBuildOptions> = {}): RootBuildOptions => {
   const source = parseFrom(ref, (p) => resolve(p));
@@ -113,14 +90,7 @@ function umoci(...args: string[]): void {
 }
 
 beforeAll(async () => {
-  // The base initrd's stand-ins (see extras-build.test.ts).
-  writeFileSync(join(work, 'vmlinuz'), Buffer.alloc(4096, 0x4b));
-  const modDir = join(work, 'modules', KVER, 'kernel/drivers/net');
-  mkdirSync(modDir, { recursive: true });
-  const ko = Buffer.alloc(64);
-  ko.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
-  writeFileSync(join(modDir, 'lcfake.ko'), ko);
-  writeFileSync(join(work, 'node-agent.mjs'), 'console.log("agent stand-in");\n');
+  writeStandIns(work);
 
   // Layer 1: busybox-static extracted by mmdebstrap from the host's package lists, a shell, and
   // test files: an owned file with its mode, a hard link and a symlink to it, one to delete.

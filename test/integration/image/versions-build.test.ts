@@ -9,43 +9,20 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { buildImage, type BuildResult } from '../../../image/src/build.js';
 import { sha256, type ImageManifest } from '../../../image/src/manifest.js';
 import { DEFAULT_MODULES, type BuildOptions } from '../../../image/src/options.js';
+import { STAND_IN_KVER, standInBuildOptions, writeStandIns } from '../../lab/stand-in-build.js';
 
 const BUILD_TIMEOUT = 300_000;
-const KVER = '6.1.0-0-lctest';
+const KVER = STAND_IN_KVER;
 const work = mkdtempSync(join(tmpdir(), 'lc-image-versions-'));
 const tree = join(work, 'site-rootfs');
 let lines: string[] = [];
 
-function options(outDir: string, extra: Partial<BuildOptions> = {}): BuildOptions {
-  return {
-    outDir,
-    cacheDir: resolve('.cache/image'),
-    kernelDeb: undefined,
-    kernel: join(work, 'vmlinuz'),
-    modulesDir: join(work, 'modules', KVER),
-    busyboxDeb: undefined,
-    nodePath: process.execPath,
-    stripNode: false,
-    agentPath: join(work, 'node-agent.mjs'),
-    spawnAddonPath: undefined,
-    packageJson: resolve('package.json'),
-    dispatcherKey: undefined,
-    modules: ['lcfake'],
-    firmware: false,
-    extraRootfs: tree,
-    zstdLevel: 1,
-    zstdThreads: undefined,
-    mtime: 0,
-    force: false,
-    imageDir: resolve('image'),
-    keep: 3,
-    ...extra,
-  };
-}
+const options = (outDir: string, extra: Partial<BuildOptions> = {}) =>
+  standInBuildOptions(work, outDir, { extraRootfs: tree, keep: 3, ...extra });
 
 /** A build whose EXTRA_ROOTFS holds etc/site-version with `label`: each label is its own version. */
 const build = (outDir: string, label: string, extra: Partial<BuildOptions> = {}): Promise<BuildResult> => {
@@ -80,15 +57,8 @@ function snapshot(dir: string): Record<string, string> {
 const order = (out: string) => readFileSync(join(out, 'versions/order'), 'utf8');
 
 beforeAll(() => {
-  // A kernel stand-in: the builder copies vmlinuz as it is, and reads modules' .modinfo only.
-  writeFileSync(join(work, 'vmlinuz'), Buffer.alloc(4096, 0x4b));
-  const modDir = join(work, 'modules', KVER, 'kernel/drivers/net');
-  mkdirSync(modDir, { recursive: true });
-  const ko = Buffer.alloc(64);
-  ko.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
   // The CLI ships the default drivers: stand-ins of them too.
-  for (const m of ['lcfake', ...DEFAULT_MODULES]) writeFileSync(join(modDir, `${m}.ko`), ko);
-  writeFileSync(join(work, 'node-agent.mjs'), 'console.log("agent stand-in");\n');
+  writeStandIns(work, DEFAULT_MODULES);
   mkdirSync(join(tree, 'etc'), { recursive: true });
   execFileSync('make', ['-s', 'dist/tools/build-image.mjs'], { stdio: 'inherit' });
 }, BUILD_TIMEOUT);
