@@ -22,15 +22,13 @@
  *             to exit (it waits until the rollout is done), and the duration it prints.
  *
  * Prints `RESULT name=... key=value ...` lines; console and dispatcher logs go to
- * test/artifacts/bench-reboot-*.
+ * test/artifacts/reboot-* (test/lab/pxe-lab.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createLab, type Lab, type LabProcess, type Netns } from '../test/lab/netns.js';
-import { QemuMachine } from '../test/lab/qemu.js';
+import { PxeLab } from '../test/lab/pxe-lab.js';
 
 const RUNS = Number(process.env.RUNS ?? 5);
 const ROLLOUTS = Number(process.env.ROLLOUTS ?? 2);
@@ -38,12 +36,9 @@ const MACHINES = 3;
 const MEMORY_MIB = 1024;
 const IMAGE = 'bench';
 const LIBRARY = process.env.BENCH_IMAGES ?? 'dist/bench-images';
-const ARTIFACTS = 'test/artifacts';
-const SERVER = '10.68.0.1';
 const MACS = Array.from({ length: MACHINES }, (_, i) => `52:54:00:68:00:0${i + 1}`);
 /** TCG on 2 shared cores: generous. */
 const BOOT_TIMEOUT_MS = Number(process.env.BOOT_TIMEOUT_MS ?? 1_200_000);
-const ROLLOUT_TIMEOUT_MS = 1_800_000;
 const POLL_MS = 1000;
 
 type Via = 'kexec' | 'firmware';
@@ -62,10 +57,7 @@ interface Stage {
   detail: Record<string, unknown> | null;
 }
 
-let ns: Netns;
-let dispatcher: LabProcess;
-let dataDir: string;
-const vms: QemuMachine[] = [];
+let rack: PxeLab;
 
 const fixed = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'nan');
 const load = () =>
@@ -85,34 +77,14 @@ function result(name: string, fields: Record<string, string | number | boolean>)
   );
 }
 
-async function ctl(args: string[], timeoutMs = 120_000): Promise<string> {
-  const r = await ns.exec(
-    process.execPath,
-    ['dist/bin/dispatcherctl.mjs', '--url', `http://${SERVER}:8080`, '--data-dir', dataDir, ...args],
-    {
-      timeoutMs,
-      allowFailure: true,
-    },
-  );
-  if (r.code !== 0) throw new Error(`dispatcherctl ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
+async function ctl(args: string[]): Promise<string> {
+  return rack.ok(...args);
 }
 
 const nodes = async () => (JSON.parse(await ctl(['--json', 'nodes'])) as { nodes: NodeView[] }).nodes;
 const bootLog = async (node: string) => (JSON.parse(await ctl(['--json', 'boot-log', node])) as { boots: { stages: Stage[] }[] }).boots;
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = BOOT_TIMEOUT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}\n${vms.map((m) => m.console().slice(-2000)).join('\n---\n')}\n--- dispatcher\n${dispatcher.output().slice(-3000)}`,
-      );
-    await sleep(POLL_MS);
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>) => rack.until(what, probe, BOOT_TIMEOUT_MS, POLL_MS);
 
 /** Every node of the image ready (or busy) on `version`, and when `via` is given, booted that way. */
 async function allOn(version: string, via?: Via): Promise<NodeView[]> {
@@ -187,10 +159,7 @@ interface RolloutRun {
 async function rolloutOnce(work: string, via: Via, tag: string): Promise<RolloutRun> {
   const version = buildVersion(work, tag);
   const t0 = Date.now();
-  const out = await ctl(
-    ['images', 'rollout', IMAGE, '--canary', '1', '--batch', '2', ...(via === 'firmware' ? ['--firmware'] : [])],
-    ROLLOUT_TIMEOUT_MS,
-  );
+  const out = await ctl(['images', 'rollout', IMAGE, '--canary', '1', '--batch', '2', ...(via === 'firmware' ? ['--firmware'] : [])]);
   const wallS = (Date.now() - t0) / 1000;
   const printed = /rollout of \S+ done in ([^:]+):/.exec(out)?.[1]?.replace(/\s+/g, '');
   if (!printed) throw new Error(`rollout to ${version} ${via}: no "done in" line\n${out}`);
@@ -207,7 +176,6 @@ async function main(): Promise<void> {
   console.log(
     `== bench-reboot: ${MACHINES} QEMU TCG BIOS machines, ${MEMORY_MIB} MiB, 1 vCPU; RUNS=${RUNS} ROLLOUTS=${ROLLOUTS}; load ${loadBefore}`,
   );
-  mkdirSync(ARTIFACTS, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'lc-bench-reboot-'));
   rmSync(join(LIBRARY, IMAGE), { recursive: true, force: true });
   // v2 first, so v1 is the newest and released when the dispatcher first sees the image.
@@ -215,54 +183,17 @@ async function main(): Promise<void> {
   const v1 = buildVersion(work, 'v1');
   if (v1 === v2) throw new Error('the two builds made one version: EXTRA_ROOTFS did not reach the inputs');
 
-  let lab: Lab | undefined;
   try {
-    lab = await createLab('reboot');
-    ns = await lab.namespace('reboot');
-    const bridge = await lab.bridge(ns, { address: `${SERVER}/24` });
-    dataDir = mkdtempSync(join(tmpdir(), 'lc-bench-reboot-data-'));
-    const cluster = join(dataDir, 'cluster.yaml');
-    writeFileSync(
-      cluster,
-      `enrollment: auto\nnodes:\n${MACS.map((mac, i) => `  - name: node${i + 1}\n    mac: ${mac}\n    image: ${IMAGE}\n`).join('')}`,
-    );
-    dispatcher = ns.spawn(process.execPath, [
-      'dist/bin/dispatcher.mjs',
-      '--interface',
-      bridge.name,
-      '--dhcp',
-      'full',
-      '--range',
-      '10.68.0.100-10.68.0.199',
-      '--data-dir',
-      dataDir,
-      '--image',
-      'dist/image',
-      '--images',
-      LIBRARY,
-      '--cluster',
-      cluster,
-      '--pxe-dir',
-      'pxe/bin',
-      '--heartbeat',
-      '2',
-    ]);
-    await dispatcher.waitForOutput(/dispatcher started/, 60_000);
+    rack = await PxeLab.create({ area: 'reboot', subnet: 68 });
+    const machines = [];
+    for (const [i, mac] of MACS.entries()) machines.push(await rack.machine({ name: `node${i + 1}`, mac, memoryMiB: MEMORY_MIB }));
+    await rack.startDispatcher({
+      image: 'dist/image',
+      args: ['--images', LIBRARY],
+      cluster: `enrollment: auto\nnodes:\n${MACS.map((mac, i) => `  - name: node${i + 1}\n    mac: ${mac}\n    image: ${IMAGE}\n`).join('')}`,
+    });
     const t0 = Date.now();
-    for (const [i, mac] of MACS.entries()) {
-      const tap = await lab.tap(ns, { bridge });
-      vms.push(
-        await QemuMachine.start({
-          name: `bench-reboot-node${i + 1}`,
-          boot: { kind: 'pxe' },
-          nics: [{ net: { kind: 'tap', ifname: tap.name }, mac }],
-          memoryMiB: MEMORY_MIB,
-          cpus: 1,
-          consoleLog: join(ARTIFACTS, `bench-reboot-node${i + 1}.console.log`),
-          netns: ns.name,
-        }),
-      );
-    }
+    for (const m of machines) await m.powerOn();
     await allOn(v1);
     console.log(`-- ${MACHINES} nodes ready on ${IMAGE}@${v1} after ${fixed((Date.now() - t0) / 1000)} s`);
 
@@ -328,10 +259,8 @@ async function main(): Promise<void> {
     result('rollout-3-ratio', { kexec_over_firmware: fixed(rolloutMedian.kexec / rolloutMedian.firmware, 3) });
     result('reboot-load', { before: loadBefore, after: load(), cpus: (await import('node:os')).cpus().length });
   } finally {
-    for (const vm of vms) await vm.stop().catch(() => undefined);
-    if (dispatcher) writeFileSync(join(ARTIFACTS, 'bench-reboot-dispatcher.log'), dispatcher.output());
-    await lab?.cleanup();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await rack?.cleanup();
+    if (rack) rmSync(rack.dataDir, { recursive: true, force: true });
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -1,8 +1,8 @@
 /**
  * Several images, rollout and rollback, kexec (issue 13, points 4-6), end to end under QEMU.
  *
- * One dispatcher in a namespace, two SeaBIOS machines PXE-booting from it. Two images:
- * `default` (dist/image, the small base image) and `e2e-v`, a tiny container root (busybox)
+ * One dispatcher in a namespace, two SeaBIOS machines PXE-booting from it (test/lab/pxe-lab.ts).
+ * Two images: `default` (the base image the e2e tests share) and `e2e-v`, a tiny container root (busybox)
  * built three times into one folder, so it has three kept versions:
  *
  *   good1   /etc/ok present, health check `test -e /etc/ok`        released first
@@ -30,15 +30,11 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createLab, type Lab, type LabProcess, type Netns } from '../lab/netns.js';
-import { QemuMachine } from '../lab/qemu.js';
+import { buildForE2e, E2E_IMAGE, PxeLab } from '../lab/pxe-lab.js';
 
-const ARTIFACTS = 'test/artifacts';
 const TIMEOUT_MS = 600_000;
 const IMAGE = 'e2e-v';
 const LIBRARY = 'dist/e2e-images';
-const SERVER = '10.67.0.1';
 const MACS = ['52:54:00:67:00:01', '52:54:00:67:00:02'];
 const BACKGROUND_TASKS = 60;
 
@@ -50,12 +46,8 @@ interface NodeView {
   image: { image: string; next: string | null; stale: boolean; health: string | null; via: string | null };
 }
 
-let lab: Lab;
-let ns: Netns;
-let dispatcher: LabProcess;
-let dataDir: string;
+let rack: PxeLab;
 let work: string;
-const vms: QemuMachine[] = [];
 /** The three versions of e2e-v, by what they are. */
 const versions: Record<'good1' | 'bad' | 'good2', string> = {} as never;
 let backgroundJob: string;
@@ -69,12 +61,7 @@ function sh(cmd: string, args: string[], env: Record<string, string> = {}): stri
   });
 }
 
-async function ctl(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return ns.exec(process.execPath, ['dist/bin/dispatcherctl.mjs', '--url', `http://${SERVER}:8080`, '--data-dir', dataDir, ...args], {
-    timeoutMs: TIMEOUT_MS,
-    allowFailure: true,
-  });
-}
+const ctl = (...args: string[]) => rack.ctl(...args);
 
 async function ok(...args: string[]): Promise<string> {
   const r = await ctl(...args);
@@ -83,21 +70,10 @@ async function ok(...args: string[]): Promise<string> {
 }
 
 async function nodes(): Promise<NodeView[]> {
-  return (JSON.parse(await ok('--json', 'nodes')) as { nodes: NodeView[] }).nodes;
+  return (await rack.nodes()) as unknown as NodeView[];
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = TIMEOUT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}\n${vms.map((m) => m.console().slice(-2500)).join('\n---\n')}\n--- dispatcher\n${dispatcher.output().slice(-4000)}`,
-      );
-    await sleep(2000);
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>) => rack.until(what, probe, TIMEOUT_MS, 2000);
 
 /** The node of a MAC once its agent is up on `version` of its image (or any, without one). */
 async function nodeOn(mac: string, label?: string): Promise<NodeView> {
@@ -161,8 +137,7 @@ async function bootLog(node: string): Promise<{ boot: number; stages: { stage: s
 }
 
 beforeAll(async () => {
-  execFileSync('make', ['-s', 'build', 'pxe', 'image'], { stdio: 'inherit' });
-  mkdirSync(ARTIFACTS, { recursive: true });
+  buildForE2e();
   work = mkdtempSync(join(tmpdir(), 'lc-images-e2e-'));
   rmSync(join(LIBRARY, IMAGE), { recursive: true, force: true });
   const layout = ociRoot();
@@ -172,55 +147,19 @@ beforeAll(async () => {
   versions.good1 = buildVersion(layout, 'good1', 'test -e /etc/ok');
   (globalThis as { layout?: string }).layout = layout;
 
-  lab = await createLab('images');
-  ns = await lab.namespace('images');
-  const bridge = await lab.bridge(ns, { address: `${SERVER}/24` });
-  dataDir = mkdtempSync(join(tmpdir(), 'lc-images-e2e-data-'));
-  writeFileSync(
-    join(dataDir, 'cluster.yaml'),
-    `enrollment: auto\nnodes:\n  - name: node1\n    mac: ${MACS[0]}\n    image: ${IMAGE}\n  - name: node2\n    mac: ${MACS[1]}\n`,
-  );
-  dispatcher = ns.spawn(process.execPath, [
-    'dist/bin/dispatcher.mjs',
-    '--interface',
-    bridge.name,
-    '--dhcp',
-    'full',
-    '--range',
-    '10.67.0.100-10.67.0.199',
-    '--data-dir',
-    dataDir,
-    '--image',
-    'dist/image',
-    '--images',
-    LIBRARY,
-    '--cluster',
-    join(dataDir, 'cluster.yaml'),
-    '--pxe-dir',
-    'pxe/bin',
-    '--heartbeat',
-    '2',
-  ]);
-  await dispatcher.waitForOutput(/dispatcher started/, 60_000);
-  for (const [i, mac] of MACS.entries()) {
-    const tap = await lab.tap(ns, { bridge });
-    vms.push(
-      await QemuMachine.start({
-        name: `images-node${i + 1}`,
-        boot: { kind: 'pxe' },
-        nics: [{ net: { kind: 'tap', ifname: tap.name }, mac }],
-        memoryMiB: 1024,
-        consoleLog: join(ARTIFACTS, `images-node${i + 1}.console.log`),
-        netns: ns.name,
-      }),
-    );
-  }
+  rack = await PxeLab.create({ area: 'images', subnet: 67 });
+  const machines = [];
+  for (const [i, mac] of MACS.entries()) machines.push(await rack.machine({ name: `node${i + 1}`, mac }));
+  await rack.startDispatcher({
+    image: E2E_IMAGE,
+    args: ['--images', LIBRARY],
+    cluster: `enrollment: auto\nnodes:\n  - name: node1\n    mac: ${MACS[0]}\n    image: ${IMAGE}\n  - name: node2\n    mac: ${MACS[1]}\n`,
+  });
+  for (const m of machines) await m.powerOn();
 }, 3_600_000);
 
 afterAll(async () => {
-  for (const vm of vms) await vm.stop().catch(() => undefined);
-  if (dispatcher) writeFileSync(join(ARTIFACTS, 'images-dispatcher.log'), dispatcher.output());
-  await lab?.cleanup();
+  await rack?.cleanup();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
