@@ -19,6 +19,8 @@ import type { TaskDispatcher } from './dispatch/engine.js';
 import { AgentHub } from './agents/hub.js';
 import { agentHubPlugin } from './agents/plugin.js';
 import { startNetconsole } from './console/netconsole.js';
+import { powerStatesOf } from './power/power-state.js';
+import { startPowerAutomation } from './power/automation.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -43,6 +45,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const { config, log } = opts;
   const network = resolveNodeNetwork(config.interface, config.advertiseAddress);
   const core = createCore({ config, log, network });
+  // Nodes' power as last seen, followed from the first event on (node view, healing, power policy).
+  powerStatesOf(core);
   const stoppables: Stoppable[] = [];
   for (const image of missingClusterImages(core.cluster, core.images.catalog)) {
     const message = `the cluster file names image "${image}", which is not built: its nodes get no boot script until \`make image IMAGE=${image} FROM=... (or PACKAGES=...)\` builds it`;
@@ -105,6 +109,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     onDemand.start();
     stoppables.push({ stop: async () => onDemand.stop() });
   }
+  // Self-healing and power driven by the queue (cluster file healing, powerPolicy), when asked for.
+  stoppables.push(startPowerAutomation({ core, queue: dispatch.engine, control: () => agents, actions: operator.api.actions }));
 
   const loginUrl = `http://${network.address}:${httpPort}/login?token=${encodeURIComponent(core.secrets.adminToken)}`;
   log.info(

@@ -41,6 +41,19 @@ export const RunningTask = Type.Object({
   startedAt: Type.Number(),
 });
 
+/** A node's power as last known (power/power-state.ts): from BMC actions and what the node did; not asked of the BMC. */
+export const NodePower = Type.Object({
+  state: Type.Union([Type.Literal('on'), Type.Literal('off'), Type.Literal('unknown')]),
+  at: Type.Number({ description: 'unix ms of the action or observation (0: not seen since the dispatcher started)' }),
+  by: Type.Optional(
+    Type.Union([Type.Literal('operator'), Type.Literal('healing'), Type.Literal('policy')], { description: 'who powered it on or off' }),
+  ),
+});
+export type NodePower = Static<typeof NodePower>;
+
+/** The power policy powered the node on twice and it did not come back (until its agent says hello). */
+export const NodeUnreachable = Type.Object({ since: Type.Number({ description: 'unix ms' }), reason: Type.String() });
+
 export const NodeView = Type.Object({
   name: Type.String(),
   mac: Type.String(),
@@ -80,6 +93,8 @@ export const NodeView = Type.Object({
   slots: Nullable(Type.Integer()),
   tasks: Type.Array(RunningTask),
   bootStage: Nullable(Type.Object({ stage: Type.String(), ts: Type.Number(), boot: Type.Integer() })),
+  power: Type.Optional(NodePower),
+  unreachable: Type.Optional(NodeUnreachable),
 });
 export type NodeView = Static<typeof NodeView>;
 

@@ -17,6 +17,7 @@ import { ThroughputSampler } from './status/throughput.js';
 import { completedTotal, statusSummary } from './status/summary.js';
 import { LiveFeed } from './live/feed.js';
 import { nodeView } from './nodes/view.js';
+import { powerStatesOf } from '../power/power-state.js';
 import { nodeRoutes } from './nodes/routes.js';
 import { eventRoutes } from './events/routes.js';
 import { statusRoutes } from './status/routes.js';
@@ -95,7 +96,7 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
   };
   api.feed = new LiveFeed({
     nodes: () => {
-      const src = { control: getControl(), timeline: core.timeline, images: core.images.assignments };
+      const src = { control: getControl(), timeline: core.timeline, images: core.images.assignments, power: powerStatesOf(core) };
       return core.nodes.list().map((n) => nodeView(n, src));
     },
     summary: () => statusSummary(api),

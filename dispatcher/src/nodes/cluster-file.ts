@@ -27,6 +27,8 @@
  *       user: admin
  *       passwordFile: /etc/lilcluster/rack1.pw   # first line; mode 0600 or 0400, else refused
  *       ca: /etc/lilcluster/bmc-ca.pem           # redfish: CA of the BMC's certificate; or verify: false
+ *   healing: {lostAfterSeconds: 120, maxCyclesPerHour: 3}   # power-cycle lost nodes through their BMCs (power/policy-config.ts)
+ *   powerPolicy: {idleOffSeconds: 600, minOn: 1}             # power idle nodes off, on for the queue (power/policy-config.ts)
  *
  * In the spirit of the design notes' "cluster definition" (seeds/000), minus users and
  * passwords: nodes are RAM-booted and trust comes from boot tokens, not logins.
@@ -37,6 +39,7 @@ import { DispatcherError } from '../errors.js';
 import { parseMac, type Mac } from './mac.js';
 import { IMAGE_NAME_RE } from '../images/catalog.js';
 import { checkPasswordFile, type BmcGroup, type BmcSpec } from '../power/bmc.js';
+import { parseHealing, parsePowerPolicy, type HealingPolicy, type PowerPolicy } from '../power/policy-config.js';
 
 export type EnrollmentPolicy = 'auto' | 'approve' | 'deny';
 export type FirstStage = 'ipxe.efi' | 'snponly.efi';
@@ -73,6 +76,10 @@ export interface ClusterFile {
   onDemand?: OnDemandPolicy;
   /** BMCs per label group, for nodes without their own `bmc`; the first group one of a node's labels is in wins. */
   bmcs?: BmcGroup[];
+  /** Self-healing through BMCs (power/healing.ts; fields in power/policy-config.ts); absent: off. */
+  healing?: HealingPolicy;
+  /** Power driven by the queue (power/queue-power.ts; fields in power/policy-config.ts); absent: off. */
+  powerPolicy?: PowerPolicy;
   nodes: ClusterNodeSpec[];
 }
 
@@ -155,6 +162,9 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
   return { labels: labels as string[], ...spec };
 }
 
+/** The cluster file's top-level keys of self-healing and queue-driven power (power/policy-config.ts). */
+const POWER_KEYS = ['healing', 'powerPolicy'];
+
 /** Validates a cluster file; errors name the field (`nodes[2].mac`). */
 export function parseClusterFile(text: string, source = 'cluster file'): ClusterFile {
   const fail = (field: string, why: string): never => {
@@ -169,7 +179,7 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
   for (const k of Object.keys(d))
-    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'bmcs', 'nodes'].includes(k))
+    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'bmcs', 'nodes', ...POWER_KEYS].includes(k))
       fail(k, 'unknown field');
   const imageName = (field: string, v: unknown): string => {
     if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
@@ -263,8 +273,12 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     if (!Array.isArray(d.bmcs)) fail('bmcs', 'expected a list of {labels, type, address, user, passwordFile}');
     bmcs = (d.bmcs as unknown[]).map((g, i) => parseBmc(`bmcs[${i}]`, g, fail, true) as BmcGroup);
   }
+  const healing = d.healing === undefined ? undefined : parseHealing(d.healing, fail);
+  const powerPolicy = d.powerPolicy === undefined ? undefined : parsePowerPolicy(d.powerPolicy, nodes, fail);
   return {
     enrollment,
+    ...(healing ? { healing } : {}),
+    ...(powerPolicy ? { powerPolicy } : {}),
     ...(bmcs ? { bmcs } : {}),
     ...(given.autoEnroll ? { autoEnroll } : {}),
     ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),

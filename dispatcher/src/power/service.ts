@@ -49,6 +49,16 @@ export interface PowerTarget {
   labels: readonly string[];
 }
 
+/** Who asked for a power action: the operator (API, CLI, page), self-healing or the queue's power policy. */
+export type PowerActor = 'operator' | 'healing' | 'policy';
+
+export interface PowerRunOptions {
+  /** Default operator. Recorded in the event (`data.by`). */
+  by?: PowerActor;
+  /** Why (healing, policy): the start of the event's message. */
+  reason?: string;
+}
+
 export interface PowerServiceDeps {
   cluster: ClusterFile;
   events: EventLog;
@@ -128,7 +138,8 @@ export class PowerService {
   }
 
   /** Runs one power operation on the node's BMC; throws a DispatcherError naming node and BMC. */
-  async run(node: PowerTarget, op: PowerOp): Promise<PowerResult> {
+  async run(node: PowerTarget, op: PowerOp, opts: PowerRunOptions = {}): Promise<PowerResult> {
+    const by = opts.by ?? 'operator';
     const bmc = this.bmcOf(node);
     if (!bmc)
       throw new DispatcherError('DSP_ERR_NO_BMC', `${node.name} has no BMC in the cluster file`, {
@@ -145,7 +156,7 @@ export class PowerService {
         `${node.name}: the ${who} failed ${backoff.failures} time(s) in a row; not calling it again for ${Math.ceil(wait / 1000)} s`,
         { hint: 'retry after that; check the BMC is reachable and its credentials' },
       );
-      if (backoff.noteRefusal()) this.#record(node, who, op, false, err.message, { code: err.code });
+      if (backoff.noteRefusal()) this.#record(node, who, op, false, err.message, { code: err.code, by }, opts.reason);
       throw err;
     }
     const badFile = checkPasswordFile(bmc.passwordFile);
@@ -153,11 +164,11 @@ export class PowerService {
       const err = new DispatcherError('DSP_ERR_CONFIG', `${node.name}: passwordFile of the ${who}: ${badFile}`, {
         hint: 'the file holds the password on its first line, owned by the dispatcher, mode 0600',
       });
-      this.#record(node, who, op, false, err.message, { code: err.code });
+      this.#record(node, who, op, false, err.message, { code: err.code, by }, opts.reason);
       throw err;
     }
     const prev = this.#queue.get(key) ?? Promise.resolve();
-    const mine = prev.catch(() => undefined).then(() => this.#call(node, bmc, who, op, backoff));
+    const mine = prev.catch(() => undefined).then(() => this.#call(node, bmc, who, op, backoff, by, opts.reason));
     this.#queue.set(key, mine);
     try {
       return await mine;
@@ -166,7 +177,15 @@ export class PowerService {
     }
   }
 
-  async #call(node: PowerTarget, bmc: BmcSpec, who: string, op: PowerOp, backoff: BackOff): Promise<PowerResult> {
+  async #call(
+    node: PowerTarget,
+    bmc: BmcSpec,
+    who: string,
+    op: PowerOp,
+    backoff: BackOff,
+    by: PowerActor,
+    reason: string | undefined,
+  ): Promise<PowerResult> {
     const driver = this.#driverOf(bmc);
     const signal = AbortSignal.timeout(this.deps.timeoutMs ?? DEFAULT_POWER_TIMEOUT_MS);
     const started = this.#now();
@@ -183,7 +202,7 @@ export class PowerService {
       backoff.succeeded();
       const message =
         op === 'status' ? `powered ${power} (${who})` : `${act !== op ? 'it was off: ' : ''}power ${act} done through the ${who}`;
-      this.#record(node, who, op, true, `${node.name}: ${message}`, { ...(power ? { power } : {}), ms: this.#now() - started });
+      this.#record(node, who, op, true, `${node.name}: ${message}`, { ...(power ? { power } : {}), ms: this.#now() - started, by }, reason);
       return { node: node.name, bmc: who, action: op, power, message };
     } catch (e) {
       const f = e instanceof BmcFailure ? e : new BmcFailure('refused', (e as Error).message);
@@ -196,13 +215,26 @@ export class PowerService {
               ? 'give ca: (the CA that signed the BMC certificate) or verify: false in its bmc entry'
               : `the BMC is not called again for ${Math.ceil(delay / 1000)} s`,
       });
-      this.#record(node, who, op, false, err.message, { code: err.code, backoffMs: delay });
+      this.#record(node, who, op, false, err.message, { code: err.code, backoffMs: delay, by }, reason);
       throw err;
     }
   }
 
-  #record(node: PowerTarget, who: string, op: PowerOp, ok: boolean, message: string, extra: Record<string, unknown>): void {
-    this.deps.events.append({ kind: 'node.power', node: node.name, message, data: { action: op, ok, bmc: who, ...extra } });
+  #record(
+    node: PowerTarget,
+    who: string,
+    op: PowerOp,
+    ok: boolean,
+    message: string,
+    extra: Record<string, unknown>,
+    reason?: string,
+  ): void {
+    this.deps.events.append({
+      kind: 'node.power',
+      node: node.name,
+      message: reason ? `${message} (${reason})` : message,
+      data: { action: op, ok, bmc: who, ...extra },
+    });
     if (ok) this.deps.log.info({ node: node.name, bmc: who, action: op, ...extra }, 'node power');
     else this.deps.log.warn({ node: node.name, bmc: who, action: op, ...extra, err: message }, 'node power failed');
   }

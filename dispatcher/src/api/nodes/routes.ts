@@ -29,6 +29,7 @@ import { memoryRefusal } from '../../boot/memory-fit.js';
 import { openNdjson } from '../streams.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 import { powerServiceOf } from '../../power/service.js';
+import { powerStatesOf } from '../../power/power-state.js';
 import { afterPower } from '../power/routes.js';
 
 const SIMPLE_ACTIONS = {
@@ -47,7 +48,12 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
     const app = plain.withTypeProvider<TypeBoxTypeProvider>();
     const { core, actions } = api;
     const admin = requireAdmin(core);
-    const sources = () => ({ control: api.control(), timeline: core.timeline, images: core.images.assignments });
+    const sources = () => ({
+      control: api.control(),
+      timeline: core.timeline,
+      images: core.images.assignments,
+      power: powerStatesOf(core),
+    });
 
     app.get(
       '/api/v1/nodes',

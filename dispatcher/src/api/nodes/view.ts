@@ -8,11 +8,14 @@ import type { NodeControl } from '../../agents/control-contract.js';
 import type { BootTimeline } from '../../boot/timeline.js';
 import type { NodeDetail, NodeView } from '../schemas.js';
 import type { ImageAssignments } from '../../images/assignment.js';
+import type { PowerStates } from '../../power/power-state.js';
 
 export interface ViewSources {
   control: NodeControl;
   timeline: BootTimeline;
   images: ImageAssignments;
+  /** Last known power and unreachable flag (power/power-state.ts). */
+  power?: Pick<PowerStates, 'of' | 'unreachable'>;
 }
 
 export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
@@ -49,7 +52,13 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
       ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt }))
       : [],
     bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
+    ...(src.power ? powerFields(n, src.power) : {}),
   };
+}
+
+function powerFields(n: NodeRecord, p: Pick<PowerStates, 'of' | 'unreachable'>): Pick<NodeView, 'power' | 'unreachable'> {
+  const u = p.unreachable(n.mac);
+  return { power: p.of(n.mac), ...(u ? { unreachable: u } : {}) };
 }
 
 function imageView(n: NodeRecord, images: ImageAssignments): NodeView['image'] {

@@ -2,14 +2,16 @@
  * /api/v1/nodes/{node}/power: read or change a node's power through its BMC (power/). Both
  * need the admin token (reading logs in to the BMC). Answers name the BMC by type and
  * address only; its credentials stay in their files.
+ * /api/v1/power/policy: what the queue's power policy would do now (power/queue-power.ts).
  */
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { requireAdmin } from '../../http/app.js';
 import { ErrorBody, NodeRef, errorResponses } from '../schemas.js';
 import { ADMIN_SECURITY, OPERATOR_BODY_LIMIT, type OperatorApi } from '../context.js';
-import { PowerRequest, PowerView } from './schemas.js';
+import { PowerPolicyView, PowerRequest, PowerView } from './schemas.js';
 import { powerServiceOf, type PowerOp } from '../../power/service.js';
+import { queuePowerOf } from '../../power/queue-power.js';
 import type { NodeRecord } from '../../nodes/registry.js';
 
 export function powerRoutes(api: OperatorApi): FastifyPluginAsync {
@@ -56,6 +58,44 @@ export function powerRoutes(api: OperatorApi): FastifyPluginAsync {
         const r = await power.run(n, req.body.action);
         afterPower(api, n, req.body.action);
         return r;
+      },
+    );
+
+    app.get(
+      '/api/v1/power/policy',
+      {
+        schema: {
+          summary: "what the queue's power policy (cluster file powerPolicy) would do now, node by node, with its reasons",
+          description: 'A dry run: nothing is powered on or off. Without a powerPolicy, `enabled` is false and the lists are empty.',
+          tags: ['power'],
+          response: { 200: PowerPolicyView },
+        },
+      },
+      async (): Promise<PowerPolicyView> => {
+        const q = queuePowerOf(core);
+        const groups = (core.cluster.powerPolicy?.groups ?? []).map((g) => ({
+          name: g.name,
+          labels: g.labels,
+          idleOffSeconds: g.idleOffSeconds,
+          minOn: g.minOn,
+          bootTimeoutSeconds: g.bootTimeoutSeconds,
+        }));
+        if (!q) return { enabled: false, at: core.now(), queued: 0, groups, decisions: [] };
+        const plan = q.plan();
+        return {
+          enabled: true,
+          at: plan.at,
+          queued: plan.queued,
+          groups,
+          decisions: plan.decisions.map((d) => ({
+            node: d.node,
+            group: d.group,
+            action: d.kind,
+            reason: d.reason,
+            ...(d.kind === 'on' || d.kind === 'off' ? { via: d.via } : {}),
+            ...(d.kind === 'on' ? { attempt: d.attempt } : {}),
+          })),
+        };
       },
     );
   };

@@ -1,9 +1,10 @@
 /**
  * `dispatcherctl power status|on|off|cycle|reset NODE...`: a node's power through its BMC
  * (cluster file: bmc, or a bmcs group), whatever its agent's state.
+ * `dispatcherctl power policy`: what the queue's power policy would do now (a dry run).
  */
 import type { CommandModule, CtlContext } from '../command.js';
-import type { PowerView } from '../../api/power/schemas.js';
+import type { PowerPolicyView, PowerView } from '../../api/power/schemas.js';
 import { EXIT, usageError } from '../errors.js';
 
 const OPS = ['status', 'on', 'off', 'cycle', 'reset'] as const;
@@ -14,22 +15,54 @@ export const powerCommands: CommandModule = {
     program
       .command('power')
       .description("read or change nodes' power through their BMCs (IPMI or Redfish): status, on, off, cycle, reset")
-      .argument('<action>', OPS.join(' | '))
-      .argument('<node...>', 'node names, MACs or UUIDs')
+      .argument('<action>', `${OPS.join(' | ')} | policy`)
+      .argument('[node...]', 'node names, MACs or UUIDs (none for policy)')
       .addHelpText(
         'after',
         '\noff, cycle and reset are hard: the OS is not asked. A BMC that failed is not called again for a while (back-off).\n' +
-          'Examples:\n  dispatcherctl power status node1 node2\n  dispatcherctl power cycle node7',
+          "`power policy` shows what the queue's power policy (cluster file powerPolicy) would do now, node by node; it changes nothing.\n" +
+          'Examples:\n  dispatcherctl power status node1 node2\n  dispatcherctl power cycle node7\n  dispatcherctl power policy',
       )
       .action(
         ctl.action(async (ctx, action: string, nodes: string[]) => {
+          if (action === 'policy') {
+            if (nodes.length) throw usageError('power policy takes no node', 'dispatcherctl power policy');
+            return policy(ctx);
+          }
           if (!(OPS as readonly string[]).includes(action))
-            throw usageError(`unknown power action "${action}"`, `one of ${OPS.join(', ')}, e.g. dispatcherctl power status node1`);
+            throw usageError(`unknown power action "${action}"`, `one of ${OPS.join(', ')}, policy; e.g. dispatcherctl power status node1`);
+          if (!nodes.length) throw usageError(`power ${action} needs at least one node`, `dispatcherctl power ${action} node1`);
           return power(ctx, action as Op, nodes);
         }),
       );
   },
 };
+
+/** The policy's dry run: one line per node, actions first. */
+async function policy(ctx: CtlContext): Promise<number> {
+  const v = await ctx.api.get<PowerPolicyView>('/api/v1/power/policy');
+  if (ctx.json) {
+    ctx.out(JSON.stringify(v, null, 2));
+    return EXIT.OK;
+  }
+  if (!v.enabled) {
+    ctx.out('no power policy: the cluster file has no powerPolicy (see dispatcher/README.md)');
+    return EXIT.OK;
+  }
+  for (const g of v.groups)
+    ctx.out(`group ${g.name}: off after ${g.idleOffSeconds} s idle, at least ${g.minOn} on, boot timeout ${g.bootTimeoutSeconds} s`);
+  ctx.out(`${v.queued} task(s) queued`);
+  const order = { on: 0, off: 1, unreachable: 2, hold: 3 } as const;
+  const width = Math.max(4, ...v.decisions.map((d) => d.node.length));
+  for (const d of [...v.decisions].sort((a, b) => order[a.action] - order[b.action] || a.node.localeCompare(b.node))) {
+    const what = d.action === 'hold' ? 'stays' : d.action === 'unreachable' ? 'unreachable' : `power ${d.action}`;
+    const via = d.via
+      ? ` (${d.via === 'bmc' ? 'BMC' : d.via === 'wol' ? 'Wake-on-LAN' : 'agent'}${d.attempt ? `, try ${d.attempt}` : ''})`
+      : '';
+    ctx.out(`${d.node.padEnd(width)}  ${what}${via}: ${d.reason}`);
+  }
+  return EXIT.OK;
+}
 
 /** One call per node, all at once (each BMC is its own machine); failures are listed per node. */
 async function power(ctx: CtlContext, op: Op, nodes: readonly string[]): Promise<number> {
