@@ -19,6 +19,12 @@ import type { PowerService } from './service.js';
 import { healingRuleOf, type HealingPolicy } from './policy-config.js';
 
 export const HEALING_INTERVAL_MS = 1000;
+/**
+ * A node that began a new boot after our cycle is given this long to finish it before a
+ * `lost` counts again: the connection of the boot we cut short times out after the new boot
+ * has begun, and the hub then calls the booting node lost.
+ */
+export const HEAL_BOOT_GRACE_MS = 10 * 60_000;
 const HOUR_MS = 3600_000;
 /** Console lines carried by a heal event. */
 export const HEAL_CONSOLE_LINES = 20;
@@ -70,8 +76,10 @@ export function lostVerdict(
   nextAllowedAt: number | null,
   cyclesLastHour: number,
   now: number,
+  /** It began a new boot after our last cycle, less than HEAL_BOOT_GRACE_MS ago. */
+  bootingSinceCycle = false,
 ): LostVerdict {
-  if (node.state !== 'lost') return { kind: 'wait' };
+  if (node.state !== 'lost' || bootingSinceCycle) return { kind: 'wait' };
   const lostS = (now - node.stateSince) / 1000;
   if (lostS < rule.lostAfterSeconds) return { kind: 'wait' };
   if (!hasBmc)
@@ -102,6 +110,8 @@ export class SelfHealing {
   /** Per node, the boot count when a panic cycled it: the rest of that boot's panic lines are the same panic. */
   readonly #panicBoot = new Map<Mac, number>();
   readonly #inFlight = new Set<Mac>();
+  /** Per node, our last cycle: when, and its boot count then. */
+  readonly #cycled = new Map<Mac, { at: number; bootCount: number }>();
   #timer: NodeJS.Timeout | undefined;
   #unsubscribe: (() => void) | undefined;
 
@@ -125,8 +135,10 @@ export class SelfHealing {
     const now = core.now();
     const work: Promise<void>[] = [];
     for (const n of core.nodes.list()) {
+      if (n.state === 'ready' || n.state === 'busy') this.#cycled.delete(n.mac);
       if (n.state !== 'lost' || n.enrollment !== 'admitted' || this.#inFlight.has(n.mac)) continue;
       const rule = healingRuleOf(policy, n.labels);
+      const cycled = this.#cycled.get(n.mac);
       const v = lostVerdict(
         n,
         rule,
@@ -134,6 +146,7 @@ export class SelfHealing {
         this.budget.nextAllowedAt(n.mac, now, rule.maxCyclesPerHour),
         this.budget.count(n.mac, now),
         now,
+        cycled !== undefined && n.bootCount > cycled.bootCount && now - cycled.at < HEAL_BOOT_GRACE_MS,
       );
       const episode = `lost:${n.stateSince}`;
       if (v.kind === 'cycle') work.push(this.#cycle(n, 'lost', v.reason));
@@ -192,6 +205,7 @@ export class SelfHealing {
     const { core, power } = this.deps;
     this.#inFlight.add(n.mac);
     this.budget.record(n.mac, core.now());
+    this.#cycled.set(n.mac, { at: core.now(), bootCount: n.bootCount });
     const console = this.#lastLines(n.mac);
     try {
       await power.run(n, 'cycle', { by: 'healing', reason: `self-healing: ${reason}` });

@@ -17,7 +17,7 @@ import { ConsoleLog } from '../../../dispatcher/src/console/store.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 import { PowerService } from '../../../dispatcher/src/power/service.js';
-import { CycleBudget, SelfHealing, isPanicLine, lostVerdict } from '../../../dispatcher/src/power/healing.js';
+import { CycleBudget, HEAL_BOOT_GRACE_MS, SelfHealing, isPanicLine, lostVerdict } from '../../../dispatcher/src/power/healing.js';
 import { powerStatesOf } from '../../../dispatcher/src/power/power-state.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
@@ -97,6 +97,7 @@ describe('healing: pure parts', () => {
     expect(lostVerdict(lost, rule, true, 5000, 1, 61_000)).toMatchObject({ kind: 'limit', nextAt: 5000 });
     expect(lostVerdict(lost, rule, false, null, 0, 61_000)).toMatchObject({ kind: 'no-bmc' });
     expect(lostVerdict({ state: 'off', stateSince: 0 }, rule, true, null, 0, 10 * HOUR)).toEqual({ kind: 'wait' });
+    expect(lostVerdict(lost, rule, true, null, 0, 61_000, true)).toEqual({ kind: 'wait' });
   });
 });
 
@@ -162,6 +163,28 @@ describe('healing: the service', () => {
     s.advance(31_000);
     await s.healer.tick();
     expect(s.calls).toEqual(['10.9.9.1 cycle', '10.9.9.1 cycle', '10.9.9.1 cycle', '10.9.9.1 cycle']);
+  });
+
+  it('a node that began a new boot after the cycle is not cycled again for the late lost of its old connection', async () => {
+    const s = setup('healing: {lostAfterSeconds: 30, maxCyclesPerHour: 5}');
+    s.lose(M1);
+    s.advance(31_000);
+    await s.healer.tick();
+    expect(s.calls).toHaveLength(1);
+    // It boots (DHCP), then the hub times out the connection of the boot that was cut short.
+    s.nodes.recordBoot(M1);
+    s.lose(M1);
+    s.advance(31_000);
+    await s.healer.tick();
+    expect(s.calls).toHaveLength(1);
+    // Never back past the grace: cycled again. Not booting at all after the cycle: cycled after the delay.
+    s.advance(HEAL_BOOT_GRACE_MS);
+    await s.healer.tick();
+    expect(s.calls).toHaveLength(2);
+    s.lose(M1);
+    s.advance(31_000);
+    await s.healer.tick();
+    expect(s.calls).toHaveLength(3);
   });
 
   it('a node without a BMC: one event per lost episode saying why it cannot be healed', async () => {
