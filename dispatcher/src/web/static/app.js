@@ -491,7 +491,8 @@
       );
       if (job.open !== id) return;
       renderJob(j, failed, all);
-      if (st.admin) await loadFailureDetails(id, failed);
+      // Tasks that failed, and tasks that succeeded only after failing elsewhere (--retries).
+      if (st.admin) await loadFailureDetails(id, [...failed, ...all.filter((t) => t.attempts > 1 && t.state === 'done')]);
     } catch (err) {
       if (job.open === id) $('#j-note').textContent = 'unavailable: ' + /** @type {Error} */ (err).message;
     }
@@ -524,6 +525,17 @@
     row('submitted', new Date(j.submittedAt).toLocaleString());
     if (j.finishedAt) row('finished', new Date(j.finishedAt).toLocaleString() + ' (took ' + dur(j.finishedAt - j.submittedAt) + ')');
     row('attempts allowed', j.maxAttempts);
+    // retries and resources come with `submit --retries` and enforced task resources.
+    const more = /** @type {{ retries?: number, resources?: { cores: number, memoryMiB: number, gpus: number } | null }} */ (j);
+    if (more.retries) row('retries', more.retries + ' after a non-zero exit, each on another node');
+    const res = more.resources;
+    if (res)
+      row(
+        'each task takes',
+        [res.cores + (res.cores === 1 ? ' core' : ' cores'), res.memoryMiB ? mib(res.memoryMiB) : '', res.gpus ? res.gpus + ' GPU' : '']
+          .filter(Boolean)
+          .join(', '),
+      );
     row('timeout', dur(j.timeoutSeconds * 1000));
     const rq = j.requirements;
     const needs = [
@@ -599,10 +611,20 @@
     const lines = d.failures.map((f) => 'attempt ' + f.attempt + (f.mac ? ' on ' + nodeName(f.mac) : '') + ': ' + f.reason);
     const r = d.result;
     if (r) {
-      const how = r.timedOut ? 'timed out' : r.signal ? 'killed by ' + r.signal : r.error ? r.error : 'exit ' + dash(r.exitCode);
+      // oom and memPeakKiB come with enforced task resources.
+      const mem = /** @type {{ oom?: boolean, memPeakKiB?: number | null }} */ (r);
+      const how = mem.oom
+        ? 'killed for memory (oom)' + (mem.memPeakKiB ? ', peak ' + mib(mem.memPeakKiB / 1024) : '')
+        : r.timedOut
+          ? 'timed out'
+          : r.signal
+            ? 'killed by ' + r.signal
+            : r.error
+              ? r.error
+              : 'exit ' + dash(r.exitCode);
       lines.push('attempt ' + r.attempt + (r.mac ? ' on ' + nodeName(r.mac) : '') + ': ' + how);
       const tail = r.stderr.trimEnd().split('\n').slice(-3).join('\n');
-      if (tail) lines.push('stderr: ' + tail);
+      if (tail && (r.exitCode !== 0 || mem.oom || r.timedOut || r.signal || r.error)) lines.push('stderr: ' + tail);
     }
     return el(
       'tr',
