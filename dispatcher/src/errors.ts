@@ -15,6 +15,7 @@ export const ErrorCodes = {
   DSP_ERR_NOT_FOUND: { status: 404, message: 'not found' },
   DSP_ERR_BAD_REQUEST: { status: 400, message: 'malformed request' },
   DSP_ERR_BAD_SUBMISSION: { status: 400, message: 'malformed submission' },
+  DSP_ERR_RESOURCES_TOO_LARGE: { status: 400, message: 'the task requests more than any node has' },
   DSP_ERR_NODE_STATE: { status: 409, message: 'node is not in a state that allows this' },
   DSP_ERR_NODE_OFFLINE: { status: 409, message: 'node is not connected' },
   DSP_ERR_TIMEOUT: { status: 504, message: 'the node did not answer in time' },

@@ -7,11 +7,18 @@
  * received; the agent asks for `slots + prefetch - running - queued - requested` more whenever
  * that is positive. Both sides reset the count on a new connection.
  *
+ * Resources: tasks are packed by cores, memory and GPUs, not counted in slots. Each task costs
+ * its request (none: one core, no memory), a task starts only when its request fits beside
+ * the running ones (in order: no oversubscription, no overtaking), and with `resources` the
+ * agent tells the hub what it has free beyond what it holds and asked for (`ready {free}`),
+ * so that only tasks that fit are handed out. Prefetch is headroom in cores only.
+ *
  * Heartbeats run on their own timer in this process's event loop; tasks are child processes,
  * so a node busy on every core still answers on time.
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
 import type {
+  AgentMessage,
   ControlCommand,
   KexecPlan,
   RebootPath,
@@ -19,7 +26,8 @@ import type {
   TaskRef,
   WireTaskResult,
 } from '../../dispatcher/src/protocol/messages.js';
-import { MAX_BATCH, MAX_UNDELIVERED_IN_HELLO } from '../../dispatcher/src/protocol/messages.js';
+import { DEFAULT_TASK_RESOURCES, MAX_BATCH, MAX_UNDELIVERED_IN_HELLO } from '../../dispatcher/src/protocol/messages.js';
+import type { NodeResources, Resources } from '../../dispatcher/src/protocol/messages.js';
 import { PROGRESS_THROTTLE_MS } from '../../dispatcher/src/protocol/progress.js';
 import { toWireResult } from '../../dispatcher/src/protocol/results.js';
 import type { Inventory, Power, Reporter, RunningHandle, SessionInfo, TaskRunner, TaskSource } from './seams.js';
@@ -41,6 +49,11 @@ export interface AgentOptions {
   /** exec commands without a timeout of their own. */
   execTimeoutMs: number;
   say: (line: string) => void;
+  /**
+   * What the agent hands out to tasks (cores: `slots`); it then says what it has free when it
+   * asks for work. Absent: `slots` cores, no memory limit, no GPU, and only counts are sent.
+   */
+  resources?: NodeResources;
 }
 
 export interface AgentDeps {
@@ -58,6 +71,8 @@ interface Running {
   progress: number | null;
   progressDirty: boolean;
   cancelled?: { reason: string; report: boolean };
+  /** What it holds while it runs. */
+  cost: Readonly<Resources>;
 }
 
 const keyOf = (taskId: number, attempt: number): string => `${taskId}:${attempt}`;
@@ -68,6 +83,11 @@ export class Agent {
   readonly #running = new Map<string, Running>();
   readonly #queue: TaskAssignment[] = [];
   #requested = 0;
+  /** What the agent hands out, what its running tasks hold, what its queued tasks will, what it asked for and has not received. */
+  readonly #cap: Resources;
+  readonly #alloc: Resources = { cores: 0, memMiB: 0, gpus: 0 };
+  readonly #queuedAlloc: Resources = { cores: 0, memMiB: 0, gpus: 0 };
+  readonly #requestedFree: Resources = { cores: 0, memMiB: 0, gpus: 0 };
   #session: SessionInfo | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #progressTimer: NodeJS.Timeout | undefined;
@@ -83,6 +103,13 @@ export class Agent {
   constructor(deps: AgentDeps, opts: AgentOptions) {
     this.#deps = deps;
     this.#opts = opts;
+    const r = opts.resources;
+    this.#cap = { cores: r?.cores ?? opts.slots, memMiB: r?.memMiB ?? Number.POSITIVE_INFINITY, gpus: r?.gpus ?? 0 };
+  }
+
+  /** Resources of the running tasks (the heartbeat's `allocated`). */
+  get allocated(): Resources {
+    return { ...this.#alloc };
   }
 
   start(): void {
@@ -132,6 +159,7 @@ export class Agent {
   #onConnected(s: SessionInfo): void {
     this.#session = s;
     this.#requested = 0;
+    zero(this.#requestedFree);
     const t = s.verified ? '' : ' (INSECURE: dispatcher not verified)';
     this.#opts.say(
       `connected to the dispatcher as ${s.nodeName}${t}; ${this.#running.size} running, ${this.#deps.reporter.size} results to deliver`,
@@ -148,6 +176,7 @@ export class Agent {
   #onDisconnected(why: string): void {
     this.#session = undefined;
     this.#requested = 0;
+    zero(this.#requestedFree);
     clearInterval(this.#heartbeat);
     this.#heartbeat = undefined;
     if (!this.#stopped) this.#opts.say(`disconnected from the dispatcher: ${why}`);
@@ -157,7 +186,13 @@ export class Agent {
     switch (msg.type) {
       case 'tasks':
         this.#requested = Math.max(0, this.#requested - msg.tasks.length);
-        for (const t of msg.tasks) this.#queue.push(t);
+        for (const t of msg.tasks) {
+          const c = t.resources ?? DEFAULT_TASK_RESOURCES;
+          this.#queue.push(t);
+          add(this.#queuedAlloc, c, 1);
+          add(this.#requestedFree, c, -1);
+        }
+        floorZero(this.#requestedFree);
         this.#startQueued();
         this.#topUp();
         return;
@@ -195,14 +230,58 @@ export class Agent {
     return Math.min(MAX_BATCH, this.#opts.slots + this.#opts.prefetch - this.#running.size - this.#queue.length - this.#requested);
   }
 
+  /** What to say is free when asking for `want` tasks; null: ask for none (every task costs a core at least). */
+  #freeToAsk(): Resources | null {
+    const cap = this.#cap;
+    const a = this.#alloc;
+    const q = this.#queuedAlloc;
+    const r = this.#requestedFree;
+    const cores = cap.cores + this.#opts.prefetch - a.cores - q.cores - r.cores;
+    if (cores < 1) return null;
+    const memMiB = cap.memMiB - a.memMiB - q.memMiB - r.memMiB;
+    return {
+      cores,
+      memMiB: Math.max(0, Math.min(Number.MAX_SAFE_INTEGER, memMiB)),
+      gpus: Math.max(0, cap.gpus - a.gpus - q.gpus - r.gpus),
+    };
+  }
+
   #topUp(): void {
     const want = this.#wanted();
-    if (want > 0 && this.#deps.source.send({ type: 'ready', n: want })) this.#requested += want;
+    if (want <= 0) return;
+    if (!this.#opts.resources) {
+      if (this.#deps.source.send({ type: 'ready', n: want })) this.#requested += want;
+      return;
+    }
+    const free = this.#freeToAsk();
+    if (!free) return;
+    if (this.#deps.source.send({ type: 'ready', n: want, free })) {
+      this.#requested += want;
+      add(this.#requestedFree, free, 1);
+    }
+  }
+
+  /** Whether `c` fits beside the running tasks now. */
+  #fitsNow(c: Readonly<Resources>): boolean {
+    const a = this.#alloc;
+    const cap = this.#cap;
+    return a.cores + c.cores <= cap.cores && a.memMiB + c.memMiB <= cap.memMiB && a.gpus + c.gpus <= cap.gpus;
   }
 
   #startQueued(): void {
-    while (this.#queue.length && this.#activeCount() < this.#opts.slots) {
-      const task = this.#queue.shift()!;
+    while (this.#queue.length) {
+      const task = this.#queue[0]!;
+      const cost = task.resources ?? DEFAULT_TASK_RESOURCES;
+      if (!this.#fitsNow(cost)) {
+        if (cost.cores <= this.#cap.cores && cost.memMiB <= this.#cap.memMiB && cost.gpus <= this.#cap.gpus) break;
+        // Larger than the whole node: it would wait here forever (the dispatcher should not have sent it).
+        this.#queue.shift();
+        add(this.#queuedAlloc, cost, -1);
+        this.#refuseTooLarge(task, cost);
+        continue;
+      }
+      this.#queue.shift();
+      add(this.#queuedAlloc, cost, -1);
       const key = keyOf(task.taskId, task.attempt);
       if (this.#running.has(key)) continue; // already running (a re-sent assignment)
       const entry: Running = {
@@ -211,7 +290,9 @@ export class Agent {
         progress: null,
         progressDirty: false,
         handle: undefined as unknown as RunningHandle,
+        cost,
       };
+      add(this.#alloc, cost, 1);
       this.#running.set(key, entry);
       this.counts.started++;
       entry.handle = this.#deps.runner.start(task, (f) => this.#onProgress(entry, f));
@@ -227,25 +308,39 @@ export class Agent {
   #onPartialTasks(msg: PartialTasks): void {
     // Unknown size: forget what was asked for; asking again at worst queues a few tasks early.
     this.#requested = msg.total === null ? 0 : Math.max(0, this.#requested - msg.total);
+    // The refused ones' requests are unknown: forget what was asked for (the agent never starts beyond what it has).
+    zero(this.#requestedFree);
     for (const r of msg.refused) {
       this.#opts.say(`task ${r.taskId} attempt ${r.attempt} refused: ${r.reason}`);
       const result = { ...notRun({ taskId: r.taskId, attempt: r.attempt }), error: r.reason };
       this.#deps.reporter.add(result);
       this.#toSend.push(result);
     }
-    for (const t of msg.tasks) this.#queue.push(t);
+    for (const t of msg.tasks) {
+      this.#queue.push(t);
+      add(this.#queuedAlloc, t.resources ?? DEFAULT_TASK_RESOURCES, 1);
+    }
     this.#startQueued();
     if (msg.refused.length)
       this.#scheduleFlush(); // the flush asks for the freed slots in the same message
     else this.#topUp();
   }
 
-  #activeCount(): number {
-    return this.#running.size;
+  #refuseTooLarge(task: TaskAssignment, c: Readonly<Resources>): void {
+    const cap = this.#cap;
+    const why = `needs ${c.cores} cores, ${c.memMiB} MiB and ${c.gpus} GPUs; this node hands out ${cap.cores} cores, ${cap.memMiB} MiB and ${cap.gpus} GPUs`;
+    this.#opts.say(`task ${task.taskId} attempt ${task.attempt} refused: ${why}`);
+    const result = { ...notRun(task), error: `not started: it ${why}` };
+    this.#deps.reporter.add(result);
+    this.#toSend.push(result);
+    this.#scheduleFlush();
   }
 
   #onFinished(key: string, entry: Running, result: TaskResult): void {
-    if (this.#running.get(key) === entry) this.#running.delete(key);
+    if (this.#running.get(key) === entry) {
+      this.#running.delete(key);
+      add(this.#alloc, entry.cost, -1);
+    }
     this.counts.finished++;
     this.#startQueued();
     if (entry.cancelled && !entry.cancelled.report) return this.#topUp(); // the dispatcher has moved on
@@ -261,6 +356,7 @@ export class Agent {
       const q = this.#queue[i]!;
       if (q.taskId === ref.taskId && (ref.attempt === undefined || q.attempt === ref.attempt)) {
         this.#queue.splice(i, 1);
+        add(this.#queuedAlloc, q.resources ?? DEFAULT_TASK_RESOURCES, -1);
         found = true;
         if (report)
           this.#onFinished(
@@ -272,6 +368,7 @@ export class Agent {
               progress: null,
               progressDirty: false,
               cancelled: { reason, report },
+              cost: DEFAULT_TASK_RESOURCES,
             },
             notRun(q),
           );
@@ -345,9 +442,19 @@ export class Agent {
     }
     if (part.length) {
       // The slots these tasks freed are asked for again in the same message.
-      const want = this.#wanted();
-      if (this.#deps.source.send({ type: 'results', results: part, ...(want > 0 ? { ready: want } : {}) }) && want > 0)
+      let want = this.#wanted();
+      let free: Resources | null = null;
+      if (want > 0 && this.#opts.resources) {
+        free = this.#freeToAsk();
+        if (!free) want = 0;
+      }
+      const msg: Extract<AgentMessage, { type: 'results' }> = { type: 'results', results: part };
+      if (want > 0) msg.ready = want;
+      if (free) msg.free = free;
+      if (this.#deps.source.send(msg) && want > 0) {
         this.#requested += want;
+        if (free) add(this.#requestedFree, free, 1);
+      }
     }
   }
 
@@ -366,7 +473,13 @@ export class Agent {
 
   #sendHeartbeat(): void {
     const live = this.#deps.inventory.live();
-    this.#deps.source.send({ type: 'heartbeat', ts: Date.now(), ...live, running: this.runningTasks().slice(0, MAX_BATCH) });
+    this.#deps.source.send({
+      type: 'heartbeat',
+      ts: Date.now(),
+      ...live,
+      running: this.runningTasks().slice(0, MAX_BATCH),
+      ...(this.#opts.resources ? { allocated: this.allocated } : {}),
+    });
   }
 
   #onControl(id: number, cmd: ControlCommand): void {
@@ -457,6 +570,25 @@ export class Agent {
       },
     );
   }
+}
+
+/** x += sign × c, field by field. */
+function add(x: Resources, c: Readonly<Resources>, sign: number): void {
+  x.cores += sign * c.cores;
+  x.memMiB += sign * c.memMiB;
+  x.gpus += sign * c.gpus;
+}
+
+function zero(x: Resources): void {
+  x.cores = 0;
+  x.memMiB = 0;
+  x.gpus = 0;
+}
+
+function floorZero(x: Resources): void {
+  if (x.cores < 0) x.cores = 0;
+  if (x.memMiB < 0) x.memMiB = 0;
+  if (x.gpus < 0) x.gpus = 0;
 }
 
 function refOf(r: TaskResult): TaskRef {

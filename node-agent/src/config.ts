@@ -12,12 +12,17 @@
  *   insecure mode    --insecure            LC_INSECURE=1     lc.insecure=1
  *   node MAC         --mac MAC             LC_MAC            lc.mac=, BOOTIF=01-aa-bb-...
  *   slots            --slots N             LC_SLOTS          lc.slots=
+ *   task memory      --task-memory SIZE    LC_TASK_MEMORY    lc.task_memory=
+ *   agent's reserve  --reserve-memory SIZE LC_RESERVE_MEMORY lc.reserve_memory=
+ *   GPUs             --gpus N              LC_GPUS           lc.gpus=
  *
  * The key on the kernel command line is the weakest source: that line comes from the boot
  * script, i.e. from whoever answered the PXE boot, so it is used only when no file is there.
  */
 import { DEFAULT_KILL_GRACE_MS, DEFAULT_MAX_OUTPUT_BYTES } from './runner.js';
 import { AGENT_PATH } from '../../dispatcher/src/protocol/messages.js';
+import { parseSizeMiB } from '../../dispatcher/src/protocol/size.js';
+import { DEFAULT_RESERVE_MIB } from './cgroup.js';
 
 /** Where the RAM image carries the dispatcher's public key (`make image DISPATCHER_KEY=...`). */
 export const IMAGE_KEY_PATH = '/etc/lilcluster/dispatcher.pub';
@@ -35,6 +40,9 @@ export interface AgentFlags {
   mac?: string;
   allowPower?: boolean;
   killGraceMs?: number;
+  taskMemory?: string;
+  reserveMemory?: string;
+  gpus?: number | string;
 }
 
 export type KeySource = { kind: 'file'; path: string } | { kind: 'inline'; b64: string; from: string };
@@ -54,6 +62,12 @@ export interface AgentSettings {
   maxOutputBytes: number;
   allowPower: boolean;
   killGraceMs: number;
+  /** Memory handed out to tasks, all together; null: what is available at start less the reserve. */
+  taskMemMiB: number | null;
+  /** Memory kept for the agent (its cgroup's memory.min) and left out of the tasks'. */
+  reserveMiB: number;
+  /** GPUs handed out to tasks; null: the /dev/nvidiaN devices counted. */
+  gpus: number | null;
 }
 
 export class AgentConfigError extends Error {}
@@ -143,6 +157,22 @@ export function resolveSettings(
   const maxOutputBytes = flags.maxOutput === undefined ? DEFAULT_MAX_OUTPUT_BYTES : positiveInt(flags.maxOutput, '--max-output');
   const killGraceMs = flags.killGraceMs === undefined ? DEFAULT_KILL_GRACE_MS : positiveInt(flags.killGraceMs, '--kill-grace');
   const workDir = flags.workDir ?? `${opts.tmpDir}/lc-agent${mac ? `-${mac.replaceAll(':', '')}` : ''}`;
+  const size = (v: string | undefined, from: string): number | null => {
+    if (v === undefined) return null;
+    const mib = parseSizeMiB(v, from);
+    if (mib instanceof Error) throw new AgentConfigError(mib.message);
+    return mib;
+  };
+  const taskMemMiB = size(flags.taskMemory ?? env.LC_TASK_MEMORY ?? cmdline.get('lc.task_memory'), 'task memory');
+  const reserveMiB =
+    size(flags.reserveMemory ?? env.LC_RESERVE_MEMORY ?? cmdline.get('lc.reserve_memory'), 'reserve memory') ?? DEFAULT_RESERVE_MIB;
+  const gpusRaw = flags.gpus ?? env.LC_GPUS ?? cmdline.get('lc.gpus');
+  let gpus: number | null = null;
+  if (gpusRaw !== undefined) {
+    gpus = Number(gpusRaw);
+    if (String(gpusRaw).trim() === '' || !Number.isInteger(gpus) || gpus < 0)
+      throw new AgentConfigError(`gpus: expected an integer ≥ 0, got "${String(gpusRaw)}"`);
+  }
 
   return {
     wsUrl,
@@ -157,6 +187,9 @@ export function resolveSettings(
     maxOutputBytes,
     allowPower: flags.allowPower === true,
     killGraceMs,
+    taskMemMiB,
+    reserveMiB,
+    gpus,
   };
 }
 

@@ -26,6 +26,7 @@ import {
   PROTOCOL_VERSION,
   type AgentMessage,
   type BootedImage,
+  type NodeResources,
   type Inventory as InventoryInfo,
   type WelcomeMessage,
 } from '../../dispatcher/src/protocol/messages.js';
@@ -65,6 +66,8 @@ export interface ConnectionOptions {
   agentVersion: string;
   /** The image this boot came from (booted-image.ts); absent on hosts the dispatcher did not boot. */
   image?: BootedImage;
+  /** What the agent hands out to tasks (told in the hello). */
+  resources?: NodeResources;
   inventory: () => Promise<InventoryInfo>;
   say: (line: string) => void;
 }
@@ -204,6 +207,7 @@ export class DispatcherConnection implements TaskSource {
         running,
         undelivered,
         ...(this.#o.image ? { image: this.#o.image } : {}),
+        ...(this.#o.resources ? { resources: this.#o.resources } : {}),
       }),
     );
     this.#state = 'hello-sent';

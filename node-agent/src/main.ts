@@ -4,7 +4,7 @@
  * takes its settings), asks for tasks while it has free slots, runs them, and reports back.
  */
 import { networkInterfaces, availableParallelism, tmpdir } from 'node:os';
-import { existsSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { Command } from 'commander';
@@ -23,6 +23,8 @@ import { bootedImage, healthOf, readCmdline } from './booted-image.js';
 import { killOrphanTasks } from './proc.js';
 import { waitForFile } from './wait-file.js';
 import { describeTaskRoot, loadTaskRoot, parseTaskRootEnv, defaultChroot } from './task-root.js';
+import { countGpus, defaultTaskMemMiB, TaskCgroups } from './cgroup.js';
+import type { NodeResources } from '../../dispatcher/src/protocol/messages.js';
 
 declare const __LILCLUSTER_VERSION__: string | undefined;
 const VERSION = typeof __LILCLUSTER_VERSION__ === 'string' ? __LILCLUSTER_VERSION__ : '0.1.0-dev';
@@ -79,7 +81,10 @@ const program = new Command('node-agent')
     '--dispatcher-file <file>',
     'wait for this file, then take the dispatcher URL from it (env LC_DISPATCHER_FILE; the RAM image starts the agent before its network is up)',
   )
-  .option('--kill-grace <ms>', 'SIGTERM→SIGKILL grace at a task timeout or cancel (default 3000)', int);
+  .option('--kill-grace <ms>', 'SIGTERM→SIGKILL grace at a task timeout or cancel (default 3000)', int)
+  .option('--task-memory <size>', 'memory handed out to tasks, e.g. 6G (env LC_TASK_MEMORY; default: available at start less the reserve)')
+  .option('--reserve-memory <size>', 'memory kept for the agent, never handed to tasks (env LC_RESERVE_MEMORY; default 128M)')
+  .option('--gpus <n>', 'GPUs handed out to tasks (env LC_GPUS; default: the /dev/nvidiaN devices)');
 
 async function main(): Promise<void> {
   program.parse();
@@ -108,6 +113,9 @@ async function main(): Promise<void> {
     mac: o.mac,
     allowPower: o.allowPower,
     killGraceMs: o.killGrace,
+    taskMemory: o.taskMemory,
+    reserveMemory: o.reserveMemory,
+    gpus: o.gpus,
   };
   const cmdline = readCmdline();
   const settings = resolveSettings(flags, process.env, parseKernelCmdline(cmdline), {
@@ -139,6 +147,11 @@ async function main(): Promise<void> {
   if (booted.problem) say(`!!! ${booted.problem}`);
   if (booted.image) say(`booted image ${booted.image.name}@${booted.image.version} by ${booted.image.via}`);
   const inventory = new SystemInventory();
+  const resources = taskResources(settings);
+  say(
+    `tasks get ${resources.cores} cores, ${resources.memMiB} MiB${resources.gpus ? `, ${resources.gpus} GPUs` : ''}; ` +
+      (resources.enforced ? `held to their requests by cgroup v2 (${resources.cgroups!.base})` : `not enforced: ${resources.why}`),
+  );
   const { launcher, note } = defaultLauncher();
   const userAgent = `${AGENT_USER_AGENT_PREFIX}${VERSION}`;
   say(note);
@@ -152,6 +165,7 @@ async function main(): Promise<void> {
     userAgent,
     launcher,
     taskRoot,
+    ...(resources.cgroups ? { cgroups: resources.cgroups } : {}),
   });
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);
@@ -163,6 +177,7 @@ async function main(): Promise<void> {
     dispatcherKey: key,
     insecure: settings.insecure,
     slots: settings.slots,
+    resources: resources.node,
     agentVersion: VERSION,
     ...(booted.image ? { image: booted.image } : {}),
     inventory: () => inventory.collect(),
@@ -175,7 +190,7 @@ async function main(): Promise<void> {
   });
   const agent = new Agent(
     { source, runner, reporter, inventory, power },
-    { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say },
+    { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say, resources: resources.node },
   );
   say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);
   agent.start();
@@ -189,6 +204,44 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** What tasks get here, and the cgroups that hold them to it where cgroup v2 allows. */
+function taskResources(s: AgentSettings): {
+  cores: number;
+  memMiB: number;
+  gpus: number;
+  node: NodeResources;
+  enforced: boolean;
+  cgroups?: TaskCgroups;
+  why?: string;
+} {
+  const read = (p: string) => {
+    try {
+      return readFileSync(p, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  let devs: string[] = [];
+  try {
+    devs = readdirSync('/dev');
+  } catch {
+    /* no /dev: no GPU */
+  }
+  const memMiB = s.taskMemMiB ?? defaultTaskMemMiB(read('/proc/meminfo'), s.reserveMiB);
+  const gpus = s.gpus ?? countGpus(devs);
+  const setup = TaskCgroups.setup({
+    mounts: readMounts(),
+    selfCgroup: read('/proc/self/cgroup'),
+    taskMemMiB: memMiB,
+    reserveMiB: s.reserveMiB,
+    name: s.mac ? s.mac.replaceAll(':', '') : String(process.pid),
+  });
+  const node: NodeResources = { cores: s.slots, memMiB, gpus, enforced: setup.enforced };
+  return setup.enforced
+    ? { cores: s.slots, memMiB, gpus, node, enforced: true, cgroups: setup.cgroups }
+    : { cores: s.slots, memMiB, gpus, node, enforced: false, why: setup.reason };
 }
 
 main().catch((err: unknown) => {

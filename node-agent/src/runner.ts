@@ -10,6 +10,8 @@
  *   - peak memory: wait4's ru_maxrss and /proc samples (native-launcher.ts), or /proc
  *     samples alone (launcher.ts, child_process)
  *   - files under out/ come back as a gzip-compressed tar
+ *   - with cgroups (cgroup.ts), each task runs in its own, held to its request; a task the
+ *     kernel killed for memory comes back as `oom`, with its cgroup's peak memory
  *
  * The processes are started by a Launcher (launcher.ts): the native spawner when its addon
  * loads, else Node's child_process. The environment: task-env.ts. With a task root (the
@@ -29,6 +31,7 @@ import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/m
 import { ProgressScanner } from '../../dispatcher/src/protocol/progress.js';
 import type { ExecOutcome, RunningHandle, TaskRunner } from './seams.js';
 import { ChildProcessLauncher, type Launcher } from './launcher.js';
+import type { TaskCgroup, TaskCgroups, TaskMemory } from './cgroup.js';
 import { NativeLauncher } from './native-launcher.js';
 import { loadSpawnAddon } from './spawn-addon.js';
 import { InheritedEnv } from './task-env.js';
@@ -60,6 +63,8 @@ export interface RunnerOptions {
   launcher?: Launcher;
   /** Where tasks run (task-root.ts: `loadTaskRoot`); default: the agent's own file system. */
   taskRoot?: TaskRootConfig;
+  /** Each task in its own cgroup, held to its request (cgroup.ts); absent: not enforced. */
+  cgroups?: TaskCgroups;
 }
 
 /** The native launcher if its addon loads, else child_process; `note` says which and why. */
@@ -153,6 +158,8 @@ export class ProcessRunner implements TaskRunner {
     const dir = join(this.opts.tasksDir, `${task.taskId}-${task.attempt}`);
     const outDir = join(dir, 'out');
     let outEmpty = false;
+    let cg: TaskCgroup | undefined;
+    let mem: TaskMemory | undefined;
     try {
       makeWorkDir(dir, outDir);
       if (task.inputsPath) {
@@ -170,8 +177,16 @@ export class ProcessRunner implements TaskRunner {
       if (cancelled() !== undefined) return failed(task, startedAt, 'cancelled before it started');
 
       const [file, args] = typeof task.command === 'string' ? ['/bin/sh', ['-c', task.command]] : [task.command[0]!, task.command.slice(1)];
-      const placed = this.#placed({ file, args, cwd });
+      let placed = this.#placed({ file, args, cwd });
       if (typeof placed === 'string') return failed(task, startedAt, placed);
+      if (this.opts.cgroups) {
+        try {
+          cg = this.opts.cgroups.create(`${task.taskId}-${task.attempt}`, task.resources);
+        } catch (err) {
+          return failed(task, startedAt, `cannot make the task's cgroup: ${(err as Error).message}`);
+        }
+        placed = { ...placed, ...cg.wrap(placed.file, placed.args) };
+      }
       const stdout = new Capture(this.opts.maxOutputBytes);
       const stderr = new Capture(this.opts.maxOutputBytes);
       let scanner = new ProgressScanner(onProgress);
@@ -203,6 +218,10 @@ export class ProcessRunner implements TaskRunner {
       });
       setStop(proc.stop);
       const o = await proc.done;
+      if (cg) {
+        mem = await cg.finish();
+        cg = undefined;
+      }
       let outputs: string | null = null;
       const errors: string[] = [];
       if (o.spawnError) errors.push(o.spawnError);
@@ -232,8 +251,10 @@ export class ProcessRunner implements TaskRunner {
         stdoutTruncated: stdout.truncated,
         stderrTruncated: stderr.truncated,
         outputsTarGzB64: outputs,
+        ...(mem ? { oom: mem.oom, memPeakKiB: mem.memPeakKiB } : {}),
       };
     } finally {
+      if (cg) await cg.finish();
       if (!this.opts.keepWorkDirs) await removeWorkDir(dir, outEmpty);
     }
   }

@@ -4,7 +4,7 @@
  * No SSH and no inbound port on the node: every command rides the agent's own WebSocket.
  */
 import type { Mac } from '../nodes/mac.js';
-import type { KexecPlan } from '../protocol/messages.js';
+import type { KexecPlan, NodeResources, Resources } from '../protocol/messages.js';
 
 export type ControlCommand =
   /** `kexec`: boot that plan without the firmware (done when the agent says which path it takes); `firmware`: never kexec. */
@@ -59,4 +59,8 @@ export interface AgentLiveStatus {
   uptimeS: number | null;
   slots: number;
   running: { taskId: number; attempt: number; progress: number | null; startedAt: number }[];
+  /** What the agent allocates to tasks (its hello), and whether cgroups enforce it. */
+  resources?: NodeResources;
+  /** Resources of its running and queued tasks (its last heartbeat). */
+  allocated?: Resources;
 }

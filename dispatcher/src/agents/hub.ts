@@ -5,7 +5,9 @@
  * durable, watches heartbeats, and carries operator commands (NodeControl).
  *
  * Flow control is credit-based: `ready {n}` adds n to a connection's credit; each task handed
- * out spends one. An agent with credit and no task available waits in `#waiting` and is fed
+ * out spends one. An agent that allocates resources (its hello's `resources`) also sends what
+ * it has free (`ready {free}`), added to a resource credit each hand-out spends its request
+ * from. An agent with credit and no task available waits in `#waiting` and is fed
  * when the engine signals new tasks. Nothing here touches the task list itself.
  *
  * Liveness: any message counts as a sign of life. A node is lost after `missedHeartbeats`
@@ -37,6 +39,7 @@ import {
   type AgentMessage,
   type DispatcherMessage,
   type HelloMessage,
+  type Resources,
   type WireTaskResult,
 } from '../protocol/messages.js';
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
@@ -99,6 +102,8 @@ interface Conn {
   node?: NodeRecord;
   capacity?: NodeCapacity;
   credit: number;
+  /** Resources the agent said it has free and no task was handed out against yet; absent: an agent that counts slots only. */
+  free?: Resources;
   /** Tasks handed to this node and not yet answered: `taskId:attempt`. */
   held: Set<string>;
   /** Results taken from `held` and not yet durable (a copy sent again meanwhile is not stale). */
@@ -255,6 +260,7 @@ export class AgentHub implements NodeControl {
         return this.#onHeartbeat(conn, msg);
       case 'ready':
         conn.credit += msg.n;
+        if (msg.free) addFree(conn, msg.free);
         return this.#feed(conn);
       case 'progress':
         for (const it of msg.items) {
@@ -267,6 +273,7 @@ export class AgentHub implements NodeControl {
       case 'results':
         this.stats.resultsReceived += msg.results.length;
         void this.#onResults(conn, msg.results);
+        if (msg.free) addFree(conn, msg.free);
         if (msg.ready) {
           conn.credit += msg.ready;
           this.#feed(conn);
@@ -355,6 +362,11 @@ export class AgentHub implements NodeControl {
     conn.node = node;
     conn.log = this.#log.child({ mac, node: node.name });
     conn.capacity = capacityOf(node, hello.inventory, hello.image);
+    if (hello.resources) {
+      const r = hello.resources;
+      conn.capacity.alloc = { cores: r.cores, memMiB: r.memMiB, gpus: r.gpus };
+      conn.free = { cores: 0, memMiB: 0, gpus: 0 };
+    }
     conn.live = {
       connectedAt: now,
       lastHeartbeat: now,
@@ -364,6 +376,7 @@ export class AgentHub implements NodeControl {
       uptimeS: null,
       slots: hello.slots,
       running: hello.running.map((r) => ({ ...r })),
+      ...(hello.resources ? { resources: { ...hello.resources } } : {}),
     };
     this.#byMac.set(mac, conn);
 
@@ -371,7 +384,11 @@ export class AgentHub implements NodeControl {
       uuid: hello.inventory.system.uuid || null,
       ip: conn.ip || null,
       agentVersion: hello.agentVersion,
-      inventory: hello.inventory as unknown as Record<string, unknown>,
+      // What the agent hands out is kept with the inventory: submissions are checked against it while the node is off.
+      inventory: (hello.resources ? { ...hello.inventory, resources: hello.resources } : hello.inventory) as unknown as Record<
+        string,
+        unknown
+      >,
       bootedImage: hello.image ?? null,
     });
     this.#core.timeline.record(mac, 'agent.hello', {
@@ -408,6 +425,7 @@ export class AgentHub implements NodeControl {
     live.memTotalMiB = hb.memTotalMiB;
     live.uptimeS = hb.uptimeS;
     live.running = hb.running.map((r) => ({ ...r }));
+    if (hb.allocated) live.allocated = { ...hb.allocated };
     this.#core.nodes.touch(conn.mac!);
   }
 
@@ -655,7 +673,7 @@ export class AgentHub implements NodeControl {
   #feed(conn: Conn): void {
     this.#waiting.delete(conn);
     if (conn.state !== 'open' || conn.credit <= 0 || this.#draining.has(conn.mac!)) return;
-    const tasks = this.#engine.takeTasks(conn.capacity!, Math.min(conn.credit, MAX_BATCH));
+    const tasks = this.#engine.takeTasks(conn.capacity!, Math.min(conn.credit, MAX_BATCH), conn.free);
     if (tasks.length) {
       conn.credit -= tasks.length;
       for (const t of tasks) conn.held.add(refKey(t.taskId, t.attempt));
@@ -821,6 +839,15 @@ export class AgentHub implements NodeControl {
     }
     await Promise.all(closing);
   }
+}
+
+/** Adds an agent's `free` to its resource credit (an agent that sent no resources in its hello counts slots only). */
+function addFree(conn: Conn, free: Resources): void {
+  const f = conn.free;
+  if (!f) return;
+  f.cores += free.cores;
+  f.memMiB += free.memMiB;
+  f.gpus += free.gpus;
 }
 
 function assertNever(x: never): never {

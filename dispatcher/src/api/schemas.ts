@@ -41,6 +41,16 @@ export const RunningTask = Type.Object({
   startedAt: Type.Number(),
 });
 
+const Allocation = Type.Object({ total: Type.Integer(), allocated: Type.Integer() });
+/** What a node's agent hands out to tasks and how much of it its tasks hold now. */
+export const NodeResourcesView = Type.Object({
+  cores: Allocation,
+  memoryMiB: Allocation,
+  gpus: Type.Optional(Allocation),
+  enforced: Type.Boolean({ description: 'tasks run in cgroups holding them to their requests (cgroup v2 with the memory controller)' }),
+});
+export type NodeResourcesView = Static<typeof NodeResourcesView>;
+
 /** A node's power as last known (power/power-state.ts): from BMC actions and what the node did; not asked of the BMC. */
 export const NodePower = Type.Object({
   state: Type.Union([Type.Literal('on'), Type.Literal('off'), Type.Literal('unknown')]),
@@ -93,6 +103,7 @@ export const NodeView = Type.Object({
   slots: Nullable(Type.Integer()),
   tasks: Type.Array(RunningTask),
   bootStage: Nullable(Type.Object({ stage: Type.String(), ts: Type.Number(), boot: Type.Integer() })),
+  resources: Type.Optional(NodeResourcesView),
   power: Type.Optional(NodePower),
   unreachable: Type.Optional(NodeUnreachable),
 });

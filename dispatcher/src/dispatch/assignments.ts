@@ -44,7 +44,7 @@ export class AssignmentBuilder {
         if (t.stdin !== null && t.stdinB64 === null) stdinB64 = Buffer.from(t.stdin).toString('base64');
       }
     }
-    return {
+    const a: TaskAssignment = {
       taskId: h.task.id,
       jobId: job.id,
       attempt: h.attempt,
@@ -56,6 +56,9 @@ export class AssignmentBuilder {
       inputsSha256: job.inputsPath ? job.spec.inputs : null,
       timeoutMs: job.ring.spec.timeoutMs,
     };
+    const request = job.spec.requirements.request;
+    if (request) a.resources = request;
+    return a;
   }
 
   /** A task's (vars, spec); a miss reads ahead a page of the job's next rows. */

@@ -7,7 +7,7 @@
  *   hub  <--onTasksAvailable/onCancel--  engine
  */
 import type { Mac } from '../nodes/mac.js';
-import type { TaskAssignment, TaskResult } from '../protocol/messages.js';
+import type { Resources, TaskAssignment, TaskResult } from '../protocol/messages.js';
 
 /** What the engine needs to know of a node to match tasks against it. */
 export interface NodeCapacity {
@@ -18,6 +18,8 @@ export interface NodeCapacity {
   memoryMiB: number;
   /** The image the node booted (its agent's hello); absent or null when it did not say. */
   image?: string | null;
+  /** What its agent allocates to tasks (hello); absent: an agent that did not say (cores and memory above, no GPU). */
+  alloc?: Resources;
 }
 
 /**
@@ -32,8 +34,11 @@ export interface RunningTaskRef {
 }
 
 export interface DispatchEngine {
-  /** Hands out up to `max` tasks to this node now; may return fewer or none. Never blocks. */
-  takeTasks(node: NodeCapacity, max: number): TaskAssignment[];
+  /**
+   * Hands out up to `max` tasks to this node now; may return fewer or none. Never blocks.
+   * With `free`, only tasks whose requests fit in it, each spending its request from it.
+   */
+  takeTasks(node: NodeCapacity, max: number, free?: Resources): TaskAssignment[];
   /** Records results; resolves once each outcome is durable (group commit). */
   submitResults(node: NodeCapacity, results: TaskResult[]): Promise<ResultOutcome[]>;
   /** Progress of a running task, as a fraction 0..1 (from a `PROGRESS 0.42` line). */

@@ -36,7 +36,7 @@ import type { MetricsRegistry } from '../metrics/registry.js';
 import { DispatcherError } from '../errors.js';
 import type { Mac } from '../nodes/mac.js';
 import type { DispatchEngine, NodeCapacity, ResultOutcome, RunningTaskRef } from './contract.js';
-import type { TaskAssignment, TaskResult } from '../protocol/messages.js';
+import type { Resources, TaskAssignment, TaskResult } from '../protocol/messages.js';
 import { TaskRing } from './ring.js';
 import { DispatchStore, TaskRowState, type NewLease, type ResultRow } from './store.js';
 import { BlobStore } from './blobs.js';
@@ -193,10 +193,10 @@ export class TaskDispatcher implements DispatchEngine {
     return this.#ring.hasWorkFor(node);
   }
 
-  takeTasks(node: NodeCapacity, max: number): TaskAssignment[] {
+  takeTasks(node: NodeCapacity, max: number, free?: Resources): TaskAssignment[] {
     if (max <= 0 || this.#stopped) return [];
     if (this.#readBack.pending) this.#readBack.topUp(RECOVERY_STEP_BUDGET);
-    const hs = this.#ring.take(node, Math.floor(max));
+    const hs = this.#ring.take(node, Math.floor(max), free);
     if (hs.length === 0) return [];
     const out: TaskAssignment[] = [];
     for (const h of hs) {
@@ -207,6 +207,12 @@ export class TaskDispatcher implements DispatchEngine {
         // A task we cannot build (unreadable row) must not take the hub down: retry it later.
         this.#rlog.warn(`assign|${h.task.id}`, { task: h.task.id, err: (err as Error).message }, 'cannot build a task assignment');
         this.#ring.complete(h.task.id, h.attempt, node.mac, 'retryable');
+        if (free) {
+          const c = h.task.job.cls.cost; // not sent: the node keeps that room
+          free.cores += c.cores;
+          free.memMiB += c.memMiB;
+          free.gpus += c.gpus;
+        }
         continue;
       }
       out.push(a);

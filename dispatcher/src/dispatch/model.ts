@@ -4,6 +4,7 @@
  * api/jobs/schemas.ts.
  */
 import type { Command } from '../api/jobs/schemas.js';
+import type { Resources } from '../protocol/messages.js';
 
 /** A submission once validated and normalised: every default filled in. */
 export interface JobSpec {
@@ -37,4 +38,10 @@ export interface NormalRequirements {
   minMemoryMiB: number;
   /** Only nodes that booted this image (`submit --image`); null (or absent, in jobs stored before images): any. */
   image?: string | null;
+  /**
+   * What each task takes while it runs (`submit --cores --mem --gpus`): a node hands out only
+   * tasks that fit its free resources, and its agent holds the task to them. Null (or absent,
+   * in jobs stored before resources): DEFAULT_TASK_RESOURCES, nothing enforced.
+   */
+  request?: Resources | null;
 }

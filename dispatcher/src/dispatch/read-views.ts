@@ -13,6 +13,7 @@ import { applyOverride } from './assignments.js';
 import { substituteTemplate } from './template.js';
 import type { JobCounts, JobState, JobView, TaskDetail, TaskOverride, TaskState, TaskSummary } from '../api/jobs/schemas.js';
 import type { JobSpec } from './model.js';
+import type { Resources } from '../protocol/messages.js';
 
 /** Largest page of a task listing. */
 export const MAX_PAGE = 1000;
@@ -178,6 +179,7 @@ export class DispatchViews {
       maxAttempts: j.spec.maxAttempts,
       speculative: j.spec.speculative,
       requirements: j.spec.requirements,
+      resources: resourcesView(j.spec.requirements.request),
       command: j.spec.template.command,
       columns: j.spec.columns,
       firstTaskId: j.firstTaskId,
@@ -326,6 +328,8 @@ export class DispatchViews {
             startedAt: result.started_at,
             durationMs: result.duration_ms,
             maxRssKiB: result.max_rss_kib,
+            oom: result.oom === 1,
+            memPeakKiB: result.mem_peak_kib,
             stdout: result.stdout,
             stderr: result.stderr,
             stdoutTruncated: result.stdout_truncated === 1,
@@ -369,4 +373,9 @@ export class DispatchViews {
     const row = this.#store.job(jobId);
     return row ? ((JSON.parse(row.spec) as JobSpec).inputs ?? undefined) : undefined;
   }
+}
+
+/** A job's request as the API shows it (null: the default, 1 core and no memory reservation). */
+function resourcesView(r: Resources | null | undefined): { cores: number; memoryMiB: number; gpus: number } | null {
+  return r ? { cores: r.cores, memoryMiB: r.memMiB, gpus: r.gpus } : null;
 }

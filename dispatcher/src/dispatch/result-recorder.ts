@@ -161,7 +161,9 @@ export class ResultRecorder {
     this.#d.jobs.afterCommit(written.jobs);
     let requeue = false;
     for (const op of written.failed) {
-      const reason = op.r.error ?? (op.r.timedOut ? 'timed out' : op.r.signal ? `killed by ${op.r.signal}` : `exit code ${op.r.exitCode}`);
+      const reason = op.r.oom
+        ? oomText(op.r)
+        : (op.r.error ?? (op.r.timedOut ? 'timed out' : op.r.signal ? `killed by ${op.r.signal}` : `exit code ${op.r.exitCode}`));
       this.#d.events.append({
         kind: 'task.failed',
         message:
@@ -268,12 +270,21 @@ export class ResultRecorder {
   }
 }
 
-/** done: exit 0; failed: another exit code (rerunning a program that said no is waste); retry: the attempt itself went wrong. */
+/**
+ * done: exit 0; failed: another exit code (rerunning a program that said no is waste), or
+ * killed for exceeding its memory request (outcome oom: it would exceed it again anywhere);
+ * retry: the attempt itself went wrong.
+ */
 export function classify(r: TaskResult): 'done' | 'failed' | 'retry' {
+  if (r.oom) return 'failed';
   if (r.error !== null || r.timedOut || r.signal !== null || r.exitCode === null) return 'retry';
   return r.exitCode === 0 ? 'done' : 'failed';
 }
 
+/** "out of memory (peak 512 MiB)": the outcome oom in words. */
+export function oomText(r: Pick<TaskResult, 'memPeakKiB'>): string {
+  return `out of memory${typeof r.memPeakKiB === 'number' ? ` (peak ${Math.round(r.memPeakKiB / 1024)} MiB)` : ''}`;
+}
 function failureReason(r: TaskResult): string {
   if (r.timedOut) return 'timed out';
   if (r.error !== null) return `could not run: ${r.error}`.slice(0, 1000);
@@ -310,5 +321,7 @@ function resultRow(r: TaskResult, mac: Mac | null, status: number, now: number):
     stderr_truncated: r.stderrTruncated ? 1 : 0,
     outputs,
     recorded_at: now,
+    oom: r.oom ? 1 : 0,
+    mem_peak_kib: typeof r.memPeakKiB === 'number' ? r.memPeakKiB : null,
   };
 }

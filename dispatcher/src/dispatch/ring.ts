@@ -19,9 +19,14 @@
  *   and waits to be handed out again — before any fresh task of the same priority, to the
  *   first node able to run it. Every hand-out is an attempt; a task whose attempts reach its
  *   job's `maxAttempts` without a result is failed (`exhausted`), so every task ends.
- * - **Requirements.** A job's requirements (labels, cores, memory) form a class; each class
- *   has its own backlog. A request only looks at the classes the node satisfies, so a task
- *   no connected node can run stays queued without blocking the others.
+ * - **Requirements.** A job's requirements (labels, cores, memory) and its resource request
+ *   form a class; each class has its own backlog. A request only looks at the classes the
+ *   node satisfies, so a task no connected node can run stays queued without blocking the others.
+ * - **Resources.** A node asking for work says what it has free (cores, memory, GPUs); each
+ *   hand-out spends its task's request from that budget (a task without one costs a core),
+ *   and only classes whose request fits what is left are looked at: a node never gets more
+ *   than it said it can run. A big request waiting while smaller ones fit does not stop them
+ *   (backfill).
  * - **Speculative copies** (Work Queue's fast abort, against laggers): when nothing in the
  *   backlog fits an idle node, it may get a second copy of the task that has run longest —
  *   walking the ring from the pointer, i.e. from the oldest hand-out, at most
@@ -40,6 +45,7 @@
 import type { Mac } from '../nodes/mac.js';
 import type { NodeCapacity, RunningTaskRef } from './contract.js';
 import type { NormalRequirements } from './model.js';
+import { DEFAULT_TASK_RESOURCES, type Resources } from '../protocol/messages.js';
 import { Deque } from './deque.js';
 import { MinHeap, RunningMedian } from './heap.js';
 
@@ -221,10 +227,14 @@ export class ReqClass {
   readonly buckets = new Map<number, Bucket>();
   /** Priorities with a bucket, highest first. */
   readonly priorities: number[] = [];
+  /** What each of its tasks spends of a node's free resources. */
+  readonly cost: Readonly<Resources>;
   constructor(
     readonly key: string,
     readonly req: NormalRequirements,
-  ) {}
+  ) {
+    this.cost = req.request ?? DEFAULT_TASK_RESOURCES;
+  }
 
   bucket(priority: number): Bucket {
     let b = this.buckets.get(priority);
@@ -257,6 +267,13 @@ export class ReqClass {
 
 export function fits(req: NormalRequirements, node: NodeCapacity): boolean {
   if (node.cores < req.minCores || node.memoryMiB < req.minMemoryMiB) return false;
+  const r = req.request;
+  // A request must fit what the node allocates at all, else it would wait there forever.
+  if (
+    r &&
+    (r.cores > (node.alloc?.cores ?? node.cores) || r.memMiB > (node.alloc?.memMiB ?? node.memoryMiB) || r.gpus > (node.alloc?.gpus ?? 0))
+  )
+    return false;
   // Jobs stored before images existed have no `image`: any node.
   if (req.image && node.image !== req.image) return false;
   for (const l of req.labels) if (!node.labels.includes(l)) return false;
@@ -264,7 +281,13 @@ export function fits(req: NormalRequirements, node: NodeCapacity): boolean {
 }
 
 export function requirementsKey(req: NormalRequirements): string {
-  return `${req.minCores}|${req.minMemoryMiB}|${[...req.labels].sort().join(',')}|${req.image ?? ''}`;
+  const r = req.request;
+  return `${req.minCores}|${req.minMemoryMiB}|${[...req.labels].sort().join(',')}|${req.image ?? ''}|${r ? `${r.cores},${r.memMiB},${r.gpus}` : ''}`;
+}
+
+/** Whether `cost` fits in `free`. */
+export function within(cost: Readonly<Resources>, free: Readonly<Resources>): boolean {
+  return cost.cores <= free.cores && cost.memMiB <= free.memMiB && cost.gpus <= free.gpus;
 }
 
 interface LeaseEntry {
@@ -354,26 +377,37 @@ export class TaskRing {
 
   // ---- hand-out -------------------------------------------------------------------------
 
-  /** Hands out up to `max` tasks to this node: waiting tasks, then fresh ones, then a speculative copy. */
-  take(node: NodeCapacity, max: number): Handout[] {
+  /**
+   * Hands out up to `max` tasks to this node: waiting tasks, then fresh ones, then a
+   * speculative copy. With `free` (the node's free resources), only tasks whose request fits
+   * in it, each spending its request from it (the caller's object is updated).
+   */
+  take(node: NodeCapacity, max: number, free?: Resources): Handout[] {
     const now = this.#now();
     this.expire(now);
     const out: Handout[] = [];
     if (max <= 0) return out;
     const classes = this.#fitting(node);
     while (out.length < max) {
-      const h = this.#takeQueued(node, classes, now) ?? this.#takeSpeculative(node, now);
+      const h = this.#takeQueued(node, classes, now, free) ?? this.#takeSpeculative(node, now, free);
       if (!h) break;
+      if (free) {
+        const c = h.task.job.cls.cost;
+        free.cores -= c.cores;
+        free.memMiB -= c.memMiB;
+        free.gpus -= c.gpus;
+      }
       out.push(h);
     }
     return out;
   }
 
-  #takeQueued(node: NodeCapacity, classes: readonly ReqClass[], now: number): Handout | undefined {
+  #takeQueued(node: NodeCapacity, classes: readonly ReqClass[], now: number, free: Resources | undefined): Handout | undefined {
     let best: Bucket | undefined;
     let bestWaiting = false;
     let bestId = 0;
     for (const cls of classes) {
+      if (free && !within(cls.cost, free)) continue;
       const b = cls.top();
       if (!b) continue;
       const w = b.waiting.length > 0;
@@ -411,10 +445,10 @@ export class TaskRing {
     return this.#handOut(task, node.mac, now, false);
   }
 
-  #takeSpeculative(node: NodeCapacity, now: number): Handout | undefined {
+  #takeSpeculative(node: NodeCapacity, now: number, free: Resources | undefined): Handout | undefined {
     let t = this.#pointer;
     for (let i = 0; t !== null && i < SPECULATION_SCAN; i++) {
-      if (this.#laggerFor(t, node, now)) {
+      if (this.#laggerFor(t, node, now) && (!free || within(t.job.cls.cost, free))) {
         t.speculated = true;
         return this.#handOut(t, node.mac, now, true);
       }
@@ -654,7 +688,8 @@ export class TaskRing {
   // ---- internals ------------------------------------------------------------------------
 
   #fitting(node: NodeCapacity): readonly ReqClass[] {
-    const key = `${node.cores}|${node.memoryMiB}|${node.labels.join(',')}|${node.image ?? ''}`;
+    const a = node.alloc;
+    const key = `${node.cores}|${node.memoryMiB}|${node.labels.join(',')}|${node.image ?? ''}|${a ? `${a.cores},${a.memMiB},${a.gpus}` : ''}`;
     let list = this.#fitCache.get(key);
     if (!list) {
       list = [...this.#classes.values()].filter((c) => c.fits(node));

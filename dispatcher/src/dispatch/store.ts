@@ -77,6 +77,12 @@ export const dispatchMigrations: Migration[] = [
       PRIMARY KEY (task_id, attempt)
     ) WITHOUT ROWID;`,
   },
+  {
+    // Task resources: a task its cgroup killed for memory ends as outcome oom, with its peak.
+    name: 'dispatch/002-results-oom',
+    sql: `ALTER TABLE results ADD COLUMN oom INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN mem_peak_kib INTEGER;`,
+  },
 ];
 
 /** tasks.state values. */
@@ -126,6 +132,8 @@ export interface ResultRow {
   stderr_truncated: number;
   outputs: Buffer | null;
   recorded_at: number;
+  oom: number;
+  mem_peak_kib: number | null;
 }
 
 /**
@@ -150,6 +158,8 @@ const RESULT_COLUMNS = [
   'stderr_truncated',
   'outputs',
   'recorded_at',
+  'oom',
+  'mem_peak_kib',
 ] as const satisfies readonly (keyof ResultRow)[];
 // Every column of ResultRow is in the list (a compile error names the one missing).
 const allResultColumns: Record<Exclude<keyof ResultRow, (typeof RESULT_COLUMNS)[number]>, never> = {};

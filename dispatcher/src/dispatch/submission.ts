@@ -18,6 +18,7 @@ import {
   type TaskOverride,
 } from '../api/jobs/schemas.js';
 import type { JobSpec, NormalRequirements, TaskTemplate } from './model.js';
+import { DEFAULT_TASK_RESOURCES } from '../protocol/messages.js';
 import { templatePlaceholders } from './template.js';
 import type { ParamsFileError } from './params-file.js';
 
@@ -119,6 +120,12 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
     minMemoryMiB: s.requirements?.minMemoryMiB ?? 0,
     image: s.requirements?.image ?? null,
   };
+  if (s.resources)
+    requirements.request = {
+      cores: s.resources.cores ?? DEFAULT_TASK_RESOURCES.cores,
+      memMiB: s.resources.memoryMiB ?? 0,
+      gpus: s.resources.gpus ?? 0,
+    };
   const spec: JobSpec = {
     name: s.name ?? null,
     template,

@@ -41,6 +41,19 @@ const Fraction = Type.Number({ minimum: 0, maximum: 1 });
 export const TaskRef = Type.Object({ taskId: Int(), attempt: Int(1) }, Closed);
 export type TaskRef = Static<typeof TaskRef>;
 
+/**
+ * Cores, memory and GPUs: a task's request (`submit --cores --mem --gpus`), what an agent
+ * allocates to tasks, or the part of it still free. A task without a request costs
+ * DEFAULT_TASK_RESOURCES.
+ */
+export const Resources = Type.Object({ cores: Int(), memMiB: Int(), gpus: Int() }, Closed);
+export type Resources = Static<typeof Resources>;
+export const DEFAULT_TASK_RESOURCES: Readonly<Resources> = Object.freeze({ cores: 1, memMiB: 0, gpus: 0 });
+
+/** What an agent hands out to tasks, and whether cgroups hold tasks to their requests. */
+export const NodeResources = Type.Object({ cores: Int(1), memMiB: Int(), gpus: Int(), enforced: Type.Boolean() }, Closed);
+export type NodeResources = Static<typeof NodeResources>;
+
 /** A task as handed to an agent: everything it needs to run it (the engine hands these out, dispatch/contract.ts). */
 export const TaskAssignment = Type.Object(
   {
@@ -55,6 +68,8 @@ export const TaskAssignment = Type.Object(
     /** sha256 (hex) of the inputs tar's bytes: the agent checks it before unpacking anything. */
     inputsSha256: Nullable(Type.String({ pattern: '^[0-9a-f]{64}$' })),
     timeoutMs: Int(1),
+    /** The job's request; absent: DEFAULT_TASK_RESOURCES, no limit enforced. */
+    resources: Type.Optional(Resources),
   },
   Closed,
 );
@@ -87,6 +102,10 @@ export interface TaskResult {
   stderrTruncated: boolean;
   /** Files the task wrote under out/, as a gzip-compressed tar, base64; null if none. */
   outputsTarGzB64: string | null;
+  /** The kernel killed it for exceeding its memory request (its cgroup's memory.max). */
+  oom?: boolean;
+  /** Its cgroup's peak memory (memory.peak), when the agent ran it in one. */
+  memPeakKiB?: number | null;
 }
 
 /** A task's result on the wire (TaskResult with stdout/stderr as WireText). */
@@ -106,6 +125,8 @@ export const WireTaskResult = Type.Object(
     stdoutTruncated: Type.Boolean(),
     stderrTruncated: Type.Boolean(),
     outputsTarGzB64: Nullable(Type.String()),
+    oom: Type.Optional(Type.Boolean()),
+    memPeakKiB: Type.Optional(Nullable(Int())),
   },
   Closed,
 );
@@ -265,6 +286,8 @@ export const Hello = Type.Object(
     undelivered: Type.Array(TaskRef, { maxItems: MAX_UNDELIVERED_IN_HELLO }),
     /** The image this boot came from (absent on hosts not booted by the dispatcher). */
     image: Type.Optional(BootedImage),
+    /** What the agent allocates to tasks (absent: `slots` tasks of any size, as before resources). */
+    resources: Type.Optional(NodeResources),
   },
   Closed,
 );
@@ -278,12 +301,20 @@ const AgentHeartbeat = Type.Object(
     memTotalMiB: Nullable(Int()),
     uptimeS: Nullable(Int()),
     running: Type.Array(RunningTask, { maxItems: MAX_BATCH }),
+    /** Resources of the tasks running or queued on the agent now. */
+    allocated: Type.Optional(Resources),
   },
   Closed,
 );
 
-/** "I can take N more tasks": adds N to the credit the dispatcher holds for this connection. */
-const Ready = Type.Object({ type: Type.Literal('ready'), n: Type.Integer({ minimum: 1, maximum: MAX_BATCH }) }, Closed);
+/**
+ * "I can take N more tasks": adds N to the credit the dispatcher holds for this connection,
+ * and `free` to its resource credit (each task handed out spends its request).
+ */
+const Ready = Type.Object(
+  { type: Type.Literal('ready'), n: Type.Integer({ minimum: 1, maximum: MAX_BATCH }), free: Type.Optional(Resources) },
+  Closed,
+);
 
 const Progress = Type.Object(
   {
@@ -299,6 +330,8 @@ const Results = Type.Object(
     type: Type.Literal('results'),
     results: Type.Array(WireTaskResult, { minItems: 1, maxItems: MAX_BATCH }),
     ready: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_BATCH })),
+    /** Resource credit added with `ready`. */
+    free: Type.Optional(Resources),
   },
   Closed,
 );

@@ -39,7 +39,9 @@ import {
   type TaskState,
   type JobState,
   SWEEP_CONTENT_TYPE,
+  type ResourcesRequest,
 } from './schemas.js';
+import { knownNode, requestTooLarge } from '../../dispatch/resources.js';
 import type { TaskDispatcher } from '../../dispatch/engine.js';
 import { badSubmission } from '../../dispatch/submission.js';
 import { PARAMS_FORMATS, type ParamsFormat } from '../../dispatch/params-file.js';
@@ -86,6 +88,25 @@ function checkImage(core: Core, spec: unknown): void {
     throw new DispatcherError('DSP_ERR_BAD_SUBMISSION', `requirements.image: no node runs or boots image "${image}"`, {
       hint: `give nodes that image: dispatcherctl set NODE --image ${image} (then reboot them), or labelImages in the cluster file`,
     });
+}
+
+/**
+ * A request (`submit --cores --mem --gpus`) larger than every node the cluster knows could
+ * run would wait forever: refused, naming the field (dispatch/resources.ts).
+ */
+function checkResources(core: Core, spec: unknown, req: { ip: string; log: { warn: (o: object, msg: string) => void } }): void {
+  const request = (spec as { resources?: ResourcesRequest } | null)?.resources;
+  if (!request || typeof request !== 'object') return; // absent, or submission.ts refuses it with the field named
+  const nodes = core.nodes
+    .list()
+    .filter((n) => n.enrollment === 'admitted')
+    .map((n) => knownNode(n.name, n.inventory));
+  const big = requestTooLarge(request, nodes);
+  if (!big) return;
+  req.log.warn({ ip: req.ip, field: big.field, why: big.message }, 'submission refused');
+  throw new DispatcherError('DSP_ERR_RESOURCES_TOO_LARGE', big.message, {
+    hint: `ask for less (dispatcherctl submit ${big.flag}), or add a node that has it; dispatcherctl nodes shows what each hands out`,
+  });
 }
 
 export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
@@ -153,9 +174,11 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
               throw badSubmission(`line 1 of the body must be the job as JSON: ${(err as Error).message}`);
             }
             checkImage(core, spec);
+            checkResources(core, spec, req);
             job = await engine.submitJobStream(spec, format as ParamsFormat, rest);
           } else {
             checkImage(core, req.body);
+            checkResources(core, req.body, req);
             job = await engine.submitJob(req.body);
           }
           req.log.info({ job: job.id, tasks: job.counts.total }, 'job submitted');

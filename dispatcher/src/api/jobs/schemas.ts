@@ -65,6 +65,28 @@ export const RequirementsSchema = Type.Object(
 );
 export type Requirements = Static<typeof RequirementsSchema>;
 
+/** Largest request a submission may make (a node's inventory is checked at submission too). */
+export const MAX_REQUEST_CORES = 65536;
+export const MAX_REQUEST_MEMORY_MIB = 1 << 30;
+export const MAX_REQUEST_GPUS = 1024;
+
+/** What each task takes while it runs; the node's agent enforces it (cgroup v2) where it can. */
+export const ResourcesSchema = Type.Object(
+  {
+    cores: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_REQUEST_CORES, description: 'cores per task (default 1)' })),
+    memoryMiB: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_REQUEST_MEMORY_MIB,
+        description: 'memory per task, MiB: its limit (default: no reservation)',
+      }),
+    ),
+    gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_REQUEST_GPUS, description: "GPUs per task, counted against the node's" })),
+  },
+  { additionalProperties: false },
+);
+export type ResourcesRequest = Static<typeof ResourcesSchema>;
+
 const taskFields = {
   command: CommandSchema,
   env: Type.Optional(EnvSchema),
@@ -110,6 +132,7 @@ export const JobSubmissionSchema = Type.Object(
     ),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ATTEMPTS_LIMIT, description: `default ${DEFAULT_MAX_ATTEMPTS}` })),
     requirements: Type.Optional(RequirementsSchema),
+    resources: Type.Optional(ResourcesSchema),
     speculative: Type.Optional(Type.Boolean({ description: 'second copy of laggers (default true)' })),
     inputs: Type.Optional(
       Type.String({ pattern: SHA256_PATTERN, description: 'id of an uploaded tar (POST /api/v1/blobs), unpacked into each work dir' }),
@@ -155,6 +178,11 @@ export const JobViewSchema = Type.Object({
     minMemoryMiB: Type.Integer(),
     image: Type.Optional(Type.Union([Type.String(), Type.Null()])),
   }),
+  resources: Type.Optional(
+    Type.Union([Type.Object({ cores: Type.Integer(), memoryMiB: Type.Integer(), gpus: Type.Integer() }), Type.Null()], {
+      description: 'what each task takes while it runs; null: 1 core, no memory reservation',
+    }),
+  ),
   command: CommandSchema,
   columns: Type.Union([Type.Array(Type.String()), Type.Null()]),
   firstTaskId: Type.Integer(),
@@ -181,6 +209,8 @@ export const ResultViewSchema = Type.Object({
   startedAt: Type.Union([Type.Integer(), Type.Null()]),
   durationMs: Type.Union([Type.Number(), Type.Null()]),
   maxRssKiB: Type.Union([Type.Integer(), Type.Null()]),
+  oom: Type.Optional(Type.Boolean({ description: 'killed for exceeding its memory request (outcome oom)' })),
+  memPeakKiB: Type.Optional(Type.Union([Type.Integer(), Type.Null()], { description: "its cgroup's peak memory" })),
   stdout: Type.String(),
   stderr: Type.String(),
   stdoutTruncated: Type.Boolean(),

@@ -6,7 +6,8 @@
 import type { NodeRecord } from '../../nodes/registry.js';
 import type { NodeControl } from '../../agents/control-contract.js';
 import type { BootTimeline } from '../../boot/timeline.js';
-import type { NodeDetail, NodeView } from '../schemas.js';
+import type { NodeDetail, NodeResourcesView, NodeView } from '../schemas.js';
+import type { NodeResources, Resources } from '../../protocol/messages.js';
 import type { ImageAssignments } from '../../images/assignment.js';
 import type { PowerStates } from '../../power/power-state.js';
 
@@ -53,12 +54,22 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
       : [],
     bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
     ...(src.power ? powerFields(n, src.power) : {}),
+    ...(connected && live?.resources ? { resources: resourcesView(live.resources, live.allocated) } : {}),
   };
 }
 
 function powerFields(n: NodeRecord, p: Pick<PowerStates, 'of' | 'unreachable'>): Pick<NodeView, 'power' | 'unreachable'> {
   const u = p.unreachable(n.mac);
   return { power: p.of(n.mac), ...(u ? { unreachable: u } : {}) };
+}
+
+function resourcesView(r: NodeResources, a: Resources | undefined): NodeResourcesView {
+  return {
+    cores: { total: r.cores, allocated: a?.cores ?? 0 },
+    memoryMiB: { total: r.memMiB, allocated: a?.memMiB ?? 0 },
+    ...(r.gpus > 0 ? { gpus: { total: r.gpus, allocated: a?.gpus ?? 0 } } : {}),
+    enforced: r.enforced,
+  };
 }
 
 function imageView(n: NodeRecord, images: ImageAssignments): NodeView['image'] {

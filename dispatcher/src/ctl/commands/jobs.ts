@@ -18,6 +18,7 @@ import { CtlError, EXIT, usageError } from '../errors.js';
 import { formatBytes, formatDuration, formatMs, formatTime, keyValues, table, type Column } from '../output.js';
 import type { JobSubmission, JobView, TaskDetail, TaskSummary } from '../../api/jobs/schemas.js';
 import { commandText, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, SWEEP_CONTENT_TYPE, TASK_STATES } from '../../api/jobs/schemas.js';
+import { parseSizeMiB } from '../../protocol/size.js';
 
 /** How often `submit --wait` polls the job. */
 const WAIT_POLL_MS = 500;
@@ -32,6 +33,9 @@ interface SubmitOpts {
   label?: string[];
   minCores?: string;
   minMem?: string;
+  cores?: string;
+  mem?: string;
+  gpus?: string;
   image?: string;
   env?: string[];
   cwd?: string;
@@ -63,6 +67,9 @@ export const jobCommands: CommandModule = {
       .option('--min-cores <n>', 'run only on nodes with at least this many cores')
       .option('--min-mem <MiB>', 'run only on nodes with at least this much memory')
       .option('--image <name>', 'run only on nodes that booted this image (`dispatcherctl images`)')
+      .option('--cores <n>', 'cores each task takes while it runs (default 1); held to it where the node enforces it')
+      .option('--mem <size>', 'memory each task may use, e.g. 512M or 2G; a task past it is killed (outcome oom)')
+      .option('--gpus <n>', "GPUs each task takes, counted against the node's")
       .option('-e, --env <K=V>', 'environment variable for the task (repeatable; {name} substituted)', collect, [])
       .option('--cwd <dir>', "working directory, relative to the task's work dir")
       .option('--stdin <file>', "feed this file to each task's stdin")
@@ -198,6 +205,20 @@ async function submit(ctx: CtlContext, words: string[], opts: SubmitOpts): Promi
   if (opts.minMem !== undefined) req.minMemoryMiB = positiveInt(opts.minMem, '--min-mem');
   if (opts.image !== undefined) req.image = opts.image;
   if (Object.keys(req).length) body.requirements = req;
+  const res: NonNullable<JobSubmission['resources']> = {};
+  if (opts.cores !== undefined) res.cores = positiveInt(opts.cores, '--cores');
+  if (opts.mem !== undefined) {
+    const mib = parseSizeMiB(opts.mem, '--mem');
+    if (mib instanceof Error) throw usageError(mib.message);
+    res.memoryMiB = mib;
+  }
+  if (opts.gpus !== undefined) {
+    const n = Number(opts.gpus);
+    if (opts.gpus.trim() === '' || !Number.isInteger(n) || n < 0)
+      throw usageError(`--gpus: expected a whole number (0 or more), got "${opts.gpus}"`);
+    res.gpus = n;
+  }
+  if (Object.keys(res).length) body.resources = res;
   if (opts.env?.length) {
     body.env = {};
     for (const kv of opts.env) {
@@ -476,6 +497,8 @@ function taskDetail(t: TaskDetail, now: number): string {
       ['exit', r.exitCode !== null ? r.exitCode : r.signal ? `killed by ${r.signal}` : null],
       ['error', r.error],
       ['timed out', r.timedOut ? 'yes' : null],
+      ['outcome', r.oom ? 'oom: killed for exceeding its memory request (--mem)' : null],
+      ['peak memory', typeof r.memPeakKiB === 'number' ? formatBytes(r.memPeakKiB * 1024) : null],
       ['node', r.mac],
       ['duration', formatMs(r.durationMs)],
       ['max rss', r.maxRssKiB !== null ? formatBytes(r.maxRssKiB * 1024) : null],

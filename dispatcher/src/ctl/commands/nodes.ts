@@ -147,6 +147,17 @@ export function nodeTable(nodes: readonly NodeView[], now: number, wide = false)
     },
     { header: 'LOAD', value: (x) => (x.load1 === null ? null : x.load1.toFixed(2)), right: true },
     { header: 'TASKS', value: (x) => (x.connected ? `${x.tasks.length}/${x.slots ?? '?'}` : null), right: true },
+    // Allocated to running tasks / handed out by the agent (their requests, `submit --cores --mem`).
+    {
+      header: 'ALLOC CORES',
+      value: (x) => (x.resources ? `${x.resources.cores.allocated}/${x.resources.cores.total}` : null),
+      right: true,
+    },
+    {
+      header: 'ALLOC MEM',
+      value: (x) => (x.resources ? `${formatMiB(x.resources.memoryMiB.allocated)}/${formatMiB(x.resources.memoryMiB.total)}` : null),
+      right: true,
+    },
     { header: 'UPTIME', value: (x) => (x.uptimeS === null ? null : formatDuration(x.uptimeS * 1000)) },
     { header: 'HEARTBEAT', value: (x) => formatAgo(x.lastHeartbeat, now) },
   ];
@@ -156,6 +167,8 @@ export function nodeTable(nodes: readonly NodeView[], now: number, wide = false)
       { header: 'AGENT', value: (x) => x.agentVersion },
       { header: 'UUID', value: (x) => x.uuid },
       { header: 'LABELS', value: (x) => x.labels.join(',') },
+      { header: 'GPUS', value: (x) => (x.resources?.gpus ? `${x.resources.gpus.allocated}/${x.resources.gpus.total}` : null) },
+      { header: 'LIMITS', value: (x) => (x.resources ? (x.resources.enforced ? 'cgroup' : 'none') : null) },
     );
   return table(nodes, cols);
 }
