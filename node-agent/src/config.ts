@@ -12,8 +12,8 @@
  *   insecure mode    --insecure            LC_INSECURE=1     lc.insecure=1
  *   node MAC         --mac MAC             LC_MAC            lc.mac=, BOOTIF=01-aa-bb-...
  *   slots            --slots N             LC_SLOTS          lc.slots=
- *   task memory      --task-memory SIZE    LC_TASK_MEMORY    lc.task_memory=
- *   agent's reserve  --reserve-memory SIZE LC_RESERVE_MEMORY lc.reserve_memory=
+ *   task memory, MiB --task-memory N      LC_TASK_MEMORY    lc.task_memory=
+ *   agent's reserve  --reserve-memory N    LC_RESERVE_MEMORY lc.reserve_memory=
  *   GPUs             --gpus N              LC_GPUS           lc.gpus=
  *
  * The key on the kernel command line is the weakest source: that line comes from the boot
@@ -21,7 +21,6 @@
  */
 import { DEFAULT_KILL_GRACE_MS, DEFAULT_MAX_OUTPUT_BYTES } from './runner.js';
 import { AGENT_PATH } from '../../dispatcher/src/protocol/messages.js';
-import { parseSizeMiB } from '../../dispatcher/src/protocol/size.js';
 import { DEFAULT_RESERVE_MIB } from './cgroup.js';
 
 /** Where the RAM image carries the dispatcher's public key (`make image DISPATCHER_KEY=...`). */
@@ -40,8 +39,8 @@ export interface AgentFlags {
   mac?: string;
   allowPower?: boolean;
   killGraceMs?: number;
-  taskMemory?: string;
-  reserveMemory?: string;
+  taskMemory?: number | string;
+  reserveMemory?: number | string;
   gpus?: number | string;
 }
 
@@ -157,15 +156,16 @@ export function resolveSettings(
   const maxOutputBytes = flags.maxOutput === undefined ? DEFAULT_MAX_OUTPUT_BYTES : positiveInt(flags.maxOutput, '--max-output');
   const killGraceMs = flags.killGraceMs === undefined ? DEFAULT_KILL_GRACE_MS : positiveInt(flags.killGraceMs, '--kill-grace');
   const workDir = flags.workDir ?? `${opts.tmpDir}/lc-agent${mac ? `-${mac.replaceAll(':', '')}` : ''}`;
-  const size = (v: string | undefined, from: string): number | null => {
+  const mib = (v: number | string | undefined, from: string): number | null => {
     if (v === undefined) return null;
-    const mib = parseSizeMiB(v, from);
-    if (mib instanceof Error) throw new AgentConfigError(mib.message);
-    return mib;
+    const n = Number(v);
+    if (String(v).trim() === '' || !Number.isInteger(n) || n < 0)
+      throw new AgentConfigError(`${from}: expected MiB, an integer ≥ 0, got "${String(v)}"`);
+    return n;
   };
-  const taskMemMiB = size(flags.taskMemory ?? env.LC_TASK_MEMORY ?? cmdline.get('lc.task_memory'), 'task memory');
+  const taskMemMiB = mib(flags.taskMemory ?? env.LC_TASK_MEMORY ?? cmdline.get('lc.task_memory'), 'task memory');
   const reserveMiB =
-    size(flags.reserveMemory ?? env.LC_RESERVE_MEMORY ?? cmdline.get('lc.reserve_memory'), 'reserve memory') ?? DEFAULT_RESERVE_MIB;
+    mib(flags.reserveMemory ?? env.LC_RESERVE_MEMORY ?? cmdline.get('lc.reserve_memory'), 'reserve memory') ?? DEFAULT_RESERVE_MIB;
   const gpusRaw = flags.gpus ?? env.LC_GPUS ?? cmdline.get('lc.gpus');
   let gpus: number | null = null;
   if (gpusRaw !== undefined) {

@@ -82,8 +82,8 @@ const program = new Command('node-agent')
     'wait for this file, then take the dispatcher URL from it (env LC_DISPATCHER_FILE; the RAM image starts the agent before its network is up)',
   )
   .option('--kill-grace <ms>', 'SIGTERM→SIGKILL grace at a task timeout or cancel (default 3000)', int)
-  .option('--task-memory <size>', 'memory handed out to tasks, e.g. 6G (env LC_TASK_MEMORY; default: available at start less the reserve)')
-  .option('--reserve-memory <size>', 'memory kept for the agent, never handed to tasks (env LC_RESERVE_MEMORY; default 128M)')
+  .option('--task-memory <MiB>', 'memory handed out to tasks (env LC_TASK_MEMORY; default: available at start less the reserve)')
+  .option('--reserve-memory <MiB>', 'memory kept for the agent, never handed to tasks (env LC_RESERVE_MEMORY; default 128)')
   .option('--gpus <n>', 'GPUs handed out to tasks (env LC_GPUS; default: the /dev/nvidiaN devices)');
 
 async function main(): Promise<void> {

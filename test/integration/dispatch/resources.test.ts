@@ -29,7 +29,7 @@ beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'lc-resources-'));
   disp = await startDispatcher({ dataDir: join(work, 'data'), heartbeatSeconds: 1 });
   for (const n of [BIG, SMALL])
-    agents.push(agentFor(disp, n.mac, ['--slots', String(n.cores), '--prefetch', '2', '--task-memory', `${n.memMiB}M`]));
+    agents.push(agentFor(disp, n.mac, ['--slots', String(n.cores), '--prefetch', '2', '--task-memory', String(n.memMiB)]));
   await waitFor('2 agents connected', () => disp.logs.filter((l) => l.msg === 'agent welcomed').length >= 2, 30_000);
 });
 
@@ -123,7 +123,12 @@ describe('task resources, real dispatcher and agents', () => {
   }, 180_000);
 
   it('shows what each node hands out and holds (API and dispatcherctl nodes)', async () => {
-    type Nodes = { nodes: { mac: string; resources?: { cores: { total: number; allocated: number }; memoryMiB: { total: number; allocated: number }; enforced: boolean } }[] };
+    type Nodes = {
+      nodes: {
+        mac: string;
+        resources?: { cores: { total: number; allocated: number }; memoryMiB: { total: number; allocated: number }; enforced: boolean };
+      }[];
+    };
     // `allocated` comes with heartbeats (every second here): the jobs above are over, so it falls back to 0.
     const end = Date.now() + 10_000;
     let big;

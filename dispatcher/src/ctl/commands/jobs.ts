@@ -17,8 +17,14 @@ import type { CommandModule, CtlContext } from '../command.js';
 import { CtlError, EXIT, usageError } from '../errors.js';
 import { formatBytes, formatDuration, formatMs, formatTime, keyValues, table, type Column } from '../output.js';
 import type { JobSubmission, JobView, TaskDetail, TaskSummary } from '../../api/jobs/schemas.js';
-import { commandText, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, SWEEP_CONTENT_TYPE, TASK_STATES } from '../../api/jobs/schemas.js';
-import { parseSizeMiB } from '../../protocol/size.js';
+import {
+  commandText,
+  MAX_TIMEOUT_SECONDS,
+  MIN_TIMEOUT_SECONDS,
+  parseSizeMiB,
+  SWEEP_CONTENT_TYPE,
+  TASK_STATES,
+} from '../../api/jobs/schemas.js';
 
 /** How often `submit --wait` polls the job. */
 const WAIT_POLL_MS = 500;

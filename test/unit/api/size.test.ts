@@ -1,7 +1,7 @@
-/** Memory sizes (`--mem 512M`, the agent's `--task-memory 6G`): one strict parser for both. */
+/** Memory sizes as dispatcherctl takes them (`--mem 512M`): strict, and the error names the flag. */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { parseSizeMiB } from '../../../dispatcher/src/protocol/size.js';
+import { parseSizeMiB } from '../../../dispatcher/src/api/jobs/schemas.js';
 
 describe('parseSizeMiB', () => {
   it.each([
