@@ -205,7 +205,7 @@ describe('status page: jobs, consoles and boots', () => {
     await expect.poll(() => page.locator('#j-tasks tbody tr[data-task]').count()).toBe(6);
     const rows = await page.locator('#j-tasks tbody tr[data-task]').evaluateAll((trs) =>
       trs.map((tr) => {
-        const cells = [...(tr as unknown as { cells: ArrayLike<{ textContent: string }> }).cells].map((c) => c.textContent);
+        const cells = Array.from((tr as unknown as { cells: ArrayLike<{ textContent: string }> }).cells, (c) => c.textContent);
         return {
           state: (tr as unknown as { dataset: { state: string } }).dataset.state,
           index: cells[0],
@@ -280,8 +280,11 @@ describe('status page: jobs, consoles and boots', () => {
     for (let i = 1; i < stages.length; i++) expect(stages[i]!.left).toBeGreaterThanOrEqual(stages[i - 1]!.left);
     expect(await page.locator('#d-boots details[open] .wf-axis .wf-tick').count()).toBe(5);
 
-    // Power, health, black-hole evidence and resources: shown exactly when the node view has them.
+    // Power as last known: the node's hello says it is on.
     const view = await api<NodeDetail & Record<string, unknown>>('GET', `/api/v1/nodes/${nameA}`);
+    expect(view.power?.state).toBe('on');
+    expect(await page.locator('#d-ops dd[data-field="power"]').innerText()).toMatch(/^on\b/);
+    // Health, black-hole evidence and resources: shown exactly when the node view has them.
     for (const [field, label] of [
       ['power', 'power'],
       ['health', 'health check'],
