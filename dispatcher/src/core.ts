@@ -22,6 +22,7 @@ import { MetricsRegistry } from './metrics/registry.js';
 import { ImageCatalog } from './images/catalog.js';
 import { ImageReleases } from './images/releases.js';
 import { ImageAssignments } from './images/assignment.js';
+import { NodeHealthMonitor } from './nodes/node-health.js';
 
 export interface Core {
   config: DispatcherConfig;
@@ -45,6 +46,8 @@ export interface Core {
   /** The images served (catalog), which version of each nodes boot (releases), and which image each node boots. */
   images: { catalog: ImageCatalog; releases: ImageReleases; assignments: ImageAssignments };
   network: NodeNetwork;
+  /** Health-check reports and suspect detection: drains and undrains nodes (nodes/node-health.ts). */
+  nodeHealth: NodeHealthMonitor;
   now: () => number;
   startedAt: number;
 }
@@ -99,6 +102,7 @@ export function createCore(opts: CoreOptions): Core {
     metrics,
     images,
     network: opts.network,
+    nodeHealth: new NodeHealthMonitor({ db, commits, events, nodes, log: log.child({ svc: 'node-health' }), cluster, now }),
     now,
     startedAt: now(),
   };

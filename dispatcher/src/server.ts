@@ -19,7 +19,6 @@ import type { TaskDispatcher } from './dispatch/engine.js';
 import { AgentHub } from './agents/hub.js';
 import { agentHubPlugin } from './agents/plugin.js';
 import { startNetconsole } from './console/netconsole.js';
-import { startSol } from './console/sol.js';
 import { powerStatesOf } from './power/power-state.js';
 import { startPowerAutomation } from './power/automation.js';
 
@@ -74,6 +73,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const agents = new AgentHub(core, dispatch.engine);
   plugins.push(agentHubPlugin(agents));
   operator.attachControl(agents);
+  core.nodeHealth.attach(agents);
+  dispatch.engine.onAttemptEnded((a) => core.nodeHealth.attemptEnded(a));
   stoppables.push(agents);
 
   // Boot chain: boot files in memory, TFTP, HTTP boot routes, boot timeline API.
@@ -96,8 +97,6 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   stoppables.push(dhcp);
   // Kernel messages of the nodes (netconsole, UDP): not fatal when its port is taken.
   stoppables.push(await startNetconsole(core));
-  // Serial consoles of the nodes with an IPMI BMC (Serial-over-LAN, one ipmitool each).
-  stoppables.push(startSol(core));
   // Reboots by kexec boot the same files at the same URLs as the boot scripts.
   const dispatcherUrl = `http://${network.address}:${httpPort}`;
   operator.attachKexec((n) => planKexec(core, boot.imageFiles, n, dispatcherUrl));

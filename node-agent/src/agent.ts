@@ -49,6 +49,8 @@ export interface AgentOptions {
   /** exec commands without a timeout of their own. */
   execTimeoutMs: number;
   say: (line: string) => void;
+  /** Every welcome, after the agent took it (main.ts gives the health check its spec). */
+  onSession?: (s: SessionInfo) => void;
   /**
    * What the agent hands out to tasks (cores: `slots`); it then says what it has free when it
    * asks for work. Absent: `slots` cores, no memory limit, no GPU, and only counts are sent.
@@ -158,6 +160,7 @@ export class Agent {
 
   #onConnected(s: SessionInfo): void {
     this.#session = s;
+    this.#opts.onSession?.(s);
     this.#requested = 0;
     zero(this.#requestedFree);
     const t = s.verified ? '' : ' (INSECURE: dispatcher not verified)';

@@ -304,6 +304,7 @@ export class DispatcherConnection implements TaskSource {
       missedHeartbeats: w.missedHeartbeats,
       maxMessageBytes: w.maxMessageBytes,
       verified,
+      ...(w.healthCheck ? { healthCheck: w.healthCheck } : {}),
     });
   }
 

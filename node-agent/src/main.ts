@@ -20,6 +20,7 @@ import { rootIsInRam } from './hardware.js';
 import { SystemPower } from './power.js';
 import { DEFAULT_KEXEC } from './kexec.js';
 import { bootedImage, healthOf, readCmdline } from './booted-image.js';
+import { HealthChecker } from './health-check.js';
 import { killOrphanTasks } from './proc.js';
 import { waitForFile } from './wait-file.js';
 import { describeTaskRoot, loadTaskRoot, parseTaskRootEnv, defaultChroot } from './task-root.js';
@@ -188,15 +189,24 @@ async function main(): Promise<void> {
     allowPower: settings.allowPower,
     kexec: { ...DEFAULT_KEXEC, userAgent },
   });
+  const health = new HealthChecker({ runner, say, send: (run) => source.send({ type: 'health', ...run }) });
   const agent = new Agent(
     { source, runner, reporter, inventory, power },
-    { slots: settings.slots, prefetch: settings.prefetch, execTimeoutMs: EXEC_TIMEOUT_MS, say, resources: resources.node },
+    {
+      slots: settings.slots,
+      prefetch: settings.prefetch,
+      execTimeoutMs: EXEC_TIMEOUT_MS,
+      say,
+      resources: resources.node,
+      onSession: (s) => health.configure(s.healthCheck),
+    },
   );
   say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);
   agent.start();
 
   const stop = (sig: string) => {
     say(`${sig}: stopping (running tasks are killed)`);
+    health.stop();
     agent.stop().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -10,7 +10,14 @@
  *   Power       — reboot (by the firmware or kexec) and poweroff
  */
 import type { TaskAssignment, TaskResult } from '../../dispatcher/src/protocol/messages.js';
-import type { AgentMessage, Inventory as InventoryInfo, KexecPlan, RunningTask, TaskRef } from '../../dispatcher/src/protocol/messages.js';
+import type {
+  AgentMessage,
+  HealthCheck,
+  Inventory as InventoryInfo,
+  KexecPlan,
+  RunningTask,
+  TaskRef,
+} from '../../dispatcher/src/protocol/messages.js';
 import type { AgentInbound } from './task-batch.js';
 
 export interface SessionInfo {
@@ -20,6 +27,8 @@ export interface SessionInfo {
   maxMessageBytes: number;
   /** false only in --insecure mode (the dispatcher's identity was not checked). */
   verified: boolean;
+  /** The health check the dispatcher gives this node (health-check.ts); absent: none. */
+  healthCheck?: HealthCheck;
 }
 
 export interface SourceHandlers {

@@ -45,6 +45,8 @@ import {
 import { deriveSessionKeys, newEphemeralKey, raw32, signTranscript, transcript } from '../protocol/session.js';
 import { fromWireResults, needsUnpacking, type ResultLimits } from '../protocol/results.js';
 import { capacityOf, decideAdmission } from './admission.js';
+import type { HealthCheckSpec } from '../nodes/cluster-file.js';
+import type { HealthCheck } from '../protocol/messages.js';
 import { CommandTracker } from './commands.js';
 
 /** An agent must say hello this soon after connecting. */
@@ -283,6 +285,8 @@ export class AgentHub implements NodeControl {
       case 'control-output':
       case 'control-done':
         return conn.commands.onReply(msg);
+      case 'health':
+        return this.#core.nodeHealth.report(conn.mac!, msg);
       case 'error':
         this.#rlog.warn(
           `${conn.ip}|peer-error|${msg.code}`,
@@ -349,6 +353,7 @@ export class AgentHub implements NodeControl {
       heartbeatMs: this.#heartbeatMs,
       missedHeartbeats: this.#core.config.missedHeartbeats,
       maxMessageBytes: this.maxMessageBytes,
+      ...healthCheckOf(this.#core.nodeHealth.checkFor(node)),
     });
     const keys = deriveSessionKeys(eph.privateKey, agentKey, nonce);
     conn.channel.establish(keys);
@@ -848,6 +853,14 @@ function addFree(conn: Conn, free: Resources): void {
   f.cores += free.cores;
   f.memMiB += free.memMiB;
   f.gpus += free.gpus;
+}
+
+/** The welcome's health check field, in the protocol's units. */
+function healthCheckOf(h: HealthCheckSpec | undefined): { healthCheck?: HealthCheck } {
+  if (!h) return {};
+  return {
+    healthCheck: { command: h.command, intervalMs: Math.round(h.intervalSeconds * 1000), timeoutMs: Math.round(h.timeoutSeconds * 1000) },
+  };
 }
 
 function assertNever(x: never): never {

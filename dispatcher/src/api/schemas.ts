@@ -41,6 +41,33 @@ export const RunningTask = Type.Object({
   startedAt: Type.Number(),
 });
 
+/** The cluster file's health check as the node's agent last ran it (nodes/node-health.ts). */
+export const NodeHealthSchema = Type.Object({
+  ok: Type.Boolean(),
+  output: Type.String({ description: "the check's output, its last 4 KiB; `timed out after Ns` when it hung" }),
+  at: Type.Number({ description: 'unix ms: since when it has had this outcome' }),
+  checkedAt: Type.Optional(Type.Number({ description: 'unix ms: its last run' })),
+});
+export type NodeHealth = Static<typeof NodeHealthSchema>;
+
+/** Why a node was drained as suspect (nodes/suspect.ts): its failed attempts in a row, and where their jobs succeeded. */
+export const SuspectEvidence = Type.Object({
+  at: Type.Number({ description: 'unix ms' }),
+  failures: Type.Array(
+    Type.Object({
+      taskId: Type.Integer(),
+      attempt: Type.Integer(),
+      jobId: Type.Integer(),
+      exitCode: Nullable(Type.Integer()),
+      error: Type.Optional(Type.String()),
+    }),
+  ),
+  succeededElsewhere: Type.Array(
+    Type.Object({ jobId: Type.Integer(), nodes: Type.Array(Type.String(), { description: 'names of nodes where its tasks succeeded' }) }),
+  ),
+});
+export type SuspectEvidence = Static<typeof SuspectEvidence>;
+
 const Allocation = Type.Object({ total: Type.Integer(), allocated: Type.Integer() });
 /** What a node's agent hands out to tasks and how much of it its tasks hold now. */
 export const NodeResourcesView = Type.Object({
@@ -104,6 +131,8 @@ export const NodeView = Type.Object({
   tasks: Type.Array(RunningTask),
   bootStage: Nullable(Type.Object({ stage: Type.String(), ts: Type.Number(), boot: Type.Integer() })),
   resources: Type.Optional(NodeResourcesView),
+  health: Type.Optional(NodeHealthSchema),
+  suspect: Type.Optional(SuspectEvidence),
   power: Type.Optional(NodePower),
   unreachable: Type.Optional(NodeUnreachable),
 });

@@ -96,7 +96,13 @@ export function createOperatorSurface(core: Core, opts: OperatorSurfaceOptions =
   };
   api.feed = new LiveFeed({
     nodes: () => {
-      const src = { control: getControl(), timeline: core.timeline, images: core.images.assignments, power: powerStatesOf(core) };
+      const src = {
+        control: getControl(),
+        timeline: core.timeline,
+        images: core.images.assignments,
+        health: core.nodeHealth,
+        power: powerStatesOf(core),
+      };
       return core.nodes.list().map((n) => nodeView(n, src));
     },
     summary: () => statusSummary(api),

@@ -93,6 +93,7 @@ export class ActiveJobs {
       maxAttempts: spec.maxAttempts,
       requirements: spec.requirements,
       speculative: spec.speculative,
+      retries: spec.retries ?? 0,
     });
     const job: ActiveJob = {
       id: row.id,

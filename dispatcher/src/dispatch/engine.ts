@@ -50,6 +50,7 @@ import { SubmissionIngest } from './submission-ingest.js';
 import { QueuedReadBack, recoverDispatchState, RECOVERY_STEP_BUDGET } from './recovery.js';
 import { DispatchViews, type EngineStats, type ListTasksQuery } from './read-views.js';
 import { registerDispatchMetrics } from './dispatch-metrics.js';
+import type { AttemptEnd } from '../nodes/suspect.js';
 
 export type { EngineStats, ListTasksQuery } from './read-views.js';
 export { classify } from './result-recorder.js';
@@ -91,6 +92,7 @@ export class TaskDispatcher implements DispatchEngine {
   readonly #views: DispatchViews;
   readonly #available = new Set<() => void>();
   readonly #cancelListeners = new Set<(mac: Mac, ref: RunningTaskRef, reason: string) => void>();
+  readonly #attemptListeners = new Set<(a: AttemptEnd) => void>();
   #pendingLeases: NewLease[] = [];
   #leaseWriteQueued = false;
   #availableScheduled = false;
@@ -150,6 +152,9 @@ export class TaskDispatcher implements DispatchEngine {
       available: () => this.#fireAvailable(),
       storeError: (err, what) => this.#storeError(err, what),
       storeWarn,
+      attemptEnded: (a) => {
+        for (const l of this.#attemptListeners) l(a);
+      },
     });
     const nextIds = store.nextIds();
     this.#ingest = new SubmissionIngest({
@@ -269,6 +274,12 @@ export class TaskDispatcher implements DispatchEngine {
   onCancel(listener: (mac: Mac, ref: RunningTaskRef, reason: string) => void): () => void {
     this.#cancelListeners.add(listener);
     return () => this.#cancelListeners.delete(listener);
+  }
+
+  /** Every attempt whose end was recorded (done, failed, retried), with its node: suspect detection listens. */
+  onAttemptEnded(listener: (a: AttemptEnd) => void): () => void {
+    this.#attemptListeners.add(listener);
+    return () => this.#attemptListeners.delete(listener);
   }
 
   // ======================================================================= submission

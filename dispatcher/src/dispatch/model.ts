@@ -13,6 +13,8 @@ export interface JobSpec {
   timeoutSeconds: number;
   priority: number;
   maxAttempts: number;
+  /** Attempts more for a task that exits non-zero, each on a node it has not failed on (absent in jobs stored before retries: 0). */
+  retries?: number;
   requirements: NormalRequirements;
   speculative: boolean;
   inputs: string | null;

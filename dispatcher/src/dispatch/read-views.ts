@@ -177,6 +177,7 @@ export class DispatchViews {
       priority: j.spec.priority,
       timeoutSeconds: j.spec.timeoutSeconds,
       maxAttempts: j.spec.maxAttempts,
+      retries: j.spec.retries ?? 0,
       speculative: j.spec.speculative,
       requirements: j.spec.requirements,
       resources: resourcesView(j.spec.requirements.request),
@@ -263,6 +264,7 @@ export class DispatchViews {
       ranOn: r.ran_on ?? null,
       progress: out?.copies.reduce<number | null>((m, c) => (c.progress === null ? m : Math.max(m ?? 0, c.progress)), null) ?? null,
       nodes: out?.copies.map((c) => c.mac) ?? [],
+      ...(out?.avoid?.length ? { failedOn: [...out.avoid] } : {}),
     };
   }
 
@@ -289,7 +291,14 @@ export class DispatchViews {
     if (vars && spec.placeholders.length) t = substituteTemplate(t, vars);
     const result = this.#store.s.result.get(id) as ResultRow | undefined;
     const out = this.#ring.outTask(id);
-    const failures = this.#store.s.failures.all(id) as { attempt: number; mac: string | null; reason: string; at: number }[];
+    const failures = this.#store.s.failures.all(id) as {
+      attempt: number;
+      mac: string | null;
+      reason: string;
+      at: number;
+      exitCode: number | null;
+    }[];
+    const failedOn = [...new Set(failures.flatMap((f) => (f.exitCode !== null && f.mac ? [f.mac] : [])))];
     const leases = this.#store.s.leasesOfTask.all(id) as { attempt: number }[];
     const attempts = Math.max(out?.attempts ?? 0, result?.attempt ?? 0, ...leases.map((l) => l.attempt), ...failures.map((f) => f.attempt));
     return {
@@ -309,6 +318,8 @@ export class DispatchViews {
       cwd: t.cwd,
       timeoutSeconds: spec.timeoutSeconds,
       maxAttempts: spec.maxAttempts,
+      retries: spec.retries ?? 0,
+      ...(failedOn.length ? { failedOn } : {}),
       copies: (out?.copies ?? []).map((c) => ({
         attempt: c.attempt,
         mac: c.mac,

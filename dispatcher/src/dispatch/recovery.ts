@@ -169,7 +169,9 @@ export function recoverDispatchState(d: RecoveryDeps): void {
   const now = d.now();
   for (const [taskId, { job, rows }] of byTask) {
     const attempts = Math.max(...rows.map((r) => r.attempt));
-    d.ring.restore(job.ring, taskId, attempts, rows, now);
+    // Nodes it exited non-zero on stay avoided by its retries.
+    const avoid = job.spec.retries ? (s.failedOn.all(taskId) as Mac[]) : undefined;
+    d.ring.restore(job.ring, taskId, attempts, rows, now, avoid);
   }
   const totals = s.totals.get() as { total: number; done: number; failed: number; cancelled: number };
   d.jobs.totals = { ...totals };

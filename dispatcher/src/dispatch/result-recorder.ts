@@ -16,6 +16,7 @@ import type { TaskResult } from '../protocol/messages.js';
 import type { OutTask, TaskRing } from './ring.js';
 import { TaskRowState, type CommittedJob, type DispatchStore, type JobDelta, type ResultRow } from './store.js';
 import type { ActiveJobs, DispatchCounters } from './active-jobs.js';
+import type { AttemptEnd } from '../nodes/suspect.js';
 
 /** Largest outputs tar kept per result (decoded, still gzip-compressed). */
 export const MAX_OUTPUTS_BYTES = 256 * 1024 * 1024;
@@ -29,7 +30,7 @@ type ResultOp =
       task: OutTask;
       exhausted: boolean;
     }
-  | { t: 'failure'; r: TaskResult; mac: Mac; reason: string }
+  | { t: 'failure'; r: TaskResult; mac: Mac; reason: string; jobId: number }
   | { t: 'stale'; r: TaskResult }
   | { t: 'check'; r: TaskResult };
 
@@ -63,6 +64,8 @@ export interface ResultRecorderDeps {
   available: () => void;
   storeError: (err: unknown, what: string) => DispatcherError;
   storeWarn: (err: unknown, what: string) => void;
+  /** An attempt's end was recorded (node-health's suspect detection listens). */
+  attemptEnded?: (a: AttemptEnd) => void;
 }
 
 export class ResultRecorder {
@@ -81,7 +84,8 @@ export class ResultRecorder {
     const ops: ResultOp[] = [];
     for (const r of results) {
       const kind = classify(r);
-      const c = this.#d.ring.complete(r.taskId, r.attempt, node.mac, kind === 'retry' ? 'retryable' : 'final', r.durationMs);
+      const outcome = kind === 'retry' ? 'retryable' : kind === 'failed' && isExitFailure(r) ? 'exit' : 'final';
+      const c = this.#d.ring.complete(r.taskId, r.attempt, node.mac, outcome, r.durationMs);
       switch (c.kind) {
         case 'accepted':
           ops.push({
@@ -97,7 +101,7 @@ export class ResultRecorder {
           ops.push({ t: 'result', r, mac: node.mac, status: TaskRowState.failed, task: c.task, exhausted: true });
           break;
         case 'retrying':
-          ops.push({ t: 'failure', r, mac: node.mac, reason: failureReason(r) });
+          ops.push({ t: 'failure', r, mac: node.mac, reason: failureReason(r), jobId: c.task.job.spec.id });
           break;
         case 'stale':
           ops.push({ t: 'stale', r });
@@ -179,6 +183,7 @@ export class ResultRecorder {
       outcomes.forEach((o, i) => {
         const op = p.ops[i]!;
         if (op.t === 'failure') requeue = true;
+        if (o === 'recorded' && p.node && (op.t === 'failure' || op.t === 'result')) this.#attemptEnded(p.node.mac, op);
         if (o === 'duplicate') {
           this.#d.counters.duplicates++;
           this.#d.rlog.warn(
@@ -199,6 +204,27 @@ export class ResultRecorder {
       p.resolve(outcomes);
     });
     if (requeue) this.#d.available();
+  }
+
+  /** Tells the listeners (suspect detection) how an attempt ended on a node; a listener's fault costs nothing here. */
+  #attemptEnded(mac: Mac, op: ResultOpOf<'failure'> | ResultOpOf<'result'>): void {
+    const listener = this.#d.attemptEnded;
+    if (!listener) return;
+    const { r } = op;
+    try {
+      listener({
+        mac,
+        taskId: r.taskId,
+        attempt: r.attempt,
+        jobId: op.t === 'failure' ? op.jobId : op.task.job.spec.id,
+        exitCode: r.exitCode,
+        signal: r.signal,
+        timedOut: r.timedOut,
+        error: r.error,
+      });
+    } catch (err) {
+      this.#d.rlog.warn('attempt-ended', { err: (err as Error).message }, 'attempt listener failed');
+    }
   }
 
   /** Not durable: no acknowledgement, the agents send again. Their tasks go back to running on them, so that the next delivery is accepted. */
@@ -253,7 +279,7 @@ export class ResultRecorder {
             break;
           }
           case 'failure':
-            s.insertFailure.run(op.r.taskId, op.r.attempt, op.mac, op.reason, now);
+            s.insertFailure.run(op.r.taskId, op.r.attempt, op.mac, op.reason, now, isExitFailure(op.r) ? op.r.exitCode : null);
             s.endLease.run(op.r.taskId, op.r.attempt);
             out[i] = 'recorded';
             break;
@@ -285,8 +311,15 @@ export function classify(r: TaskResult): 'done' | 'failed' | 'retry' {
 export function oomText(r: Pick<TaskResult, 'memPeakKiB'>): string {
   return `out of memory${typeof r.memPeakKiB === 'number' ? ` (peak ${Math.round(r.memPeakKiB / 1024)} MiB)` : ''}`;
 }
+
+/** A program that ran and said no (a non-zero exit, not a kill for memory): what `retries` retries on another node. */
+export function isExitFailure(r: TaskResult): boolean {
+  return r.exitCode !== null && r.exitCode !== 0 && r.signal === null && r.error === null && !r.timedOut && !r.oom;
+}
+
 function failureReason(r: TaskResult): string {
   if (r.timedOut) return 'timed out';
+  if (isExitFailure(r)) return `exit code ${r.exitCode}`;
   if (r.error !== null) return `could not run: ${r.error}`.slice(0, 1000);
   if (r.signal !== null) return `killed by ${r.signal}`;
   return 'no exit code';

@@ -61,6 +61,8 @@ export interface RingJobSpec {
   maxAttempts: number;
   requirements: NormalRequirements;
   speculative: boolean;
+  /** Attempts beyond the first for tasks that exit non-zero, each on a node they have not failed on (`submit --retries`). */
+  retries?: number;
 }
 
 export interface RingEvents {
@@ -197,6 +199,8 @@ export class OutTask {
   /** Which node got each attempt (index attempt - 1), to tell late results from stale ones. */
   readonly handedTo: (Mac | undefined)[] = [];
   speculated = false;
+  /** Nodes an attempt of it exited non-zero on (jobs with `retries`): it is not handed to them again. */
+  avoid: Mac[] | undefined;
   /** Queued to be handed out again. */
   waiting = false;
   prev: OutTask = this;
@@ -263,6 +267,33 @@ export class ReqClass {
   fits(node: NodeCapacity): boolean {
     return fits(this.req, node);
   }
+}
+
+/** How many waiting entries of a bucket a node looks past, skipping tasks that failed on it. */
+export const AVOID_SCAN = 64;
+
+/**
+ * The first thing this node may take in a class, highest priority first: a waiting task that
+ * did not fail on it (looking past at most AVOID_SCAN entries per bucket), else a fresh task.
+ */
+function candidateIn(cls: ReqClass, mac: Mac): { bucket: Bucket; task?: OutTask } | undefined {
+  if (!cls.top()) return undefined;
+  for (const p of cls.priorities) {
+    const b = cls.buckets.get(p)!;
+    if (!b.clean()) continue;
+    let seen = 0;
+    for (const t of b.waiting) {
+      if (++seen > AVOID_SCAN) break;
+      if (t.waiting && !t.avoid?.includes(mac)) return { bucket: b, task: t };
+    }
+    if (b.jobs.length > 0) return { bucket: b };
+  }
+  return undefined;
+}
+
+/** Attempts that count against `maxAttempts`: all but those that exited non-zero on a node it then avoids. */
+function otherAttempts(t: OutTask): number {
+  return t.attempts - (t.avoid?.length ?? 0);
 }
 
 export function fits(req: NormalRequirements, node: NodeCapacity): boolean {
@@ -406,12 +437,14 @@ export class TaskRing {
     let best: Bucket | undefined;
     let bestWaiting = false;
     let bestId = 0;
+    let bestTask: OutTask | undefined;
     for (const cls of classes) {
       if (free && !within(cls.cost, free)) continue;
-      const b = cls.top();
-      if (!b) continue;
-      const w = b.waiting.length > 0;
-      const id = w ? b.waiting.peek()!.id : b.jobs.peek()!.peekId()!;
+      const c = candidateIn(cls, node.mac);
+      if (!c) continue;
+      const b = c.bucket;
+      const w = c.task !== undefined;
+      const id = w ? c.task!.id : b.jobs.peek()!.peekId()!;
       if (
         best === undefined ||
         b.priority > best.priority ||
@@ -420,12 +453,15 @@ export class TaskRing {
         best = b;
         bestWaiting = w;
         bestId = id;
+        bestTask = c.task;
       }
     }
     if (!best) return undefined;
     let task: OutTask;
     if (bestWaiting) {
-      task = best.waiting.shift()!;
+      task = bestTask!;
+      // Taken from behind tasks this node must not run: its entry stays, dropped when it reaches the head.
+      if (best.waiting.peek() === task) best.waiting.shift();
       task.waiting = false;
       this.#waiting--;
       this.#unlink(task);
@@ -460,12 +496,12 @@ export class TaskRing {
 
   #laggerFor(t: OutTask, node: NodeCapacity | undefined, now: number): boolean {
     const job = t.job;
-    if (!job.spec.speculative || t.speculated || t.copies.length !== 1 || t.attempts >= job.spec.maxAttempts) return false;
+    if (!job.spec.speculative || t.speculated || t.copies.length !== 1 || otherAttempts(t) >= job.spec.maxAttempts) return false;
     const median = job.durations.median;
     if (median === undefined || job.durations.count < MIN_FINISHED_FOR_SPECULATION) return false;
     const c = t.copies[0]!;
     if (now - c.startedAt <= this.#k * median) return false;
-    return node === undefined || (c.mac !== node.mac && job.cls.fits(node));
+    return node === undefined || (c.mac !== node.mac && !t.avoid?.includes(node.mac) && job.cls.fits(node));
   }
 
   /** Whether some node could get a speculative copy now (the engine's timer asks, to wake idle nodes). */
@@ -496,11 +532,25 @@ export class TaskRing {
    * An attempt ended on `mac`. `final`: the task has its outcome (done, or failed in a way
    * not worth retrying); `retryable`: the attempt failed (timeout, signal, start error).
    */
-  complete(taskId: number, attempt: number, mac: Mac, outcome: 'final' | 'retryable', durationMs?: number): Completion {
+  complete(taskId: number, attempt: number, mac: Mac, outcome: 'final' | 'retryable' | 'exit', durationMs?: number): Completion {
     const t = this.#out.get(taskId);
     if (!t) return { kind: 'unknown' };
     if (attempt < 1 || t.handedTo[attempt - 1] !== mac) return { kind: 'stale' };
     const copy = t.copies.find((c) => c.attempt === attempt);
+    if (outcome === 'exit') {
+      const retries = t.job.spec.retries ?? 0;
+      if ((t.avoid?.length ?? 0) >= retries) {
+        // No retry left: this attempt's failure is the task's result.
+        this.#finish(t, 'another copy finished first', attempt);
+        return retries > 0 ? { kind: 'exhausted', task: t } : { kind: 'accepted', task: t };
+      }
+      if (!t.avoid) t.avoid = [mac];
+      else if (!t.avoid.includes(mac)) t.avoid.push(mac);
+      if (!copy) return { kind: 'retrying', task: t };
+      this.#dropCopy(t, copy);
+      if (t.copies.length === 0) this.#toWaiting(t);
+      return { kind: 'retrying', task: t };
+    }
     if (outcome === 'final') {
       this.#finish(t, 'another copy finished first', attempt);
       if (durationMs !== undefined && Number.isFinite(durationMs) && durationMs >= 0) t.job.durations.add(durationMs);
@@ -509,7 +559,7 @@ export class TaskRing {
     if (!copy) return { kind: 'retrying', task: t }; // a late failure of a copy already given up on
     this.#dropCopy(t, copy);
     if (t.copies.length > 0) return { kind: 'retrying', task: t };
-    if (t.attempts >= t.job.spec.maxAttempts) {
+    if (otherAttempts(t) >= t.job.spec.maxAttempts) {
       this.#finish(t, '', attempt);
       return { kind: 'exhausted', task: t };
     }
@@ -601,10 +651,18 @@ export class TaskRing {
    * Copies whose lease has passed are over; a task with no live copy waits (or fails if it
    * has no attempt left). Call in hand-out order, oldest first.
    */
-  restore(job: RingJob, taskId: number, attempts: number, copies: readonly Omit<Copy, 'progress'>[], now: number = this.#now()): OutTask {
+  restore(
+    job: RingJob,
+    taskId: number,
+    attempts: number,
+    copies: readonly Omit<Copy, 'progress'>[],
+    now: number = this.#now(),
+    avoid?: readonly Mac[],
+  ): OutTask {
     let t = this.#out.get(taskId);
     if (t) return t;
     t = new OutTask(taskId, job, attempts);
+    if (avoid?.length) t.avoid = [...avoid];
     this.#out.set(taskId, t);
     job.out.add(t);
     this.#insertBeforePointer(t);
@@ -722,7 +780,7 @@ export class TaskRing {
 
   /** The task has no live copy left: it waits for a node again, or fails. Returns true if it waits. */
   #orphan(t: OutTask, reason: string): boolean {
-    if (t.attempts >= t.job.spec.maxAttempts) {
+    if (otherAttempts(t) >= t.job.spec.maxAttempts) {
       this.#finish(t, '');
       this.#events.exhausted(t, `${reason} (attempt ${t.attempts} of ${t.job.spec.maxAttempts})`);
       return false;

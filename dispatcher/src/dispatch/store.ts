@@ -83,6 +83,11 @@ export const dispatchMigrations: Migration[] = [
     sql: `ALTER TABLE results ADD COLUMN oom INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE results ADD COLUMN mem_peak_kib INTEGER;`,
   },
+  {
+    // submit --retries: a retried non-zero exit is an attempt failure with its exit code; its node is avoided.
+    name: 'dispatch/003-failure-exit-code',
+    sql: 'ALTER TABLE attempt_failures ADD COLUMN exit_code INTEGER;',
+  },
 ];
 
 /** tasks.state values. */
@@ -255,8 +260,16 @@ export class DispatchStore {
       cancelJob: db.prepare(
         `UPDATE jobs SET state = 'cancelled', finished_at = ?, cancelled = task_count - done - failed WHERE id = ? AND state = 'active'`,
       ),
-      insertFailure: db.prepare('INSERT OR IGNORE INTO attempt_failures (task_id, attempt, mac, reason, at) VALUES (?, ?, ?, ?, ?)'),
-      failures: db.prepare('SELECT attempt, mac, reason, at FROM attempt_failures WHERE task_id = ? ORDER BY attempt'),
+      insertFailure: db.prepare(
+        'INSERT OR IGNORE INTO attempt_failures (task_id, attempt, mac, reason, at, exit_code) VALUES (?, ?, ?, ?, ?, ?)',
+      ),
+      failures: db.prepare(
+        'SELECT attempt, mac, reason, at, exit_code AS exitCode FROM attempt_failures WHERE task_id = ? ORDER BY attempt',
+      ),
+      /** Nodes a task exited non-zero on (its retries avoid them). */
+      failedOn: db
+        .prepare('SELECT mac FROM attempt_failures WHERE task_id = ? AND exit_code IS NOT NULL AND mac IS NOT NULL ORDER BY attempt')
+        .pluck(),
       resultsPage: db.prepare(`SELECT t.id, t.state, t.vars, r.* FROM tasks t LEFT JOIN results r ON r.task_id = t.id
         WHERE t.id > ? AND t.id <= ? ORDER BY t.id LIMIT ?`),
       outputsPage: db.prepare(

@@ -132,6 +132,7 @@ export function validateSubmission(body: unknown, opts: { streamed?: boolean } =
     timeoutSeconds: s.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
     priority: s.priority ?? DEFAULT_PRIORITY,
     maxAttempts: s.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+    retries: s.retries ?? 0,
     requirements,
     speculative: s.speculative ?? true,
     inputs: s.inputs ?? null,

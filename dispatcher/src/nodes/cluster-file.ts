@@ -20,7 +20,6 @@
  *       firstStage: snponly.efi   # optional: UEFI first stage for NICs that need SNP-only iPXE
  *       image: ml             # optional: this node's image (over labelImages and image)
  *       bmc: {type: ipmi, address: 10.1.0.11, user: admin, passwordFile: /etc/lilcluster/bmc.pw}
- *                             # ipmi: its serial console is captured by Serial-over-LAN unless sol: false
  *   bmcs:                     # BMCs per label group, for nodes without their own bmc: (first match wins)
  *     - labels: [rack1]
  *       type: redfish         # ipmi (ipmitool, IPMI over LAN) | redfish (HTTPS)
@@ -28,6 +27,14 @@
  *       user: admin
  *       passwordFile: /etc/lilcluster/rack1.pw   # first line; mode 0600 or 0400, else refused
  *       ca: /etc/lilcluster/bmc-ca.pem           # redfish: CA of the BMC's certificate; or verify: false
+ *   healthCheck:              # run by every agent at start and every interval; a failure drains the node
+ *     command: [/usr/local/bin/node-check]   # argv, or one /bin/sh -c string
+ *     intervalSeconds: 60
+ *     timeoutSeconds: 30      # killed then, and counted as a failure
+ *   healthChecks:             # per label group, over healthCheck (first match wins)
+ *     - labels: [gpu]
+ *       command: nvidia-smi -L
+ *   suspectAfter: 5           # drain a node after this many failed tasks in a row (0: never)
  *   healing: {lostAfterSeconds: 120, maxCyclesPerHour: 3}   # power-cycle lost nodes through their BMCs (power/policy-config.ts)
  *   powerPolicy: {idleOffSeconds: 600, minOn: 1}             # power idle nodes off, on for the queue (power/policy-config.ts)
  *
@@ -81,6 +88,12 @@ export interface ClusterFile {
   healing?: HealingPolicy;
   /** Power driven by the queue (power/queue-power.ts; fields in power/policy-config.ts); absent: off. */
   powerPolicy?: PowerPolicy;
+  /** The agents' health check (nodes/node-health.ts); absent: none. */
+  healthCheck?: HealthCheckSpec;
+  /** Health checks per label group, over `healthCheck`; the first group one of a node's labels is in wins. */
+  healthChecks?: HealthCheckGroup[];
+  /** Failed tasks in a row that drain a node as suspect (default DEFAULT_SUSPECT_AFTER; 0: never). */
+  suspectAfter?: number;
   nodes: ClusterNodeSpec[];
 }
 
@@ -89,6 +102,30 @@ export interface OnDemandPolicy {
   images: string[];
   /** Image → nodes kept on it at least. */
   keep: Record<string, number>;
+}
+
+/** A command the agent runs at start and every interval: exit 0 passes; anything else, or its timeout, fails. */
+export interface HealthCheckSpec {
+  command: string[] | string;
+  intervalSeconds: number;
+  timeoutSeconds: number;
+}
+
+export interface HealthCheckGroup extends HealthCheckSpec {
+  labels: string[];
+}
+
+/** Health check timing when the cluster file gives none (set intervalSeconds, timeoutSeconds). */
+export const DEFAULT_HEALTH_INTERVAL_SECONDS = 60;
+export const DEFAULT_HEALTH_TIMEOUT_SECONDS = 30;
+/** Failed tasks in a row before a node is drained as suspect (set suspectAfter; 0 turns it off). */
+export const DEFAULT_SUSPECT_AFTER = 5;
+
+/** The health check of a node with these labels: its label group's, else the cluster-wide one, else none. */
+export function healthCheckFor(cluster: ClusterFile, labels: readonly string[]): HealthCheckSpec | undefined {
+  const g = cluster.healthChecks?.find((h) => h.labels.some((l) => labels.includes(l)));
+  if (g) return { command: g.command, intervalSeconds: g.intervalSeconds, timeoutSeconds: g.timeoutSeconds };
+  return cluster.healthCheck;
 }
 
 /** Auto-enrolment caps when the cluster file names none: a storm of real machines fits, a script's flood does not. */
@@ -121,7 +158,7 @@ export function loadClusterFile(path: string): ClusterFile {
   return cluster;
 }
 
-const BMC_FIELDS = ['type', 'address', 'user', 'passwordFile', 'ca', 'verify', 'sol'];
+const BMC_FIELDS = ['type', 'address', 'user', 'passwordFile', 'ca', 'verify'];
 const BMC_ADDRESS_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.{}-]{1,253})(:\d{1,5})?$/;
 
 /** A `bmc` mapping (per node) or a `bmcs` entry (per label group, `labels` and a pattern address). */
@@ -148,8 +185,6 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
   if (b.type === 'ipmi' && (b.ca !== undefined || b.verify !== undefined))
     fail(`${field}.${b.ca !== undefined ? 'ca' : 'verify'}`, 'only for redfish (IPMI has no certificates)');
   if (b.ca !== undefined && b.verify === false) fail(`${field}.verify`, 'give ca or verify: false, not both');
-  if (b.sol !== undefined && typeof b.sol !== 'boolean') fail(`${field}.sol`, 'must be true or false');
-  if (b.sol !== undefined && b.type !== 'ipmi') fail(`${field}.sol`, 'only for ipmi (Redfish has no standard serial stream)');
   const spec: BmcSpec = {
     type: b.type as BmcSpec['type'],
     address: a,
@@ -157,7 +192,6 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
     passwordFile: b.passwordFile as string,
     ...(b.ca !== undefined ? { ca: b.ca as string } : {}),
     ...(b.verify !== undefined ? { verify: b.verify as boolean } : {}),
-    ...(b.sol !== undefined ? { sol: b.sol as boolean } : {}),
   };
   if (!group) return spec;
   const labels = b.labels;
@@ -168,6 +202,46 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
 
 /** The cluster file's top-level keys of self-healing and queue-driven power (power/policy-config.ts). */
 const POWER_KEYS = ['healing', 'powerPolicy'];
+
+/** The cluster file's top-level keys of health checks and suspect detection. */
+const HEALTH_KEYS = ['healthCheck', 'healthChecks', 'suspectAfter'];
+const HEALTH_FIELDS = ['command', 'intervalSeconds', 'timeoutSeconds'];
+/** Bounds of a health check (the protocol's exec bounds; a day between runs at most). */
+const MAX_HEALTH_ARGS = 4096;
+const MAX_HEALTH_ARG_CHARS = 65_536;
+const MAX_HEALTH_INTERVAL_SECONDS = 86_400;
+const MAX_HEALTH_TIMEOUT_SECONDS = 3600;
+
+/** `healthCheck` (cluster-wide) or a `healthChecks` entry (per label group, with `labels`). */
+function parseHealthCheck(field: string, raw: unknown, fail: (field: string, why: string) => never, group: boolean): HealthCheckGroup {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return fail(field, `expected a mapping (${group ? 'labels, ' : ''}command, intervalSeconds, timeoutSeconds)`);
+  const h = raw as Record<string, unknown>;
+  for (const k of Object.keys(h)) if (!HEALTH_FIELDS.includes(k) && !(group && k === 'labels')) fail(`${field}.${k}`, 'unknown field');
+  const c = h.command;
+  const argv =
+    Array.isArray(c) &&
+    c.length > 0 &&
+    c.length <= MAX_HEALTH_ARGS &&
+    c.every((a) => typeof a === 'string' && a.length <= MAX_HEALTH_ARG_CHARS) &&
+    (c[0] as string).length > 0;
+  const line = typeof c === 'string' && c.trim().length > 0 && c.length <= MAX_HEALTH_ARG_CHARS;
+  if (!argv && !line) fail(`${field}.command`, 'must be a list of arguments (program first, not empty) or a /bin/sh -c string, not empty');
+  const seconds = (k: string, dflt: number, max: number): number => {
+    const v = h[k] ?? dflt;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 1 || v > max)
+      fail(`${field}.${k}`, `must be a number of seconds from 1 to ${max}`);
+    return v as number;
+  };
+  const intervalSeconds = seconds('intervalSeconds', DEFAULT_HEALTH_INTERVAL_SECONDS, MAX_HEALTH_INTERVAL_SECONDS);
+  const timeoutSeconds = seconds('timeoutSeconds', Math.min(DEFAULT_HEALTH_TIMEOUT_SECONDS, intervalSeconds), MAX_HEALTH_TIMEOUT_SECONDS);
+  if (timeoutSeconds > intervalSeconds)
+    fail(`${field}.timeoutSeconds`, `must not exceed intervalSeconds (${intervalSeconds}): a check runs once per interval`);
+  const labels = h.labels;
+  if (group && (!Array.isArray(labels) || !labels.length || labels.some((l) => typeof l !== 'string')))
+    fail(`${field}.labels`, 'must be a list of labels');
+  return { labels: group ? (labels as string[]) : [], command: c as string[] | string, intervalSeconds, timeoutSeconds };
+}
 
 /** Validates a cluster file; errors name the field (`nodes[2].mac`). */
 export function parseClusterFile(text: string, source = 'cluster file'): ClusterFile {
@@ -183,7 +257,20 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return fail('(top)', 'expected a mapping');
   const d = doc as Record<string, unknown>;
   for (const k of Object.keys(d))
-    if (!['enrollment', 'autoEnroll', 'bootTokenMinutes', 'image', 'labelImages', 'onDemand', 'bmcs', 'nodes', ...POWER_KEYS].includes(k))
+    if (
+      ![
+        'enrollment',
+        'autoEnroll',
+        'bootTokenMinutes',
+        'image',
+        'labelImages',
+        'onDemand',
+        'bmcs',
+        'nodes',
+        ...HEALTH_KEYS,
+        ...POWER_KEYS,
+      ].includes(k)
+    )
       fail(k, 'unknown field');
   const imageName = (field: string, v: unknown): string => {
     if (typeof v !== 'string' || !IMAGE_NAME_RE.test(v))
@@ -277,12 +364,32 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
     if (!Array.isArray(d.bmcs)) fail('bmcs', 'expected a list of {labels, type, address, user, passwordFile}');
     bmcs = (d.bmcs as unknown[]).map((g, i) => parseBmc(`bmcs[${i}]`, g, fail, true) as BmcGroup);
   }
+  const healthCheck = d.healthCheck === undefined ? undefined : parseHealthCheck('healthCheck', d.healthCheck, fail, false);
+  if (d.healthChecks !== undefined && !Array.isArray(d.healthChecks))
+    fail('healthChecks', 'expected a list of {labels, command, intervalSeconds, timeoutSeconds}');
+  const healthChecks = (d.healthChecks as unknown[] | undefined)?.map((g, i) => parseHealthCheck(`healthChecks[${i}]`, g, fail, true));
+  if (
+    d.suspectAfter !== undefined &&
+    (typeof d.suspectAfter !== 'number' || !Number.isInteger(d.suspectAfter) || d.suspectAfter < 0 || d.suspectAfter > 10_000)
+  )
+    fail('suspectAfter', 'must be a whole number of failed tasks in a row, 0 to 10000 (0: never drain a node as suspect)');
   const healing = d.healing === undefined ? undefined : parseHealing(d.healing, fail);
   const powerPolicy = d.powerPolicy === undefined ? undefined : parsePowerPolicy(d.powerPolicy, nodes, fail);
   return {
     enrollment,
     ...(healing ? { healing } : {}),
     ...(powerPolicy ? { powerPolicy } : {}),
+    ...(healthCheck
+      ? {
+          healthCheck: {
+            command: healthCheck.command,
+            intervalSeconds: healthCheck.intervalSeconds,
+            timeoutSeconds: healthCheck.timeoutSeconds,
+          },
+        }
+      : {}),
+    ...(healthChecks ? { healthChecks } : {}),
+    ...(d.suspectAfter !== undefined ? { suspectAfter: d.suspectAfter as number } : {}),
     ...(bmcs ? { bmcs } : {}),
     ...(given.autoEnroll ? { autoEnroll } : {}),
     ...(given.bootTokenMinutes ? { bootTokenMinutes: bootTokenMinutes as number } : {}),

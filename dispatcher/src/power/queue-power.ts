@@ -183,7 +183,7 @@ export class QueuePower {
       c.setDraining(n.mac, false);
       throw err;
     }
-    // Still drained: the hub hands nothing to the connection until it times out (the flag goes with it).
+    c.setDraining(n.mac, false);
     core.nodes.setState(n.mac, 'off', `power policy: ${d.reason}`, { by: 'operator' });
     states.set(n.mac, 'off', core.now(), 'policy');
     this.#idleSince.delete(n.mac);

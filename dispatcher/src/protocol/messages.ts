@@ -207,6 +207,23 @@ export const BootedImage = Type.Object(
 );
 export type BootedImage = Static<typeof BootedImage>;
 
+/** A health check's output travels (and is kept) up to this many characters: its end, where the error usually is. */
+export const MAX_HEALTH_OUTPUT = 4096;
+
+/**
+ * The cluster file's health check for this node (welcome): the agent runs it at start and
+ * every `intervalMs`, kills it at `timeoutMs`, and reports each run (`health`).
+ */
+export const HealthCheck = Type.Object(
+  {
+    command: Type.Union([Type.Array(Str(1 << 16), { minItems: 1, maxItems: 4096 }), Type.String({ minLength: 1, maxLength: 1 << 16 })]),
+    intervalMs: Int(1000),
+    timeoutMs: Int(1000),
+  },
+  Closed,
+);
+export type HealthCheck = Static<typeof HealthCheck>;
+
 /** Operator commands (mirrors agents/control-contract.ts ControlCommand). */
 export const ControlCommand = Type.Union([
   /**
@@ -336,6 +353,21 @@ const Results = Type.Object(
   Closed,
 );
 
+/** One run of the health check: exit 0 passes; a non-zero exit, a start failure or its timeout fails. */
+const HealthResult = Type.Object(
+  {
+    type: Type.Literal('health'),
+    ok: Type.Boolean(),
+    exitCode: Nullable(Type.Integer()),
+    timedOut: Type.Boolean(),
+    /** Its stdout and stderr as they came, the last MAX_HEALTH_OUTPUT characters; `timed out after Ns` when it hung. */
+    output: Str(MAX_HEALTH_OUTPUT),
+    durationMs: Int(),
+  },
+  Closed,
+);
+export type HealthResultMessage = Static<typeof HealthResult>;
+
 const ControlAck = Type.Object(
   { type: Type.Literal('control-ack'), id: Int(1), ok: Type.Boolean(), error: Type.Optional(Str(4096)) },
   Closed,
@@ -369,6 +401,7 @@ export const AGENT_MESSAGES = {
   'control-ack': ControlAck,
   'control-output': ControlOutput,
   'control-done': ControlDone,
+  health: HealthResult,
   error: ErrorMessage,
 } as const;
 
@@ -392,6 +425,8 @@ export const Welcome = Type.Object(
     missedHeartbeats: Int(1),
     /** The largest message the dispatcher accepts; the agent splits result batches to fit. */
     maxMessageBytes: Int(1024),
+    /** The health check this node runs (cluster file); absent: none. */
+    healthCheck: Type.Optional(HealthCheck),
   },
   Closed,
 );

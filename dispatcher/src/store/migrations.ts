@@ -9,6 +9,7 @@ import { leaseMigrations } from '../dhcp/leases.js';
 import { dispatchMigrations } from '../dispatch/store.js';
 import { imageMigrations } from '../images/releases.js';
 import { consoleMigrations } from '../console/store.js';
+import { nodeHealthMigrations } from '../nodes/node-health.js';
 
 export const allMigrations: Migration[] = [
   ...eventMigrations,
@@ -20,4 +21,5 @@ export const allMigrations: Migration[] = [
   ...enrollTokenMigrations,
   ...imageMigrations,
   ...consoleMigrations,
+  ...nodeHealthMigrations,
 ];

@@ -24,7 +24,7 @@ describe('submission validation', () => {
     ['a missing command is refused', { timeoutSeconds: 5 }, /^command: missing/],
     ['a command of the wrong type is refused', { command: 42 }, /^command: expected an argv array/],
     ['an argv with a number in it is refused, naming the element', { command: ['echo', 3] }, /^command\[1\]: expected a string/],
-    ['an unknown field is refused, naming it', { command: ['true'], retries: 3 }, /^retries: unknown field/],
+    ['an unknown field is refused, naming it', { command: ['true'], retry: 3 }, /^retry: unknown field/],
     [
       'an unknown field in the requirements is refused',
       { command: ['true'], requirements: { gpu: true } },
@@ -104,6 +104,7 @@ describe('submission validation', () => {
       timeoutSeconds: 3600,
       priority: 0,
       maxAttempts: 3,
+      retries: 0,
       requirements: { labels: [], minCores: 0, minMemoryMiB: 0, image: null },
       speculative: true,
       inputs: null,

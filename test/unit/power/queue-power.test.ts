@@ -140,8 +140,7 @@ describe('queue-driven power, carried out', () => {
     expect(s.bmcCalls).toEqual([]);
     await s.q.tick();
     expect(s.bmcCalls).toEqual(['10.9.9.1 off']);
-    // Drained before, and left so: the hub hands nothing to the connection until it times out.
-    expect(s.drainLog).toEqual(['01 true']);
+    expect(s.drainLog).toEqual(['01 true', '01 false']);
     expect(s.nodes.byMac(M1)!.state).toBe('off');
     expect(s.states.of(M1)).toMatchObject({ state: 'off', by: 'policy' });
     expect(s.policyEvents().at(-1)!.message).toMatch(

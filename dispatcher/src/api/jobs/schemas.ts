@@ -20,6 +20,8 @@ export const DEFAULT_PRIORITY = 0;
 export const MIN_TIMEOUT_SECONDS = 1;
 export const MAX_TIMEOUT_SECONDS = 30 * 24 * 3600;
 export const MAX_ATTEMPTS_LIMIT = 100;
+/** Most retries of a task that exits non-zero (each on another node). */
+export const MAX_RETRIES = 100;
 export const MAX_PRIORITY = 1_000_000;
 export const MAX_TASKS_PER_JOB = 10_000_000;
 export const MAX_STDIN_BYTES = 1024 * 1024;
@@ -131,6 +133,14 @@ export const JobSubmissionSchema = Type.Object(
       Type.Integer({ minimum: -MAX_PRIORITY, maximum: MAX_PRIORITY, description: `higher first; default ${DEFAULT_PRIORITY}` }),
     ),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ATTEMPTS_LIMIT, description: `default ${DEFAULT_MAX_ATTEMPTS}` })),
+    retries: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_RETRIES,
+        description:
+          'attempts more for a task that exits non-zero, each on a node it has not failed on; it waits for such a node (default 0)',
+      }),
+    ),
     requirements: Type.Optional(RequirementsSchema),
     resources: Type.Optional(ResourcesSchema),
     speculative: Type.Optional(Type.Boolean({ description: 'second copy of laggers (default true)' })),
@@ -171,6 +181,7 @@ export const JobViewSchema = Type.Object({
   priority: Type.Integer(),
   timeoutSeconds: Type.Number(),
   maxAttempts: Type.Integer(),
+  retries: Type.Optional(Type.Integer({ description: 'attempts more for a task that exits non-zero, on other nodes' })),
   speculative: Type.Boolean(),
   requirements: Type.Object({
     labels: Type.Array(Type.String()),
@@ -225,6 +236,7 @@ export const AttemptFailureSchema = Type.Object({
   mac: Type.Union([Type.String(), Type.Null()]),
   reason: Type.String(),
   at: Type.Integer(),
+  exitCode: Type.Optional(Type.Union([Type.Integer(), Type.Null()], { description: 'a non-zero exit retried on another node' })),
 });
 export type AttemptFailure = Static<typeof AttemptFailureSchema>;
 
@@ -239,6 +251,9 @@ export const TaskSummarySchema = Type.Object({
   durationMs: Type.Union([Type.Number(), Type.Null()]),
   progress: Type.Union([Type.Number(), Type.Null()]),
   nodes: Type.Array(Type.String(), { description: 'MACs running it now' }),
+  failedOn: Type.Optional(
+    Type.Array(Type.String(), { description: 'MACs of nodes it exited non-zero on, which its retries avoid (while it is not finished)' }),
+  ),
   ranOn: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'MAC of the copy whose result was recorded' })),
 });
 export type TaskSummary = Static<typeof TaskSummarySchema>;
@@ -251,6 +266,7 @@ export const TaskDetailSchema = Type.Intersect([
     cwd: Type.Union([Type.String(), Type.Null()]),
     timeoutSeconds: Type.Number(),
     maxAttempts: Type.Integer(),
+    retries: Type.Optional(Type.Integer()),
     copies: Type.Array(CopyViewSchema),
     result: Type.Union([ResultViewSchema, Type.Null()]),
     failures: Type.Array(AttemptFailureSchema),

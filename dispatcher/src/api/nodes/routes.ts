@@ -52,6 +52,7 @@ export function nodeRoutes(api: OperatorApi): FastifyPluginAsync {
       control: api.control(),
       timeline: core.timeline,
       images: core.images.assignments,
+      health: core.nodeHealth,
       power: powerStatesOf(core),
     });
 

@@ -9,12 +9,15 @@ import type { BootTimeline } from '../../boot/timeline.js';
 import type { NodeDetail, NodeResourcesView, NodeView } from '../schemas.js';
 import type { NodeResources, Resources } from '../../protocol/messages.js';
 import type { ImageAssignments } from '../../images/assignment.js';
+import type { NodeHealthMonitor } from '../../nodes/node-health.js';
 import type { PowerStates } from '../../power/power-state.js';
 
 export interface ViewSources {
   control: NodeControl;
   timeline: BootTimeline;
   images: ImageAssignments;
+  /** Health check and suspect evidence (nodes/node-health.ts). */
+  health?: Pick<NodeHealthMonitor, 'view'>;
   /** Last known power and unreachable flag (power/power-state.ts). */
   power?: Pick<PowerStates, 'of' | 'unreachable'>;
 }
@@ -53,6 +56,7 @@ export function nodeView(n: NodeRecord, src: ViewSources): NodeView {
       ? (live?.running ?? []).map((t) => ({ taskId: t.taskId, attempt: t.attempt, progress: t.progress, startedAt: t.startedAt }))
       : [],
     bootStage: stage ? { stage: stage.stage, ts: stage.ts, boot: stage.boot } : null,
+    ...src.health?.view(n.mac),
     ...(src.power ? powerFields(n, src.power) : {}),
     ...(connected && live?.resources ? { resources: resourcesView(live.resources, live.allocated) } : {}),
   };

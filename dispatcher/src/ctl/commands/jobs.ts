@@ -36,6 +36,7 @@ interface SubmitOpts {
   timeout?: string;
   priority?: string;
   attempts?: string;
+  retries?: string;
   label?: string[];
   minCores?: string;
   minMem?: string;
@@ -69,6 +70,10 @@ export const jobCommands: CommandModule = {
       .option('-t, --timeout <seconds>', 'kill a task after this long, and retry it (1 s to 30 days; default 3600)')
       .option('--priority <n>', 'higher runs first (default 0)')
       .option('--attempts <n>', 'hand-outs per task before it counts as failed (default 3)')
+      .option(
+        '--retries <n>',
+        'run a task that exits non-zero again, up to n more times, each on a node it has not failed on (it waits for one; default 0)',
+      )
       .option('-l, --label <label>', 'run only on nodes with this label (repeatable)', collect, [])
       .option('--min-cores <n>', 'run only on nodes with at least this many cores')
       .option('--min-mem <MiB>', 'run only on nodes with at least this much memory')
@@ -205,6 +210,7 @@ async function submit(ctx: CtlContext, words: string[], opts: SubmitOpts): Promi
   }
   if (opts.priority !== undefined) body.priority = integer(opts.priority, '--priority');
   if (opts.attempts !== undefined) body.maxAttempts = positiveInt(opts.attempts, '--attempts');
+  if (opts.retries !== undefined) body.retries = nonNegativeInt(opts.retries, '--retries');
   const req: NonNullable<JobSubmission['requirements']> = {};
   if (opts.label?.length) req.labels = opts.label;
   if (opts.minCores !== undefined) req.minCores = positiveInt(opts.minCores, '--min-cores');
@@ -448,6 +454,7 @@ function taskTable(tasks: readonly TaskSummary[]): string {
     { header: 'STATE', value: (t) => t.state + (t.progress !== null && t.state === 'running' ? ` ${Math.round(t.progress * 100)}%` : '') },
     { header: 'ATTEMPTS', value: (t) => t.attempts || null, right: true },
     { header: 'NODE', value: (t) => t.nodes.join(',') },
+    { header: 'FAILED ON', value: (t) => t.failedOn?.join(',') ?? null },
     { header: 'EXIT', value: (t) => t.exitCode, right: true },
     { header: 'DURATION', value: (t) => formatMs(t.durationMs) },
     {
@@ -491,7 +498,8 @@ function taskDetail(t: TaskDetail, now: number): string {
         : null,
     ],
     ['timeout', formatDuration(t.timeoutSeconds * 1000)],
-    ['attempts', `${t.attempts} of ${t.maxAttempts}`],
+    ['attempts', `${t.attempts} of ${t.maxAttempts}${t.retries ? ` (+${t.retries} retries of a non-zero exit, on other nodes)` : ''}`],
+    ['failed on', t.failedOn?.length ? `${t.failedOn.join(', ')}${t.state === 'queued' ? ' (it waits for another node)' : ''}` : null],
     ...t.copies.map((c): [string, string] => [
       `running`,
       `attempt ${c.attempt} on ${c.mac}${c.speculative ? ' (speculative copy)' : ''} since ${formatTime(c.startedAt, now)}`,
@@ -529,6 +537,12 @@ function collect(value: string, previous: string[]): string[] {
 function positiveInt(v: string, what: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw usageError(`${what}: expected a positive integer, got "${v}"`);
+  return n;
+}
+
+function nonNegativeInt(v: string, what: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw usageError(`${what}: expected a whole number (0 or more), got "${v}"`);
   return n;
 }
 

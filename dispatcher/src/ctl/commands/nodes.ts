@@ -17,7 +17,7 @@ export const nodeCommands: CommandModule = {
       .addOption(new Option('--state <state>', 'only nodes in this state').choices(NODE_STATES))
       .option('--label <label>', 'only nodes with this label')
       .option('-q, --quiet', 'print node names only, one a line')
-      .option('-w, --wide', 'more columns: UUID, agent version, boot count, labels')
+      .option('-w, --wide', 'more columns: UUID, agent version, boot count, labels, GPUs, whether cgroups enforce requests')
       .action(
         ctl.action(async (ctx, opts: { state?: string; label?: string; quiet?: boolean; wide?: boolean }) => {
           const list = await ctx.api.get<NodeList>('/api/v1/nodes', { state: opts.state, label: opts.label });
@@ -89,6 +89,24 @@ export const nodeCommands: CommandModule = {
       );
 
     program
+      .command('health')
+      .description("nodes' health checks and suspect drains: one node's check output and evidence, or every node that has either")
+      .argument('[node]', 'node name, MAC or UUID')
+      .action(
+        ctl.action(async (ctx, node: string | undefined) => {
+          if (node !== undefined) {
+            const n = await ctx.api.get<NodeDetail>(`/api/v1/nodes/${encodeURIComponent(node)}`);
+            return ctx.print(n, (x) => healthDetail(x, ctx.now()));
+          }
+          const list = await ctx.api.get<NodeList>('/api/v1/nodes');
+          const shown = list.nodes.filter((x) => x.health || x.suspect);
+          ctx.print({ nodes: shown }, (l) =>
+            l.nodes.length ? healthTable(l.nodes, ctx.now()) : 'no health check reported and no suspect node\n',
+          );
+        }),
+      );
+
+    program
       .command('approve')
       .description('admit nodes waiting for approval (cluster file enrollment: approve)')
       .argument('<node...>', 'node names, MACs or UUIDs')
@@ -127,7 +145,8 @@ export async function perNode(ctx: CtlContext, nodes: readonly string[], action:
 export function nodeTable(nodes: readonly NodeView[], now: number, wide = false): string {
   const cols: Column<NodeView>[] = [
     { header: 'NAME', value: (x) => x.name + (x.enrollment === 'pending' ? ' (pending)' : '') },
-    { header: 'STATE', value: (x) => x.state },
+    // `!health`: its health check fails; `!suspect`: drained as a black hole (`dispatcherctl health NODE` says why).
+    { header: 'STATE', value: (x) => `${x.state}${x.health && !x.health.ok ? ' !health' : ''}${x.suspect ? ' !suspect' : ''}` },
     { header: 'MAC', value: (x) => x.mac },
     { header: 'IP', value: (x) => x.ip },
     // `*`: a newer build of its image exists (stale); `→ next`: its next boot gets another image or version.
@@ -171,6 +190,42 @@ export function nodeTable(nodes: readonly NodeView[], now: number, wide = false)
       { header: 'LIMITS', value: (x) => (x.resources ? (x.resources.enforced ? 'cgroup' : 'none') : null) },
     );
   return table(nodes, cols);
+}
+
+function healthTable(nodes: readonly NodeView[], now: number): string {
+  return table(nodes, [
+    { header: 'NAME', value: (x) => x.name },
+    { header: 'STATE', value: (x) => x.state },
+    { header: 'HEALTH', value: (x) => (x.health ? (x.health.ok ? 'ok' : 'FAILED') : null) },
+    { header: 'SINCE', value: (x) => (x.health ? formatAgo(x.health.at, now) : null) },
+    { header: 'CHECKED', value: (x) => (x.health?.checkedAt !== undefined ? formatAgo(x.health.checkedAt, now) : null) },
+    { header: 'SUSPECT', value: (x) => (x.suspect ? `${x.suspect.failures.length} failed in a row` : null) },
+    {
+      header: 'OUTPUT',
+      value: (x) => {
+        const line = x.health && !x.health.ok ? (x.health.output.split('\n').find((l) => l.trim()) ?? '') : '';
+        return line.length > 60 ? line.slice(0, 59) + '…' : line || null;
+      },
+    },
+  ]);
+}
+
+function healthDetail(x: NodeDetail, now: number): string {
+  let out = keyValues([
+    ['node', x.name],
+    ['state', x.state],
+    ['health', x.health ? `${x.health.ok ? 'passes' : 'FAILS'} since ${formatAgo(x.health.at, now)}` : 'no check reported'],
+    ['checked', x.health?.checkedAt !== undefined ? formatAgo(x.health.checkedAt, now) : null],
+  ]);
+  if (x.health?.output) out += `--- health check output\n${x.health.output}${x.health.output.endsWith('\n') ? '' : '\n'}`;
+  const s = x.suspect;
+  if (s) {
+    out += `--- suspect since ${formatAgo(s.at, now)}: ${s.failures.length} tasks in a row failed here (\`dispatcherctl undrain ${x.name}\` clears it)\n`;
+    for (const f of s.failures)
+      out += `task ${f.taskId} (job ${f.jobId}, attempt ${f.attempt}): ${f.exitCode !== null ? `exit ${f.exitCode}` : (f.error ?? 'error')}\n`;
+    for (const e of s.succeededElsewhere) out += `job ${e.jobId} succeeded on ${e.nodes.join(', ')}\n`;
+  }
+  return out;
 }
 
 /** An inspect snapshot as `a.b.c: value` lines (arrays of scalars joined, long lists cut). */
