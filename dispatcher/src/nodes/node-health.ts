@@ -19,7 +19,7 @@
 import type { Db, Migration } from '../store/database.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import type { EventLog } from '../events/event-log.js';
-import type { Logger } from '../log.js';
+import { RateLimitedLog, type Logger } from '../log.js';
 import type { NodeControl } from '../agents/control-contract.js';
 import type { NodeHealth, SuspectEvidence } from '../api/schemas.js';
 import type { NodeRecord, NodeRegistry } from './registry.js';
@@ -39,6 +39,13 @@ export const nodeHealthMigrations: Migration[] = [
     ) WITHOUT ROWID;`,
   },
 ];
+
+/**
+ * Reports closer together than this are dropped: an agent sends one per interval (a second at
+ * least) and one per welcome, so a faster stream is a broken or hostile agent, and each report
+ * may drain or undrain a node and write an event.
+ */
+export const MIN_REPORT_GAP_MS = 250;
 
 /** A health check's output is kept (and shown) up to this many bytes: its end, where the error usually is. */
 export const HEALTH_OUTPUT_BYTES = 4096;
@@ -85,10 +92,14 @@ export class NodeHealthMonitor {
   readonly #entries = new Map<Mac, Entry>();
   readonly #detector: SuspectDetector;
   readonly #upsert;
+  readonly #rlog: RateLimitedLog;
+  /** When each node's last report was taken (memory only). */
+  readonly #lastReport = new Map<Mac, number>();
   #control: NodeControl | undefined;
 
   constructor(deps: NodeHealthDeps) {
     this.#d = deps;
+    this.#rlog = new RateLimitedLog(deps.log);
     this.#detector = new SuspectDetector(deps.cluster.suspectAfter ?? DEFAULT_SUSPECT_AFTER);
     this.#upsert = deps.db.prepare(
       `INSERT INTO node_health (mac, health, suspect, drained_by) VALUES (?, ?, ?, ?)
@@ -114,6 +125,7 @@ export class NodeHealthMonitor {
     });
     deps.nodes.onForget((mac) => {
       this.#entries.delete(mac);
+      this.#lastReport.delete(mac);
       this.#detector.reset(mac);
       return deps.commits.run(() => deps.db.prepare('DELETE FROM node_health WHERE mac = ?').run(mac)).then(() => {});
     });
@@ -141,6 +153,12 @@ export class NodeHealthMonitor {
     const n = this.#d.nodes.byMac(mac);
     if (!n) return;
     const now = this.#d.now();
+    const last = this.#lastReport.get(mac);
+    if (last !== undefined && now - last < MIN_REPORT_GAP_MS) {
+      this.#rlog.warn(`${mac}|health-flood`, { mac, node: n.name, gapMs: now - last }, 'health reports too close together dropped');
+      return;
+    }
+    this.#lastReport.set(mac, now);
     const e = this.#entry(mac);
     const output = boundOutput(r.output);
     const changed = !e.health || e.health.ok !== r.ok || (!r.ok && e.health.output !== output);

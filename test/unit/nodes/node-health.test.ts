@@ -15,7 +15,7 @@ import { EventLog } from '../../../dispatcher/src/events/event-log.js';
 import { NodeRegistry } from '../../../dispatcher/src/nodes/registry.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
-import { NodeHealthMonitor, type HealthReport } from '../../../dispatcher/src/nodes/node-health.js';
+import { MIN_REPORT_GAP_MS, NodeHealthMonitor, type HealthReport } from '../../../dispatcher/src/nodes/node-health.js';
 import { SuspectDetector, type AttemptEnd } from '../../../dispatcher/src/nodes/suspect.js';
 import type { NodeControl } from '../../../dispatcher/src/agents/control-contract.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
@@ -62,7 +62,9 @@ function world(dir = mkdtempSync(join(tmpdir(), 'lc-health-'))): World & { dir: 
   const events = new EventLog(db, commits);
   const cluster = parseClusterFile(CLUSTER);
   const nodes = new NodeRegistry(db, commits, events, cluster);
-  const health = new NodeHealthMonitor({ db, commits, events, nodes, log: silentLogger(), cluster, now: Date.now });
+  // Each reading of the clock is a second later: reports arrive an interval apart.
+  let t = Date.now();
+  const health = new NodeHealthMonitor({ db, commits, events, nodes, log: silentLogger(), cluster, now: () => (t += 1000) });
   const control = fakeControl();
   health.attach(control);
   for (const i of [1, 2, 3]) if (nodes.byMac(mac(i))!.state === 'off') nodes.recordHello(mac(i), {});
@@ -152,6 +154,24 @@ describe('health check drains', () => {
     expect(w2.nodes.byMac(mac(1))!.state).toBe('draining');
     w2.health.report(mac(1), pass);
     expect(w2.nodes.byMac(mac(1))!.state).toBe('ready');
+  });
+});
+
+describe('health report floods', () => {
+  it('drops reports closer together than MIN_REPORT_GAP_MS', () => {
+    const w = world();
+    let t = 1_000_000;
+    const cluster = parseClusterFile(CLUSTER);
+    const h = new NodeHealthMonitor({ ...w, log: silentLogger(), cluster, now: () => t });
+    h.attach(w.control);
+    h.report(mac(3), fail('broken'));
+    expect(w.nodes.byMac(mac(3))!.state).toBe('draining');
+    t += MIN_REPORT_GAP_MS - 1;
+    h.report(mac(3), pass); // too soon: dropped
+    expect(w.nodes.byMac(mac(3))!.state).toBe('draining');
+    t += 1;
+    h.report(mac(3), pass);
+    expect(w.nodes.byMac(mac(3))!.state).toBe('ready');
   });
 });
 
