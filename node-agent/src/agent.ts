@@ -75,6 +75,8 @@ interface Running {
   cancelled?: { reason: string; report: boolean };
   /** What it holds while it runs. */
   cost: Readonly<Resources>;
+  /** The GPUs it was given (indices), if it asked for any. */
+  gpus?: number[];
 }
 
 const keyOf = (taskId: number, attempt: number): string => `${taskId}:${attempt}`;
@@ -90,6 +92,8 @@ export class Agent {
   readonly #alloc: Resources = { cores: 0, memMiB: 0, gpus: 0 };
   readonly #queuedAlloc: Resources = { cores: 0, memMiB: 0, gpus: 0 };
   readonly #requestedFree: Resources = { cores: 0, memMiB: 0, gpus: 0 };
+  /** GPU indices no running task holds. */
+  readonly #freeGpus: number[];
   #session: SessionInfo | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #progressTimer: NodeJS.Timeout | undefined;
@@ -107,6 +111,7 @@ export class Agent {
     this.#opts = opts;
     const r = opts.resources;
     this.#cap = { cores: r?.cores ?? opts.slots, memMiB: r?.memMiB ?? Number.POSITIVE_INFINITY, gpus: r?.gpus ?? 0 };
+    this.#freeGpus = Array.from({ length: this.#cap.gpus }, (_, i) => i);
   }
 
   /** Resources of the running tasks (the heartbeat's `allocated`). */
@@ -298,7 +303,14 @@ export class Agent {
       add(this.#alloc, cost, 1);
       this.#running.set(key, entry);
       this.counts.started++;
-      entry.handle = this.#deps.runner.start(task, (f) => this.#onProgress(entry, f));
+      let run = task;
+      if (cost.gpus > 0) {
+        // Which GPUs are its own: CUDA and ROCm programs use only those they are shown.
+        entry.gpus = this.#freeGpus.splice(0, cost.gpus);
+        const ids = entry.gpus.join(',');
+        run = { ...task, env: { CUDA_VISIBLE_DEVICES: ids, ROCR_VISIBLE_DEVICES: ids, ...task.env } };
+      }
+      entry.handle = this.#deps.runner.start(run, (f) => this.#onProgress(entry, f));
       void entry.handle.result.then((r) => this.#onFinished(key, entry, r));
     }
   }
@@ -343,6 +355,7 @@ export class Agent {
     if (this.#running.get(key) === entry) {
       this.#running.delete(key);
       add(this.#alloc, entry.cost, -1);
+      if (entry.gpus) this.#freeGpus.push(...entry.gpus);
     }
     this.counts.finished++;
     this.#startQueued();

@@ -64,12 +64,24 @@ describe('agent settings', () => {
     expect(resolve({ dispatcher: 'h:1', token: 't' }, { LC_SLOTS: '5' }).slots).toBe(5);
   });
 
+  it('reads what tasks get: memory (MiB), the reserve and GPUs, else defaults', () => {
+    expect(resolve({ dispatcher: 'h:1', token: 't' })).toMatchObject({ taskMemMiB: null, reserveMiB: 128, gpus: null });
+    expect(resolve({ dispatcher: 'h:1', token: 't', taskMemory: '2048' }, { LC_RESERVE_MEMORY: '256' }, 'lc.gpus=2')).toMatchObject({
+      taskMemMiB: 2048,
+      reserveMiB: 256,
+      gpus: 2,
+    });
+  });
+
   it.each([
     [{ dispatcher: 'h:1', token: 't', slots: 0 }, /slots/],
     [{ dispatcher: 'h:1', token: 't', mac: 'xyz' }, /--mac: "xyz" is not a MAC/],
     [{ dispatcher: 'ftp://h', token: 't' }, /use http/],
     [{ token: 't' }, /no dispatcher URL/],
     [{ dispatcher: 'h:1', token: 't', prefetch: -1 }, /--prefetch/],
+    [{ dispatcher: 'h:1', token: 't', taskMemory: '2G' }, /task memory: expected MiB/],
+    [{ dispatcher: 'h:1', token: 't', reserveMemory: '-1' }, /reserve memory: expected MiB/],
+    [{ dispatcher: 'h:1', token: 't', gpus: 'two' }, /gpus: expected an integer/],
   ] as [AgentFlags, RegExp][])('refuses %j', (flags, re) => {
     expect(() => resolve(flags)).toThrow(AgentConfigError);
     expect(() => resolve(flags)).toThrow(re);

@@ -81,6 +81,20 @@ describe('agent packing by resources', () => {
     expect(agent.allocated).toEqual({ cores: 1, memMiB: 950, gpus: 1 });
   });
 
+  it('gives a GPU task GPUs of its own (CUDA_VISIBLE_DEVICES), and takes them back when it ends', async () => {
+    const { source, runner } = make(4, 1000, 0, 3);
+    source.connect();
+    source.deliver({ type: 'tasks', tasks: [task(1, { cores: 1, memMiB: 0, gpus: 2 }), task(2, { cores: 1, memMiB: 0, gpus: 1 })] });
+    expect(runner.started.map((t) => [t.taskId, t.env.CUDA_VISIBLE_DEVICES])).toEqual([
+      [1, '0,1'],
+      [2, '2'],
+    ]);
+    runner.finish(1);
+    await ticks();
+    source.deliver({ type: 'tasks', tasks: [task(3, { cores: 1, memMiB: 0, gpus: 2 })] });
+    expect(runner.started.at(-1)!.env.CUDA_VISIBLE_DEVICES).toBe('0,1');
+  });
+
   it('reports a task larger than the whole node as not started, and goes on', async () => {
     const { source, runner, reporter, lines } = make(2, 500);
     source.connect();
