@@ -324,6 +324,8 @@ class SolSession {
 
   #afterExit(spawnError: string | null, stderr: string, code: number | null, signal: NodeJS.Signals | null): void {
     if (spawnError) return this.#ended(spawnError);
+    // stdbuf says 127 when it cannot run the command.
+    if (code === 127) return this.#ended(`cannot run ${this.#capture.deps.bin ?? IPMITOOL} (apt-get install ipmitool)`);
     // A payload left active (our own session before a crash, or someone's terminal): free it once, then retry.
     if (ALREADY_ACTIVE_RE.test(stderr) && !this.#deactivatedOnce) {
       this.#deactivatedOnce = true;

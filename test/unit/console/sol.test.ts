@@ -259,6 +259,21 @@ describe('SolCapture', () => {
     }
   });
 
+  it('names a missing ipmitool, once, and backs off', async () => {
+    const tool = fakeIpmitool();
+    const { capture, events } = setup({ ...tool, bin: join(dir, 'no-such-ipmitool') });
+    capture.start();
+    try {
+      await waitUntil('the refusal', () => events().length > 0, 10_000);
+      expect(events()[0]!.message).toContain(`cannot run ${join(dir, 'no-such-ipmitool')}`);
+      expect(events()[0]!.message).toContain('apt-get install ipmitool');
+      await waitUntil('a second attempt', () => capture.sessions()[0]!.failures >= 2, 10_000);
+      expect(events()).toHaveLength(1);
+    } finally {
+      await capture.stop();
+    }
+  });
+
   it('says so when the BMC has no Serial-over-LAN', async () => {
     const tool = fakeIpmitool();
     tool.mode('nosol');
