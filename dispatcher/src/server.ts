@@ -21,6 +21,7 @@ import { agentHubPlugin } from './agents/plugin.js';
 import { startNetconsole } from './console/netconsole.js';
 import { powerStatesOf } from './power/power-state.js';
 import { startPowerAutomation } from './power/automation.js';
+import { startSol } from './console/sol.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -97,6 +98,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   stoppables.push(dhcp);
   // Kernel messages of the nodes (netconsole, UDP): not fatal when its port is taken.
   stoppables.push(await startNetconsole(core));
+  // Serial consoles of the nodes with an IPMI BMC (Serial-over-LAN, one ipmitool each).
+  stoppables.push(startSol(core));
   // Reboots by kexec boot the same files at the same URLs as the boot scripts.
   const dispatcherUrl = `http://${network.address}:${httpPort}`;
   operator.attachKexec((n) => planKexec(core, boot.imageFiles, n, dispatcherUrl));

@@ -20,6 +20,7 @@
  *       firstStage: snponly.efi   # optional: UEFI first stage for NICs that need SNP-only iPXE
  *       image: ml             # optional: this node's image (over labelImages and image)
  *       bmc: {type: ipmi, address: 10.1.0.11, user: admin, passwordFile: /etc/lilcluster/bmc.pw}
+ *                             # ipmi: its serial console is captured by Serial-over-LAN unless sol: false
  *   bmcs:                     # BMCs per label group, for nodes without their own bmc: (first match wins)
  *     - labels: [rack1]
  *       type: redfish         # ipmi (ipmitool, IPMI over LAN) | redfish (HTTPS)
@@ -158,7 +159,7 @@ export function loadClusterFile(path: string): ClusterFile {
   return cluster;
 }
 
-const BMC_FIELDS = ['type', 'address', 'user', 'passwordFile', 'ca', 'verify'];
+const BMC_FIELDS = ['type', 'address', 'user', 'passwordFile', 'ca', 'verify', 'sol'];
 const BMC_ADDRESS_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.{}-]{1,253})(:\d{1,5})?$/;
 
 /** A `bmc` mapping (per node) or a `bmcs` entry (per label group, `labels` and a pattern address). */
@@ -185,6 +186,8 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
   if (b.type === 'ipmi' && (b.ca !== undefined || b.verify !== undefined))
     fail(`${field}.${b.ca !== undefined ? 'ca' : 'verify'}`, 'only for redfish (IPMI has no certificates)');
   if (b.ca !== undefined && b.verify === false) fail(`${field}.verify`, 'give ca or verify: false, not both');
+  if (b.sol !== undefined && typeof b.sol !== 'boolean') fail(`${field}.sol`, 'must be true or false');
+  if (b.sol !== undefined && b.type !== 'ipmi') fail(`${field}.sol`, 'only for ipmi (Redfish has no standard serial stream)');
   const spec: BmcSpec = {
     type: b.type as BmcSpec['type'],
     address: a,
@@ -192,6 +195,7 @@ function parseBmc(field: string, raw: unknown, fail: (field: string, why: string
     passwordFile: b.passwordFile as string,
     ...(b.ca !== undefined ? { ca: b.ca as string } : {}),
     ...(b.verify !== undefined ? { verify: b.verify as boolean } : {}),
+    ...(b.sol !== undefined ? { sol: b.sol as boolean } : {}),
   };
   if (!group) return spec;
   const labels = b.labels;

@@ -27,6 +27,8 @@ export interface BmcSpec {
   ca?: string;
   /** Redfish: false turns certificate checking off; only when the cluster file says so. */
   verify?: boolean;
+  /** IPMI: false turns Serial-over-LAN capture of the node's serial console off (console/sol.ts). */
+  sol?: boolean;
 }
 
 /** A label group's BMCs: `address` has `{n}` (the number at the end of the node's name) or `{name}`. */

@@ -10,7 +10,8 @@ import { Type } from '@sinclair/typebox';
 import { ErrorBody, NodeRef } from '../schemas.js';
 import type { OperatorApi } from '../context.js';
 import { openSse } from '../streams.js';
-import { consoleLogOf, type ConsoleLine } from '../../console/store.js';
+import { consoleLogOf, type ConsoleLine, type ConsoleSource } from '../../console/store.js';
+import { DispatcherError } from '../../errors.js';
 import { ConsoleReply, type ConsoleLineView } from './schemas.js';
 
 /** Lines a slow stream client may fall behind by before it is cut off (it resumes with Last-Event-ID). */
@@ -21,6 +22,7 @@ export const MAX_CONSOLE_LIMIT = 10_000;
 const ConsoleQuery = Type.Object(
   {
     kernel: Type.Optional(Type.Boolean({ description: 'only kernel lines (netconsole)' })),
+    serial: Type.Optional(Type.Boolean({ description: 'only serial console lines (Serial-over-LAN)' })),
     after: Type.Optional(Type.Integer({ minimum: 0, description: 'only lines with a larger id' })),
     limit: Type.Optional(
       Type.Integer({ minimum: 1, maximum: MAX_CONSOLE_LIMIT, description: `the last N lines (default ${DEFAULT_CONSOLE_LIMIT})` }),
@@ -30,6 +32,15 @@ const ConsoleQuery = Type.Object(
 );
 
 const view = (l: ConsoleLine): ConsoleLineView => ({ id: l.id, ts: l.ts, source: l.source, text: l.text });
+
+/** The one source asked for (kernel or serial), or undefined for all of them. */
+function sourceOf(q: { kernel?: boolean | undefined; serial?: boolean | undefined }): ConsoleSource | undefined {
+  if (q.kernel && q.serial)
+    throw new DispatcherError('DSP_ERR_BAD_REQUEST', 'kernel and serial: give one of them, or neither for all sources', {
+      hint: 'dispatcherctl console NODE shows all sources; --kernel or --serial one of them',
+    });
+  return q.kernel ? 'kernel' : q.serial ? 'serial' : undefined;
+}
 
 export function consoleRoutes(api: OperatorApi): FastifyPluginAsync {
   return async (plain) => {
@@ -54,7 +65,7 @@ export function consoleRoutes(api: OperatorApi): FastifyPluginAsync {
         const q = req.query;
         const lines = store.list({
           mac: n.mac,
-          source: q.kernel ? 'kernel' : undefined,
+          source: sourceOf(q),
           afterId: q.after,
           limit: q.limit ?? DEFAULT_CONSOLE_LIMIT,
         });
@@ -81,9 +92,10 @@ export function consoleRoutes(api: OperatorApi): FastifyPluginAsync {
       async (req, reply) => {
         const n = actions.resolve(req.params.node);
         const q = req.query;
+        const source = sourceOf(q);
         const lastId = Number(req.headers['last-event-id']);
         let sentUpTo = q.after ?? (Number.isInteger(lastId) && lastId >= 0 ? lastId : Number.MAX_SAFE_INTEGER);
-        const match = (l: ConsoleLine) => l.mac === n.mac && (!q.kernel || l.source === 'kernel');
+        const match = (l: ConsoleLine) => l.mac === n.mac && (!source || l.source === source);
         const sse = openSse(req, reply);
         api.streams.add(sse);
         sse.onClose(() => api.streams.delete(sse));
@@ -97,9 +109,7 @@ export function consoleRoutes(api: OperatorApi): FastifyPluginAsync {
         // stored and published in the same turn, so a replay here cannot miss any.
         store.flush();
         if (sentUpTo === Number.MAX_SAFE_INTEGER) sentUpTo = store.list({ mac: n.mac, limit: 1 }).at(-1)?.id ?? 0;
-        else
-          for (const l of store.list({ mac: n.mac, source: q.kernel ? 'kernel' : undefined, afterId: sentUpTo, limit: MAX_CONSOLE_LIMIT }))
-            send(l);
+        else for (const l of store.list({ mac: n.mac, source, afterId: sentUpTo, limit: MAX_CONSOLE_LIMIT })) send(l);
         const unsubscribe = store.subscribe((batch) => {
           for (const l of batch) send(l);
         });

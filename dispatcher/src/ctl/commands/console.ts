@@ -1,5 +1,5 @@
-/** `dispatcherctl console NODE [--follow] [--kernel] [--lines N]`: a node's captured console. */
-import { InvalidArgumentError } from 'commander';
+/** `dispatcherctl console NODE [--follow] [--kernel | --serial] [--lines N]`: a node's captured console. */
+import { InvalidArgumentError, Option } from 'commander';
 import type { CommandModule } from '../command.js';
 import type { ConsoleLineView, ConsoleReply } from '../../api/console/schemas.js';
 import { formatTime } from '../output.js';
@@ -14,18 +14,19 @@ export const consoleCommands: CommandModule = {
       .description("a node's last console lines: its kernel's messages (netconsole) and serial console, kept after it died")
       .argument('<node>', 'node name, MAC or UUID')
       .option('-f, --follow', 'keep printing lines as they arrive (Ctrl-C to stop)')
-      .option('-k, --kernel', 'only kernel messages (netconsole)')
+      .addOption(new Option('-k, --kernel', 'only kernel messages (netconsole)').conflicts('serial'))
+      .option('-s, --serial', 'only the serial console (Serial-over-LAN through the BMC)')
       .option('-n, --lines <n>', `how many of the last lines to show first (default ${DEFAULT_LINES})`, (v) => {
         const n = Number(v);
         if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new InvalidArgumentError('expected 0-10000');
         return n;
       })
       .action(
-        ctl.action(async (ctx, node: string, opts: { follow?: boolean; kernel?: boolean; lines?: number }) => {
+        ctl.action(async (ctx, node: string, opts: { follow?: boolean; kernel?: boolean; serial?: boolean; lines?: number }) => {
           const limit = opts.lines ?? DEFAULT_LINES;
-          const kernel = opts.kernel ? { kernel: true } : {};
+          const source = opts.kernel ? { kernel: true } : opts.serial ? { serial: true } : {};
           const r = await ctx.api.get<ConsoleReply>(`/api/v1/nodes/${encodeURIComponent(node)}/console`, {
-            ...kernel,
+            ...source,
             limit: Math.max(1, limit),
           });
           const shown = limit > 0 ? r.lines : [];
@@ -42,7 +43,7 @@ export const consoleCommands: CommandModule = {
           for (const l of shown) ctx.out(line(l));
           const last = r.lines.at(-1)?.id ?? 0;
           const stream = ctx.api.sse(`/api/v1/nodes/${encodeURIComponent(node)}/console/stream`, {
-            query: { ...kernel, after: last },
+            query: { ...source, after: last },
             ...(ctx.signal ? { signal: ctx.signal } : {}),
           });
           try {
