@@ -3,8 +3,10 @@
  * dispatcher run by two real agents (dist/bin/node-agent.mjs) — progress bars that move as
  * tasks finish, a job's failed tasks first with where they ran and their exit codes, the
  * results download (refused without the log-in link) — and per node the console's last lines
- * (sent as netconsole datagrams, escaped on the page), the reason of its state, and its boot
- * as a waterfall of the stages a real boot-script fetch and agent hello recorded.
+ * (sent as netconsole datagrams, escaped on the page), its boot as a waterfall of the stages
+ * a real boot-script fetch and agent hello recorded, its health check (the cluster file's,
+ * run by its agent) and black-hole evidence (tasks that fail only on it), and the reason of
+ * its state.
  * Screenshots go to test/artifacts/.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +39,8 @@ const MAC_B = testMac(0x52);
 /** The address node A's kernel "sends" its netconsole datagrams from (any 127/8 address is local). */
 const NODE_A_IP = '127.0.0.51';
 const HOSTILE = '<img src=x onerror="window.__pwned=1">';
+/** What node B's failing health check prints. */
+const SICK = '<b>tmpfs</b> full';
 
 describe('status page: jobs, consoles and boots', () => {
   let d: TestDispatcher;
@@ -94,7 +98,23 @@ describe('status page: jobs, consoles and boots', () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     if (!existsSync(AGENT_BIN)) execFileSync('make', ['build'], { cwd: ROOT, stdio: 'inherit' });
     work = mkdtempSync(join(tmpdir(), 'lc-web-ops-'));
-    d = await startTestDispatcher({ heartbeatSeconds: 1 });
+    // Node B's health check fails while the file `sick` exists; node A's always passes.
+    const clusterFile = join(work, 'cluster.yaml');
+    writeFileSync(
+      clusterFile,
+      [
+        'enrollment: auto',
+        'suspectAfter: 3',
+        'healthCheck: {command: "true", intervalSeconds: 60}',
+        'healthChecks:',
+        `  - {labels: [rack-b], intervalSeconds: 1, timeoutSeconds: 1, command: "test ! -e ${work}/sick || { echo '${SICK}'; exit 1; }"}`,
+        'nodes:',
+        `  - {name: nodea, mac: "${MAC_A}"}`,
+        `  - {name: nodeb, mac: "${MAC_B}", labels: [rack-b]}`,
+        '',
+      ].join('\n'),
+    );
+    d = await startTestDispatcher({ heartbeatSeconds: 1, clusterFile });
     // The receiver the dispatcher runs on port 6666, on a free port: other tests may hold 6666.
     net = await startNetconsole(d.core, { port: 0, host: '127.0.0.1' });
     const bootToken = await bootThroughHttp(MAC_A);
@@ -130,6 +150,8 @@ describe('status page: jobs, consoles and boots', () => {
     if (profile) rmSync(profile, { recursive: true, force: true });
     if (work) rmSync(work, { recursive: true, force: true });
   });
+
+  const rowState = (page: Page, name: string) => page.locator(`#nodes tbody tr[data-name="${name}"] .state`).textContent();
 
   async function openPage(): Promise<Page> {
     const page = await ctx.newPage();
@@ -284,28 +306,68 @@ describe('status page: jobs, consoles and boots', () => {
     const view = await api<NodeDetail & Record<string, unknown>>('GET', `/api/v1/nodes/${nameA}`);
     expect(view.power?.state).toBe('on');
     expect(await page.locator('#d-ops dd[data-field="power"]').innerText()).toMatch(/^on\b/);
-    // Health, black-hole evidence and resources: shown exactly when the node view has them.
-    for (const [field, label] of [
-      ['power', 'power'],
-      ['health', 'health check'],
-      ['suspect', 'suspect'],
-    ] as const)
-      expect(await page.locator(`#d-ops dd[data-field="${label}"]`).count(), field).toBe(view[field] ? 1 : 0);
-    expect(await page.locator('#d-ops dd[data-field="cores"]').count()).toBe(view.resources ? 1 : 0);
+    // Allocated and free resources, as the agent reported them at hello.
+    expect(view.resources).toBeDefined();
+    const cores = view.resources!.cores;
+    expect(await page.locator('#d-ops dd[data-field="cores"]').innerText()).toContain(
+      `${cores.allocated} allocated, ${cores.total - cores.allocated} free of ${cores.total}`,
+    );
+    expect(await page.locator('#d-ops dd[data-field="limits"]').innerText()).toBe(
+      view.resources!.enforced ? 'enforced (cgroup v2)' : 'not enforced on this node',
+    );
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-node-console.png') });
     await page.close();
   }, 30_000);
 
-  it('says why a node is in its state (a drain, with its reason)', async () => {
-    await api('POST', `/api/v1/nodes/${nameB}/drain`, {});
+  it('shows a failing health check, its output as text, as the reason of the drain; and its recovery', async () => {
+    const page = await openPage();
+    writeFileSync(join(work, 'sick'), '');
+    await waitFor('node B drained by its health check', () => d.core.nodes.byMac(MAC_B)!.state === 'draining', 15_000);
+    await expect.poll(() => page.locator(`#nodes tbody tr[data-name="${nameB}"] .flag`).allInnerTexts()).toContain('health failed');
+    await page.locator(`#nodes tbody tr[data-name="${nameB}"]`).click();
+    await expect.poll(() => page.locator('#d-ops dd[data-field="health check"]').innerText()).toMatch(/^failed/);
+    expect(await page.locator('#d-ops dd[data-field="health check"] pre').innerText()).toContain(SICK);
+    await expect.poll(() => page.locator('#d-ops dd[data-field="why draining"]').innerText()).toBe(`health: ${SICK}`);
+    expect(await page.locator('#detail b').count()).toBe(0);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-node-health.png') });
+    // Node A's check passes.
+    const a = await api<NodeDetail>('GET', `/api/v1/nodes/${nameA}`);
+    expect(a.health?.ok).toBe(true);
+    // Well again: undrained, and the page follows.
+    rmSync(join(work, 'sick'));
+    await expect.poll(() => page.locator('#d-ops dd[data-field="health check"]').innerText(), { timeout: 15_000 }).toMatch(/^passed/);
+    await expect.poll(() => rowState(page, nameB)).toBe('ready');
+    await page.close();
+  }, 40_000);
+
+  it("shows a black-hole node as suspect, with the evidence, while the job's tasks succeed elsewhere", async () => {
+    const page = await openPage();
+    // Every task fails on node B (its work dir says which node it is on) and succeeds on A.
+    await api<JobView>('POST', '/api/v1/jobs', {
+      command: 'case "$LC_WORK_DIR" in *agent-525400000052*) echo "libfoo.so: not found" >&2; exit 127;; esac; echo ok',
+      params: Array.from({ length: 40 }, (_, x) => ({ x })),
+    });
+    await waitFor('node B drained as suspect', () => d.core.nodes.byMac(MAC_B)!.state === 'draining', 30_000);
+    await expect.poll(() => page.locator(`#nodes tbody tr[data-name="${nameB}"] .flag`).allInnerTexts()).toContain('suspect');
+    await page.locator(`#nodes tbody tr[data-name="${nameB}"]`).click();
+    await expect
+      .poll(() => page.locator('#d-ops dd[data-field="suspect"]').innerText())
+      .toMatch(new RegExp(`^3 failed attempts in a row \\(task \\d+ exit 127, .*\\); the same jobs succeeded on ${nameA}`));
+    await expect.poll(() => page.locator('#d-ops dd[data-field="why draining"]').innerText()).toMatch(/^suspect: /);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-node-suspect.png') });
+    await page.close();
+  }, 40_000);
+
+  it('says why a node is in its state (an operator drain, with its reason)', async () => {
+    await api('POST', `/api/v1/nodes/${nameA}/drain`, {});
     const { events } = await api<{ events: { data: { to?: string; reason?: string } | null }[] }>(
       'GET',
-      `/api/v1/events?kind=node.state&node=${nameB}`,
+      `/api/v1/events?kind=node.state&node=${nameA}`,
     );
     const reason = events.filter((e) => e.data?.to === 'draining').at(-1)?.data?.reason;
     expect(reason).toBeTruthy();
     const page = await openPage();
-    await page.locator(`#nodes tbody tr[data-name="${nameB}"]`).click();
+    await page.locator(`#nodes tbody tr[data-name="${nameA}"]`).click();
     await expect.poll(() => page.locator('#d-ops dd[data-field="why draining"]').innerText()).toBe(reason);
     await page.close();
   });
