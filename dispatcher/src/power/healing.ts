@@ -135,7 +135,9 @@ export class SelfHealing {
     const now = core.now();
     const work: Promise<void>[] = [];
     for (const n of core.nodes.list()) {
-      if (n.state === 'ready' || n.state === 'busy') this.#cycled.delete(n.mac);
+      // Back from the boot after our cycle (a state read before the cycle's own write does not count).
+      if ((n.state === 'ready' || n.state === 'busy') && n.bootCount > (this.#cycled.get(n.mac)?.bootCount ?? Infinity))
+        this.#cycled.delete(n.mac);
       if (n.state !== 'lost' || n.enrollment !== 'admitted' || this.#inFlight.has(n.mac)) continue;
       const rule = healingRuleOf(policy, n.labels);
       const cycled = this.#cycled.get(n.mac);

@@ -49,6 +49,8 @@ export interface PowerPlan {
 export class QueuePower {
   readonly #idleSince = new Map<Mac, number>();
   readonly #waking = new Map<Mac, { since: number; tries: number; firstSince: number }>();
+  /** Nodes powered off by the policy whose drain flag waits for their connection to time out. */
+  readonly #drainedOff = new Set<Mac>();
   /** Last slots each agent reported: an off node's are not live. */
   readonly #slots = new Map<Mac, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -93,6 +95,8 @@ export class QueuePower {
     const c = this.deps.control();
     for (const n of this.deps.core.nodes.list()) {
       const connected = c.isConnected(n.mac);
+      // The hub keeps drain flags per node, not per connection: lifted once the old one is gone.
+      if (!connected && this.#drainedOff.delete(n.mac)) c.setDraining(n.mac, false);
       const live = connected ? c.liveStatus(n.mac) : undefined;
       if (live) this.#slots.set(n.mac, live.slots);
       const waking = this.#waking.get(n.mac);
@@ -183,7 +187,8 @@ export class QueuePower {
       c.setDraining(n.mac, false);
       throw err;
     }
-    c.setDraining(n.mac, false);
+    // Still drained: the hub hands nothing to the connection until it times out (#observe lifts it then).
+    this.#drainedOff.add(n.mac);
     core.nodes.setState(n.mac, 'off', `power policy: ${d.reason}`, { by: 'operator' });
     states.set(n.mac, 'off', core.now(), 'policy');
     this.#idleSince.delete(n.mac);
@@ -196,7 +201,8 @@ export class QueuePower {
   }
 
   async #on(n: NodeRecord, d: Extract<PowerDecision, { kind: 'on' }>): Promise<void> {
-    const { core, power, states } = this.deps;
+    const { core, power, states, control } = this.deps;
+    if (this.#drainedOff.delete(n.mac)) control().setDraining(n.mac, false);
     const now = core.now();
     const first = this.#waking.get(n.mac)?.firstSince ?? now;
     // Counted as a try even if the call fails: a BMC that keeps failing ends in `unreachable`, not a loop.

@@ -187,6 +187,34 @@ describe('healing: the service', () => {
     expect(s.calls).toHaveLength(3);
   });
 
+  it('a panic cycle seen by a pass before the node is marked rebooting still gets its boot grace', async () => {
+    const s = setup('healing: {lostAfterSeconds: 1, maxCyclesPerHour: 5}');
+    s.nodes.setState(M1, 'ready', 'hello', { by: 'operator' });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const healer = new SelfHealing({
+      core: s.core,
+      policy: { lostAfterSeconds: 1, maxCyclesPerHour: 5, panic: true, groups: [] },
+      power: {
+        bmcOf: (n) => s.power.bmcOf(n),
+        run: async (n, op, o) => {
+          await gate;
+          return s.power.run(n, op, o);
+        },
+      },
+      console: s.console,
+    });
+    healer.onConsole([{ id: 1, mac: M1, source: 'kernel', ts: 1, text: 'Kernel panic - not syncing: x' }]);
+    await healer.tick(); // the node still reads ready: the cycle is under way
+    release();
+    await expect.poll(() => s.nodes.byMac(M1)!.state).toBe('rebooting');
+    s.nodes.recordBoot(M1);
+    s.lose(M1); // the old connection's late timeout
+    s.advance(5000);
+    await healer.tick();
+    expect(s.calls).toEqual(['10.9.9.1 cycle']);
+  });
+
   it('a node without a BMC: one event per lost episode saying why it cannot be healed', async () => {
     const s = setup();
     s.lose(M2);
