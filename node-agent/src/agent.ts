@@ -51,6 +51,8 @@ export interface AgentOptions {
   say: (line: string) => void;
   /** Every welcome, after the agent took it (main.ts gives the health check its spec). */
   onSession?: (s: SessionInfo) => void;
+  /** While true, ask for no task (a new health check has not run yet); `topUp()` asks again after. */
+  holdTasks?: () => boolean;
   /**
    * What the agent hands out to tasks (cores: `slots`); it then says what it has free when it
    * asks for work. Absent: `slots` cores, no memory limit, no GPU, and only counts are sent.
@@ -151,6 +153,11 @@ export class Agent {
     await Promise.all([...this.#running.values()].map((r) => r.handle.result));
   }
 
+  /** Asks for tasks if it has room (a hold on them, `holdTasks`, ended). */
+  topUp(): void {
+    this.#topUp();
+  }
+
   runningTasks(): RunningTask[] {
     return [...this.#running.values()]
       .filter((r) => !r.cancelled)
@@ -234,7 +241,7 @@ export class Agent {
   /** How many more tasks to ask for now. */
   #wanted(): number {
     // A node that cannot start tasks asks for none: handed out, they would fail here and use up their attempts.
-    if (!this.#session || this.#stopped || this.#deps.runner.refusal() !== null) return 0;
+    if (!this.#session || this.#stopped || this.#deps.runner.refusal() !== null || this.#opts.holdTasks?.()) return 0;
     return Math.min(MAX_BATCH, this.#opts.slots + this.#opts.prefetch - this.#running.size - this.#queue.length - this.#requested);
   }
 

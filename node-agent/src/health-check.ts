@@ -82,6 +82,8 @@ export interface HealthCheckerDeps {
   /** Reports a run to the dispatcher; false when there is no session. */
   send: (run: HealthRun) => boolean;
   say: (line: string) => void;
+  /** The first run of a new check is over (and reported): tasks may be asked for again (`holding`). */
+  released?: () => void;
 }
 
 /** Runs the welcome's health check on its schedule; `configure` at every welcome. */
@@ -93,10 +95,20 @@ export class HealthChecker {
   #generation = 0;
   #running = false;
   #last: HealthRun | undefined;
+  #holding = false;
   readonly counts = { runs: 0 };
 
   constructor(deps: HealthCheckerDeps) {
     this.#d = deps;
+  }
+
+  /**
+   * From a new check until its first run is reported: the agent asks for no task meanwhile, so
+   * a node that fails its check at boot is drained before it is handed any (the report goes
+   * out before the agent's next `ready`).
+   */
+  get holding(): boolean {
+    return this.#holding;
   }
 
   /** A welcome: its check (or none). The same check keeps its schedule; its last outcome is sent again (the dispatcher may be new). */
@@ -108,7 +120,8 @@ export class HealthChecker {
     this.#stopLoop();
     this.#spec = spec;
     this.#last = undefined;
-    if (!spec) return;
+    if (!spec) return this.#release();
+    this.#holding = true; // a hold of the previous check, if any, carries on
     const shown = typeof spec.command === 'string' ? spec.command : spec.command.join(' ');
     this.#d.say(`health check \`${shown.slice(0, 200)}\` every ${fmtSeconds(spec.intervalMs)} (timeout ${fmtSeconds(spec.timeoutMs)})`);
     void this.#run(this.#generation);
@@ -117,6 +130,13 @@ export class HealthChecker {
   stop(): void {
     this.#stopLoop();
     this.#spec = undefined;
+    this.#holding = false;
+  }
+
+  #release(): void {
+    if (!this.#holding) return;
+    this.#holding = false;
+    this.#d.released?.();
   }
 
   #stopLoop(): void {
@@ -144,6 +164,7 @@ export class HealthChecker {
     else if (run.ok && this.#last && !this.#last.ok) this.#d.say('health check passes again');
     this.#last = run;
     this.#d.send(run); // unsent (no session): the next welcome sends the last run again
+    this.#release();
     this.#timer = setTimeout(() => void this.#run(gen), spec.intervalMs);
     this.#timer.unref();
   }

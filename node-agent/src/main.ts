@@ -189,7 +189,12 @@ async function main(): Promise<void> {
     allowPower: settings.allowPower,
     kexec: { ...DEFAULT_KEXEC, userAgent },
   });
-  const health = new HealthChecker({ runner, say, send: (run) => source.send({ type: 'health', ...run }) });
+  const health = new HealthChecker({
+    runner,
+    say,
+    send: (run) => source.send({ type: 'health', ...run }),
+    released: () => agent.topUp(),
+  });
   const agent = new Agent(
     { source, runner, reporter, inventory, power },
     {
@@ -199,6 +204,7 @@ async function main(): Promise<void> {
       say,
       resources: resources.node,
       onSession: (s) => health.configure(s.healthCheck),
+      holdTasks: () => health.holding,
     },
   );
   say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);

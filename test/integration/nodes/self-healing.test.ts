@@ -100,6 +100,13 @@ async function untilNode(
 
 const PATH = '/usr/local/bin:/usr/bin:/bin';
 
+/** A params file of `n` rows (column i: 0..n-1). */
+function writeParams(n: number): string {
+  const f = join(work, `params-${n}.csv`);
+  writeFileSync(f, 'i\n' + Array.from({ length: n }, (_, i) => String(i % 10)).join('\n') + '\n');
+  return f;
+}
+
 describe('black-hole node and --retries', () => {
   it('drains as suspect a node whose tasks all fail while the job completes on the others, retried elsewhere', async () => {
     mkdirSync(join(work, 'bh'));
@@ -202,6 +209,22 @@ describe('health check', () => {
     const a = await untilNode(d, A, 'A passes its check', (n) => n.health?.ok === true && n.state === 'ready');
     expect(a.health!.output).toBe('fine\n');
     await untilNode(d, B, 'B passes its check', (n) => n.health?.ok === true);
+
+    // A node failing its check at boot is drained before it is handed a task, though work waits.
+    const C = '52:54:00:4c:00:03';
+    const stateC = join(work, 'health-c');
+    writeFileSync(stateC, 'no /scratch');
+    const sub = await ctl(d, ['submit', '--params', writeParams(12), '--', 'sleep', '0.{i}']);
+    expect(sub.code, sub.stderr).toBe(0);
+    agent(d, C, { PATH, HEALTH_STATE: stateC });
+    const c = await untilNode(d, C, 'C drained at boot', (n) => n.state === 'draining' && n.health?.ok === false);
+    expect(c.health!.output).toBe('disk check: no /scratch\ndetail line\n');
+    for (const end = Date.now() + 30_000; (await d.api<JobView>('GET', `/api/v1/jobs/${sub.stdout.trim()}`)).state !== 'done'; ) {
+      if (Date.now() > end) throw new Error('the job did not finish on A and B');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ran = (await d.api<{ tasks: TaskSummary[] }>('GET', `/api/v1/jobs/${sub.stdout.trim()}/tasks?limit=100`)).tasks;
+    expect(ran.every((t) => t.state === 'done' && t.ranOn !== C)).toBe(true);
 
     // A failure drains, its first line the reason; the event has the whole output.
     writeFileSync(stateA, 'FULL /scratch');

@@ -11,6 +11,8 @@ import { HealthChecker, runHealthCheck, TailBuffer, type HealthRun } from '../..
 import { ProcessRunner } from '../../../node-agent/src/runner.js';
 import { ChildProcessLauncher } from '../../../node-agent/src/launcher.js';
 import { MAX_HEALTH_OUTPUT } from '../../../dispatcher/src/protocol/messages.js';
+import { Agent } from '../../../node-agent/src/agent.js';
+import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
 
 const runner = new ProcessRunner({
   tasksDir: mkdtempSync(join(tmpdir(), 'lc-health-')),
@@ -119,5 +121,57 @@ describe('health checker schedule', () => {
     const n = sent.length;
     await new Promise((r) => setTimeout(r, 200));
     expect(sent.length).toBeLessThanOrEqual(n + 1); // at most the run in flight when it stopped... which reports nothing
+  });
+});
+
+describe('no task before a new check has run', () => {
+  it('the agent asks for none until the first run is reported, then asks', async () => {
+    const source = new FakeSource();
+    const fakeRunner = new FakeRunner();
+    let finish!: () => void;
+    const gate = new Promise<void>((r) => (finish = r));
+    // The check's run waits for the test, like a slow check at boot.
+    const slowRunner = {
+      exec: async () => {
+        await gate;
+        return { exitCode: 1, signal: null, timedOut: false, durationMs: 5 };
+      },
+    };
+    let agent!: Agent;
+    const hc = new HealthChecker({
+      runner: slowRunner,
+      say: () => {},
+      send: (r) => source.send({ type: 'health', ...r }),
+      released: () => agent.topUp(),
+    });
+    agent = new Agent(
+      { source, runner: fakeRunner, reporter: new FakeReporter(), inventory: new FakeInventory(), power: new FakePower() },
+      {
+        slots: 2,
+        prefetch: 0,
+        execTimeoutMs: 1000,
+        say: () => {},
+        onSession: (s) => hc.configure(s.healthCheck),
+        holdTasks: () => hc.holding,
+      },
+    );
+    agent.start();
+    source.connect({
+      nodeName: 'n1',
+      heartbeatMs: 60_000,
+      missedHeartbeats: 3,
+      maxMessageBytes: 1 << 20,
+      verified: true,
+      healthCheck: spec('check'),
+    });
+    expect(hc.holding).toBe(true);
+    expect(source.of('ready')).toEqual([]);
+    finish();
+    await until(() => source.of('ready').length > 0);
+    // The report went out before the agent asked for work: a failing node is drained first.
+    const order = source.sent.map((m) => m.type).filter((t) => t === 'health' || t === 'ready');
+    expect(order).toEqual(['health', 'ready']);
+    hc.stop();
+    await agent.stop();
   });
 });
