@@ -121,6 +121,8 @@ export const DEFAULT_HEALTH_INTERVAL_SECONDS = 60;
 export const DEFAULT_HEALTH_TIMEOUT_SECONDS = 30;
 /** Failed tasks in a row before a node is drained as suspect (set suspectAfter; 0 turns it off). */
 export const DEFAULT_SUSPECT_AFTER = 5;
+/** Its evidence lists every failure of the streak: this many at most. */
+export const MAX_SUSPECT_AFTER = 100;
 
 /** The health check of a node with these labels: its label group's, else the cluster-wide one, else none. */
 export function healthCheckFor(cluster: ClusterFile, labels: readonly string[]): HealthCheckSpec | undefined {
@@ -374,9 +376,9 @@ export function parseClusterFile(text: string, source = 'cluster file'): Cluster
   const healthChecks = (d.healthChecks as unknown[] | undefined)?.map((g, i) => parseHealthCheck(`healthChecks[${i}]`, g, fail, true));
   if (
     d.suspectAfter !== undefined &&
-    (typeof d.suspectAfter !== 'number' || !Number.isInteger(d.suspectAfter) || d.suspectAfter < 0 || d.suspectAfter > 10_000)
+    (typeof d.suspectAfter !== 'number' || !Number.isInteger(d.suspectAfter) || d.suspectAfter < 0 || d.suspectAfter > MAX_SUSPECT_AFTER)
   )
-    fail('suspectAfter', 'must be a whole number of failed tasks in a row, 0 to 10000 (0: never drain a node as suspect)');
+    fail('suspectAfter', `must be a whole number of failed tasks in a row, 0 to ${MAX_SUSPECT_AFTER} (0: never drain a node as suspect)`);
   const healing = d.healing === undefined ? undefined : parseHealing(d.healing, fail);
   const powerPolicy = d.powerPolicy === undefined ? undefined : parsePowerPolicy(d.powerPolicy, nodes, fail);
   return {

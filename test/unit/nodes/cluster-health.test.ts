@@ -52,6 +52,7 @@ suspectAfter: 3
     ['healthChecks not a list', 'healthChecks: {command: /bin/true}', /healthChecks: expected a list/],
     ['a negative suspectAfter', 'suspectAfter: -1', /suspectAfter: must be a whole number/],
     ['a fractional suspectAfter', 'suspectAfter: 2.5', /suspectAfter: must be a whole number/],
+    ['a suspectAfter over 100', 'suspectAfter: 101', /suspectAfter: must be a whole number of failed tasks in a row, 0 to 100/],
   ])('refuses %s, naming the field', (_what, yaml, why) => {
     expect(() => parseClusterFile(yaml)).toThrow(why);
   });
