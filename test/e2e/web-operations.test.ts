@@ -319,6 +319,26 @@ describe('status page: jobs, consoles and boots', () => {
     await page.close();
   }, 30_000);
 
+  it('fits a phone-sized screen with its jobs, a job and a node open', async () => {
+    const page = await ctx.newPage();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(d.url + '/');
+    await page.waitForSelector('body[data-ready="1"]');
+    await expect.poll(() => page.locator(`#jobs tr[data-job="${jobId}"]`).count()).toBe(1);
+    const overflow = () => page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
+    expect(await overflow()).toBeLessThanOrEqual(1);
+    await page.locator(`#jobs tr[data-job="${jobId}"]`).click();
+    await expect.poll(() => page.locator('#j-tasks tbody tr[data-task]').count()).toBe(6);
+    expect(await overflow()).toBeLessThanOrEqual(1);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-job-phone.png') });
+    await page.keyboard.press('Escape');
+    await page.locator(`#nodes tbody tr[data-name="${nameA}"]`).click();
+    await expect.poll(() => page.locator('#d-boots .wf-row[data-stage]').count()).toBeGreaterThan(0);
+    expect(await overflow()).toBeLessThanOrEqual(1);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-node-phone.png') });
+    await page.close();
+  });
+
   it('shows a failing health check, its output as text, as the reason of the drain; and its recovery', async () => {
     const page = await openPage();
     writeFileSync(join(work, 'sick'), '');
