@@ -152,6 +152,11 @@ export class NodeHealthMonitor {
   report(mac: Mac, r: HealthReport): void {
     const n = this.#d.nodes.byMac(mac);
     if (!n) return;
+    if (!this.checkFor(n)) {
+      // Not asked for: an agent cannot drain its node with a check the cluster file does not give it.
+      this.#rlog.warn(`${mac}|health-unasked`, { mac, node: n.name }, 'health report from a node without a health check dropped');
+      return;
+    }
     const now = this.#d.now();
     const last = this.#lastReport.get(mac);
     if (last !== undefined && now - last < MIN_REPORT_GAP_MS) {

@@ -23,6 +23,7 @@ import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 const mac = (n: number) => `52:54:00:00:02:0${n}` as Mac;
 const CLUSTER = `
 suspectAfter: 3
+healthCheck: {command: /usr/local/bin/node-check}
 nodes:
   - {name: n1, mac: "${mac(1)}"}
   - {name: n2, mac: "${mac(2)}"}
@@ -154,6 +155,18 @@ describe('health check drains', () => {
     expect(w2.nodes.byMac(mac(1))!.state).toBe('draining');
     w2.health.report(mac(1), pass);
     expect(w2.nodes.byMac(mac(1))!.state).toBe('ready');
+  });
+});
+
+describe('health reports not asked for', () => {
+  it('drops a report from a node the cluster file gives no check', () => {
+    const w = world();
+    const cluster = parseClusterFile(CLUSTER.replace('healthCheck: {command: /usr/local/bin/node-check}\n', ''));
+    const h = new NodeHealthMonitor({ ...w, log: silentLogger(), cluster, now: Date.now });
+    h.attach(w.control);
+    h.report(mac(1), fail('broken'));
+    expect(w.nodes.byMac(mac(1))!.state).toBe('ready');
+    expect(h.view(mac(1)).health).toBeUndefined();
   });
 });
 
