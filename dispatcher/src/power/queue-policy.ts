@@ -190,7 +190,7 @@ function isWaking(n: PolicyNode): boolean {
 function holdReason(n: PolicyNode): string {
   if (n.running > 0) return `busy: ${n.running} task(s) running`;
   if (n.draining) return 'draining';
-  if (n.state === 'off') return 'off';
+  if (n.state === 'off') return n.connected ? "off: its agent's connection has not timed out yet" : 'off';
   if (n.state === 'lost') return 'lost: for self-healing, not the power policy';
   return n.state;
 }
