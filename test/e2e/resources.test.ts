@@ -81,6 +81,10 @@ describe('enforced task resources on a booted node', () => {
       /outcome:? oom: killed for exceeding its memory request/,
     );
 
+    // The results export says so too.
+    const lines = (await rack.ok('results', String(hog), '--format', 'jsonl')).trim().split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ state: 'failed', result: { oom: true, memPeakKiB: t.result!.memPeakKiB } });
+
     const besideJob = await rack.until(
       'the task beside done',
       async () => ((await job(beside)).state === 'done' ? job(beside) : undefined),

@@ -114,6 +114,8 @@ export function exportResults(
                     startedAt: r.started_at,
                     durationMs: r.duration_ms,
                     maxRssKiB: r.max_rss_kib,
+                    // Outcome oom: killed at its memory request, with its cgroup's peak.
+                    ...(r.oom === 1 ? { oom: true, memPeakKiB: r.mem_peak_kib } : {}),
                     outputsBytes: r.outputs?.length ?? 0,
                     stdout: r.stdout,
                     stderr: r.stderr,
