@@ -19,8 +19,6 @@
  *         idleOffSeconds: 300
  *         minOn: 0
  */
-import type { ClusterNodeSpec } from '../nodes/cluster-file.js';
-
 export interface HealingRule {
   lostAfterSeconds: number;
   maxCyclesPerHour: number;
@@ -123,7 +121,7 @@ const POWER_KEYS = ['idleOffSeconds', 'minOn', 'bootTimeoutSeconds'] as const;
  * (the top level's group is checked only when the file lists nodes: machines enrolled on
  * first sight are not known at start).
  */
-export function parsePowerPolicy(raw: unknown, nodes: readonly ClusterNodeSpec[], fail: Fail): PowerPolicy {
+export function parsePowerPolicy(raw: unknown, nodes: readonly { name: string; labels: readonly string[] }[], fail: Fail): PowerPolicy {
   const top = mapping('powerPolicy', raw, fail);
   onlyKeys('powerPolicy', top, [...POWER_KEYS, 'groups'], fail);
   const base = {

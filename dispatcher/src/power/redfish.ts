@@ -160,7 +160,8 @@ export function parsePowerState(system: unknown): PowerState {
     case null:
       return 'unknown';
     default:
-      throw new BmcFailure('refused', `unexpected PowerState ${JSON.stringify(String(s).slice(0, 40))}`);
+      // JSON.stringify, not String(): a parsed object may carry a `toString` that is no function.
+      throw new BmcFailure('refused', `unexpected PowerState ${(JSON.stringify(s) ?? '').slice(0, 40)}`);
   }
 }
 

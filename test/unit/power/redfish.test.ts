@@ -44,6 +44,8 @@ describe('Redfish answers', () => {
 
   it('refuse what they cannot use, saying what', () => {
     expect(() => parsePowerState({ PowerState: 'Exploding' })).toThrow(/unexpected PowerState "Exploding"/);
+    // Found by the fuzz below: an object whose toString is not a function.
+    expect(() => parsePowerState({ PowerState: [{ toString: '' }] })).toThrow(/unexpected PowerState \[\{"toString":""\}\]/);
     expect(() => parseFirstMember({ Members: [] })).toThrow(/no member/);
     expect(() => parseFirstMember({ Members: [{ '@odata.id': 'https://evil.example/x' }] })).toThrow(BmcFailure);
     expect(() => parseResetAction({ Actions: { '#ComputerSystem.Reset': { target: '/../../etc/passwd' } } })).toThrow(
