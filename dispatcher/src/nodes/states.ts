@@ -13,7 +13,8 @@
  * reporting what it sees) and the *operator* (commands). The operator's states hold against
  * activity that does not end them: a draining node that starts or finishes a task stays
  * draining; a rebooting node whose connection closes is not lost, it is rebooting; a node
- * that was powered off is off, not lost. A rebooting or off node leaves that state when it
+ * that was powered off is off, not lost; a booting node whose previous boot's connection
+ * times out is booting, not lost. A rebooting or off node leaves that state when it
  * boots again (booting) or its agent says hello (ready).
  */
 
@@ -26,6 +27,10 @@ export function transitionApplies(from: NodeState, to: NodeState, by: Transition
   if (from === to) return false;
   if (by === 'operator') return true;
   switch (from) {
+    case 'booting':
+      // A booting node has no agent yet: a connection that ends now is the previous boot's
+      // (a hard power cycle, a panic), and the new boot's hello settles the state.
+      return to !== 'lost';
     case 'draining':
       return to !== 'ready' && to !== 'busy';
     case 'rebooting':

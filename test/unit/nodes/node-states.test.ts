@@ -14,6 +14,8 @@ describe('node state policy', () => {
     ['busy', 'ready', true],
     ['ready', 'lost', true],
     ['lost', 'booting', true],
+    ['booting', 'lost', false],
+    ['booting', 'ready', true],
     ['draining', 'busy', false],
     ['draining', 'ready', false],
     ['draining', 'lost', true],
