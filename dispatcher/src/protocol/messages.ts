@@ -14,7 +14,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The WebSocket path of the agent endpoint on the dispatcher's HTTP port. */
 export const AGENT_PATH = '/api/v1/agent';
