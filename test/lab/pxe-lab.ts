@@ -11,8 +11,8 @@
  *   await rack.until('node1 ready', async () => (await rack.node('node1'))?.state === 'ready' || undefined);
  *   await rack.cleanup();
  *
- * Serial-over-LAN: `ipmitool … sol activate` holds its output back when stdout is not a
- * terminal; run it under a pseudo-terminal (`script -qfec "ipmitool …" /dev/null`).
+ * Serial-over-LAN: the dispatcher holds each BMC's one SOL session (`dispatcherctl console
+ * --serial`); the machine's console log has the same bytes.
  *
  * Everything stays inside the lab's namespace: the BMCs listen on its loopback, the machines'
  * taps are on its bridge, and nothing touches the host's interfaces.
@@ -266,10 +266,13 @@ export class PxeLab {
     return this.dispatcher;
   }
 
-  /** Runs dispatcherctl against the rack's dispatcher (admin through the data dir's token). */
+  /**
+   * Runs dispatcherctl against the rack's dispatcher (admin through the data dir's token). The
+   * long limit is for commands that wait (a rollout of several TCG machines under load).
+   */
   ctl(...args: string[]): Promise<ExecResult> {
     return this.ns.exec(process.execPath, ['dist/bin/dispatcherctl.mjs', '--url', this.url, '--data-dir', this.dataDir, ...args], {
-      timeoutMs: 600_000,
+      timeoutMs: 1_800_000,
       allowFailure: true,
     });
   }
