@@ -9,7 +9,7 @@
  *      the other node meanwhile. RESULT: frozen → back in service, seconds (one sample; set
  *      E2E_OPS_SAMPLES=5 for the median of five).
  *   b. `echo c > /proc/sysrq-trigger` through `dispatcherctl exec`: the panic is on record
- *      (netconsole) and the node is cycled at once, then comes back.
+ *      (netconsole and the BMC's Serial-over-LAN) and the node is cycled at once, then comes back.
  *   c. The dispatcher restarted with a power policy: node2 (label big, group minimum 0) is
  *      powered off once idle, node1 kept on (minimum 1); a job for label big powers node2 on
  *      and completes. RESULT: queued job → first task running on the node that was off.
@@ -23,6 +23,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildForE2e, PxeLab, type LabMachine, type LabNodeView } from '../lab/pxe-lab.js';
+import type { ConsoleReply } from '../../dispatcher/src/api/console/schemas.js';
 
 const BOOT_MS = 300_000;
 const SAMPLES = Math.max(1, Number(process.env.E2E_OPS_SAMPLES ?? 1));
@@ -143,7 +144,7 @@ describe('self-healing through the BMC', () => {
     );
   }, 900_000);
 
-  it('a kernel panic on the netconsole record cycles the node at once, and it comes back', async () => {
+  it('a kernel panic, on record by netconsole and SOL, cycles the node at once, and it comes back', async () => {
     const before = (await view('node1'))!;
     const heals = (await events('node1', 'node.heal')).length;
     // The exec never answers: the node dies under it.
@@ -156,6 +157,15 @@ describe('self-healing through the BMC', () => {
       );
       expect(heal.data).toMatchObject({ healed: true, reason: expect.stringMatching(/^kernel panic: .*Kernel panic - not syncing/) });
       expect((heal.data!.console as string[]).join('\n')).toMatch(/kernel: .*Kernel panic - not syncing: sysrq triggered crash/);
+      // The same panic through the BMC's Serial-over-LAN: the kernel's console is also ttyS0.
+      await rack.until(
+        'the panic on the serial record',
+        async () =>
+          (await rack.json<ConsoleReply>('console', 'node1', '--serial', '--lines', '5000')).lines.some((l) =>
+            /Kernel panic - not syncing: sysrq triggered crash/.test(l.text),
+          ) || undefined,
+        60_000,
+      );
       await backAfter('node1', before.bootCount);
       // One cycle: the late loss of the connection the cycle cut short does not make a second.
       expect((await events('node1', 'node.heal')).slice(heals).filter((e) => e.data?.healed === true)).toHaveLength(1);
