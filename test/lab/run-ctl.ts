@@ -36,6 +36,11 @@ export function runCtl(args: string[], env: Record<string, string>, opts: { time
   });
 }
 
+/** dispatcherctl as the admin of a running dispatcher (its token from the data dir). */
+export function ctlAdmin(d: { url: string; dataDir: string }, args: string[], opts: { timeoutMs?: number } = {}): Promise<CtlRun> {
+  return runCtl(args, { ...baseEnv(d.url), LILCLUSTER_DATA_DIR: d.dataDir }, { timeoutMs: opts.timeoutMs ?? 60_000 });
+}
+
 /** Starts a long-running command (events --follow) and gives the process and its output so far. */
 export function startCtl(
   args: string[],

@@ -119,8 +119,7 @@ export async function startNetconsole(core: Core, opts: StartNetconsoleOptions =
   const socket = await bindSocket(core, opts, onMessage, log);
   // Read at scrape time; a receiver started again on this core replaces the old figures.
   const METRIC = 'lilcluster_netconsole_total';
-  if (core.metrics.has(METRIC)) core.metrics.remove(METRIC);
-  core.metrics.collect({
+  core.metrics.recollect({
     name: METRIC,
     help: 'netconsole input by kind: datagrams, lines stored, truncated datagrams, datagrams from no node, lines dropped over the flood budget',
     type: 'counter',

@@ -483,8 +483,7 @@ export function startSol(core: Core, opts: Partial<Omit<SolCaptureDeps, 'targets
   });
   const unsubscribe = core.nodes.onForget((mac) => capture.drop(mac));
   const METRIC = 'lilcluster_sol_total';
-  if (core.metrics.has(METRIC)) core.metrics.remove(METRIC);
-  core.metrics.collect({
+  core.metrics.recollect({
     name: METRIC,
     help: 'Serial-over-LAN capture: ipmitool sessions started, lines stored, lines cut at the length bound, lines dropped over the flood budget',
     type: 'counter',
@@ -492,8 +491,7 @@ export function startSol(core: Core, opts: Partial<Omit<SolCaptureDeps, 'targets
     collect: () => Object.entries(capture.counters).map(([kind, value]) => ({ labels: { kind }, value })),
   });
   const SESSIONS = 'lilcluster_sol_sessions';
-  if (core.metrics.has(SESSIONS)) core.metrics.remove(SESSIONS);
-  core.metrics.collect({
+  core.metrics.recollect({
     name: SESSIONS,
     help: 'Serial-over-LAN sessions by state: starting, capturing, retrying (backing off after a failure)',
     type: 'gauge',

@@ -85,6 +85,12 @@ export class MetricsRegistry {
     this.#add(new Collected(checkOptions(opts), opts.type, opts.collect));
   }
 
+  /** `collect`, replacing a metric of that name: a service started again on the same core reports its own figures. */
+  recollect(opts: CollectOptions): void {
+    this.#metrics.delete(opts.name);
+    this.collect(opts);
+  }
+
   /** Whether a metric of that name is registered (services wired twice in tests can check). */
   has(name: string): boolean {
     return this.#metrics.has(name);

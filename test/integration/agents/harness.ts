@@ -142,20 +142,28 @@ export function startAgent(args: string[], env: Record<string, string> = {}): Ag
 }
 
 /** A real agent enrolled with a dispatcher (enrollment token and identity from its data dir). */
-export function agentFor(d: { url: string; dataDir: string }, mac: string, extra: string[] = []): AgentProcess {
-  return startAgent([
-    '--dispatcher',
-    d.url,
-    '--enroll-token',
-    readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim(),
-    '--dispatcher-key',
-    join(d.dataDir, 'identity.pub'),
-    '--mac',
-    mac,
-    '--work-dir',
-    join(d.dataDir, `agent-${mac.replaceAll(':', '')}`),
-    ...extra,
-  ]);
+export function agentFor(
+  d: { url: string; dataDir: string },
+  mac: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): AgentProcess {
+  return startAgent(
+    [
+      '--dispatcher',
+      d.url,
+      '--enroll-token',
+      readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim(),
+      '--dispatcher-key',
+      join(d.dataDir, 'identity.pub'),
+      '--mac',
+      mac,
+      '--work-dir',
+      join(d.dataDir, `agent-${mac.replaceAll(':', '')}`),
+      ...extra,
+    ],
+    env,
+  );
 }
 
 export { FAKE_INVENTORY };

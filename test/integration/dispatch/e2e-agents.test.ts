@@ -9,7 +9,7 @@
  * frozen and busy nodes — are in test/integration/agents/dispatcher.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,11 +18,11 @@ import Database from 'better-sqlite3';
 import { parseParamsText } from '../../../dispatcher/src/dispatch/params-file.js';
 import tar from 'tar-stream';
 import { agentFor, waitFor, type AgentProcess } from '../agents/harness.js';
-import { ROOT } from '../../lab/paths.js';
+import { CTL_BIN, ROOT } from '../../lab/paths.js';
 import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 import { DISPATCHER_BIN } from '../../lab/paths.js';
+import { ctlAdmin } from '../../lab/run-ctl.js';
 
-const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 const TASKS = 500;
 const AGENTS = 4;
 
@@ -41,18 +41,7 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function ctl(d: DispatcherProcess, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: d.url, LILCLUSTER_DATA_DIR: d.dataDir };
-    const child = spawn(process.execPath, [CTL_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const ctl = (d: DispatcherProcess, args: string[]) => ctlAdmin(d, args);
 
 async function progress(d: DispatcherProcess, job: number): Promise<JobView['counts']> {
   return (await d.api<JobView>('GET', `/api/v1/jobs/${job}`)).counts;

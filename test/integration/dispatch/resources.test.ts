@@ -7,16 +7,16 @@
  * (The kernel's side, a task killed for memory: test/e2e/resources.test.ts, in QEMU.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { agentFor, waitFor, type AgentProcess } from '../agents/harness.js';
-import { DISPATCHER_BIN, ROOT } from '../../lab/paths.js';
+import { CTL_BIN, DISPATCHER_BIN, ROOT } from '../../lab/paths.js';
+import { ctlAdmin } from '../../lab/run-ctl.js';
 import { resultsOf, startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 
-const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 const BIG = { mac: '52:54:00:e2:0f:01', cores: 4, memMiB: 1024 };
 const SMALL = { mac: '52:54:00:e2:0f:02', cores: 2, memMiB: 512 };
 
@@ -39,18 +39,7 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function ctl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: disp.url, LILCLUSTER_DATA_DIR: disp.dataDir };
-    const child = spawn(process.execPath, [CTL_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const ctl = (args: string[]) => ctlAdmin(disp, args);
 
 /** A task that prints its start and end (ns) around a short sleep. */
 const TIMED = 'echo "$(date +%s%N)"; sleep 0.3; echo "$(date +%s%N)"';

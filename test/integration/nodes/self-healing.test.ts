@@ -11,17 +11,16 @@
  *   counts as a failure, and an operator's drain is never undone.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAgent, waitFor, type AgentProcess } from '../agents/harness.js';
-import { ROOT, DISPATCHER_BIN } from '../../lab/paths.js';
+import { agentFor, waitFor, type AgentProcess } from '../agents/harness.js';
+import { CTL_BIN, DISPATCHER_BIN, ROOT } from '../../lab/paths.js';
+import { ctlAdmin } from '../../lab/run-ctl.js';
 import { startDispatcher, type DispatcherProcess, type JobView } from '../../lab/dispatcher.js';
 import type { NodeDetail, NodeList, ClusterEvent } from '../../../dispatcher/src/api/schemas.js';
 import type { TaskDetail, TaskSummary } from '../../../dispatcher/src/api/jobs/schemas.js';
-
-const CTL_BIN = join(ROOT, 'dist/bin/dispatcherctl.mjs');
 
 let work: string;
 const disps: DispatcherProcess[] = [];
@@ -40,38 +39,12 @@ afterAll(async () => {
 
 /** A real agent enrolled with the dispatcher, with extra environment (its PATH, its health state file). */
 function agent(d: DispatcherProcess, mac: string, env: Record<string, string>, extra: string[] = []): AgentProcess {
-  const a = startAgent(
-    [
-      '--dispatcher',
-      d.url,
-      '--enroll-token',
-      readFileSync(join(d.dataDir, 'enroll.token'), 'utf8').trim(),
-      '--dispatcher-key',
-      join(d.dataDir, 'identity.pub'),
-      '--mac',
-      mac,
-      '--work-dir',
-      join(d.dataDir, `agent-${mac.replaceAll(':', '')}`),
-      ...extra,
-    ],
-    env,
-  );
+  const a = agentFor(d, mac, extra, env);
   agents.push(a);
   return a;
 }
 
-function ctl(d: DispatcherProcess, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LILCLUSTER_URL: d.url, LILCLUSTER_DATA_DIR: d.dataDir };
-    const child = spawn(process.execPath, [CTL_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const ctl = (d: DispatcherProcess, args: string[]) => ctlAdmin(d, args);
 
 async function nodeByMac(d: DispatcherProcess, mac: string): Promise<NodeDetail> {
   const list = await d.api<NodeList>('GET', '/api/v1/nodes');
