@@ -17,6 +17,7 @@ import { ImageBuildError } from '../../../image/src/errors.js';
 import { sha256 } from '../../../image/src/manifest.js';
 import { describeModule, selectModules, type KernelModule } from '../../../image/src/modules.js';
 import { DEFAULT_MODULES, type BuildOptions } from '../../../image/src/options.js';
+import { standInBuildOptions } from '../../lab/stand-in-build.js';
 import { parseFrom } from '../../../image/src/root-source.js';
 
 const BUILD_TIMEOUT = 300_000;
@@ -38,29 +39,17 @@ async function cachedOrFetched(name: string, cached: RegExp): Promise<string> {
 
 function options(outDir: string, tag: string, extra: Partial<BuildOptions> = {}): BuildOptions {
   const source = parseFrom(`oci:${layout}:${tag}`, (p) => resolve(p));
-  return {
-    outDir,
+  // The kernel is the root's (or the Debian package's): no kernel stand-in, the default drivers.
+  return standInBuildOptions(work, outDir, {
     cacheDir,
     kernelDeb,
     kernel: undefined,
     modulesDir: undefined,
     busyboxDeb,
-    nodePath: process.execPath,
-    stripNode: false,
-    agentPath: join(work, 'node-agent.mjs'),
-    spawnAddonPath: undefined,
-    packageJson: resolve('package.json'),
-    dispatcherKey: undefined,
     modules: [...DEFAULT_MODULES],
-    firmware: false,
-    zstdLevel: 1,
-    zstdThreads: undefined,
-    mtime: 0,
-    force: false,
-    imageDir: resolve('image'),
     root: { source, name: `k-${tag}`, health: '', squashfs: { compression: 'zstd', level: 3 } },
     ...extra,
-  };
+  });
 }
 
 const build = (outDir: string, tag: string, extra: Partial<BuildOptions> = {}) => {
