@@ -32,6 +32,7 @@ import { ProgressScanner } from '../../dispatcher/src/protocol/progress.js';
 import type { ExecOutcome, RunningHandle, TaskRunner } from './seams.js';
 import { ChildProcessLauncher, type Launcher } from './launcher.js';
 import type { TaskCgroup, TaskCgroups, TaskMemory } from './cgroup.js';
+import { findExecutable } from './executable.js';
 import { NativeLauncher } from './native-launcher.js';
 import { loadSpawnAddon } from './spawn-addon.js';
 import { InheritedEnv } from './task-env.js';
@@ -180,6 +181,10 @@ export class ProcessRunner implements TaskRunner {
       let placed = this.#placed({ file, args, cwd });
       if (typeof placed === 'string') return failed(task, startedAt, placed);
       if (this.opts.cgroups) {
+        // Outside a task root the command is checked here, as spawn would: behind the wrapper a
+        // missing command would be the wrapper's exit 127.
+        if (this.#root.kind === 'none' && !findExecutable(placed.file, task.env?.PATH ?? this.#env.vars.PATH ?? '', placed.cwd))
+          return failed(task, startedAt, `cannot start ${placed.file}: ENOENT (not found, or not executable, on the task's PATH)`);
         try {
           cg = this.opts.cgroups.create(`${task.taskId}-${task.attempt}`, task.resources);
         } catch (err) {

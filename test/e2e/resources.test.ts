@@ -14,7 +14,14 @@ import { buildForE2e, PxeLab, type LabMachine } from '../lab/pxe-lab.js';
 
 interface TaskView {
   state: string;
-  result: { exitCode: number | null; signal: string | null; oom?: boolean; memPeakKiB?: number | null; mac: string | null } | null;
+  result: {
+    exitCode: number | null;
+    signal: string | null;
+    error?: string;
+    oom?: boolean;
+    memPeakKiB?: number | null;
+    mac: string | null;
+  } | null;
 }
 interface JobCounts {
   id: number;
@@ -100,4 +107,16 @@ describe('enforced task resources on a booted node', () => {
     expect((await job(next)).counts).toMatchObject({ done: 1 });
     expect((await rack.node('node1'))?.state).toMatch(/ready|busy/);
   }, 240_000);
+
+  it('reports a missing command as a start failure, not as the cgroup wrapper exit 127', async () => {
+    const missing = await submit('--mem', '32M', '--', 'no-such-command-lc');
+    const ended = await rack.until(
+      'the job with a missing command ended',
+      async () => ((await job(missing)).state === 'done' ? job(missing) : undefined),
+      120_000,
+    );
+    expect(ended.counts).toMatchObject({ done: 0, failed: 1 });
+    const t = await rack.json<TaskView>('task', String(ended.firstTaskId));
+    expect(t.result).toMatchObject({ exitCode: null, error: expect.stringMatching(/cannot start no-such-command-lc: ENOENT/) });
+  }, 120_000);
 });
