@@ -81,10 +81,10 @@ beforeAll(async () => {
   const n = (i: number, extra = '') => `  - name: node${i}\n    mac: 52:54:00:00:14:0${i}\n${extra}`;
   const cluster =
     'nodes:\n' +
-    n(1, bmc(`type: ipmi, address: "127.0.0.1:${ipmi.opts.lanPort}", user: admin, passwordFile: ${good}`)) +
+    n(1, `    labels: [lab]\n${bmc(`type: ipmi, address: "127.0.0.1:${ipmi.opts.lanPort}", user: admin, passwordFile: ${good}`)}`) +
     n(2, bmc(`type: ipmi, address: "127.0.0.1:${silent.address().port}", user: admin, passwordFile: ${good}`)) +
     n(3, bmc(`type: ipmi, address: "127.0.0.1:${ipmi.opts.lanPort}", user: admin, passwordFile: ${wrong}`)) +
-    n(4) +
+    n(4, '    labels: [lab]\n') +
     n(5, bmc(`type: redfish, address: "127.0.0.1:${rf.port}", user: root, passwordFile: ${rfPw}, ca: ${ca.caFile}`)) +
     n(6, bmc(`type: redfish, address: "127.0.0.1:${rfOtherCa.port}", user: root, passwordFile: ${rfPw}, ca: ${otherCa.caFile}`)) +
     n(7, '    labels: [rack7]\n') +
@@ -131,6 +131,22 @@ describe('IPMI (ipmitool → ipmi_sim → QEMU)', () => {
     expect((await ctl('power', 'status', 'node1', '--json')).stdout).toContain('"power": "off"');
     expect((await d.api<{ state: string }>('GET', '/api/v1/nodes/node1')).state).toBe('off');
   }, 60_000);
+
+  it('--label and --all select nodes; those without a BMC are skipped and named', async () => {
+    const r = await ctl('power', 'status', '--label', 'lab');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`node1: off (ipmi BMC 127.0.0.1:${ipmi.opts.lanPort})\nskipped, no BMC: node4\n`);
+    const json = JSON.parse((await ctl('--json', 'power', 'status', '--label', 'lab')).stdout) as {
+      results: { node: string }[];
+      noBmc: string[];
+    };
+    expect(json.results.map((x) => x.node)).toEqual(['node1']);
+    expect(json.noBmc).toEqual(['node4']);
+    expect((await ctl('power', 'status', '--label', 'nosuch')).stdout).toBe('no node selected\n');
+    const both = await ctl('power', 'off', 'node1', '--all');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('not both');
+  });
 
   it('reboot --hard power-cycles through the BMC; a node without one is a clear error', async () => {
     await ctl('power', 'on', 'node1');

@@ -5,6 +5,7 @@
  */
 import type { CommandModule, CtlContext } from '../command.js';
 import type { PowerPolicyView, PowerView } from '../../api/power/schemas.js';
+import type { NodeList } from '../../api/schemas.js';
 import { EXIT, usageError } from '../errors.js';
 
 const OPS = ['status', 'on', 'off', 'cycle', 'reset'] as const;
@@ -17,22 +18,29 @@ export const powerCommands: CommandModule = {
       .description("read or change nodes' power through their BMCs (IPMI or Redfish): status, on, off, cycle, reset")
       .argument('<action>', `${OPS.join(' | ')} | policy`)
       .argument('[node...]', 'node names, MACs or UUIDs (none for policy)')
+      .option('--all', 'every admitted node that has a BMC')
+      .option('-l, --label <label>', 'every admitted node with this label that has a BMC')
       .addHelpText(
         'after',
         '\noff, cycle and reset are hard: the OS is not asked. A BMC that failed is not called again for a while (back-off).\n' +
           "`power policy` shows what the queue's power policy (cluster file powerPolicy) would do now, node by node; it changes nothing.\n" +
-          'Examples:\n  dispatcherctl power status node1 node2\n  dispatcherctl power cycle node7\n  dispatcherctl power policy',
+          'With --all or --label, nodes without a BMC are skipped and named.\n' +
+          'Examples:\n  dispatcherctl power status node1 node2\n  dispatcherctl power status --all\n  dispatcherctl power off --label rack3\n' +
+          '  dispatcherctl power cycle node7\n  dispatcherctl power policy',
       )
       .action(
-        ctl.action(async (ctx, action: string, nodes: string[]) => {
+        ctl.action(async (ctx, action: string, nodes: string[], opts: { all?: boolean; label?: string }) => {
+          const selected = opts.all || opts.label !== undefined;
           if (action === 'policy') {
-            if (nodes.length) throw usageError('power policy takes no node', 'dispatcherctl power policy');
+            if (nodes.length || selected) throw usageError('power policy takes no node', 'dispatcherctl power policy');
             return policy(ctx);
           }
           if (!(OPS as readonly string[]).includes(action))
             throw usageError(`unknown power action "${action}"`, `one of ${OPS.join(', ')}, policy; e.g. dispatcherctl power status node1`);
-          if (!nodes.length) throw usageError(`power ${action} needs at least one node`, `dispatcherctl power ${action} node1`);
-          return power(ctx, action as Op, nodes);
+          if (selected && nodes.length) throw usageError('give nodes, or --all / --label, not both', `dispatcherctl power ${action} --all`);
+          if (!selected && !nodes.length)
+            throw usageError(`power ${action} needs at least one node, --all or --label`, `dispatcherctl power ${action} node1`);
+          return power(ctx, action as Op, selected ? await selectNodes(ctx, opts.label) : nodes, selected);
         }),
       );
   },
@@ -64,8 +72,17 @@ async function policy(ctx: CtlContext): Promise<number> {
   return EXIT.OK;
 }
 
-/** One call per node, all at once (each BMC is its own machine); failures are listed per node. */
-async function power(ctx: CtlContext, op: Op, nodes: readonly string[]): Promise<number> {
+/** The admitted nodes, or those with `label`. */
+async function selectNodes(ctx: CtlContext, label: string | undefined): Promise<string[]> {
+  const list = await ctx.api.get<NodeList>('/api/v1/nodes');
+  return list.nodes.filter((n) => n.enrollment === 'admitted' && (label === undefined || n.labels.includes(label))).map((n) => n.name);
+}
+
+/**
+ * One call per node, all at once (each BMC is its own machine); failures are listed per node.
+ * For a selection (--all, --label), nodes without a BMC are not failures: they are named once.
+ */
+async function power(ctx: CtlContext, op: Op, nodes: readonly string[], selection = false): Promise<number> {
   const settled = await Promise.allSettled(
     nodes.map((node) => {
       const path = `/api/v1/nodes/${encodeURIComponent(node)}/power`;
@@ -74,9 +91,11 @@ async function power(ctx: CtlContext, op: Op, nodes: readonly string[]): Promise
   );
   const results: PowerView[] = [];
   const failures: { node: string; error: { code: string; message: string; hint?: string } }[] = [];
+  const noBmc: string[] = [];
   let exit: number = EXIT.OK;
   settled.forEach((s, i) => {
     if (s.status === 'fulfilled') results.push(s.value);
+    else if (selection && (s.reason as { code?: string }).code === 'DSP_ERR_NO_BMC') noBmc.push(nodes[i]!);
     else {
       const e = s.reason as { code?: string; message?: string; hint?: string; exitCode?: number };
       failures.push({
@@ -86,9 +105,11 @@ async function power(ctx: CtlContext, op: Op, nodes: readonly string[]): Promise
       exit = Math.max(exit, e.exitCode ?? EXIT.FAILED);
     }
   });
-  if (ctx.json) ctx.out(JSON.stringify({ results, failures }, null, 2));
+  if (ctx.json) ctx.out(JSON.stringify({ results, failures, ...(selection ? { noBmc } : {}) }, null, 2));
   else {
     for (const r of results) ctx.out(op === 'status' ? `${r.node}: ${r.power} (${r.bmc})` : `${r.node}: ${r.message}`);
+    if (noBmc.length) ctx.out(`skipped, no BMC: ${noBmc.join(', ')}`);
+    if (selection && !nodes.length) ctx.out('no node selected');
     for (const f of failures) {
       // The dispatcher's message names the node already, unless the ref was a MAC or UUID.
       const named = f.error.message.startsWith(`${f.node}:`) || f.error.message.startsWith(`${f.node} `);
