@@ -25,7 +25,7 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node24 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help check lint format format-check boundaries deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-reboot bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
+.PHONY: help check lint format format-check boundaries deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-reboot bench-resources bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
 
 help:
 	@echo "make check            the fast check, no root, ~1 min: lint, format-check, boundaries, typecheck, unit tests"
@@ -44,8 +44,9 @@ help:
 	@echo "make build            bundle dispatcher, dispatcherctl and node-agent into dist/bin (npm run build)"
 	@echo "make image            build dist/image/{vmlinuz,initrd.img,manifest.json}"
 	@echo "make pxe              copy iPXE first-stage binaries into pxe/bin"
-	@echo "make bench            run every benchmark (bench-image, bench-reboot, bench-boot, bench-dispatch, bench-operator)"
+	@echo "make bench            run every benchmark (bench-image, bench-reboot, bench-resources, bench-boot, bench-dispatch, bench-operator)"
 	@echo "make bench-reboot     reboots by kexec against the firmware, a rollout of 3 nodes both ways (QEMU)"
+	@echo "make bench-resources  task throughput with cgroups enforcing requests against without (QEMU)"
 	@echo "make bench-image      the RAM image: initrd size, kernel start → agent, memory after boot (QEMU)"
 	@echo "make bench-boot       boot figures: simulated PXE boot storms and QEMU machines, with the DHCP rate"
 	@echo "make bench-dhcp       the DHCP lease rate alone (perfdhcp against the dispatcher and Kea)"
@@ -149,7 +150,7 @@ test-integration: build
 test-e2e: build pxe image
 	$(VITEST) run --project e2e
 
-bench: bench-image bench-reboot bench-boot bench-dispatch bench-operator
+bench: bench-image bench-reboot bench-resources bench-boot bench-dispatch bench-operator
 bench-image: image
 	$(ESBUILD) bench/image.ts $(HOST_FLAGS) --outfile=$(DIST)/bench/image.mjs
 	$(NODE) $(DIST)/bench/image.mjs
@@ -157,6 +158,10 @@ bench-image: image
 bench-reboot: image pxe
 	$(ESBUILD) bench/reboot.ts $(HOST_FLAGS) --outfile=$(DIST)/bench/reboot.mjs
 	$(NODE) $(DIST)/bench/reboot.mjs
+# Tasks held by cgroups against the same node without them (QEMU).
+bench-resources: build pxe
+	$(ESBUILD) bench/resources.ts $(HOST_FLAGS) --outfile=$(DIST)/bench/resources.mjs
+	$(NODE) $(DIST)/bench/resources.mjs
 bench-boot: image pxe
 	bash bench/boot.sh
 # The DHCP lease rate alone: perfdhcp against the dispatcher and Kea (part of bench-boot too).
