@@ -62,10 +62,12 @@ describe('dispatcherctl read-only commands', () => {
     const r = await runCtl(['nodes'], env);
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NAME\s+STATE\s+MAC\s+IP\s+IMAGE\s+CPU\s+CORES\s+MEM\s+LOAD\s+TASKS\s+UPTIME\s+HEARTBEAT$/);
+    expect(lines[0]).toMatch(
+      /^NAME\s+STATE\s+MAC\s+IP\s+IMAGE\s+CPU\s+CORES\s+MEM\s+LOAD\s+TASKS\s+ALLOC CORES\s+ALLOC MEM\s+UPTIME\s+HEARTBEAT$/,
+    );
     expect(lines).toHaveLength(7);
     expect(lines.find((l) => l.startsWith('node3 '))).toMatch(
-      /busy\s+52:54:00:00:00:03\s+10\.42\.0\.3\s+img-1\s+QEMU Virtual CPU\s+4\s+300 MiB\/4\.0 GiB\s+0\.75\s+1\/4/,
+      /busy\s+52:54:00:00:00:03\s+10\.42\.0\.3\s+img-1\s+QEMU Virtual CPU\s+4\s+300 MiB\/4\.0 GiB\s+0\.75\s+1\/4\s+-\s+-\s+1m/,
     );
     expect(lines.find((l) => l.startsWith('node5'))).toMatch(/^node5 \(pending\)\s+booting/);
     expect(lines.find((l) => l.startsWith('rack1'))).toMatch(/^rack1\s+off\s+52:54:00:00:01:00/);
@@ -76,7 +78,7 @@ describe('dispatcherctl read-only commands', () => {
     const l = await runCtl(['nodes', '--label', 'gpu', '-q'], env);
     expect(l.stdout).toBe('rack1\n');
     const w = await runCtl(['nodes', '--wide'], env);
-    expect(w.stdout.split('\n')[0]).toMatch(/BOOTS\s+AGENT\s+UUID\s+LABELS$/);
+    expect(w.stdout.split('\n')[0]).toMatch(/BOOTS\s+AGENT\s+UUID\s+LABELS\s+GPUS\s+LIMITS$/);
     const j = JSON.parse((await runCtl(['nodes', '--json'], env)).stdout) as NodeList;
     expect(j.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node3', 'node4', 'node5', 'rack1']);
     expect(j.nodes[2]).toMatchObject({ state: 'busy', connected: true, cores: 4, tasks: [{ taskId: 42, progress: 0.5 }] });
