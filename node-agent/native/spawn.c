@@ -5,7 +5,7 @@
  * nothing. The exit is watched through a pidfd polled on the agent's own event loop (no thread
  * waiting, no SIGCHLD), and reaped here with wait4(), which also gives the task's peak memory.
  *
- *   spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit)
+ *   spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit[, cgroupFd])
  *       file     the program; without a slash it is looked up in env's PATH, as execvp does
  *       args     argv joined with NUL bytes (argc of them: a NUL inside an argument is refused)
  *       env      "K=V" entries joined with NUL bytes (envc of them)
@@ -36,6 +36,14 @@
  * default and an empty signal mask, as libuv gives its children, and no descriptor beyond 0-2
  * (closefrom; libuv passes on any descriptor that lacks FD_CLOEXEC).
  *
+ * Into a cgroup: glibc 2.36 has no posix_spawnattr_setcgroup_np, so the child is started here
+ * with the raw clone3 syscall (CLONE_VM | CLONE_VFORK, as posix_spawn does, on a stack of its
+ * own; CLONE_PIDFD gives the pidfd at once) and does what posix_spawn's file actions and
+ * attributes do above, in the same order; a failed step's errno is left in memory shared with
+ * the parent, which reads it when the vfork returns. Linux >= 5.7 (CLONE_INTO_CGROUP);
+ * x86-64 only (a few lines of assembly to enter the child on its own stack): `intoCgroup` in
+ * the exports says whether this build has it.
+ *
  * Needs Linux >= 5.3 (pidfd_open) and glibc >= 2.34 (addchdir_np, addclosefrom_np).
  * Build: cc -O2 -shared -fPIC -I<node>/include/node spawn.c -o spawn.node (Makefile).
  */
@@ -45,6 +53,7 @@
 #include <uv.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -62,6 +71,20 @@
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#if defined(__x86_64__)
+#define INTO_CGROUP 1
+#else
+#define INTO_CGROUP 0
 #endif
 
 /* Looked up in this PATH when the task's environment has none (execvp's is "/bin:/usr/bin"). */
@@ -294,6 +317,7 @@ typedef struct request {
   char **argv, **envp;
   char *stdin_bytes; /* NULL: /dev/null */
   size_t stdin_len;
+  int cgroupfd; /* -1: posix_spawn where the agent is */
   napi_ref on_start, on_exit;
   /* results */
   int err;          /* 0, or the errno of the step that failed */
@@ -321,6 +345,157 @@ static void reap_now(pid_t pid) {
   while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
   }
 }
+
+/* ------------------------------------------------------------------ into a cgroup: clone3 */
+
+#if INTO_CGROUP
+/* The kernel's struct clone_args (CLONE_ARGS_SIZE_VER2: with cgroup). */
+struct clone_args_v2 {
+  uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+/* What the child needs, and where it leaves why it failed (shared: CLONE_VM). */
+typedef struct child_ctx {
+  const char *path, *cwd;
+  char **argv, **envp;
+  int infd, outfd, errfd;
+  const sigset_t *reset;
+  volatile int err;
+  const char *volatile step;
+} child_ctx_t;
+
+#define CHILD_STACK_BYTES (64 * 1024)
+
+/* rt_sigaction's own struct (x86-64). */
+struct kernel_sigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)(void);
+  uint64_t mask;
+};
+
+/*
+ * In the child, on its own stack, sharing the agent's memory until execve: only system calls
+ * and plain stores (no malloc, no locks). Mirrors the posix_spawn path: dispositions, session,
+ * stdio, closefrom, chdir, mask, execve.
+ */
+static int child_main(void *arg) {
+  child_ctx_t *c = arg;
+  /* The agent's handlers must not run here: each signal with a handler, or ignored by the
+   * agent, back to its default (the mask is still all-blocked from the parent). The raw call:
+   * glibc's sigaction refuses its own two signals, whose handlers are the agent's too. */
+  for (int sig = 1; sig < NSIG; sig++) {
+    struct kernel_sigaction sa = {0};
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    if (!sigismember(c->reset, sig) &&
+        (syscall(SYS_rt_sigaction, sig, NULL, &sa, sizeof(uint64_t)) != 0 || sa.handler == SIG_DFL || sa.handler == SIG_IGN))
+      continue;
+    struct kernel_sigaction dfl = {.handler = SIG_DFL};
+    syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(uint64_t));
+  }
+  if (setsid() < 0) {
+    c->err = errno, c->step = "setsid";
+    _exit(127);
+  }
+  if (dup2(c->outfd, 1) < 0 || dup2(c->errfd, 2) < 0) {
+    c->err = errno, c->step = "file actions";
+    _exit(127);
+  }
+  if (c->infd >= 0) {
+    if (dup2(c->infd, 0) < 0) {
+      c->err = errno, c->step = "file actions";
+      _exit(127);
+    }
+  } else {
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0 || (fd != 0 && (dup2(fd, 0) < 0 || close(fd) < 0))) {
+      c->err = errno, c->step = "file actions";
+      _exit(127);
+    }
+  }
+  if (close_range(3, ~0U, 0) != 0 || chdir(c->cwd) != 0) {
+    c->err = errno, c->step = "file actions";
+    _exit(127);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) {
+    c->err = errno, c->step = "attributes";
+    _exit(127);
+  }
+  execve(c->path, c->argv, c->envp);
+  c->err = errno; /* the program's own failure, as posix_spawn reports it */
+  _exit(127);
+}
+
+/*
+ * clone3, entering fn(arg) on the new stack in the child (a C caller cannot return there: its
+ * frame is on the parent's stack). Returns the child's pid, or -errno. rdi, rsi, r8, r9 live
+ * through the syscall (only rax, rcx, r11 do not), in both processes.
+ */
+static long clone3_call(struct clone_args_v2 *ca, size_t size, int (*fn)(void *), void *arg) {
+  long ret;
+  register void *r8 __asm__("r8") = arg;
+  register int (*r9)(void *) __asm__("r9") = fn;
+  __asm__ volatile(
+      "syscall\n\t"
+      "test %%rax, %%rax\n\t"
+      "jnz 1f\n\t"
+      "xor %%ebp, %%ebp\n\t"
+      "and $-16, %%rsp\n\t"
+      "mov %%r8, %%rdi\n\t"
+      "call *%%r9\n\t"
+      "mov %%eax, %%edi\n\t"
+      "mov $60, %%eax\n\t" /* SYS_exit, should fn ever return */
+      "syscall\n\t"
+      "hlt\n"
+      "1:\n\t"
+      : "=a"(ret)
+      : "0"((long)SYS_clone3), "D"(ca), "S"(size), "r"(r8), "r"(r9)
+      : "rcx", "r11", "memory");
+  return ret;
+}
+
+/* Starts rq's process in rq->cgroupfd's cgroup; sets rq->pid and rq->pidfd, or rq->err (and step). */
+static void spawn_into_cgroup(request_t *rq, const char *path, int infd) {
+  child_ctx_t c = {.path = path, .cwd = rq->cwd, .argv = rq->argv, .envp = rq->envp, .infd = infd, .outfd = rq->outfd, .errfd = rq->errfd, .reset = &rq->es->reset};
+  void *stack = mmap(NULL, CHILD_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    rq->err = errno, rq->step = "child stack";
+    return;
+  }
+  int pidfd = -1;
+  struct clone_args_v2 ca = {
+      .flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP,
+      .pidfd = (uint64_t)(uintptr_t)&pidfd,
+      .exit_signal = SIGCHLD,
+      .stack = (uint64_t)(uintptr_t)stack,
+      .stack_size = CHILD_STACK_BYTES,
+      .cgroup = (uint64_t)rq->cgroupfd,
+  };
+  /* No agent signal handler may run in the child before its dispositions are reset. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  long pid = clone3_call(&ca, sizeof ca, child_main, &c);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, CHILD_STACK_BYTES);
+  if (pid < 0) {
+    rq->err = (int)-pid, rq->step = "clone3";
+    return;
+  }
+  if (c.err) {
+    /* It never ran the program: reap the child that said why. */
+    rq->err = c.err, rq->step = c.step;
+    close(pidfd);
+    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return;
+  }
+  rq->pid = (pid_t)pid;
+  rq->pidfd = pidfd;
+}
+#endif
 
 /* The threadpool half: no N-API calls here. */
 static void spawn_execute(napi_env env, void *data) {
@@ -358,6 +533,12 @@ static void spawn_execute(napi_env env, void *data) {
     rq->err = errno, rq->step = "memfd";
     goto done;
   }
+#if INTO_CGROUP
+  if (rq->cgroupfd >= 0) {
+    spawn_into_cgroup(rq, path, infd);
+    goto done;
+  }
+#endif
   if ((rc = posix_spawn_file_actions_init(&fa)) != 0) {
     rq->err = rc, rq->step = "file actions";
     goto done;
@@ -487,12 +668,12 @@ static void spawn_complete(napi_env env, napi_status status, void *data) {
 }
 
 /*
- * spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit): checks and copies the
- * arguments, then starts the process off the JS thread. Bad arguments throw here.
+ * spawn(file, args, argc, env, envc, cwd, stdin, onStart, onExit[, cgroupFd]): checks and
+ * copies the arguments, then starts the process off the JS thread. Bad arguments throw here.
  */
 static napi_value js_spawn(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value a[9];
+  size_t argc = 10;
+  napi_value a[10];
   envstate_t *es;
   request_t *rq = NULL;
   size_t file_len, args_len, env_len, cwd_len;
@@ -509,7 +690,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     goto fail;
   }
   rq->es = es;
-  rq->pidfd = rq->outfd = rq->errfd = -1;
+  rq->pidfd = rq->outfd = rq->errfd = rq->cgroupfd = -1;
   CHECK(env, napi_get_value_uint32(env, a[2], &nargs));
   CHECK(env, napi_get_value_uint32(env, a[4], &nenv));
   if (!(rq->file = string_arg(env, a[0], &file_len)) || !(rq->args = string_arg(env, a[1], &args_len)) || !(rq->envs = string_arg(env, a[3], &env_len)) ||
@@ -540,6 +721,22 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     }
     memcpy(rq->stdin_bytes, bytes, size);
     rq->stdin_len = size;
+  }
+  if (argc >= 10) {
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, a[9], &t));
+    if (t != napi_null && t != napi_undefined) {
+      int32_t fd;
+      if (t != napi_number || napi_get_value_int32(env, a[9], &fd) != napi_ok) {
+        napi_throw_type_error(env, NULL, "spawn: cgroupFd must be a descriptor number");
+        goto fail;
+      }
+      if (fd >= 0 && !INTO_CGROUP) {
+        throw_code(env, "spawn: starting into a cgroup needs clone3, which this build lacks", ENOSYS);
+        goto fail;
+      }
+      rq->cgroupfd = fd < 0 ? -1 : fd;
+    }
   }
   napi_value name;
   CHECK(env, napi_create_reference(env, a[7], 1, &rq->on_start));
@@ -621,5 +818,7 @@ NAPI_MODULE_INIT() {
   if (napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, js_spawn, NULL, &fn) != napi_ok || napi_set_named_property(env, exports, "spawn", fn) != napi_ok ||
       napi_create_function(env, "discard", NAPI_AUTO_LENGTH, js_discard, NULL, &fn) != napi_ok || napi_set_named_property(env, exports, "discard", fn) != napi_ok)
     return NULL;
+  napi_value into;
+  if (napi_get_boolean(env, INTO_CGROUP, &into) != napi_ok || napi_set_named_property(env, exports, "intoCgroup", into) != napi_ok) return NULL;
   return exports;
 }

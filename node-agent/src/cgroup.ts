@@ -7,15 +7,16 @@
  *     tasks/                memory.max = what the agent hands out to tasks, all of them together
  *       <taskId>-<attempt>/ one per task: memory.max (--mem), cpu.max (--cores), memory.oom.group
  *
- * A task is started by a shell that writes its own pid into its cgroup's cgroup.procs and
- * then execs the task, so nothing of it ever runs outside (no race with an early fork). When
- * it ends, memory.events says whether the kernel killed it for memory (oom_kill) and
+ * A task starts inside its cgroup, so nothing of it ever runs outside (no race with an early
+ * fork): the native launcher starts it there directly (clone3's CLONE_INTO_CGROUP with the
+ * directory `openDir` gives); the child_process launcher through a shell that writes its own
+ * pid into the cgroup's cgroup.procs and then execs the task (`wrap`). When it ends, memory.events says whether the kernel killed it for memory (oom_kill) and
  * memory.peak how much it used at most.
  *
  * Where cgroup v2 with the memory controller is not there (a cgroup v1 or hybrid host, a
  * cgroup we may not split), tasks run as before and the agent says so once: never a crash.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Resources } from '../../dispatcher/src/protocol/messages.js';
 
@@ -105,12 +106,14 @@ export interface TaskMemory {
   memPeakKiB: number | null;
 }
 
-/** A task's cgroup: start its process with `wrap`, read what happened with `finish`. */
+/** A task's cgroup: start its process in `openDir` (or with `wrap`), read what happened with `finish`. */
 export interface TaskCgroup {
   readonly dir: string;
-  /** The command that enters the cgroup and then execs `file args`. */
+  /** The cgroup's directory, open (O_RDONLY | O_DIRECTORY), for a launcher that starts the process in it; `finish` closes it. */
+  openDir(): number;
+  /** The command that enters the cgroup and then execs `file args` (for launchers that cannot start it there). */
   wrap(file: string, args: string[]): { file: string; args: string[] };
-  /** Reads memory.events and memory.peak, kills whatever is left, removes the cgroup. */
+  /** Reads memory.events and memory.peak, kills whatever is left, removes the cgroup (closing openDir's descriptor). */
   finish(): Promise<TaskMemory>;
 }
 
@@ -192,10 +195,14 @@ export class TaskCgroups {
     if (req && this.#cpu) writeFileSync(join(dir, 'cpu.max'), cpuMax(req.cores));
     const procs = join(dir, 'cgroup.procs');
     const peak = this.#peak;
+    let fd: number | undefined;
     return {
       dir,
+      openDir: () => (fd ??= openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY)),
       wrap: (file, args) => ({ file: '/bin/sh', args: ['-c', ENTER_SCRIPT, procs, file, ...args] }),
       finish: async () => {
+        if (fd !== undefined) closeSync(fd);
+        fd = undefined;
         const events = parseMemoryEvents(read(join(dir, 'memory.events')) ?? '');
         const memPeakKiB = peak ? parseMemoryPeakKiB(read(join(dir, 'memory.peak'))) : null;
         await removeCgroup(dir);

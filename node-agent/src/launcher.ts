@@ -31,6 +31,8 @@ export interface ProcessSpec {
   /** Output of `stream` was skipped (beyond keepBytes); what follows starts at a line. */
   onSkip?: (stream: 'stdout' | 'stderr') => void;
   sampleMemory: boolean;
+  /** An open cgroup v2 directory to start the process in (launchers with `intoCgroup` only); the caller closes it. */
+  cgroupFd?: number;
 }
 
 export interface ProcessOutcome {
@@ -52,6 +54,8 @@ export interface RunningProcess {
 export interface Launcher {
   /** "native" or "child_process", for the agent's start line. */
   readonly kind: string;
+  /** Starts processes straight into a cgroup (`cgroupFd`); else the caller wraps the command to enter it. */
+  readonly intoCgroup: boolean;
   launch(spec: ProcessSpec): RunningProcess;
 }
 
@@ -68,8 +72,10 @@ const DRAIN_MS = 2000;
  */
 export class ChildProcessLauncher implements Launcher {
   readonly kind = 'child_process';
+  readonly intoCgroup = false;
 
   launch(spec: ProcessSpec): RunningProcess {
+    if (spec.cgroupFd !== undefined) throw new Error('the child_process launcher cannot start a process into a cgroup: wrap the command');
     const t0 = performance.now();
     let child: ChildProcess;
     let timedOut = false;

@@ -101,10 +101,13 @@ interface Live {
 
 export class NativeLauncher implements Launcher {
   readonly kind = 'native';
+  readonly intoCgroup: boolean;
   readonly #live = new Set<Live>();
   #poller: NodeJS.Timeout | undefined;
 
-  constructor(private readonly addon: SpawnAddon) {}
+  constructor(private readonly addon: SpawnAddon) {
+    this.intoCgroup = addon.intoCgroup === true;
+  }
 
   launch(spec: ProcessSpec): RunningProcess {
     const t0 = performance.now();
@@ -203,6 +206,7 @@ export class NativeLauncher implements Launcher {
         spec.stdin,
         onStart,
         onExit,
+        spec.cgroupFd,
       );
     } catch (err) {
       failed((err as NodeJS.ErrnoException).code ?? (err as Error).message);

@@ -180,17 +180,20 @@ export class ProcessRunner implements TaskRunner {
       const [file, args] = typeof task.command === 'string' ? ['/bin/sh', ['-c', task.command]] : [task.command[0]!, task.command.slice(1)];
       let placed = this.#placed({ file, args, cwd });
       if (typeof placed === 'string') return failed(task, startedAt, placed);
+      let cgroupFd: number | undefined;
       if (this.opts.cgroups) {
-        // Outside a task root the command is checked here, as spawn would: behind the wrapper a
-        // missing command would be the wrapper's exit 127.
-        if (this.#root.kind === 'none' && !findExecutable(placed.file, task.env?.PATH ?? this.#env.vars.PATH ?? '', placed.cwd))
+        // Behind the wrapper a missing command would be the wrapper's exit 127: outside a task
+        // root it is checked here, as spawn would. The native launcher says ENOENT itself.
+        const wrapped = !this.launcher.intoCgroup;
+        if (wrapped && this.#root.kind === 'none' && !findExecutable(placed.file, task.env?.PATH ?? this.#env.vars.PATH ?? '', placed.cwd))
           return failed(task, startedAt, `cannot start ${placed.file}: ENOENT (not found, or not executable, on the task's PATH)`);
         try {
           cg = this.opts.cgroups.create(`${task.taskId}-${task.attempt}`, task.resources);
+          if (wrapped) placed = { ...placed, ...cg.wrap(placed.file, placed.args) };
+          else cgroupFd = cg.openDir();
         } catch (err) {
           return failed(task, startedAt, `cannot make the task's cgroup: ${(err as Error).message}`);
         }
-        placed = { ...placed, ...cg.wrap(placed.file, placed.args) };
       }
       const stdout = new Capture(this.opts.maxOutputBytes);
       const stderr = new Capture(this.opts.maxOutputBytes);
@@ -220,6 +223,7 @@ export class ProcessRunner implements TaskRunner {
           if (stream === 'stdout') scanner = new ProgressScanner(onProgress);
         },
         sampleMemory: true,
+        ...(cgroupFd !== undefined ? { cgroupFd } : {}),
       });
       setStop(proc.stop);
       const o = await proc.done;

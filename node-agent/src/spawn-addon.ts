@@ -19,6 +19,8 @@ export interface SpawnAddon {
    * threadpool thread; then, on this thread, onStart(null, pid, stdoutFd, stderrFd), or
    * onStart(errnoName) when it could not start; later onExit once (exitCode -1 when killed by
    * signal number `signal`). Throws at once only for arguments it cannot pass (NUL bytes).
+   * With `cgroupFd` (an open cgroup v2 directory; `intoCgroup` builds only) the process starts
+   * in that cgroup (clone3, CLONE_INTO_CGROUP); another descriptor fails the start ("EBADF (clone3)").
    */
   spawn(
     file: string,
@@ -30,7 +32,10 @@ export interface SpawnAddon {
     stdin: Buffer | null,
     onStart: (error: string | null, pid: number, stdoutFd: number, stderrFd: number) => void,
     onExit: (exitCode: number, signal: number, maxRssKiB: number) => void,
+    cgroupFd?: number | null,
   ): void;
+  /** Whether spawn takes a cgroupFd (clone3 is x86-64 only here); absent in an older build. */
+  readonly intoCgroup?: boolean;
   /** Frees bytes of an output file that were already read (the file keeps its size). */
   discard(fd: number, offset: number, length: number): void;
 }

@@ -70,6 +70,8 @@ describe('enforced task resources on a booted node', () => {
   }, 300_000);
 
   it('kills a task past its --mem alone, as outcome oom with its peak; the agent and the other task go on', async () => {
+    // The node is up for the dispatcher a moment before the agent's line reaches the serial console.
+    await node1.waitForConsole(/connected to the dispatcher as node1/, 60_000);
     const consoleBefore = node1.console();
     const sessions = (s: string) => s.split('connected to the dispatcher as node1').length - 1;
     const beside = await submit('--cores', '1', '--', 'sh', '-c', 'sleep 12; echo survived');

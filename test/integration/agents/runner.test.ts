@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { TaskCgroups } from '../../../node-agent/src/cgroup.js';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -291,6 +292,64 @@ describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
 
   it('leaves no task work dirs behind', () => {
     expect(readdirSync(tasksDir)).toEqual([]);
+  });
+});
+
+// A stand-in cgroup tree (plain files, cgroup.test.ts): what each launcher does with a task's
+// cgroup. The kernel's side (CLONE_INTO_CGROUP, limits, oom) is the e2e resources test's.
+describe.each(LAUNCHERS)('process runner with cgroups (%s)', (kind, makeLauncher) => {
+  const launcher = makeLauncher();
+  const cgroupsOn = (root: string): TaskCgroups => {
+    writeFileSync(join(root, 'cgroup.controllers'), 'cpu memory');
+    const setup = TaskCgroups.setup({
+      mounts: `cgroup2 ${root} cgroup2 rw 0 0\n`,
+      selfCgroup: '0::/',
+      taskMemMiB: 100,
+      reserveMiB: 10,
+      name: 'r',
+      pid: 1,
+    });
+    if (!setup.enforced) throw new Error(setup.reason);
+    return setup.cgroups;
+  };
+  const runner = (cgroups: TaskCgroups) =>
+    new ProcessRunner({
+      tasksDir,
+      maxOutputBytes: 1 << 20,
+      maxOutputsBytes: 1 << 20,
+      maxInputBytes: 1 << 20,
+      killGraceMs: 500,
+      httpBase,
+      userAgent: 'test',
+      launcher,
+      cgroups,
+    });
+
+  it(
+    kind === 'native'
+      ? 'starts the task in its cgroup: a directory that is no cgroup is a start failure (EBADF)'
+      : 'starts the task through the entering shell, which writes its pid',
+    async () => {
+      const root = tempDir('lc-runner-cg-');
+      const t = task(['/bin/echo', 'in'], { resources: { cores: 1, memMiB: 16, gpus: 0 } });
+      const r = await runner(cgroupsOn(root)).start(t, () => {}).result;
+      const procsFile = join(root, `lilcluster-r/tasks/${t.taskId}-1/cgroup.procs`);
+      const procs = existsSync(procsFile) ? readFileSync(procsFile, 'utf8') : '';
+      if (kind === 'native') {
+        expect(launcher.intoCgroup).toBe(true);
+        expect(r).toMatchObject({ exitCode: null, stdout: '', error: 'cannot start /bin/echo: EBADF (clone3)' });
+        expect(procs).toBe(''); // nothing written: the kernel places the process
+      } else {
+        expect(launcher.intoCgroup).toBe(false);
+        expect(r).toMatchObject({ exitCode: 0, error: null, stdout: 'in\n' });
+        expect(Number(procs.trim())).toBeGreaterThan(0);
+      }
+    },
+  );
+
+  it('reports a missing command as a start failure, not as an exit 127', async () => {
+    const r = await runner(cgroupsOn(tempDir('lc-runner-cg-'))).start(task(['lc-no-such-program']), () => {}).result;
+    expect(r).toMatchObject({ exitCode: null, signal: null, error: expect.stringMatching(/^cannot start lc-no-such-program: ENOENT/) });
   });
 });
 

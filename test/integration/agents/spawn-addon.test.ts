@@ -5,9 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { closeSync, fstatSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { cgroup2Mount, ownCgroupPath } from '../../../node-agent/src/cgroup.js';
 import { loadSpawnAddon, type SpawnAddon } from '../../../node-agent/src/spawn-addon.js';
 import { tempDir } from '../../unit/agent/temp-dirs.js';
 
@@ -49,7 +50,7 @@ function idsOf(pid: number): Ran['ids'] {
 
 function spawnOnce(
   argv: string[],
-  opts: { stdin?: Buffer; cwd?: string; onStarted?: (pid: number, out: number) => void } = {},
+  opts: { stdin?: Buffer; cwd?: string; cgroupFd?: number; onStarted?: (pid: number, out: number) => void } = {},
 ): Promise<Ran> {
   return new Promise((resolve, reject) => {
     let pid = 0;
@@ -71,11 +72,13 @@ function spawnOnce(
         opts.onStarted?.(p, o);
       },
       (exitCode, signal, maxRssKiB) => resolve({ pid, exitCode, signal, maxRssKiB, stdout: readAll(out), stderr: readAll(err), ids }),
+      opts.cgroupFd,
     );
   });
 }
 
 const openFds = () => readdirSync('/proc/self/fd').length;
+const noop = () => {};
 const gone = (pid: number) => {
   try {
     readFileSync(`/proc/${pid}/stat`);
@@ -121,7 +124,6 @@ describe('spawn addon', () => {
     await expect(spawnOnce([plain])).rejects.toMatchObject({ code: 'EACCES' });
     await expect(spawnOnce(['/proc'])).rejects.toMatchObject({ code: 'EACCES' });
     await expect(spawnOnce(['/bin/true'], { cwd: '/nonexistent' })).rejects.toMatchObject({ code: 'ENOENT' });
-    const noop = () => {};
     expect(() => addon.spawn('/bin/echo', 'echo\0a\0b', 2, '', 0, '/', null, noop, noop)).toThrow(
       expect.objectContaining({ code: 'EINVAL' }),
     );
@@ -145,6 +147,60 @@ describe('spawn addon', () => {
     expect(freedBlocks).toBe(0);
     expect(r.stdout.length).toBe(4194304 + 4);
     expect(r.stdout.endsWith('\0end\n')).toBe(true);
+  });
+
+  describe('into a cgroup (clone3, CLONE_INTO_CGROUP)', () => {
+    it('refuses a descriptor that is no cgroup v2 directory as a start failure, leaving nothing behind', async () => {
+      expect(addon.intoCgroup).toBe(true);
+      const fds = openFds();
+      const plain = openSync(tempDir('lc-spawn-cg-'), 'r');
+      try {
+        // The kernel's answer for a directory of another file system (or of cgroup v1).
+        await expect(spawnOnce(['/bin/true'], { cgroupFd: plain })).rejects.toMatchObject({ code: 'EBADF (clone3)' });
+      } finally {
+        closeSync(plain);
+      }
+      expect(() => addon.spawn('/bin/true', 'true', 1, '', 0, '/', null, noop, noop, 'x' as unknown as number)).toThrow(TypeError);
+      expect(openFds()).toBeLessThanOrEqual(fds);
+    });
+
+    // This host's cgroup v2 hierarchy has no controllers (cgroup v1 hybrid), but moving a
+    // process between its cgroups is real: the task must start in the one it is given, and
+    // behave as a posix_spawn task does (session, stdin, dispositions, descriptors, errors).
+    const mount = cgroup2Mount(readFileSync('/proc/mounts', 'utf8'));
+    const own = ownCgroupPath(readFileSync('/proc/self/cgroup', 'utf8'));
+    const canMake = mount !== null && own !== null && process.getuid?.() === 0;
+    it.runIf(canMake)('starts the process in the given cgroup, as posix_spawn would start it', async () => {
+      const name = `lc-spawn-test-${process.pid}`;
+      const dir = join(mount!, own!, name);
+      mkdirSync(dir);
+      const fd = openSync(dir, 'r');
+      try {
+        const fds = openFds();
+        const r = await spawnOnce(
+          [
+            '/bin/sh',
+            '-c',
+            'grep ^0:: /proc/self/cgroup; cat; grep -E "^(SigBlk|SigIgn)" /proc/self/status; ls /proc/self/fd; pwd; exit 5',
+          ],
+          { cgroupFd: fd, stdin: Buffer.from('from stdin\n'), cwd: '/proc' },
+        );
+        const at = own === '/' ? `/${name}` : `${own}/${name}`;
+        expect(r.stdout).toBe(`0::${at}\nfrom stdin\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n0\n1\n2\n3\n/proc\n`);
+        expect(r).toMatchObject({ exitCode: 5, signal: 0 });
+        expect(r.ids).toEqual({ pgrp: r.pid, session: r.pid });
+        expect(gone(r.pid)).toBe(true);
+        await expect(spawnOnce(['lc-not-on-path'], { cgroupFd: fd })).rejects.toMatchObject({ code: 'ENOENT' });
+        await expect(spawnOnce(['/proc'], { cgroupFd: fd })).rejects.toMatchObject({ code: 'EACCES' });
+        await expect(spawnOnce(['/bin/true'], { cgroupFd: fd, cwd: '/nonexistent' })).rejects.toMatchObject({
+          code: 'ENOENT (file actions)',
+        });
+        expect(openFds()).toBeLessThanOrEqual(fds);
+      } finally {
+        closeSync(fd);
+        rmdirSync(dir);
+      }
+    });
   });
 
   it("lives beside child_process: neither reaps the other's children", async () => {

@@ -4,7 +4,7 @@
  * for the cgroup file system (plain files: the kernel's own behaviour is the e2e test's).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -105,8 +105,21 @@ describe('TaskCgroups on a stand-in tree', () => {
       file: '/bin/sh',
       args: ['-c', 'echo $$ > "$0" && exec "$@"', join(base, 'tasks/7-1/cgroup.procs'), '/bin/echo', 'a b', '$x'],
     });
+    // For a launcher that starts the task in it: the directory, open once, closed by finish.
+    const fd = cg.openDir();
+    expect(fstatSync(fd).isDirectory()).toBe(true);
+    expect(fstatSync(fd).ino).toBe(statSync(join(base, 'tasks/7-1')).ino);
+    expect(cg.openDir()).toBe(fd);
     writeFileSync(join(base, 'tasks/7-1/memory.events'), 'low 0\nhigh 0\nmax 40\noom 1\noom_kill 1\n');
     await expect(cg.finish()).resolves.toEqual({ oom: true, memPeakKiB: null });
+    const held = () => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === join(base, 'tasks/7-1');
+      } catch {
+        return false;
+      }
+    };
+    expect(held()).toBe(false);
 
     const plain = setup.cgroups.create('8-1', undefined);
     expect(() => readFileSync(join(base, 'tasks/8-1/memory.max'))).toThrow(/ENOENT/);
