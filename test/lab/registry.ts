@@ -10,10 +10,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from './netns.js';
+import { freePort } from './ports.js';
 
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
@@ -33,18 +33,6 @@ export interface Registry {
   /** What the registry printed (its log), for a failing test's message. */
   log(): string;
   stop(): Promise<void>;
-}
-
-/** A port nobody listens on now (the kernel's pick, released again): the registry cannot listen on port 0 and say which. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitReady(url: string, child: ChildProcess, log: () => string, timeoutMs: number): Promise<void> {

@@ -8,7 +8,6 @@
  * log line, no event and no process's argv.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,6 +16,7 @@ import { join } from 'node:path';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { baseEnv, runCtl, waitUntil, type CtlRun } from '../../lab/run-ctl.js';
 import { IpmiBmc } from '../../lab/bmc.js';
+import { freePort } from '../../lab/ports.js';
 import type { ConsoleReply } from '../../../dispatcher/src/api/console/schemas.js';
 import type { ClusterEvent } from '../../../dispatcher/src/api/schemas.js';
 import { MAX_LINE_CHARS } from '../../../dispatcher/src/console/sol-lines.js';
@@ -48,21 +48,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | null 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-async function freePort(type: 'udp' | 'tcp'): Promise<number> {
-  if (type === 'udp') {
-    const s = createSocket('udp4');
-    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-    const { port } = s.address();
-    await new Promise<void>((r) => s.close(r));
-    return port;
-  }
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 const solEvents = async (node: string) =>

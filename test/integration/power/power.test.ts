@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { startDispatcher, type DispatcherProcess } from '../../lab/dispatcher.js';
 import { baseEnv, runCtl, waitUntil, type CtlRun } from '../../lab/run-ctl.js';
 import { IpmiBmc } from '../../lab/bmc.js';
+import { freePort } from '../../lab/ports.js';
 import { RedfishBmc, makeTestCa } from '../../lab/redfish.js';
 import type { ClusterEvent } from '../../../dispatcher/src/api/schemas.js';
 
@@ -46,22 +47,6 @@ function secretFile(name: string, content: string): string {
   const f = join(dir, name);
   writeFileSync(f, `${content}\n`, { mode: 0o600 });
   return f;
-}
-
-async function freePort(type: 'udp' | 'tcp'): Promise<number> {
-  if (type === 'udp') {
-    const s = createSocket('udp4');
-    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-    const { port } = s.address();
-    await new Promise<void>((r) => s.close(r));
-    return port;
-  }
-  const { createServer } = await import('node:net');
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 beforeAll(async () => {

@@ -13,6 +13,7 @@ import { knownNode, requestTooLarge } from '../../../dispatcher/src/dispatch/res
 import { classify, oomText } from '../../../dispatcher/src/dispatch/result-recorder.js';
 import { validateSubmission } from '../../../dispatcher/src/dispatch/submission.js';
 import type { DispatcherError } from '../../../dispatcher/src/errors.js';
+import { okResult } from '../agent/fakes.js';
 
 const node = (alloc?: Resources, cores = 4, memoryMiB = 4096): NodeCapacity => ({
   mac: '52:54:00:00:00:01' as Mac,
@@ -185,23 +186,8 @@ describe('submission of resources', () => {
 });
 
 describe('outcome oom', () => {
-  const r = (extra: Partial<TaskResult>): TaskResult => ({
-    taskId: 1,
-    attempt: 1,
-    exitCode: null,
-    signal: 'SIGKILL',
-    timedOut: false,
-    error: null,
-    startedAt: 1,
-    durationMs: 1,
-    maxRssKiB: null,
-    stdout: '',
-    stderr: '',
-    stdoutTruncated: false,
-    stderrTruncated: false,
-    outputsTarGzB64: null,
-    ...extra,
-  });
+  const r = (extra: Partial<TaskResult>): TaskResult =>
+    okResult({ taskId: 1, attempt: 1 }, { exitCode: null, signal: 'SIGKILL', ...extra });
 
   it('is final (it would exceed its memory again anywhere), unlike another SIGKILL', () => {
     expect(classify(r({ oom: true, memPeakKiB: 204800 }))).toBe('failed');
