@@ -103,7 +103,7 @@ export class ConsoleLog {
   /** Queues lines of one node; they are stored (and listeners told) at the end of this turn. */
   append(mac: Mac, source: ConsoleSource, texts: readonly string[], ts: number): void {
     if (this.#closed || texts.length === 0) return;
-    for (const text of texts) this.#queue.push({ mac, source, ts, text });
+    for (const text of texts) this.#queue.push({ mac, source, ts, text: redactSecrets(text) });
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => this.flush());
@@ -189,6 +189,15 @@ export class ConsoleLog {
 }
 
 const logs = new WeakMap<Db, ConsoleLog>();
+
+/**
+ * A console line as it may be shown: the kernel prints its command line at boot (and netconsole
+ * replays it), which carries the boot token until the agent spends it; console lines are
+ * readable by anyone who can read the API, so the token never reaches the store.
+ */
+export function redactSecrets(text: string): string {
+  return text.includes('lc.token=') ? text.replace(/\blc\.token=\S*/g, 'lc.token=(hidden)') : text;
+}
 
 /** The one console log of a store (the receivers append to it, the API reads it). */
 export function consoleLogOf(db: Db): ConsoleLog {

@@ -86,6 +86,23 @@ describe('ConsoleLog', () => {
     expect(log.usage(B)).toEqual({ lines: 1, bytes: 2 });
   });
 
+  it('never stores the boot token the kernel prints with its command line, from any source', () => {
+    const log = memoryLog({ maxLines: 100, maxBytes: 100_000 });
+    const cmdline =
+      'Kernel command line: initrd=initrd.img lc.dispatcher=http://10.0.0.1:8080 lc.token=Zq3-secret_9 lc.image=default@abc console=ttyS0';
+    log.append(A, 'kernel', [cmdline, 'x lc.token= y', 'lc.token=a lc.token=b'], 1);
+    log.append(A, 'serial', [`[    0.000000] ${cmdline}`], 2);
+    log.flush();
+    const texts = log.list({ mac: A, limit: 10 }).map((l) => l.text);
+    expect(texts.join('\n')).not.toMatch(/Zq3-secret_9|lc\.token=[ab]\b/);
+    expect(texts[0]).toBe(
+      'Kernel command line: initrd=initrd.img lc.dispatcher=http://10.0.0.1:8080 lc.token=(hidden) lc.image=default@abc console=ttyS0',
+    );
+    expect(texts[1]).toBe('x lc.token=(hidden) y');
+    expect(texts[2]).toBe('lc.token=(hidden) lc.token=(hidden)');
+    expect(texts[3]).toContain('lc.token=(hidden) lc.image=');
+  });
+
   it('tells subscribers each stored batch with its ids', async () => {
     const log = memoryLog({ maxLines: 100, maxBytes: 100_000 });
     const seen: string[] = [];
