@@ -51,6 +51,10 @@ describe('kernel console capture by netconsole', () => {
     expect(started.source).toBe('kernel');
     // netconsole starts with the kernel's whole log replayed: the boot is on record from its first line.
     expect((await kernelLines()).some((l) => /Linux version 6\./.test(l.text))).toBe(true);
+    // The command line is on record too, without the boot token it carried.
+    const cmdline = (await kernelLines()).find((l) => /Kernel command line:/.test(l.text));
+    expect(cmdline?.text).toMatch(/lc\.token=\(hidden\)/);
+    expect(cmdline?.text).not.toMatch(/lc\.token=(?!\(hidden\))/);
     await rack.nodeUp('node1');
   });
 
