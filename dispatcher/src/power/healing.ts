@@ -2,7 +2,9 @@
  * Self-healing through BMCs (cluster file `healing`, power/policy-config.ts):
  *   - a node `lost` for longer than its rule's lostAfterSeconds is power-cycled through its BMC;
  *   - a node whose kernel log (netconsole, or the serial console by SOL) shows a panic is
- *     cycled at once (console store subscription), once per boot.
+ *     cycled at once (console store subscription), once per boot;
+ *   - a node `booting` for BOOT_HUNG_MS without its agent saying hello (a boot that hung:
+ *     a kernel stuck before the agent, a firmware waiting on a key) is cycled like a lost one.
  * Each cycle is a `node.heal` event with its reason and the console's last lines; a node
  * without a BMC gets one event per episode saying it cannot be healed and why.
  *
@@ -25,6 +27,8 @@ export const HEALING_INTERVAL_MS = 1000;
  * has begun, and the hub then calls the booting node lost.
  */
 export const HEAL_BOOT_GRACE_MS = 10 * 60_000;
+/** A boot this long without the agent's hello has hung (TCG boots take a minute; real ones less). */
+export const BOOT_HUNG_MS = 10 * 60_000;
 const HOUR_MS = 3600_000;
 /** Console lines carried by a heal event. */
 export const HEAL_CONSOLE_LINES = 20;
@@ -68,7 +72,7 @@ export type LostVerdict =
   | { kind: 'no-bmc'; reason: string }
   | { kind: 'limit'; reason: string; nextAt: number };
 
-/** What to do with a lost node now (pure). */
+/** What to do now with a lost node, or one whose boot may have hung (pure). */
 export function lostVerdict(
   node: { state: NodeRecord['state']; stateSince: number },
   rule: { lostAfterSeconds: number; maxCyclesPerHour: number },
@@ -79,9 +83,9 @@ export function lostVerdict(
   /** It began a new boot after our last cycle, less than HEAL_BOOT_GRACE_MS ago. */
   bootingSinceCycle = false,
 ): LostVerdict {
-  if (node.state !== 'lost' || bootingSinceCycle) return { kind: 'wait' };
+  if ((node.state !== 'lost' && node.state !== 'booting') || bootingSinceCycle) return { kind: 'wait' };
   const lostS = (now - node.stateSince) / 1000;
-  if (lostS < rule.lostAfterSeconds) return { kind: 'wait' };
+  if (node.state === 'booting' ? now - node.stateSince < BOOT_HUNG_MS : lostS < rule.lostAfterSeconds) return { kind: 'wait' };
   if (!hasBmc)
     return {
       kind: 'no-bmc',
@@ -93,7 +97,13 @@ export function lostVerdict(
       nextAt: nextAllowedAt,
       reason: `already power-cycled ${cyclesLastHour} time(s) in the last hour (healing: maxCyclesPerHour ${rule.maxCyclesPerHour})`,
     };
-  return { kind: 'cycle', reason: `lost for ${Math.round(lostS)} s (healing: lostAfterSeconds ${rule.lostAfterSeconds})` };
+  return {
+    kind: 'cycle',
+    reason:
+      node.state === 'booting'
+        ? `booting for ${Math.round(lostS)} s without its agent saying hello: the boot hung`
+        : `lost for ${Math.round(lostS)} s (healing: lostAfterSeconds ${rule.lostAfterSeconds})`,
+  };
 }
 
 export interface SelfHealingDeps {
@@ -138,7 +148,8 @@ export class SelfHealing {
       // Back from the boot after our cycle (a state read before the cycle's own write does not count).
       if ((n.state === 'ready' || n.state === 'busy') && n.bootCount > (this.#cycled.get(n.mac)?.bootCount ?? Infinity))
         this.#cycled.delete(n.mac);
-      if (n.state !== 'lost' || n.enrollment !== 'admitted' || this.#inFlight.has(n.mac)) continue;
+      if ((n.state !== 'lost' && n.state !== 'booting') || n.enrollment !== 'admitted' || this.#inFlight.has(n.mac)) continue;
+      const cause = n.state === 'lost' ? 'lost' : 'boot-hung';
       const rule = healingRuleOf(policy, n.labels);
       const cycled = this.#cycled.get(n.mac);
       const v = lostVerdict(
@@ -150,16 +161,16 @@ export class SelfHealing {
         now,
         cycled !== undefined && n.bootCount > cycled.bootCount && now - cycled.at < HEAL_BOOT_GRACE_MS,
       );
-      const episode = `lost:${n.stateSince}`;
-      if (v.kind === 'cycle') work.push(this.#cycle(n, 'lost', v.reason));
-      else if (v.kind === 'no-bmc') this.#noteOnce(n, episode, `${n.name} cannot be healed: ${v.reason}`, { cause: 'lost', healed: false });
+      const episode = `${n.state}:${n.stateSince}`;
+      if (v.kind === 'cycle') work.push(this.#cycle(n, cause, v.reason));
+      else if (v.kind === 'no-bmc') this.#noteOnce(n, episode, `${n.name} cannot be healed: ${v.reason}`, { cause, healed: false });
       else if (v.kind === 'limit')
         this.#noteOnce(
           n,
           episode,
-          `${n.name} is lost and not power-cycled: ${v.reason}; next possible at ${new Date(v.nextAt).toISOString()}`,
+          `${n.name} is ${cause === 'lost' ? 'lost' : 'stuck booting'} and not power-cycled: ${v.reason}; next possible at ${new Date(v.nextAt).toISOString()}`,
           {
-            cause: 'lost',
+            cause,
             healed: false,
             nextAt: v.nextAt,
           },
@@ -203,7 +214,7 @@ export class SelfHealing {
     }
   }
 
-  async #cycle(n: NodeRecord, cause: 'lost' | 'panic', reason: string): Promise<void> {
+  async #cycle(n: NodeRecord, cause: 'lost' | 'boot-hung' | 'panic', reason: string): Promise<void> {
     const { core, power } = this.deps;
     this.#inFlight.add(n.mac);
     this.budget.record(n.mac, core.now());

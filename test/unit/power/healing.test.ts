@@ -17,7 +17,14 @@ import { ConsoleLog } from '../../../dispatcher/src/console/store.js';
 import { silentLogger } from '../../../dispatcher/src/log.js';
 import { parseClusterFile } from '../../../dispatcher/src/nodes/cluster-file.js';
 import { PowerService } from '../../../dispatcher/src/power/service.js';
-import { CycleBudget, HEAL_BOOT_GRACE_MS, SelfHealing, isPanicLine, lostVerdict } from '../../../dispatcher/src/power/healing.js';
+import {
+  BOOT_HUNG_MS,
+  CycleBudget,
+  HEAL_BOOT_GRACE_MS,
+  SelfHealing,
+  isPanicLine,
+  lostVerdict,
+} from '../../../dispatcher/src/power/healing.js';
 import { powerStatesOf } from '../../../dispatcher/src/power/power-state.js';
 import type { Mac } from '../../../dispatcher/src/nodes/mac.js';
 
@@ -98,6 +105,21 @@ describe('healing: pure parts', () => {
     expect(lostVerdict(lost, rule, false, null, 0, 61_000)).toMatchObject({ kind: 'no-bmc' });
     expect(lostVerdict({ state: 'off', stateSince: 0 }, rule, true, null, 0, 10 * HOUR)).toEqual({ kind: 'wait' });
     expect(lostVerdict(lost, rule, true, null, 0, 61_000, true)).toEqual({ kind: 'wait' });
+  });
+
+  it('cycles a node whose boot hung (booting, no hello) after BOOT_HUNG_MS, not before', () => {
+    const rule = { lostAfterSeconds: 60, maxCyclesPerHour: 2 };
+    const booting = { state: 'booting' as const, stateSince: 0 };
+    expect(lostVerdict(booting, rule, true, null, 0, 61_000)).toEqual({ kind: 'wait' });
+    expect(lostVerdict(booting, rule, true, null, 0, BOOT_HUNG_MS - 1)).toEqual({ kind: 'wait' });
+    expect(lostVerdict(booting, rule, true, null, 0, BOOT_HUNG_MS)).toEqual({
+      kind: 'cycle',
+      reason: `booting for ${BOOT_HUNG_MS / 1000} s without its agent saying hello: the boot hung`,
+    });
+    expect(lostVerdict(booting, rule, true, 5000, 2, BOOT_HUNG_MS)).toMatchObject({ kind: 'limit' });
+    expect(lostVerdict(booting, rule, false, null, 0, BOOT_HUNG_MS)).toMatchObject({ kind: 'no-bmc' });
+    // The boot after our own cycle is under the cycle's grace.
+    expect(lostVerdict(booting, rule, true, null, 0, BOOT_HUNG_MS, true)).toEqual({ kind: 'wait' });
   });
 });
 
