@@ -359,7 +359,6 @@ typedef struct child_ctx {
   const char *path, *cwd;
   char **argv, **envp;
   int infd, outfd, errfd;
-  const sigset_t *reset;
   volatile int err;
   const char *volatile step;
 } child_ctx_t;
@@ -381,15 +380,14 @@ struct kernel_sigaction {
  */
 static int child_main(void *arg) {
   child_ctx_t *c = arg;
-  /* The agent's handlers must not run here: each signal with a handler, or ignored by the
-   * agent, back to its default (the mask is still all-blocked from the parent). The raw call:
-   * glibc's sigaction refuses its own two signals, whose handlers are the agent's too. */
+  /* The agent's handlers must not run here, and a task starts with every signal at its
+   * default, whatever the agent's own parents ignored: each signal with a handler or ignored
+   * goes back to its default (the mask is still all-blocked from the parent). The raw call:
+   * glibc's sigaction refuses its own two signals (32, 33), whose handlers are the agent's too. */
   for (int sig = 1; sig < NSIG; sig++) {
     struct kernel_sigaction sa = {0};
     if (sig == SIGKILL || sig == SIGSTOP) continue;
-    if (!sigismember(c->reset, sig) &&
-        (syscall(SYS_rt_sigaction, sig, NULL, &sa, sizeof(uint64_t)) != 0 || sa.handler == SIG_DFL || sa.handler == SIG_IGN))
-      continue;
+    if (syscall(SYS_rt_sigaction, sig, NULL, &sa, sizeof(uint64_t)) != 0 || sa.handler == SIG_DFL) continue;
     struct kernel_sigaction dfl = {.handler = SIG_DFL};
     syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(uint64_t));
   }
@@ -458,7 +456,7 @@ static long clone3_call(struct clone_args_v2 *ca, size_t size, int (*fn)(void *)
 
 /* Starts rq's process in rq->cgroupfd's cgroup; sets rq->pid and rq->pidfd, or rq->err (and step). */
 static void spawn_into_cgroup(request_t *rq, const char *path, int infd) {
-  child_ctx_t c = {.path = path, .cwd = rq->cwd, .argv = rq->argv, .envp = rq->envp, .infd = infd, .outfd = rq->outfd, .errfd = rq->errfd, .reset = &rq->es->reset};
+  child_ctx_t c = {.path = path, .cwd = rq->cwd, .argv = rq->argv, .envp = rq->envp, .infd = infd, .outfd = rq->outfd, .errfd = rq->errfd};
   void *stack = mmap(NULL, CHILD_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) {
     rq->err = errno, rq->step = "child stack";
