@@ -12,18 +12,9 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startTestDispatcher, testMac, type TestDispatcher } from '../lab/in-process-dispatcher.js';
 import { ROOT } from '../lab/paths.js';
 import { FakeControl } from '../lab/fake-control.js';
+import { CHROMIUM_ARGS } from '../lab/chromium.js';
 
 const ARTIFACTS = join(ROOT, 'test/artifacts');
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 async function launch(): Promise<{ ctx: BrowserContext; profile: string }> {
   const profile = mkdtempSync(join(tmpdir(), 'lc-op-chromium-'));

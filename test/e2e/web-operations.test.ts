@@ -22,18 +22,9 @@ import { agentFor, startAgent, waitFor, type AgentProcess } from '../integration
 import { startNetconsole, type RunningNetconsole } from '../../dispatcher/src/console/netconsole.js';
 import type { JobView } from '../../dispatcher/src/api/jobs/schemas.js';
 import type { NodeDetail } from '../../dispatcher/src/api/schemas.js';
+import { CHROMIUM_ARGS } from '../lab/chromium.js';
 
 const ARTIFACTS = join(ROOT, 'test/artifacts');
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const MAC_A = testMac(0x51);
 const MAC_B = testMac(0x52);
 /** The address node A's kernel "sends" its netconsole datagrams from (any 127/8 address is local). */

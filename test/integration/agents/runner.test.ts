@@ -62,20 +62,24 @@ function alive(pid: number): boolean {
   }
 }
 
+/** A runner over the test's task dir and HTTP server, with small limits. */
+function testRunner(launcher: RunnerOptions['launcher'], over: Partial<RunnerOptions> = {}): ProcessRunner {
+  return new ProcessRunner({
+    tasksDir,
+    maxOutputBytes: 1 << 20,
+    maxOutputsBytes: 1 << 20,
+    maxInputBytes: 1 << 20,
+    killGraceMs: 500,
+    httpBase,
+    userAgent: 'test',
+    launcher,
+    ...over,
+  });
+}
+
 describe.each(LAUNCHERS)('process runner (%s)', (_kind, makeLauncher) => {
   const launcher = makeLauncher();
-  const runner = (over: Partial<RunnerOptions> = {}): ProcessRunner =>
-    new ProcessRunner({
-      tasksDir,
-      maxOutputBytes: 1 << 20,
-      maxOutputsBytes: 1 << 20,
-      maxInputBytes: 1 << 20,
-      killGraceMs: 500,
-      httpBase,
-      userAgent: 'test',
-      launcher,
-      ...over,
-    });
+  const runner = (over: Partial<RunnerOptions> = {}): ProcessRunner => testRunner(launcher, over);
   const run = (t: TaskAssignment, r = runner(), onProgress: (f: number) => void = () => {}): Promise<TaskResult> =>
     r.start(t, onProgress).result;
 
@@ -312,18 +316,7 @@ describe.each(LAUNCHERS)('process runner with cgroups (%s)', (kind, makeLauncher
     if (!setup.enforced) throw new Error(setup.reason);
     return setup.cgroups;
   };
-  const runner = (cgroups: TaskCgroups) =>
-    new ProcessRunner({
-      tasksDir,
-      maxOutputBytes: 1 << 20,
-      maxOutputsBytes: 1 << 20,
-      maxInputBytes: 1 << 20,
-      killGraceMs: 500,
-      httpBase,
-      userAgent: 'test',
-      launcher,
-      cgroups,
-    });
+  const runner = (cgroups: TaskCgroups) => testRunner(launcher, { cgroups });
 
   it(
     kind === 'native'
