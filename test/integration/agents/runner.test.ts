@@ -347,17 +347,7 @@ describe.each(LAUNCHERS)('process runner with cgroups (%s)', (kind, makeLauncher
 });
 
 describe('process runner (native only)', () => {
-  const runner = () =>
-    new ProcessRunner({
-      tasksDir,
-      maxOutputBytes: 1 << 20,
-      maxOutputsBytes: 1 << 20,
-      maxInputBytes: 1 << 20,
-      killGraceMs: 500,
-      httpBase,
-      userAgent: 'test',
-      launcher: nativeLauncher(),
-    });
+  const runner = () => testRunner(nativeLauncher());
 
   // child_process passes on whatever descriptor the agent holds without FD_CLOEXEC (vitest's, here).
   it('gives the task no descriptors beyond stdin, stdout and stderr', async () => {

@@ -2,21 +2,10 @@ import { describe, expect, it, vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, POWER_DELAY_MS } from '../../../node-agent/src/agent.js';
 import type { TaskAssignment } from '../../../dispatcher/src/protocol/messages.js';
-import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
+import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource, trueTask } from './fakes.js';
 import { decodeForAgent, type AgentInbound } from '../../../node-agent/src/task-batch.js';
 
-const task = (taskId: number, attempt = 1): TaskAssignment => ({
-  taskId,
-  jobId: 1,
-  attempt,
-  command: ['true'],
-  env: {},
-  cwd: null,
-  stdinB64: null,
-  inputsPath: null,
-  inputsSha256: null,
-  timeoutMs: 1000,
-});
+const task = (taskId: number, attempt = 1): TaskAssignment => trueTask(taskId, { attempt });
 const ticks = async (n = 3) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };

@@ -58,6 +58,23 @@ export class FakeSource implements TaskSource {
   }
 }
 
+/** A task running `true`, as the dispatcher would send it. */
+export function trueTask(taskId: number, extra: Partial<TaskAssignment> = {}): TaskAssignment {
+  return {
+    taskId,
+    jobId: 1,
+    attempt: 1,
+    command: ['true'],
+    env: {},
+    cwd: null,
+    stdinB64: null,
+    inputsPath: null,
+    inputsSha256: null,
+    timeoutMs: 1000,
+    ...extra,
+  };
+}
+
 export function okResult(t: TaskRef, extra: Partial<TaskResult> = {}): TaskResult {
   return {
     taskId: t.taskId,

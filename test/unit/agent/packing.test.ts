@@ -5,21 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { Agent } from '../../../node-agent/src/agent.js';
 import type { Resources, TaskAssignment } from '../../../dispatcher/src/protocol/messages.js';
-import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource } from './fakes.js';
+import { FakeInventory, FakePower, FakeReporter, FakeRunner, FakeSource, trueTask } from './fakes.js';
 
-const task = (taskId: number, resources?: Resources): TaskAssignment => ({
-  taskId,
-  jobId: 1,
-  attempt: 1,
-  command: ['true'],
-  env: {},
-  cwd: null,
-  stdinB64: null,
-  inputsPath: null,
-  inputsSha256: null,
-  timeoutMs: 1000,
-  ...(resources ? { resources } : {}),
-});
+const task = (taskId: number, resources?: Resources): TaskAssignment => trueTask(taskId, resources ? { resources } : {});
 const ticks = async (n = 3) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
