@@ -24,18 +24,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildForE2e, PxeLab, type LabMachine, type LabNodeView } from '../lab/pxe-lab.js';
 import type { ConsoleReply } from '../../dispatcher/src/api/console/schemas.js';
+import type { ClusterEvent } from '../../dispatcher/src/api/schemas.js';
 
 const BOOT_MS = 300_000;
 const SAMPLES = Math.max(1, Number(process.env.E2E_OPS_SAMPLES ?? 1));
 
-interface EventView {
-  id: number;
-  ts: number;
-  kind: string;
-  node: string | null;
-  message: string;
-  data: Record<string, unknown> | null;
-}
+type EventView = ClusterEvent;
 interface TaskRow {
   id: number;
   state: string;
