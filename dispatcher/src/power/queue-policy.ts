@@ -57,6 +57,9 @@ export type PowerDecision =
   | { kind: 'unreachable'; node: string; mac: Mac; group: string; reason: string }
   | { kind: 'hold'; node: string; mac: Mac; group: string | null; reason: string };
 
+/** A decision before it names its node and group (decidePower adds them). */
+type Verdict = PowerDecision extends infer D ? (D extends unknown ? Omit<D, 'node' | 'mac' | 'group'> : never) : never;
+
 /** Tries at powering a node on before it is unreachable. */
 export const POWER_ON_TRIES = 2;
 
@@ -86,11 +89,10 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
     }
   for (const [g, list] of byGroup) {
     const decided = new Set<PolicyNode>();
-    const decide = (n: PolicyNode, d: PowerDecision) => {
+    const decide = (n: PolicyNode, v: Verdict) => {
       decided.add(n);
-      out.push(d);
+      out.push({ ...v, node: n.name, mac: n.mac, group: g.name });
     };
-    const base = { group: g.name };
     const bootS = g.bootTimeoutSeconds;
     let on = list.filter((n) => n.connected || UP_STATES.has(n.state) || isWaking(n)).length;
 
@@ -101,17 +103,11 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
       if (waited < bootS)
         decide(n, {
           kind: 'hold',
-          node: n.name,
-          mac: n.mac,
-          ...base,
           reason: `powered on ${Math.round(waited)} s ago, waiting for its agent (up to ${bootS} s)`,
         });
       else if (n.waking.tries < POWER_ON_TRIES) {
         decide(n, {
           kind: 'on',
-          node: n.name,
-          mac: n.mac,
-          ...base,
           via: n.powerOn,
           attempt: n.waking.tries + 1,
           reason: `not back ${Math.round(waited)} s after power-on try ${n.waking.tries} of ${POWER_ON_TRIES}: powered on again`,
@@ -120,9 +116,6 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
         on--;
         decide(n, {
           kind: 'unreachable',
-          node: n.name,
-          mac: n.mac,
-          ...base,
           reason: `not back after ${POWER_ON_TRIES} power-on tries (${bootS} s each): left alone until its agent says hello`,
         });
       }
@@ -131,7 +124,7 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
     // 2. Power on for queued work.
     for (const n of list) {
       if (decided.has(n) || n.connected || n.state !== 'off') continue;
-      const hold = (reason: string) => decide(n, { kind: 'hold', node: n.name, mac: n.mac, ...base, reason });
+      const hold = (reason: string) => decide(n, { kind: 'hold', reason });
       if (n.unreachable) hold('unreachable: not back after two power-on tries');
       else if (n.offBy === 'operator') hold('powered off by the operator: the policy leaves it off');
       else if (!queue.hasWorkFor(n.capacity)) hold('off: no queued task fits it');
@@ -141,9 +134,6 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
         on++;
         decide(n, {
           kind: 'on',
-          node: n.name,
-          mac: n.mac,
-          ...base,
           via: n.powerOn,
           attempt: 1,
           reason: `queued tasks fit it and no running node will take them soon (${queue.queued} queued)`,
@@ -156,7 +146,7 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
       .filter((n) => !decided.has(n) && n.idleSince !== null && n.connected && n.state === 'ready' && !n.draining && n.running === 0)
       .sort((a, b) => a.idleSince! - b.idleSince! || a.name.localeCompare(b.name));
     for (const n of idle) {
-      const hold = (reason: string) => decide(n, { kind: 'hold', node: n.name, mac: n.mac, ...base, reason });
+      const hold = (reason: string) => decide(n, { kind: 'hold', reason });
       const idleS = (now - n.idleSince!) / 1000;
       if (idleS < g.idleOffSeconds) hold(`idle for ${Math.round(idleS)} s of ${g.idleOffSeconds}`);
       else if (queue.hasWorkFor(n.capacity)) hold('idle, but queued tasks fit it');
@@ -166,9 +156,6 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
         on--;
         decide(n, {
           kind: 'off',
-          node: n.name,
-          mac: n.mac,
-          ...base,
           via: n.powerOff,
           reason: `idle for ${Math.round(idleS)} s (policy: ${g.idleOffSeconds} s), no queued task fits it, ${on} of the group stay on (min ${g.minOn})`,
         });
@@ -177,7 +164,7 @@ export function decidePower(groups: readonly PowerGroup[], nodes: readonly Polic
 
     for (const n of list) {
       if (decided.has(n)) continue;
-      decide(n, { kind: 'hold', node: n.name, mac: n.mac, ...base, reason: holdReason(n) });
+      decide(n, { kind: 'hold', reason: holdReason(n) });
     }
   }
   return out;
