@@ -7,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { DispatcherError } from './errors.js';
 
 export type DhcpMode = 'full' | 'proxy' | 'off';
+export type Role = 'dispatcher' | 'boot';
 
 export const DEFAULT_HTTP_PORT = 8080;
 export const DEFAULT_DATA_DIR = '/var/lib/lilcluster';
@@ -98,6 +99,24 @@ export interface DispatcherConfig {
   /** Boot-file downloads one client address runs at once (the fair queue's per-client share). */
   bootHttpPerClient: number;
   logLevel: string;
+  /**
+   * `dispatcher` (default): the head machine. `boot`: a boot server of another segment: DHCP,
+   * TFTP and image files from a cache it fills from `leader`, boot scripts from the leader
+   * (dispatcher/src/boot-server/).
+   */
+  role: Role;
+  /** The leader's URL as this boot server and its segment reach it (`--leader`, role boot). */
+  leader?: string;
+  /** The boot server's token from `dispatcherctl boot-server add NAME` (default <dataDir>/leader.token). */
+  leaderTokenFile?: string;
+  /**
+   * Where the state lives: unset for the embedded SQLite database in the data dir, or a
+   * PostgreSQL connection string (postgres://USER:PASSWORD@HOST:PORT/DB) shared by
+   * standby dispatchers (store/postgres/).
+   */
+  store?: string;
+  /** Every dispatcher's URL as nodes reach it (standbys included): agents try them in turn. */
+  peers?: string[];
 }
 
 export function defaultConfig(): DispatcherConfig {
@@ -123,6 +142,7 @@ export function defaultConfig(): DispatcherConfig {
     bootHttpIdleSeconds: DEFAULT_BOOT_HTTP_IDLE_SECONDS,
     bootHttpPerClient: DEFAULT_BOOT_HTTP_PER_CLIENT,
     logLevel: 'info',
+    role: 'dispatcher',
   };
 }
 
@@ -151,7 +171,9 @@ export function parseRange(text: string): { rangeStart: string; rangeEnd: string
   return { rangeStart: a, rangeEnd: b };
 }
 
-const KNOWN_KEYS = new Set(Object.keys(defaultConfig()).concat(['interface', 'advertiseAddress', 'clusterFile']));
+const KNOWN_KEYS = new Set(
+  Object.keys(defaultConfig()).concat(['interface', 'advertiseAddress', 'clusterFile', 'leader', 'leaderTokenFile', 'store', 'peers']),
+);
 const KNOWN_DHCP_KEYS = new Set([
   'mode',
   'rangeStart',
@@ -218,4 +240,25 @@ function validate(cfg: DispatcherConfig): void {
       },
     );
   if ((cfg.dhcp.rangeStart === undefined) !== (cfg.dhcp.rangeEnd === undefined)) bad('dhcp.range', 'give both ends of the range');
+  if (cfg.peers !== undefined) {
+    if (!Array.isArray(cfg.peers)) bad('peers', 'a list of URLs, e.g. [http://10.42.0.2:8080, http://10.42.0.3:8080]');
+    for (const p of cfg.peers) {
+      let ok = false;
+      try {
+        ok = ['http:', 'https:'].includes(new URL(String(p)).protocol);
+      } catch {
+        /* said below */
+      }
+      if (!ok) bad('peers', `"${String(p).slice(0, 100)}" is not an http:// URL`);
+    }
+  }
+  if (cfg.store !== undefined && typeof cfg.store !== 'string') bad('store', 'a postgres:// connection string');
+  if (cfg.role !== 'dispatcher' && cfg.role !== 'boot') bad('role', 'must be dispatcher or boot');
+  if (cfg.role === 'boot' && cfg.leader === undefined)
+    throw new DispatcherError('DSP_ERR_CONFIG', 'role boot needs --leader URL: the dispatcher this boot server serves', {
+      hint: 'dispatcher --role boot --leader http://LEADER:8080 --interface IF',
+    });
+  if (cfg.leader !== undefined && !/^https?:\/\/[^/?#\s]+$/.test(cfg.leader))
+    bad('leader', `"${String(cfg.leader).slice(0, 100)}" is not a URL like http://10.42.0.1:8080 (scheme, host, port; no path)`);
+  if (cfg.leader !== undefined && cfg.role !== 'boot') bad('leader', 'only a boot server (role boot) has a leader');
 }

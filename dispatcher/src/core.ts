@@ -23,6 +23,7 @@ import { ImageCatalog } from './images/catalog.js';
 import { ImageReleases } from './images/releases.js';
 import { ImageAssignments } from './images/assignment.js';
 import { NodeHealthMonitor } from './nodes/node-health.js';
+import type { SharedStore } from './store/postgres/shared-store.js';
 
 export interface Core {
   config: DispatcherConfig;
@@ -48,6 +49,8 @@ export interface Core {
   network: NodeNetwork;
   /** Health-check reports and suspect detection: drains and undrains nodes (nodes/node-health.ts). */
   nodeHealth: NodeHealthMonitor;
+  /** The PostgreSQL store when `--store` names one (store/postgres/); unset for the embedded SQLite. */
+  shared?: SharedStore;
   now: () => number;
   startedAt: number;
 }
@@ -58,14 +61,16 @@ export interface CoreOptions {
   network: NodeNetwork;
   /** Overrides the cluster file named in the config (tests). */
   cluster?: ClusterFile;
+  /** The PostgreSQL store this dispatcher leads (its state loaded into an in-memory SQLite). */
+  shared?: SharedStore;
   now?: () => number;
 }
 
 export function createCore(opts: CoreOptions): Core {
   const { config, log } = opts;
   const now = opts.now ?? Date.now;
-  const db = openStore({ dataDir: config.dataDir, migrations: allMigrations });
-  const commits = new GroupCommit(db);
+  const db = opts.shared?.db ?? openStore({ dataDir: config.dataDir, migrations: allMigrations });
+  const commits = opts.shared ? new GroupCommit(db, undefined, opts.shared.durability) : new GroupCommit(db);
   const checkpointer = new Checkpointer(db, log);
   const events = new EventLog(db, commits, now);
   const cluster = opts.cluster ?? (config.clusterFile ? loadClusterFile(config.clusterFile) : EMPTY_CLUSTER);
@@ -103,16 +108,32 @@ export function createCore(opts: CoreOptions): Core {
     images,
     network: opts.network,
     nodeHealth: new NodeHealthMonitor({ db, commits, events, nodes, log: log.child({ svc: 'node-health' }), cluster, now }),
+    ...(opts.shared ? { shared: opts.shared } : {}),
     now,
     startedAt: now(),
   };
 }
 
-/** Flushes pending writes and closes the store. */
-export function closeCore(core: Core): void {
-  core.commits.close();
-  core.checkpointer.stop();
-  core.db.close();
+/**
+ * Flushes pending writes and closes the store. The SQLite store closes before this returns;
+ * the PostgreSQL store ships what is left first (the promise).
+ */
+export function closeCore(core: Core): Promise<void> {
+  const close = () => {
+    core.commits.close();
+    core.checkpointer.stop();
+    core.db.close();
+  };
+  const shared = core.shared;
+  if (!shared) {
+    close();
+    return Promise.resolve();
+  }
+  return core.commits
+    .drain()
+    .catch((err: unknown) => core.log.warn({ err: (err as Error).message }, 'changes not shipped to PostgreSQL at stop'))
+    .then(close)
+    .then(() => shared.close());
 }
 
 function tmpSecretsDir(): string {

@@ -23,11 +23,18 @@ export const ErrorCodes = {
   DSP_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
   DSP_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'this route does not take that content-type' },
   DSP_ERR_DATA_DIR: { status: 500, message: 'the data dir cannot be written' },
+  DSP_ERR_STORE_URL: { status: 400, message: 'the PostgreSQL connection string is wrong' },
+  DSP_ERR_STORE_CONNECT: { status: 503, message: 'the PostgreSQL database cannot be reached' },
+  DSP_ERR_STORE_SCHEMA: { status: 500, message: 'the database holds another schema version' },
+  DSP_ERR_STORE_UNAVAILABLE: { status: 503, message: 'the database is unreachable: changes are refused until it returns' },
+  DSP_ERR_STANDBY: { status: 503, message: 'this dispatcher is a standby: the leader answers' },
   DSP_ERR_NO_BMC: { status: 409, message: 'the node has no BMC in the cluster file' },
   DSP_ERR_BMC: { status: 502, message: 'the BMC refused or failed' },
   DSP_ERR_BMC_AUTH: { status: 502, message: 'the BMC refused the credentials' },
   DSP_ERR_BMC_TIMEOUT: { status: 504, message: 'the BMC did not answer in time' },
   DSP_ERR_BMC_BACKOFF: { status: 503, message: 'the BMC failed recently; not called again yet' },
+  DSP_ERR_BOOT_SERVER_TOKEN: { status: 401, message: 'missing or wrong boot-server token' },
+  DSP_ERR_LEADER: { status: 502, message: 'the leader cannot be reached or refused' },
   DSP_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

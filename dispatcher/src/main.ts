@@ -18,6 +18,8 @@ import { DispatcherError } from './errors.js';
 import { createLogger } from './log.js';
 import { VERSION } from './version.js';
 import { startDispatcher } from './server.js';
+import { startSharedDispatcher } from './ha/start-shared.js';
+import { startBootServer } from './boot-server/start.js';
 
 const program = new Command('dispatcher')
   .description('Diskless cluster dispatcher: PXE boot services, node registry, task dispatch, web status on :8080')
@@ -49,6 +51,19 @@ const program = new Command('dispatcher')
   .option('--heartbeat <seconds>', 'agent heartbeat interval (default 5)', Number)
   .option('--kernel-args <args>', 'extra kernel command-line arguments for every node')
   .option('--log-level <level>', 'trace, debug, info, warn, error (default info)')
+  .option(
+    '--store <url>',
+    'postgres://USER:PASSWORD@HOST:PORT/DB: the state in PostgreSQL, shared with standby dispatchers (default: SQLite in the data dir)',
+  )
+  .option('--peers <urls>', "every dispatcher's URL as nodes reach it, comma-separated (agents try each in turn)")
+  .addOption(
+    new Option('--role <role>', 'dispatcher: the head machine; boot: a boot server of another segment (needs --leader)').choices([
+      'dispatcher',
+      'boot',
+    ]),
+  )
+  .option('--leader <url>', "role boot: the leader's URL as this segment reaches it, e.g. http://10.42.0.1:8080")
+  .option('--leader-token-file <file>', 'role boot: the token of `dispatcherctl boot-server add NAME` (default <data-dir>/leader.token)')
   .addHelpText(
     'after',
     `
@@ -86,11 +101,26 @@ async function main(): Promise<void> {
     heartbeatSeconds: o.heartbeat,
     kernelArgs: o.kernelArgs,
     logLevel: o.logLevel,
+    store: o.store,
+    peers: o.peers
+      ? String(o.peers)
+          .split(',')
+          .map((p: string) => p.trim())
+          .filter(Boolean)
+      : undefined,
+    role: o.role,
+    leader: o.leader,
+    leaderTokenFile: o.leaderTokenFile,
     dhcp: { mode: o.dhcp, leaseSeconds: o.leaseSeconds, ...(o.range ? parseRange(o.range) : {}) },
   };
   const config = resolveConfig(fromFile, fromFlags);
   const log = createLogger({ level: config.logLevel });
-  const running = await startDispatcher({ config, log });
+  const running =
+    config.role === 'boot'
+      ? await startBootServer({ config, log })
+      : config.store
+        ? await startSharedDispatcher({ config, log })
+        : await startDispatcher({ config, log });
   const stop = (sig: string) => {
     log.info({ sig }, 'stopping');
     running.stop().then(

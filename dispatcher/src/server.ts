@@ -22,6 +22,9 @@ import { startNetconsole } from './console/netconsole.js';
 import { powerStatesOf } from './power/power-state.js';
 import { startPowerAutomation } from './power/automation.js';
 import { startSol } from './console/sol.js';
+import type { SharedStore } from './store/postgres/shared-store.js';
+import { leaderRoutes } from './ha/leader-routes.js';
+import { bootServerRoutes } from './api/boot-servers/routes.js';
 
 export interface RunningDispatcher {
   core: Core;
@@ -42,10 +45,12 @@ export interface Stoppable {
   stop(): Promise<void> | void;
 }
 
-export async function startDispatcher(opts: { config: DispatcherConfig; log: Logger }): Promise<RunningDispatcher> {
+export async function startDispatcher(opts: { config: DispatcherConfig; log: Logger; shared?: SharedStore }): Promise<RunningDispatcher> {
   const { config, log } = opts;
   const network = resolveNodeNetwork(config.interface, config.advertiseAddress);
-  const core = createCore({ config, log, network });
+  const core = createCore({ config, log, network, ...(opts.shared ? { shared: opts.shared } : {}) });
+  // Standbys that take over later use the same secrets (the image's key, the tokens).
+  await opts.shared?.publishSecrets(config.dataDir);
   // Nodes' power as last seen, followed from the first event on (node view, healing, power policy).
   powerStatesOf(core);
   const stoppables: Stoppable[] = [];
@@ -61,6 +66,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   // Operator surface first: its OpenAPI collector must see every route registered after it.
   const operator = createOperatorSurface(core);
   plugins.push(...operator.plugins);
+  plugins.push(leaderRoutes(core, () => `http://${network.address}:${httpPort}`));
   stoppables.push(operator);
 
   // Dispatch: the task list and its store (recovered at once, queued tasks read back in the
@@ -82,6 +88,8 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const boot = await startBootServices(core, { liveNodes: agents });
   plugins.push(...boot.plugins);
   stoppables.push(boot);
+  // Boot servers of other segments: their registry, the scripts and files they ask for, their boots.
+  plugins.push(bootServerRoutes(core, { http: boot.http, imageFiles: boot.imageFiles }));
 
   const app = await buildApp(core, plugins);
   await app.listen({ port: config.httpPort, host: config.httpHost });
@@ -92,7 +100,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
   const dhcp = await startDhcp(core, { httpPort }).catch(async (err: unknown) => {
     for (const s of stoppables.reverse()) await s.stop();
     await app.close();
-    closeCore(core);
+    await closeCore(core);
     throw err;
   });
   stoppables.push(dhcp);
@@ -134,7 +142,7 @@ export async function startDispatcher(opts: { config: DispatcherConfig; log: Log
     async stop() {
       for (const s of stoppables.reverse()) await s.stop();
       await app.close();
-      closeCore(core);
+      await closeCore(core);
     },
   };
 }

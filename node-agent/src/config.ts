@@ -6,6 +6,7 @@
  *   setting          flag                  environment       kernel command line
  *   dispatcher URL   --dispatcher URL      LC_DISPATCHER     lc.dispatcher=
  *     (or, first of all, the text of --dispatcher-file FILE / LC_DISPATCHER_FILE once it exists: main.ts)
+ *     A comma list names every dispatcher (standby dispatchers): the agent tries them in turn.
  *   boot token       --token T             LC_TOKEN          lc.token=
  *   enrollment token --enroll-token T      LC_ENROLL_TOKEN   —
  *   dispatcher key   --dispatcher-key FILE LC_PUBKEY_FILE    /etc/lilcluster/dispatcher.pub, then lc.pubkey=<base64>
@@ -46,11 +47,17 @@ export interface AgentFlags {
 
 export type KeySource = { kind: 'file'; path: string } | { kind: 'inline'; b64: string; from: string };
 
-export interface AgentSettings {
+/** One dispatcher as the agent reaches it. */
+export interface DispatcherAddress {
   /** ws(s)://host:port/api/v1/agent */
   wsUrl: string;
   /** http(s)://host:port — for inputs tars. */
   httpBase: string;
+}
+
+export interface AgentSettings extends DispatcherAddress {
+  /** Every dispatcher, in the order given; the first is `wsUrl`/`httpBase`. */
+  dispatchers: DispatcherAddress[];
   auth: { kind: 'boot' | 'enroll'; token: string };
   key: KeySource | null;
   insecure: boolean;
@@ -90,7 +97,7 @@ function normMac(text: string, from: string): string {
 }
 
 /** `http://host:8080`, `ws://host:8080/api/v1/agent` or `host:8080` → both URLs. */
-export function dispatcherUrls(text: string): { wsUrl: string; httpBase: string } {
+export function dispatcherUrls(text: string): DispatcherAddress {
   let u: URL;
   try {
     u = new URL(/^[a-z]+:\/\//i.test(text) ? text : `http://${text}`);
@@ -103,6 +110,27 @@ export function dispatcherUrls(text: string): { wsUrl: string; httpBase: string 
   const hostPort = u.host;
   const path = u.pathname === '/' || u.pathname === '' ? AGENT_PATH : u.pathname;
   return { wsUrl: `${secure ? 'wss' : 'ws'}://${hostPort}${path}`, httpBase: `${secure ? 'https' : 'http'}://${hostPort}` };
+}
+
+/**
+ * `URL1,URL2,...` (every dispatcher of a leader and its standbys) → each one's URLs, in order,
+ * the same dispatcher named twice kept once. A bad entry is named with its position.
+ */
+export function dispatcherList(text: string): DispatcherAddress[] {
+  const parts = text.split(',').map((p) => p.trim());
+  const out: DispatcherAddress[] = [];
+  parts.forEach((part, i) => {
+    const where = parts.length > 1 ? `dispatcher ${i + 1} of ${parts.length} in "${text}"` : 'the dispatcher';
+    if (part === '') throw new AgentConfigError(`${where} is empty (give URL1,URL2,... with no empty entries)`);
+    let d: DispatcherAddress;
+    try {
+      d = dispatcherUrls(part);
+    } catch (err) {
+      throw new AgentConfigError(parts.length > 1 ? `${where}: ${(err as Error).message}` : (err as Error).message, { cause: err });
+    }
+    if (!out.some((o) => o.wsUrl === d.wsUrl)) out.push(d);
+  });
+  return out;
 }
 
 function positiveInt(v: unknown, from: string): number {
@@ -120,7 +148,8 @@ export function resolveSettings(
   const dispatcher = flags.dispatcher ?? env.LC_DISPATCHER ?? cmdline.get('lc.dispatcher');
   if (!dispatcher)
     throw new AgentConfigError('no dispatcher URL: pass --dispatcher URL, set LC_DISPATCHER, or boot with lc.dispatcher=URL');
-  const { wsUrl, httpBase } = dispatcherUrls(dispatcher);
+  const dispatchers = dispatcherList(dispatcher);
+  const { wsUrl, httpBase } = dispatchers[0]!;
 
   const bootToken = flags.token ?? env.LC_TOKEN ?? cmdline.get('lc.token');
   const enrollToken = flags.enrollToken ?? env.LC_ENROLL_TOKEN;
@@ -177,6 +206,7 @@ export function resolveSettings(
   return {
     wsUrl,
     httpBase,
+    dispatchers,
     auth,
     key,
     insecure,

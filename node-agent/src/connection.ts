@@ -9,6 +9,9 @@
  * so on its console, tells the dispatcher, and does not go on: no task, no command.
  * The dispatcher is declared gone after `missedHeartbeats` intervals without a message.
  *
+ * Given several dispatchers (a leader and its standbys), it talks to one at a time and, when that
+ * one fails or is a standby, tries the others in turn (dispatchers.ts decides which).
+ *
  * The configured token (a boot token admits one hello) is used once; each welcome derives
  * the session credential for the next hello of this boot (protocol/session.ts), kept in
  * memory and in `credentialFile` so a restarted agent can reconnect too. A refused
@@ -41,6 +44,7 @@ import {
 } from '../../dispatcher/src/protocol/session.js';
 import type { SourceHandlers, TaskSource } from './seams.js';
 import { agentInboundChannel, type AgentInbound } from './task-batch.js';
+import { describeRefusal, DispatcherRotation, httpBaseOf, MAX_REFUSAL_BODY_BYTES, retryAfterMs } from './dispatchers.js';
 
 /** In the work dir: the session credential for the next hello of this boot. */
 export const SESSION_CREDENTIAL_FILE = 'session.credential';
@@ -52,8 +56,8 @@ export const BACKOFF_REFUSED_MS = 30_000;
 const MAX_INCOMING_BYTES = 64 * 1024 * 1024;
 
 export interface ConnectionOptions {
-  /** ws://host:port/api/v1/agent */
-  url: string;
+  /** ws://host:port/api/v1/agent, or every dispatcher's (a leader and its standbys), tried in turn. */
+  url: string | readonly string[];
   auth: { kind: 'boot' | 'enroll'; token: string };
   /** Where the session credential is kept across agent restarts (0600); none: memory only. */
   credentialFile?: string;
@@ -91,6 +95,11 @@ export class DispatcherConnection implements TaskSource {
   #watchdog: NodeJS.Timeout | undefined;
   #lastMessageAt = 0;
   #lastError = '';
+  /** What an HTTP answer to the upgrade said (a standby's 503), for this attempt. */
+  #refusal: { why: string; leader?: string; retryAfterMs?: number } | undefined;
+  /** The dispatcher answered the hello (a refusal): it leads, the next attempt stays with it. */
+  #answered = false;
+  readonly #rotation: DispatcherRotation;
   #quietFailures = 0;
   #corked = false;
   /** Set once a welcome has been verified on the current connection. */
@@ -102,7 +111,18 @@ export class DispatcherConnection implements TaskSource {
 
   constructor(opts: ConnectionOptions) {
     this.#o = opts;
+    this.#rotation = new DispatcherRotation(typeof opts.url === 'string' ? [opts.url] : opts.url);
     this.#credential = readCredential(opts.credentialFile);
+  }
+
+  /** The agent WebSocket URL of the dispatcher in use (or being tried). */
+  get url(): string {
+    return this.#rotation.current;
+  }
+
+  /** `http://host:port` of that dispatcher: where task inputs come from. */
+  get httpBase(): string {
+    return httpBaseOf(this.#rotation.current);
   }
 
   get isConnected(): boolean {
@@ -158,7 +178,9 @@ export class DispatcherConnection implements TaskSource {
     this.#state = 'connecting';
     this.#channel = agentInboundChannel(MAX_INCOMING_BYTES);
     this.#session = undefined;
-    const ws = new WebSocket(this.#o.url, {
+    this.#refusal = undefined;
+    this.#answered = false;
+    const ws = new WebSocket(this.#rotation.current, {
       headers: { 'user-agent': `${AGENT_USER_AGENT_PREFIX}${this.#o.agentVersion}` },
       perMessageDeflate: false,
       maxPayload: MAX_INCOMING_BYTES + 1024 * 1024,
@@ -174,6 +196,31 @@ export class DispatcherConnection implements TaskSource {
         this.#o.say(`cannot say hello: ${err.message}`);
         ws.terminate();
       });
+    });
+    // An HTTP answer instead of the upgrade: read why (a standby names the leader), then give up this attempt.
+    ws.on('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const done = () => {
+        if (this.#refusal) return;
+        const r = describeRefusal(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
+        const retry = r.standby ? retryAfterMs(res.headers['retry-after'], BACKOFF_INITIAL_MS, BACKOFF_MAX_MS) : undefined;
+        this.#refusal = {
+          why: r.why,
+          ...(r.standby && r.leader ? { leader: r.leader } : {}),
+          ...(retry !== undefined ? { retryAfterMs: retry } : {}),
+        };
+        ws.terminate();
+      };
+      res.on('data', (d: Buffer) => {
+        if (size >= MAX_REFUSAL_BODY_BYTES) return;
+        chunks.push(d.subarray(0, MAX_REFUSAL_BODY_BYTES - size));
+        size += d.length;
+        if (size >= MAX_REFUSAL_BODY_BYTES) done();
+      });
+      res.once('end', done);
+      res.once('error', done);
+      res.once('close', done);
     });
     ws.on('message', (data, isBinary) => this.#onMessage(ws, data as Buffer, isBinary));
     ws.on('error', (err) => {
@@ -234,6 +281,7 @@ export class DispatcherConnection implements TaskSource {
         case 'welcome':
           return this.#onWelcome(ws, msg);
         case 'refused':
+          this.#answered = true;
           this.#o.say(`refused by the dispatcher (${msg.reason}): ${msg.message}`);
           this.#nextDelayMs = msg.retryAfterMs ?? (msg.reason === 'malformed' ? BACKOFF_MAX_MS : BACKOFF_REFUSED_MS);
           if (msg.reason === 'bad-token' && this.#presented === 'session') {
@@ -286,6 +334,8 @@ export class DispatcherConnection implements TaskSource {
     this.#state = 'open';
     this.#attempt = 0;
     this.#quietFailures = 0;
+    this.#rotation.connected();
+    if (this.#rotation.urls.length > 1) this.#o.say(`talking to dispatcher ${this.#rotation.current}`);
     this.#session = { heartbeatMs: w.heartbeatMs, missed: w.missedHeartbeats };
     clearInterval(this.#watchdog);
     this.#watchdog = setInterval(
@@ -324,7 +374,7 @@ export class DispatcherConnection implements TaskSource {
 
   /** The dispatcher could not be verified: say it loudly, tell it, run nothing, try again later. */
   #untrusted(ws: WebSocket, why: string): void {
-    this.#o.say(`REFUSING the dispatcher at ${this.#o.url}: ${why}. Not running its tasks or commands.`);
+    this.#o.say(`REFUSING the dispatcher at ${this.#rotation.current}: ${why}. Not running its tasks or commands.`);
     this.#sendRaw(ws, { type: 'error', code: 'untrusted', message: `agent refuses this dispatcher: ${why}` });
     this.#nextDelayMs = BACKOFF_REFUSED_MS;
     ws.close(1000, 'untrusted dispatcher');
@@ -343,12 +393,23 @@ export class DispatcherConnection implements TaskSource {
     this.#state = 'idle';
     this.#session = undefined;
     if (wasOpen) this.#handlers!.disconnected(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
-    const delay = this.#nextDelayMs ?? backoffMs(this.#attempt++);
+    const tried = this.#rotation.current;
+    const refusal = this.#refusal;
+    // A dispatcher that answered the hello leads (it refused us for a reason of its own): stay with it.
+    const next = wasOpen
+      ? this.#rotation.lost()
+      : this.#answered
+        ? undefined
+        : this.#rotation.failed(refusal?.leader, refusal?.retryAfterMs);
+    const backoff = () => Math.min(backoffMs(this.#attempt++), next?.capMs ?? Number.POSITIVE_INFINITY);
+    const delay = this.#nextDelayMs ?? (!next || next.backoff ? backoff() : 0);
     this.#nextDelayMs = undefined;
-    if (!wasOpen) {
-      // Unreachable dispatcher: one line at first, then one every tenth attempt.
-      if (this.#quietFailures++ % 10 === 0 && this.#lastError)
-        this.#o.say(`dispatcher ${this.#o.url} unreachable (${this.#lastError}); retrying`);
+    if (!wasOpen && !this.#answered) {
+      // Unreachable dispatcher or a standby: one line at first, then one every tenth attempt.
+      const why = refusal?.why ?? this.#lastError;
+      const then = next && next.url !== tried ? `; trying ${next.url}${next.followed ? ' (the leader it names)' : ''}` : '; retrying';
+      if (this.#quietFailures++ % 10 === 0 && why)
+        this.#o.say(`dispatcher ${tried} ${refusal ? 'takes no agents' : 'unreachable'} (${why})${then}`);
     }
     this.#lastError = '';
     this.#retryTimer = setTimeout(() => this.#connect(), delay);

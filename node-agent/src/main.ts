@@ -61,7 +61,10 @@ const int = (v: string) => Number(v);
 const program = new Command('node-agent')
   .description('lilcluster node agent: pulls tasks from the dispatcher and runs them')
   .version(VERSION)
-  .option('--dispatcher <url>', 'the dispatcher, e.g. http://10.42.0.1:8080 (env LC_DISPATCHER, kernel lc.dispatcher=)')
+  .option(
+    '--dispatcher <url>',
+    'the dispatcher, e.g. http://10.42.0.1:8080, or every one of a leader and its standbys, URL1,URL2 (env LC_DISPATCHER, kernel lc.dispatcher=)',
+  )
   .option('--token <token>', 'per-boot token from the boot script (env LC_TOKEN, kernel lc.token=)')
   .option('--enroll-token <token>', "the dispatcher's enrollment token, for hosts that did not PXE-boot (env LC_ENROLL_TOKEN)")
   .option(
@@ -162,7 +165,10 @@ async function main(): Promise<void> {
     maxOutputsBytes: DEFAULT_MAX_OUTPUTS_BYTES,
     maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
     killGraceMs: settings.killGraceMs,
-    httpBase: settings.httpBase,
+    // Inputs come from the dispatcher the agent talks to (one of several: a leader and its standbys).
+    get httpBase() {
+      return source.httpBase;
+    },
     userAgent,
     launcher,
     taskRoot,
@@ -171,7 +177,7 @@ async function main(): Promise<void> {
   const reporter = new Outbox(join(settings.workDir, 'outbox'), say);
   if (reporter.size) say(`${reporter.size} results from a previous run wait for delivery`);
   const source = new DispatcherConnection({
-    url: settings.wsUrl,
+    url: settings.dispatchers.map((d) => d.wsUrl),
     auth: settings.auth,
     credentialFile: join(settings.workDir, SESSION_CREDENTIAL_FILE),
     mac: settings.mac,
@@ -207,7 +213,9 @@ async function main(): Promise<void> {
       holdTasks: () => health.holding,
     },
   );
-  say(`dispatcher ${settings.wsUrl}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`);
+  say(
+    `dispatcher ${settings.dispatchers.map((d) => d.wsUrl).join(', ')}, ${settings.slots} slots, work dir ${settings.workDir}${settings.mac ? `, MAC ${settings.mac}` : ''}`,
+  );
   agent.start();
 
   const stop = (sig: string) => {

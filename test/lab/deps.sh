@@ -14,7 +14,7 @@ what=${1:-test}
 DEMO_PACKAGES=(ca-certificates make g++ python3 busybox-static cpio zstd binutils file kmod
   qemu-system-x86 ipxe ipxe-qemu ovmf iproute2 kexec-tools)
 TEST_PACKAGES=("${DEMO_PACKAGES[@]}" qemu-utils udhcpc dnsmasq-base tftp-hpa atftp chromium
-  squashfs-tools skopeo umoci mmdebstrap docker-registry openipmi ipmitool)
+  squashfs-tools skopeo umoci mmdebstrap docker-registry openipmi ipmitool postgresql keepalived)
 case "$what" in
   demo) packages=("${DEMO_PACKAGES[@]}") ;;
   test) packages=("${TEST_PACKAGES[@]}") ;;

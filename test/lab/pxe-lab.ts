@@ -46,6 +46,11 @@ export interface PxeLabOptions {
   area: string;
   /** The rack's subnet is 10.<subnet>.0.0/24; the dispatcher is 10.<subnet>.0.1. */
   subnet: number;
+  /**
+   * The rack namespace's own address on the bridge (CIDR; default 10.<subnet>.0.1/24, the
+   * dispatcher's). ha-lab.ts gives it another: its dispatchers run in namespaces of their own.
+   */
+  bridgeAddress?: string;
 }
 
 export interface MachineOptions {
@@ -58,6 +63,8 @@ export interface MachineOptions {
   cpus?: number;
   /** Put the machine behind an IPMI BMC (ipmi_sim) with Serial-over-LAN; it starts powered off. */
   bmc?: boolean;
+  /** Another segment: a bridge in another namespace (a boot server's), instead of the rack's bridge. No BMC there. */
+  segment?: { ns: Netns; bridge: Iface };
 }
 
 export interface DispatcherOptions {
@@ -119,7 +126,7 @@ export class LabMachine {
       cpus: this.opts.cpus ?? 1,
       consoleLog: this.consoleLog,
       qmpSocket: this.qmpSocket,
-      netns: this.rack.ns.name,
+      netns: (this.opts.segment?.ns ?? this.rack.ns).name,
     });
   }
 
@@ -179,7 +186,7 @@ export class PxeLab {
     mkdirSync(ARTIFACTS, { recursive: true });
     const lab = await createLab(opts.area);
     const ns = await lab.namespace(opts.area);
-    const bridge = await lab.bridge(ns, { address: `10.${opts.subnet}.0.1/24` });
+    const bridge = await lab.bridge(ns, { address: opts.bridgeAddress ?? `10.${opts.subnet}.0.1/24` });
     const dataDir = mkdtempSync(join(tmpdir(), `lc-${opts.area}-lab-`));
     return new PxeLab(lab, ns, bridge, opts.subnet, dataDir, opts.area);
   }
@@ -197,7 +204,8 @@ export class PxeLab {
   async machine(opts: MachineOptions): Promise<LabMachine> {
     const n = this.machines.length + 1;
     const mac = opts.mac ?? `52:54:00:${this.subnet.toString(16).padStart(2, '0')}:00:${n.toString(16).padStart(2, '0')}`;
-    const tap = await this.lab.tap(this.ns, { bridge: this.bridge });
+    if (opts.segment && opts.bmc) throw new Error(`${opts.name}: a machine on another segment has no BMC here`);
+    const tap = await this.lab.tap(opts.segment?.ns ?? this.ns, { bridge: opts.segment?.bridge ?? this.bridge });
     const consoleLog = join(ARTIFACTS, `${this.area}-${opts.name}.console.log`);
     const qmpSocket = join(this.dataDir, `${opts.name}.qmp`);
     let bmc: IpmiBmc | undefined;

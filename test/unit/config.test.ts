@@ -21,4 +21,12 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig(base, { dhcp: { leaseSeconds: 30 } })).toThrow(/dhcp\.leaseSeconds: must be an integer ≥ 60/);
     expect(() => resolveConfig(base, { dhcp: { leaseCache: 0.1 } as never })).toThrow(/unknown configuration key "dhcp\.leaseCache"/);
   });
+
+  it('takes a store and peers, and refuses peers that are not http URLs, naming them', () => {
+    const c = resolveConfig(base, { store: 'postgres://u:p@db/lc', peers: ['http://10.42.0.2:8080', 'https://b:8443'] });
+    expect(c).toMatchObject({ store: 'postgres://u:p@db/lc', peers: ['http://10.42.0.2:8080', 'https://b:8443'] });
+    expect(() => resolveConfig(base, { peers: ['ftp://x'] })).toThrow(/peers: "ftp:\/\/x" is not an http:\/\/ URL/);
+    expect(() => resolveConfig(base, { peers: 'http://a:8080' as never })).toThrow(/peers: a list of URLs/);
+    expect(() => resolveConfig(base, { store: 5 as never })).toThrow(/store: a postgres:\/\/ connection string/);
+  });
 });

@@ -62,6 +62,7 @@ export function buildOpenApi(routes: readonly RouteOptions[]): Record<string, un
       securitySchemes: {
         adminToken: { type: 'http', scheme: 'bearer', description: 'the admin token from <data-dir>/admin.token' },
         adminCookie: { type: 'apiKey', in: 'cookie', name: 'lc_admin', description: 'set by GET /login?token=...' },
+        bootServerToken: { type: 'http', scheme: 'bearer', description: 'a boot server’s token (dispatcherctl boot-server add NAME)' },
       },
     },
     paths: Object.fromEntries(Object.entries(paths).sort(([a], [b]) => a.localeCompare(b))),

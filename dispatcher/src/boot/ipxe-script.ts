@@ -20,6 +20,8 @@ export interface BootScriptInput {
   nodeName: string;
   /** `http://<advertised address>:<port>`, no trailing slash. */
   dispatcherUrl: string;
+  /** Every dispatcher's URL (standby dispatchers, config `peers`): the agent tries them after `dispatcherUrl`. */
+  peers?: readonly string[];
   /** Per-boot token bound to this MAC (kernel command line `lc.token=`). */
   token: string;
   /** Extra kernel arguments from the configuration. */
@@ -37,13 +39,15 @@ export interface BootScriptInput {
   image?: string;
   /** Where the image's files are: `<dispatcherUrl>/image/<name>/<version>` (default `<dispatcherUrl>/image`). */
   imageUrl?: string;
+  /** Where the script asks again (default `dispatcherUrl`): a boot server of another segment. */
+  bootUrl?: string;
   /** Set when the kernel is started by kexec rather than the firmware (`lc.via=kexec`; no `initrd=` names). */
   via?: 'kexec';
 }
 
 /** Kernel command line: what /init reads (`lc.dispatcher`, `lc.token`) plus consoles and extras. */
 export function kernelCommandLine(
-  input: Pick<BootScriptInput, 'dispatcherUrl' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot' | 'image' | 'via'>,
+  input: Pick<BootScriptInput, 'dispatcherUrl' | 'peers' | 'token' | 'kernelArgs' | 'pubkeyB64' | 'withRoot' | 'image' | 'via'>,
 ): string {
   // Under UEFI, iPXE hands the initrds to Linux by name: the kernel needs one `initrd=<name>`
   // each, in load order (harmless under BIOS, where iPXE loads them the legacy way). An image's
@@ -55,7 +59,7 @@ export function kernelCommandLine(
   return [
     byName && input.withRoot ? 'initrd=root.cpio' : '',
     byName ? 'initrd=initrd.img' : '',
-    `lc.dispatcher=${input.dispatcherUrl}`,
+    `lc.dispatcher=${agentDispatchers(input.dispatcherUrl, input.peers)}`,
     `lc.token=${input.token}`,
     input.image ? `lc.image=${scriptSafe(input.image)}` : '',
     input.via ? `lc.via=${input.via}` : '',
@@ -67,10 +71,21 @@ export function kernelCommandLine(
     .join(' ');
 }
 
+/**
+ * `lc.dispatcher=`: the dispatcher the agent connects to first (the advertised address: a VIP
+ * that follows the leader), then every other peer, comma-separated; the agent tries them in
+ * turn (node-agent/src/dispatchers.ts). An entry that could not be one URL on a kernel
+ * command line (a space, a comma, script syntax) is left out.
+ */
+export function agentDispatchers(dispatcherUrl: string, peers: readonly string[] = []): string {
+  const urls = [dispatcherUrl, ...peers.filter((p) => p !== dispatcherUrl && /^https?:\/\/[^\s,#${}|&]+$/.test(p))];
+  return urls.join(',');
+}
+
 export function bootScript(input: BootScriptInput): string {
   const m = macHyphenated(input.mac);
   const base = input.dispatcherUrl;
-  const self = `${base}/boot.ipxe?mac=${m}`;
+  const self = `${input.bootUrl ?? base}/boot.ipxe?mac=${m}`;
   const files = input.imageUrl ?? `${base}/image`;
   return [
     '#!ipxe',

@@ -47,6 +47,7 @@ export async function planKexec(
   const token = await core.bootTokens.issueGrouped(node.mac, core.commits);
   const cmdline = kernelCommandLine({
     dispatcherUrl,
+    peers: core.config.peers,
     token,
     kernelArgs: core.config.kernelArgs,
     pubkeyB64: v.keyStatus === 'ours' ? null : core.secrets.identity.publicKeyB64,

@@ -22,7 +22,10 @@ export interface BootServices {
   stop(): Promise<void>;
 }
 
-export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 'liveNodes'> = {}): Promise<BootServices> {
+export async function startBootServices(
+  core: Core,
+  opts: Pick<BootHttpOptions, 'liveNodes' | 'imageSource' | 'scriptSource'> = {},
+): Promise<BootServices> {
   const log = core.log.child({ svc: 'boot' });
   const files = new BootFiles({ imageDir: core.config.imageDir, pxeDir: core.config.pxeDir, log });
   const { missing } = await files.loadAll();
@@ -35,7 +38,8 @@ export async function startBootServices(core: Core, opts: Pick<BootHttpOptions, 
       { missing: pxeMissing, pxeDir: core.config.pxeDir },
       'iPXE first stages missing: PXE clients asking for them get a TFTP error; run `make pxe`',
     );
-  if (imageMissing.length)
+  // A boot server's image files come from its cache, not from an image folder.
+  if (imageMissing.length && !opts.imageSource)
     log.warn(
       { missing: imageMissing, imageDir: core.config.imageDir },
       'RAM image missing: machines cannot boot until it exists; run `make image`',

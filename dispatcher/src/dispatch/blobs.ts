@@ -14,8 +14,19 @@ export const MAX_BLOB_BYTES = 1024 * 1024 * 1024;
 
 const ID_RE = /^[0-9a-f]{64}$/;
 
+/** A second home for blobs that other dispatchers can read (the PostgreSQL store's). */
+export interface BlobReplica {
+  /** Copies the blob at `path`; resolves once it is durable there. */
+  put(id: string, path: string): Promise<void>;
+  /** Writes the blob to `path` (atomically); false when the replica does not have it. */
+  fetch(id: string, path: string): Promise<boolean>;
+}
+
 export class BlobStore {
-  constructor(readonly dir: string) {
+  constructor(
+    readonly dir: string,
+    private readonly replica?: BlobReplica,
+  ) {
     mkdirSync(dir, { recursive: true });
   }
 
@@ -34,6 +45,23 @@ export class BlobStore {
 
   read(id: string): ReadStream {
     return createReadStream(this.path(id));
+  }
+
+  /** Whether the blob is here, fetched from the replica when it is only there (uploaded to another dispatcher). */
+  async fetch(id: string): Promise<boolean> {
+    if (this.has(id)) return true;
+    if (!this.replica || !ID_RE.test(id)) return false;
+    try {
+      return await this.replica.fetch(id, this.path(id));
+    } catch (err) {
+      throw new DispatcherError(
+        'DSP_ERR_STORE_UNAVAILABLE',
+        `cannot read inputs ${id.slice(0, 12)}… from the database: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
   }
 
   /** Stores a stream; resolves with its id (sha256, hex) once it is on disk for good. */
@@ -57,6 +85,7 @@ export class BlobStore {
       const id = hash.digest('hex');
       await rename(tmp, this.path(id));
       await syncDir(this.dir);
+      await this.replica?.put(id, this.path(id));
       return { id, bytes };
     } catch (err) {
       await fh?.close().catch(() => {});

@@ -39,7 +39,7 @@ import type { DispatchEngine, NodeCapacity, ResultOutcome, RunningTaskRef } from
 import type { Resources, TaskAssignment, TaskResult } from '../protocol/messages.js';
 import { TaskRing } from './ring.js';
 import { DispatchStore, TaskRowState, type NewLease, type ResultRow } from './store.js';
-import { BlobStore } from './blobs.js';
+import { BlobStore, type BlobReplica } from './blobs.js';
 import type { ParamsFormat } from './params-file.js';
 import type { JobState, JobView, TaskDetail, TaskState, TaskSummary } from '../api/jobs/schemas.js';
 import type { JobSpec } from './model.js';
@@ -71,6 +71,8 @@ export interface EngineDeps {
 export interface EngineOptions {
   /** Where inputs tars go (default `<dataDir>/blobs`, a temp dir for `:memory:`). */
   blobDir?: string;
+  /** Where else they go, for dispatchers that take over (the PostgreSQL store's). */
+  blobReplica?: BlobReplica;
   /** Start the housekeeping timer (default true; tests drive `tick()` themselves). */
   timer?: boolean;
 }
@@ -115,6 +117,7 @@ export class TaskDispatcher implements DispatchEngine {
     this.blobs = new BlobStore(
       opts.blobDir ??
         (deps.config.dataDir === ':memory:' ? mkdtempSync(join(tmpdir(), 'lilcluster-blobs-')) : join(deps.config.dataDir, 'blobs')),
+      opts.blobReplica,
     );
     this.#ring = new TaskRing({
       now: this.#now,

@@ -14,14 +14,17 @@ export interface DispatchService {
 }
 
 export function startDispatch(core: Core): DispatchService {
-  const engine = new TaskDispatcher({
-    config: core.config,
-    log: core.log,
-    db: core.db,
-    commits: core.commits,
-    events: core.events,
-    metrics: core.metrics,
-    now: core.now,
-  });
+  const engine = new TaskDispatcher(
+    {
+      config: core.config,
+      log: core.log,
+      db: core.db,
+      commits: core.commits,
+      events: core.events,
+      metrics: core.metrics,
+      now: core.now,
+    },
+    core.shared ? { blobReplica: core.shared.blobs } : {},
+  );
   return { engine, plugins: [dispatchRoutes(core, engine)], stop: () => engine.stop() };
 }

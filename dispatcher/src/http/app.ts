@@ -77,6 +77,20 @@ export async function buildApp(core: Core, plugins: AppPlugin[] = []): Promise<F
     reply.code(404).send(new DispatcherError('DSP_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON()),
   );
 
+  // The PostgreSQL store away: changes would wait unacknowledged, so they are refused at once.
+  const shared = core.shared;
+  if (shared)
+    app.addHook('onRequest', async (req) => {
+      if (STATE_CHANGING.has(req.method) && !shared.durability.available)
+        throw new DispatcherError(
+          'DSP_ERR_STORE_UNAVAILABLE',
+          `the database is unreachable: ${req.method} ${req.url.split('?')[0]} is refused until it returns`,
+          {
+            hint: 'running tasks go on and their results are kept; try again when PostgreSQL is back (GET /api/v1/leader shows storeAvailable)',
+          },
+        );
+    });
+
   app.get('/healthz', async () => ({ ok: true, uptimeMs: core.now() - core.startedAt }));
 
   for (const p of plugins) await app.register(p.plugin);

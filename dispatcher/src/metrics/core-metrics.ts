@@ -102,6 +102,45 @@ export function registerCoreMetrics(core: Core, src: CoreMetricsSources): () => 
     type: 'gauge',
     collect: () => (core.commits.failure ? 1 : 0),
   });
+  const shared = core.shared;
+  if (shared) {
+    m.collect({
+      name: 'lilcluster_store_postgres_available',
+      help: '1 while the leader holds its PostgreSQL session (0: changes are refused until it returns)',
+      type: 'gauge',
+      collect: () => (shared.durability.available ? 1 : 0),
+    });
+    m.collect({
+      name: 'lilcluster_store_postgres_batches_total',
+      help: 'transactions that shipped committed changes to PostgreSQL',
+      type: 'counter',
+      collect: () => shared.durability.stats.batches,
+    });
+    m.collect({
+      name: 'lilcluster_store_postgres_rows_total',
+      help: 'rows those transactions wrote or deleted',
+      type: 'counter',
+      collect: () => shared.durability.stats.rows,
+    });
+    m.collect({
+      name: 'lilcluster_store_postgres_ship_seconds_total',
+      help: 'time spent shipping (on the leader session; off the event loop but in series)',
+      type: 'counter',
+      collect: () => shared.durability.stats.totalShipMs / 1000,
+    });
+    m.collect({
+      name: 'lilcluster_store_postgres_failures_total',
+      help: 'ships that failed (the database away); their rows went with the next',
+      type: 'counter',
+      collect: () => shared.durability.stats.failures,
+    });
+    m.collect({
+      name: 'lilcluster_leader_epoch',
+      help: 'the takeover count of this store when this dispatcher took the lead',
+      type: 'gauge',
+      collect: () => shared.leadership.epoch,
+    });
+  }
   m.collect({
     name: 'lilcluster_web_clients',
     help: 'status pages connected to the live feed',

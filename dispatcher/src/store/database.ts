@@ -108,9 +108,12 @@ function dataDirError(dir: string, err: unknown): DispatcherError {
   });
 }
 
+/** The names of the applied migrations: the same SQL on SQLite and on the PostgreSQL copy. */
+export const APPLIED_MIGRATIONS_SQL = 'SELECT name FROM schema_migrations';
+
 export function applyMigrations(db: Db, migrations: readonly Migration[]): void {
   db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)');
-  const applied = new Set(db.prepare('SELECT name FROM schema_migrations').pluck().all() as string[]);
+  const applied = new Set(db.prepare(APPLIED_MIGRATIONS_SQL).pluck().all() as string[]);
   const record = db.prepare('INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)');
   for (const m of migrations) {
     if (applied.has(m.name)) continue;

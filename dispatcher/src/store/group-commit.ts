@@ -14,11 +14,13 @@
  * by the next one (fsyncs coalesce too). Checkpoints still sync the WAL and the database
  * file themselves (SQLite does that in NORMAL mode).
  *
+ * With the PostgreSQL store, "durable" means shipped there instead (store/durability.ts).
+ *
  * Rule for every module: a write that must be durable before it is acknowledged goes
  * through `run()`. A transaction made directly on the database is committed but not synced.
  */
-import { closeSync, fsync, fsyncSync, openSync } from 'node:fs';
 import type { Db } from './database.js';
+import { WalDurability, type Durability } from './durability.js';
 
 export type Write<T> = () => T;
 
@@ -61,16 +63,16 @@ export class GroupCommit {
   #inflight: Committed[] = [];
   /** Set by close(): no more fsyncs start; one still running finds its writes settled. */
   #closing = false;
-  #walFd: number | undefined;
-  readonly #walPath: string | undefined;
+  readonly #durability: Durability | undefined;
   readonly stats: GroupCommitStats = { commits: 0, writes: 0, lastCommitMs: 0, totalCommitMs: 0, syncs: 0, lastSyncMs: 0, totalSyncMs: 0 };
 
+  /** `durability` defaults to the WAL's fsync for a file database, nothing for an in-memory one. */
   constructor(
     private readonly db: Db,
     private readonly maxBatch = 5000,
+    durability: Durability | undefined = WalDurability.of(db),
   ) {
-    // An in-memory database has nothing to sync; a file database syncs its WAL.
-    this.#walPath = db.memory || db.name === '' ? undefined : `${db.name}-wal`;
+    this.#durability = durability;
   }
 
   /** Queue a write; resolves with its return value once its transaction is durable. */
@@ -132,6 +134,11 @@ export class GroupCommit {
     this.#sync();
   }
 
+  /** Resolves when everything queued so far is durable (before close() with a durability that cannot block). */
+  drain(): Promise<void> {
+    return this.run(() => undefined);
+  }
+
   /**
    * Commits what is queued and syncs it before returning, blocking: for shutdown. Pending
    * promises settle (on the next turn of the event loop).
@@ -139,56 +146,37 @@ export class GroupCommit {
   close(): void {
     this.#closing = true;
     this.flush();
-    // An fsync still running on the threadpool covers writes that this one covers too: they
-    // settle here, and its callback (which finds them gone) closes the file after it.
+    // A sync still running covers writes that this one covers too: they settle here, and
+    // its callback (which finds them gone) closes the durability after it.
     const waiting = [...this.#inflight, ...this.#unsynced];
     this.#inflight = [];
     this.#unsynced = [];
     let error: unknown;
     try {
-      const fd = this.#fd();
-      if (fd !== undefined) fsyncSync(fd);
+      this.#durability?.syncNow?.();
     } catch (err) {
       error = err;
     }
     settle(waiting, error);
-    if (!this.#syncing) this.#closeWal();
-  }
-
-  #closeWal(): void {
-    if (this.#walFd === undefined) return;
-    try {
-      closeSync(this.#walFd);
-    } catch {
-      /* already gone */
-    }
-    this.#walFd = undefined;
+    if (!this.#syncing) this.#durability?.close();
   }
 
   #sync(): void {
     if (this.#syncing || this.#closing || this.#unsynced.length === 0) return;
     const covering = this.#unsynced;
     this.#unsynced = [];
-    let fd: number | undefined;
-    try {
-      fd = this.#fd();
-    } catch (err) {
-      this.#fail(err);
-      settle(covering, err);
-      return;
-    }
-    if (fd === undefined) {
+    if (this.#durability === undefined) {
       settle(covering, undefined);
       return;
     }
     this.#syncing = true;
     this.#inflight = covering;
     const t0 = performance.now();
-    fsync(fd, (err) => {
+    const done = (err: unknown) => {
       this.#syncing = false;
       if (this.#closing) {
-        // close() synced and settled these writes already; the file is ours to close now.
-        this.#closeWal();
+        // close() synced and settled these writes already; the durability is ours to close now.
+        this.#durability?.close();
         return;
       }
       this.#inflight = [];
@@ -200,23 +188,11 @@ export class GroupCommit {
       else this.#failed = undefined;
       settle(covering, err ?? undefined);
       this.#sync(); // what committed meanwhile
-    });
-  }
-
-  #fd(): number | undefined {
-    if (this.#walPath === undefined) return undefined;
-    // The WAL exists once a transaction has committed; it keeps its inode while the
-    // database is open (a checkpoint rewinds it, it does not replace it).
-    if (this.#walFd === undefined) {
-      try {
-        this.#walFd = openSync(this.#walPath, 'r');
-      } catch (err) {
-        // No WAL yet: nothing was ever written (a batch whose writes all failed).
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw err;
-      }
-    }
-    return this.#walFd;
+    };
+    this.#durability.sync().then(
+      () => done(undefined),
+      (err: unknown) => done(err ?? new Error('sync failed')),
+    );
   }
 
   #fail(err: unknown): void {

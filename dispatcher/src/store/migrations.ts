@@ -10,6 +10,7 @@ import { dispatchMigrations } from '../dispatch/store.js';
 import { imageMigrations } from '../images/releases.js';
 import { consoleMigrations } from '../console/store.js';
 import { nodeHealthMigrations } from '../nodes/node-health.js';
+import { bootServerMigrations } from '../boot-server/registry.js';
 
 export const allMigrations: Migration[] = [
   ...eventMigrations,
@@ -22,4 +23,5 @@ export const allMigrations: Migration[] = [
   ...imageMigrations,
   ...consoleMigrations,
   ...nodeHealthMigrations,
+  ...bootServerMigrations,
 ];

@@ -11,6 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import Database from 'better-sqlite3';
+import { startPostgres, type Postgres } from '../../lab/postgres.js';
+import { readSnapshot } from '../../../dispatcher/src/store/postgres/shared-store.js';
+import { parseStoreUrl } from '../../../dispatcher/src/store/postgres/connection.js';
+import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 
 let work: string;
 let workerJs: string;
@@ -44,10 +48,14 @@ interface Run {
 }
 
 /** Runs the worker; kills it with SIGKILL once `killAfter` says so (or lets it finish). */
-function runWorker(args: string[], opts: { stdin?: string; killAfter?: (lines: string[]) => boolean; timeoutMs?: number }): Promise<Run> {
+function runWorker(
+  args: string[],
+  opts: { stdin?: string; killAfter?: (lines: string[]) => boolean; timeoutMs?: number; store?: string },
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [workerJs, ...args], {
       cwd: join(import.meta.dirname, '../../..'),
+      env: { ...process.env, ...(opts.store ? { LC_TEST_STORE: opts.store } : {}) },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const lines: string[] = [];
@@ -118,9 +126,8 @@ function heldJson(l: Ledger, except: Set<string> = new Set()): string {
 }
 
 /** What the store holds must honour every acknowledgement so far, and be consistent with itself. */
-function checkStore(dir: string, l: Ledger): { tasks: number; results: number } {
-  const db = new Database(join(dir, 'dispatcher.db'), { readonly: true });
-  try {
+function checkStore(db: Database.Database, l: Ledger): { tasks: number; results: number } {
+  {
     for (const [id, j] of l.submitted) {
       const row = db.prepare('SELECT state, first_task_id, task_count FROM jobs WHERE id = ?').get(id) as
         | { state: string; first_task_id: number; task_count: number }
@@ -160,8 +167,6 @@ function checkStore(dir: string, l: Ledger): { tasks: number; results: number } 
       tasks: db.prepare(`SELECT count(*) FROM tasks t JOIN jobs j ON t.job_id = j.id WHERE j.state != 'staging'`).pluck().get() as number,
       results: db.prepare('SELECT count(*) FROM results').pluck().get() as number,
     };
-  } finally {
-    db.close();
   }
 }
 
@@ -184,40 +189,77 @@ function killWhen(acks: number, heldMs: number): (lines: string[]) => boolean {
   };
 }
 
-describe('dispatch engine durability (kill -9)', () => {
+interface Backend {
+  name: string;
+  /** The worker's --store (undefined: SQLite in the data dir). */
+  store(): string | undefined;
+  /** The store as a new dispatcher would read it. */
+  open(dir: string): Promise<Database.Database>;
+}
+
+let pg: Postgres | undefined;
+const backends: Backend[] = [
+  { name: 'SQLite', store: () => undefined, open: async (dir) => new Database(join(dir, 'dispatcher.db'), { readonly: true }) },
+  {
+    name: 'PostgreSQL',
+    store: () => pg!.url,
+    open: () => readSnapshot(parseStoreUrl(pg!.url), allMigrations),
+  },
+];
+
+afterAll(async () => {
+  await pg?.destroy();
+});
+
+describe.each(backends)('dispatch engine durability (kill -9), $name store', (backend) => {
+  beforeAll(async () => {
+    if (backend.name === 'PostgreSQL') pg ??= await startPostgres();
+  });
+
+  async function check(dir: string, l: Ledger): Promise<{ tasks: number; results: number }> {
+    const db = await backend.open(dir);
+    try {
+      return checkStore(db, l);
+    } finally {
+      db.close();
+    }
+  }
+
   it('loses no acknowledged submission or result, records each task once, and finishes every task after two crashes', async () => {
-    const dir = join(work, 'data');
+    const dir = join(work, `data-${backend.name}`);
+    const store = backend.store();
     const l = newLedger();
 
     // 1. Submissions and results flow; the dispatcher dies mid-way (mid-submission, likely).
     // The kill waits until some task has been held for 50 ms (by the worker's slow agent):
     // its hand-out is in the store, so the agents' return below has something to re-adopt.
     const acks = 1500 + Math.floor(Math.random() * 1500);
-    const r1 = await runWorker([dir, 'run'], { killAfter: killWhen(acks, 50) });
+    const r1 = await runWorker([dir, 'run'], { killAfter: killWhen(acks, 50), store });
     expect(r1.signal, r1.stderr).toBe('SIGKILL');
     absorb(l, r1.lines);
     expect(l.submitted.size).toBeGreaterThan(0);
     expect(l.recorded.size).toBeGreaterThan(500);
-    checkStore(dir, l);
+    await check(dir, l);
 
     // 2. The agents come back (one never does) with what they held; the dispatcher dies again.
     const r2 = await runWorker([dir, 'resume', 'm0'], {
       stdin: heldJson(l),
       killAfter: (lines) => lines.filter((x) => x.startsWith('ACK')).length >= 800,
+      store,
     });
     absorb(l, r2.lines);
     expect(l.kept.length).toBeGreaterThan(0);
-    checkStore(dir, l);
+    await check(dir, l);
 
     // 3. Everyone comes back; every task gets its result.
-    const r3 = await runWorker([dir, 'resume'], { stdin: heldJson(l), timeoutMs: 90_000 });
+    const r3 = await runWorker([dir, 'resume'], { stdin: heldJson(l), timeoutMs: 90_000, store });
     expect(r3.code, r3.stderr).toBe(0);
     absorb(l, r3.lines);
     expect(r3.lines.at(-1)).toBe('DONE');
-    const { tasks, results } = checkStore(dir, l);
+    const { tasks, results } = await check(dir, l);
     expect(results).toBe(tasks);
 
-    const db = new Database(join(dir, 'dispatcher.db'), { readonly: true });
+    const db = await backend.open(dir);
     try {
       // Within attempts, for every job.
       const over = db

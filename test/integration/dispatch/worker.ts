@@ -7,6 +7,7 @@
  *   KEEP <mac> <task> <attempt>            (re-adopted after a restart)
  *   DONE                                   (resume mode: every task has its result)
  *
+ *   LC_TEST_STORE=postgres://…             the PostgreSQL store instead of SQLite in DATA_DIR
  *   node worker.mjs DATA_DIR run            submit jobs and run tasks until killed
  *   node worker.mjs DATA_DIR resume [skip]  re-adopt what the agents held (JSON on stdin:
  *                                           {mac: [{taskId, attempt}]}), finish every task;
@@ -14,6 +15,8 @@
  */
 import { Readable } from 'node:stream';
 import { openStore } from '../../../dispatcher/src/store/database.js';
+import { parseStoreUrl } from '../../../dispatcher/src/store/postgres/connection.js';
+import { takeLead } from '../../../dispatcher/src/store/postgres/shared-store.js';
 import { GroupCommit } from '../../../dispatcher/src/store/group-commit.js';
 import { allMigrations } from '../../../dispatcher/src/store/migrations.js';
 import { EventLog } from '../../../dispatcher/src/events/event-log.js';
@@ -29,8 +32,19 @@ const AGENTS = 12;
 const SLOW_AGENT = 'm5';
 const say = (line: string) => process.stdout.write(line + '\n');
 
-const db = openStore({ dataDir: dir, migrations: allMigrations });
-const commits = new GroupCommit(db);
+const storeUrl = process.env.LC_TEST_STORE;
+const shared = storeUrl
+  ? await takeLead({
+      store: parseStoreUrl(storeUrl),
+      self: { url: `worker ${process.pid}` },
+      migrations: allMigrations,
+      dataDir: dir,
+      log: silentLogger(),
+      onLeadershipLost: () => process.exit(75),
+    })
+  : undefined;
+const db = shared?.db ?? openStore({ dataDir: dir, migrations: allMigrations });
+const commits = shared ? new GroupCommit(db, undefined, shared.durability) : new GroupCommit(db);
 const events = new EventLog(db, commits);
 const engine = new TaskDispatcher({
   config: { dataDir: dir, leaseGraceSeconds: 1, speculativeK: 2 },
@@ -140,8 +154,10 @@ if (mode === 'run') {
   const skip = new Set(skipArg.split(',').filter(Boolean));
   await engine.ready;
   await Promise.all(nodes.filter((n) => !skip.has(n.name)).map((n) => agent(n, held[n.mac] ?? [], true)));
-  say('DONE');
   engine.stop();
+  await commits.drain();
+  say('DONE');
   commits.close();
   db.close();
+  await shared?.close();
 }

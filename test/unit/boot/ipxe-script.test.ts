@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { bootScript, kernelCommandLine, refusedScript, scriptSafe, unidentifiedScript } from '../../../dispatcher/src/boot/ipxe-script.js';
+import {
+  agentDispatchers,
+  bootScript,
+  kernelCommandLine,
+  refusedScript,
+  scriptSafe,
+  unidentifiedScript,
+} from '../../../dispatcher/src/boot/ipxe-script.js';
 import { parseMac, type Mac } from '../../../dispatcher/src/nodes/mac.js';
 
 const mac = parseMac('52:54:00:12:34:56') as Mac;
@@ -111,5 +118,26 @@ describe('scriptSafe', () => {
     ['comments', 'a # b', 'a b'],
   ])('neutralises %s', (_n, input, want) => {
     expect(scriptSafe(input)).toBe(want);
+  });
+});
+
+describe('lc.dispatcher= with standby dispatchers (config peers)', () => {
+  const peers = ['http://10.42.0.2:8080', 'http://10.42.0.3:8080'];
+
+  it('names the advertised address first, then every peer once', () => {
+    expect(kernelCommandLine({ ...input, peers }).split(' ')).toContain(
+      'lc.dispatcher=http://10.42.0.1:8080,http://10.42.0.2:8080,http://10.42.0.3:8080',
+    );
+    expect(agentDispatchers('http://10.42.0.2:8080', peers)).toBe('http://10.42.0.2:8080,http://10.42.0.3:8080');
+    expect(agentDispatchers('http://10.42.0.1:8080')).toBe('http://10.42.0.1:8080');
+  });
+
+  it.each([
+    ['a space', 'http://10.42.0.2:8080 lc.token=x'],
+    ['a comma', 'http://a:1,http://b:2'],
+    ['script syntax', 'http://h/${x}'],
+    ['another scheme', 'ftp://10.42.0.2'],
+  ])('leaves out a peer with %s: the command line keeps one URL list', (_what, bad) => {
+    expect(agentDispatchers('http://10.42.0.1:8080', [bad, 'http://10.42.0.3:8080'])).toBe('http://10.42.0.1:8080,http://10.42.0.3:8080');
   });
 });

@@ -175,10 +175,12 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
             }
             checkImage(core, spec);
             checkResources(core, spec, req);
+            await fetchInputs(engine, spec);
             job = await engine.submitJobStream(spec, format as ParamsFormat, rest);
           } else {
             checkImage(core, req.body);
             checkResources(core, req.body, req);
+            await fetchInputs(engine, req.body);
             job = await engine.submitJob(req.body);
           }
           req.log.info({ job: job.id, tasks: job.counts.total }, 'job submitted');
@@ -332,7 +334,8 @@ export function dispatchRoutes(core: Core, engine: TaskDispatcher): AppPlugin {
             else if (!key)
               throw new DispatcherError('DSP_ERR_UNAUTHORIZED', 'this needs the key of the task inputsPath, or the admin token');
           }
-          if (!blob || !engine.blobs.has(blob)) throw new DispatcherError('DSP_ERR_NOT_FOUND', `job ${id} has no inputs for this key`);
+          if (!blob || !(await engine.blobs.fetch(blob)))
+            throw new DispatcherError('DSP_ERR_NOT_FOUND', `job ${id} has no inputs for this key`);
           return reply.type('application/x-tar').header('content-length', engine.blobs.size(blob)).send(engine.blobs.read(blob));
         },
       );
@@ -421,4 +424,14 @@ export async function splitFirstLine(body: Readable): Promise<{ first: string; r
     }
     if (head.length > MAX_SPEC_LINE_BYTES) throw badSubmission(`line 1 (the job) is longer than ${MAX_SPEC_LINE_BYTES} bytes`);
   }
+}
+
+/**
+ * An inputs tar named by a submission may have been uploaded to the dispatcher that led before
+ * a takeover: it is then in the PostgreSQL store only, and comes here before the submission
+ * checks that it exists.
+ */
+async function fetchInputs(engine: TaskDispatcher, spec: unknown): Promise<void> {
+  const inputs = (spec as { inputs?: unknown } | null)?.inputs;
+  if (typeof inputs === 'string') await engine.blobs.fetch(inputs);
 }

@@ -68,6 +68,33 @@ export interface BootHttpOptions {
    * undefined: the native addon if it loads (LC_SENDFILE=0 turns it off), else through Node.
    */
   zeroCopy?: ZeroCopySender | false;
+  /**
+   * A boot server of another segment (boot-server/): image versions' files come from its
+   * cache, filled from the leader, and boot scripts from the leader. Default: this
+   * dispatcher's catalog, and scripts made here.
+   */
+  imageSource?: (image: string, version: string) => Promise<BootFileSource | undefined>;
+  scriptSource?: (req: { mac: Mac; ip: string; dispatcherUrl: string }) => Promise<{ status: number; text: string }>;
+}
+
+/** Where a version's files are read from: its folder (BootFiles), or a boot server's cache. */
+export type BootFileSource = Pick<BootFiles, 'get' | 'pathOf'> & { missingHint?: string };
+
+/** The URLs a boot script names: its own (retries, image files) and the agent's dispatcher. */
+export interface ScriptUrls {
+  /** Where the script asks again and the image files are: this dispatcher, or a boot server. */
+  base: string;
+  /** `lc.dispatcher=`: where the node's agent connects (default `base`). */
+  agentUrl?: string;
+  /** The boot server the request came through (boot timeline, log). */
+  via?: string;
+}
+
+export interface IssuedScript {
+  status: 200;
+  text: string;
+  /** The image version the script boots; absent when refused. */
+  version?: ImageVersion;
 }
 
 export interface BootHttpCounters {
@@ -86,6 +113,11 @@ export interface BootHttpCounters {
 
 export interface BootHttp extends AppPlugin {
   counters(): BootHttpCounters;
+  /**
+   * The script for a machine already placed where it asks from (by this dispatcher's checks,
+   * or by a registered boot server's): live session, enrollment, image, memory, token.
+   */
+  issueScript(mac: Mac, ip: string, urls: ScriptUrls): Promise<IssuedScript>;
 }
 
 const STAGE_OF: Partial<Record<BootFileName, BootStage>> = {
@@ -145,7 +177,6 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   const liveRetrySeconds = Math.ceil(core.config.heartbeatSeconds * core.config.missedHeartbeats) + 1;
 
   const serveScript = async (req: FastifyRequest, reply: FastifyReply, macText: string | undefined) => {
-    const t0 = performance.now();
     const ip = plainIPv4(req.ip);
     const localAddress = req.raw.socket?.localAddress;
     if (!nodeNetwork.admits(localAddress)) {
@@ -182,44 +213,64 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       noisy.warn(`origin:${ip}`, { mac, ip, why: origin.why }, 'boot script refused: not where this MAC booted');
       return reply.code(origin.status).send(refusedScript({ mac, dispatcherUrl: base, reason: origin.why }));
     }
+    if (!opts.scriptSource) {
+      const r = await issueScript(mac, ip, { base });
+      return reply.code(r.status).send(r.text);
+    }
+    // A boot server: the leader decides and writes the script (boot-server/leader-client.ts).
+    const r = await opts.scriptSource({ mac, ip, dispatcherUrl: base });
+    if (r.status === 200) c.scripts++;
+    else c.refusedScripts++;
+    return reply.code(r.status).send(r.text);
+  };
+
+  const issueScript = async (mac: Mac, ip: string, urls: ScriptUrls): Promise<IssuedScript> => {
+    const t0 = performance.now();
+    const base = urls.base;
+    const via = urls.via ? { bootServer: urls.via } : {};
+    const refuse = (reason: string, retrySeconds?: number): IssuedScript => {
+      c.refusedScripts++;
+      return {
+        status: 200,
+        text: refusedScript({ mac, dispatcherUrl: base, reason, ...(retrySeconds !== undefined ? { retrySeconds } : {}) }),
+      };
+    };
     if (opts.liveNodes?.holdsSession(mac)) {
       // A second machine claiming a live node's MAC (or a script fetched by hand) must not end
       // that node's session; a node that really rebooted is lost within seconds and served then.
-      c.refusedScripts++;
-      noisy.warn(`live:${ip}`, { mac, ip, node: core.nodes.byMac(mac)?.name }, 'boot script refused: the node of this MAC is connected');
-      return reply.send(
-        refusedScript({ mac, dispatcherUrl: base, reason: 'its node is connected; asking again shortly', retrySeconds: liveRetrySeconds }),
+      noisy.warn(
+        `live:${ip}`,
+        { mac, ip, node: core.nodes.byMac(mac)?.name, ...via },
+        'boot script refused: the node of this MAC is connected',
       );
+      return refuse('its node is connected; asking again shortly', liveRetrySeconds);
     }
     const decision = core.nodes.admit(mac);
     if (decision.kind === 'deny') {
-      c.refusedScripts++;
-      noisy.warn(decision.capped ? 'deny:capped' : `deny:${mac}`, { mac, ip, reason: decision.reason }, 'boot refused');
-      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: decision.reason }));
+      noisy.warn(decision.capped ? 'deny:capped' : `deny:${mac}`, { mac, ip, reason: decision.reason, ...via }, 'boot refused');
+      return refuse(decision.reason);
     }
     const node = decision.node;
     const next = core.images.assignments.next(node);
     if (!next.ok) {
-      c.refusedScripts++;
       noisy.warn(
         `noimage:${next.image}`,
         { mac, node: node.name, image: next.image, reason: next.reason },
         'boot refused: no image to give',
       );
-      recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, refused: `${next.reason}; ${next.hint}` });
-      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: `${next.reason}: ${next.hint}` }));
+      recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, refused: `${next.reason}; ${next.hint}`, ...via });
+      return refuse(`${next.reason}: ${next.hint}`);
     }
     const v = next.version;
     const tooBig = memoryRefusal(v, node, core.config.kernelArgs);
     if (tooBig) {
-      c.refusedScripts++;
       noisy.warn(
         `toobig:${mac}`,
         { mac, node: node.name, image: versionLabel(v), reason: tooBig },
         'boot refused: image larger than the node',
       );
-      recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, image: versionLabel(v), refused: tooBig });
-      return reply.send(refusedScript({ mac, dispatcherUrl: base, reason: tooBig }));
+      recordStage(core.timeline, log, mac, 'http.script', { ip, node: node.name, image: versionLabel(v), refused: tooBig, ...via });
+      return refuse(tooBig);
     }
     // Durable before the script leaves, sharing one commit with the other scripts of a storm.
     const token = await core.bootTokens.issueGrouped(mac, core.commits);
@@ -227,7 +278,9 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     const text = bootScript({
       mac,
       nodeName: node.name,
-      dispatcherUrl: base,
+      dispatcherUrl: urls.agentUrl ?? base,
+      peers: core.config.peers,
+      bootUrl: base,
       token,
       kernelArgs: core.config.kernelArgs,
       pubkeyB64: v.keyStatus === 'ours' ? null : core.secrets.identity.publicKeyB64,
@@ -239,7 +292,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     c.scripts++;
     const bytes = Buffer.byteLength(text);
     const durationMs = Math.round(performance.now() - t0);
-    log.info({ mac, node: node.name, ip, pending: decision.kind === 'pending' }, 'boot script served');
+    log.info({ mac, node: node.name, ip, pending: decision.kind === 'pending', ...via }, 'boot script served');
     recordStage(core.timeline, log, mac, 'http.script', {
       ip,
       node: node.name,
@@ -247,16 +300,17 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       bytes,
       durationMs,
       ...(decision.kind === 'pending' ? { pending: true } : {}),
+      ...via,
     });
-    return reply.send(text);
+    return { status: 200, text, version: v };
   };
 
-  const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName, from: BootFiles = opts.files) => {
+  const serveFile = async (req: FastifyRequest, reply: FastifyReply, name: BootFileName, from: BootFileSource = opts.files) => {
     const file = await from.get(name);
     if (!file) {
-      const hint = (PXE_FILES as readonly string[]).includes(name)
-        ? 'run `make pxe` on the dispatcher'
-        : 'run `make image` on the dispatcher';
+      const hint =
+        from.missingHint ??
+        ((PXE_FILES as readonly string[]).includes(name) ? 'run `make pxe` on the dispatcher' : 'run `make image` on the dispatcher');
       noisy.warn(`missing:${name}`, { file: name, path: from.pathOf(name) }, 'boot file requested but missing');
       return reply.code(404).send({ error: { code: 'DSP_ERR_NOT_FOUND', message: `${name} is not available`, hint } });
     }
@@ -360,10 +414,12 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
       serveScript(req, reply, (req.params as { ref: string }).ref.replace(/\.ipxe$/, '')),
     );
     for (const name of IMAGE_FILES) app.get(`/image/${name}`, (req, reply) => serveFile(req, reply, name));
-    app.get('/image/:image/:version/:file', (req, reply) => {
+    app.get('/image/:image/:version/:file', async (req, reply) => {
       const p = req.params as { image: string; version: string; file: string };
-      const v = versionOf(p.image, p.version);
-      if (!v || !(IMAGE_FILES as readonly string[]).includes(p.file))
+      const known = IMAGE_NAME_RE.test(p.image) && VERSION_RE.test(p.version) && (IMAGE_FILES as readonly string[]).includes(p.file);
+      const v = known && !opts.imageSource ? versionOf(p.image, p.version) : undefined;
+      const from = !known ? undefined : opts.imageSource ? await opts.imageSource(p.image, p.version) : v && imageFiles.of(v);
+      if (!from)
         return reply.code(404).send({
           error: {
             code: 'DSP_ERR_NOT_FOUND',
@@ -371,7 +427,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
             hint: 'dispatcherctl images lists the images and versions served',
           },
         });
-      return serveFile(req, reply, p.file as BootFileName, imageFiles.of(v));
+      return serveFile(req, reply, p.file as BootFileName, from);
     });
     app.get('/pxe/:file', (req, reply) => {
       const file = (req.params as { file: string }).file;
@@ -390,6 +446,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
     name: 'boot-http',
     plugin,
     counters: () => ({ ...c, active: limiter.active, queued: limiter.queued }),
+    issueScript,
   };
 }
 

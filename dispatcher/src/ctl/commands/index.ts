@@ -13,6 +13,7 @@ import { enrollmentCommands } from './enrollment.js';
 import { imageCommands } from './images.js';
 import { powerCommands } from './power.js';
 import { consoleCommands } from './console.js';
+import { bootServerCommands } from './boot-servers.js';
 
 export const commandModules: readonly CommandModule[] = [
   statusCommands,
@@ -24,5 +25,6 @@ export const commandModules: readonly CommandModule[] = [
   eventCommands,
   consoleCommands,
   enrollmentCommands,
+  bootServerCommands,
   completionCommands,
 ];

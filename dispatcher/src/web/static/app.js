@@ -22,6 +22,7 @@
 /** @typedef {import('../../api/jobs/schemas.js').TaskDetail} TaskDetail */
 /** @typedef {import('../../api/console/schemas.js').ConsoleReply} ConsoleReply */
 /** @typedef {import('../../api/console/schemas.js').ConsoleLineView} ConsoleLine */
+/** @typedef {import('../../api/boot-servers/schemas.js').BootServerView} BootServerView */
 /**
  * Node view fields that come with power control, health checks, black-hole detection and task
  * resources: each is shown when the dispatcher sends it and hidden when it does not.
@@ -1069,6 +1070,43 @@
       pre.textContent = /** @type {Error} */ (err).message;
     }
   });
+
+  // ---------------------------------------------------------------- boot servers
+  /** Boot servers of other segments (dispatcherctl boot-servers): shown when there are any. */
+  async function refreshBootServers() {
+    try {
+      const r = await fetch('/api/v1/boot-servers');
+      if (!r.ok) return;
+      /** @type {{ bootServers: BootServerView[] }} */
+      const d = await r.json();
+      $('#boot-servers').classList.toggle('hidden', d.bootServers.length === 0);
+      const online = d.bootServers.filter((b) => b.state === 'online').length;
+      $('#bs-total').textContent = d.bootServers.length ? online + ' of ' + d.bootServers.length + ' online' : '';
+      $('#bs tbody').replaceChildren(
+        ...d.bootServers.map((b) => {
+          const c = b.report?.cache;
+          const err = b.report?.errors.at(-1);
+          return el(
+            'tr',
+            null,
+            el('td', null, b.name),
+            el('td', { class: 'state ' + b.state }, b.state),
+            el('td', { class: 'opt' }, dash(b.address)),
+            el('td', { class: 'opt' }, dash(b.report?.url)),
+            el('td', null, ago(b.lastSeen)),
+            el('td', { class: 'num' }, c ? c.files + ' files, ' + mib(c.bytes / 1048576) : '–'),
+            el('td', { class: 'num' }, c ? c.refused : '–'),
+            el('td', { class: 'num opt' }, b.scripts),
+            el('td', { title: err ? err.message : '' }, err ? err.message.slice(0, 80) : '–'),
+          );
+        }),
+      );
+    } catch {
+      /* asked again shortly */
+    }
+  }
+  void refreshBootServers();
+  setInterval(refreshBootServers, 5000);
 
   renderWho();
   connect();
