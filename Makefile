@@ -25,7 +25,7 @@ AGENT_FLAGS := --bundle --platform=node --format=esm --target=node24 --log-level
 
 SOURCES := $(shell find dispatcher node-agent image pxe -name '*.ts' -o -name '*.sh' -o -name '*.ipxe' -o -name '*.html' -o -name '*.css' -o -name '*.js' 2>/dev/null)
 
-.PHONY: help check lint format format-check boundaries deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-reboot bench-resources bench-boot bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
+.PHONY: help check lint format format-check boundaries deps build image pxe test test-unit test-integration test-e2e typecheck bench bench-image bench-reboot bench-resources bench-boot bench-boot-wire bench-dhcp bench-dispatch bench-operator demo demo-stop install uninstall clean
 
 help:
 	@echo "make check            the fast check, no root, ~1 min: lint, format-check, boundaries, typecheck, unit tests"
@@ -49,6 +49,7 @@ help:
 	@echo "make bench-resources  task throughput with cgroups enforcing requests against without (QEMU)"
 	@echo "make bench-image      the RAM image: initrd size, kernel start → agent, memory after boot (QEMU)"
 	@echo "make bench-boot       boot figures: simulated PXE boot storms and QEMU machines, with the DHCP rate"
+	@echo "make bench-boot-wire  boot storms over a tc-limited link (1 and 10 Gbit/s) against the wire limit"
 	@echo "make bench-dhcp       the DHCP lease rate alone (perfdhcp against the dispatcher and Kea)"
 	@echo "make bench-dispatch   dispatch throughput beside BullMQ, graphile-worker and Slurm (root)"
 	@echo "make bench-operator   operator figures: /api/v1/nodes and the live feed with 1,000 nodes, reboot acks"
@@ -164,6 +165,10 @@ bench-resources: build pxe
 	$(NODE) $(DIST)/bench/resources.mjs
 bench-boot: image pxe
 	bash bench/boot.sh
+# Boot storms over a rate-limited link (tc in the bench's namespaces): completion against the
+# wire limit and CPU per boot beside dnsmasq + nginx; WIRE_SETS, RUNS_WIRE as in bench/boot.sh.
+bench-boot-wire: image pxe
+	PARTS=wire bash bench/boot.sh
 # The DHCP lease rate alone: perfdhcp against the dispatcher and Kea (part of bench-boot too).
 bench-dhcp: build
 	bash bench/dhcp-rate.sh

@@ -4,9 +4,12 @@
  * (SQLite WAL, synchronous FULL, group commit) before its agent sees the acknowledgement.
  *
  *   node dist/bench/dispatch-real.mjs throughput [--tasks 200000] [--agents 100] [--slots 32] [--chunk 10000]
+ *        [--store URL] [--name dispatch_real_throughput]
  *        dispatcher + bench/sim-agents (its own process, 100 agents answering at once): the tasks
  *        are submitted over HTTP in chunks while the agents wait, as the peers' producers do;
- *        tasks/s = tasks / (first submit → last result acknowledged); hand-out → ack p50/p99
+ *        tasks/s = tasks / (first submit → last result acknowledged); hand-out → ack p50/p99;
+ *        group commit's transactions and durability steps from /metrics. --store postgres://…
+ *        runs the dispatcher on that PostgreSQL, --name names the RESULT line
  *   node dist/bench/dispatch-real.mjs latency [--jobs 2000]
  *        one-task jobs submitted one after the other (POST, awaited) onto 100 idle agents:
  *        submit → durable result (its acknowledgement reaching the agent) p50/p99
@@ -24,7 +27,8 @@
  *        a real node-agent with 2 × cores CPU-bound tasks for a minute: never declared lost
  *
  * Prints `RESULT name=... key=value ...` lines. PROFILE_DIR=dir runs the dispatcher with
- * --cpu-prof (one .cpuprofile per dispatcher process, written when it stops).
+ * --cpu-prof (one .cpuprofile per dispatcher process, written when it stops);
+ * DISPATCHER_LOG_DIR=dir keeps each dispatcher's log there.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -96,7 +100,10 @@ interface Dispatcher {
 }
 
 let profileSeq = 0;
-async function startDispatcher(dataDir: string, opts: { port?: number; heartbeat?: number; label: string }): Promise<Dispatcher> {
+async function startDispatcher(
+  dataDir: string,
+  opts: { port?: number; heartbeat?: number; label: string; store?: string },
+): Promise<Dispatcher> {
   const nodeArgs: string[] = [];
   if (process.env.PROFILE_DIR) {
     const dir = join(process.env.PROFILE_DIR, `${opts.label}-${process.pid}-${++profileSeq}`);
@@ -118,10 +125,16 @@ async function startDispatcher(dataDir: string, opts: { port?: number; heartbeat
     'info',
   ];
   if (opts.heartbeat !== undefined) args.push('--heartbeat', String(opts.heartbeat));
+  if (opts.store) args.push('--store', opts.store);
   const spawnedAt = performance.now();
   const proc = track(spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   proc.stderr!.resume();
+  // DISPATCHER_LOG_DIR=dir keeps each dispatcher's log (its stdout), to see what it said under load.
+  if (process.env.DISPATCHER_LOG_DIR) {
+    mkdirSync(process.env.DISPATCHER_LOG_DIR, { recursive: true });
+    proc.stdout!.pipe(createWriteStream(join(process.env.DISPATCHER_LOG_DIR, `${opts.label}-${process.pid}-${++profileSeq}.log`)));
+  }
   const port = await new Promise<number>((resolve, reject) => {
     lines(proc.stdout!, (l) => {
       if (l.includes('"dispatcher started"')) resolve((JSON.parse(l) as { httpPort: number }).httpPort);
@@ -237,17 +250,38 @@ function tempDir(what: string): string {
 
 // ---------------------------------------------------------------- throughput
 
+/** Group commit's counters from /metrics: transactions, writes, durability steps (WAL fsync or PostgreSQL shipping). */
+async function storeMetrics(
+  d: Dispatcher,
+): Promise<{ commits: number; writes: number; syncs: number; syncSeconds: number; pgRows: number; pgFailures: number }> {
+  const text = await (await fetch(`${d.url}/metrics`)).text();
+  const value = (metric: string) => Number(new RegExp(`^${metric} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return {
+    commits: value('lilcluster_store_commits_total'),
+    writes: value('lilcluster_store_writes_total'),
+    syncs: value('lilcluster_store_wal_syncs_total'),
+    syncSeconds: value('lilcluster_store_wal_sync_seconds_total'),
+    // the PostgreSQL store's shipping: rows shipped, and ships that failed (the session lost)
+    pgRows: value('lilcluster_store_postgres_rows_total'),
+    pgFailures: value('lilcluster_store_postgres_failures_total'),
+  };
+}
+
 async function throughput(): Promise<void> {
   const tasks = num('tasks', 200_000);
   const agents = num('agents', 100);
   const slots = num('slots', 32);
   const chunk = num('chunk', 10_000);
+  // --store postgres://…: the same workload on the PostgreSQL store (bench/dispatch-postgres.sh)
+  const store = arg('store', '');
+  const name = arg('name', 'dispatch_real_throughput');
   const dir = tempDir('tput');
-  const d = await startDispatcher(join(dir, 'data'), { label: 'throughput' });
+  const d = await startDispatcher(join(dir, 'data'), { label: store ? 'throughput-postgres' : 'throughput', ...(store ? { store } : {}) });
   try {
     const sim = startSim(d, ['--agents', String(agents), '--slots', String(slots), '--tasks', String(tasks), '--duration', '600']);
     await sim.connected;
     const load = load1();
+    const m0 = await storeMetrics(d);
     const cpu0 = procCpuMs(d.pid);
     const t0 = performance.now();
     for (let i = 0; i < tasks; i += chunk) await submitSweep(d, Math.min(chunk, tasks - i), i);
@@ -258,11 +292,19 @@ async function throughput(): Promise<void> {
     const rss = procRssMiB(d.pid);
     const s = await engineStats(d);
     if (s.done < tasks) throw new Error(`only ${s.done} of ${tasks} tasks done`);
+    const m1 = await storeMetrics(d);
+    const commits = m1.commits - m0.commits;
+    const syncs = m1.syncs - m0.syncs;
     console.log(
-      `RESULT name=dispatch_real_throughput agents=${agents} slots=${slots} tasks=${tasks} chunk=${chunk} seconds=${f(secs)} tasks_per_s=${Math.round(tasks / secs)} ` +
+      `RESULT name=${name} agents=${agents} slots=${slots} tasks=${tasks} chunk=${chunk} seconds=${f(secs)} tasks_per_s=${Math.round(tasks / secs)} ` +
         `handout_to_ack_p50_ms=${r.fields.ack_p50_ms} handout_to_ack_p99_ms=${r.fields.ack_p99_ms} submit_s=${f((submitted - t0) / 1000)} ` +
         `dispatcher_cpu_us_per_task=${f((cpuMs * 1000) / tasks, 1)} dispatcher_cpu_pct=${f(cpuMs / 10 / secs, 0)} rss_mib=${rss} ` +
-        `messages_per_task=${f((Number(r.fields.messages_in) + Number(r.fields.messages_out)) / tasks, 3)} load1=${load}`,
+        `messages_per_task=${f((Number(r.fields.messages_in) + Number(r.fields.messages_out)) / tasks, 3)} ` +
+        `store_commits=${commits} writes_per_commit=${f((m1.writes - m0.writes) / commits, 1)} durable_syncs=${syncs} ` +
+        `tasks_per_sync=${f(tasks / syncs, 1)} sync_ms_mean=${f((m1.syncSeconds - m0.syncSeconds) * (1000 / syncs), 2)} ` +
+        `sync_busy_pct=${f((100 * (m1.syncSeconds - m0.syncSeconds)) / secs, 0)} ` +
+        (store ? `shipped_rows_per_task=${f((m1.pgRows - m0.pgRows) / tasks, 2)} ship_failures=${m1.pgFailures - m0.pgFailures} ` : '') +
+        `load1=${load}`,
     );
   } finally {
     await d.stop();

@@ -147,6 +147,41 @@ figure(
   tReal / tGw >= 8,
   `per-round median ${fmt(paired(real, gw), 2)}; engine ÷ graphile-worker ${fmt(eng1 / tGw, 2)}`,
 );
+// 1b. the postgres section: ours on the PostgreSQL store beside graphile-worker on the same server
+const pgOurs = { rows: pick('dispatch-postgres', { variant: 'postgres' }), field: 'tasks_per_s' };
+const pgGw = { rows: pick('graphile-worker-same-pg', { variant: 'postgres' }), field: 'jobs_per_s' };
+if (pgOurs.rows.length || pgGw.rows.length) {
+  const pg = (name, field) => med(name, field, { variant: 'postgres' });
+  const tPg = pg('dispatch-postgres', 'tasks_per_s');
+  const tPgGw = pg('graphile-worker-same-pg', 'jobs_per_s');
+  figure(
+    'throughput_postgres',
+    `dispatcher process on PostgreSQL (fsync on), 100 sim agents × ${pgOurs.rows[0]?.slots ?? '?'} slots, tasks/s (runs: ${pgOurs.rows.map((r) => r.tasks_per_s).join(' / ')})`,
+    tPg,
+    'tasks/s',
+    '',
+    undefined,
+    `÷ SQLite same run ${fmt(tPg / tReal, 2)}; dispatcher ${fmt(pg('dispatch-postgres', 'dispatcher_cpu_us_per_task'), 1)} µs CPU/task; PostgreSQL ${fmt(pg('dispatch-postgres', 'pg_commits_per_task'), 4)} commits and ${fmt(pg('dispatch-postgres', 'pg_wal_bytes_per_task'))} WAL bytes per task; ${fmt(pg('dispatch-postgres', 'tasks_per_sync'), 1)} tasks per shipped batch (${fmt(pg('dispatch-postgres', 'sync_ms_mean'), 2)} ms each, ${fmt(pg('dispatch-postgres', 'sync_busy_pct'))} % of the time); load ${loads('dispatch-postgres', { variant: 'postgres' })}`,
+  );
+  figure(
+    'peer_graphile_worker_same_pg',
+    `graphile-worker no-op on the same PostgreSQL (runs: ${pgGw.rows.map((r) => r.jobs_per_s).join(' / ')})`,
+    tPgGw,
+    'tasks/s',
+    '',
+    undefined,
+    `PostgreSQL ${fmt(pg('graphile-worker-same-pg', 'pg_commits_per_task'), 2)} commits and ${fmt(pg('graphile-worker-same-pg', 'pg_wal_bytes_per_task'))} WAL bytes per job; load ${loads('graphile-worker-same-pg', { variant: 'postgres' })}`,
+  );
+  figure(
+    'ratio_postgres_vs_graphile',
+    'dispatcher on PostgreSQL ÷ graphile-worker, same server',
+    tPg / tPgGw,
+    'x',
+    '≥ 3',
+    tPg / tPgGw >= 3,
+    `per-round median ${fmt(paired(pgOurs, pgGw), 2)}`,
+  );
+}
 const lat50 = med('dispatch_real_latency', 'p50_ms');
 const lat99 = med('dispatch_real_latency', 'p99_ms');
 figure(

@@ -13,6 +13,10 @@
 #               1,000,000 queued and restart: exec → first task to a waiting agent
 #   lost        a frozen agent's tasks handed out again (in heartbeat intervals)
 #   busy        (once, after the rounds) a real agent at 100 % CPU on every core for a minute: never lost
+#   postgres    (not in the default set) one throwaway PostgreSQL (fsync on) for the run: the
+#               throughput workload on `dispatcher --store postgres://…` beside graphile-worker
+#               on the same server (bench/dispatch-postgres.sh), with our SQLite throughput step
+#               in the same rounds; PostgreSQL commits and WAL bytes per task for both
 #
 # Each section runs RUNS times (default 3), ours and the peers' steps alternating, the order
 # reversed every other round so the machine's load falls on both sides alike; every RESULT line
@@ -139,6 +143,20 @@ AGENTS_ENV=
 [ -n "${PROFILE:-}" ] && AGENTS_ENV="NODE_OPTIONS=--cpu-prof\\ --cpu-prof-dir=$OUT/profiles/agents"
 say "dispatch bench: sections ${SECTIONS[*]}, RUNS=$RUNS, peers $([ -n "$PEERS_OK" ] && echo on || echo off); $(nproc) cores; uptime:$(uptime | sed 's/.*load/ load/'); output $OUT"
 
+# --- postgres: one throwaway PostgreSQL for the whole run, stopped by PID on exit ------------
+PGW=
+if want postgres; then
+  if [ "$(id -u)" != 0 ]; then
+    say "not root: the postgres section is skipped (postgres runs as user postgres)"
+  else
+    PGW=$(mktemp -d /tmp/lc-bench-pg.XXXXXX)
+    trap 'cleanup; bash bench/dispatch-postgres.sh stop "$PGW"' EXIT
+    bash bench/dispatch-postgres.sh start "$PGW" 2>&1 | tee -a "$LOG" >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || { say "PostgreSQL did not start: the postgres section is skipped"; PGW=; }
+  fi
+fi
+PG="env ${PROFILE_ENV[*]} THROUGHPUT_TASKS=$THROUGHPUT_TASKS SIM_SLOTS=$SIM_SLOTS PEERS=$PEERS bash bench/dispatch-postgres.sh"
+
 for ROUND in $(seq "$RUNS"); do
   say "round $ROUND of $RUNS"
   if want throughput; then
@@ -152,6 +170,12 @@ for ROUND in $(seq "$RUNS"); do
       "bullmq-add1 peer latency env CHUNK=1 N=2000 bash $PEERS/bullmq.sh" \
       "graphile-worker-add1 peer latency env CHUNK=1 N=1000 bash $PEERS/graphile-worker.sh" \
       "ws-echo peer default bash $PEERS/ws-echo.sh"
+  fi
+  if want postgres && [ -n "$PGW" ]; then
+    steps \
+      "real-throughput ours default $REAL throughput --tasks $THROUGHPUT_TASKS --slots $SIM_SLOTS" \
+      "dispatch-postgres ours postgres $PG ours $PGW $ROUND" \
+      "graphile-worker-same-pg peer postgres $PG graphile $PGW $ROUND"
   fi
   if want e2e; then
     steps \
