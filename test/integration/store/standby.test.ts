@@ -194,9 +194,19 @@ describe('standby dispatchers on one PostgreSQL', () => {
       throw new Error(`${(err as Error).message}\nfirst:\n${c.output().slice(-2000)}\nsecond:\n${d.output().slice(-2000)}`);
     });
     expect(both.map((x) => x!.role).sort()).toEqual(['leader', 'standby']);
-    // A while later, still one.
-    await new Promise((r) => setTimeout(r, 1500));
+    // A while later, still one; and the standby follows the leader over one session of its
+    // own, the same one throughout (not a new connection each time it looks).
+    const standbySessions = () =>
+      pg
+        .psql(
+          "SELECT pid || ' ' || backend_start FROM pg_stat_activity WHERE datname = 'twoatonce' AND application_name = 'lilcluster dispatcher (standby)'",
+        )
+        .trim();
+    const first = await waitUntil('the standby session', async () => standbySessions() || undefined, 10_000, 100);
+    await new Promise((r) => setTimeout(r, 3000));
     expect((await roles()).map((x) => x!.role).sort()).toEqual(['leader', 'standby']);
+    expect(first.split('\n')).toHaveLength(1);
+    expect(standbySessions()).toBe(first);
     await c.stop();
     await d.stop();
   }, 60_000);

@@ -86,15 +86,21 @@ export class Leadership {
       if (opts.signal?.aborted) throw new Error('stopped while waiting to lead');
       let client: pg.Client | undefined;
       let poller: NodeJS.Timeout | undefined;
+      let stopReading: () => Promise<void> = async () => {};
       try {
         client = await connect(store, { applicationName: 'lilcluster dispatcher (leader lock)' });
         saidUnreachable = false;
         let got = (await client.query('SELECT pg_try_advisory_lock($1) AS got', [LEADER_LOCK_KEY])).rows[0]?.got === true;
         if (!got) {
           // A standby: say who leads, follow changes, and wait on the lock itself.
+          const reader = new LeaderReader(store);
           let last = '';
+          let reading = false;
           const tell = async () => {
-            const info = await readLeaderWith(store).catch(() => undefined);
+            if (reading) return;
+            reading = true;
+            const info = await reader.read().catch(() => undefined);
+            reading = false;
             const key = JSON.stringify(info ?? null);
             if (key !== last) {
               last = key;
@@ -104,10 +110,12 @@ export class Leadership {
           };
           await tell();
           poller = setInterval(() => void tell(), STANDBY_POLL_MS);
+          stopReading = () => reader.close();
           await client.query('SELECT pg_advisory_lock($1)', [LEADER_LOCK_KEY]);
           got = true;
         }
         clearInterval(poller);
+        await stopReading();
         await client.query('BEGIN');
         for (const sql of [...META_TABLES_SQL, ...LEADER_TABLE_SQL]) await client.query(sql);
         const since = Date.now();
@@ -121,6 +129,7 @@ export class Leadership {
         return new Leadership(store, client, epoch, self, since, log);
       } catch (err) {
         clearInterval(poller);
+        await stopReading();
         await client?.end().catch(() => {});
         if (!saidUnreachable)
           log.warn({ err: (err as Error).message, store: store.display }, 'standby: the database cannot be reached; retrying');
@@ -226,11 +235,6 @@ export class Leadership {
     }
   }
 
-  /** Who leads now, as PostgreSQL says (read on a fresh session). */
-  static readLeader(store: StoreUrl): Promise<LeaderInfo | undefined> {
-    return readLeaderWith(store);
-  }
-
   /** Ends the session: the lock is free for a standby. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -283,12 +287,41 @@ async function readLeader(client: pg.Client): Promise<LeaderInfo | undefined> {
     : undefined;
 }
 
-async function readLeaderWith(store: StoreUrl): Promise<LeaderInfo | undefined> {
-  const client = await connect(store, { applicationName: 'lilcluster dispatcher (standby)' });
-  try {
-    return await readLeader(client);
-  } finally {
-    await client.end().catch(() => {});
+/**
+ * A standby's view of who leads, read over one session of its own (the lock's session is
+ * blocked waiting on the lock); a failed session is dropped and the next read opens another.
+ */
+class LeaderReader {
+  #client: pg.Client | undefined;
+  #closed = false;
+
+  constructor(private readonly store: StoreUrl) {}
+
+  async read(): Promise<LeaderInfo | undefined> {
+    if (this.#closed) return undefined;
+    try {
+      if (!this.#client) {
+        const client = await connect(this.store, { applicationName: 'lilcluster dispatcher (standby)' });
+        if (this.#closed) {
+          await client.end().catch(() => {});
+          return undefined;
+        }
+        this.#client = client;
+      }
+      return await readLeader(this.#client);
+    } catch (err) {
+      const failed = this.#client;
+      this.#client = undefined;
+      await failed?.end().catch(() => {});
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.end().catch(() => {});
   }
 }
 
