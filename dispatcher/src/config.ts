@@ -38,6 +38,12 @@ export const DEFAULT_RESULTS_MESSAGE_MAX_INFLATED_BYTES = 128 * 1024 * 1024;
 export const DEFAULT_BOOT_HTTP_IDLE_SECONDS = 30;
 /** Boot-file downloads one client address runs at once; its others wait (`bootHttpPerClient`). */
 export const DEFAULT_BOOT_HTTP_PER_CLIENT = 4;
+/**
+ * Boot-file downloads running at once (`bootHttpMaxTransfers`); more wait in line. A waiting
+ * download gets no byte, so on a link slower than the storm it waits for whole transfers to
+ * end: the cap is set above a farm's cold storm, as a web server's connection limit would be.
+ */
+export const DEFAULT_BOOT_HTTP_MAX_TRANSFERS = 1024;
 
 export interface DhcpConfig {
   mode: DhcpMode;
@@ -98,6 +104,8 @@ export interface DispatcherConfig {
   bootHttpIdleSeconds: number;
   /** Boot-file downloads one client address runs at once (the fair queue's per-client share). */
   bootHttpPerClient: number;
+  /** Boot-file downloads running at once; more wait in the fair queue. */
+  bootHttpMaxTransfers: number;
   logLevel: string;
   /**
    * `dispatcher` (default): the head machine. `boot`: a boot server of another segment: DHCP,
@@ -141,6 +149,7 @@ export function defaultConfig(): DispatcherConfig {
     kernelArgs: '',
     bootHttpIdleSeconds: DEFAULT_BOOT_HTTP_IDLE_SECONDS,
     bootHttpPerClient: DEFAULT_BOOT_HTTP_PER_CLIENT,
+    bootHttpMaxTransfers: DEFAULT_BOOT_HTTP_MAX_TRANSFERS,
     logLevel: 'info',
     role: 'dispatcher',
   };
@@ -224,7 +233,9 @@ function validate(cfg: DispatcherConfig): void {
   for (const f of ['heartbeatSeconds', 'missedHeartbeats', 'leaseGraceSeconds', 'speculativeK', 'bootHttpIdleSeconds'] as const) {
     if (typeof cfg[f] !== 'number' || !(cfg[f] > 0)) bad(f, 'must be a positive number');
   }
-  if (!Number.isInteger(cfg.bootHttpPerClient) || cfg.bootHttpPerClient < 1) bad('bootHttpPerClient', 'must be an integer ≥ 1');
+  for (const f of ['bootHttpPerClient', 'bootHttpMaxTransfers'] as const) {
+    if (!Number.isInteger(cfg[f]) || cfg[f] < 1) bad(f, 'must be an integer ≥ 1');
+  }
   for (const f of ['resultTextMaxBytes', 'outputsMaxBytes', 'outputsMaxInflatedBytes', 'resultsMessageMaxInflatedBytes'] as const) {
     if (!Number.isSafeInteger(cfg[f]) || cfg[f] < 1024) bad(f, 'must be a whole number of bytes, at least 1024');
   }

@@ -1,6 +1,6 @@
 /** The dispatcher's configuration: layers merge, and a bad value is refused naming its field. */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_LEASE_CACHE_THRESHOLD, resolveConfig } from '../../dispatcher/src/config.js';
+import { DEFAULT_BOOT_HTTP_MAX_TRANSFERS, DEFAULT_LEASE_CACHE_THRESHOLD, resolveConfig } from '../../dispatcher/src/config.js';
 
 const base = { interface: 'lab0' };
 
@@ -28,5 +28,12 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig(base, { peers: ['ftp://x'] })).toThrow(/peers: "ftp:\/\/x" is not an http:\/\/ URL/);
     expect(() => resolveConfig(base, { peers: 'http://a:8080' as never })).toThrow(/peers: a list of URLs/);
     expect(() => resolveConfig(base, { store: 5 as never })).toThrow(/store: a postgres:\/\/ connection string/);
+  });
+
+  it('caps boot downloads at bootHttpMaxTransfers, and refuses a cap that is not a whole number ≥ 1', () => {
+    expect(resolveConfig(base).bootHttpMaxTransfers).toBe(DEFAULT_BOOT_HTTP_MAX_TRANSFERS);
+    expect(resolveConfig(base, { bootHttpMaxTransfers: 64 }).bootHttpMaxTransfers).toBe(64);
+    for (const bad of [0, 1.5, -3, '64'])
+      expect(() => resolveConfig(base, { bootHttpMaxTransfers: bad as number })).toThrow(/bootHttpMaxTransfers: must be an integer ≥ 1/);
   });
 });

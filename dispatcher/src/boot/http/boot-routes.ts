@@ -39,8 +39,6 @@ import { imageUrl } from '../kexec-plan.js';
 import { memoryRefusal } from '../memory-fit.js';
 import { loadSendfile, SENDFILE_MIN_BYTES, type ZeroCopySender } from './sendfile.js';
 
-/** Image downloads running at once; more wait in line (BootHttpOptions overrides). */
-export const DEFAULT_HTTP_MAX_TRANSFERS = 128;
 /** Downloads waiting for a slot; beyond this the client gets 503 and its script retries. */
 export const DEFAULT_HTTP_MAX_QUEUE = 4096;
 /** Downloads one client address may have waiting; beyond this that client gets 503. */
@@ -141,7 +139,7 @@ export function bootHttpPlugin(core: Core, opts: BootHttpOptions): BootHttp {
   if (core.images.catalog.list().some((img) => img.versions.at(-1)!.keyStatus === 'none'))
     log.info({}, 'an image carries no dispatcher key: boot scripts pass it as lc.pubkey= (bake it in with make image DISPATCHER_KEY=...)');
   const limiter = new FairLimiter({
-    max: opts.maxTransfers ?? DEFAULT_HTTP_MAX_TRANSFERS,
+    max: opts.maxTransfers ?? core.config.bootHttpMaxTransfers,
     maxQueue: opts.maxQueue ?? DEFAULT_HTTP_MAX_QUEUE,
     perClient: opts.perClient ?? core.config.bootHttpPerClient,
     perClientQueue: DEFAULT_HTTP_PER_CLIENT_QUEUE,
